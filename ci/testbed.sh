@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+#! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
+#
+#   ci/testbed.sh up NAME N DIR [--owner PID]   start (or restart) testbed NAME with N servers;
+#                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,testbed.json}
+#   ci/testbed.sh down NAME                     remove its containers and network
+#   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all)
+#   ci/testbed.sh packages                      build/fetch the index content into ci/.cache/packages
+#
+# Every container and network carries the label deploy.testbed=NAME and
+# deploy.testbed.owner=PID; `up` first removes leftovers of dead owners, because the
+# Docker engine outlives the processes that made them.  Ports are published on
+# 127.0.0.1 only (random host ports).  Servers reach the index as http://index:8080/.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="$root/ci/.cache"
+GUNICORN=gunicorn==27.0.1
+
+die() { echo "testbed: $*" >&2; exit 1; }
+
+packages() {
+    local out="$cache/packages" stamp
+    stamp="$(cat "$root/tests/sample-app/build_wheels.py" "$root/tests/sample-app/hello_app/__init__.py" | sha256sum | cut -c1-12)-$GUNICORN"
+    if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]]; then return; fi
+    rm -rf "$out"; mkdir -p "$out"
+    python3 "$root/tests/sample-app/build_wheels.py" "$out" >/dev/null
+    PIP_FIND_LINKS= python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+        --dest "$out" "$GUNICORN" >&2
+    echo "$stamp" > "$out/.stamp"
+}
+
+gc() {
+    local all="${1:-}" c pid
+    for c in $(docker ps -aq --filter label=deploy.testbed.owner); do
+        pid="$(docker inspect -f '{{index .Config.Labels "deploy.testbed.owner"}}' "$c")"
+        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker rm -f "$c" >/dev/null; fi
+    done
+    for c in $(docker network ls -q --filter label=deploy.testbed.owner); do
+        pid="$(docker network inspect -f '{{index .Labels "deploy.testbed.owner"}}' "$c")"
+        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker network rm "$c" >/dev/null 2>&1 || true; fi
+    done
+}
+
+down() {
+    local name="$1"
+    docker ps -aq --filter "label=deploy.testbed=$name" | xargs -r docker rm -f >/dev/null
+    docker network ls -q --filter "label=deploy.testbed=$name" | xargs -r docker network rm >/dev/null 2>&1 || true
+}
+
+port_of() { docker port "$1" "$2" | head -1 | sed 's/.*://'; }
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+    local limit="$1" what="$2"; shift 2
+    for _ in $(seq 1 $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    die "timed out waiting for $what"
+}
+
+up() {
+    local name="$1" n="$2" dir="$3" owner="$4" image net i c
+    [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
+    [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
+    image="$("$root/ci/image/build.sh" --print-tag)"
+    docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing: run ci/image/build.sh"
+    gc; down "$name"; packages
+    mkdir -p "$dir"
+    [[ -f "$dir/id_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C "deploy-testbed-$name" -f "$dir/id_ed25519"
+    local labels=(--label "deploy.testbed=$name" --label "deploy.testbed.owner=$owner")
+    net="deploy-tb-$name"
+    docker network create "${labels[@]}" "$net" >/dev/null
+
+    c="deploy-tb-$name-index"
+    docker create "${labels[@]}" --init --name "$c" --network "$net" --network-alias index \
+        -e ROLE=index -p 127.0.0.1::8080 "$image" >/dev/null
+    docker cp "$cache/packages" "$c:/packages" >/dev/null
+    docker start "$c" >/dev/null
+    local pubkey; pubkey="$(cat "$dir/id_ed25519.pub")"
+    for i in $(seq 1 "$n"); do
+        docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
+            --network "$net" -e AUTHORIZED_KEY="$pubkey" \
+            -p 127.0.0.1::22 -p 127.0.0.1::80 "$image" >/dev/null
+    done
+    local index_port; index_port="$(port_of "$c" 8080)"
+    wait_for 30 "the index" curl -fsS "http://127.0.0.1:$index_port/simple/"
+
+    : > "$dir/known_hosts"
+    {
+        echo "# Written by ci/testbed.sh for testbed '$name'."
+        echo "hosts:"
+    } > "$dir/inventory.yml"
+    local json_servers=""
+    for i in $(seq 1 "$n"); do
+        c="deploy-tb-$name-web$i"
+        wait_for 30 "sshd in $c" sh -c "docker logs $c 2>&1 | grep -q 'Server listening'"
+        local ssh_port http_port fp
+        ssh_port="$(port_of "$c" 22)"; http_port="$(port_of "$c" 80)"
+        # The host key is read out of band (like a console), so pinning it is an explicit act.
+        fp="$(docker exec "$c" ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub | awk '{print $2}')"
+        echo "[127.0.0.1]:$ssh_port $fp" >> "$dir/known_hosts"
+        printf '  web%s:\n    address: 127.0.0.1\n    port: %s\n    user: deploy\n    groups: [web]\n' \
+            "$i" "$ssh_port" >> "$dir/inventory.yml"
+        json_servers+="${json_servers:+,}{\"name\":\"web$i\",\"container\":\"$c\",\"ssh_port\":$ssh_port,\"http_port\":$http_port}"
+    done
+    cat >> "$dir/inventory.yml" <<YAML
+applications:
+  hello:
+    package: hello-app
+    index_url: http://index:8080/simple/
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.test]
+    health:
+      path: /healthz
+    env:
+      GREETING: hello from the inventory
+    keep_releases: 3
+    environments:
+      staging:
+        groups: [web]
+YAML
+    printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"key":"%s","servers":[%s]}\n' \
+        "$name" "$net" "deploy-tb-$name-index" "$index_port" "$dir/id_ed25519" "$json_servers" > "$dir/testbed.json"
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+    up)
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID]"
+        owner="$PPID"; [[ "${4:-}" == "--owner" ]] && owner="${5:?--owner needs a pid}"
+        up "$1" "$2" "$(mkdir -p "$3" && cd "$3" && pwd)" "$owner" ;;
+    down) down "${1:?usage: testbed.sh down NAME}" ;;
+    gc) gc "${1:-}" ;;
+    packages) packages ;;
+    *) die "usage: testbed.sh up|down|gc|packages (see the header of this file)" ;;
+esac

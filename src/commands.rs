@@ -1,0 +1,359 @@
+//! Remote commands, built as data: every shell line the engine sends to a server is made
+//! here, from validated names and [`crate::shell::quote`]d values, and nothing here does
+//! I/O.  The engine decides *when* to run them; [`crate::ssh`] runs them.
+//!
+//! Conventions: commands run as the inventory's SSH user; those that touch `/etc` or
+//! control services use `sudo -n` (never prompting).  File contents travel on stdin, so
+//! they never appear in a process list or a log.
+
+use crate::shell::{join, quote};
+
+/// Where an application lives on a server (see DESIGN.md, "On a server").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPaths {
+    pub app: String,
+    pub root: String,
+}
+
+/// Name of the completion marker written last into a release directory.
+pub const MARKER: &str = ".deploy-release";
+
+impl AppPaths {
+    pub fn new(app: &str) -> AppPaths {
+        AppPaths { app: app.to_string(), root: format!("/srv/apps/{app}") }
+    }
+    pub fn releases(&self) -> String {
+        format!("{}/releases", self.root)
+    }
+    pub fn release(&self, version: &str) -> String {
+        format!("{}/releases/{version}", self.root)
+    }
+    pub fn marker(&self, version: &str) -> String {
+        format!("{}/{MARKER}", self.release(version))
+    }
+    pub fn shared(&self) -> String {
+        format!("{}/shared", self.root)
+    }
+    pub fn env_file(&self) -> String {
+        format!("{}/shared/env", self.root)
+    }
+    pub fn current(&self) -> String {
+        format!("{}/current", self.root)
+    }
+    pub fn supervisor_conf(&self) -> String {
+        format!("/etc/supervisor/conf.d/{}.conf", self.app)
+    }
+    pub fn nginx_conf(&self) -> String {
+        format!("/etc/nginx/sites-enabled/{}.conf", self.app)
+    }
+    /// The supervisord program name.
+    pub fn program(&self) -> String {
+        self.app.clone()
+    }
+}
+
+/// One remote command: a POSIX shell line and, optionally, bytes for its stdin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteCmd {
+    pub line: String,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RemoteCmd {
+    // stdin may hold secrets (the env file): never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCmd")
+            .field("line", &self.line)
+            .field("stdin", &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())))
+            .finish()
+    }
+}
+
+impl RemoteCmd {
+    pub fn new(line: impl Into<String>) -> RemoteCmd {
+        RemoteCmd { line: line.into(), stdin: None }
+    }
+    pub fn with_stdin(line: impl Into<String>, stdin: Vec<u8>) -> RemoteCmd {
+        RemoteCmd { line: line.into(), stdin: Some(stdin) }
+    }
+}
+
+/// Runs a POSIX script as root: `sudo -n sh -c '<script>' sh args...`.
+fn sudo_sh(script: &str, args: &[&str]) -> String {
+    let mut line = format!("sudo -n sh -c {} sh", quote(script));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line
+}
+
+/// Prints `yes` if the app's directories exist and belong to `user`, else `no`.
+pub fn layout_check(p: &AppPaths, user: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "if [ -d {r} ] && [ -d {s} ] && [ \"$(stat -c %U {root})\" = {u} ]; then echo yes; else echo no; fi",
+        r = quote(&p.releases()),
+        s = quote(&p.shared()),
+        root = quote(&p.root),
+        u = quote(user)
+    ))
+}
+
+/// Creates `/srv/apps/<app>/{releases,shared}` owned by `user`.
+pub fn layout_create(p: &AppPaths, user: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "sudo -n install -d -m 0755 /srv/apps && sudo -n install -d -m 0755 -o {u} -g {u} {root} {r} {s}",
+        u = quote(user),
+        root = quote(&p.root),
+        r = quote(&p.releases()),
+        s = quote(&p.shared())
+    ))
+}
+
+/// Prints `complete` if the release's marker exists, `partial` if only its directory
+/// does, `absent` otherwise.
+pub fn release_state(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "if [ -f {m} ]; then echo complete; elif [ -e {d} ]; then echo partial; else echo absent; fi",
+        m = quote(&p.marker(version)),
+        d = quote(&p.release(version))
+    ))
+}
+
+/// (Re)creates the release's virtualenv, removing what an interrupted build left.
+pub fn venv_create(p: &AppPaths, version: &str) -> RemoteCmd {
+    let d = quote(&p.release(version));
+    RemoteCmd::new(format!("rm -rf {d} && python3 -m venv {d}"))
+}
+
+/// pip-installs `package==version` into the release from the index, then writes the
+/// marker (last, and atomically, so a marker means a complete release).
+pub fn pip_install(p: &AppPaths, index_url: &str, package: &str, version: &str) -> RemoteCmd {
+    let pip = format!("{}/bin/pip", p.release(version));
+    let mut args = vec![
+        pip.as_str(),
+        "install",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        "--index-url",
+        index_url,
+    ];
+    let host;
+    if index_url.starts_with("http://") {
+        // A plain-http index was asked for explicitly; pip refuses it without this.
+        host = crate::inventory::url_host(index_url).unwrap_or_default().to_string();
+        args.extend(["--trusted-host", host.as_str()]);
+    }
+    let req = format!("{package}=={version}");
+    args.push(&req);
+    let marker = p.marker(version);
+    let marker_tmp = format!("{marker}.tmp");
+    let stamp = format!("{package} {version}");
+    RemoteCmd::new(format!(
+        "{install} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
+        install = join(&args),
+        stamp = quote(&stamp),
+        tmp = quote(&marker_tmp),
+        marker = quote(&marker)
+    ))
+}
+
+/// Prints `present` then the file's bytes, or `absent`.
+pub fn read_file(path: &str) -> RemoteCmd {
+    let q = quote(path);
+    RemoteCmd::new(format!("if [ -f {q} ]; then echo present; cat -- {q}; else echo absent; fi"))
+}
+
+/// Writes stdin to `path` atomically (temp file, then rename) with `mode`.  With `root`,
+/// as root (for `/etc`); otherwise as the SSH user.
+pub fn write_file(path: &str, mode: &str, root: bool, contents: Vec<u8>) -> RemoteCmd {
+    let script = "umask 077 && cat > \"$1.deploy-new\" && chmod \"$2\" \"$1.deploy-new\" && mv -f \"$1.deploy-new\" \"$1\"";
+    let line = if root {
+        sudo_sh(script, &[path, mode])
+    } else {
+        format!("sh -c {} sh {} {}", quote(script), quote(path), quote(mode))
+    };
+    RemoteCmd::with_stdin(line, contents)
+}
+
+/// Prints the target of `current` (relative or absolute as stored), or nothing.
+pub fn read_current(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!("readlink {} || true", quote(&p.current())))
+}
+
+/// Points `current` at the release atomically: a new symlink renamed over the old one.
+/// Refuses a release without its marker, so `current` never points at a half-built one.
+pub fn switch_current(p: &AppPaths, version: &str) -> RemoteCmd {
+    let tmp = format!("{}.deploy-new", p.current());
+    RemoteCmd::new(format!(
+        "test -f {m} || {{ echo 'release {v} is not complete (no marker); refusing to switch' >&2; exit 1; }}; ln -sfn {target} {tmp} && mv -T -f {tmp} {cur}",
+        m = quote(&p.marker(version)),
+        v = quote(version),
+        target = quote(&format!("releases/{version}")),
+        tmp = quote(&tmp),
+        cur = quote(&p.current())
+    ))
+}
+
+/// `supervisorctl status <program>`: prints e.g. `hello RUNNING pid 42, uptime 0:01:02`.
+/// Exit status is non-zero when the program is not running; the caller reads the text.
+pub fn supervisor_status(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl status {} || true", quote(&p.program())))
+}
+
+/// Makes supervisord re-read its configs and apply the change for this program (adds,
+/// or restarts it if its config changed).
+pub fn supervisor_update(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl reread && sudo -n supervisorctl update {}", quote(&p.program())))
+}
+
+/// Restarts (or starts) the program.
+pub fn supervisor_restart(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl restart {}", quote(&p.program())))
+}
+
+/// Installs a new nginx site config only if the whole nginx configuration still passes
+/// `nginx -t` with it; otherwise puts the old file back (or removes the new one) and fails
+/// with nginx's message.  Does not reload.
+pub fn nginx_install_validated(path: &str, contents: Vec<u8>) -> RemoteCmd {
+    let script = r#"set -e
+p="$1"
+if [ -f "$p" ]; then cp -p "$p" "$p.deploy-old"; fi
+cat > "$p.deploy-new"; chmod 0644 "$p.deploy-new"; mv -f "$p.deploy-new" "$p"
+if ! nginx -t 2>/tmp/.deploy-nginx-t; then
+  if [ -f "$p.deploy-old" ]; then mv -f "$p.deploy-old" "$p"; else rm -f "$p"; fi
+  cat /tmp/.deploy-nginx-t >&2
+  echo "nginx -t failed; the previous config was put back" >&2
+  exit 1
+fi
+rm -f "$p.deploy-old""#;
+    RemoteCmd::with_stdin(sudo_sh(script, &[path]), contents)
+}
+
+/// Graceful reload: new workers take the new config; in-flight requests finish.
+pub fn nginx_reload() -> RemoteCmd {
+    RemoteCmd::new("sudo -n nginx -s reload")
+}
+
+/// One HTTP probe through nginx on the server; prints the status code (000 if none).
+pub fn health_probe(server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
+    RemoteCmd::new(join(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        &timeout_secs.to_string(),
+        "-H",
+        &format!("Host: {server_name}"),
+        &format!("http://127.0.0.1:80{path}"),
+    ]))
+}
+
+/// Lists release directories, oldest first: `<mtime> <name> complete|partial` per line.
+pub fn list_releases(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "cd {r} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; [ \"$d\" = '*' ] && continue; if [ -f \"$d/{MARKER}\" ]; then echo \"$(stat -c %Y \"$d/{MARKER}\") $d complete\"; else echo \"$(stat -c %Y \"$d\") $d partial\"; fi; done | sort -n",
+        r = quote(&p.releases())
+    ))
+}
+
+/// Removes the named release directories.
+pub fn remove_releases(p: &AppPaths, versions: &[String]) -> RemoteCmd {
+    let dirs: Vec<String> = versions.iter().map(|v| p.release(v)).collect();
+    RemoteCmd::new(format!("rm -rf -- {}", join(&dirs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> AppPaths {
+        AppPaths::new("hello")
+    }
+
+    #[test]
+    fn paths_follow_the_design() {
+        assert_eq!(p().release("1.0.0"), "/srv/apps/hello/releases/1.0.0");
+        assert_eq!(p().marker("1.0.0"), "/srv/apps/hello/releases/1.0.0/.deploy-release");
+        assert_eq!(p().current(), "/srv/apps/hello/current");
+        assert_eq!(p().supervisor_conf(), "/etc/supervisor/conf.d/hello.conf");
+        assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
+    }
+
+    #[test]
+    fn pip_install_pins_the_version_and_writes_the_marker_last() {
+        let c = pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0");
+        assert_eq!(
+            c.line,
+            "/srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
+             --index-url http://index:8080/simple/ --trusted-host index hello-app==1.0.0 \
+             && printf '%s\\n' 'hello-app 1.0.0' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
+             && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release"
+        );
+        let c = pip_install(&p(), "https://repo/simple/", "hello-app", "1.0.0");
+        assert!(!c.line.contains("--trusted-host"));
+    }
+
+    #[test]
+    fn switch_is_an_atomic_rename_guarded_by_the_marker() {
+        let c = switch_current(&p(), "1.1.0");
+        assert!(c.line.starts_with("test -f /srv/apps/hello/releases/1.1.0/.deploy-release ||"));
+        assert!(c.line.ends_with(
+            "ln -sfn releases/1.1.0 /srv/apps/hello/current.deploy-new && mv -T -f /srv/apps/hello/current.deploy-new /srv/apps/hello/current"
+        ));
+    }
+
+    #[test]
+    fn file_contents_travel_on_stdin_not_in_the_command_line() {
+        let c = write_file("/srv/apps/hello/shared/env", "0640", false, b"SECRET='x'\n".to_vec());
+        assert!(!c.line.contains("SECRET"));
+        assert_eq!(c.stdin.as_deref(), Some(&b"SECRET='x'\n"[..]));
+        assert!(!format!("{c:?}").contains("SECRET"), "Debug must not print stdin");
+        let c = write_file("/etc/x y.conf", "0644", true, vec![]);
+        assert!(c.line.starts_with("sudo -n sh -c '"));
+        assert!(c.line.ends_with(" sh '/etc/x y.conf' 0644"));
+    }
+
+    #[test]
+    fn health_probe_quotes_the_host_header() {
+        let c = health_probe("hello.example.com", "/healthz", 5);
+        assert_eq!(
+            c.line,
+            "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: hello.example.com' http://127.0.0.1:80/healthz"
+        );
+    }
+
+    #[test]
+    fn scripts_are_valid_posix_shell() {
+        // `sh -n` parses without running: every command we build must parse.
+        let cmds = [
+            layout_check(&p(), "deploy"),
+            layout_create(&p(), "deploy"),
+            release_state(&p(), "1.0.0"),
+            venv_create(&p(), "1.0.0"),
+            pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0"),
+            read_file("/etc/a b"),
+            write_file("/etc/a", "0644", true, vec![]),
+            write_file("/srv/a", "0640", false, vec![]),
+            read_current(&p()),
+            switch_current(&p(), "1.0.0"),
+            supervisor_status(&p()),
+            supervisor_update(&p()),
+            supervisor_restart(&p()),
+            nginx_install_validated("/etc/nginx/sites-enabled/hello.conf", vec![]),
+            nginx_reload(),
+            health_probe("h", "/healthz", 1),
+            list_releases(&p()),
+            remove_releases(&p(), &["1.0.0".into(), "0.9".into()]),
+        ];
+        for c in cmds {
+            let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(&c.line).status().unwrap();
+            assert!(st.success(), "does not parse: {}", c.line);
+        }
+    }
+}

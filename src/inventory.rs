@@ -1,0 +1,478 @@
+//! The inventory: hosts, applications and their environments, parsed from one YAML file
+//! and validated before anything touches a server.
+//!
+//! Parsing is strict: unknown fields are errors (a typo must not be silently ignored),
+//! and every name that reaches a server path or command is checked by
+//! [`deploy_wire::names`].  Errors name the file, the line and the field.
+//!
+//! Environments select hosts by **group**, so a host in no group could never be deployed
+//! to; that is reported as an error rather than ignored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use deploy_wire::names;
+use serde::Deserialize;
+use serde_saphyr::{Location, Spanned};
+
+use crate::error::{InputError, from_yaml};
+
+/// A server the gateway can SSH to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// How the engine decides that a release is healthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// HTTP path requested through nginx on the server (with the first server name as Host).
+    pub path: String,
+    /// The status code that counts as healthy.
+    pub expect_status: u16,
+    /// Timeout of one request, in seconds.
+    pub timeout_secs: u32,
+    /// How many attempts before the check fails.
+    pub retries: u32,
+    /// Pause between attempts, in milliseconds.
+    pub interval_ms: u32,
+}
+
+/// A named set of hosts for one application, with its own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// How many hosts the engine works on at once.
+    pub parallel: usize,
+    /// Extra environment variables, merged over the application's.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A Python web application and how it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    pub name: String,
+    /// Distribution name on the package index.
+    pub package: String,
+    /// The PyPI simple index the servers install from.
+    pub index_url: String,
+    /// Name of the playbook under `playbooks/` (without `.yml`).
+    pub playbook: String,
+    /// WSGI entry point gunicorn serves, `module:callable`.
+    pub wsgi: String,
+    /// Loopback port gunicorn listens on; nginx proxies to it.
+    pub port: u16,
+    pub workers: u32,
+    pub server_names: Vec<String>,
+    pub health: Health,
+    /// Environment variables of the process.  Treated as secrets: written to the server
+    /// through stdin, never shown in events, diffs or errors.
+    pub env: BTreeMap<String, String>,
+    /// How many complete releases to keep on disk (at least 1; the live one is always kept).
+    pub keep_releases: u32,
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub hosts: BTreeMap<String, Host>,
+    pub apps: BTreeMap<String, App>,
+}
+
+// ---- the YAML shape -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    #[serde(default)]
+    hosts: BTreeMap<String, Spanned<RawHost>>,
+    #[serde(default)]
+    applications: BTreeMap<String, Spanned<RawApp>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    address: Spanned<String>,
+    #[serde(default = "default_ssh_port")]
+    port: u16,
+    #[serde(default = "default_user")]
+    user: Spanned<String>,
+    #[serde(default = "sp_default")]
+    groups: Spanned<Vec<String>>,
+}
+
+fn sp<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
+}
+fn sp_default<T: Default>() -> Spanned<T> {
+    sp(T::default())
+}
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_user() -> Spanned<String> {
+    sp("deploy".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    package: Spanned<String>,
+    index_url: Spanned<String>,
+    #[serde(default = "default_playbook")]
+    playbook: Spanned<String>,
+    wsgi: Spanned<String>,
+    port: u16,
+    #[serde(default = "default_workers")]
+    workers: u32,
+    server_names: Spanned<Vec<String>>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default = "sp_default")]
+    env: Spanned<BTreeMap<String, String>>,
+    #[serde(default = "default_keep")]
+    keep_releases: Spanned<u32>,
+    environments: BTreeMap<String, Spanned<RawEnvironment>>,
+}
+
+fn default_playbook() -> Spanned<String> {
+    sp("python-web".into())
+}
+fn default_workers() -> u32 {
+    2
+}
+fn default_keep() -> Spanned<u32> {
+    sp(3)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    path: Spanned<String>,
+    expect_status: u16,
+    timeout_secs: u32,
+    retries: u32,
+    interval_ms: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth {
+            path: sp("/healthz".into()),
+            expect_status: 200,
+            timeout_secs: 5,
+            retries: 30,
+            interval_ms: 500,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    groups: Spanned<Vec<String>>,
+    #[serde(default = "default_parallel")]
+    parallel: usize,
+    #[serde(default = "sp_default")]
+    env: Spanned<BTreeMap<String, String>>,
+}
+
+fn default_parallel() -> usize {
+    10
+}
+
+// ---- loading and validation -----------------------------------------------------------
+
+impl Inventory {
+    /// Reads and validates an inventory file.
+    pub fn load(path: &Path) -> Result<Inventory, InputError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, None, "", format!("cannot read the inventory: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates inventory text; `path` is used in error messages only.
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, InputError> {
+        let raw: RawInventory = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
+        let err = |line: u64, field: String, msg: String| InputError::new(path, Some(line), field, msg);
+
+        let mut hosts = BTreeMap::new();
+        let mut groups: BTreeSet<String> = BTreeSet::new();
+        for (name, h) in raw.hosts {
+            let line = h.referenced.line();
+            let field = format!("hosts.{name}");
+            let h = h.value;
+            names::check_ident("host name", &name).map_err(|e| err(line, field.clone(), e.to_string()))?;
+            names::check_hostname("address", &h.address.value, false)
+                .map_err(|e| err(h.address.referenced.line(), format!("{field}.address"), e.to_string()))?;
+            names::check_ident("user", &h.user.value)
+                .map_err(|e| err(h.user.referenced.line().max(line), format!("{field}.user"), e.to_string()))?;
+            if h.groups.value.is_empty() {
+                return Err(err(
+                    line,
+                    format!("{field}.groups"),
+                    format!("host `{name}` is in no group, so no environment can reach it; add `groups: [...]`"),
+                ));
+            }
+            for g in &h.groups.value {
+                names::check_ident("group name", g)
+                    .map_err(|e| err(h.groups.referenced.line(), format!("{field}.groups"), e.to_string()))?;
+                groups.insert(g.clone());
+            }
+            hosts.insert(
+                name.clone(),
+                Host { name, address: h.address.value, port: h.port, user: h.user.value, groups: h.groups.value },
+            );
+        }
+
+        let mut apps = BTreeMap::new();
+        for (name, a) in raw.applications {
+            let line = a.referenced.line();
+            let field = format!("applications.{name}");
+            let a = a.value;
+            names::check_ident("application name", &name).map_err(|e| err(line, field.clone(), e.to_string()))?;
+            names::check_package(&a.package.value)
+                .map_err(|e| err(a.package.referenced.line(), format!("{field}.package"), e.to_string()))?;
+            check_index_url(&a.index_url.value)
+                .map_err(|m| err(a.index_url.referenced.line(), format!("{field}.index_url"), m))?;
+            names::check_ident("playbook name", &a.playbook.value)
+                .map_err(|e| err(a.playbook.referenced.line().max(line), format!("{field}.playbook"), e.to_string()))?;
+            names::check_entry_point(&a.wsgi.value)
+                .map_err(|e| err(a.wsgi.referenced.line(), format!("{field}.wsgi"), e.to_string()))?;
+            if a.port < 1024 {
+                return Err(err(line, format!("{field}.port"), format!("port {} is privileged; use 1024-65535", a.port)));
+            }
+            if a.workers == 0 || a.workers > 64 {
+                return Err(err(line, format!("{field}.workers"), "expected 1 to 64 workers".into()));
+            }
+            if a.server_names.value.is_empty() {
+                return Err(err(a.server_names.referenced.line(), format!("{field}.server_names"), "expected at least one server name".into()));
+            }
+            for s in &a.server_names.value {
+                names::check_hostname("server name", s, true)
+                    .map_err(|e| err(a.server_names.referenced.line(), format!("{field}.server_names"), e.to_string()))?;
+            }
+            let hp = &a.health.path;
+            if !hp.value.starts_with('/') || !hp.value.chars().all(|c| c.is_ascii_graphic()) || hp.value.contains(['\'', '"', '\\', '`', '$']) {
+                return Err(err(hp.referenced.line().max(line), format!("{field}.health.path"), format!("expected a URL path such as /healthz, got {:?}", hp.value)));
+            }
+            check_env(&a.env.value).map_err(|m| err(a.env.referenced.line().max(line), format!("{field}.env"), m))?;
+            if a.keep_releases.value == 0 {
+                return Err(err(a.keep_releases.referenced.line().max(line), format!("{field}.keep_releases"), "expected at least 1".into()));
+            }
+            let mut environments = BTreeMap::new();
+            for (env_name, e) in a.environments {
+                let eline = e.referenced.line();
+                let efield = format!("{field}.environments.{env_name}");
+                let e = e.value;
+                names::check_ident("environment name", &env_name).map_err(|x| err(eline, efield.clone(), x.to_string()))?;
+                if e.groups.value.is_empty() {
+                    return Err(err(e.groups.referenced.line().max(eline), format!("{efield}.groups"), "expected at least one group".into()));
+                }
+                for g in &e.groups.value {
+                    if !groups.contains(g) {
+                        let known: Vec<&str> = groups.iter().map(String::as_str).collect();
+                        return Err(err(
+                            e.groups.referenced.line().max(eline),
+                            format!("{efield}.groups"),
+                            format!("no host is in group `{g}`; known groups: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") }),
+                        ));
+                    }
+                }
+                if e.parallel == 0 {
+                    return Err(err(eline, format!("{efield}.parallel"), "expected at least 1".into()));
+                }
+                check_env(&e.env.value).map_err(|m| err(e.env.referenced.line().max(eline), format!("{efield}.env"), m))?;
+                environments.insert(
+                    env_name.clone(),
+                    Environment { name: env_name, groups: e.groups.value, parallel: e.parallel, env: e.env.value },
+                );
+            }
+            apps.insert(
+                name.clone(),
+                App {
+                    name,
+                    package: a.package.value,
+                    index_url: a.index_url.value,
+                    playbook: a.playbook.value,
+                    wsgi: a.wsgi.value,
+                    port: a.port,
+                    workers: a.workers,
+                    server_names: a.server_names.value,
+                    health: Health {
+                        path: a.health.path.value,
+                        expect_status: a.health.expect_status,
+                        timeout_secs: a.health.timeout_secs.max(1),
+                        retries: a.health.retries.max(1),
+                        interval_ms: a.health.interval_ms,
+                    },
+                    env: a.env.value,
+                    keep_releases: a.keep_releases.value,
+                    environments,
+                },
+            );
+        }
+        Ok(Inventory { path: path.to_path_buf(), hosts, apps })
+    }
+
+    pub fn app(&self, name: &str) -> Result<&App, InputError> {
+        self.apps.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+            InputError::new(&self.path, None, "applications", format!("no application `{name}`; known: {}", known.join(", ")))
+        })
+    }
+
+    /// The hosts of an application's environment, in name order.
+    pub fn hosts_for<'a>(&'a self, app: &'a App, env: &str) -> Result<(&'a Environment, Vec<&'a Host>), InputError> {
+        let e = app.environments.get(env).ok_or_else(|| {
+            let known: Vec<&str> = app.environments.keys().map(String::as_str).collect();
+            InputError::new(
+                &self.path,
+                None,
+                format!("applications.{}.environments", app.name),
+                format!("no environment `{env}`; known: {}", known.join(", ")),
+            )
+        })?;
+        let hosts = self.hosts.values().filter(|h| h.groups.iter().any(|g| e.groups.contains(g))).collect();
+        Ok((e, hosts))
+    }
+}
+
+fn check_index_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_graphic()) && !r.contains(['\'', '"', '`', '\\', '$']) => Ok(()),
+        _ => Err(format!("expected an http(s) URL of a PyPI simple index, got {url:?}")),
+    }
+}
+
+fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    for (k, v) in env {
+        names::check_env_key(k).map_err(|e| e.to_string())?;
+        if v.contains(['\n', '\r', '\0']) {
+            // The value itself is never shown: it may be a secret.
+            return Err(format!("the value of {k} contains a line break or NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// The `host` part of an index URL (for pip's `--trusted-host` on plain-http indexes).
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    Some(authority.split(':').next().unwrap_or(authority)).filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+hosts:
+  web1: {address: 10.0.0.1, groups: [web]}
+  web2: {address: 10.0.0.2, port: 2222, user: ops, groups: [web, canary]}
+applications:
+  hello:
+    package: hello-app
+    index_url: http://index:8080/simple/
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.com]
+    env: {GREETING: hi}
+    environments:
+      staging: {groups: [canary]}
+      production: {groups: [web], parallel: 5}
+";
+
+    fn parse(text: &str) -> Result<Inventory, InputError> {
+        Inventory::parse(Path::new("inventory.yml"), text)
+    }
+
+    #[test]
+    fn parses_hosts_apps_and_defaults() {
+        let inv = parse(GOOD).unwrap();
+        assert_eq!(inv.hosts["web1"].port, 22);
+        assert_eq!(inv.hosts["web1"].user, "deploy");
+        assert_eq!(inv.hosts["web2"].user, "ops");
+        let app = inv.app("hello").unwrap();
+        assert_eq!(app.playbook, "python-web");
+        assert_eq!(app.keep_releases, 3);
+        assert_eq!(app.health.path, "/healthz");
+        let (env, hosts) = inv.hosts_for(app, "staging").unwrap();
+        assert_eq!(env.parallel, 10);
+        assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web2"]);
+        let (_, hosts) = inv.hosts_for(app, "production").unwrap();
+        assert_eq!(hosts.len(), 2);
+        assert!(inv.hosts_for(app, "qa").unwrap_err().to_string().contains("no environment `qa`"));
+    }
+
+    #[test]
+    fn malformed_yaml_names_file_and_line() {
+        let err = parse("hosts:\n  web1: {address: 10.0.0.1, groups: [web]\n  web2: x\n").unwrap_err();
+        assert_eq!(err.file, Path::new("inventory.yml"));
+        assert!(err.line.is_some(), "{err}");
+        assert!(err.to_string().starts_with("inventory.yml:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_line() {
+        let text = GOOD.replace("    port: 8000\n", "    port: 8000\n    prot: 9000\n");
+        let err = parse(&text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("prot"), "{msg}");
+        assert_eq!(err.line, Some(10), "{msg}");
+    }
+
+    #[test]
+    fn a_host_in_no_group_is_an_error() {
+        let text = GOOD.replace("  web1: {address: 10.0.0.1, groups: [web]}", "  web1: {address: 10.0.0.1}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "hosts.web1.groups");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("in no group"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_naming_an_unknown_group_is_an_error() {
+        let text = GOOD.replace("staging: {groups: [canary]}", "staging: {groups: [canary, db]}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "applications.hello.environments.staging.groups");
+        assert_eq!(err.line, Some(13));
+        assert!(err.message.contains("no host is in group `db`; known groups: canary, web"), "{err}");
+    }
+
+    #[test]
+    fn names_that_could_smuggle_shell_are_refused() {
+        let text = GOOD.replace("  hello:\n", "  \"hello;id\":\n");
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("invalid application name \"hello;id\""), "{err}");
+        let text = GOOD.replace("package: hello-app", "package: \"hello-app$(id)\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "applications.hello.package");
+        assert_eq!(err.line, Some(6));
+        let text = GOOD.replace("GREETING: hi", "\"A;B\": hi");
+        assert_eq!(parse(&text).unwrap_err().field, "applications.hello.env");
+    }
+
+    #[test]
+    fn secret_values_are_not_echoed_in_errors() {
+        let text = GOOD.replace("GREETING: hi", "PASSWORD: \"s3cr3t\\nline\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("PASSWORD") && !err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn url_host_extracts_the_host() {
+        assert_eq!(url_host("http://index:8080/simple/"), Some("index"));
+        assert_eq!(url_host("https://u:p@repo.example.com/api/pypi/simple"), Some("repo.example.com"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Playbooks: an ordered list of built-in, idempotent steps (`playbooks/<name>.yml`).
+//!
+//! A playbook names steps; what each step does is code in [`crate::engine::steps`].  An
+//! unknown step is an error that lists the valid ones.  Steps guard their own
+//! preconditions (for example `switch` refuses a release without its completion marker),
+//! so an odd order can fail but never half-switch a server.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{InputError, from_yaml};
+
+/// The built-in steps.  The YAML spelling is the snake_case name.
+#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// `/srv/apps/<app>/{releases,shared}` exist and belong to the SSH user.
+    Layout,
+    /// The release's virtualenv exists (rebuilt if a previous build did not finish).
+    Venv,
+    /// The release's package is installed from the index; the completion marker is
+    /// written last.
+    Install,
+    /// `shared/env` holds the application's environment variables (mode 0640).
+    EnvFile,
+    /// The supervisord program config is rendered and in place.
+    Supervisor,
+    /// `current` points at the release (switched atomically with a rename).
+    Switch,
+    /// The program runs the current release: restarted only if the release, its config
+    /// or its environment changed; started if it is not running.
+    Restart,
+    /// The nginx site is rendered, validated with `nginx -t` and reloaded if it changed.
+    Nginx,
+    /// The application answers its health check through nginx.
+    Health,
+    /// Old releases beyond `keep_releases` are removed (never the live one).
+    Prune,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Layout,
+        Step::Venv,
+        Step::Install,
+        Step::EnvFile,
+        Step::Supervisor,
+        Step::Switch,
+        Step::Restart,
+        Step::Nginx,
+        Step::Health,
+        Step::Prune,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Layout => "layout",
+            Step::Venv => "venv",
+            Step::Install => "install",
+            Step::EnvFile => "env_file",
+            Step::Supervisor => "supervisor",
+            Step::Switch => "switch",
+            Step::Restart => "restart",
+            Step::Nginx => "nginx",
+            Step::Health => "health",
+            Step::Prune => "prune",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Playbook {
+    pub name: String,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlaybook {
+    #[serde(default)]
+    description: Option<String>,
+    steps: Vec<Step>,
+}
+
+impl Playbook {
+    /// Loads `dir/<name>.yml`.
+    pub fn load(dir: &Path, name: &str) -> Result<Playbook, InputError> {
+        deploy_wire::names::check_ident("playbook name", name)
+            .map_err(|e| InputError::new(dir, None, "playbook", e.to_string()))?;
+        let path = dir.join(format!("{name}.yml"));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| InputError::new(&path, None, "", format!("cannot read playbook `{name}`: {e}")))?;
+        Self::parse(&path, name, &text)
+    }
+
+    pub fn parse(path: &Path, name: &str, text: &str) -> Result<Playbook, InputError> {
+        let raw: RawPlaybook = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
+        let _ = raw.description;
+        if raw.steps.is_empty() {
+            return Err(InputError::new(path, None, "steps", "a playbook needs at least one step"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for s in &raw.steps {
+            if !seen.insert(*s) {
+                return Err(InputError::new(path, None, "steps", format!("step `{}` appears twice", s.name())));
+            }
+        }
+        Ok(Playbook { name: name.to_string(), steps: raw.steps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_playbook_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let pb = Playbook::load(&dir, "python-web").unwrap();
+        assert_eq!(pb.steps, Step::ALL.to_vec());
+    }
+
+    #[test]
+    fn an_unknown_step_lists_the_valid_ones() {
+        let err = Playbook::parse(Path::new("pb.yml"), "pb", "steps:\n  - layout\n  - instal\n").unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.line, Some(3), "{msg}");
+        assert!(msg.contains("instal"), "{msg}");
+        for s in Step::ALL {
+            assert!(msg.contains(s.name()), "{msg} should list {}", s.name());
+        }
+    }
+}

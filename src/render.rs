@@ -1,0 +1,228 @@
+//! Rendering: the supervisord and nginx configs from `templates/` (minijinja, strict
+//! undefined variables) and the env file, all pure functions of the inventory.
+//!
+//! The context deliberately holds no release version: configs point at `current`, so a
+//! new release changes no rendered file and a re-deploy of the same release renders
+//! byte-identical files (which is what makes "nothing changed" detectable).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::commands::AppPaths;
+use crate::error::InputError;
+use crate::inventory::{App, Environment as Env};
+
+pub const SUPERVISOR_TEMPLATE: &str = "supervisor.conf.j2";
+pub const NGINX_TEMPLATE: &str = "nginx-site.conf.j2";
+
+/// What templates can use.  Adding a field here is how a template gets a new variable.
+#[derive(Serialize, Debug, Clone)]
+pub struct Context {
+    pub app: AppCtx,
+    pub env: EnvCtx,
+    pub paths: PathsCtx,
+    /// The SSH user; the program runs as this user.
+    pub user: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct AppCtx {
+    pub name: String,
+    pub package: String,
+    pub wsgi: String,
+    pub port: u16,
+    pub workers: u32,
+    pub server_names: Vec<String>,
+    pub health_path: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct EnvCtx {
+    pub name: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct PathsCtx {
+    pub root: String,
+    pub current: String,
+    pub shared: String,
+    pub env_file: String,
+}
+
+impl Context {
+    pub fn new(app: &App, env: &Env, user: &str) -> Context {
+        let p = AppPaths::new(&app.name);
+        Context {
+            app: AppCtx {
+                name: app.name.clone(),
+                package: app.package.clone(),
+                wsgi: app.wsgi.clone(),
+                port: app.port,
+                workers: app.workers,
+                server_names: app.server_names.clone(),
+                health_path: app.health.path.clone(),
+            },
+            env: EnvCtx { name: env.name.clone() },
+            paths: PathsCtx { root: p.root.clone(), current: p.current(), shared: p.shared(), env_file: p.env_file() },
+            user: user.to_string(),
+        }
+    }
+}
+
+/// The templates of one directory, loaded once per job.
+pub struct Templates {
+    dir: PathBuf,
+    env: Environment<'static>,
+}
+
+impl Templates {
+    pub fn load(dir: &Path) -> Result<Templates, InputError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+            .expect("static syntax config");
+        env.set_syntax(syntax);
+        for name in [SUPERVISOR_TEMPLATE, NGINX_TEMPLATE] {
+            let path = dir.join(name);
+            let src = std::fs::read_to_string(&path)
+                .map_err(|e| InputError::new(&path, None, "", format!("cannot read template: {e}")))?;
+            env.add_template_owned(name.to_string(), src).map_err(|e| template_error(dir, &e))?;
+        }
+        Ok(Templates { dir: dir.to_path_buf(), env })
+    }
+
+    pub fn render(&self, name: &str, ctx: &Context) -> Result<String, InputError> {
+        let tmpl = self.env.get_template(name).map_err(|e| template_error(&self.dir, &e))?;
+        tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| template_error(&self.dir, &e))
+    }
+}
+
+fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
+    let file = dir.join(e.name().unwrap_or("?"));
+    let mut msg = match e.kind() {
+        minijinja::ErrorKind::UndefinedError => "undefined variable".to_string(),
+        _ => e.kind().to_string(),
+    };
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    // Name the expression that failed, from the template's own source.
+    if let (Some(src), Some(range)) = (e.template_source(), e.range()) {
+        if let Some(expr) = src.get(range) {
+            msg.push_str(&format!(" (in `{expr}`)"));
+        }
+    }
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file}, user");
+    InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
+}
+
+/// The env file: one `KEY='value'` line per variable (shell-quoted; sourced by `sh`).
+pub fn env_file(vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("# Managed by deploy: edits are overwritten on the next deploy.\n");
+    for (k, v) in vars {
+        out.push_str(&format!("{k}={}\n", crate::shell::quote(v)));
+    }
+    out
+}
+
+/// The same text with every value masked: what diffs and events may show.
+pub fn redact_env_file(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once('=') {
+            Some((k, _)) if !l.starts_with('#') => format!("{k}=***"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if text.ends_with('\n') { "\n" } else { "" }
+}
+
+/// A unified diff of `old` (None: file absent) to `new`, or None when equal.
+pub fn diff(path: &str, old: Option<&str>, new: &str) -> Option<String> {
+    if old == Some(new) {
+        return None;
+    }
+    let old_text = old.unwrap_or("");
+    let d = similar::TextDiff::from_lines(old_text, new);
+    let from = if old.is_some() { format!("a{path}") } else { "/dev/null".to_string() };
+    Some(d.unified_diff().context_radius(3).header(&from, &format!("b{path}")).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Inventory;
+
+    fn fixture() -> (App, Env) {
+        let inv = Inventory::parse(
+            Path::new("inv.yml"),
+            "hosts: {web1: {address: 10.0.0.1, groups: [web]}}\napplications:\n  hello:\n    package: hello-app\n    index_url: http://index/simple/\n    wsgi: hello_app:app\n    port: 8000\n    server_names: [hello.example.com, www.example.com]\n    environments: {staging: {groups: [web]}}\n",
+        )
+        .unwrap();
+        let app = inv.apps["hello"].clone();
+        let env = app.environments["staging"].clone();
+        (app, env)
+    }
+
+    fn shipped() -> Templates {
+        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+    }
+
+    #[test]
+    fn renders_the_shipped_templates() {
+        let (app, env) = fixture();
+        let ctx = Context::new(&app, &env, "deploy");
+        let t = shipped();
+        let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
+        assert!(sup.contains("[program:hello]\n"));
+        assert!(sup.contains(
+            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/current/bin/gunicorn --bind 127.0.0.1:8000 --workers 2 --access-logfile - hello_app:app'\n"
+        ));
+        assert!(sup.contains("user=deploy\n"));
+        let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
+        assert!(ngx.contains("server_name hello.example.com www.example.com;"));
+        assert!(ngx.contains("server 127.0.0.1:8000;"));
+        assert!(ngx.ends_with("}\n"));
+    }
+
+    #[test]
+    fn a_missing_variable_names_template_line_and_expression() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SUPERVISOR_TEMPLATE), "[program:{{ app.name }}]\n").unwrap();
+        std::fs::write(dir.path().join(NGINX_TEMPLATE), "# ok\nserver_name {{ app.server_names | join(' ') }};\nlisten {{ app.listen_port }};\n").unwrap();
+        let t = Templates::load(dir.path()).unwrap();
+        let (app, env) = fixture();
+        let err = t.render(NGINX_TEMPLATE, &Context::new(&app, &env, "deploy")).unwrap_err();
+        assert_eq!(err.file, dir.path().join(NGINX_TEMPLATE));
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("undefined"), "{err}");
+        assert!(err.message.contains("app.listen_port"), "{err}");
+    }
+
+    #[test]
+    fn env_file_is_quoted_and_redactable() {
+        let mut vars = BTreeMap::new();
+        vars.insert("GREETING".to_string(), "it's $HOME".to_string());
+        vars.insert("TOKEN".to_string(), "s3cr3t".to_string());
+        let text = env_file(&vars);
+        assert!(text.contains("GREETING='it'\\''s $HOME'\n"));
+        let red = redact_env_file(&text);
+        assert!(!red.contains("s3cr3t") && !red.contains("HOME"));
+        assert!(red.contains("TOKEN=***\n"));
+    }
+
+    #[test]
+    fn diff_is_none_when_equal_and_unified_otherwise() {
+        assert_eq!(diff("/etc/x", Some("a\n"), "a\n"), None);
+        let d = diff("/etc/x", Some("a\nb\n"), "a\nc\n").unwrap();
+        assert!(d.contains("--- a/etc/x") && d.contains("+++ b/etc/x") && d.contains("-b\n") && d.contains("+c\n"), "{d}");
+        let d = diff("/etc/x", None, "a\n").unwrap();
+        assert!(d.contains("--- /dev/null"), "{d}");
+    }
+}

@@ -1,0 +1,301 @@
+//! The SSH transport: the only module that talks to russh.
+//!
+//! One [`Connection`] per host per job, reused for every command.  Guards the pitfalls of
+//! russh (see shared/notes/crates.md): a connect timeout (russh has none), a timeout per
+//! command, every channel explicitly closed (dropping one does not free sshd's session
+//! slot), at most [`MAX_CHANNELS`] channels at once (OpenSSH's MaxSessions is 10), and no
+//! inactivity timeout (it kills long pip installs); keepalives detect dead peers instead.
+//!
+//! Host keys: the server's key must match the pinned SHA-256 fingerprint.  Unknown and
+//! changed keys are refused; [`fetch_fingerprint`] exists for the explicit pinning act.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deploy_wire::Stream;
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect};
+use tokio::sync::Semaphore;
+
+use crate::commands::RemoteCmd;
+
+/// Channels open at once on one connection; below OpenSSH's default MaxSessions (10).
+pub const MAX_CHANNELS: usize = 8;
+/// At most this much of a command's stdout/stderr is kept in memory (lines still stream).
+const KEEP_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("connecting to {addr} timed out after {secs}s")]
+    ConnectTimeout { addr: String, secs: u64 },
+    #[error(
+        "host key of {addr} is not pinned (it offers {offered}); pin it explicitly with `deploy-gateway trust-host` after checking that fingerprint"
+    )]
+    HostKeyUnknown { addr: String, offered: String },
+    #[error(
+        "HOST KEY CHANGED for {addr}: pinned {pinned}, but the server offers {offered}; refusing to connect (if the server was rebuilt, verify and re-pin with `deploy-gateway trust-host --replace`)"
+    )]
+    HostKeyChanged { addr: String, pinned: String, offered: String },
+    #[error("{addr} refused public-key login for user `{user}`")]
+    AuthRejected { addr: String, user: String },
+    #[error("SSH error: {0}")]
+    Protocol(String),
+    #[error("command timed out after {secs}s")]
+    CommandTimeout { secs: u64 },
+    #[error("connection lost: {0}")]
+    Lost(String),
+}
+
+impl SshError {
+    /// True when the host was never reached (nothing could have changed on it).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SshError::Connect { .. }
+                | SshError::ConnectTimeout { .. }
+                | SshError::HostKeyUnknown { .. }
+                | SshError::HostKeyChanged { .. }
+                | SshError::AuthRejected { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions { connect_timeout: Duration::from_secs(10), keepalive: Duration::from_secs(15) }
+    }
+}
+
+/// What a finished command left.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: u32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+    /// The last lines of stderr (or stdout), for an error message.
+    pub fn tail(&self) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let lines: Vec<&str> = text.trim_end().lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+}
+
+/// Loads the gateway's private key (OpenSSH or PKCS#8).  The error never includes the
+/// key's contents.
+pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
+    russh::keys::load_secret_key(path, None).map_err(|e| format!("cannot load SSH key {}: {e}", path.display()))
+}
+
+#[derive(Default)]
+struct Seen {
+    fingerprint: Option<String>,
+}
+
+struct Verifier {
+    pinned: Option<String>,
+    accept_any: bool,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false); // host certificates: not supported yet
+        };
+        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        let ok = self.accept_any || self.pinned.as_deref() == Some(fp.as_str());
+        self.seen.lock().unwrap().fingerprint = Some(fp);
+        Ok(ok)
+    }
+}
+
+/// An authenticated SSH connection to one host.
+pub struct Connection {
+    handle: client::Handle<Verifier>,
+    channels: Semaphore,
+    fingerprint: String,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+async fn handshake(
+    address: &str,
+    port: u16,
+    pinned: Option<String>,
+    accept_any: bool,
+    opts: &SshOptions,
+) -> Result<(client::Handle<Verifier>, String), SshError> {
+    let addr = format!("{address}:{port}");
+    let cfg = Arc::new(client::Config {
+        inactivity_timeout: None,
+        keepalive_interval: Some(opts.keepalive),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    });
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let verifier = Verifier { pinned: pinned.clone(), accept_any, seen: seen.clone() };
+    let connect = client::connect(cfg, (address, port), verifier);
+    let result = match tokio::time::timeout(opts.connect_timeout, connect).await {
+        Err(_) => return Err(SshError::ConnectTimeout { addr, secs: opts.connect_timeout.as_secs() }),
+        Ok(r) => r,
+    };
+    let offered = seen.lock().unwrap().fingerprint.clone();
+    match result {
+        Ok(handle) => Ok((handle, offered.unwrap_or_default())),
+        Err(e) => Err(match (offered, pinned) {
+            (Some(offered), None) if !accept_any => SshError::HostKeyUnknown { addr, offered },
+            (Some(offered), Some(pinned)) if offered != pinned => SshError::HostKeyChanged { addr, pinned, offered },
+            _ => SshError::Connect { addr, reason: e.to_string() },
+        }),
+    }
+}
+
+/// Connects without a pin and returns the fingerprint the server offers: the first half
+/// of the explicit pinning act (the operator compares it, then pins it).
+pub async fn fetch_fingerprint(address: &str, port: u16, opts: &SshOptions) -> Result<String, SshError> {
+    let (handle, fp) = handshake(address, port, None, true, opts).await?;
+    let _ = handle.disconnect(Disconnect::ByApplication, "fingerprint only", "en").await;
+    Ok(fp)
+}
+
+impl Connection {
+    /// Connects, checks the host key against `pinned` and logs in with `key`.
+    pub async fn connect(
+        address: &str,
+        port: u16,
+        user: &str,
+        key: Arc<PrivateKey>,
+        pinned: Option<&str>,
+        opts: &SshOptions,
+    ) -> Result<Connection, SshError> {
+        let addr = format!("{address}:{port}");
+        let (mut handle, fingerprint) = handshake(address, port, pinned.map(str::to_string), false, opts).await?;
+        let login = async {
+            let alg = handle.best_supported_rsa_hash().await?.flatten();
+            handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, alg)).await
+        };
+        let auth = tokio::time::timeout(opts.connect_timeout, login)
+            .await
+            .map_err(|_| SshError::ConnectTimeout { addr: addr.clone(), secs: opts.connect_timeout.as_secs() })?
+            .map_err(|e| SshError::Connect { addr: addr.clone(), reason: e.to_string() })?;
+        if !auth.success() {
+            return Err(SshError::AuthRejected { addr, user: user.to_string() });
+        }
+        Ok(Connection { handle, channels: Semaphore::new(MAX_CHANNELS), fingerprint, opened: Default::default() })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// How many channels this connection has opened so far.
+    pub fn channels_opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs one command on its own channel, streaming complete output lines to `on_line`,
+    /// and returns its exit status and (bounded) output.  The channel is closed whatever
+    /// happens, including on timeout.
+    pub async fn exec(
+        &self,
+        cmd: &RemoteCmd,
+        timeout: Duration,
+        on_line: &mut (dyn FnMut(Stream, &str) + Send),
+    ) -> Result<Output, SshError> {
+        let _permit = self.channels.acquire().await.map_err(|e| SshError::Protocol(e.to_string()))?;
+        let mut ch = self.handle.channel_open_session().await.map_err(|e| SshError::Lost(e.to_string()))?;
+        self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, drive(&mut ch, cmd, on_line)).await;
+        let _ = ch.close().await;
+        match result {
+            Err(_) => Err(SshError::CommandTimeout { secs: started.elapsed().as_secs() }),
+            Ok(r) => r,
+        }
+    }
+
+    /// Says goodbye to the server.
+    pub async fn close(self) {
+        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+    }
+}
+
+struct LineBuf {
+    stream: Stream,
+    partial: Vec<u8>,
+    kept: Vec<u8>,
+}
+
+impl LineBuf {
+    fn new(stream: Stream) -> Self {
+        LineBuf { stream, partial: Vec::new(), kept: Vec::new() }
+    }
+    fn push(&mut self, data: &[u8], on_line: &mut (dyn FnMut(Stream, &str) + Send)) {
+        if self.kept.len() < KEEP_BYTES {
+            let n = data.len().min(KEEP_BYTES - self.kept.len());
+            self.kept.extend_from_slice(&data[..n]);
+        }
+        self.partial.extend_from_slice(data);
+        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            on_line(self.stream, String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r'));
+        }
+    }
+    fn finish(mut self, on_line: &mut (dyn FnMut(Stream, &str) + Send)) -> String {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            on_line(self.stream, &String::from_utf8_lossy(&rest));
+        }
+        String::from_utf8_lossy(&self.kept).into_owned()
+    }
+}
+
+async fn drive(
+    ch: &mut russh::Channel<client::Msg>,
+    cmd: &RemoteCmd,
+    on_line: &mut (dyn FnMut(Stream, &str) + Send),
+) -> Result<Output, SshError> {
+    let lost = |e: russh::Error| SshError::Lost(e.to_string());
+    ch.exec(true, cmd.line.as_bytes()).await.map_err(lost)?;
+    if let Some(stdin) = &cmd.stdin {
+        ch.data_bytes(stdin.clone()).await.map_err(lost)?;
+    }
+    // Always send EOF: a command that reads stdin must not wait forever.
+    ch.eof().await.map_err(lost)?;
+    let (mut out, mut err) = (LineBuf::new(Stream::Stdout), LineBuf::new(Stream::Stderr));
+    let mut status = None;
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => out.push(&data, on_line),
+            ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, on_line),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                return Err(SshError::Lost(format!("command killed by signal {signal_name:?}")));
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let (stdout, stderr) = (out.finish(on_line), err.finish(on_line));
+    match status {
+        Some(status) => Ok(Output { status, stdout, stderr }),
+        None => Err(SshError::Lost("the channel closed without an exit status".into())),
+    }
+}

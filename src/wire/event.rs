@@ -1,0 +1,177 @@
+//! Events: the ordered record of a job, as the engine emits it and the CLI shows it.
+//!
+//! Every step on every host reports one of `ok` (already as wanted), `changed`, `skipped`
+//! or `failed`, with a reason, the Ansible module contract.  Events are plain data with a
+//! stable JSON form (`{"ts_ms":..,"type":"step_finished",...}`).  They never carry a secret:
+//! the engine redacts environment values before they reach an event.
+
+use serde::{Deserialize, Serialize};
+
+/// The outcome of one step on one host.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Already as wanted; nothing done.
+    Ok,
+    /// Something was changed (or, in check mode, would be).
+    Changed,
+    /// Not applicable here (for example a health check in check mode).
+    Skipped,
+    /// Did not reach the wanted state; the host stops here.
+    Failed,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Ok => "ok",
+            StepStatus::Changed => "changed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The outcome of a whole host.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Every step ok or skipped.
+    Ok,
+    /// At least one step changed something, none failed.
+    Changed,
+    /// A step failed.
+    Failed,
+    /// The host could not be reached (connect, host key or login failed).
+    Unreachable,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostStatus::Ok => "ok",
+            HostStatus::Changed => "changed",
+            HostStatus::Failed => "failed",
+            HostStatus::Unreachable => "unreachable",
+        }
+    }
+    pub fn is_failure(self) -> bool {
+        matches!(self, HostStatus::Failed | HostStatus::Unreachable)
+    }
+}
+
+/// The outcome of a job.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Succeeded,
+    Failed,
+}
+
+/// Which output stream a remote line came from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One event, stamped with the wall-clock time it was made (Unix milliseconds).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Event {
+    pub ts_ms: u64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    JobStarted {
+        app: String,
+        env: String,
+        version: String,
+        hosts: Vec<String>,
+        check: bool,
+        steps: Vec<String>,
+    },
+    HostStarted {
+        host: String,
+    },
+    /// The host's SSH session is up (one per host per job).
+    Connected {
+        host: String,
+        fingerprint: String,
+        elapsed_ms: u64,
+    },
+    StepStarted {
+        host: String,
+        step: String,
+    },
+    Output {
+        host: String,
+        step: String,
+        stream: Stream,
+        line: String,
+    },
+    StepFinished {
+        host: String,
+        step: String,
+        status: StepStatus,
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        diff: Option<String>,
+        elapsed_ms: u64,
+    },
+    HostFinished {
+        host: String,
+        status: HostStatus,
+        changed: u32,
+        elapsed_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    JobFinished {
+        status: JobStatus,
+        elapsed_ms: u64,
+        hosts_ok: u32,
+        hosts_changed: u32,
+        hosts_failed: u32,
+    },
+}
+
+impl Event {
+    pub fn now(kind: EventKind) -> Event {
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Event { ts_ms, kind }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_have_a_stable_json_form() {
+        let ev = Event {
+            ts_ms: 5,
+            kind: EventKind::StepFinished {
+                host: "web1".into(),
+                step: "switch".into(),
+                status: StepStatus::Changed,
+                reason: "current -> releases/1.1.0".into(),
+                diff: None,
+                elapsed_ms: 3,
+            },
+        };
+        let json = serde_json::to_string(&ev).unwrap();
+        assert_eq!(
+            json,
+            r#"{"ts_ms":5,"type":"step_finished","host":"web1","step":"switch","status":"changed","reason":"current -> releases/1.1.0","elapsed_ms":3}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), ev);
+    }
+}
