@@ -1,1 +1,206 @@
-fn main(){}
+//! `deploy-gateway`: the bastion-side binary.  This commands are the engine's
+//! admin entry points: `apply` (run a playbook now, printing events) and `trust-host`
+//! (the explicit act of pinning a host key).  The HTTP API comes with `serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deploy::engine::{self, EngineConfig, JobSpec};
+use deploy::inventory::Inventory;
+use deploy::pins::HostKeyPins;
+use deploy::ssh::{self, SshOptions};
+use deploy::wire::{Event, EventKind, JobStatus};
+
+/// Exit codes (documented in README.md).
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "deploy-gateway", version, about = "The deploy gateway: engine, API and admin commands (runs on the bastion)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Files {
+    /// Inventory file (hosts, applications, environments).
+    #[arg(long, short = 'i', default_value = "inventory/inventory.yml")]
+    inventory: PathBuf,
+    /// Pinned host keys (`[address]:port SHA256:...` per line).
+    #[arg(long, default_value = "inventory/known_hosts")]
+    known_hosts: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Deploy a release now, from this machine, printing every step.
+    Apply {
+        #[command(flatten)]
+        files: Files,
+        /// Application name.
+        app: String,
+        /// Version to deploy (exact, PEP 440).
+        version: String,
+        /// Environment.
+        #[arg(long, short = 'e')]
+        env: String,
+        /// Report what would change (with diffs) and change nothing.
+        #[arg(long)]
+        check: bool,
+        /// SSH private key the gateway logs in with.
+        #[arg(long, default_value = "~/.ssh/id_ed25519")]
+        key: String,
+        /// Directory of playbooks.
+        #[arg(long, default_value = "playbooks")]
+        playbooks: PathBuf,
+        /// Directory of templates.
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
+        /// Print events as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Limit for one remote command, in seconds.
+        #[arg(long, default_value_t = 900)]
+        command_timeout: u64,
+    },
+    /// Show a host's SSH key fingerprint and pin it (the explicit act of trusting it).
+    TrustHost {
+        #[command(flatten)]
+        files: Files,
+        /// Host name from the inventory.
+        host: String,
+        /// Pin without asking (after checking the fingerprint another way).
+        #[arg(long)]
+        yes: bool,
+        /// Replace an existing, different pin (after a server was rebuilt).
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+fn expand(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err((code, msg)) => {
+            eprintln!("deploy-gateway: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Outcome = Result<u8, (u8, String)>;
+
+fn usage<E: std::fmt::Display>(e: E) -> (u8, String) {
+    (EXIT_USAGE, e.to_string())
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    match cli.cmd {
+        Cmd::Apply { files, app, version, env, check, key, playbooks, templates, json, command_timeout } => {
+            let inv = Inventory::load(&files.inventory).map_err(usage)?;
+            let pins = HostKeyPins::load(&files.known_hosts).map_err(usage)?;
+            let key = ssh::load_key(&expand(&key)).map_err(usage)?;
+            let cfg = EngineConfig {
+                playbooks_dir: playbooks,
+                templates_dir: templates,
+                key: Arc::new(key),
+                pins,
+                ssh: SshOptions::default(),
+                command_timeout: Duration::from_secs(command_timeout),
+            };
+            let spec = JobSpec { app, env, version, check };
+            let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+            let printer = tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    if json {
+                        println!("{}", serde_json::to_string(&ev).expect("events serialize"));
+                    } else if let Some(line) = text_line(&ev) {
+                        println!("{line}");
+                    }
+                }
+            });
+            let result = engine::run(plan, Arc::new(cfg), Arc::new(tx)).await;
+            let _ = printer.await;
+            Ok(if result.status == JobStatus::Succeeded { 0 } else { EXIT_FAILED })
+        }
+        Cmd::TrustHost { files, host, yes, replace } => {
+            let inv = Inventory::load(&files.inventory).map_err(usage)?;
+            let h = inv.hosts.get(&host).ok_or_else(|| usage(format!("no host `{host}` in {}", files.inventory.display())))?;
+            let mut pins = HostKeyPins::load(&files.known_hosts).map_err(usage)?;
+            let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
+                .await
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            println!("{host} ({}:{}) offers host key {fp}", h.address, h.port);
+            match pins.get(&h.address, h.port) {
+                Some(p) if p == fp => {
+                    println!("already pinned");
+                    return Ok(0);
+                }
+                Some(p) if !replace => {
+                    return Err((EXIT_FAILED, format!("a different key is pinned ({p}); check the server, then use --replace")));
+                }
+                _ => {}
+            }
+            if !yes {
+                eprint!("Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer).map_err(usage)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Err((EXIT_FAILED, "not pinned".into()));
+                }
+            }
+            pins.pin(&h.address, h.port, &fp).map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", files.known_hosts.display())))?;
+            println!("pinned in {}", files.known_hosts.display());
+            Ok(0)
+        }
+    }
+}
+
+/// One human line per event (output lines of long commands are indented).
+fn text_line(ev: &Event) -> Option<String> {
+    Some(match &ev.kind {
+        EventKind::JobStarted { app, env, version, hosts, check, .. } => format!(
+            "{} {app} {version} to {env} on {} host(s){}",
+            if *check { "CHECK" } else { "DEPLOY" },
+            hosts.len(),
+            if *check { " (nothing will change)" } else { "" }
+        ),
+        EventKind::HostStarted { .. } | EventKind::StepStarted { .. } => return None,
+        EventKind::Connected { host, elapsed_ms, .. } => format!("{host}: connected in {elapsed_ms} ms"),
+        EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
+        EventKind::StepFinished { host, step, status, reason, diff, elapsed_ms } => {
+            let mut s = format!("{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)", status.as_str());
+            if let Some(d) = diff {
+                for l in d.lines() {
+                    s.push_str(&format!("\n{host}:     {l}"));
+                }
+            }
+            s
+        }
+        EventKind::HostFinished { host, status, changed, elapsed_ms, error } => format!(
+            "{host}: {} ({changed} changed, {:.1}s){}",
+            status.as_str().to_uppercase(),
+            *elapsed_ms as f64 / 1000.0,
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        EventKind::JobFinished { status, elapsed_ms, hosts_ok, hosts_changed, hosts_failed } => format!(
+            "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
+            if *status == JobStatus::Succeeded { "SUCCEEDED" } else { "FAILED" },
+            *elapsed_ms as f64 / 1000.0
+        ),
+    })
+}

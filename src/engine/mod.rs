@@ -1,1 +1,261 @@
-//! The engine.
+//! The engine: runs a playbook for one application, environment and release on hosts,
+//! over SSH, and reports every step as an [`Event`].  It knows nothing about HTTP.
+//!
+//! A job has two phases:
+//! 1. [`plan`]: everything that can be checked without a server is checked here (names,
+//!    application, environment, playbook, templates rendered per host).  Bad input fails
+//!    before any connection is opened.
+//! 2. [`run`]: all hosts in parallel (up to the environment's `parallel`), one SSH
+//!    connection per host for the whole job, steps in playbook order.  A host whose step
+//!    fails stops there; the other hosts go on.  An unreachable host fails alone.
+
+pub mod steps;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus, names};
+use russh::keys::PrivateKey;
+use tokio::sync::Semaphore;
+
+use crate::error::InputError;
+use crate::inventory::{App, Environment, Host, Inventory};
+use crate::pins::HostKeyPins;
+use crate::playbook::{Playbook, Step};
+use crate::render::{self, Context, Templates};
+use crate::ssh::{Connection, SshOptions};
+
+/// Where events go.  The gateway persists and streams them; tests collect them.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: Event);
+}
+
+impl EventSink for tokio::sync::mpsc::UnboundedSender<Event> {
+    fn emit(&self, event: Event) {
+        let _ = self.send(event);
+    }
+}
+
+/// Collects events in memory (tests, benchmarks).
+#[derive(Default)]
+pub struct Collect(pub Mutex<Vec<Event>>);
+
+impl EventSink for Collect {
+    fn emit(&self, event: Event) {
+        self.0.lock().unwrap().push(event);
+    }
+}
+
+/// What the engine needs besides the inventory: files, the key, pins and limits.
+pub struct EngineConfig {
+    pub playbooks_dir: PathBuf,
+    pub templates_dir: PathBuf,
+    pub key: Arc<PrivateKey>,
+    pub pins: HostKeyPins,
+    pub ssh: SshOptions,
+    /// Limit for one remote command (a pip install included).
+    pub command_timeout: Duration,
+}
+
+/// One request: deploy `version` of `app` to `env` (or, with `check`, say what would change).
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub check: bool,
+}
+
+/// Files rendered for one host.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub supervisor: String,
+    pub nginx: String,
+    /// Holds secrets: never put into an event (see [`render::redact_env_file`]).
+    pub env_file: String,
+}
+
+/// A validated job, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: JobSpec,
+    pub app: App,
+    pub env: Environment,
+    pub playbook: Playbook,
+    pub hosts: Vec<(Host, Rendered)>,
+}
+
+/// Checks a request against the inventory and renders everything, touching no server.
+pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan, InputError> {
+    let request = std::path::Path::new("<request>");
+    names::check_ident("application name", &spec.app).map_err(|e| InputError::new(request, None, "app", e.to_string()))?;
+    names::check_ident("environment name", &spec.env).map_err(|e| InputError::new(request, None, "env", e.to_string()))?;
+    names::check_version(&spec.version).map_err(|e| InputError::new(request, None, "version", e.to_string()))?;
+    let app = inv.app(&spec.app)?;
+    let (env, hosts) = inv.hosts_for(app, &spec.env)?;
+    let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
+    let templates = Templates::load(&cfg.templates_dir)?;
+    let mut vars = app.env.clone();
+    vars.extend(env.env.clone());
+    let env_file = render::env_file(&vars);
+    let mut rendered = Vec::new();
+    for h in hosts {
+        let ctx = Context::new(app, env, &h.user);
+        rendered.push((
+            h.clone(),
+            Rendered {
+                supervisor: templates.render(render::SUPERVISOR_TEMPLATE, &ctx)?,
+                nginx: templates.render(render::NGINX_TEMPLATE, &ctx)?,
+                env_file: env_file.clone(),
+            },
+        ));
+    }
+    Ok(Plan { spec: spec.clone(), app: app.clone(), env: env.clone(), playbook, hosts: rendered })
+}
+
+/// How one host ended.
+#[derive(Debug, Clone)]
+pub struct HostResult {
+    pub host: String,
+    pub status: HostStatus,
+    pub changed: u32,
+    pub elapsed: Duration,
+    pub error: Option<String>,
+    /// SSH connections opened for this host (1, or 0 if unreachable).
+    pub connections: u32,
+    /// SSH channels (one per remote command) opened on that connection.
+    pub channels: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub status: JobStatus,
+    pub hosts: Vec<HostResult>,
+    pub elapsed: Duration,
+}
+
+impl JobResult {
+    pub fn changed_steps(&self) -> u32 {
+        self.hosts.iter().map(|h| h.changed).sum()
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Runs a plan on its hosts and returns when every host has finished.
+pub async fn run(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>) -> JobResult {
+    let started = Instant::now();
+    let plan = Arc::new(plan);
+    sink.emit(Event::now(EventKind::JobStarted {
+        app: plan.app.name.clone(),
+        env: plan.env.name.clone(),
+        version: plan.spec.version.clone(),
+        hosts: plan.hosts.iter().map(|(h, _)| h.name.clone()).collect(),
+        check: plan.spec.check,
+        steps: plan.playbook.steps.iter().map(|s| s.name().to_string()).collect(),
+    }));
+    let limit = Arc::new(Semaphore::new(plan.env.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..plan.hosts.len() {
+        let (plan, cfg, sink, limit) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            run_host(&plan, i, &cfg, sink).await
+        });
+    }
+    let mut hosts = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(h) => hosts.push(h),
+            Err(e) => hosts.push(HostResult {
+                host: "?".into(),
+                status: HostStatus::Failed,
+                changed: 0,
+                elapsed: Duration::ZERO,
+                error: Some(format!("internal error: {e}")),
+                connections: 0,
+                channels: 0,
+            }),
+        }
+    }
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    let failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
+    let status = if failed == 0 { JobStatus::Succeeded } else { JobStatus::Failed };
+    let elapsed = started.elapsed();
+    sink.emit(Event::now(EventKind::JobFinished {
+        status,
+        elapsed_ms: ms(elapsed),
+        hosts_ok: hosts.iter().filter(|h| h.status == HostStatus::Ok).count() as u32,
+        hosts_changed: hosts.iter().filter(|h| h.status == HostStatus::Changed).count() as u32,
+        hosts_failed: failed,
+    }));
+    JobResult { status, hosts, elapsed }
+}
+
+async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn EventSink>) -> HostResult {
+    let (host, rendered) = &plan.hosts[index];
+    let started = Instant::now();
+    sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
+    let finish = |status: HostStatus, changed: u32, error: Option<String>, connections: u32, channels: u64| {
+        let elapsed = started.elapsed();
+        sink.emit(Event::now(EventKind::HostFinished {
+            host: host.name.clone(),
+            status,
+            changed,
+            elapsed_ms: ms(elapsed),
+            error: error.clone(),
+        }));
+        HostResult { host: host.name.clone(), status, changed, elapsed, error, connections, channels }
+    };
+
+    let pinned = cfg.pins.get(&host.address, host.port);
+    let conn = match Connection::connect(&host.address, host.port, &host.user, cfg.key.clone(), pinned, &cfg.ssh).await {
+        Ok(c) => c,
+        Err(e) => return finish(HostStatus::Unreachable, 0, Some(format!("{}: {e}", host.name)), 0, 0),
+    };
+    sink.emit(Event::now(EventKind::Connected {
+        host: host.name.clone(),
+        fingerprint: conn.fingerprint().to_string(),
+        elapsed_ms: ms(started.elapsed()),
+    }));
+
+    let mut ctx = steps::HostCtx::new(plan, host, rendered, &conn, cfg.command_timeout, sink.clone());
+    let mut changed = 0;
+    let mut failure = None;
+    for step in &plan.playbook.steps {
+        let step_started = Instant::now();
+        sink.emit(Event::now(EventKind::StepStarted { host: host.name.clone(), step: step.name().into() }));
+        let report = steps::run(*step, &mut ctx).await;
+        sink.emit(Event::now(EventKind::StepFinished {
+            host: host.name.clone(),
+            step: step.name().into(),
+            status: report.status,
+            reason: report.reason.clone(),
+            diff: report.diff.clone(),
+            elapsed_ms: ms(step_started.elapsed()),
+        }));
+        match report.status {
+            StepStatus::Changed => changed += 1,
+            StepStatus::Failed => {
+                failure = Some(format!("{}: step {} failed: {}", host.name, step.name(), report.reason));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let channels = conn.channels_opened();
+    conn.close().await;
+    match failure {
+        Some(err) => finish(HostStatus::Failed, changed, Some(err), 1, channels),
+        None if changed > 0 => finish(HostStatus::Changed, changed, None, 1, channels),
+        None => finish(HostStatus::Ok, 0, None, 1, channels),
+    }
+}
+
+/// The step names, for messages.
+pub fn step_names() -> Vec<&'static str> {
+    Step::ALL.iter().map(|s| s.name()).collect()
+}
