@@ -20,6 +20,9 @@ use tokio::sync::Semaphore;
 
 use crate::commands::RemoteCmd;
 
+/// The gateway's private key, as the rest of the crate names it.
+pub use russh::keys::PrivateKey as SshKey;
+
 /// Channels open at once on one connection; below OpenSSH's default MaxSessions (10).
 pub const MAX_CHANNELS: usize = 8;
 /// At most this much of a command's stdout/stderr is kept in memory (lines still stream).

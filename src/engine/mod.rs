@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus, names};
-use russh::keys::PrivateKey;
 use tokio::sync::Semaphore;
 
 use crate::error::InputError;
@@ -24,7 +23,7 @@ use crate::inventory::{App, Environment, Host, Inventory};
 use crate::pins::HostKeyPins;
 use crate::playbook::{Playbook, Step};
 use crate::render::{self, Context, Templates};
-use crate::ssh::{Connection, SshOptions};
+use crate::ssh::{Connection, SshKey, SshOptions};
 
 /// Where events go.  The gateway persists and streams them; tests collect them.
 pub trait EventSink: Send + Sync {
@@ -51,7 +50,7 @@ impl EventSink for Collect {
 pub struct EngineConfig {
     pub playbooks_dir: PathBuf,
     pub templates_dir: PathBuf,
-    pub key: Arc<PrivateKey>,
+    pub key: Arc<SshKey>,
     pub pins: HostKeyPins,
     pub ssh: SshOptions,
     /// Limit for one remote command (a pip install included).

@@ -1,0 +1,217 @@
+//! Test support: a testbed of real servers (Docker containers made by `ci/testbed.sh`)
+//! and helpers to deploy to them with the engine and to look at them from outside.
+//!
+//! Docker is required: a missing engine or image fails the test (never a skip).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy::engine::{self, Collect, EngineConfig, JobResult, JobSpec};
+use deploy::inventory::Inventory;
+use deploy::pins::HostKeyPins;
+use deploy::ssh::{self, SshOptions};
+use deploy::wire::{Event, EventKind, StepStatus};
+use serde::Deserialize;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[derive(Deserialize, Debug, Clone)]
+pub struct Server {
+    pub name: String,
+    pub container: String,
+    pub ssh_port: u16,
+    pub http_port: u16,
+}
+
+#[derive(Deserialize, Debug)]
+struct Json {
+    network: String,
+    index_container: String,
+    index_port: u16,
+    servers: Vec<Server>,
+}
+
+pub struct Testbed {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub network: String,
+    pub index_container: String,
+    pub index_port: u16,
+    pub servers: Vec<Server>,
+}
+
+fn require_docker() {
+    let ok = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().map(|o| o.status.success());
+    assert!(
+        matches!(ok, Ok(true)),
+        "these tests need a running Docker engine (CI={}); start dockerd and run ci/image/build.sh",
+        std::env::var("CI").unwrap_or_default()
+    );
+}
+
+impl Testbed {
+    /// Starts `n` servers and an index, named after `test` (plus this process id).
+    pub fn up(test: &str, n: usize) -> Testbed {
+        require_docker();
+        let name = format!("{}-{}", test.replace('_', "-"), std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("ci/testbed.sh"))
+            .args(["up", &name, &n.to_string()])
+            .arg(dir.path())
+            .args(["--owner", &std::process::id().to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "testbed up failed: {}", String::from_utf8_lossy(&out.stderr));
+        let j: Json = serde_json::from_str(&std::fs::read_to_string(dir.path().join("testbed.json")).unwrap()).unwrap();
+        Testbed {
+            name,
+            dir,
+            network: j.network,
+            index_container: j.index_container,
+            index_port: j.index_port,
+            servers: j.servers,
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn inventory_text(&self) -> String {
+        std::fs::read_to_string(self.path("inventory.yml")).unwrap()
+    }
+
+    /// Rewrites the inventory (tests vary it) and returns its path.
+    pub fn set_inventory(&self, text: &str) -> PathBuf {
+        std::fs::write(self.path("inventory.yml"), text).unwrap();
+        self.path("inventory.yml")
+    }
+
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            playbooks_dir: root().join("playbooks"),
+            templates_dir: root().join("templates"),
+            key: Arc::new(ssh::load_key(&self.path("id_ed25519")).unwrap()),
+            pins: HostKeyPins::load(&self.path("known_hosts")).unwrap(),
+            ssh: SshOptions { connect_timeout: Duration::from_secs(5), ..Default::default() },
+            command_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Runs the engine: deploy (or check) `version` of hello to staging.
+    pub fn deploy(&self, version: &str, check: bool) -> Deployed {
+        self.deploy_with(self.config(), version, check)
+    }
+
+    pub fn deploy_with(&self, cfg: EngineConfig, version: &str, check: bool) -> Deployed {
+        let inv = Inventory::load(&self.path("inventory.yml")).unwrap();
+        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check };
+        let plan = engine::plan(&inv, &cfg, &spec).unwrap();
+        let sink = Arc::new(Collect::default());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let result = rt.block_on(engine::run(plan, Arc::new(cfg), sink.clone()));
+        let events = std::mem::take(&mut *sink.0.lock().unwrap());
+        Deployed { result, events }
+    }
+
+    pub fn server(&self, name: &str) -> &Server {
+        self.servers.iter().find(|s| s.name == name).unwrap()
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("ci/testbed.sh")).args(["down", &self.name]).output();
+    }
+}
+
+pub struct Deployed {
+    pub result: JobResult,
+    pub events: Vec<Event>,
+}
+
+impl Deployed {
+    /// (step, status, reason, diff) of every finished step on `host`.
+    pub fn steps(&self, host: &str) -> Vec<(String, StepStatus, String, Option<String>)> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepFinished { host: h, step, status, reason, diff, .. } if h == host => {
+                    Some((step.clone(), *status, reason.clone(), diff.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn step(&self, host: &str, step: &str) -> (StepStatus, String, Option<String>) {
+        let (_, s, r, d) = self.steps(host).into_iter().find(|(n, ..)| n == step).unwrap_or_else(|| panic!("no step {step} on {host}"));
+        (s, r, d)
+    }
+
+    pub fn changed_steps(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::StepFinished { host, step, status: StepStatus::Changed, .. } => Some(format!("{host}/{step}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn host(&self, host: &str) -> &engine::HostResult {
+        self.result.hosts.iter().find(|h| h.host == host).unwrap()
+    }
+}
+
+/// `docker exec CONTAINER sh -c SCRIPT`, returning stdout (panics on failure).
+pub fn exec(container: &str, script: &str) -> String {
+    let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
+    assert!(out.status.success(), "docker exec {container} {script:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The app's gunicorn master pid, as supervisord reports it.
+pub fn app_pid(container: &str) -> Option<u32> {
+    let s = exec(container, "supervisorctl status hello || true");
+    deploy::engine::steps::running_pid(s.trim())
+}
+
+/// Number of successful SSH logins the container's sshd has logged.
+pub fn ssh_logins(container: &str) -> usize {
+    let out = Command::new("docker").args(["logs", container]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines().filter(|l| l.contains("Accepted publickey")).count()
+}
+
+/// A plain HTTP/1.0 GET to 127.0.0.1:port with a Host header: (status, body).
+pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+pub const HOST: &str = "hello.example.test";
+
+pub fn served_version(server: &Server) -> String {
+    let (status, body) = http_get(server.http_port, HOST, "/");
+    assert_eq!(status, 200, "GET / on {}: {body}", server.name);
+    body.trim().to_string()
+}
+
+pub fn read_to_string(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
