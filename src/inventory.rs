@@ -51,6 +51,9 @@ pub struct Environment {
     pub parallel: usize,
     /// Extra environment variables, merged over the application's.
     pub env: BTreeMap<String, String>,
+    /// The CLI asks for confirmation before deploying here (default: names starting
+    /// with `prod`).
+    pub confirm: bool,
 }
 
 /// A Python web application and how it runs.
@@ -182,6 +185,8 @@ struct RawEnvironment {
     parallel: usize,
     #[serde(default = "sp_default")]
     env: Spanned<BTreeMap<String, String>>,
+    #[serde(default)]
+    confirm: Option<bool>,
 }
 
 fn default_parallel() -> usize {
@@ -292,7 +297,13 @@ impl Inventory {
                 check_env(&e.env.value).map_err(|m| err(e.env.referenced.line().max(eline), format!("{efield}.env"), m))?;
                 environments.insert(
                     env_name.clone(),
-                    Environment { name: env_name, groups: e.groups.value, parallel: e.parallel, env: e.env.value },
+                    Environment {
+                        confirm: e.confirm.unwrap_or_else(|| env_name.starts_with("prod")),
+                        name: env_name,
+                        groups: e.groups.value,
+                        parallel: e.parallel,
+                        env: e.env.value,
+                    },
                 );
             }
             apps.insert(

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod inventory;
 pub mod pins;
 pub mod playbook;

@@ -1,6 +1,6 @@
-//! `deploy-gateway`: the bastion-side binary.  This commands are the engine's
-//! admin entry points: `apply` (run a playbook now, printing events) and `trust-host`
-//! (the explicit act of pinning a host key).  The HTTP API comes with `serve`.
+//! `deploy-gateway`: the bastion-side binary: `serve` (the HTTP API and job runner),
+//! `token` (create/list/revoke API tokens), `trust-host` (the explicit act of pinning a
+//! host key) and `apply` (run the engine directly, printing events).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use deploy::engine::{self, EngineConfig, JobSpec};
+use deploy::gateway::auth;
+use deploy::gateway::config::GatewayConfig;
+use deploy::gateway::store::Store;
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
 use deploy::ssh::{self, SshOptions};
@@ -27,6 +30,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Files {
+    /// Gateway config; when given, the inventory and pinned keys are the ones it names.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
     /// Inventory file (hosts, applications, environments).
     #[arg(long, short = 'i', default_value = "inventory/inventory.yml")]
     inventory: PathBuf,
@@ -36,7 +42,38 @@ struct Files {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once and only its hash is stored.
+    Create {
+        #[arg(long)]
+        user: String,
+        /// Environments the token may act on (comma-separated; `*` for all).
+        #[arg(long, value_delimiter = ',', required_unless_present = "admin")]
+        env: Vec<String>,
+        /// May act on every environment and read the audit trail.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List tokens (ids, users, environments; never the tokens).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
+    /// Serve the HTTP API (runs until SIGINT/SIGTERM).
+    Serve {
+        #[arg(long, short = 'c', default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Manage API tokens.
+    Token {
+        #[arg(long, short = 'c', default_value = "gateway.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Deploy a release now, from this machine, printing every step.
     Apply {
         #[command(flatten)]
@@ -107,11 +144,64 @@ fn usage<E: std::fmt::Display>(e: E) -> (u8, String) {
     (EXIT_USAGE, e.to_string())
 }
 
+impl Files {
+    /// (inventory, known_hosts), from the config if one is given.
+    fn resolve(&self) -> Result<(PathBuf, PathBuf), (u8, String)> {
+        match &self.config {
+            Some(c) => {
+                let cfg = GatewayConfig::load(c).map_err(usage)?;
+                Ok((cfg.inventory, cfg.known_hosts))
+            }
+            None => Ok((self.inventory.clone(), self.known_hosts.clone())),
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Outcome {
     match cli.cmd {
+        Cmd::Serve { config } => {
+            let cfg = GatewayConfig::load(&config).map_err(usage)?;
+            deploy::gateway::serve(cfg).await.map_err(|e| (EXIT_FAILED, e))?;
+            Ok(0)
+        }
+        Cmd::Token { config, cmd } => {
+            let cfg = GatewayConfig::load(&config).map_err(usage)?;
+            let store = Store::open(&cfg.database).map_err(|e| (EXIT_FAILED, format!("cannot open {}: {e}", cfg.database.display())))?;
+            let db = |e: rusqlite::Error| (EXIT_FAILED, e.to_string());
+            match cmd {
+                TokenCmd::Create { user, env, admin } => {
+                    deploy::wire::names::check_ident("user", &user).map_err(usage)?;
+                    for e in &env {
+                        if e != "*" {
+                            deploy::wire::names::check_ident("environment", e).map_err(usage)?;
+                        }
+                    }
+                    let (id, token) = auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
+                    store.add_token(&id, &auth::hash(&token), &user, &env, admin).map_err(db)?;
+                    store.audit("admin", "token create", &format!("{id} for {user}"), "ok").map_err(db)?;
+                    eprintln!("token {id} for {user} (environments: {}{}); shown once, store it now:", env.join(","), if admin { ", admin" } else { "" });
+                    println!("{token}");
+                }
+                TokenCmd::List => {
+                    println!("{:<10} {:<16} {:<24} {:<6} state", "id", "user", "environments", "admin");
+                    for t in store.tokens().map_err(db)? {
+                        println!("{:<10} {:<16} {:<24} {:<6} {}", t.id, t.user, t.envs.join(","), t.admin, if t.revoked { "revoked" } else { "active" });
+                    }
+                }
+                TokenCmd::Revoke { id } => {
+                    if !store.revoke_token(&id).map_err(db)? {
+                        return Err((EXIT_FAILED, format!("no active token {id}")));
+                    }
+                    store.audit("admin", "token revoke", &id, "ok").map_err(db)?;
+                    println!("revoked {id}");
+                }
+            }
+            Ok(0)
+        }
         Cmd::Apply { files, app, version, env, check, key, playbooks, templates, json, command_timeout } => {
-            let inv = Inventory::load(&files.inventory).map_err(usage)?;
-            let pins = HostKeyPins::load(&files.known_hosts).map_err(usage)?;
+            let (inventory, known_hosts) = files.resolve()?;
+            let inv = Inventory::load(&inventory).map_err(usage)?;
+            let pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
             let key = ssh::load_key(&expand(&key)).map_err(usage)?;
             let cfg = EngineConfig {
                 playbooks_dir: playbooks,
@@ -138,9 +228,10 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(if result.status == JobStatus::Succeeded { 0 } else { EXIT_FAILED })
         }
         Cmd::TrustHost { files, host, yes, replace } => {
-            let inv = Inventory::load(&files.inventory).map_err(usage)?;
-            let h = inv.hosts.get(&host).ok_or_else(|| usage(format!("no host `{host}` in {}", files.inventory.display())))?;
-            let mut pins = HostKeyPins::load(&files.known_hosts).map_err(usage)?;
+            let (inventory, known_hosts) = files.resolve()?;
+            let inv = Inventory::load(&inventory).map_err(usage)?;
+            let h = inv.hosts.get(&host).ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
+            let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
             let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
                 .await
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
@@ -163,8 +254,8 @@ async fn dispatch(cli: Cli) -> Outcome {
                     return Err((EXIT_FAILED, "not pinned".into()));
                 }
             }
-            pins.pin(&h.address, h.port, &fp).map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", files.known_hosts.display())))?;
-            println!("pinned in {}", files.known_hosts.display());
+            pins.pin(&h.address, h.port, &fp).map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", known_hosts.display())))?;
+            println!("pinned in {}", known_hosts.display());
             Ok(0)
         }
     }
@@ -199,7 +290,7 @@ fn text_line(ev: &Event) -> Option<String> {
         ),
         EventKind::JobFinished { status, elapsed_ms, hosts_ok, hosts_changed, hosts_failed } => format!(
             "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-            if *status == JobStatus::Succeeded { "SUCCEEDED" } else { "FAILED" },
+            status.as_str().to_uppercase(),
             *elapsed_ms as f64 / 1000.0
         ),
     })

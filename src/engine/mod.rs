@@ -144,8 +144,20 @@ fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
 }
 
+/// Set to stop a job: each host stops before its next step (the step in flight finishes).
+pub type CancelFlag = Arc<std::sync::atomic::AtomicBool>;
+
 /// Runs a plan on its hosts and returns when every host has finished.
 pub async fn run(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>) -> JobResult {
+    run_cancellable(plan, cfg, sink, CancelFlag::default()).await
+}
+
+fn cancelled(flag: &CancelFlag) -> bool {
+    flag.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// [`run`], stoppable through `cancel`.
+pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>, cancel: CancelFlag) -> JobResult {
     let started = Instant::now();
     let plan = Arc::new(plan);
     sink.emit(Event::now(EventKind::JobStarted {
@@ -159,10 +171,10 @@ pub async fn run(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>) -
     let limit = Arc::new(Semaphore::new(plan.env.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..plan.hosts.len() {
-        let (plan, cfg, sink, limit) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone());
+        let (plan, cfg, sink, limit, cancel) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone(), cancel.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            run_host(&plan, i, &cfg, sink).await
+            run_host(&plan, i, &cfg, sink, &cancel).await
         });
     }
     let mut hosts = Vec::new();
@@ -182,7 +194,13 @@ pub async fn run(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>) -
     }
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
-    let status = if failed == 0 { JobStatus::Succeeded } else { JobStatus::Failed };
+    let status = if cancelled(&cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled) {
+        JobStatus::Cancelled
+    } else if failed == 0 {
+        JobStatus::Succeeded
+    } else {
+        JobStatus::Failed
+    };
     let elapsed = started.elapsed();
     sink.emit(Event::now(EventKind::JobFinished {
         status,
@@ -194,7 +212,7 @@ pub async fn run(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>) -
     JobResult { status, hosts, elapsed }
 }
 
-async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn EventSink>) -> HostResult {
+async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn EventSink>, cancel: &CancelFlag) -> HostResult {
     let (host, rendered) = &plan.hosts[index];
     let started = Instant::now();
     sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
@@ -210,6 +228,9 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
         HostResult { host: host.name.clone(), status, changed, elapsed, error, connections, channels }
     };
 
+    if cancelled(cancel) {
+        return finish(HostStatus::Cancelled, 0, Some(format!("{}: cancelled before it started; nothing changed", host.name)), 0, 0);
+    }
     let pinned = cfg.pins.get(&host.address, host.port);
     let conn = match Connection::connect(&host.address, host.port, &host.user, cfg.key.clone(), pinned, &cfg.ssh).await {
         Ok(c) => c,
@@ -224,7 +245,12 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
     let mut ctx = steps::HostCtx::new(plan, host, rendered, &conn, cfg.command_timeout, sink.clone());
     let mut changed = 0;
     let mut failure = None;
+    let mut cancelled_at = None;
     for step in &plan.playbook.steps {
+        if cancelled(cancel) {
+            cancelled_at = Some(step.name());
+            break;
+        }
         let step_started = Instant::now();
         sink.emit(Event::now(EventKind::StepStarted { host: host.name.clone(), step: step.name().into() }));
         let report = steps::run(*step, &mut ctx).await;
@@ -247,6 +273,10 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
     }
     let channels = conn.channels_opened();
     conn.close().await;
+    if let (None, Some(step)) = (&failure, cancelled_at) {
+        let msg = format!("{}: cancelled before step {step} ({changed} step(s) had changed something)", host.name);
+        return finish(HostStatus::Cancelled, changed, Some(msg), 1, channels);
+    }
     match failure {
         Some(err) => finish(HostStatus::Failed, changed, Some(err), 1, channels),
         None if changed > 0 => finish(HostStatus::Changed, changed, None, 1, channels),

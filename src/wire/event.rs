@@ -44,6 +44,8 @@ pub enum HostStatus {
     Failed,
     /// The host could not be reached (connect, host key or login failed).
     Unreachable,
+    /// The job was cancelled before this host finished its steps.
+    Cancelled,
 }
 
 impl HostStatus {
@@ -53,10 +55,11 @@ impl HostStatus {
             HostStatus::Changed => "changed",
             HostStatus::Failed => "failed",
             HostStatus::Unreachable => "unreachable",
+            HostStatus::Cancelled => "cancelled",
         }
     }
     pub fn is_failure(self) -> bool {
-        matches!(self, HostStatus::Failed | HostStatus::Unreachable)
+        matches!(self, HostStatus::Failed | HostStatus::Unreachable | HostStatus::Cancelled)
     }
 }
 
@@ -66,6 +69,21 @@ impl HostStatus {
 pub enum JobStatus {
     Succeeded,
     Failed,
+    /// Stopped by `deploy cancel` after the steps in flight.
+    Cancelled,
+    /// The gateway stopped while the job ran; marked when it started again.
+    Interrupted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// Which output stream a remote line came from.

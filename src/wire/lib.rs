@@ -8,3 +8,4 @@ pub mod event;
 pub mod names;
 
 pub use event::{Event, EventKind, HostStatus, JobStatus, StepStatus, Stream};
+pub mod api;

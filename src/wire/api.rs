@@ -1,0 +1,182 @@
+//! The HTTP API's shapes (JSON bodies under `/v1`), its headers and the CLI/gateway version
+//! handshake rule.  Used by the gateway (server) and the CLI (client) alike.
+
+use serde::{Deserialize, Serialize};
+
+/// Request header: the CLI's version (semver).
+pub const CLIENT_VERSION_HEADER: &str = "deploy-client-version";
+/// Response headers: the newest and the oldest CLI versions the gateway supports.
+pub const CLI_NEWEST_HEADER: &str = "deploy-cli-newest";
+pub const CLI_OLDEST_HEADER: &str = "deploy-cli-oldest";
+
+/// Every error body: a stable machine `code` and a human `message`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: String,
+    pub message: String,
+    /// For `cli_too_old`: the exact command that upgrades the CLI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_command: Option<String>,
+    /// For `locked`: who holds the lock and with which job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+}
+
+/// Stable error codes.
+pub mod codes {
+    pub const UNAUTHENTICATED: &str = "unauthenticated";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const INVALID: &str = "invalid_request";
+    pub const LOCKED: &str = "locked";
+    pub const CLI_TOO_OLD: &str = "cli_too_old";
+    pub const UPSTREAM: &str = "upstream_error";
+    pub const INTERNAL: &str = "internal";
+    pub const CONFLICT: &str = "conflict";
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct EnvironmentInfo {
+    pub name: String,
+    pub hosts: Vec<String>,
+    /// The CLI asks for confirmation before deploying here (unless `--yes`).
+    pub confirm: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AppInfo {
+    pub name: String,
+    pub package: String,
+    pub environments: Vec<EnvironmentInfo>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HostInfo {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub pinned: bool,
+}
+
+/// Which release runs on which host (from the ledger: the last successful deploy).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HostRelease {
+    pub env: String,
+    pub host: String,
+    pub version: Option<String>,
+    pub deployed_by: Option<String>,
+    pub deployed_at_ms: Option<u64>,
+    pub job_id: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct VersionInfo {
+    pub version: String,
+    /// `env/host` names where this version runs now.
+    pub running_on: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeployRequest {
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    #[serde(default)]
+    pub check: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct JobInfo {
+    pub id: String,
+    pub kind: String,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub check: bool,
+    pub user: String,
+    /// queued, running, succeeded, failed, cancelled, interrupted
+    pub state: String,
+    pub created_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub error: Option<String>,
+}
+
+impl JobInfo {
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.state.as_str(), "queued" | "running")
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct LedgerEntry {
+    pub job_id: String,
+    pub app: String,
+    pub env: String,
+    pub host: String,
+    pub version: String,
+    pub from_version: Option<String>,
+    pub result: String,
+    pub user: String,
+    pub ts_ms: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditEntry {
+    pub ts_ms: u64,
+    pub user: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+/// The handshake verdict for a client version against the gateway's range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handshake {
+    /// At least the newest: nothing to say.
+    Current,
+    /// Supported but older than the newest: a one-line notice.
+    Outdated,
+    /// Older than the oldest supported: refused with 426.
+    TooOld,
+    /// Not a semver version: treated as too old.
+    Unparseable,
+}
+
+/// Is `v` a semver version (as the handshake needs)?
+pub fn is_semver(v: &str) -> bool {
+    semver::Version::parse(v).is_ok()
+}
+
+/// Compares `client` with `oldest..=newest` as semver.
+pub fn handshake(client: &str, oldest: &str, newest: &str) -> Handshake {
+    let (Ok(c), Ok(o), Ok(n)) = (semver::Version::parse(client), semver::Version::parse(oldest), semver::Version::parse(newest))
+    else {
+        return Handshake::Unparseable;
+    };
+    if c < o {
+        Handshake::TooOld
+    } else if c < n {
+        Handshake::Outdated
+    } else {
+        Handshake::Current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_compares_as_semver() {
+        assert_eq!(handshake("0.1.0", "0.1.0", "0.1.0"), Handshake::Current);
+        assert_eq!(handshake("0.10.0", "0.9.0", "0.9.1"), Handshake::Current, "not string order");
+        assert_eq!(handshake("0.1.0", "0.1.0", "0.2.0"), Handshake::Outdated);
+        assert_eq!(handshake("0.1.0", "0.2.0", "0.3.0"), Handshake::TooOld);
+        assert_eq!(handshake("1.0.0-rc.1", "1.0.0", "1.0.0"), Handshake::TooOld, "a pre-release is older");
+        assert_eq!(handshake("banana", "0.1.0", "0.1.0"), Handshake::Unparseable);
+    }
+}
