@@ -1,23 +1,310 @@
 //! `deploy`: the command users install.  It talks HTTP to the gateway only and never
-//! links SSH code (tests/boundaries.rs checks its dependency graph).  This first version
-//! knows its own version; the gateway commands (login, release, status, logs...) arrive
-//! with the gateway API.
+//! links SSH code (tests/boundaries.rs checks its dependency graph).
+//!
+//! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
+//! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
+//! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
+//! application and environment); 130 detached with Ctrl-C (the job goes on).
 
-use clap::Parser;
+mod client;
+mod display;
+mod settings;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use client::{CliError, Client, Result};
+use deploy_wire::api::*;
+use display::{Display, Mode};
+
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const TOO_OLD: u8 = 3;
+    pub const UNAUTHORISED: u8 = 4;
+    pub const UNREACHABLE: u8 = 5;
+    pub const LOCKED: u8 = 6;
+    pub const DETACHED: u8 = 130;
+}
 
 #[derive(Parser)]
-#[command(
-    name = "deploy",
-    version,
-    about = "Ship Python web applications through the deploy gateway",
-    long_about = "Ship Python web applications through the deploy gateway.\n\n\
-                  The gateway API and the commands that use it (login, apps, release, status, logs) \
-                  are not built yet; on the bastion, `deploy-gateway apply` runs the engine directly."
-)]
-struct Cli {}
+#[command(name = "deploy", version, about = "Ship Python web applications through the deploy gateway")]
+struct Cli {
+    /// Gateway URL (default: DEPLOY_GATEWAY, then the one saved by `deploy login`).
+    #[arg(long, global = true, env = "DEPLOY_GATEWAY")]
+    gateway: Option<String>,
+    /// Machine-readable output: JSON (one event per line for jobs).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
 
-fn main() {
-    let _ = Cli::parse();
-    eprintln!("deploy: no gateway commands yet; see `deploy --help`");
-    std::process::exit(2);
+#[derive(Subcommand)]
+enum Cmd {
+    /// Save the gateway URL and a token (read from a prompt, or from stdin when piped).
+    Login { url: String },
+    /// Applications and their environments.
+    Apps,
+    /// Hosts the gateway knows.
+    Hosts,
+    /// Which release runs on which host.
+    Status {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: Option<String>,
+    },
+    /// Versions available on the index, marking where each runs.
+    Versions { app: String },
+    /// Deploy a release (or, with --check, show what would change).
+    Release {
+        app: String,
+        version: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        /// Report what would change, with diffs; change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Do not ask for confirmation (environments that ask: production).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Recent jobs.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// A job's events; with --follow, live until it ends.
+    Logs {
+        job: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Stop a job after the steps in flight.
+    Cancel { job: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("deploy: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn client(cli: &Cli) -> Result<Client> {
+    let saved = settings::load();
+    let gateway = cli
+        .gateway
+        .clone()
+        .or(saved.gateway)
+        .ok_or_else(|| CliError::new(exit::USAGE, "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway"))?;
+    let token = std::env::var("DEPLOY_TOKEN").ok().filter(|t| !t.is_empty()).or(saved.token);
+    Ok(Client::new(&gateway, token))
+}
+
+fn mode(cli: &Cli) -> Mode {
+    if cli.json {
+        Mode::Json
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Mode::Tty
+    } else {
+        Mode::Plain
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializes"));
+}
+
+fn when(ms: Option<u64>) -> String {
+    ms.map(display::timestamp).unwrap_or_else(|| "-".into())
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match &cli.cmd {
+        Cmd::Login { url } => login(&cli, url).await,
+        Cmd::Apps => {
+            let apps: Vec<AppInfo> = client(&cli)?.get("/v1/apps").await?;
+            if cli.json {
+                print_json(&apps);
+            } else {
+                println!("{:<16} {:<14} {:<8} HOSTS", "APP", "ENV", "CONFIRM");
+                for a in &apps {
+                    for e in &a.environments {
+                        println!("{:<16} {:<14} {:<8} {}", a.name, e.name, if e.confirm { "yes" } else { "no" }, e.hosts.join(", "));
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Hosts => {
+            let hosts: Vec<HostInfo> = client(&cli)?.get("/v1/hosts").await?;
+            if cli.json {
+                print_json(&hosts);
+            } else {
+                println!("{:<14} {:<24} {:<10} {:<20} PINNED", "HOST", "ADDRESS", "USER", "GROUPS");
+                for h in &hosts {
+                    println!("{:<14} {:<24} {:<10} {:<20} {}", h.name, format!("{}:{}", h.address, h.port), h.user, h.groups.join(","), if h.pinned { "yes" } else { "NO" });
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Status { app, env } => {
+            let q = env.as_ref().map(|e| format!("?env={e}")).unwrap_or_default();
+            let rows: Vec<HostRelease> = client(&cli)?.get(&format!("/v1/apps/{app}/status{q}")).await?;
+            if cli.json {
+                print_json(&rows);
+            } else {
+                println!("{:<12} {:<14} {:<12} {:<12} DEPLOYED", "ENV", "HOST", "VERSION", "BY");
+                for r in &rows {
+                    println!(
+                        "{:<12} {:<14} {:<12} {:<12} {}",
+                        r.env,
+                        r.host,
+                        r.version.as_deref().unwrap_or("-"),
+                        r.deployed_by.as_deref().unwrap_or("-"),
+                        when(r.deployed_at_ms)
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Versions { app } => {
+            let vs: Vec<VersionInfo> = client(&cli)?.get(&format!("/v1/apps/{app}/versions")).await?;
+            if cli.json {
+                print_json(&vs);
+            } else {
+                for v in &vs {
+                    let on = if v.running_on.is_empty() { String::new() } else { format!("  <- {}", v.running_on.join(", ")) };
+                    println!("{}{on}", v.version);
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Release { app, version, env, check, yes } => {
+            let c = client(&cli)?;
+            if !check && !yes {
+                let apps: Vec<AppInfo> = c.get("/v1/apps").await?;
+                let confirm = apps.iter().filter(|a| &a.name == app).flat_map(|a| &a.environments).any(|e| &e.name == env && e.confirm);
+                if confirm {
+                    if !std::io::stdin().is_terminal() {
+                        return Err(CliError::new(exit::USAGE, format!("{env} asks for confirmation; not on a terminal, so pass --yes")));
+                    }
+                    eprint!("Deploy {app} {version} to {env}? Type the environment name to confirm: ");
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+                    if answer.trim() != env {
+                        return Err(CliError::new(exit::USAGE, "not confirmed; nothing was started"));
+                    }
+                }
+            }
+            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check };
+            let job: JobInfo = c.post("/v1/deployments", &req).await?;
+            let m = mode(&cli);
+            if m != Mode::Json {
+                eprintln!("job {} started: {} {} {} to {}", job.id, if *check { "check" } else { "deploy" }, app, version, env);
+            }
+            follow(&c, &job.id, m).await
+        }
+        Cmd::Jobs { limit } => {
+            let jobs: Vec<JobInfo> = client(&cli)?.get(&format!("/v1/jobs?limit={limit}")).await?;
+            if cli.json {
+                print_json(&jobs);
+            } else {
+                println!("{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED", "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE");
+                for j in &jobs {
+                    println!("{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}", j.id, j.kind, j.app, j.env, j.version, j.user, j.state, when(Some(j.created_ms)));
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Logs { job, follow: live } => {
+            let c = client(&cli)?;
+            if *live {
+                return follow(&c, job, mode(&cli)).await;
+            }
+            let events: Vec<StoredEvent> = c.get(&format!("/v1/jobs/{job}/log")).await?;
+            let m = if cli.json { Mode::Json } else { Mode::Plain };
+            let mut d = Display::new(m);
+            for e in &events {
+                d.event(e.seq, &serde_json::to_string(&e.event).expect("serializes"));
+            }
+            let info: JobInfo = c.get(&format!("/v1/jobs/{job}")).await?;
+            if !cli.json {
+                println!("job {}", info.state);
+            }
+            Ok(job_exit(&info.state))
+        }
+        Cmd::Cancel { job } => {
+            let info: JobInfo = client(&cli)?.post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({})).await?;
+            eprintln!("cancelling job {}: hosts stop after their current step; follow with `deploy logs {} --follow`", info.id, info.id);
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn job_exit(state: &str) -> u8 {
+    if state == "succeeded" { exit::OK } else { exit::FAILED }
+}
+
+/// Shows a job live until it ends; Ctrl-C detaches (the job goes on).
+async fn follow(c: &Client, job: &str, mode: Mode) -> Result<u8> {
+    let mut display = Display::new(mode);
+    let outcome = {
+        let mut on_event = |seq: u64, data: &str| display.event(seq, data);
+        tokio::select! {
+            r = c.follow(job, 0, &mut on_event) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    };
+    match outcome {
+        None => {
+            display.summary("still running");
+            eprintln!("\ndetached; job {job} goes on. Re-attach with:\n    deploy logs {job} --follow");
+            Ok(exit::DETACHED)
+        }
+        Some(Err(e)) => Err(e),
+        Some(Ok(state)) => {
+            display.summary(&state);
+            Ok(job_exit(&state))
+        }
+    }
+}
+
+async fn login(cli: &Cli, url: &str) -> Result<u8> {
+    let token = if std::env::var("DEPLOY_TOKEN").is_ok_and(|t| !t.is_empty()) {
+        std::env::var("DEPLOY_TOKEN").unwrap_or_default()
+    } else if std::io::stdin().is_terminal() {
+        eprint!("Token for {url} (input hidden): ");
+        let _ = std::process::Command::new("stty").arg("-echo").stdin(std::process::Stdio::inherit()).status();
+        let mut t = String::new();
+        let r = std::io::stdin().read_line(&mut t);
+        let _ = std::process::Command::new("stty").arg("echo").stdin(std::process::Stdio::inherit()).status();
+        eprintln!();
+        r.map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+        t
+    } else {
+        let mut t = String::new();
+        std::io::stdin().read_to_string(&mut t).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+        t
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(CliError::new(exit::USAGE, "no token given"));
+    }
+    // Check the token before saving it.
+    let c = Client::new(url, Some(token.clone()));
+    let _: Vec<AppInfo> = c.get("/v1/apps").await?;
+    let path = settings::save(&settings::Saved { gateway: Some(url.trim_end_matches('/').to_string()), token: Some(token) })
+        .map_err(|e| CliError::new(exit::USAGE, format!("cannot save the login: {e}")))?;
+    let _ = cli;
+    eprintln!("logged in to {url}; saved in {} (mode 0600)", path.display());
+    Ok(exit::OK)
 }

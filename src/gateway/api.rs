@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
+        .route("/v1/jobs/{id}/log", get(log))
         .route("/v1/ledger", get(ledger))
         .route("/v1/audit", get(audit))
         .route("/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }));
@@ -91,7 +92,8 @@ async fn handshake_and_log(State(st): State<AppState>, req: Request, next: Next)
         _ => next.run(req).await,
     };
     let h = resp.headers_mut();
-    for (name, value) in [(CLI_NEWEST_HEADER, &cli.newest), (CLI_OLDEST_HEADER, &cli.oldest)] {
+    let upgrade = st.cfg.upgrade_command();
+    for (name, value) in [(CLI_NEWEST_HEADER, &cli.newest), (CLI_OLDEST_HEADER, &cli.oldest), (CLI_UPGRADE_HEADER, &upgrade)] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
@@ -364,6 +366,17 @@ async fn events(State(st): State<AppState>, _p: Principal, Path(id): Path<String
     let mut resp = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// The stored events of a job, as JSON (no streaming).
+async fn log(State(st): State<AppState>, _p: Principal, Path(id): Path<String>, Query(q): Query<After>) -> ApiResult<Vec<StoredEvent>> {
+    find_job(&st, id.clone()).await?;
+    let rows = st.jobs.store.call(move |s| s.events_after(&id, q.after.unwrap_or(0), 1_000_000)).await.map_err(ApiErr::internal)?;
+    let events = rows
+        .into_iter()
+        .filter_map(|(seq, data)| serde_json::from_str(&data).ok().map(|event| StoredEvent { seq, event }))
+        .collect();
+    Ok(Json(events))
 }
 
 async fn ledger(State(st): State<AppState>, _p: Principal, Query(q): Query<Limit>) -> ApiResult<Vec<LedgerEntry>> {

@@ -8,6 +8,8 @@ pub const CLIENT_VERSION_HEADER: &str = "deploy-client-version";
 /// Response headers: the newest and the oldest CLI versions the gateway supports.
 pub const CLI_NEWEST_HEADER: &str = "deploy-cli-newest";
 pub const CLI_OLDEST_HEADER: &str = "deploy-cli-oldest";
+/// Response header: the exact command that upgrades the CLI to the newest version.
+pub const CLI_UPGRADE_HEADER: &str = "deploy-cli-upgrade";
 
 /// Every error body: a stable machine `code` and a human `message`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -122,6 +124,13 @@ pub struct LedgerEntry {
     pub result: String,
     pub user: String,
     pub ts_ms: u64,
+}
+
+/// One stored event of a job, as `GET /v1/jobs/{id}/log` returns it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: crate::Event,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

@@ -215,3 +215,193 @@ pub fn served_version(server: &Server) -> String {
 pub fn read_to_string(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
+
+// ---- the gateway and the CLI, as real processes ------------------------------------
+
+/// A running `deploy-gateway serve` on a free loopback port, with its own state file.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    child: Option<std::process::Child>,
+}
+
+/// The `deploy` CLI binary (built on demand: it lives in another package).
+pub fn cli_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let st = Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "deploy-cli", "--bin", "deploy"]).current_dir(root()).status().unwrap();
+        assert!(st.success(), "building the deploy CLI failed");
+    });
+    Path::new(env!("CARGO_BIN_EXE_deploy-gateway")).with_file_name("deploy")
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_deploy-gateway")
+}
+
+/// An inventory whose only host cannot be reached: for API tests that need no servers.
+pub const OFFLINE_INVENTORY: &str = "\
+hosts:
+  web1: {address: 127.0.0.1, port: 1, groups: [web]}
+applications:
+  hello:
+    package: hello-app
+    index_url: http://127.0.0.1:1/simple/
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.test]
+    environments:
+      staging: {groups: [web]}
+      production: {groups: [web]}
+";
+
+impl Gateway {
+    /// Starts a gateway on `inventory` (the testbed's files when `tb` is given).
+    pub fn start(tb: Option<&Testbed>, oldest: &str, newest: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (inventory, known_hosts, key, index) = match tb {
+            Some(tb) => (
+                tb.path("inventory.yml"),
+                tb.path("known_hosts"),
+                tb.path("id_ed25519"),
+                format!("hello = \"http://127.0.0.1:{}/simple/\"", tb.index_port),
+            ),
+            None => {
+                std::fs::write(dir.path().join("inventory.yml"), OFFLINE_INVENTORY).unwrap();
+                let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.path().join("key")).status().unwrap();
+                assert!(st.success());
+                (dir.path().join("inventory.yml"), dir.path().join("known_hosts"), dir.path().join("key"), String::new())
+            }
+        };
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase = \"state/gateway.db\"\ninventory = {:?}\nknown_hosts = {:?}\nssh_key = {:?}\nplaybooks = {:?}\ntemplates = {:?}\n\
+             [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install --locked --git https://git.example.com/deploy deploy-cli --tag v{{version}}\"\n\
+             [index_urls]\n{index}\n",
+            inventory,
+            known_hosts,
+            key,
+            root().join("playbooks"),
+            root().join("templates"),
+        );
+        std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
+        let mut g = Gateway { dir, url: String::new(), child: None };
+        g.spawn();
+        g
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gateway.log")).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("gateway.log")).unwrap();
+        let before = self.log().len();
+        let child = Command::new(gateway_bin())
+            .args(["serve", "--config"])
+            .arg(self.config())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..200 {
+            let text = self.log();
+            if let Some(line) = text[before..].lines().find(|l| l.contains("listening on http://")) {
+                self.url = line.split("listening on ").nth(1).unwrap().trim().to_string();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway did not start:\n{}", self.log());
+    }
+
+    /// SIGKILL: the gateway dies without any chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn token(&self, user: &str, envs: &str, admin: bool) -> String {
+        let mut cmd = Command::new(gateway_bin());
+        cmd.args(["token", "create", "--config"]).arg(self.config()).args(["--user", user]);
+        if !envs.is_empty() {
+            cmd.args(["--env", envs]);
+        }
+        if admin {
+            cmd.arg("--admin");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A `deploy` command against this gateway, with its own (empty) config dir.
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(cli_bin());
+        cmd.args(args).env("DEPLOY_GATEWAY", &self.url).env("XDG_CONFIG_HOME", self.dir.path().join("cli-config")).env_remove("DEPLOY_TOKEN");
+        if let Some(t) = token {
+            cmd.env("DEPLOY_TOKEN", t);
+        }
+        cmd
+    }
+
+    pub fn run(&self, token: Option<&str>, args: &[&str]) -> CliRun {
+        let out = self.cli(token, args).output().unwrap();
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A raw HTTP/1.0 request: (status, headers, body).
+    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String, String) {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
+    pub fn db_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for f in ["gateway.db", "gateway.db-wal"] {
+            all.extend(std::fs::read(self.dir.path().join("state").join(f)).unwrap_or_default());
+        }
+        all
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
