@@ -120,10 +120,23 @@ pub fn release_state(p: &AppPaths, version: &str) -> RemoteCmd {
     ))
 }
 
-/// (Re)creates the release's virtualenv, removing what an interrupted build left.
+/// Builds serialise on a per-app lock file held with `flock`: a build left running on
+/// the server by a gateway that died (sshd does not kill it) finishes before the next one
+/// touches the release directory.
+pub fn build_lock(p: &AppPaths) -> String {
+    format!("{}/.deploy-build.lock", p.root)
+}
+
+fn locked(p: &AppPaths, line: &str) -> String {
+    format!("flock -w 900 {} sh -c {}", quote(&build_lock(p)), quote(line))
+}
+
+/// (Re)creates the release's virtualenv, removing what an interrupted build left; prints
+/// `already-complete` instead if the release became complete meanwhile.
 pub fn venv_create(p: &AppPaths, version: &str) -> RemoteCmd {
     let d = quote(&p.release(version));
-    RemoteCmd::new(format!("rm -rf {d} && python3 -m venv {d}"))
+    let m = quote(&p.marker(version));
+    RemoteCmd::new(locked(p, &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && python3 -m venv {d}")))
 }
 
 /// pip-installs `package==version` into the release from the index, then writes the
@@ -151,13 +164,14 @@ pub fn pip_install(p: &AppPaths, index_url: &str, package: &str, version: &str) 
     let marker = p.marker(version);
     let marker_tmp = format!("{marker}.tmp");
     let stamp = format!("{package} {version}");
-    RemoteCmd::new(format!(
+    let line = format!(
         "{install} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
         install = join(&args),
         stamp = quote(&stamp),
         tmp = quote(&marker_tmp),
         marker = quote(&marker)
-    ))
+    );
+    RemoteCmd::new(locked(p, &line))
 }
 
 /// Prints `present` then the file's bytes, or `absent`.
@@ -288,8 +302,10 @@ mod tests {
     #[test]
     fn pip_install_pins_the_version_and_writes_the_marker_last() {
         let c = pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0");
+        let inner = c.line.strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ").unwrap();
+        let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {inner}")).output().unwrap();
         assert_eq!(
-            c.line,
+            String::from_utf8(out.stdout).unwrap(),
             "/srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
              --index-url http://index:8080/simple/ --trusted-host index hello-app==1.0.0 \
              && printf '%s\\n' 'hello-app 1.0.0' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \

@@ -174,7 +174,10 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
         ctx.would_build = true;
         return Ok(Report::changed(format!("would {verb} virtualenv {dir}")));
     }
-    ctx.must(&cmd::venv_create(&ctx.paths, ctx.version()), true, "python3 -m venv").await?;
+    let out = ctx.must(&cmd::venv_create(&ctx.paths, ctx.version()), true, "python3 -m venv").await?;
+    if out.stdout.trim() == "already-complete" {
+        return Ok(Report::ok(format!("release {} was completed by an earlier build", ctx.version())));
+    }
     let done = if state == "partial" { "rebuilt the unfinished" } else { "created the" };
     Ok(Report::changed(format!("{done} virtualenv {dir}")))
 }
