@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-#! The local demo: three test servers and a package index in Docker, then a real deploy
-#! of the sample app.  Running it again redeploys (and changes nothing).
+#! The local demo: three test servers and a package index in Docker, the gateway on its
+#! SQLite file, a token, and a real deploy of the sample app through the `deploy` CLI
+#! with its progress bars.  Running it again redeploys (and changes nothing).
 #!
 #!   bash ci/demo.sh [VERSION]      (default 1.0.0; try 1.1.0 afterwards)
 set -euo pipefail
@@ -9,12 +10,13 @@ cd "$root"
 version="${1:-1.0.0}"
 demo="$root/.demo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/deploy/target}"
+port="${DEMO_PORT:-8700}"
 
 echo "== building the test-server image (once; cached by recipe)"
 ci/image/build.sh >/dev/null
-echo "== building deploy-gateway"
-cargo build --quiet --bin deploy-gateway
-gw="$CARGO_TARGET_DIR/debug/deploy-gateway"
+echo "== building deploy-gateway and deploy"
+cargo build --quiet --workspace --bins
+bin="$CARGO_TARGET_DIR/debug"
 
 if [[ ! -f "$demo/testbed.json" ]] || ! docker ps --format '{{.Names}}' | grep -q '^deploy-tb-demo-web1$'; then
     echo "== starting 3 servers and the index (Docker, ports on 127.0.0.1)"
@@ -22,10 +24,45 @@ if [[ ! -f "$demo/testbed.json" ]] || ! docker ps --format '{{.Names}}' | grep -
     # Owned by PID 1 (always alive): the demo stays up until `ci/testbed.sh down demo`.
     ci/testbed.sh up demo 3 "$demo" --owner 1
 fi
+index_port="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["index_port"])' "$demo/testbed.json")"
 
-echo "== deploying hello $version to staging"
-"$gw" apply --inventory "$demo/inventory.yml" --known-hosts "$demo/known_hosts" --key "$demo/id_ed25519" \
-    hello "$version" -e staging
+cat > "$demo/gateway.toml" <<TOML
+# The demo gateway.  Paths are relative to this file.
+listen = "127.0.0.1:$port"
+database = "state/gateway.db"
+inventory = "inventory.yml"
+known_hosts = "known_hosts"
+ssh_key = "id_ed25519"
+playbooks = "$root/playbooks"
+templates = "$root/templates"
+
+[cli]
+oldest = "0.1.0"
+newest = "0.1.0"
+upgrade_command = "cargo install --locked --path $root/src/cli --version {version}"
+
+[index_urls]
+# The servers reach the index as http://index:8080 on their Docker network; the
+# gateway reaches it through the published port.
+hello = "http://127.0.0.1:$index_port/simple/"
+TOML
+
+echo "== starting the gateway on http://127.0.0.1:$port (log: .demo/gateway.log)"
+if [[ -f "$demo/gateway.pid" ]]; then kill "$(cat "$demo/gateway.pid")" 2>/dev/null || true; sleep 0.5; fi
+nohup "$bin/deploy-gateway" serve --config "$demo/gateway.toml" >> "$demo/gateway.log" 2>&1 &
+echo $! > "$demo/gateway.pid"
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/v1/health" >/dev/null 2>&1 && break; sleep 0.1; done
+
+if [[ ! -s "$demo/token" ]]; then
+    (umask 077; "$bin/deploy-gateway" token create --config "$demo/gateway.toml" --user demo --env staging 2>/dev/null > "$demo/token")
+fi
+export DEPLOY_GATEWAY="http://127.0.0.1:$port"
+export DEPLOY_TOKEN="$(cat "$demo/token")"
+
+echo "== deploy release hello $version -e staging"
+"$bin/deploy" release hello "$version" -e staging
+echo
+"$bin/deploy" status hello -e staging
 
 echo
 echo "The app answers on each server's nginx:"
@@ -35,5 +72,13 @@ tb = json.load(open(sys.argv[1]))
 for s in tb["servers"]:
     print(f"  curl -H 'Host: hello.example.test' http://127.0.0.1:{s['http_port']}/    # {s['name']}")
 PY
-echo "Deploy another release:   bash ci/demo.sh 1.1.0"
-echo "Stop the demo:             ci/testbed.sh down demo"
+cat <<EOF2
+
+Try the CLI yourself:
+  export DEPLOY_GATEWAY=$DEPLOY_GATEWAY DEPLOY_TOKEN=\$(cat .demo/token)
+  $bin/deploy versions hello
+  $bin/deploy release hello 1.1.0 -e staging --check
+  $bin/deploy jobs
+Deploy another release:   bash ci/demo.sh 1.1.0
+Stop the demo:            kill \$(cat .demo/gateway.pid); ci/testbed.sh down demo
+EOF2
