@@ -51,6 +51,21 @@ fn a_staging_token_deploying_to_production_is_refused_and_audited() {
 }
 
 #[test]
+fn production_asks_for_confirmation_and_needs_yes_without_a_terminal() {
+    let gw = Gateway::start(None, "0.1.0", "0.1.0");
+    let admin = gw.token("root", "", true);
+    let r = gw.run(Some(&admin), &["release", "hello", "1.0.0", "-e", "production"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("production asks for confirmation; not on a terminal, so pass --yes"), "{r:?}");
+    let (_, _, jobs) = gw.http("GET", "/v1/jobs", Some(&admin), None);
+    assert_eq!(jobs.trim(), "[]", "nothing was started");
+    // Staging does not ask.
+    let r = gw.run(Some(&admin), &["release", "hello", "1.0.0", "-e", "staging"]);
+    assert_eq!(r.code, 1, "accepted, then fails on the unreachable host: {r:?}");
+    assert!(r.stdout.contains("unreachable"), "{r:?}");
+}
+
+#[test]
 fn a_too_old_cli_prints_the_upgrade_command_and_exits_3() {
     let gw = Gateway::start(None, "9.0.0", "9.1.0");
     let t = gw.token("ann", "staging", false);

@@ -148,9 +148,42 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
     assert!(r.stdout.contains("job succeeded"));
     outputs.push(r);
 
+    // `deploy versions` lists the index's versions and marks where each runs.
+    let r = gw.run(Some(&ann), &["versions", "hello"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "1.0.0");
+    assert!(lines[1].starts_with("1.1.0  <- ") && lines[1].contains("staging/web1") && lines[1].contains("staging/web3"), "{r:?}");
+    assert_eq!(lines[2], "1.2.0");
+
+    // Ctrl-C detaches: the CLI says how to re-attach and exits 130; the job goes on.
+    let child = gw.cli(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut job3 = String::new();
+    wait_until(30, "the job to run", || {
+        let (_, _, body) = gw.http("GET", "/v1/jobs", Some(&ann), None);
+        match json(&body).as_array().unwrap().iter().find(|j| j["state"] == "running") {
+            Some(j) => {
+                job3 = j["id"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("deploy logs {job3} --follow")), "{stderr}");
+    wait_until(120, "the detached job to finish", || job_state(&gw, &ann, &job3) != "running");
+    assert_eq!(job_state(&gw, &ann, &job3), "succeeded");
+    for s in &tb.servers {
+        assert_eq!(served_version(s), "1.0.0");
+    }
+
     // 3. SSE resume: a client that drops mid-job and reconnects with Last-Event-ID gets
     //    every event exactly once, in order.
-    let (status, _, body) = gw.http("POST", "/v1/deployments", Some(&ann), Some(r#"{"app":"hello","env":"staging","version":"1.0.0"}"#));
+    let (status, _, body) = gw.http("POST", "/v1/deployments", Some(&ann), Some(r#"{"app":"hello","env":"staging","version":"1.1.0"}"#));
     assert_eq!(status, 202, "{body}");
     let id2 = json(&body)["id"].as_str().unwrap().to_string();
     let (first, ended) = sse(&gw, &ann, &id2, 0, 5);
