@@ -25,6 +25,22 @@ fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
+/// Waits for a job to be running and returns its id.
+fn running_job(gw: &Gateway, token: &str) -> String {
+    let mut id = String::new();
+    wait_until(30, "a job to run", || {
+        let (_, _, body) = gw.http("GET", "/v1/jobs", Some(token), None);
+        match json(&body).as_array().unwrap().iter().find(|j| j["state"] == "running") {
+            Some(j) => {
+                id = j["id"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    id
+}
+
 fn job_state(gw: &Gateway, token: &str, id: &str) -> String {
     let (_, _, body) = gw.http("GET", &format!("/v1/jobs/{id}"), Some(token), None);
     json(&body)["state"].as_str().unwrap_or("").to_string()
@@ -117,17 +133,7 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
     // 2. While a deploy runs, a second one is refused naming the holder; killing the CLI
     //    does not stop the job; `logs --follow` replays it.
     let mut child = gw.cli(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut job = String::new();
-    wait_until(30, "the job to run", || {
-        let (_, _, body) = gw.http("GET", "/v1/jobs", Some(&ann), None);
-        match json(&body).as_array().unwrap().iter().find(|j| j["state"] == "running") {
-            Some(j) => {
-                job = j["id"].as_str().unwrap().to_string();
-                true
-            }
-            None => false,
-        }
-    });
+    let job = running_job(&gw, &ann);
     let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
     assert_eq!(r.code, 6, "{r:?}");
     assert!(r.stderr.contains("a job of ann is running") && r.stderr.contains(&job), "{r:?}");
@@ -158,17 +164,7 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
 
     // Ctrl-C detaches: the CLI says how to re-attach and exits 130; the job goes on.
     let child = gw.cli(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut job3 = String::new();
-    wait_until(30, "the job to run", || {
-        let (_, _, body) = gw.http("GET", "/v1/jobs", Some(&ann), None);
-        match json(&body).as_array().unwrap().iter().find(|j| j["state"] == "running") {
-            Some(j) => {
-                job3 = j["id"].as_str().unwrap().to_string();
-                true
-            }
-            None => false,
-        }
-    });
+    let job3 = running_job(&gw, &ann);
     let st = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
     let out = child.wait_with_output().unwrap();
@@ -252,4 +248,22 @@ fn a_gateway_killed_mid_job_marks_it_interrupted_and_frees_the_lock() {
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.0.0");
     }
+
+    // `deploy cancel`: hosts stop before their next step; each still serves a release.
+    let (status, _, body) = gw.http("POST", "/v1/deployments", Some(&ann), Some(r#"{"app":"hello","env":"staging","version":"1.1.0"}"#));
+    assert_eq!(status, 202, "{body}");
+    let id = json(&body)["id"].as_str().unwrap().to_string();
+    let r = gw.run(Some(&ann), &["cancel", &id]);
+    assert_eq!(r.code, 0, "{r:?}");
+    wait_until(120, "the cancelled job to end", || job_state(&gw, &ann, &id) != "running");
+    assert_eq!(job_state(&gw, &ann, &id), "cancelled");
+    let r = gw.run(Some(&ann), &["logs", &id]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("cancelled before step"), "{r:?}");
+    for s in &tb.servers {
+        let v = served_version(s);
+        assert!(v == "1.0.0" || v == "1.1.0", "{}: {v}", s.name);
+    }
+    let r = gw.run(Some(&ann), &["cancel", &id]);
+    assert_eq!(r.code, 2, "cancelling a finished job is refused: {r:?}");
 }

@@ -246,8 +246,11 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
     let mut changed = 0;
     let mut failure = None;
     let mut cancelled_at = None;
+    // Once `switch` has changed `current`, the host must get to a consistent state
+    // (restarted, nginx, healthy) before a cancel is honoured.
+    let mut switching = false;
     for step in &plan.playbook.steps {
-        if cancelled(cancel) {
+        if cancelled(cancel) && !switching {
             cancelled_at = Some(step.name());
             break;
         }
@@ -262,6 +265,12 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
             diff: report.diff.clone(),
             elapsed_ms: ms(step_started.elapsed()),
         }));
+        if *step == Step::Switch && report.status == StepStatus::Changed {
+            switching = true;
+        }
+        if *step == Step::Health {
+            switching = false;
+        }
         match report.status {
             StepStatus::Changed => changed += 1,
             StepStatus::Failed => {
