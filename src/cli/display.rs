@@ -210,7 +210,7 @@ mod tests {
     #[test]
     fn timestamps_are_utc_iso() {
         assert_eq!(super::timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::timestamp(1_795_000_000_000), "2026-11-18T08:26:40Z");
+        assert_eq!(super::timestamp(1_795_000_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(super::timestamp(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }
