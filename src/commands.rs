@@ -40,15 +40,24 @@ impl AppPaths {
     pub fn current(&self) -> String {
         format!("{}/current", self.root)
     }
-    pub fn supervisor_conf(&self) -> String {
-        format!("/etc/supervisor/conf.d/{}.conf", self.app)
+    /// The supervisord program of a slot (`blue`/`green`).
+    pub fn slot_program(&self, slot: &str) -> String {
+        format!("{}-{slot}", self.app)
+    }
+    pub fn slot_conf(&self, slot: &str) -> String {
+        format!("/etc/supervisor/conf.d/{}.conf", self.slot_program(slot))
+    }
+    /// Holds the name of the live slot.
+    pub fn live_file(&self) -> String {
+        format!("{}/live-slot", self.root)
+    }
+    /// Written into a release whose health check failed: prune removes it first and never
+    /// counts it as a kept release.
+    pub fn failed_marker(&self, version: &str) -> String {
+        format!("{}/.deploy-failed", self.release(version))
     }
     pub fn nginx_conf(&self) -> String {
         format!("/etc/nginx/sites-enabled/{}.conf", self.app)
-    }
-    /// The supervisord program name.
-    pub fn program(&self) -> String {
-        self.app.clone()
     }
 }
 
@@ -211,38 +220,89 @@ pub fn switch_current(p: &AppPaths, version: &str) -> RemoteCmd {
     ))
 }
 
-/// `supervisorctl status <program>`: prints e.g. `hello RUNNING pid 42, uptime 0:01:02`.
+/// `supervisorctl status <program>`: prints e.g. `hello-blue RUNNING pid 42, uptime 0:01:02`.
 /// Exit status is non-zero when the program is not running; the caller reads the text.
-pub fn supervisor_status(p: &AppPaths) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl status {} || true", quote(&p.program())))
+pub fn supervisor_status(program: &str) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl status {} || true", quote(program)))
 }
 
-/// Makes supervisord re-read its configs and apply the change for this program (adds,
-/// or restarts it if its config changed).
-pub fn supervisor_update(p: &AppPaths) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl reread && sudo -n supervisorctl update {}", quote(&p.program())))
+/// Makes supervisord load the program's current config and (re)starts it, so it runs
+/// what its config says now.
+pub fn supervisor_start_fresh(program: &str) -> RemoteCmd {
+    let q = quote(program);
+    RemoteCmd::new(format!(
+        "sudo -n supervisorctl reread >/dev/null && sudo -n supervisorctl update {q} >/dev/null && sudo -n supervisorctl stop {q} >/dev/null; sudo -n supervisorctl start {q}"
+    ))
 }
 
-/// Restarts (or starts) the program.
-pub fn supervisor_restart(p: &AppPaths) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl restart {}", quote(&p.program())))
+/// Starts the program if it is not running (its config unchanged).
+pub fn supervisor_start(program: &str) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl start {}", quote(program)))
+}
+
+/// Stops the program (graceful: TERM, then KILL after `stopwaitsecs`).
+pub fn supervisor_stop(program: &str) -> RemoteCmd {
+    RemoteCmd::new(format!("sudo -n supervisorctl stop {} || true", quote(program)))
+}
+
+/// One HTTP probe of a slot directly on its loopback port; prints the status code.
+pub fn slot_probe(port: u16, server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
+    RemoteCmd::new(join(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        &timeout_secs.to_string(),
+        "-H",
+        &format!("Host: {server_name}"),
+        &format!("http://127.0.0.1:{port}{path}"),
+    ]))
+}
+
+/// Reads the live slot name (empty if none yet).
+pub fn read_live(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!("cat {} 2>/dev/null || true", quote(&p.live_file())))
+}
+
+/// Records the live slot and points `current` at its release, both atomically.
+pub fn set_live(p: &AppPaths, slot: &str, version: &str) -> RemoteCmd {
+    let live = p.live_file();
+    let tmp = format!("{live}.deploy-new");
+    RemoteCmd::new(format!(
+        "printf '%s\\n' {slot} > {tmp} && mv -f {tmp} {live} && {switch}",
+        slot = quote(slot),
+        tmp = quote(&tmp),
+        live = quote(&live),
+        switch = switch_current(p, version).line
+    ))
+}
+
+/// Marks a release as failed (its health check failed on this host).
+pub fn mark_failed(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!("touch {} 2>/dev/null || true", quote(&p.failed_marker(version))))
 }
 
 /// Installs a new nginx site config only if the whole nginx configuration still passes
 /// `nginx -t` with it; otherwise puts the old file back (or removes the new one) and fails
 /// with nginx's message.  Does not reload.
 pub fn nginx_install_validated(path: &str, contents: Vec<u8>) -> RemoteCmd {
+    // Temp and backup files live beside `sites-enabled`, never in it: nginx includes
+    // everything there.
     let script = r#"set -e
 p="$1"
-if [ -f "$p" ]; then cp -p "$p" "$p.deploy-old"; fi
-cat > "$p.deploy-new"; chmod 0644 "$p.deploy-new"; mv -f "$p.deploy-new" "$p"
-if ! nginx -t 2>/tmp/.deploy-nginx-t; then
-  if [ -f "$p.deploy-old" ]; then mv -f "$p.deploy-old" "$p"; else rm -f "$p"; fi
-  cat /tmp/.deploy-nginx-t >&2
+side="${p%/*}/../.${p##*/}"
+if [ -f "$p" ]; then cp -p "$p" "$side.deploy-old"; else rm -f "$side.deploy-old"; fi
+cat > "$side.deploy-new"; chmod 0644 "$side.deploy-new"; mv -f "$side.deploy-new" "$p"
+if ! nginx -t 2>"$side.nginx-t"; then
+  if [ -f "$side.deploy-old" ]; then mv -f "$side.deploy-old" "$p"; else rm -f "$p"; fi
+  cat "$side.nginx-t" >&2
   echo "nginx -t failed; the previous config was put back" >&2
   exit 1
 fi
-rm -f "$p.deploy-old""#;
+rm -f "$side.deploy-old" "$side.nginx-t""#;
     RemoteCmd::with_stdin(sudo_sh(script, &[path]), contents)
 }
 
@@ -271,7 +331,7 @@ pub fn health_probe(server_name: &str, path: &str, timeout_secs: u32) -> RemoteC
 /// Lists release directories, oldest first: `<mtime> <name> complete|partial` per line.
 pub fn list_releases(p: &AppPaths) -> RemoteCmd {
     RemoteCmd::new(format!(
-        "cd {r} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; [ \"$d\" = '*' ] && continue; if [ -f \"$d/{MARKER}\" ]; then echo \"$(stat -c %Y \"$d/{MARKER}\") $d complete\"; else echo \"$(stat -c %Y \"$d\") $d partial\"; fi; done | sort -n",
+        "cd {r} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; [ \"$d\" = '*' ] && continue; if [ -f \"$d/.deploy-failed\" ]; then echo \"$(stat -c %Y \"$d\") $d failed\"; elif [ -f \"$d/{MARKER}\" ]; then echo \"$(stat -c %Y \"$d/{MARKER}\") $d complete\"; else echo \"$(stat -c %Y \"$d\") $d partial\"; fi; done | sort -n",
         r = quote(&p.releases())
     ))
 }
@@ -295,7 +355,7 @@ mod tests {
         assert_eq!(p().release("1.0.0"), "/srv/apps/hello/releases/1.0.0");
         assert_eq!(p().marker("1.0.0"), "/srv/apps/hello/releases/1.0.0/.deploy-release");
         assert_eq!(p().current(), "/srv/apps/hello/current");
-        assert_eq!(p().supervisor_conf(), "/etc/supervisor/conf.d/hello.conf");
+        assert_eq!(p().slot_conf("blue"), "/etc/supervisor/conf.d/hello-blue.conf");
         assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
     }
 
@@ -358,9 +418,14 @@ mod tests {
             write_file("/srv/a", "0640", false, vec![]),
             read_current(&p()),
             switch_current(&p(), "1.0.0"),
-            supervisor_status(&p()),
-            supervisor_update(&p()),
-            supervisor_restart(&p()),
+            supervisor_status("hello-blue"),
+            supervisor_start_fresh("hello-blue"),
+            supervisor_start("hello-blue"),
+            supervisor_stop("hello-blue"),
+            slot_probe(8001, "h", "/healthz", 2),
+            read_live(&p()),
+            set_live(&p(), "green", "1.1.0"),
+            mark_failed(&p(), "1.2.0"),
             nginx_install_validated("/etc/nginx/sites-enabled/hello.conf", vec![]),
             nginx_reload(),
             health_probe("h", "/healthz", 1),

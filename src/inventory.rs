@@ -54,6 +54,82 @@ pub struct Environment {
     /// The CLI asks for confirmation before deploying here (default: names starting
     /// with `prod`).
     pub confirm: bool,
+    pub rollout: Rollout,
+}
+
+/// How a release rolls across an environment's hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    /// Hosts per batch after the canary.
+    pub batch: BatchSize,
+    /// Deploy to one host first, alone.
+    pub canary: bool,
+    /// Pause between batches, in seconds.
+    pub pause_secs: u32,
+    /// Failed hosts tolerated before the rollout halts.
+    pub max_failed: u32,
+    /// What happens to hosts already upgraded when the rollout halts.
+    pub on_halt: OnHalt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Count(u32),
+    Percent(u32),
+}
+
+impl BatchSize {
+    /// Parses `3` or `25%`.
+    pub fn parse(s: &str) -> Result<BatchSize, String> {
+        let s = s.trim();
+        let (num, pct) = match s.strip_suffix('%') {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        match num.parse::<u32>() {
+            Ok(n) if n >= 1 && (!pct || n <= 100) => Ok(if pct { BatchSize::Percent(n) } else { BatchSize::Count(n) }),
+            _ => Err(format!("expected a host count (3) or a percentage (25%), got {s:?}")),
+        }
+    }
+    /// Hosts per batch out of `total`.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            BatchSize::Count(n) => n as usize,
+            BatchSize::Percent(p) => (total * p as usize).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHalt {
+    /// Hosts already upgraded go back to their previous release (the default), so the
+    /// environment runs one release.
+    Rollback,
+    /// Hosts already upgraded stay upgraded.
+    Keep,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout { batch: BatchSize::Percent(100), canary: true, pause_secs: 0, max_failed: 0, on_halt: OnHalt::Rollback }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRollout {
+    #[serde(default)]
+    batch: Option<Spanned<String>>,
+    #[serde(default)]
+    canary: Option<bool>,
+    #[serde(default)]
+    pause_secs: Option<u32>,
+    #[serde(default)]
+    max_failed: Option<u32>,
+    #[serde(default)]
+    on_halt: Option<OnHalt>,
 }
 
 /// A Python web application and how it runs.
@@ -78,6 +154,8 @@ pub struct App {
     pub env: BTreeMap<String, String>,
     /// How many complete releases to keep on disk (at least 1; the live one is always kept).
     pub keep_releases: u32,
+    /// Seconds the old slot keeps running after nginx switched away from it.
+    pub drain_secs: u32,
     pub environments: BTreeMap<String, Environment>,
 }
 
@@ -142,6 +220,8 @@ struct RawApp {
     env: Spanned<BTreeMap<String, String>>,
     #[serde(default = "default_keep")]
     keep_releases: Spanned<u32>,
+    #[serde(default = "default_drain")]
+    drain_secs: u32,
     environments: BTreeMap<String, Spanned<RawEnvironment>>,
 }
 
@@ -149,6 +229,9 @@ fn default_playbook() -> Spanned<String> {
     sp("python-web".into())
 }
 fn default_workers() -> u32 {
+    2
+}
+fn default_drain() -> u32 {
     2
 }
 fn default_keep() -> Spanned<u32> {
@@ -187,6 +270,8 @@ struct RawEnvironment {
     env: Spanned<BTreeMap<String, String>>,
     #[serde(default)]
     confirm: Option<bool>,
+    #[serde(default)]
+    rollout: Option<RawRollout>,
 }
 
 fn default_parallel() -> usize {
@@ -251,8 +336,8 @@ impl Inventory {
                 .map_err(|e| err(a.playbook.referenced.line().max(line), format!("{field}.playbook"), e.to_string()))?;
             names::check_entry_point(&a.wsgi.value)
                 .map_err(|e| err(a.wsgi.referenced.line(), format!("{field}.wsgi"), e.to_string()))?;
-            if a.port < 1024 {
-                return Err(err(line, format!("{field}.port"), format!("port {} is privileged; use 1024-65535", a.port)));
+            if a.port < 1024 || a.port == u16::MAX {
+                return Err(err(line, format!("{field}.port"), format!("port {} is out of range: use 1024-65534 (the green slot uses port + 1)", a.port)));
             }
             if a.workers == 0 || a.workers > 64 {
                 return Err(err(line, format!("{field}.workers"), "expected 1 to 64 workers".into()));
@@ -295,9 +380,20 @@ impl Inventory {
                     return Err(err(eline, format!("{efield}.parallel"), "expected at least 1".into()));
                 }
                 check_env(&e.env.value).map_err(|m| err(e.env.referenced.line().max(eline), format!("{efield}.env"), m))?;
+                let mut rollout = Rollout::default();
+                if let Some(r) = e.rollout {
+                    if let Some(b) = r.batch {
+                        rollout.batch = BatchSize::parse(&b.value).map_err(|m| err(b.referenced.line().max(eline), format!("{efield}.rollout.batch"), m))?;
+                    }
+                    rollout.canary = r.canary.unwrap_or(rollout.canary);
+                    rollout.pause_secs = r.pause_secs.unwrap_or(0);
+                    rollout.max_failed = r.max_failed.unwrap_or(0);
+                    rollout.on_halt = r.on_halt.unwrap_or(OnHalt::Rollback);
+                }
                 environments.insert(
                     env_name.clone(),
                     Environment {
+                        rollout,
                         confirm: e.confirm.unwrap_or_else(|| env_name.starts_with("prod")),
                         name: env_name,
                         groups: e.groups.value,
@@ -326,6 +422,7 @@ impl Inventory {
                     },
                     env: a.env.value,
                     keep_releases: a.keep_releases.value,
+                    drain_secs: a.drain_secs,
                     environments,
                 },
             );
@@ -421,8 +518,12 @@ applications:
         let (env, hosts) = inv.hosts_for(app, "staging").unwrap();
         assert_eq!(env.parallel, 10);
         assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web2"]);
-        let (_, hosts) = inv.hosts_for(app, "production").unwrap();
+        let (env, hosts) = inv.hosts_for(app, "production").unwrap();
         assert_eq!(hosts.len(), 2);
+        assert_eq!(env.rollout, Rollout::default());
+        assert_eq!(BatchSize::parse("25%").unwrap().of(10), 3);
+        assert_eq!(BatchSize::parse("2").unwrap().of(10), 2);
+        assert!(BatchSize::parse("0").is_err() && BatchSize::parse("150%").is_err());
         assert!(inv.hosts_for(app, "qa").unwrap_err().to_string().contains("no environment `qa`"));
     }
 

@@ -20,38 +20,30 @@ pub enum Step {
     /// The release's virtualenv exists (rebuilt if a previous build did not finish).
     Venv,
     /// The release's package is installed from the index; the completion marker is
-    /// written last.
+    /// written last.  (A rollback never installs: the release must be on disk.)
     Install,
     /// `shared/env` holds the application's environment variables (mode 0640).
     EnvFile,
-    /// The supervisord program config is rendered and in place.
-    Supervisor,
-    /// `current` points at the release (switched atomically with a rename).
+    /// The release runs in a slot: the live one if it already runs it unchanged, else the
+    /// idle slot, started and health-checked on its own port.  Users see no change yet;
+    /// a failure stops the new slot and leaves the live one alone.
+    Start,
+    /// nginx points at that slot (validated with `nginx -t`, graceful reload), and
+    /// `live-slot` and `current` record it.
     Switch,
-    /// The program runs the current release: restarted only if the release, its config
-    /// or its environment changed; started if it is not running.
-    Restart,
-    /// The nginx site is rendered, validated with `nginx -t` and reloaded if it changed.
-    Nginx,
-    /// The application answers its health check through nginx.
+    /// The application answers its health check through nginx; if not, the host is
+    /// switched back to the previous slot, which still runs.
     Health,
-    /// Old releases beyond `keep_releases` are removed (never the live one).
+    /// After the drain time, the previous slot is stopped.
+    Drain,
+    /// Releases beyond `keep_releases` are removed: never the live one nor the one a
+    /// rollback would use; failed releases go first and do not count.
     Prune,
 }
 
 impl Step {
-    pub const ALL: [Step; 10] = [
-        Step::Layout,
-        Step::Venv,
-        Step::Install,
-        Step::EnvFile,
-        Step::Supervisor,
-        Step::Switch,
-        Step::Restart,
-        Step::Nginx,
-        Step::Health,
-        Step::Prune,
-    ];
+    pub const ALL: [Step; 9] =
+        [Step::Layout, Step::Venv, Step::Install, Step::EnvFile, Step::Start, Step::Switch, Step::Health, Step::Drain, Step::Prune];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,11 +51,10 @@ impl Step {
             Step::Venv => "venv",
             Step::Install => "install",
             Step::EnvFile => "env_file",
-            Step::Supervisor => "supervisor",
+            Step::Start => "start",
             Step::Switch => "switch",
-            Step::Restart => "restart",
-            Step::Nginx => "nginx",
             Step::Health => "health",
+            Step::Drain => "drain",
             Step::Prune => "prune",
         }
     }

@@ -1,9 +1,11 @@
 //! Rendering: the supervisord and nginx configs from `templates/` (minijinja, strict
 //! undefined variables) and the env file, all pure functions of the inventory.
 //!
-//! The context deliberately holds no release version: configs point at `current`, so a
-//! new release changes no rendered file and a re-deploy of the same release renders
-//! byte-identical files (which is what makes "nothing changed" detectable).
+//! Each application has two slots (blue, green) per host; a slot's supervisord program
+//! runs one release on its own port, and nginx points at the live slot.  Templates are
+//! rendered for both slots at plan time, so a template error stops a job before it
+//! touches a host; a re-deploy of the live release renders byte-identical files (which
+//! is what makes "nothing changed" detectable).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,30 @@ pub struct Context {
     pub app: AppCtx,
     pub env: EnvCtx,
     pub paths: PathsCtx,
+    pub slot: SlotCtx,
     /// The SSH user; the program runs as this user.
     pub user: String,
+}
+
+/// The two slots of an application on a host.
+pub const SLOTS: [&str; 2] = ["blue", "green"];
+
+/// The slot a config is rendered for.
+#[derive(Serialize, Debug, Clone)]
+pub struct SlotCtx {
+    /// `blue` or `green`.
+    pub name: String,
+    /// The supervisord program, `<app>-<slot>`.
+    pub program: String,
+    /// Loopback port: the app's `port` for blue, `port + 1` for green.
+    pub port: u16,
+    /// The release directory the slot runs.
+    pub release_dir: String,
+}
+
+/// Port of a slot (index into [`SLOTS`]).
+pub fn slot_port(app: &App, slot: usize) -> u16 {
+    app.port + slot as u16
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -53,9 +77,15 @@ pub struct PathsCtx {
 }
 
 impl Context {
-    pub fn new(app: &App, env: &Env, user: &str) -> Context {
+    pub fn new(app: &App, env: &Env, user: &str, slot: usize, version: &str) -> Context {
         let p = AppPaths::new(&app.name);
         Context {
+            slot: SlotCtx {
+                name: SLOTS[slot].to_string(),
+                program: format!("{}-{}", app.name, SLOTS[slot]),
+                port: slot_port(app, slot),
+                release_dir: p.release(version),
+            },
             app: AppCtx {
                 name: app.name.clone(),
                 package: app.package.clone(),
@@ -118,7 +148,7 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
             msg.push_str(&format!(" (in `{expr}`)"));
         }
     }
-    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file}, user");
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file}, slot.{name,program,port,release_dir}, user");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
 }
 
@@ -177,17 +207,17 @@ mod tests {
     #[test]
     fn renders_the_shipped_templates() {
         let (app, env) = fixture();
-        let ctx = Context::new(&app, &env, "deploy");
+        let ctx = Context::new(&app, &env, "deploy", 1, "1.2.0");
         let t = shipped();
         let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
-        assert!(sup.contains("[program:hello]\n"));
+        assert!(sup.contains("[program:hello-green]\n"));
         assert!(sup.contains(
-            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/current/bin/gunicorn --bind 127.0.0.1:8000 --workers 2 --access-logfile - hello_app:app'\n"
+            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind 127.0.0.1:8001 --workers 2 --access-logfile - hello_app:app'\n"
         ));
         assert!(sup.contains("user=deploy\n"));
         let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
         assert!(ngx.contains("server_name hello.example.com www.example.com;"));
-        assert!(ngx.contains("server 127.0.0.1:8000;"));
+        assert!(ngx.contains("server 127.0.0.1:8001;  # slot green"));
         assert!(ngx.ends_with("}\n"));
     }
 
@@ -198,7 +228,7 @@ mod tests {
         std::fs::write(dir.path().join(NGINX_TEMPLATE), "# ok\nserver_name {{ app.server_names | join(' ') }};\nlisten {{ app.listen_port }};\n").unwrap();
         let t = Templates::load(dir.path()).unwrap();
         let (app, env) = fixture();
-        let err = t.render(NGINX_TEMPLATE, &Context::new(&app, &env, "deploy")).unwrap_err();
+        let err = t.render(NGINX_TEMPLATE, &Context::new(&app, &env, "deploy", 0, "1.0.0")).unwrap_err();
         assert_eq!(err.file, dir.path().join(NGINX_TEMPLATE));
         assert_eq!(err.line, Some(3));
         assert!(err.message.contains("undefined"), "{err}");

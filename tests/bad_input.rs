@@ -120,10 +120,10 @@ fn an_unknown_field_names_its_line_and_the_expected_ones() {
 fn an_unknown_step_lists_the_valid_ones() {
     let c = Case::new(INVENTORY);
     let pb = std::fs::read_to_string(c.path("playbooks/python-web.yml")).unwrap();
-    c.write("playbooks/python-web.yml", &pb.replace("  - nginx ", "  - ngnix "));
+    c.write("playbooks/python-web.yml", &pb.replace("  - switch ", "  - swicth "));
     let err = refused(c.apply("hello", "1.0.0"));
     assert!(err.contains(&format!("{}:", file(&c, "playbooks/python-web.yml"))), "{err}");
-    assert!(err.contains("ngnix"), "{err}");
+    assert!(err.contains("swicth"), "{err}");
     for step in deploy::engine::step_names() {
         assert!(err.contains(step), "should list {step}: {err}");
     }

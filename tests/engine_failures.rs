@@ -64,9 +64,10 @@ fn unknown_and_changed_host_keys_are_refused() {
 #[test]
 fn twenty_deploys_in_a_row_each_over_one_connection() {
     let tb = Testbed::up("twenty", 1);
+    tb.set_inventory(&tb.inventory_text().replace("    keep_releases: 3\n", "    keep_releases: 3\n    drain_secs: 0\n"));
     let web1 = tb.server("web1").clone();
     for i in 0..20 {
-        // Alternate releases so every run switches and restarts (about 25 commands,
+        // Alternate releases so every run starts a slot and switches (about 25 commands,
         // more than sshd's MaxSessions of 10: a leaked channel would fail the run).
         let version = if i % 2 == 0 { "1.0.0" } else { "1.1.0" };
         let logins = ssh_logins(&web1.container);

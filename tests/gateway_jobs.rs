@@ -149,7 +149,7 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("job: deploy hello 1.1.0 to staging on 3 host(s)"), "{}", r.stdout);
     for s in &tb.servers {
-        assert!(r.stdout.contains(&format!("{}: switch changed switched current from releases/1.0.0 to releases/1.1.0", s.name)), "{}", r.stdout);
+        assert!(r.stdout.contains(&format!("{}: switch changed nginx -> hello-green (graceful reload); current: 1.0.0 -> 1.1.0", s.name)), "{}", r.stdout);
     }
     assert!(r.stdout.contains("job succeeded"));
     outputs.push(r);

@@ -211,7 +211,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 ssh: SshOptions::default(),
                 command_timeout: Duration::from_secs(command_timeout),
             };
-            let spec = JobSpec { app, env, version, check };
+            let spec = JobSpec { app, env, version, check, no_install: false, batch: None };
             let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
             let printer = tokio::spawn(async move {

@@ -70,6 +70,22 @@ enum Cmd {
         /// Do not ask for confirmation (environments that ask: production).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// Switch back to a release still on disk (default: the previous one); installs nothing.
+    Rollback {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        /// The release to go back to.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long)]
+        batch: Option<String>,
     },
     /// Recent jobs.
     Jobs {
@@ -188,30 +204,22 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Cmd::Release { app, version, env, check, yes } => {
+        Cmd::Release { app, version, env, check, yes, batch } => {
             let c = client(&cli)?;
-            if !check && !yes {
-                let apps: Vec<AppInfo> = c.get("/v1/apps").await?;
-                let confirm = apps.iter().filter(|a| &a.name == app).flat_map(|a| &a.environments).any(|e| &e.name == env && e.confirm);
-                if confirm {
-                    if !std::io::stdin().is_terminal() {
-                        return Err(CliError::new(exit::USAGE, format!("{env} asks for confirmation; not on a terminal, so pass --yes")));
-                    }
-                    eprint!("Deploy {app} {version} to {env}? Type the environment name to confirm: ");
-                    let mut answer = String::new();
-                    std::io::stdin().read_line(&mut answer).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
-                    if answer.trim() != env {
-                        return Err(CliError::new(exit::USAGE, "not confirmed; nothing was started"));
-                    }
-                }
+            if !check {
+                confirm(&c, app, env, &format!("Deploy {app} {version} to {env}?"), *yes).await?;
             }
-            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check };
+            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check, batch: batch.clone() };
             let job: JobInfo = c.post("/v1/deployments", &req).await?;
-            let m = mode(&cli);
-            if m != Mode::Json {
-                eprintln!("job {} started: {} {} {} to {}", job.id, if *check { "check" } else { "deploy" }, app, version, env);
-            }
-            follow(&c, &job.id, m).await
+            start_following(&c, &job, mode(&cli)).await
+        }
+        Cmd::Rollback { app, env, to, yes, batch } => {
+            let c = client(&cli)?;
+            let target = to.clone().unwrap_or_else(|| "the previous release".into());
+            confirm(&c, app, env, &format!("Roll {app} on {env} back to {target}?"), *yes).await?;
+            let req = RollbackRequest { app: app.clone(), env: env.clone(), to: to.clone(), batch: batch.clone() };
+            let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
+            start_following(&c, &job, mode(&cli)).await
         }
         Cmd::Jobs { limit } => {
             let jobs: Vec<JobInfo> = client(&cli)?.get(&format!("/v1/jobs?limit={limit}")).await?;
@@ -248,6 +256,35 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// Asks before acting on an environment that wants confirmation (unless `--yes`).
+async fn confirm(c: &Client, app: &str, env: &str, question: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let apps: Vec<AppInfo> = c.get("/v1/apps").await?;
+    let ask = apps.iter().filter(|a| a.name == app).flat_map(|a| &a.environments).any(|e| e.name == env && e.confirm);
+    if !ask {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::new(exit::USAGE, format!("{env} asks for confirmation; not on a terminal, so pass --yes")));
+    }
+    eprint!("{question} Type the environment name to confirm: ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+    if answer.trim() != env {
+        return Err(CliError::new(exit::USAGE, "not confirmed; nothing was started"));
+    }
+    Ok(())
+}
+
+async fn start_following(c: &Client, job: &JobInfo, m: Mode) -> Result<u8> {
+    if m != Mode::Json {
+        eprintln!("job {} started: {} {} {} to {}", job.id, job.kind, job.app, job.version, job.env);
+    }
+    follow(c, &job.id, m).await
 }
 
 fn job_exit(state: &str) -> u8 {

@@ -19,7 +19,7 @@ use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus, names};
 use tokio::sync::Semaphore;
 
 use crate::error::InputError;
-use crate::inventory::{App, Environment, Host, Inventory};
+use crate::inventory::{App, BatchSize, Environment, Host, Inventory, OnHalt};
 use crate::pins::HostKeyPins;
 use crate::playbook::{Playbook, Step};
 use crate::render::{self, Context, Templates};
@@ -64,13 +64,19 @@ pub struct JobSpec {
     pub env: String,
     pub version: String,
     pub check: bool,
+    /// A rollback: the release must already be complete on every host; nothing is installed.
+    pub no_install: bool,
+    /// Overrides the environment's rollout batch size (`3`, `25%`).
+    pub batch: Option<BatchSize>,
 }
 
 /// Files rendered for one host.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    pub supervisor: String,
-    pub nginx: String,
+    /// Per slot (index into [`render::SLOTS`]).
+    pub supervisor: [String; 2],
+    /// nginx pointing at each slot.
+    pub nginx: [String; 2],
     /// Holds secrets: never put into an event (see [`render::redact_env_file`]).
     pub env_file: String,
 }
@@ -100,12 +106,12 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let env_file = render::env_file(&vars);
     let mut rendered = Vec::new();
     for h in hosts {
-        let ctx = Context::new(app, env, &h.user);
+        let ctx = |slot| Context::new(app, env, &h.user, slot, &spec.version);
         rendered.push((
             h.clone(),
             Rendered {
-                supervisor: templates.render(render::SUPERVISOR_TEMPLATE, &ctx)?,
-                nginx: templates.render(render::NGINX_TEMPLATE, &ctx)?,
+                supervisor: [templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?, templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?],
+                nginx: [templates.render(render::NGINX_TEMPLATE, &ctx(0))?, templates.render(render::NGINX_TEMPLATE, &ctx(1))?],
                 env_file: env_file.clone(),
             },
         ));
@@ -125,6 +131,8 @@ pub struct HostResult {
     pub connections: u32,
     /// SSH channels (one per remote command) opened on that connection.
     pub channels: u64,
+    /// The release that was live before this job, if any.
+    pub previous: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,32 +176,82 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
         check: plan.spec.check,
         steps: plan.playbook.steps.iter().map(|s| s.name().to_string()).collect(),
     }));
-    let limit = Arc::new(Semaphore::new(plan.env.parallel.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..plan.hosts.len() {
-        let (plan, cfg, sink, limit, cancel) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            run_host(&plan, i, &cfg, sink, &cancel).await
-        });
+    let mut hosts: Vec<HostResult> = Vec::new();
+    let mut failed_so_far = 0u32;
+    let rollout = &plan.env.rollout;
+    let batches = batches(plan.hosts.len(), rollout.canary, plan.spec.batch.unwrap_or(rollout.batch));
+    let nb = batches.len();
+    let mut halted: Option<String> = None;
+    for (bi, batch) in batches.into_iter().enumerate() {
+        if let Some(why) = &halted {
+            for i in batch {
+                let name = plan.hosts[i].0.name.clone();
+                sink.emit(Event::now(EventKind::HostFinished {
+                    host: name.clone(),
+                    status: HostStatus::Cancelled,
+                    changed: 0,
+                    elapsed_ms: 0,
+                    error: Some(format!("{name}: not started: {why}")),
+                }));
+                hosts.push(HostResult { host: name, status: HostStatus::Cancelled, changed: 0, elapsed: Duration::ZERO, error: Some(why.clone()), connections: 0, channels: 0, previous: None });
+            }
+            continue;
+        }
+        let results = run_batch(&plan, &batch, &cfg, &sink, &cancel).await;
+        failed_so_far += results.iter().filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable)).count() as u32;
+        hosts.extend(results);
+        if failed_so_far > rollout.max_failed && !plan.spec.check {
+            halted = Some(format!("the rollout halted after batch {}/{nb}: {failed_so_far} host(s) failed (max_failed {})", bi + 1, rollout.max_failed));
+        } else if cancelled(&cancel) {
+            halted = Some("the job was cancelled".into());
+        } else if bi + 1 < nb && rollout.pause_secs > 0 && !plan.spec.check {
+            tokio::time::sleep(Duration::from_secs(rollout.pause_secs as u64)).await;
+        }
     }
-    let mut hosts = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(h) => hosts.push(h),
-            Err(e) => hosts.push(HostResult {
-                host: "?".into(),
-                status: HostStatus::Failed,
-                changed: 0,
-                elapsed: Duration::ZERO,
-                error: Some(format!("internal error: {e}")),
-                connections: 0,
-                channels: 0,
-            }),
+    // A halted rollout puts upgraded hosts back on their previous release (the same
+    // health-gated path, installing nothing), unless the environment says keep.
+    if let Some(why) = &halted {
+        if rollout.on_halt == OnHalt::Rollback && !plan.spec.check && !cancelled(&cancel) {
+            let upgraded: Vec<(usize, String)> = hosts
+                .iter()
+                .filter(|h| h.status == HostStatus::Changed)
+                .filter_map(|h| {
+                    let prev = h.previous.clone()?;
+                    let i = plan.hosts.iter().position(|(x, _)| x.name == h.host)?;
+                    (prev != plan.spec.version).then_some((i, prev))
+                })
+                .collect();
+            for (i, prev) in upgraded {
+                let name = plan.hosts[i].0.name.clone();
+                sink.emit(Event::now(EventKind::Output {
+                    host: name.clone(),
+                    step: "rollback".into(),
+                    stream: deploy_wire::Stream::Stderr,
+                    line: format!("{why}: rolling {name} back to {prev}"),
+                }));
+                let mut back = (*plan).clone();
+                back.spec.version = prev.clone();
+                back.spec.no_install = true;
+                // Same host files, rendered for the previous release.
+                match plan_for_version(&back, &cfg) {
+                    Ok(back) => {
+                        let r = run_host(&back, i, &cfg, sink.clone(), &CancelFlag::default()).await;
+                        if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
+                            h.status = HostStatus::Failed;
+                            h.error = Some(match r.status {
+                                HostStatus::Ok | HostStatus::Changed => format!("{name}: rolled back to {prev} because {why}"),
+                                _ => format!("{name}: rolling back to {prev} failed: {}", r.error.unwrap_or_default()),
+                            });
+                        }
+                    }
+                    Err(e) => eprintln!("deploy: cannot plan the rollback of {name}: {e}"),
+                }
+            }
         }
     }
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
+    let _ = halted;
     let status = if cancelled(&cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled) {
         JobStatus::Cancelled
     } else if failed == 0 {
@@ -212,10 +270,63 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
     JobResult { status, hosts, elapsed }
 }
 
+/// Host indexes per batch: the canary alone first (if asked), then batches of `size`.
+pub fn batches(n: usize, canary: bool, size: BatchSize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut rest: Vec<usize> = (0..n).collect();
+    if canary && n > 1 {
+        out.push(vec![rest.remove(0)]);
+    }
+    let per = size.of(n);
+    for chunk in rest.chunks(per) {
+        out.push(chunk.to_vec());
+    }
+    out
+}
+
+async fn run_batch(plan: &Arc<Plan>, batch: &[usize], cfg: &Arc<EngineConfig>, sink: &Arc<dyn EventSink>, cancel: &CancelFlag) -> Vec<HostResult> {
+    let limit = Arc::new(Semaphore::new(plan.env.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &i in batch {
+        let (plan, cfg, sink, limit, cancel) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            run_host(&plan, i, &cfg, sink, &cancel).await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.unwrap_or_else(|e| HostResult {
+            host: "?".into(),
+            status: HostStatus::Failed,
+            changed: 0,
+            elapsed: Duration::ZERO,
+            error: Some(format!("internal error: {e}")),
+            connections: 0,
+            channels: 0,
+            previous: None,
+        }));
+    }
+    out
+}
+
+/// Re-renders a plan's host files for `plan.spec.version` (used by halt rollbacks).
+fn plan_for_version(plan: &Plan, cfg: &EngineConfig) -> Result<Plan, InputError> {
+    let templates = Templates::load(&cfg.templates_dir)?;
+    let mut out = plan.clone();
+    for (h, r) in out.hosts.iter_mut() {
+        let ctx = |slot| Context::new(&plan.app, &plan.env, &h.user, slot, &plan.spec.version);
+        r.supervisor = [templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?, templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?];
+        r.nginx = [templates.render(render::NGINX_TEMPLATE, &ctx(0))?, templates.render(render::NGINX_TEMPLATE, &ctx(1))?];
+    }
+    Ok(out)
+}
+
 async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn EventSink>, cancel: &CancelFlag) -> HostResult {
     let (host, rendered) = &plan.hosts[index];
     let started = Instant::now();
     sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
+    let previous = std::sync::Mutex::new(None::<String>);
     let finish = |status: HostStatus, changed: u32, error: Option<String>, connections: u32, channels: u64| {
         let elapsed = started.elapsed();
         sink.emit(Event::now(EventKind::HostFinished {
@@ -225,7 +336,8 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
             elapsed_ms: ms(elapsed),
             error: error.clone(),
         }));
-        HostResult { host: host.name.clone(), status, changed, elapsed, error, connections, channels }
+        let previous = previous.lock().unwrap().clone();
+        HostResult { host: host.name.clone(), status, changed, elapsed, error, connections, channels, previous }
     };
 
     if cancelled(cancel) {
@@ -271,6 +383,7 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
         if *step == Step::Health {
             switching = false;
         }
+        *previous.lock().unwrap() = ctx.previous.clone();
         match report.status {
             StepStatus::Changed => changed += 1,
             StepStatus::Failed => {

@@ -12,7 +12,7 @@ use super::{EventSink, Plan, Rendered};
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::inventory::Host;
 use crate::playbook::Step;
-use crate::render::{diff, redact_env_file};
+use crate::render::{SLOTS, diff, redact_env_file};
 use crate::ssh::{Connection, Output};
 
 /// What a step reports.
@@ -55,9 +55,13 @@ pub struct HostCtx<'a> {
     step: &'static str,
     /// In check mode: the release would be built (so later read-only facts are stale).
     would_build: bool,
-    release_changed: bool,
     env_changed: bool,
-    supervisor_changed: bool,
+    /// The slot that runs (or will run) the release, once `start` decided.
+    target: Option<usize>,
+    /// The slot that was live before, if this job moves traffic away from it.
+    pub old_slot: Option<usize>,
+    /// The release that was live before this job (for a rollback).
+    pub previous: Option<String>,
 }
 
 impl<'a> HostCtx<'a> {
@@ -79,9 +83,10 @@ impl<'a> HostCtx<'a> {
             sink,
             step: "",
             would_build: false,
-            release_changed: false,
             env_changed: false,
-            supervisor_changed: false,
+            target: None,
+            old_slot: None,
+            previous: None,
         }
     }
 
@@ -134,11 +139,10 @@ pub async fn run(step: Step, ctx: &mut HostCtx<'_>) -> Report {
         Step::Venv => venv(ctx).await,
         Step::Install => install(ctx).await,
         Step::EnvFile => env_file(ctx).await,
-        Step::Supervisor => supervisor(ctx).await,
+        Step::Start => start(ctx).await,
         Step::Switch => switch(ctx).await,
-        Step::Restart => restart(ctx).await,
-        Step::Nginx => nginx(ctx).await,
         Step::Health => health(ctx).await,
+        Step::Drain => drain(ctx).await,
         Step::Prune => prune(ctx).await,
     };
     r.unwrap_or_else(Report::failed)
@@ -185,6 +189,9 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
 async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
     let app = &ctx.plan.app;
     let req = format!("{}=={}", app.package, ctx.version());
+    if ctx.plan.spec.no_install && (ctx.would_build || release_state(ctx).await? != "complete") {
+        return Err(format!("release {} is not complete on this host; a rollback installs nothing", ctx.version()));
+    }
     if ctx.would_build {
         return Ok(Report::changed(format!("would install {req} from {}", app.index_url)));
     }
@@ -217,38 +224,6 @@ async fn env_file(ctx: &mut HostCtx<'_>) -> StepResult {
     Ok(Report::changed(format!("wrote {path}")).with_diff(d))
 }
 
-async fn supervisor(ctx: &mut HostCtx<'_>) -> StepResult {
-    let path = ctx.paths.supervisor_conf();
-    let want = &ctx.rendered.supervisor;
-    let have = ctx.read(&path).await?;
-    let Some(d) = diff(&path, have.as_deref(), want) else {
-        return Ok(Report::ok(format!("{path} is up to date")));
-    };
-    ctx.supervisor_changed = true;
-    if ctx.check() {
-        return Ok(Report::changed(format!("would write {path}")).with_diff(Some(d)));
-    }
-    ctx.must(&cmd::write_file(&path, "0644", true, want.clone().into_bytes()), false, "writing the supervisor config").await?;
-    Ok(Report::changed(format!("wrote {path}")).with_diff(Some(d)))
-}
-
-async fn switch(ctx: &mut HostCtx<'_>) -> StepResult {
-    let want = format!("releases/{}", ctx.version());
-    let out = ctx.must(&cmd::read_current(&ctx.paths), false, "reading current").await?;
-    let have = out.stdout.trim().to_string();
-    if have == want || have == ctx.paths.release(ctx.version()) {
-        return Ok(Report::ok(format!("current -> {want}")));
-    }
-    ctx.release_changed = true;
-    let from = if have.is_empty() { "(none)".to_string() } else { have.clone() };
-    let d = Some(format!("-current -> {from}\n+current -> {want}\n"));
-    if ctx.check() {
-        return Ok(Report::changed(format!("would switch current from {from} to {want}")).with_diff(d));
-    }
-    ctx.must(&cmd::switch_current(&ctx.paths, ctx.version()), false, "switching current").await?;
-    Ok(Report::changed(format!("switched current from {from} to {want}")).with_diff(d))
-}
-
 /// Parses `supervisorctl status` output: Some(pid) when RUNNING.
 pub fn running_pid(status_line: &str) -> Option<u32> {
     let mut words = status_line.split_whitespace();
@@ -262,87 +237,171 @@ pub fn running_pid(status_line: &str) -> Option<u32> {
     words.next()?.trim_end_matches(',').parse().ok()
 }
 
-async fn restart(ctx: &mut HostCtx<'_>) -> StepResult {
-    let program = ctx.paths.program();
-    let status = ctx.run(&cmd::supervisor_status(&ctx.paths), false).await?;
-    let pid = running_pid(status.stdout.trim());
-    let why = if ctx.supervisor_changed {
-        Some("its supervisor config changed")
-    } else if ctx.release_changed {
-        Some("the release changed")
-    } else if ctx.env_changed {
-        Some("its environment changed")
-    } else if pid.is_none() {
-        Some("it was not running")
-    } else {
-        None
-    };
-    let Some(why) = why else {
-        return Ok(Report::ok(format!("{program} running (pid {}); nothing it depends on changed", pid.unwrap_or(0))));
-    };
-    if ctx.check() {
-        return Ok(Report::changed(format!("would restart {program}: {why}")));
-    }
-    if ctx.supervisor_changed {
-        ctx.must(&cmd::supervisor_update(&ctx.paths), false, "supervisorctl update").await?;
-        // `update` restarts a changed program; a new release under an unchanged name
-        // still needs an explicit restart if update did not touch it.
-        let after = ctx.run(&cmd::supervisor_status(&ctx.paths), false).await?;
-        if pid.is_some() && running_pid(after.stdout.trim()) == pid {
-            ctx.must(&cmd::supervisor_restart(&ctx.paths), false, "supervisorctl restart").await?;
-        }
-    } else {
-        ctx.must(&cmd::supervisor_restart(&ctx.paths), false, "supervisorctl restart").await?;
-    }
-    // supervisord reports RUNNING after `startsecs`; wait for it (bounded).
-    for _ in 0..40 {
-        let s = ctx.run(&cmd::supervisor_status(&ctx.paths), false).await?;
-        if let Some(new_pid) = running_pid(s.stdout.trim()) {
-            return Ok(Report::changed(format!("restarted {program} (pid {new_pid}): {why}")));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let s = ctx.run(&cmd::supervisor_status(&ctx.paths), false).await?;
-    Err(format!("{program} is not running after restart: {}", s.stdout.trim()))
+fn slot_index(name: &str) -> Option<usize> {
+    SLOTS.iter().position(|s| *s == name)
 }
 
-async fn nginx(ctx: &mut HostCtx<'_>) -> StepResult {
-    let path = ctx.paths.nginx_conf();
-    let want = &ctx.rendered.nginx;
-    let have = ctx.read(&path).await?;
-    let Some(d) = diff(&path, have.as_deref(), want) else {
-        return Ok(Report::ok(format!("{path} is up to date")));
-    };
-    if ctx.check() {
-        return Ok(Report::changed(format!("would write {path} and reload nginx")).with_diff(Some(d)));
+impl HostCtx<'_> {
+    fn program(&self, slot: usize) -> String {
+        self.paths.slot_program(SLOTS[slot])
     }
-    ctx.must(&cmd::nginx_install_validated(&path, want.clone().into_bytes()), false, "installing the nginx site (nginx -t)").await?;
-    ctx.must(&cmd::nginx_reload(), false, "nginx reload").await?;
-    Ok(Report::changed(format!("wrote {path}; nginx -t passed; reloaded")).with_diff(Some(d)))
+    fn server_name(&self) -> String {
+        self.plan.app.server_names[0].trim_start_matches("*.").to_string()
+    }
+    async fn live_slot(&self) -> Result<Option<usize>, String> {
+        let out = self.must(&cmd::read_live(&self.paths), false, "reading the live slot").await?;
+        Ok(slot_index(out.stdout.trim()))
+    }
+    async fn pid(&self, slot: usize) -> Result<Option<u32>, String> {
+        let out = self.run(&cmd::supervisor_status(&self.program(slot)), false).await?;
+        Ok(running_pid(out.stdout.trim()))
+    }
+    async fn current_version(&self) -> Result<Option<String>, String> {
+        let out = self.must(&cmd::read_current(&self.paths), false, "reading current").await?;
+        let t = out.stdout.trim();
+        Ok(if t.is_empty() { None } else { t.rsplit('/').next().map(str::to_string) })
+    }
+
+    /// Probes `port` (a slot directly) or nginx (None) until healthy or out of retries.
+    async fn probe(&self, port: Option<u16>) -> Result<String, String> {
+        let h = &self.plan.app.health;
+        let name = self.server_name();
+        let c = match port {
+            Some(p) => cmd::slot_probe(p, &name, &h.path, h.timeout_secs),
+            None => cmd::health_probe(&name, &h.path, h.timeout_secs),
+        };
+        let mut last = String::new();
+        for attempt in 1..=h.retries {
+            let out = self.run(&c, false).await?;
+            let code = out.stdout.trim();
+            if code == h.expect_status.to_string() {
+                return Ok(format!("GET {} answered {code} (attempt {attempt})", h.path));
+            }
+            last = if code == "000" || code.is_empty() {
+                format!("no answer within {}s", h.timeout_secs)
+            } else {
+                format!("answered {code}, expected {}", h.expect_status)
+            };
+            tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
+        }
+        let via = port.map(|p| format!("slot port {p}")).unwrap_or_else(|| "nginx".into());
+        Err(format!("health check GET {} (Host: {name}) via {via}: {last} after {} attempts", h.path, h.retries))
+    }
+
+    /// Points nginx at `slot` (validated, graceful reload) and records it as live.
+    async fn make_live(&self, slot: usize, version: &str) -> Result<bool, String> {
+        let path = self.paths.nginx_conf();
+        let want = &self.rendered.nginx[slot];
+        let have = self.read(&path).await?;
+        let changed = have.as_deref() != Some(want.as_str());
+        if changed {
+            self.must(&cmd::nginx_install_validated(&path, want.clone().into_bytes()), false, "installing the nginx site (nginx -t)").await?;
+            self.must(&cmd::nginx_reload(), false, "nginx reload").await?;
+        }
+        self.must(&cmd::set_live(&self.paths, SLOTS[slot], version), false, "recording the live slot").await?;
+        Ok(changed)
+    }
+}
+
+async fn start(ctx: &mut HostCtx<'_>) -> StepResult {
+    let live = ctx.live_slot().await?;
+    ctx.previous = ctx.current_version().await?;
+    // Already live and unchanged: nothing to start, nothing to restart.
+    if let Some(l) = live {
+        let conf = ctx.read(&ctx.paths.slot_conf(SLOTS[l])).await?;
+        let pid = ctx.pid(l).await?;
+        if conf.as_deref() == Some(ctx.rendered.supervisor[l].as_str()) && !ctx.env_changed && !ctx.would_build {
+            if let Some(pid) = pid {
+                ctx.target = Some(l);
+                return Ok(Report::ok(format!("{} runs {} (pid {pid}); nothing it depends on changed", ctx.program(l), ctx.version())));
+            }
+        }
+    }
+    let target = match live {
+        Some(l) => 1 - l,
+        None => 0,
+    };
+    ctx.target = Some(target);
+    ctx.old_slot = live.filter(|l| *l != target);
+    let program = ctx.program(target);
+    let conf_path = ctx.paths.slot_conf(SLOTS[target]);
+    let have = ctx.read(&conf_path).await?;
+    let d = diff(&conf_path, have.as_deref(), &ctx.rendered.supervisor[target]);
+    let port = crate::render::slot_port(&ctx.plan.app, target);
+    if ctx.check() {
+        return Ok(Report::changed(format!("would start {} in {program} on port {port} and check its health", ctx.version())).with_diff(d));
+    }
+    if d.is_some() {
+        ctx.must(&cmd::write_file(&conf_path, "0644", true, ctx.rendered.supervisor[target].clone().into_bytes()), false, "writing the slot config").await?;
+    }
+    let out = ctx.run(&cmd::supervisor_start_fresh(&program), false).await?;
+    if !out.ok() {
+        let _ = ctx.run(&cmd::supervisor_stop(&program), false).await;
+        return Err(format!("{program} did not start: {}", out.tail()));
+    }
+    match ctx.probe(Some(port)).await {
+        Ok(how) => Ok(Report::changed(format!("started {} in {program} on port {port}; {how}", ctx.version())).with_diff(d)),
+        Err(why) => {
+            let _ = ctx.run(&cmd::supervisor_stop(&program), false).await;
+            let _ = ctx.run(&cmd::mark_failed(&ctx.paths, ctx.version()), false).await;
+            Err(format!("{why}; stopped {program}, traffic still goes to the previous release"))
+        }
+    }
+}
+
+async fn switch(ctx: &mut HostCtx<'_>) -> StepResult {
+    let target = ctx.target.ok_or("the start step must run before switch")?;
+    let program = ctx.program(target);
+    let current = ctx.current_version().await?;
+    let nginx_have = ctx.read(&ctx.paths.nginx_conf()).await?;
+    let nginx_same = nginx_have.as_deref() == Some(ctx.rendered.nginx[target].as_str());
+    if ctx.old_slot.is_none() && nginx_same && current.as_deref() == Some(ctx.version()) && ctx.live_slot().await? == Some(target) {
+        return Ok(Report::ok(format!("nginx -> {program}; current -> releases/{}", ctx.version())));
+    }
+    let d = diff(&ctx.paths.nginx_conf(), nginx_have.as_deref(), &ctx.rendered.nginx[target]);
+    let from = current.clone().unwrap_or_else(|| "(none)".into());
+    if ctx.check() {
+        return Ok(Report::changed(format!("would point nginx at {program} and current at releases/{} (from {from})", ctx.version())).with_diff(d));
+    }
+    ctx.make_live(target, ctx.version()).await?;
+    Ok(Report::changed(format!("nginx -> {program} (graceful reload); current: {from} -> {}", ctx.version())).with_diff(d))
 }
 
 async fn health(ctx: &mut HostCtx<'_>) -> StepResult {
     if ctx.check() {
         return Ok(Report::skipped("check mode: nothing was started"));
     }
-    let h = &ctx.plan.app.health;
-    let server_name = ctx.plan.app.server_names[0].trim_start_matches("*.").to_string();
-    let probe = cmd::health_probe(&server_name, &h.path, h.timeout_secs);
-    let mut last = String::new();
-    for attempt in 1..=h.retries {
-        let out = ctx.run(&probe, false).await?;
-        let code = out.stdout.trim();
-        if code == h.expect_status.to_string() {
-            return Ok(Report::ok(format!("GET {} answered {code} (attempt {attempt})", h.path)));
+    match ctx.probe(None).await {
+        Ok(how) => Ok(Report::ok(how)),
+        Err(why) => {
+            // Switch back while the previous slot still runs (it has not been drained).
+            let (Some(old), Some(prev)) = (ctx.old_slot, ctx.previous.clone()) else {
+                return Err(why);
+            };
+            let target = ctx.target.unwrap_or(1 - old);
+            let back = ctx.make_live(old, &prev).await;
+            let _ = ctx.run(&cmd::supervisor_stop(&ctx.program(target)), false).await;
+            let _ = ctx.run(&cmd::mark_failed(&ctx.paths, ctx.version()), false).await;
+            ctx.old_slot = None;
+            match back {
+                Ok(_) => Err(format!("{why}; switched back to {prev} in {}", ctx.program(old))),
+                Err(e) => Err(format!("{why}; switching back to {prev} failed too: {e}")),
+            }
         }
-        last = if code == "000" || code.is_empty() {
-            format!("no answer within {}s", h.timeout_secs)
-        } else {
-            format!("answered {code}, expected {}", h.expect_status)
-        };
-        tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
     }
-    Err(format!("health check GET {} (Host: {server_name}) through nginx: {last} after {} attempts", h.path, h.retries))
+}
+
+async fn drain(ctx: &mut HostCtx<'_>) -> StepResult {
+    let Some(old) = ctx.old_slot else {
+        return Ok(Report::ok("no previous slot to stop"));
+    };
+    let program = ctx.program(old);
+    if ctx.check() {
+        return Ok(Report::changed(format!("would stop {program} after {}s", ctx.plan.app.drain_secs)));
+    }
+    tokio::time::sleep(Duration::from_secs(ctx.plan.app.drain_secs as u64)).await;
+    ctx.must(&cmd::supervisor_stop(&program), false, "stopping the previous slot").await?;
+    Ok(Report::changed(format!("stopped {program} after a {}s drain", ctx.plan.app.drain_secs)))
 }
 
 /// Which releases to remove: keep `keep` complete releases (the live one always among
@@ -355,7 +414,8 @@ pub fn prune_plan(listing: &str, current: &str, keep: usize, building: &str) -> 
         let (Some(_mtime), Some(name), Some(state)) = (w.next(), w.next(), w.next()) else { continue };
         match state {
             "complete" => complete.push(name.to_string()),
-            _ if name != building => remove.push(name.to_string()),
+            // Failed releases never count as kept ones; partial ones are dead builds.
+            _ if name != building && name != current => remove.push(name.to_string()),
             _ => {}
         }
     }
@@ -376,8 +436,7 @@ pub fn prune_plan(listing: &str, current: &str, keep: usize, building: &str) -> 
 
 async fn prune(ctx: &mut HostCtx<'_>) -> StepResult {
     let listing = ctx.must(&cmd::list_releases(&ctx.paths), false, "listing releases").await?;
-    let cur = ctx.must(&cmd::read_current(&ctx.paths), false, "reading current").await?;
-    let current = cur.stdout.trim().trim_start_matches("releases/").rsplit('/').next().unwrap_or("").to_string();
+    let current = ctx.current_version().await?.unwrap_or_default();
     let keep = ctx.plan.app.keep_releases as usize;
     let remove = prune_plan(&listing.stdout, &current, keep, ctx.version());
     if remove.is_empty() {
@@ -405,6 +464,8 @@ mod tests {
     #[test]
     fn prune_keeps_the_live_and_newest_complete_releases() {
         let listing = "1 0.9 complete\n2 1.0 complete\n3 1.1 partial\n4 1.2 complete\n5 1.3 complete\n";
+        // failed releases go and do not count
+        assert_eq!(prune_plan("1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n", "1.3", 2, "1.3"), ["1.0", "1.2"]);
         // live is the newest: keep 1.3 and 1.2
         assert_eq!(prune_plan(listing, "1.3", 2, "1.3"), ["0.9", "1.0", "1.1"]);
         // live was rolled back to 1.0: keep it and the newest other

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{app}/status", get(status))
         .route("/v1/apps/{app}/versions", get(versions))
         .route("/v1/deployments", post(deploy))
+        .route("/v1/rollbacks", post(rollback))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
@@ -241,9 +242,38 @@ async fn versions(State(st): State<AppState>, _p: Principal, Path(app): Path<Str
     ))
 }
 
+/// Rollback: to `to`, or to the release that ran on the environment before the live one
+/// (from the ledger).  Runs as a deploy that installs nothing.
+async fn rollback(State(st): State<AppState>, p: Principal, Json(req): Json<RollbackRequest>) -> Result<(StatusCode, Json<JobInfo>), ApiErr> {
+    let version = match req.to.clone() {
+        Some(v) => v,
+        None => {
+            let (app, env) = (req.app.clone(), req.env.clone());
+            let history = st.jobs.store.call(move |s| s.ledger(Some(&app), 10_000)).await.map_err(ApiErr::internal)?;
+            let good: Vec<String> = history.iter().filter(|e| e.env == env && (e.result == "changed" || e.result == "ok")).map(|e| e.version.clone()).collect();
+            let live = good.first().cloned();
+            good.into_iter().find(|v| Some(v) != live.as_ref()).ok_or_else(|| {
+                ApiErr::new(StatusCode::CONFLICT, codes::CONFLICT, format!("no earlier release of {} on {} to roll back to; use --to VERSION", req.app, req.env))
+            })?
+        }
+    };
+    let dreq = DeployRequest { app: req.app, env: req.env, version, check: false, batch: req.batch };
+    submit(st, p, dreq, true).await
+}
+
 async fn deploy(State(st): State<AppState>, p: Principal, Json(req): Json<DeployRequest>) -> Result<(StatusCode, Json<JobInfo>), ApiErr> {
+    submit(st, p, req, false).await
+}
+
+async fn submit(st: AppState, p: Principal, req: DeployRequest, rollback: bool) -> Result<(StatusCode, Json<JobInfo>), ApiErr> {
     let target = format!("{}/{} {}", req.app, req.env, req.version);
-    let action = if req.check { "check" } else { "deploy" };
+    let action = if req.check {
+        "check"
+    } else if rollback {
+        "rollback"
+    } else {
+        "deploy"
+    };
     if !p.may_act_on(&req.env) {
         let (user, t) = (p.user.clone(), target.clone());
         st.jobs.store.call(move |s| s.audit(&user, action, &t, "refused: environment not allowed")).await.map_err(ApiErr::internal)?;
@@ -253,7 +283,7 @@ async fn deploy(State(st): State<AppState>, p: Principal, Json(req): Json<Deploy
             format!("user {} may not act on environment {} (allowed: {})", p.user, req.env, p.envs.join(", ")),
         ));
     }
-    match st.jobs.submit(&p.user, req).await {
+    match st.jobs.submit(&p.user, req, rollback).await {
         Ok(job) => {
             let (user, t) = (p.user.clone(), format!("{target} ({})", job.id));
             st.jobs.store.call(move |s| s.audit(&user, action, &t, "accepted")).await.map_err(ApiErr::internal)?;

@@ -96,7 +96,7 @@ impl Jobs {
 
     /// Validates and plans the request, takes the lock, and starts the job in the
     /// background.  Returns at once.
-    pub async fn submit(&self, user: &str, req: DeployRequest) -> Result<JobInfo, SubmitError> {
+    pub async fn submit(&self, user: &str, req: DeployRequest, rollback: bool) -> Result<JobInfo, SubmitError> {
         let inv = self.inventory().map_err(SubmitError::Invalid)?;
         let pins = HostKeyPins::load(&self.cfg.known_hosts).map_err(SubmitError::Invalid)?;
         let engine_cfg = EngineConfig {
@@ -107,11 +107,31 @@ impl Jobs {
             ssh: SshOptions::default(),
             command_timeout: Duration::from_secs(self.cfg.command_timeout_secs),
         };
-        let spec = JobSpec { app: req.app.clone(), env: req.env.clone(), version: req.version.clone(), check: req.check };
+        let batch = match &req.batch {
+            Some(b) => Some(
+                crate::inventory::BatchSize::parse(b)
+                    .map_err(|m| SubmitError::Invalid(InputError::new(std::path::Path::new("<request>"), None, "batch", m)))?,
+            ),
+            None => None,
+        };
+        let spec = JobSpec {
+            app: req.app.clone(),
+            env: req.env.clone(),
+            version: req.version.clone(),
+            check: req.check,
+            no_install: rollback,
+            batch,
+        };
         let plan = engine::plan(&inv, &engine_cfg, &spec).map_err(SubmitError::Invalid)?;
         let job = JobInfo {
             id: new_job_id(),
-            kind: if req.check { "check".into() } else { "deploy".into() },
+            kind: if req.check {
+                "check".into()
+            } else if rollback {
+                "rollback".into()
+            } else {
+                "deploy".into()
+            },
             app: req.app,
             env: req.env,
             version: req.version,

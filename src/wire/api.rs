@@ -89,6 +89,20 @@ pub struct DeployRequest {
     pub version: String,
     #[serde(default)]
     pub check: bool,
+    /// Overrides the environment's batch size: a host count (`2`) or a percentage (`25%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+}
+
+/// `POST /v1/rollbacks`: back to a release still on disk (default: the previous one).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RollbackRequest {
+    pub app: String,
+    pub env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

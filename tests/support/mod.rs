@@ -113,7 +113,7 @@ impl Testbed {
 
     pub fn deploy_with(&self, cfg: EngineConfig, version: &str, check: bool) -> Deployed {
         let inv = Inventory::load(&self.path("inventory.yml")).unwrap();
-        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check };
+        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check, no_install: false, batch: None };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let sink = Arc::new(Collect::default());
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -179,10 +179,16 @@ pub fn exec(container: &str, script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The app's gunicorn master pid, as supervisord reports it.
+/// The live slot's gunicorn master pid, as supervisord reports it.
 pub fn app_pid(container: &str) -> Option<u32> {
-    let s = exec(container, "supervisorctl status hello || true");
+    let slot = exec(container, "cat /srv/apps/hello/live-slot 2>/dev/null || true");
+    let s = exec(container, &format!("supervisorctl status hello-{} || true", slot.trim()));
     deploy::engine::steps::running_pid(s.trim())
+}
+
+/// `blue` or `green`.
+pub fn live_slot(container: &str) -> String {
+    exec(container, "cat /srv/apps/hello/live-slot").trim().to_string()
 }
 
 /// Number of successful SSH logins the container's sshd has logged.
