@@ -186,14 +186,9 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
         if let Some(why) = &halted {
             for i in batch {
                 let name = plan.hosts[i].0.name.clone();
-                sink.emit(Event::now(EventKind::HostFinished {
-                    host: name.clone(),
-                    status: HostStatus::Cancelled,
-                    changed: 0,
-                    elapsed_ms: 0,
-                    error: Some(format!("{name}: not started: {why}")),
-                }));
-                hosts.push(HostResult { host: name, status: HostStatus::Cancelled, changed: 0, elapsed: Duration::ZERO, error: Some(why.clone()), connections: 0, channels: 0, previous: None });
+                let error = Some(format!("{name}: not started: {why}"));
+                sink.emit(Event::now(EventKind::HostFinished { host: name.clone(), status: HostStatus::Cancelled, changed: 0, elapsed_ms: 0, error: error.clone() }));
+                hosts.push(HostResult { host: name, status: HostStatus::Cancelled, changed: 0, elapsed: Duration::ZERO, error, connections: 0, channels: 0, previous: None });
             }
             continue;
         }

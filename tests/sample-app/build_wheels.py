@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the sample application's wheels (hello-app 1.0.0, 1.1.0 and the broken 1.2.0).
+"""Builds the sample application's wheels: hello-app 1.0.0, 1.1.0, 1.3.0, 1.4.0 and the broken 1.2.0.
 
 A wheel is a zip file with a fixed layout (PEP 427), so it is written directly with the
 standard library: no build backend, no network, byte-for-byte reproducible.
@@ -14,7 +14,7 @@ import zipfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 NAME, DIST = "hello-app", "hello_app"
-RELEASES = {"1.0.0": False, "1.1.0": False, "1.2.0": True}  # version -> broken on purpose
+RELEASES = {"1.0.0": False, "1.1.0": False, "1.2.0": True, "1.3.0": False, "1.4.0": False}  # version -> broken on purpose
 REQUIRES = ["gunicorn"]
 
 

@@ -411,3 +411,92 @@ pub struct CliRun {
     pub stdout: String,
     pub stderr: String,
 }
+
+/// A job running on a background thread, observable while it runs.
+pub struct Running {
+    pub events: Arc<Collect>,
+    pub cancel: deploy::engine::CancelFlag,
+    handle: std::thread::JoinHandle<JobResult>,
+}
+
+impl Running {
+    pub fn host_finished(&self, host: &str) -> bool {
+        self.events.0.lock().unwrap().iter().any(|e| matches!(&e.kind, EventKind::HostFinished { host: h, .. } if h == host))
+    }
+    pub fn join(self) -> Deployed {
+        let result = self.handle.join().unwrap();
+        let events = std::mem::take(&mut *self.events.0.lock().unwrap());
+        Deployed { result, events }
+    }
+}
+
+impl Testbed {
+    pub fn deploy_in_background(&self, version: &str) -> Running {
+        let inv = Inventory::load(&self.path("inventory.yml")).unwrap();
+        let cfg = self.config();
+        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check: false, no_install: false, batch: None };
+        let plan = engine::plan(&inv, &cfg, &spec).unwrap();
+        let events = Arc::new(Collect::default());
+        let cancel = deploy::engine::CancelFlag::default();
+        let (sink, flag) = (events.clone(), cancel.clone());
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(engine::run_cancellable(plan, Arc::new(cfg), sink, flag))
+        });
+        Running { events, cancel, handle }
+    }
+}
+
+/// Continuous HTTP load through nginx on every server until stopped: (sent, failed).
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(servers: &[Server]) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = servers
+            .iter()
+            .flat_map(|s| [s.http_port, s.http_port])
+            .map(|port| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut sent, mut failed, mut samples) = (0u64, 0u64, Vec::new());
+                    let deadline = std::time::Instant::now() + Duration::from_secs(300); // bounded in time
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                        sent += 1;
+                        let ok = (|| -> std::io::Result<bool> {
+                            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+                            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                            write!(s, "GET / HTTP/1.0\r\nHost: {HOST}\r\n\r\n")?;
+                            let mut buf = String::new();
+                            s.read_to_string(&mut buf)?;
+                            Ok(buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200"))
+                        })();
+                        if !matches!(ok, Ok(true)) {
+                            failed += 1;
+                            if samples.len() < 5 {
+                                samples.push(format!("{port}: {ok:?}"));
+                            }
+                        }
+                    }
+                    (sent, failed, samples)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut total = (0, 0, Vec::new());
+        for t in self.threads {
+            let (s, f, samples) = t.join().unwrap();
+            total.0 += s;
+            total.1 += f;
+            total.2.extend(samples);
+        }
+        total
+    }
+}
