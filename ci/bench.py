@@ -4,7 +4,9 @@
 Scenarios, each on 1 and on 10 containers, each run RUNS times (median, min, max):
   fresh    deploy 1.0.0 to servers with nothing of the app on them
   noop     deploy 1.0.0 again (nothing changes, nothing restarts)
-  upgrade  deploy 1.1.0 over 1.0.0 (new virtualenv, pip install, switch, restart)
+  upgrade  deploy 1.1.0 over 1.0.0 (new virtualenv, pip install, start the idle slot,
+           health check, switch nginx, drain 2 s, stop the old slot)
+  rollback deploy 1.0.0 again over 1.1.0 (release on disk: no install; slot swap)
 
 Times are wall-clock of `deploy-gateway apply` (process start to exit).  The ratio column
 is against the baseline row (fresh, 1 host) measured in the same invocation.
@@ -22,7 +24,7 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESET = ("supervisorctl stop hello >/dev/null 2>&1; rm -rf /srv/apps/hello /etc/supervisor/conf.d/hello.conf "
+RESET = ("supervisorctl stop hello-blue hello-green >/dev/null 2>&1; rm -rf /srv/apps/hello /etc/supervisor/conf.d/hello-*.conf "
          "/etc/nginx/sites-enabled/hello.conf; supervisorctl update >/dev/null; nginx -s reload")
 
 
@@ -66,6 +68,7 @@ def main():
                     results.setdefault(("fresh", n), []).append(apply("1.0.0"))
                     results.setdefault(("noop", n), []).append(apply("1.0.0"))
                     results.setdefault(("upgrade", n), []).append(apply("1.1.0"))
+                    results.setdefault(("rollback", n), []).append(apply("1.0.0"))
                     print(f"  {n} host(s): run done", file=sys.stderr)
             finally:
                 sh(str(ROOT / "ci/testbed.sh"), "down", name)
