@@ -1,6 +1,9 @@
 //! Hosts that fail: an unreachable host fails alone, unknown and changed host keys are
 //! refused, and many deploys in a row neither leak SSH channels nor open extra
-//! connections.
+//! connections.  (These environments tolerate failed hosts, `max_failed: 5`, so the
+//! other hosts finish; halting is tested in tests/rollouts.rs.)
+
+const TOLERANT: &str = "        groups: [web]\n        rollout: {max_failed: 5}\n";
 
 mod support;
 
@@ -15,6 +18,7 @@ fn an_unreachable_host_fails_alone_and_the_others_finish() {
         "applications:\n",
         "  web9:\n    address: 127.0.0.1\n    port: 1\n    user: deploy\n    groups: [web]\napplications:\n",
     );
+    let text = text.replace("        groups: [web]\n", TOLERANT);
     tb.set_inventory(&text);
     let d = tb.deploy("1.0.0", false);
     assert_eq!(d.result.status, JobStatus::Failed);
@@ -31,6 +35,7 @@ fn an_unreachable_host_fails_alone_and_the_others_finish() {
 #[test]
 fn unknown_and_changed_host_keys_are_refused() {
     let tb = Testbed::up("hostkeys", 2);
+    tb.set_inventory(&tb.inventory_text().replace("        groups: [web]\n", TOLERANT));
     let d = tb.deploy("1.0.0", false);
     assert_eq!(d.result.status, JobStatus::Succeeded);
     let logins_before = ssh_logins(&tb.server("web2").container);
