@@ -12,6 +12,11 @@ demo="$root/.demo"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/deploy/target}"
 port="${DEMO_PORT:-8700}"
 
+if ! command -v mmdebstrap >/dev/null; then
+    echo "== installing mmdebstrap (builds the test-server image from Debian packages)"
+    apt-get update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap
+fi
 echo "== building the test-server image (once; cached by recipe)"
 ci/image/build.sh >/dev/null
 echo "== building deploy-gateway and deploy"
