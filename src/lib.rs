@@ -14,5 +14,6 @@ pub mod playbook;
 pub mod render;
 pub mod shell;
 pub mod ssh;
+pub mod versions;
 
 pub use deploy_wire as wire;

@@ -58,7 +58,8 @@ enum Cmd {
     },
     /// Versions available on the index, marking where each runs.
     Versions { app: String },
-    /// Deploy a release (or, with --check, show what would change).
+    /// Deploy a release (or, with --check, show what would change).  VERSION is exact
+    /// (1.4.2), `latest`, or a PEP 440 specifier (`~=1.4`); the gateway resolves it.
     Release {
         app: String,
         version: String,
@@ -73,6 +74,9 @@ enum Cmd {
         /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
         #[arg(long)]
         batch: Option<String>,
+        /// With `latest` or a specifier such as `~=1.4`: let pre-releases count.
+        #[arg(long)]
+        pre: bool,
     },
     /// Switch back to a release still on disk (default: the previous one); installs nothing.
     Rollback {
@@ -204,12 +208,12 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Cmd::Release { app, version, env, check, yes, batch } => {
+        Cmd::Release { app, version, env, check, yes, batch, pre } => {
             let c = client(&cli)?;
             if !check {
                 confirm(&c, app, env, &format!("Deploy {app} {version} to {env}?"), *yes).await?;
             }
-            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check, batch: batch.clone() };
+            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check, batch: batch.clone(), pre: *pre };
             let job: JobInfo = c.post("/v1/deployments", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }

@@ -257,7 +257,7 @@ async fn rollback(State(st): State<AppState>, p: Principal, Json(req): Json<Roll
             })?
         }
     };
-    let dreq = DeployRequest { app: req.app, env: req.env, version, check: false, batch: req.batch };
+    let dreq = DeployRequest { app: req.app, env: req.env, version, check: false, batch: req.batch, pre: false };
     submit(st, p, dreq, true).await
 }
 
@@ -265,7 +265,15 @@ async fn deploy(State(st): State<AppState>, p: Principal, Json(req): Json<Deploy
     submit(st, p, req, false).await
 }
 
-async fn submit(st: AppState, p: Principal, req: DeployRequest, rollback: bool) -> Result<(StatusCode, Json<JobInfo>), ApiErr> {
+async fn submit(st: AppState, p: Principal, mut req: DeployRequest, rollback: bool) -> Result<(StatusCode, Json<JobInfo>), ApiErr> {
+    // `latest` and specifiers resolve here, on the gateway; the job records the exact version.
+    if crate::versions::is_request(&req.version) {
+        let inv = st.jobs.inventory().map_err(input_err)?;
+        let a = inv.app(&req.app).map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?.clone();
+        let url = st.cfg.index_urls.get(&req.app).cloned().unwrap_or(a.index_url.clone());
+        let available = index::list_versions(&st.http, &url, &a.package).await.map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))?;
+        req.version = crate::versions::resolve(&req.version, &available, req.pre).map_err(input_err)?;
+    }
     let target = format!("{}/{} {}", req.app, req.env, req.version);
     let action = if req.check {
         "check"

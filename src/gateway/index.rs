@@ -34,18 +34,9 @@ pub fn version_of(filename: &str, project: &str) -> Option<String> {
     Some(if filename.ends_with(".whl") { rest.split('-').next()?.to_string() } else { rest.to_string() })
 }
 
-/// Orders versions numerically part by part (1.10 after 1.9).  Full PEP 440 ordering
-/// comes with the artifact sources.
+/// Orders versions by PEP 440 and drops duplicates.
 pub fn sort_versions(v: &mut Vec<String>) {
-    fn key(s: &str) -> Vec<(u64, String)> {
-        s.split(['.', '-', '+'])
-            .map(|p| {
-                let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
-                (digits.parse().unwrap_or(0), p[digits.len()..].to_string())
-            })
-            .collect()
-    }
-    v.sort_by(|a, b| key(a).cmp(&key(b)));
+    crate::versions::sort(v);
     v.dedup();
 }
 

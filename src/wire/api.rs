@@ -92,6 +92,9 @@ pub struct DeployRequest {
     /// Overrides the environment's batch size: a host count (`2`) or a percentage (`25%`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// With `latest` or a specifier (`~=1.4`): let pre-releases count.
+    #[serde(default)]
+    pub pre: bool,
 }
 
 /// `POST /v1/rollbacks`: back to a release still on disk (default: the previous one).

@@ -14,7 +14,7 @@ import zipfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 NAME, DIST = "hello-app", "hello_app"
-RELEASES = {"1.0.0": False, "1.1.0": False, "1.2.0": True, "1.3.0": False, "1.4.0": False}  # version -> broken on purpose
+RELEASES = {"1.0.0": False, "1.1.0": False, "1.2.0": True, "1.3.0": False, "1.4.0": False, "1.5.0rc1": False}  # version -> broken on purpose
 REQUIRES = ["gunicorn"]
 
 
