@@ -20,7 +20,10 @@ pub const MARKER: &str = ".deploy-release";
 
 impl AppPaths {
     pub fn new(app: &str) -> AppPaths {
-        AppPaths { app: app.to_string(), root: format!("/srv/apps/{app}") }
+        AppPaths {
+            app: app.to_string(),
+            root: format!("/srv/apps/{app}"),
+        }
     }
     pub fn releases(&self) -> String {
         format!("{}/releases", self.root)
@@ -73,17 +76,26 @@ impl std::fmt::Debug for RemoteCmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteCmd")
             .field("line", &self.line)
-            .field("stdin", &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())))
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
             .finish()
     }
 }
 
 impl RemoteCmd {
     pub fn new(line: impl Into<String>) -> RemoteCmd {
-        RemoteCmd { line: line.into(), stdin: None }
+        RemoteCmd {
+            line: line.into(),
+            stdin: None,
+        }
     }
     pub fn with_stdin(line: impl Into<String>, stdin: Vec<u8>) -> RemoteCmd {
-        RemoteCmd { line: line.into(), stdin: Some(stdin) }
+        RemoteCmd {
+            line: line.into(),
+            stdin: Some(stdin),
+        }
     }
 }
 
@@ -137,7 +149,11 @@ pub fn build_lock(p: &AppPaths) -> String {
 }
 
 fn locked(p: &AppPaths, line: &str) -> String {
-    format!("flock -w 900 {} sh -c {}", quote(&build_lock(p)), quote(line))
+    format!(
+        "flock -w 900 {} sh -c {}",
+        quote(&build_lock(p)),
+        quote(line)
+    )
 }
 
 /// (Re)creates the release's virtualenv, removing what an interrupted build left; prints
@@ -145,7 +161,12 @@ fn locked(p: &AppPaths, line: &str) -> String {
 pub fn venv_create(p: &AppPaths, version: &str) -> RemoteCmd {
     let d = quote(&p.release(version));
     let m = quote(&p.marker(version));
-    RemoteCmd::new(locked(p, &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && python3 -m venv {d}")))
+    RemoteCmd::new(locked(
+        p,
+        &format!(
+            "if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && python3 -m venv {d}"
+        ),
+    ))
 }
 
 /// pip-installs `package==version` into the release from the index, then writes the
@@ -165,7 +186,9 @@ pub fn pip_install(p: &AppPaths, index_url: &str, package: &str, version: &str) 
     let host;
     if index_url.starts_with("http://") {
         // A plain-http index was asked for explicitly; pip refuses it without this.
-        host = crate::inventory::url_host(index_url).unwrap_or_default().to_string();
+        host = crate::inventory::url_host(index_url)
+            .unwrap_or_default()
+            .to_string();
         args.extend(["--trusted-host", host.as_str()]);
     }
     let req = format!("{package}=={version}");
@@ -186,7 +209,9 @@ pub fn pip_install(p: &AppPaths, index_url: &str, package: &str, version: &str) 
 /// Prints `present` then the file's bytes, or `absent`.
 pub fn read_file(path: &str) -> RemoteCmd {
     let q = quote(path);
-    RemoteCmd::new(format!("if [ -f {q} ]; then echo present; cat -- {q}; else echo absent; fi"))
+    RemoteCmd::new(format!(
+        "if [ -f {q} ]; then echo present; cat -- {q}; else echo absent; fi"
+    ))
 }
 
 /// Writes stdin to `path` atomically (temp file, then rename) with `mode`.  With `root`,
@@ -223,7 +248,10 @@ pub fn switch_current(p: &AppPaths, version: &str) -> RemoteCmd {
 /// `supervisorctl status <program>`: prints e.g. `hello-blue RUNNING pid 42, uptime 0:01:02`.
 /// Exit status is non-zero when the program is not running; the caller reads the text.
 pub fn supervisor_status(program: &str) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl status {} || true", quote(program)))
+    RemoteCmd::new(format!(
+        "sudo -n supervisorctl status {} || true",
+        quote(program)
+    ))
 }
 
 /// Makes supervisord load the program's current config and (re)starts it, so it runs
@@ -235,18 +263,17 @@ pub fn supervisor_start_fresh(program: &str) -> RemoteCmd {
     ))
 }
 
-/// Starts the program if it is not running (its config unchanged).
-pub fn supervisor_start(program: &str) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl start {}", quote(program)))
-}
-
 /// Stops the program (graceful: TERM, then KILL after `stopwaitsecs`).
 pub fn supervisor_stop(program: &str) -> RemoteCmd {
-    RemoteCmd::new(format!("sudo -n supervisorctl stop {} || true", quote(program)))
+    RemoteCmd::new(format!(
+        "sudo -n supervisorctl stop {} || true",
+        quote(program)
+    ))
 }
 
-/// One HTTP probe of a slot directly on its loopback port; prints the status code.
-pub fn slot_probe(port: u16, server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
+/// One HTTP probe on a loopback port of the server (a slot's port, or 80 for nginx);
+/// prints the status code (000 if no answer).
+pub fn http_probe(port: u16, server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
     RemoteCmd::new(join(&[
         "curl",
         "-s",
@@ -282,7 +309,10 @@ pub fn set_live(p: &AppPaths, slot: &str, version: &str) -> RemoteCmd {
 
 /// Marks a release as failed (its health check failed on this host).
 pub fn mark_failed(p: &AppPaths, version: &str) -> RemoteCmd {
-    RemoteCmd::new(format!("touch {} 2>/dev/null || true", quote(&p.failed_marker(version))))
+    RemoteCmd::new(format!(
+        "touch {} 2>/dev/null || true",
+        quote(&p.failed_marker(version))
+    ))
 }
 
 /// Installs a new nginx site config only if the whole nginx configuration still passes
@@ -311,23 +341,6 @@ pub fn nginx_reload() -> RemoteCmd {
     RemoteCmd::new("sudo -n nginx -s reload")
 }
 
-/// One HTTP probe through nginx on the server; prints the status code (000 if none).
-pub fn health_probe(server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
-    RemoteCmd::new(join(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        &timeout_secs.to_string(),
-        "-H",
-        &format!("Host: {server_name}"),
-        &format!("http://127.0.0.1:80{path}"),
-    ]))
-}
-
 /// Lists release directories, oldest first: `<mtime> <name> complete|partial` per line.
 pub fn list_releases(p: &AppPaths) -> RemoteCmd {
     RemoteCmd::new(format!(
@@ -353,17 +366,30 @@ mod tests {
     #[test]
     fn paths_follow_the_design() {
         assert_eq!(p().release("1.0.0"), "/srv/apps/hello/releases/1.0.0");
-        assert_eq!(p().marker("1.0.0"), "/srv/apps/hello/releases/1.0.0/.deploy-release");
+        assert_eq!(
+            p().marker("1.0.0"),
+            "/srv/apps/hello/releases/1.0.0/.deploy-release"
+        );
         assert_eq!(p().current(), "/srv/apps/hello/current");
-        assert_eq!(p().slot_conf("blue"), "/etc/supervisor/conf.d/hello-blue.conf");
+        assert_eq!(
+            p().slot_conf("blue"),
+            "/etc/supervisor/conf.d/hello-blue.conf"
+        );
         assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
     }
 
     #[test]
     fn pip_install_pins_the_version_and_writes_the_marker_last() {
         let c = pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0");
-        let inner = c.line.strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ").unwrap();
-        let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {inner}")).output().unwrap();
+        let inner = c
+            .line
+            .strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
+            .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {inner}"))
+            .output()
+            .unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
             "/srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
@@ -378,7 +404,10 @@ mod tests {
     #[test]
     fn switch_is_an_atomic_rename_guarded_by_the_marker() {
         let c = switch_current(&p(), "1.1.0");
-        assert!(c.line.starts_with("test -f /srv/apps/hello/releases/1.1.0/.deploy-release ||"));
+        assert!(
+            c.line
+                .starts_with("test -f /srv/apps/hello/releases/1.1.0/.deploy-release ||")
+        );
         assert!(c.line.ends_with(
             "ln -sfn releases/1.1.0 /srv/apps/hello/current.deploy-new && mv -T -f /srv/apps/hello/current.deploy-new /srv/apps/hello/current"
         ));
@@ -386,18 +415,26 @@ mod tests {
 
     #[test]
     fn file_contents_travel_on_stdin_not_in_the_command_line() {
-        let c = write_file("/srv/apps/hello/shared/env", "0640", false, b"SECRET='x'\n".to_vec());
+        let c = write_file(
+            "/srv/apps/hello/shared/env",
+            "0640",
+            false,
+            b"SECRET='x'\n".to_vec(),
+        );
         assert!(!c.line.contains("SECRET"));
         assert_eq!(c.stdin.as_deref(), Some(&b"SECRET='x'\n"[..]));
-        assert!(!format!("{c:?}").contains("SECRET"), "Debug must not print stdin");
+        assert!(
+            !format!("{c:?}").contains("SECRET"),
+            "Debug must not print stdin"
+        );
         let c = write_file("/etc/x y.conf", "0644", true, vec![]);
         assert!(c.line.starts_with("sudo -n sh -c '"));
         assert!(c.line.ends_with(" sh '/etc/x y.conf' 0644"));
     }
 
     #[test]
-    fn health_probe_quotes_the_host_header() {
-        let c = health_probe("hello.example.com", "/healthz", 5);
+    fn http_probe_quotes_the_host_header() {
+        let c = http_probe(80, "hello.example.com", "/healthz", 5);
         assert_eq!(
             c.line,
             "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: hello.example.com' http://127.0.0.1:80/healthz"
@@ -420,20 +457,23 @@ mod tests {
             switch_current(&p(), "1.0.0"),
             supervisor_status("hello-blue"),
             supervisor_start_fresh("hello-blue"),
-            supervisor_start("hello-blue"),
             supervisor_stop("hello-blue"),
-            slot_probe(8001, "h", "/healthz", 2),
+            http_probe(8001, "h", "/healthz", 2),
             read_live(&p()),
             set_live(&p(), "green", "1.1.0"),
             mark_failed(&p(), "1.2.0"),
             nginx_install_validated("/etc/nginx/sites-enabled/hello.conf", vec![]),
             nginx_reload(),
-            health_probe("h", "/healthz", 1),
             list_releases(&p()),
             remove_releases(&p(), &["1.0.0".into(), "0.9".into()]),
         ];
         for c in cmds {
-            let st = std::process::Command::new("sh").arg("-n").arg("-c").arg(&c.line).status().unwrap();
+            let st = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&c.line)
+                .status()
+                .unwrap();
             assert!(st.success(), "does not parse: {}", c.line);
         }
     }

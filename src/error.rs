@@ -15,8 +15,18 @@ pub struct InputError {
 }
 
 impl InputError {
-    pub fn new(file: &Path, line: Option<u64>, field: impl Into<String>, message: impl Into<String>) -> Self {
-        InputError { file: file.to_path_buf(), line: line.filter(|l| *l > 0), field: field.into(), message: message.into() }
+    pub fn new(
+        file: &Path,
+        line: Option<u64>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        InputError {
+            file: file.to_path_buf(),
+            line: line.filter(|l| *l > 0),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -40,7 +50,10 @@ pub(crate) fn from_yaml(file: &Path, err: serde_saphyr::Error) -> InputError {
     let line = err.location().map(|l| l.line());
     // serde-saphyr says "error: line L column C: message"; we put the line in front.
     let text = err.to_string();
-    let message = match text.strip_prefix("error: line ").and_then(|rest| rest.split_once(": ")) {
+    let message = match text
+        .strip_prefix("error: line ")
+        .and_then(|rest| rest.split_once(": "))
+    {
         Some((_, msg)) => msg.to_string(),
         None => text,
     };

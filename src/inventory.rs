@@ -87,8 +87,14 @@ impl BatchSize {
             None => (s, false),
         };
         match num.parse::<u32>() {
-            Ok(n) if n >= 1 && (!pct || n <= 100) => Ok(if pct { BatchSize::Percent(n) } else { BatchSize::Count(n) }),
-            _ => Err(format!("expected a host count (3) or a percentage (25%), got {s:?}")),
+            Ok(n) if n >= 1 && (!pct || n <= 100) => Ok(if pct {
+                BatchSize::Percent(n)
+            } else {
+                BatchSize::Count(n)
+            }),
+            _ => Err(format!(
+                "expected a host count (3) or a percentage (25%), got {s:?}"
+            )),
         }
     }
     /// Hosts per batch out of `total`.
@@ -113,7 +119,13 @@ pub enum OnHalt {
 
 impl Default for Rollout {
     fn default() -> Self {
-        Rollout { batch: BatchSize::Percent(100), canary: true, pause_secs: 0, max_failed: 0, on_halt: OnHalt::Rollback }
+        Rollout {
+            batch: BatchSize::Percent(100),
+            canary: true,
+            pause_secs: 0,
+            max_failed: 0,
+            on_halt: OnHalt::Rollback,
+        }
     }
 }
 
@@ -283,15 +295,17 @@ fn default_parallel() -> usize {
 impl Inventory {
     /// Reads and validates an inventory file.
     pub fn load(path: &Path) -> Result<Inventory, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, None, "", format!("cannot read the inventory: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InputError::new(path, None, "", format!("cannot read the inventory: {e}"))
+        })?;
         Self::parse(path, &text)
     }
 
     /// Parses and validates inventory text; `path` is used in error messages only.
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, InputError> {
         let raw: RawInventory = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
-        let err = |line: u64, field: String, msg: String| InputError::new(path, Some(line), field, msg);
+        let err =
+            |line: u64, field: String, msg: String| InputError::new(path, Some(line), field, msg);
 
         let mut hosts = BTreeMap::new();
         let mut groups: BTreeSet<String> = BTreeSet::new();
@@ -299,26 +313,50 @@ impl Inventory {
             let line = h.referenced.line();
             let field = format!("hosts.{name}");
             let h = h.value;
-            names::check_ident("host name", &name).map_err(|e| err(line, field.clone(), e.to_string()))?;
-            names::check_hostname("address", &h.address.value, false)
-                .map_err(|e| err(h.address.referenced.line(), format!("{field}.address"), e.to_string()))?;
-            names::check_ident("user", &h.user.value)
-                .map_err(|e| err(h.user.referenced.line().max(line), format!("{field}.user"), e.to_string()))?;
+            names::check_ident("host name", &name)
+                .map_err(|e| err(line, field.clone(), e.to_string()))?;
+            names::check_hostname("address", &h.address.value, false).map_err(|e| {
+                err(
+                    h.address.referenced.line(),
+                    format!("{field}.address"),
+                    e.to_string(),
+                )
+            })?;
+            names::check_ident("user", &h.user.value).map_err(|e| {
+                err(
+                    h.user.referenced.line().max(line),
+                    format!("{field}.user"),
+                    e.to_string(),
+                )
+            })?;
             if h.groups.value.is_empty() {
                 return Err(err(
                     line,
                     format!("{field}.groups"),
-                    format!("host `{name}` is in no group, so no environment can reach it; add `groups: [...]`"),
+                    format!(
+                        "host `{name}` is in no group, so no environment can reach it; add `groups: [...]`"
+                    ),
                 ));
             }
             for g in &h.groups.value {
-                names::check_ident("group name", g)
-                    .map_err(|e| err(h.groups.referenced.line(), format!("{field}.groups"), e.to_string()))?;
+                names::check_ident("group name", g).map_err(|e| {
+                    err(
+                        h.groups.referenced.line(),
+                        format!("{field}.groups"),
+                        e.to_string(),
+                    )
+                })?;
                 groups.insert(g.clone());
             }
             hosts.insert(
                 name.clone(),
-                Host { name, address: h.address.value, port: h.port, user: h.user.value, groups: h.groups.value },
+                Host {
+                    name,
+                    address: h.address.value,
+                    port: h.port,
+                    user: h.user.value,
+                    groups: h.groups.value,
+                },
             );
         }
 
@@ -327,44 +365,102 @@ impl Inventory {
             let line = a.referenced.line();
             let field = format!("applications.{name}");
             let a = a.value;
-            names::check_ident("application name", &name).map_err(|e| err(line, field.clone(), e.to_string()))?;
-            names::check_package(&a.package.value)
-                .map_err(|e| err(a.package.referenced.line(), format!("{field}.package"), e.to_string()))?;
-            check_index_url(&a.index_url.value)
-                .map_err(|m| err(a.index_url.referenced.line(), format!("{field}.index_url"), m))?;
-            names::check_ident("playbook name", &a.playbook.value)
-                .map_err(|e| err(a.playbook.referenced.line().max(line), format!("{field}.playbook"), e.to_string()))?;
-            names::check_entry_point(&a.wsgi.value)
-                .map_err(|e| err(a.wsgi.referenced.line(), format!("{field}.wsgi"), e.to_string()))?;
+            names::check_ident("application name", &name)
+                .map_err(|e| err(line, field.clone(), e.to_string()))?;
+            names::check_package(&a.package.value).map_err(|e| {
+                err(
+                    a.package.referenced.line(),
+                    format!("{field}.package"),
+                    e.to_string(),
+                )
+            })?;
+            check_index_url(&a.index_url.value).map_err(|m| {
+                err(
+                    a.index_url.referenced.line(),
+                    format!("{field}.index_url"),
+                    m,
+                )
+            })?;
+            names::check_ident("playbook name", &a.playbook.value).map_err(|e| {
+                err(
+                    a.playbook.referenced.line().max(line),
+                    format!("{field}.playbook"),
+                    e.to_string(),
+                )
+            })?;
+            names::check_entry_point(&a.wsgi.value).map_err(|e| {
+                err(
+                    a.wsgi.referenced.line(),
+                    format!("{field}.wsgi"),
+                    e.to_string(),
+                )
+            })?;
             if a.port < 1024 || a.port == u16::MAX {
-                return Err(err(line, format!("{field}.port"), format!("port {} is out of range: use 1024-65534 (the green slot uses port + 1)", a.port)));
+                return Err(err(
+                    line,
+                    format!("{field}.port"),
+                    format!(
+                        "port {} is out of range: use 1024-65534 (the green slot uses port + 1)",
+                        a.port
+                    ),
+                ));
             }
             if a.workers == 0 || a.workers > 64 {
-                return Err(err(line, format!("{field}.workers"), "expected 1 to 64 workers".into()));
+                return Err(err(
+                    line,
+                    format!("{field}.workers"),
+                    "expected 1 to 64 workers".into(),
+                ));
             }
             if a.server_names.value.is_empty() {
-                return Err(err(a.server_names.referenced.line(), format!("{field}.server_names"), "expected at least one server name".into()));
+                return Err(err(
+                    a.server_names.referenced.line(),
+                    format!("{field}.server_names"),
+                    "expected at least one server name".into(),
+                ));
             }
             for s in &a.server_names.value {
-                names::check_hostname("server name", s, true)
-                    .map_err(|e| err(a.server_names.referenced.line(), format!("{field}.server_names"), e.to_string()))?;
+                names::check_hostname("server name", s, true).map_err(|e| {
+                    err(
+                        a.server_names.referenced.line(),
+                        format!("{field}.server_names"),
+                        e.to_string(),
+                    )
+                })?;
             }
             let hp = &a.health.path;
-            if !hp.value.starts_with('/') || !hp.value.chars().all(|c| c.is_ascii_graphic()) || hp.value.contains(['\'', '"', '\\', '`', '$']) {
-                return Err(err(hp.referenced.line().max(line), format!("{field}.health.path"), format!("expected a URL path such as /healthz, got {:?}", hp.value)));
+            if !hp.value.starts_with('/')
+                || !hp.value.chars().all(|c| c.is_ascii_graphic())
+                || hp.value.contains(['\'', '"', '\\', '`', '$'])
+            {
+                return Err(err(
+                    hp.referenced.line().max(line),
+                    format!("{field}.health.path"),
+                    format!("expected a URL path such as /healthz, got {:?}", hp.value),
+                ));
             }
-            check_env(&a.env.value).map_err(|m| err(a.env.referenced.line().max(line), format!("{field}.env"), m))?;
+            check_env(&a.env.value)
+                .map_err(|m| err(a.env.referenced.line().max(line), format!("{field}.env"), m))?;
             if a.keep_releases.value == 0 {
-                return Err(err(a.keep_releases.referenced.line().max(line), format!("{field}.keep_releases"), "expected at least 1".into()));
+                return Err(err(
+                    a.keep_releases.referenced.line().max(line),
+                    format!("{field}.keep_releases"),
+                    "expected at least 1".into(),
+                ));
             }
             let mut environments = BTreeMap::new();
             for (env_name, e) in a.environments {
                 let eline = e.referenced.line();
                 let efield = format!("{field}.environments.{env_name}");
                 let e = e.value;
-                names::check_ident("environment name", &env_name).map_err(|x| err(eline, efield.clone(), x.to_string()))?;
+                names::check_ident("environment name", &env_name)
+                    .map_err(|x| err(eline, efield.clone(), x.to_string()))?;
                 if e.groups.value.is_empty() {
-                    return Err(err(e.groups.referenced.line().max(eline), format!("{efield}.groups"), "expected at least one group".into()));
+                    return Err(err(
+                        e.groups.referenced.line().max(eline),
+                        format!("{efield}.groups"),
+                        "expected at least one group".into(),
+                    ));
                 }
                 for g in &e.groups.value {
                     if !groups.contains(g) {
@@ -372,18 +468,41 @@ impl Inventory {
                         return Err(err(
                             e.groups.referenced.line().max(eline),
                             format!("{efield}.groups"),
-                            format!("no host is in group `{g}`; known groups: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") }),
+                            format!(
+                                "no host is in group `{g}`; known groups: {}",
+                                if known.is_empty() {
+                                    "(none)".into()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
                         ));
                     }
                 }
                 if e.parallel == 0 {
-                    return Err(err(eline, format!("{efield}.parallel"), "expected at least 1".into()));
+                    return Err(err(
+                        eline,
+                        format!("{efield}.parallel"),
+                        "expected at least 1".into(),
+                    ));
                 }
-                check_env(&e.env.value).map_err(|m| err(e.env.referenced.line().max(eline), format!("{efield}.env"), m))?;
+                check_env(&e.env.value).map_err(|m| {
+                    err(
+                        e.env.referenced.line().max(eline),
+                        format!("{efield}.env"),
+                        m,
+                    )
+                })?;
                 let mut rollout = Rollout::default();
                 if let Some(r) = e.rollout {
                     if let Some(b) = r.batch {
-                        rollout.batch = BatchSize::parse(&b.value).map_err(|m| err(b.referenced.line().max(eline), format!("{efield}.rollout.batch"), m))?;
+                        rollout.batch = BatchSize::parse(&b.value).map_err(|m| {
+                            err(
+                                b.referenced.line().max(eline),
+                                format!("{efield}.rollout.batch"),
+                                m,
+                            )
+                        })?;
                     }
                     rollout.canary = r.canary.unwrap_or(rollout.canary);
                     rollout.pause_secs = r.pause_secs.unwrap_or(0);
@@ -427,18 +546,31 @@ impl Inventory {
                 },
             );
         }
-        Ok(Inventory { path: path.to_path_buf(), hosts, apps })
+        Ok(Inventory {
+            path: path.to_path_buf(),
+            hosts,
+            apps,
+        })
     }
 
     pub fn app(&self, name: &str) -> Result<&App, InputError> {
         self.apps.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.apps.keys().map(String::as_str).collect();
-            InputError::new(&self.path, None, "applications", format!("no application `{name}`; known: {}", known.join(", ")))
+            InputError::new(
+                &self.path,
+                None,
+                "applications",
+                format!("no application `{name}`; known: {}", known.join(", ")),
+            )
         })
     }
 
     /// The hosts of an application's environment, in name order.
-    pub fn hosts_for<'a>(&'a self, app: &'a App, env: &str) -> Result<(&'a Environment, Vec<&'a Host>), InputError> {
+    pub fn hosts_for<'a>(
+        &'a self,
+        app: &'a App,
+        env: &str,
+    ) -> Result<(&'a Environment, Vec<&'a Host>), InputError> {
         let e = app.environments.get(env).ok_or_else(|| {
             let known: Vec<&str> = app.environments.keys().map(String::as_str).collect();
             InputError::new(
@@ -448,16 +580,30 @@ impl Inventory {
                 format!("no environment `{env}`; known: {}", known.join(", ")),
             )
         })?;
-        let hosts = self.hosts.values().filter(|h| h.groups.iter().any(|g| e.groups.contains(g))).collect();
+        let hosts = self
+            .hosts
+            .values()
+            .filter(|h| h.groups.iter().any(|g| e.groups.contains(g)))
+            .collect();
         Ok((e, hosts))
     }
 }
 
 fn check_index_url(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_graphic()) && !r.contains(['\'', '"', '`', '\\', '$']) => Ok(()),
-        _ => Err(format!("expected an http(s) URL of a PyPI simple index, got {url:?}")),
+        Some(r)
+            if !r.is_empty()
+                && r.chars().all(|c| c.is_ascii_graphic())
+                && !r.contains(['\'', '"', '`', '\\', '$']) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "expected an http(s) URL of a PyPI simple index, got {url:?}"
+        )),
     }
 }
 
@@ -466,7 +612,9 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
         names::check_env_key(k).map_err(|e| e.to_string())?;
         if v.contains(['\n', '\r', '\0']) {
             // The value itself is never shown: it may be a secret.
-            return Err(format!("the value of {k} contains a line break or NUL byte"));
+            return Err(format!(
+                "the value of {k} contains a line break or NUL byte"
+            ));
         }
     }
     Ok(())
@@ -476,7 +624,10 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<(), String> {
 pub fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
-    let authority = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let authority = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
     Some(authority.split(':').next().unwrap_or(authority)).filter(|h| !h.is_empty())
 }
 
@@ -517,19 +668,28 @@ applications:
         assert_eq!(app.health.path, "/healthz");
         let (env, hosts) = inv.hosts_for(app, "staging").unwrap();
         assert_eq!(env.parallel, 10);
-        assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web2"]);
+        assert_eq!(
+            hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["web2"]
+        );
         let (env, hosts) = inv.hosts_for(app, "production").unwrap();
         assert_eq!(hosts.len(), 2);
         assert_eq!(env.rollout, Rollout::default());
         assert_eq!(BatchSize::parse("25%").unwrap().of(10), 3);
         assert_eq!(BatchSize::parse("2").unwrap().of(10), 2);
         assert!(BatchSize::parse("0").is_err() && BatchSize::parse("150%").is_err());
-        assert!(inv.hosts_for(app, "qa").unwrap_err().to_string().contains("no environment `qa`"));
+        assert!(
+            inv.hosts_for(app, "qa")
+                .unwrap_err()
+                .to_string()
+                .contains("no environment `qa`")
+        );
     }
 
     #[test]
     fn malformed_yaml_names_file_and_line() {
-        let err = parse("hosts:\n  web1: {address: 10.0.0.1, groups: [web]\n  web2: x\n").unwrap_err();
+        let err =
+            parse("hosts:\n  web1: {address: 10.0.0.1, groups: [web]\n  web2: x\n").unwrap_err();
         assert_eq!(err.file, Path::new("inventory.yml"));
         assert!(err.line.is_some(), "{err}");
         assert!(err.to_string().starts_with("inventory.yml:"), "{err}");
@@ -546,7 +706,10 @@ applications:
 
     #[test]
     fn a_host_in_no_group_is_an_error() {
-        let text = GOOD.replace("  web1: {address: 10.0.0.1, groups: [web]}", "  web1: {address: 10.0.0.1}");
+        let text = GOOD.replace(
+            "  web1: {address: 10.0.0.1, groups: [web]}",
+            "  web1: {address: 10.0.0.1}",
+        );
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "hosts.web1.groups");
         assert_eq!(err.line, Some(2));
@@ -555,18 +718,29 @@ applications:
 
     #[test]
     fn an_environment_naming_an_unknown_group_is_an_error() {
-        let text = GOOD.replace("staging: {groups: [canary]}", "staging: {groups: [canary, db]}");
+        let text = GOOD.replace(
+            "staging: {groups: [canary]}",
+            "staging: {groups: [canary, db]}",
+        );
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "applications.hello.environments.staging.groups");
         assert_eq!(err.line, Some(13));
-        assert!(err.message.contains("no host is in group `db`; known groups: canary, web"), "{err}");
+        assert!(
+            err.message
+                .contains("no host is in group `db`; known groups: canary, web"),
+            "{err}"
+        );
     }
 
     #[test]
     fn names_that_could_smuggle_shell_are_refused() {
         let text = GOOD.replace("  hello:\n", "  \"hello;id\":\n");
         let err = parse(&text).unwrap_err();
-        assert!(err.to_string().contains("invalid application name \"hello;id\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("invalid application name \"hello;id\""),
+            "{err}"
+        );
         let text = GOOD.replace("package: hello-app", "package: \"hello-app$(id)\"");
         let err = parse(&text).unwrap_err();
         assert_eq!(err.field, "applications.hello.package");
@@ -585,6 +759,9 @@ applications:
     #[test]
     fn url_host_extracts_the_host() {
         assert_eq!(url_host("http://index:8080/simple/"), Some("index"));
-        assert_eq!(url_host("https://u:p@repo.example.com/api/pypi/simple"), Some("repo.example.com"));
+        assert_eq!(
+            url_host("https://u:p@repo.example.com/api/pypi/simple"),
+            Some("repo.example.com")
+        );
     }
 }

@@ -22,11 +22,21 @@ pub fn key(address: &str, port: u16) -> String {
 impl HostKeyPins {
     /// Loads pins from `path`; a missing file means no pins yet.
     pub fn load(path: &Path) -> Result<HostKeyPins, InputError> {
-        let mut pins = HostKeyPins { path: Some(path.to_path_buf()), entries: BTreeMap::new() };
+        let mut pins = HostKeyPins {
+            path: Some(path.to_path_buf()),
+            entries: BTreeMap::new(),
+        };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pins),
-            Err(e) => return Err(InputError::new(path, None, "", format!("cannot read pinned host keys: {e}"))),
+            Err(e) => {
+                return Err(InputError::new(
+                    path,
+                    None,
+                    "",
+                    format!("cannot read pinned host keys: {e}"),
+                ));
+            }
         };
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -35,7 +45,9 @@ impl HostKeyPins {
             }
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(host), Some(fp), None) if host.starts_with('[') && fp.starts_with("SHA256:") => {
+                (Some(host), Some(fp), None)
+                    if host.starts_with('[') && fp.starts_with("SHA256:") =>
+                {
                     pins.entries.insert(host.to_string(), fp.to_string());
                 }
                 _ => {
@@ -57,9 +69,11 @@ impl HostKeyPins {
 
     /// Pins (or re-pins) a fingerprint and writes the file.
     pub fn pin(&mut self, address: &str, port: u16, fingerprint: &str) -> std::io::Result<()> {
-        self.entries.insert(key(address, port), fingerprint.to_string());
+        self.entries
+            .insert(key(address, port), fingerprint.to_string());
         if let Some(path) = &self.path {
-            let mut text = String::from("# Pinned SSH host keys, written by `deploy-gateway trust-host`.\n");
+            let mut text =
+                String::from("# Pinned SSH host keys, written by `deploy-gateway trust-host`.\n");
             for (h, fp) in &self.entries {
                 text.push_str(&format!("{h} {fp}\n"));
             }

@@ -42,8 +42,17 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] =
-        [Step::Layout, Step::Venv, Step::Install, Step::EnvFile, Step::Start, Step::Switch, Step::Health, Step::Drain, Step::Prune];
+    pub const ALL: [Step; 9] = [
+        Step::Layout,
+        Step::Venv,
+        Step::Install,
+        Step::EnvFile,
+        Step::Start,
+        Step::Switch,
+        Step::Health,
+        Step::Drain,
+        Step::Prune,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,8 +89,14 @@ impl Playbook {
         deploy_wire::names::check_ident("playbook name", name)
             .map_err(|e| InputError::new(dir, None, "playbook", e.to_string()))?;
         let path = dir.join(format!("{name}.yml"));
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| InputError::new(&path, None, "", format!("cannot read playbook `{name}`: {e}")))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            InputError::new(
+                &path,
+                None,
+                "",
+                format!("cannot read playbook `{name}`: {e}"),
+            )
+        })?;
         Self::parse(&path, name, &text)
     }
 
@@ -89,15 +104,28 @@ impl Playbook {
         let raw: RawPlaybook = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
         let _ = raw.description;
         if raw.steps.is_empty() {
-            return Err(InputError::new(path, None, "steps", "a playbook needs at least one step"));
+            return Err(InputError::new(
+                path,
+                None,
+                "steps",
+                "a playbook needs at least one step",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &raw.steps {
             if !seen.insert(*s) {
-                return Err(InputError::new(path, None, "steps", format!("step `{}` appears twice", s.name())));
+                return Err(InputError::new(
+                    path,
+                    None,
+                    "steps",
+                    format!("step `{}` appears twice", s.name()),
+                ));
             }
         }
-        Ok(Playbook { name: name.to_string(), steps: raw.steps })
+        Ok(Playbook {
+            name: name.to_string(),
+            steps: raw.steps,
+        })
     }
 }
 
@@ -114,7 +142,12 @@ mod tests {
 
     #[test]
     fn an_unknown_step_lists_the_valid_ones() {
-        let err = Playbook::parse(Path::new("pb.yml"), "pb", "steps:\n  - layout\n  - instal\n").unwrap_err();
+        let err = Playbook::parse(
+            Path::new("pb.yml"),
+            "pb",
+            "steps:\n  - layout\n  - instal\n",
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert_eq!(err.line, Some(3), "{msg}");
         assert!(msg.contains("instal"), "{msg}");

@@ -95,8 +95,15 @@ impl Context {
                 server_names: app.server_names.clone(),
                 health_path: app.health.path.clone(),
             },
-            env: EnvCtx { name: env.name.clone() },
-            paths: PathsCtx { root: p.root.clone(), current: p.current(), shared: p.shared(), env_file: p.env_file() },
+            env: EnvCtx {
+                name: env.name.clone(),
+            },
+            paths: PathsCtx {
+                root: p.root.clone(),
+                current: p.current(),
+                shared: p.shared(),
+                env_file: p.env_file(),
+            },
             user: user.to_string(),
         }
     }
@@ -119,16 +126,25 @@ impl Templates {
         env.set_syntax(syntax);
         for name in [SUPERVISOR_TEMPLATE, NGINX_TEMPLATE] {
             let path = dir.join(name);
-            let src = std::fs::read_to_string(&path)
-                .map_err(|e| InputError::new(&path, None, "", format!("cannot read template: {e}")))?;
-            env.add_template_owned(name.to_string(), src).map_err(|e| template_error(dir, &e))?;
+            let src = std::fs::read_to_string(&path).map_err(|e| {
+                InputError::new(&path, None, "", format!("cannot read template: {e}"))
+            })?;
+            env.add_template_owned(name.to_string(), src)
+                .map_err(|e| template_error(dir, &e))?;
         }
-        Ok(Templates { dir: dir.to_path_buf(), env })
+        Ok(Templates {
+            dir: dir.to_path_buf(),
+            env,
+        })
     }
 
     pub fn render(&self, name: &str, ctx: &Context) -> Result<String, InputError> {
-        let tmpl = self.env.get_template(name).map_err(|e| template_error(&self.dir, &e))?;
-        tmpl.render(minijinja::value::Serde(ctx)).map_err(|e| template_error(&self.dir, &e))
+        let tmpl = self
+            .env
+            .get_template(name)
+            .map_err(|e| template_error(&self.dir, &e))?;
+        tmpl.render(minijinja::value::Serde(ctx))
+            .map_err(|e| template_error(&self.dir, &e))
     }
 }
 
@@ -143,10 +159,10 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
         msg.push_str(detail);
     }
     // Name the expression that failed, from the template's own source.
-    if let (Some(src), Some(range)) = (e.template_source(), e.range()) {
-        if let Some(expr) = src.get(range) {
-            msg.push_str(&format!(" (in `{expr}`)"));
-        }
+    if let (Some(src), Some(range)) = (e.template_source(), e.range())
+        && let Some(expr) = src.get(range)
+    {
+        msg.push_str(&format!(" (in `{expr}`)"));
     }
     msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file}, slot.{name,program,port,release_dir}, user");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
@@ -180,8 +196,17 @@ pub fn diff(path: &str, old: Option<&str>, new: &str) -> Option<String> {
     }
     let old_text = old.unwrap_or("");
     let d = similar::TextDiff::from_lines(old_text, new);
-    let from = if old.is_some() { format!("a{path}") } else { "/dev/null".to_string() };
-    Some(d.unified_diff().context_radius(3).header(&from, &format!("b{path}")).to_string())
+    let from = if old.is_some() {
+        format!("a{path}")
+    } else {
+        "/dev/null".to_string()
+    };
+    Some(
+        d.unified_diff()
+            .context_radius(3)
+            .header(&from, &format!("b{path}"))
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -224,11 +249,20 @@ mod tests {
     #[test]
     fn a_missing_variable_names_template_line_and_expression() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(SUPERVISOR_TEMPLATE), "[program:{{ app.name }}]\n").unwrap();
+        std::fs::write(
+            dir.path().join(SUPERVISOR_TEMPLATE),
+            "[program:{{ app.name }}]\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join(NGINX_TEMPLATE), "# ok\nserver_name {{ app.server_names | join(' ') }};\nlisten {{ app.listen_port }};\n").unwrap();
         let t = Templates::load(dir.path()).unwrap();
         let (app, env) = fixture();
-        let err = t.render(NGINX_TEMPLATE, &Context::new(&app, &env, "deploy", 0, "1.0.0")).unwrap_err();
+        let err = t
+            .render(
+                NGINX_TEMPLATE,
+                &Context::new(&app, &env, "deploy", 0, "1.0.0"),
+            )
+            .unwrap_err();
         assert_eq!(err.file, dir.path().join(NGINX_TEMPLATE));
         assert_eq!(err.line, Some(3));
         assert!(err.message.contains("undefined"), "{err}");
@@ -251,7 +285,13 @@ mod tests {
     fn diff_is_none_when_equal_and_unified_otherwise() {
         assert_eq!(diff("/etc/x", Some("a\n"), "a\n"), None);
         let d = diff("/etc/x", Some("a\nb\n"), "a\nc\n").unwrap();
-        assert!(d.contains("--- a/etc/x") && d.contains("+++ b/etc/x") && d.contains("-b\n") && d.contains("+c\n"), "{d}");
+        assert!(
+            d.contains("--- a/etc/x")
+                && d.contains("+++ b/etc/x")
+                && d.contains("-b\n")
+                && d.contains("+c\n"),
+            "{d}"
+        );
         let d = diff("/etc/x", None, "a\n").unwrap();
         assert!(d.contains("--- /dev/null"), "{d}");
     }

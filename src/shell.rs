@@ -4,7 +4,10 @@
 /// read in logs); anything else is single-quoted, with `'` written as `'\''`.
 pub fn quote(s: &str) -> String {
     let safe = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | '+' | ',' | '@' | '%'));
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '/' | '.' | '_' | '-' | ':' | '=' | '+' | ',' | '@' | '%')
+        });
     if safe {
         return s.to_string();
     }
@@ -23,7 +26,10 @@ pub fn quote(s: &str) -> String {
 
 /// Quotes each argument and joins them with spaces.
 pub fn join<S: AsRef<str>>(args: &[S]) -> String {
-    args.iter().map(|a| quote(a.as_ref())).collect::<Vec<_>>().join(" ")
+    args.iter()
+        .map(|a| quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -45,12 +51,39 @@ mod tests {
     #[test]
     fn round_trips_hostile_strings_through_a_real_shell() {
         let hostile = [
-            "plain", "", "a b", "it's", "'", "''", "\"", "$(id)", "`id`", "a;b", "a && b", "a|b", "x\ny",
-            "$HOME", "\\", "*", "~root", "-n", "é ü ∑", "a'b\"c$d`e\\f", "!event",
+            "plain",
+            "",
+            "a b",
+            "it's",
+            "'",
+            "''",
+            "\"",
+            "$(id)",
+            "`id`",
+            "a;b",
+            "a && b",
+            "a|b",
+            "x\ny",
+            "$HOME",
+            "\\",
+            "*",
+            "~root",
+            "-n",
+            "é ü ∑",
+            "a'b\"c$d`e\\f",
+            "!event",
         ];
         for s in hostile {
-            let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(s))).output().unwrap();
-            assert_eq!(String::from_utf8(out.stdout).unwrap(), s, "round trip of {s:?}");
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                s,
+                "round trip of {s:?}"
+            );
         }
     }
 }

@@ -41,7 +41,11 @@ pub enum SshError {
     #[error(
         "HOST KEY CHANGED for {addr}: pinned {pinned}, but the server offers {offered}; refusing to connect (if the server was rebuilt, verify and re-pin with `deploy-gateway trust-host --replace`)"
     )]
-    HostKeyChanged { addr: String, pinned: String, offered: String },
+    HostKeyChanged {
+        addr: String,
+        pinned: String,
+        offered: String,
+    },
     #[error("{addr} refused public-key login for user `{user}`")]
     AuthRejected { addr: String, user: String },
     #[error("SSH error: {0}")]
@@ -74,7 +78,10 @@ pub struct SshOptions {
 
 impl Default for SshOptions {
     fn default() -> Self {
-        SshOptions { connect_timeout: Duration::from_secs(10), keepalive: Duration::from_secs(15) }
+        SshOptions {
+            connect_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(15),
+        }
     }
 }
 
@@ -92,7 +99,11 @@ impl Output {
     }
     /// The last lines of stderr (or stdout), for an error message.
     pub fn tail(&self) -> String {
-        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let text = if self.stderr.trim().is_empty() {
+            &self.stdout
+        } else {
+            &self.stderr
+        };
         let lines: Vec<&str> = text.trim_end().lines().collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
@@ -101,7 +112,8 @@ impl Output {
 /// Loads the gateway's private key (OpenSSH or PKCS#8).  The error never includes the
 /// key's contents.
 pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
-    russh::keys::load_secret_key(path, None).map_err(|e| format!("cannot load SSH key {}: {e}", path.display()))
+    russh::keys::load_secret_key(path, None)
+        .map_err(|e| format!("cannot load SSH key {}: {e}", path.display()))
 }
 
 #[derive(Default)]
@@ -118,7 +130,10 @@ struct Verifier {
 impl client::Handler for Verifier {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
             return Ok(false); // host certificates: not supported yet
         };
@@ -153,10 +168,19 @@ async fn handshake(
         ..Default::default()
     });
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let verifier = Verifier { pinned: pinned.clone(), accept_any, seen: seen.clone() };
+    let verifier = Verifier {
+        pinned: pinned.clone(),
+        accept_any,
+        seen: seen.clone(),
+    };
     let connect = client::connect(cfg, (address, port), verifier);
     let result = match tokio::time::timeout(opts.connect_timeout, connect).await {
-        Err(_) => return Err(SshError::ConnectTimeout { addr, secs: opts.connect_timeout.as_secs() }),
+        Err(_) => {
+            return Err(SshError::ConnectTimeout {
+                addr,
+                secs: opts.connect_timeout.as_secs(),
+            });
+        }
         Ok(r) => r,
     };
     let offered = seen.lock().unwrap().fingerprint.clone();
@@ -164,17 +188,30 @@ async fn handshake(
         Ok(handle) => Ok((handle, offered.unwrap_or_default())),
         Err(e) => Err(match (offered, pinned) {
             (Some(offered), None) if !accept_any => SshError::HostKeyUnknown { addr, offered },
-            (Some(offered), Some(pinned)) if offered != pinned => SshError::HostKeyChanged { addr, pinned, offered },
-            _ => SshError::Connect { addr, reason: e.to_string() },
+            (Some(offered), Some(pinned)) if offered != pinned => SshError::HostKeyChanged {
+                addr,
+                pinned,
+                offered,
+            },
+            _ => SshError::Connect {
+                addr,
+                reason: e.to_string(),
+            },
         }),
     }
 }
 
 /// Connects without a pin and returns the fingerprint the server offers: the first half
 /// of the explicit pinning act (the operator compares it, then pins it).
-pub async fn fetch_fingerprint(address: &str, port: u16, opts: &SshOptions) -> Result<String, SshError> {
+pub async fn fetch_fingerprint(
+    address: &str,
+    port: u16,
+    opts: &SshOptions,
+) -> Result<String, SshError> {
     let (handle, fp) = handshake(address, port, None, true, opts).await?;
-    let _ = handle.disconnect(Disconnect::ByApplication, "fingerprint only", "en").await;
+    let _ = handle
+        .disconnect(Disconnect::ByApplication, "fingerprint only", "en")
+        .await;
     Ok(fp)
 }
 
@@ -189,19 +226,36 @@ impl Connection {
         opts: &SshOptions,
     ) -> Result<Connection, SshError> {
         let addr = format!("{address}:{port}");
-        let (mut handle, fingerprint) = handshake(address, port, pinned.map(str::to_string), false, opts).await?;
+        let (mut handle, fingerprint) =
+            handshake(address, port, pinned.map(str::to_string), false, opts).await?;
         let login = async {
             let alg = handle.best_supported_rsa_hash().await?.flatten();
-            handle.authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, alg)).await
+            handle
+                .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, alg))
+                .await
         };
         let auth = tokio::time::timeout(opts.connect_timeout, login)
             .await
-            .map_err(|_| SshError::ConnectTimeout { addr: addr.clone(), secs: opts.connect_timeout.as_secs() })?
-            .map_err(|e| SshError::Connect { addr: addr.clone(), reason: e.to_string() })?;
+            .map_err(|_| SshError::ConnectTimeout {
+                addr: addr.clone(),
+                secs: opts.connect_timeout.as_secs(),
+            })?
+            .map_err(|e| SshError::Connect {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
         if !auth.success() {
-            return Err(SshError::AuthRejected { addr, user: user.to_string() });
+            return Err(SshError::AuthRejected {
+                addr,
+                user: user.to_string(),
+            });
         }
-        Ok(Connection { handle, channels: Semaphore::new(MAX_CHANNELS), fingerprint, opened: Default::default() })
+        Ok(Connection {
+            handle,
+            channels: Semaphore::new(MAX_CHANNELS),
+            fingerprint,
+            opened: Default::default(),
+        })
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -222,21 +276,35 @@ impl Connection {
         timeout: Duration,
         on_line: &mut (dyn FnMut(Stream, &str) + Send),
     ) -> Result<Output, SshError> {
-        let _permit = self.channels.acquire().await.map_err(|e| SshError::Protocol(e.to_string()))?;
-        let mut ch = self.handle.channel_open_session().await.map_err(|e| SshError::Lost(e.to_string()))?;
-        self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| SshError::Protocol(e.to_string()))?;
+        let mut ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| SshError::Lost(e.to_string()))?;
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, drive(&mut ch, cmd, on_line)).await;
         let _ = ch.close().await;
         match result {
-            Err(_) => Err(SshError::CommandTimeout { secs: started.elapsed().as_secs() }),
+            Err(_) => Err(SshError::CommandTimeout {
+                secs: started.elapsed().as_secs(),
+            }),
             Ok(r) => r,
         }
     }
 
     /// Says goodbye to the server.
     pub async fn close(self) {
-        let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "", "en")
+            .await;
     }
 }
 
@@ -248,7 +316,11 @@ struct LineBuf {
 
 impl LineBuf {
     fn new(stream: Stream) -> Self {
-        LineBuf { stream, partial: Vec::new(), kept: Vec::new() }
+        LineBuf {
+            stream,
+            partial: Vec::new(),
+            kept: Vec::new(),
+        }
     }
     fn push(&mut self, data: &[u8], on_line: &mut (dyn FnMut(Stream, &str) + Send)) {
         if self.kept.len() < KEEP_BYTES {
@@ -258,7 +330,10 @@ impl LineBuf {
         self.partial.extend_from_slice(data);
         while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=i).collect();
-            on_line(self.stream, String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r'));
+            on_line(
+                self.stream,
+                String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r'),
+            );
         }
     }
     fn finish(mut self, on_line: &mut (dyn FnMut(Stream, &str) + Send)) -> String {
@@ -290,7 +365,9 @@ async fn drive(
             ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, on_line),
             ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => {
-                return Err(SshError::Lost(format!("command killed by signal {signal_name:?}")));
+                return Err(SshError::Lost(format!(
+                    "command killed by signal {signal_name:?}"
+                )));
             }
             ChannelMsg::Close => break,
             _ => {}
@@ -298,7 +375,13 @@ async fn drive(
     }
     let (stdout, stderr) = (out.finish(on_line), err.finish(on_line));
     match status {
-        Some(status) => Ok(Output { status, stdout, stderr }),
-        None => Err(SshError::Lost("the channel closed without an exit status".into())),
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(SshError::Lost(
+            "the channel closed without an exit status".into(),
+        )),
     }
 }

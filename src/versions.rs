@@ -19,12 +19,19 @@ pub struct Version {
 
 fn take_num(s: &str) -> (Option<u64>, &str) {
     let n = s.chars().take_while(|c| c.is_ascii_digit()).count();
-    if n == 0 { (None, s) } else { (s[..n].parse().ok(), &s[n..]) }
+    if n == 0 {
+        (None, s)
+    } else {
+        (s[..n].parse().ok(), &s[n..])
+    }
 }
 
 fn strip_sep(s: &str) -> &str {
     s.strip_prefix(['.', '-', '_']).unwrap_or(s)
 }
+
+/// (epoch, release without trailing zeros, pre, post, dev), each phase as (rank, number).
+type SortKey = (u64, Vec<u64>, (i8, u64), (i8, u64), (i8, u64));
 
 impl Version {
     pub fn parse(text: &str) -> Option<Version> {
@@ -51,7 +58,11 @@ impl Version {
         }
         let mut pre = None;
         let t = strip_sep(s);
-        for (names, phase) in [(&["alpha", "a"][..], 0u8), (&["beta", "b"][..], 1), (&["preview", "pre", "rc", "c"][..], 2)] {
+        for (names, phase) in [
+            (&["alpha", "a"][..], 0u8),
+            (&["beta", "b"][..], 1),
+            (&["preview", "pre", "rc", "c"][..], 2),
+        ] {
             if let Some(name) = names.iter().find(|n| t.starts_with(**n)) {
                 let (n, rest) = take_num(strip_sep(&t[name.len()..]));
                 pre = Some((phase, n.unwrap_or(0)));
@@ -61,7 +72,11 @@ impl Version {
         }
         let mut post = None;
         let t = strip_sep(s);
-        if let Some(r) = t.strip_prefix("post").or_else(|| t.strip_prefix("rev")).or_else(|| t.strip_prefix('r')) {
+        if let Some(r) = t
+            .strip_prefix("post")
+            .or_else(|| t.strip_prefix("rev"))
+            .or_else(|| t.strip_prefix('r'))
+        {
             let (n, rest) = take_num(strip_sep(r));
             post = Some(n.unwrap_or(0));
             s = rest;
@@ -80,14 +95,22 @@ impl Version {
         if !s.is_empty() {
             return None;
         }
-        Some(Version { text: text.trim().to_string(), epoch, release, pre, post, dev, local })
+        Some(Version {
+            text: text.trim().to_string(),
+            epoch,
+            release,
+            pre,
+            post,
+            dev,
+            local,
+        })
     }
 
     pub fn is_prerelease(&self) -> bool {
         self.pre.is_some() || self.dev.is_some()
     }
 
-    fn key(&self) -> (u64, Vec<u64>, (i8, u64), (i8, u64), (i8, u64)) {
+    fn key(&self) -> SortKey {
         let mut release = self.release.clone();
         while release.len() > 1 && release.last() == Some(&0) {
             release.pop();
@@ -105,7 +128,9 @@ impl Version {
 
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key().cmp(&other.key()).then_with(|| self.local.cmp(&other.local))
+        self.key()
+            .cmp(&other.key())
+            .then_with(|| self.local.cmp(&other.local))
     }
 }
 
@@ -119,11 +144,16 @@ impl PartialOrd for Version {
 fn clause(v: &Version, c: &str) -> Result<bool, String> {
     let c = c.trim();
     let ops = ["~=", "==", "!=", ">=", "<=", ">", "<"];
-    let op = ops.iter().find(|o| c.starts_with(**o)).ok_or_else(|| format!("{c:?} is not a version specifier"))?;
+    let op = ops
+        .iter()
+        .find(|o| c.starts_with(**o))
+        .ok_or_else(|| format!("{c:?} is not a version specifier"))?;
     let rhs = c[op.len()..].trim();
     if let Some(prefix) = rhs.strip_suffix(".*") {
         let p = Version::parse(prefix).ok_or_else(|| format!("bad version in {c:?}"))?;
-        let matches = v.epoch == p.epoch && v.release.len() >= p.release.len() && v.release[..p.release.len()] == p.release[..];
+        let matches = v.epoch == p.epoch
+            && v.release.len() >= p.release.len()
+            && v.release[..p.release.len()] == p.release[..];
         return match *op {
             "==" => Ok(matches),
             "!=" => Ok(!matches),
@@ -137,7 +167,10 @@ fn clause(v: &Version, c: &str) -> Result<bool, String> {
                 return Err(format!("~= needs at least two release numbers: {c:?}"));
             }
             let prefix = &r.release[..r.release.len() - 1];
-            v >= &r && v.epoch == r.epoch && v.release.len() >= prefix.len() && v.release[..prefix.len()] == *prefix
+            v >= &r
+                && v.epoch == r.epoch
+                && v.release.len() >= prefix.len()
+                && v.release[..prefix.len()] == *prefix
         }
         "==" => v.cmp(&r) == Ordering::Equal,
         "!=" => v.cmp(&r) != Ordering::Equal,
@@ -159,7 +192,10 @@ pub fn is_request(request: &str) -> bool {
 /// Pre-releases count only with `pre`, or when the request names one.
 pub fn resolve(request: &str, available: &[String], pre: bool) -> Result<String, String> {
     let request = request.trim();
-    let mentions_pre = request.split(',').filter_map(|c| Version::parse(c.trim().trim_start_matches(['~', '=', '!', '>', '<']))).any(|v| v.is_prerelease());
+    let mentions_pre = request
+        .split(',')
+        .filter_map(|c| Version::parse(c.trim().trim_start_matches(['~', '=', '!', '>', '<'])))
+        .any(|v| v.is_prerelease());
     let allow_pre = pre || mentions_pre;
     let mut candidates = Vec::new();
     for a in available {
@@ -183,12 +219,24 @@ pub fn resolve(request: &str, available: &[String], pre: bool) -> Result<String,
     match candidates.into_iter().max() {
         Some(v) => Ok(v.text),
         None => {
-            let hint = if !allow_pre && available.iter().filter_map(|a| Version::parse(a)).any(|v| v.is_prerelease()) {
+            let hint = if !allow_pre
+                && available
+                    .iter()
+                    .filter_map(|a| Version::parse(a))
+                    .any(|v| v.is_prerelease())
+            {
                 " (pre-releases are skipped unless asked for with --pre)"
             } else {
                 ""
             };
-            Err(format!("no version matches {request:?} among {}{hint}", if available.is_empty() { "(none)".to_string() } else { available.join(", ") }))
+            Err(format!(
+                "no version matches {request:?} among {}{hint}",
+                if available.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    available.join(", ")
+                }
+            ))
         }
     }
 }
@@ -213,31 +261,67 @@ mod tests {
 
     #[test]
     fn orders_as_pep440() {
-        let ordered = ["1.0.dev1", "1.0a1", "1.0a2.dev1", "1.0a2", "1.0b1", "1.0rc1", "1.0", "1.0+local", "1.0.post1", "1.1", "1.10", "2!0.1"];
+        let ordered = [
+            "1.0.dev1",
+            "1.0a1",
+            "1.0a2.dev1",
+            "1.0a2",
+            "1.0b1",
+            "1.0rc1",
+            "1.0",
+            "1.0+local",
+            "1.0.post1",
+            "1.1",
+            "1.10",
+            "2!0.1",
+        ];
         for w in ordered.windows(2) {
             assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
         }
         assert_eq!(v("1.0").cmp(&v("1.0.0")), Ordering::Equal);
         assert_eq!(v("1.0-alpha-1").cmp(&v("1.0a1")), Ordering::Equal);
-        assert!(v("1.0rc1").is_prerelease() && v("1.0.dev3").is_prerelease() && !v("1.0.post1").is_prerelease());
+        assert!(
+            v("1.0rc1").is_prerelease()
+                && v("1.0.dev3").is_prerelease()
+                && !v("1.0.post1").is_prerelease()
+        );
         assert!(Version::parse("1.0;id").is_none() && Version::parse("latest").is_none());
     }
 
     #[test]
     fn resolves_latest_and_compatible_releases() {
-        let avail: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.4.0", "1.10.0", "2.0.0rc1"].iter().map(|s| s.to_string()).collect();
+        let avail: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.4.0", "1.10.0", "2.0.0rc1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(resolve("latest", &avail, false).unwrap(), "1.10.0");
         assert_eq!(resolve("latest", &avail, true).unwrap(), "2.0.0rc1");
         assert_eq!(resolve("~=1.1", &avail, false).unwrap(), "1.10.0");
         assert_eq!(resolve("~=1.1.0", &avail, false).unwrap(), "1.1.0");
-        assert_eq!(resolve(">=1.1,<1.4,!=1.2.0", &avail, false).unwrap(), "1.1.0");
+        assert_eq!(
+            resolve(">=1.1,<1.4,!=1.2.0", &avail, false).unwrap(),
+            "1.1.0"
+        );
         assert_eq!(resolve("==1.*", &avail, false).unwrap(), "1.10.0");
-        assert_eq!(resolve(">=2.0.0rc1", &avail, false).unwrap(), "2.0.0rc1", "naming a pre-release allows it");
+        assert_eq!(
+            resolve(">=2.0.0rc1", &avail, false).unwrap(),
+            "2.0.0rc1",
+            "naming a pre-release allows it"
+        );
         let err = resolve(">=2", &avail, false).unwrap_err();
         assert!(err.contains("pre-releases are skipped"), "{err}");
-        assert!(resolve("~=1", &avail, false).unwrap_err().contains("two release numbers"));
+        assert!(
+            resolve("~=1", &avail, false)
+                .unwrap_err()
+                .contains("two release numbers")
+        );
         assert!(is_request("latest") && is_request("~=1.4") && !is_request("1.4.0"));
-        let mut s = vec!["1.10.0".to_string(), "1.9.0".into(), "1.0rc1".into(), "1.0".into()];
+        let mut s = vec![
+            "1.10.0".to_string(),
+            "1.9.0".into(),
+            "1.0rc1".into(),
+            "1.0".into(),
+        ];
         sort(&mut s);
         assert_eq!(s, ["1.0rc1", "1.0", "1.9.0", "1.10.0"]);
     }

@@ -3,7 +3,7 @@
 //! with an inventory whose only host cannot be reached, so any attempt to connect would
 //! show up as a different error and exit code.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const INVENTORY: &str = "\
@@ -80,7 +80,11 @@ impl Case {
 fn refused(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}\nstdout: {stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stderr: {stderr}\nstdout: {stdout}"
+    );
     assert!(stdout.is_empty(), "nothing may run: {stdout}");
     assert!(!stderr.contains("cannot connect"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -96,33 +100,59 @@ fn the_fixture_itself_is_valid_so_each_case_tests_one_thing() {
     let c = Case::new(INVENTORY);
     let out = c.apply("hello", "1.0.0");
     // Valid input gets as far as connecting (and fails there: exit 1, not 2).
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot connect to 127.0.0.1:1"));
 }
 
 #[test]
 fn malformed_yaml_names_file_and_line() {
-    let c = Case::new(&INVENTORY.replace("    groups: [web]\napplications", "    groups: [web\napplications"));
+    let c = Case::new(&INVENTORY.replace(
+        "    groups: [web]\napplications",
+        "    groups: [web\napplications",
+    ));
     let err = refused(c.apply("hello", "1.0.0"));
-    assert!(err.starts_with(&format!("deploy-gateway: {}:", file(&c, "inventory.yml"))), "{err}");
-    assert!(err.split(':').nth(2).unwrap().trim().parse::<u32>().is_ok(), "a line number: {err}");
+    assert!(
+        err.starts_with(&format!("deploy-gateway: {}:", file(&c, "inventory.yml"))),
+        "{err}"
+    );
+    assert!(
+        err.split(':').nth(2).unwrap().trim().parse::<u32>().is_ok(),
+        "a line number: {err}"
+    );
 }
 
 #[test]
 fn an_unknown_field_names_its_line_and_the_expected_ones() {
     let c = Case::new(&INVENTORY.replace("    port: 8000\n", "    port: 8000\n    wokers: 3\n"));
     let err = refused(c.apply("hello", "1.0.0"));
-    assert!(err.contains(&format!("{}:12:", file(&c, "inventory.yml"))), "{err}");
-    assert!(err.contains("unknown field `wokers`") && err.contains("workers"), "{err}");
+    assert!(
+        err.contains(&format!("{}:12:", file(&c, "inventory.yml"))),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown field `wokers`") && err.contains("workers"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_unknown_step_lists_the_valid_ones() {
     let c = Case::new(INVENTORY);
     let pb = std::fs::read_to_string(c.path("playbooks/python-web.yml")).unwrap();
-    c.write("playbooks/python-web.yml", &pb.replace("  - switch ", "  - swicth "));
+    c.write(
+        "playbooks/python-web.yml",
+        &pb.replace("  - switch ", "  - swicth "),
+    );
     let err = refused(c.apply("hello", "1.0.0"));
-    assert!(err.contains(&format!("{}:", file(&c, "playbooks/python-web.yml"))), "{err}");
+    assert!(
+        err.contains(&format!("{}:", file(&c, "playbooks/python-web.yml"))),
+        "{err}"
+    );
     assert!(err.contains("swicth"), "{err}");
     for step in deploy::engine::step_names() {
         assert!(err.contains(step), "should list {step}: {err}");
@@ -133,25 +163,49 @@ fn an_unknown_step_lists_the_valid_ones() {
 fn a_missing_template_variable_names_template_line_and_variable() {
     let c = Case::new(INVENTORY);
     let t = std::fs::read_to_string(c.path("templates/nginx-site.conf.j2")).unwrap();
-    c.write("templates/nginx-site.conf.j2", &t.replace("    listen 80;", "    listen {{ app.listen }};"));
+    c.write(
+        "templates/nginx-site.conf.j2",
+        &t.replace("    listen 80;", "    listen {{ app.listen }};"),
+    );
     let err = refused(c.apply("hello", "1.0.0"));
     let line = t.lines().position(|l| l == "    listen 80;").unwrap() + 1;
-    assert!(err.contains(&format!("{}:{line}: template:", file(&c, "templates/nginx-site.conf.j2"))), "{err}");
-    assert!(err.contains("undefined") && err.contains("app.listen"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:{line}: template:",
+            file(&c, "templates/nginx-site.conf.j2")
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("undefined") && err.contains("app.listen"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_host_in_no_group_is_refused() {
     let c = Case::new(&INVENTORY.replace("    port: 1\n    groups: [web]\n", "    port: 1\n"));
     let err = refused(c.apply("hello", "1.0.0"));
-    assert!(err.contains(&format!("{}:3: hosts.web1.groups:", file(&c, "inventory.yml"))), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:3: hosts.web1.groups:",
+            file(&c, "inventory.yml")
+        )),
+        "{err}"
+    );
     assert!(err.contains("in no group"), "{err}");
 }
 
 #[test]
 fn versions_and_names_that_could_smuggle_shell_are_refused() {
     let c = Case::new(INVENTORY);
-    for version in ["1.0;touch /tmp/pwned", "$(id)", "1.0 && reboot", "../../etc", "`id`"] {
+    for version in [
+        "1.0;touch /tmp/pwned",
+        "$(id)",
+        "1.0 && reboot",
+        "../../etc",
+        "`id`",
+    ] {
         let err = refused(c.apply("hello", version));
         assert!(err.contains("version: invalid version"), "{version}: {err}");
     }
@@ -159,7 +213,10 @@ fn versions_and_names_that_could_smuggle_shell_are_refused() {
     assert!(err.contains("invalid application name"), "{err}");
     let c = Case::new(&INVENTORY.replace("wsgi: hello_app:app", "wsgi: \"hello_app:app; id\""));
     let err = refused(c.apply("hello", "1.0.0"));
-    assert!(err.contains("applications.hello.wsgi: invalid entry point"), "{err}");
+    assert!(
+        err.contains("applications.hello.wsgi: invalid entry point"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -177,7 +234,10 @@ fn an_unknown_environment_lists_the_known_ones() {
         .output()
         .unwrap();
     let err = refused(out);
-    assert!(err.contains("no environment `prod`; known: staging"), "{err}");
+    assert!(
+        err.contains("no environment `prod`; known: staging"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -186,7 +246,9 @@ fn the_shipped_example_inventory_parses() {
     let app = inv.app("hello").unwrap();
     let (env, hosts) = inv.hosts_for(app, "production").unwrap();
     assert_eq!(env.parallel, 5);
-    assert_eq!(hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["web1", "web2"]);
+    assert_eq!(
+        hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["web1", "web2"]
+    );
     assert_eq!(app.health.retries, 30);
-    let _ = Path::new("");
 }

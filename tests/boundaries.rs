@@ -11,11 +11,27 @@ fn root() -> PathBuf {
 
 fn normal_deps(package: &str) -> String {
     let out = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "--locked", "-p", package, "-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "-p",
+            package,
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
         .current_dir(root())
         .output()
         .unwrap();
-    assert!(out.status.success(), "cargo tree: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -24,9 +40,18 @@ fn the_cli_does_not_link_russh() {
     let cli = normal_deps("deploy-cli");
     let gateway = normal_deps("deploy");
     // The check can fail: the gateway package does depend on russh.
-    assert!(gateway.lines().any(|l| l.starts_with("russh ")), "expected russh under the gateway:\n{gateway}");
-    let ssh: Vec<&str> = cli.lines().filter(|l| l.starts_with("russh") || l.starts_with("ssh-") || l.starts_with("deploy ")).collect();
-    assert!(ssh.is_empty(), "the deploy CLI must not depend on SSH code or the gateway library: {ssh:?}");
+    assert!(
+        gateway.lines().any(|l| l.starts_with("russh ")),
+        "expected russh under the gateway:\n{gateway}"
+    );
+    let ssh: Vec<&str> = cli
+        .lines()
+        .filter(|l| l.starts_with("russh") || l.starts_with("ssh-") || l.starts_with("deploy "))
+        .collect();
+    assert!(
+        ssh.is_empty(),
+        "the deploy CLI must not depend on SSH code or the gateway library: {ssh:?}"
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -49,7 +74,11 @@ fn only_the_ssh_module_talks_to_russh() {
         .filter(|f| std::fs::read_to_string(f).unwrap().contains("russh::"))
         .map(|f| f.strip_prefix(root()).unwrap().to_path_buf())
         .collect();
-    assert_eq!(users, [PathBuf::from("src/ssh.rs")], "only src/ssh.rs may use russh");
+    assert_eq!(
+        users,
+        [PathBuf::from("src/ssh.rs")],
+        "only src/ssh.rs may use russh"
+    );
 }
 
 #[test]
@@ -59,7 +88,16 @@ fn every_source_file_says_what_it_owns() {
     rust_files(&root().join("tests"), &mut files);
     assert!(files.len() > 10);
     for f in files {
-        let first = std::fs::read_to_string(&f).unwrap().lines().next().unwrap_or("").to_string();
-        assert!(first.starts_with("//! "), "{} must start with a `//!` line", f.display());
+        let first = std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            first.starts_with("//! "),
+            "{} must start with a `//!` line",
+            f.display()
+        );
     }
 }

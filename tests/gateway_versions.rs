@@ -13,15 +13,36 @@ fn latest_and_specifiers_resolve_on_the_gateway() {
     let started = |args: &[&str]| {
         let r = gw.run(Some(&ann), args);
         assert_eq!(r.code, 0, "{args:?}: {r:?}");
-        r.stderr.lines().find(|l| l.contains("started:")).unwrap_or_default().to_string()
+        r.stderr
+            .lines()
+            .find(|l| l.contains("started:"))
+            .unwrap_or_default()
+            .to_string()
     };
-    assert!(started(&["release", "hello", "latest", "-e", "staging", "--check"]).ends_with("check hello 1.4.0 to staging"));
-    assert!(started(&["release", "hello", "~=1.1.0", "-e", "staging", "--check"]).ends_with("check hello 1.1.0 to staging"));
-    assert!(started(&["release", "hello", "~=1.0", "-e", "staging", "--check"]).ends_with("check hello 1.4.0 to staging"));
-    assert!(started(&["release", "hello", "latest", "--pre", "-e", "staging", "--check"]).ends_with("check hello 1.5.0rc1 to staging"));
+    assert!(
+        started(&["release", "hello", "latest", "-e", "staging", "--check"])
+            .ends_with("check hello 1.4.0 to staging")
+    );
+    assert!(
+        started(&["release", "hello", "~=1.1.0", "-e", "staging", "--check"])
+            .ends_with("check hello 1.1.0 to staging")
+    );
+    assert!(
+        started(&["release", "hello", "~=1.0", "-e", "staging", "--check"])
+            .ends_with("check hello 1.4.0 to staging")
+    );
+    assert!(
+        started(&[
+            "release", "hello", "latest", "--pre", "-e", "staging", "--check"
+        ])
+        .ends_with("check hello 1.5.0rc1 to staging")
+    );
     let r = gw.run(Some(&ann), &["release", "hello", ">=1.5", "-e", "staging"]);
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("no version matches") && r.stderr.contains("--pre"), "{r:?}");
+    assert!(
+        r.stderr.contains("no version matches") && r.stderr.contains("--pre"),
+        "{r:?}"
+    );
 
     // A real deploy of `latest`: the job and the ledger hold the exact version.
     let r = gw.run(Some(&ann), &["release", "hello", "latest", "-e", "staging"]);
@@ -30,7 +51,16 @@ fn latest_and_specifiers_resolve_on_the_gateway() {
     let (_, _, body) = gw.http("GET", "/v1/jobs?limit=1", Some(&ann), None);
     assert!(body.contains("\"version\":\"1.4.0\""), "{body}");
     let r = gw.run(Some(&ann), &["versions", "hello"]);
-    let lines: Vec<&str> = r.stdout.lines().map(|l| l.split_whitespace().next().unwrap_or("")).collect();
-    assert_eq!(lines, ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0rc1"], "PEP 440 order: {}", r.stdout);
+    let lines: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.4.0", "1.5.0rc1"],
+        "PEP 440 order: {}",
+        r.stdout
+    );
     assert!(r.stdout.contains("1.4.0  <- staging/web1"), "{}", r.stdout);
 }

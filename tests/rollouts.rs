@@ -37,8 +37,18 @@ fn zero_downtime_upgrade_broken_release_and_rollback_under_load() {
     let (sent, failed, samples) = load.stop();
     eprintln!("broken release under load: {sent} requests sent, {failed} failed");
     assert_eq!(r.code, 1, "the job-failed exit code: {r:?}");
-    assert!(r.stdout.contains("health check GET /healthz") && r.stdout.contains("answered 500, expected 200"), "{}", r.stdout);
-    assert!(r.stdout.contains("not started: the rollout halted after batch 1/2"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("health check GET /healthz")
+            && r.stdout.contains("answered 500, expected 200"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("not started: the rollout halted after batch 1/2"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.contains("job failed"));
     assert_eq!(failed, 0, "dropped requests: {samples:?}");
     for s in &tb.servers {
@@ -51,28 +61,59 @@ fn zero_downtime_upgrade_broken_release_and_rollback_under_load() {
     let r = gw.run(Some(&ann), &["rollback", "hello", "-e", "staging"]);
     let rollback_secs = t.elapsed().as_secs_f64();
     let (sent, failed, samples) = load.stop();
-    eprintln!("rollback under load: {sent} requests sent, {failed} failed, {rollback_secs:.1}s (deploy took {deploy_secs:.1}s)");
+    eprintln!(
+        "rollback under load: {sent} requests sent, {failed} failed, {rollback_secs:.1}s (deploy took {deploy_secs:.1}s)"
+    );
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(failed, 0, "dropped requests: {samples:?}");
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.0.0");
-        assert!(r.stdout.contains(&format!("{}: install ok hello-app==1.0.0 is installed", s.name)), "{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!(
+                "{}: install ok hello-app==1.0.0 is installed",
+                s.name
+            )),
+            "{}",
+            r.stdout
+        );
     }
-    assert!(!r.stdout.contains("Collecting") && !r.stdout.contains("pip"), "a rollback installs nothing: {}", r.stdout);
+    assert!(
+        !r.stdout.contains("Collecting") && !r.stdout.contains("pip"),
+        "a rollback installs nothing: {}",
+        r.stdout
+    );
     assert!(r.stderr.contains("started: rollback hello 1.0.0"), "{r:?}");
 }
 
 #[test]
 fn keep_two_releases_after_five_deploys_one_failed() {
     let tb = Testbed::up("rollout-keep", 1);
-    tb.set_inventory(&tb.inventory_text().replace("    keep_releases: 3\n", "    keep_releases: 2\n    drain_secs: 0\n"));
+    tb.set_inventory(&tb.inventory_text().replace(
+        "    keep_releases: 3\n",
+        "    keep_releases: 2\n    drain_secs: 0\n",
+    ));
     let c = tb.server("web1").container.clone();
-    for (version, ok) in [("1.0.0", true), ("1.1.0", true), ("1.2.0", false), ("1.3.0", true), ("1.4.0", true)] {
+    for (version, ok) in [
+        ("1.0.0", true),
+        ("1.1.0", true),
+        ("1.2.0", false),
+        ("1.3.0", true),
+        ("1.4.0", true),
+    ] {
         let d = tb.deploy(version, false);
-        assert_eq!(d.result.status == JobStatus::Succeeded, ok, "{version}: {:#?}", d.result);
+        assert_eq!(
+            d.result.status == JobStatus::Succeeded,
+            ok,
+            "{version}: {:#?}",
+            d.result
+        );
     }
     let releases = exec(&c, "ls /srv/apps/hello/releases");
-    assert_eq!(releases.split_whitespace().collect::<Vec<_>>(), ["1.3.0", "1.4.0"], "the live and the previous good release, nothing else");
+    assert_eq!(
+        releases.split_whitespace().collect::<Vec<_>>(),
+        ["1.3.0", "1.4.0"],
+        "the live and the previous good release, nothing else"
+    );
     assert_eq!(served_version(tb.server("web1")), "1.4.0");
 }
 
@@ -87,26 +128,41 @@ fn rolling_inventory(tb: &Testbed) {
 fn a_server_stopped_mid_rollout_fails_alone_and_upgraded_hosts_roll_back() {
     let tb = Testbed::up("rollout-stop", 3);
     rolling_inventory(&tb);
-    assert_eq!(tb.deploy("1.0.0", false).result.status, JobStatus::Succeeded);
+    assert_eq!(
+        tb.deploy("1.0.0", false).result.status,
+        JobStatus::Succeeded
+    );
     let job = tb.deploy_in_background("1.1.0");
-    let t = Instant::now();
-    while !job.host_finished("web1") {
-        assert!(t.elapsed().as_secs() < 120, "web1 never finished");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    job.wait_host_finished("web1");
     let web2 = tb.server("web2").container.clone();
-    let st = std::process::Command::new("docker").args(["stop", "-t", "1", &web2]).status().unwrap();
+    let st = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", &web2])
+        .status()
+        .unwrap();
     assert!(st.success());
     let d = job.join();
     assert_eq!(d.result.status, JobStatus::Failed);
     let h2 = d.host("web2");
     assert_eq!(h2.status, HostStatus::Unreachable, "{h2:?}");
     let h1 = d.host("web1");
-    assert!(h1.error.as_deref().unwrap_or("").contains("rolled back to 1.0.0"), "{h1:?}");
+    assert!(
+        h1.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("rolled back to 1.0.0"),
+        "{h1:?}"
+    );
     let h3 = d.host("web3");
-    assert!(h3.error.as_deref().unwrap_or("").contains("not started"), "{h3:?}");
+    assert!(
+        h3.error.as_deref().unwrap_or("").contains("not started"),
+        "{h3:?}"
+    );
     for name in ["web1", "web3"] {
-        assert_eq!(served_version(tb.server(name)), "1.0.0", "{name} ends on one working release");
+        assert_eq!(
+            served_version(tb.server(name)),
+            "1.0.0",
+            "{name} ends on one working release"
+        );
     }
 }
 
@@ -114,13 +170,12 @@ fn a_server_stopped_mid_rollout_fails_alone_and_upgraded_hosts_roll_back() {
 fn cancel_mid_rollout_leaves_every_host_on_a_working_release() {
     let tb = Testbed::up("rollout-cancel", 3);
     rolling_inventory(&tb);
-    assert_eq!(tb.deploy("1.0.0", false).result.status, JobStatus::Succeeded);
+    assert_eq!(
+        tb.deploy("1.0.0", false).result.status,
+        JobStatus::Succeeded
+    );
     let job = tb.deploy_in_background("1.1.0");
-    let t = Instant::now();
-    while !job.host_finished("web1") {
-        assert!(t.elapsed().as_secs() < 120, "web1 never finished");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    job.wait_host_finished("web1");
     job.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
     let d = job.join();
     assert_eq!(d.result.status, JobStatus::Cancelled);
@@ -128,7 +183,10 @@ fn cancel_mid_rollout_leaves_every_host_on_a_working_release() {
     for name in ["web2", "web3"] {
         let h = d.host(name);
         assert_eq!(h.status, HostStatus::Cancelled, "{h:?}");
-        assert!(h.error.as_deref().unwrap_or("").contains("cancelled"), "{h:?}");
+        assert!(
+            h.error.as_deref().unwrap_or("").contains("cancelled"),
+            "{h:?}"
+        );
     }
     assert_eq!(served_version(tb.server("web1")), "1.1.0");
     assert_eq!(served_version(tb.server("web2")), "1.0.0");

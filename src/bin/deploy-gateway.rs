@@ -22,7 +22,11 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "deploy-gateway", version, about = "The deploy gateway: engine, API and admin commands (runs on the bastion)")]
+#[command(
+    name = "deploy-gateway",
+    version,
+    about = "The deploy gateway: engine, API and admin commands (runs on the bastion)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -161,12 +165,19 @@ async fn dispatch(cli: Cli) -> Outcome {
     match cli.cmd {
         Cmd::Serve { config } => {
             let cfg = GatewayConfig::load(&config).map_err(usage)?;
-            deploy::gateway::serve(cfg).await.map_err(|e| (EXIT_FAILED, e))?;
+            deploy::gateway::serve(cfg)
+                .await
+                .map_err(|e| (EXIT_FAILED, e))?;
             Ok(0)
         }
         Cmd::Token { config, cmd } => {
             let cfg = GatewayConfig::load(&config).map_err(usage)?;
-            let store = Store::open(&cfg.database).map_err(|e| (EXIT_FAILED, format!("cannot open {}: {e}", cfg.database.display())))?;
+            let store = Store::open(&cfg.database).map_err(|e| {
+                (
+                    EXIT_FAILED,
+                    format!("cannot open {}: {e}", cfg.database.display()),
+                )
+            })?;
             let db = |e: rusqlite::Error| (EXIT_FAILED, e.to_string());
             match cmd {
                 TokenCmd::Create { user, env, admin } => {
@@ -176,29 +187,61 @@ async fn dispatch(cli: Cli) -> Outcome {
                             deploy::wire::names::check_ident("environment", e).map_err(usage)?;
                         }
                     }
-                    let (id, token) = auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
-                    store.add_token(&id, &auth::hash(&token), &user, &env, admin).map_err(db)?;
-                    store.audit("admin", "token create", &format!("{id} for {user}"), "ok").map_err(db)?;
-                    eprintln!("token {id} for {user} (environments: {}{}); shown once, store it now:", env.join(","), if admin { ", admin" } else { "" });
+                    let (id, token) =
+                        auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
+                    store
+                        .add_token(&id, &auth::hash(&token), &user, &env, admin)
+                        .map_err(db)?;
+                    store
+                        .audit("admin", "token create", &format!("{id} for {user}"), "ok")
+                        .map_err(db)?;
+                    eprintln!(
+                        "token {id} for {user} (environments: {}{}); shown once, store it now:",
+                        env.join(","),
+                        if admin { ", admin" } else { "" }
+                    );
                     println!("{token}");
                 }
                 TokenCmd::List => {
-                    println!("{:<10} {:<16} {:<24} {:<6} state", "id", "user", "environments", "admin");
+                    println!(
+                        "{:<10} {:<16} {:<24} {:<6} state",
+                        "id", "user", "environments", "admin"
+                    );
                     for t in store.tokens().map_err(db)? {
-                        println!("{:<10} {:<16} {:<24} {:<6} {}", t.id, t.user, t.envs.join(","), t.admin, if t.revoked { "revoked" } else { "active" });
+                        println!(
+                            "{:<10} {:<16} {:<24} {:<6} {}",
+                            t.id,
+                            t.user,
+                            t.envs.join(","),
+                            t.admin,
+                            if t.revoked { "revoked" } else { "active" }
+                        );
                     }
                 }
                 TokenCmd::Revoke { id } => {
                     if !store.revoke_token(&id).map_err(db)? {
                         return Err((EXIT_FAILED, format!("no active token {id}")));
                     }
-                    store.audit("admin", "token revoke", &id, "ok").map_err(db)?;
+                    store
+                        .audit("admin", "token revoke", &id, "ok")
+                        .map_err(db)?;
                     println!("revoked {id}");
                 }
             }
             Ok(0)
         }
-        Cmd::Apply { files, app, version, env, check, key, playbooks, templates, json, command_timeout } => {
+        Cmd::Apply {
+            files,
+            app,
+            version,
+            env,
+            check,
+            key,
+            playbooks,
+            templates,
+            json,
+            command_timeout,
+        } => {
             let (inventory, known_hosts) = files.resolve()?;
             let inv = Inventory::load(&inventory).map_err(usage)?;
             let pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
@@ -211,7 +254,14 @@ async fn dispatch(cli: Cli) -> Outcome {
                 ssh: SshOptions::default(),
                 command_timeout: Duration::from_secs(command_timeout),
             };
-            let spec = JobSpec { app, env, version, check, no_install: false, batch: None };
+            let spec = JobSpec {
+                app,
+                env,
+                version,
+                check,
+                no_install: false,
+                batch: None,
+            };
             let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
             let printer = tokio::spawn(async move {
@@ -225,12 +275,24 @@ async fn dispatch(cli: Cli) -> Outcome {
             });
             let result = engine::run(plan, Arc::new(cfg), Arc::new(tx)).await;
             let _ = printer.await;
-            Ok(if result.status == JobStatus::Succeeded { 0 } else { EXIT_FAILED })
+            Ok(if result.status == JobStatus::Succeeded {
+                0
+            } else {
+                EXIT_FAILED
+            })
         }
-        Cmd::TrustHost { files, host, yes, replace } => {
+        Cmd::TrustHost {
+            files,
+            host,
+            yes,
+            replace,
+        } => {
             let (inventory, known_hosts) = files.resolve()?;
             let inv = Inventory::load(&inventory).map_err(usage)?;
-            let h = inv.hosts.get(&host).ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
+            let h = inv
+                .hosts
+                .get(&host)
+                .ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
             let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
             let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
                 .await
@@ -242,19 +304,31 @@ async fn dispatch(cli: Cli) -> Outcome {
                     return Ok(0);
                 }
                 Some(p) if !replace => {
-                    return Err((EXIT_FAILED, format!("a different key is pinned ({p}); check the server, then use --replace")));
+                    return Err((
+                        EXIT_FAILED,
+                        format!(
+                            "a different key is pinned ({p}); check the server, then use --replace"
+                        ),
+                    ));
                 }
                 _ => {}
             }
             if !yes {
-                eprint!("Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] ");
+                eprint!(
+                    "Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] "
+                );
                 let mut answer = String::new();
                 std::io::stdin().read_line(&mut answer).map_err(usage)?;
                 if !matches!(answer.trim(), "y" | "Y" | "yes") {
                     return Err((EXIT_FAILED, "not pinned".into()));
                 }
             }
-            pins.pin(&h.address, h.port, &fp).map_err(|e| (EXIT_FAILED, format!("cannot write {}: {e}", known_hosts.display())))?;
+            pins.pin(&h.address, h.port, &fp).map_err(|e| {
+                (
+                    EXIT_FAILED,
+                    format!("cannot write {}: {e}", known_hosts.display()),
+                )
+            })?;
             println!("pinned in {}", known_hosts.display());
             Ok(0)
         }
@@ -264,17 +338,36 @@ async fn dispatch(cli: Cli) -> Outcome {
 /// One human line per event (output lines of long commands are indented).
 fn text_line(ev: &Event) -> Option<String> {
     Some(match &ev.kind {
-        EventKind::JobStarted { app, env, version, hosts, check, .. } => format!(
+        EventKind::JobStarted {
+            app,
+            env,
+            version,
+            hosts,
+            check,
+            ..
+        } => format!(
             "{} {app} {version} to {env} on {} host(s){}",
             if *check { "CHECK" } else { "DEPLOY" },
             hosts.len(),
             if *check { " (nothing will change)" } else { "" }
         ),
         EventKind::HostStarted { .. } | EventKind::StepStarted { .. } => return None,
-        EventKind::Connected { host, elapsed_ms, .. } => format!("{host}: connected in {elapsed_ms} ms"),
+        EventKind::Connected {
+            host, elapsed_ms, ..
+        } => format!("{host}: connected in {elapsed_ms} ms"),
         EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
-        EventKind::StepFinished { host, step, status, reason, diff, elapsed_ms } => {
-            let mut s = format!("{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)", status.as_str());
+        EventKind::StepFinished {
+            host,
+            step,
+            status,
+            reason,
+            diff,
+            elapsed_ms,
+        } => {
+            let mut s = format!(
+                "{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)",
+                status.as_str()
+            );
             if let Some(d) = diff {
                 for l in d.lines() {
                     s.push_str(&format!("\n{host}:     {l}"));
@@ -282,13 +375,25 @@ fn text_line(ev: &Event) -> Option<String> {
             }
             s
         }
-        EventKind::HostFinished { host, status, changed, elapsed_ms, error } => format!(
+        EventKind::HostFinished {
+            host,
+            status,
+            changed,
+            elapsed_ms,
+            error,
+        } => format!(
             "{host}: {} ({changed} changed, {:.1}s){}",
             status.as_str().to_uppercase(),
             *elapsed_ms as f64 / 1000.0,
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
-        EventKind::JobFinished { status, elapsed_ms, hosts_ok, hosts_changed, hosts_failed } => format!(
+        EventKind::JobFinished {
+            status,
+            elapsed_ms,
+            hosts_ok,
+            hosts_changed,
+            hosts_failed,
+        } => format!(
             "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
             status.as_str().to_uppercase(),
             *elapsed_ms as f64 / 1000.0

@@ -22,7 +22,10 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: u8, message: impl Into<String>) -> CliError {
-        CliError { code, message: message.into() }
+        CliError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -40,13 +43,32 @@ static NOTICE_SHOWN: AtomicBool = AtomicBool::new(false);
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         let base = base.trim_end_matches('/').to_string();
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(60)).build().expect("http client");
-        let stream_http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().expect("http client");
-        Client { base, token, http, stream_http }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("http client");
+        let stream_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        Client {
+            base,
+            token,
+            http,
+            stream_http,
+        }
     }
 
-    fn request(&self, http: &reqwest::Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = http.request(method, format!("{}{path}", self.base)).header(CLIENT_VERSION_HEADER, VERSION);
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let mut r = http
+            .request(method, format!("{}{path}", self.base))
+            .header(CLIENT_VERSION_HEADER, VERSION);
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -55,17 +77,30 @@ impl Client {
 
     fn unreachable(&self, e: reqwest::Error) -> CliError {
         // reqwest's message can include the URL, never headers: no token here.
-        CliError::new(exit::UNREACHABLE, format!("cannot reach the gateway at {}: {}", self.base, root_cause(&e)))
+        CliError::new(
+            exit::UNREACHABLE,
+            format!(
+                "cannot reach the gateway at {}: {}",
+                self.base,
+                root_cause(&e)
+            ),
+        )
     }
 
     /// Handshake notice and error mapping, common to every response.
     async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response> {
         let h = resp.headers();
-        if let Some(newest) = h.get(CLI_NEWEST_HEADER).and_then(|v| v.to_str().ok()) {
-            if handshake(VERSION, "0.0.0", newest) == Handshake::Outdated && !NOTICE_SHOWN.swap(true, Ordering::Relaxed) {
-                let cmd = h.get(CLI_UPGRADE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-                eprintln!("deploy: a newer CLI is available ({newest}; you have {VERSION}); upgrade with: {cmd}");
-            }
+        if let Some(newest) = h.get(CLI_NEWEST_HEADER).and_then(|v| v.to_str().ok())
+            && handshake(VERSION, "0.0.0", newest) == Handshake::Outdated
+            && !NOTICE_SHOWN.swap(true, Ordering::Relaxed)
+        {
+            let cmd = h
+                .get(CLI_UPGRADE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            eprintln!(
+                "deploy: a newer CLI is available ({newest}; you have {VERSION}); upgrade with: {cmd}"
+            );
         }
         let status = resp.status();
         if status.is_success() {
@@ -74,7 +109,10 @@ impl Client {
         let body = resp.text().await.unwrap_or_default();
         let err: ApiError = serde_json::from_str(&body).unwrap_or(ApiError {
             code: "http".into(),
-            message: format!("the gateway answered {status}: {}", body.chars().take(200).collect::<String>()),
+            message: format!(
+                "the gateway answered {status}: {}",
+                body.chars().take(200).collect::<String>()
+            ),
             upgrade_command: None,
             holder: None,
             job_id: None,
@@ -82,7 +120,10 @@ impl Client {
         let code = match status.as_u16() {
             426 => {
                 let cmd = err.upgrade_command.clone().unwrap_or_default();
-                return Err(CliError::new(exit::TOO_OLD, format!("{}\nupgrade with:\n    {cmd}", err.message)));
+                return Err(CliError::new(
+                    exit::TOO_OLD,
+                    format!("{}\nupgrade with:\n    {cmd}", err.message),
+                ));
             }
             401 | 403 => exit::UNAUTHORISED,
             409 if err.code == codes::LOCKED => exit::LOCKED,
@@ -93,27 +134,49 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self.request(&self.http, reqwest::Method::GET, path).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .request(&self.http, reqwest::Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| CliError::new(exit::FAILED, format!("bad answer from the gateway: {e}")))
+        resp.json()
+            .await
+            .map_err(|e| CliError::new(exit::FAILED, format!("bad answer from the gateway: {e}")))
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let resp = self.request(&self.http, reqwest::Method::POST, path).json(body).send().await.map_err(|e| self.unreachable(e))?;
+        let resp = self
+            .request(&self.http, reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| CliError::new(exit::FAILED, format!("bad answer from the gateway: {e}")))
+        resp.json()
+            .await
+            .map_err(|e| CliError::new(exit::FAILED, format!("bad answer from the gateway: {e}")))
     }
 
     /// Follows a job's events from `after`, calling `on_event(seq, json)` for each, and
     /// reconnecting with `Last-Event-ID` when the stream drops.  Returns the job's final
     /// state once the gateway sends `end`.
-    pub async fn follow(&self, job: &str, mut after: u64, on_event: &mut dyn FnMut(u64, &str)) -> Result<String> {
+    pub async fn follow(
+        &self,
+        job: &str,
+        mut after: u64,
+        on_event: &mut dyn FnMut(u64, &str),
+    ) -> Result<String> {
         use futures_util::StreamExt;
         let mut failures = 0u32;
         loop {
             let attempt = async {
                 let resp = self
-                    .request(&self.stream_http, reqwest::Method::GET, &format!("/v1/jobs/{job}/events"))
+                    .request(
+                        &self.stream_http,
+                        reqwest::Method::GET,
+                        &format!("/v1/jobs/{job}/events"),
+                    )
                     .header("Accept", "text/event-stream")
                     .header("Last-Event-ID", after.to_string())
                     .send()
@@ -128,7 +191,8 @@ impl Client {
                     while let Some(pos) = find_blank_line(&buf) {
                         let frame: Vec<u8> = buf.drain(..pos).collect();
                         let frame = String::from_utf8_lossy(&frame).replace("\r\n", "\n");
-                        let (mut id, mut kind, mut data) = (None, "message".to_string(), String::new());
+                        let (mut id, mut kind, mut data) =
+                            (None, "message".to_string(), String::new());
                         for line in frame.lines() {
                             if let Some(v) = line.strip_prefix("id:") {
                                 id = v.trim().parse::<u64>().ok();
@@ -144,11 +208,11 @@ impl Client {
                         if kind == "end" {
                             return Ok(Some(data));
                         }
-                        if let (Some(seq), "event") = (id, kind.as_str()) {
-                            if seq > after {
-                                after = seq;
-                                on_event(seq, &data);
-                            }
+                        if let (Some(seq), "event") = (id, kind.as_str())
+                            && seq > after
+                        {
+                            after = seq;
+                            on_event(seq, &data);
                         }
                     }
                 }
@@ -160,7 +224,12 @@ impl Client {
                 Err(e) if e.code == exit::UNREACHABLE && failures < 30 => failures += 1,
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(Duration::from_millis(if failures == 0 { 100 } else { 1000 })).await;
+            tokio::time::sleep(Duration::from_millis(if failures == 0 {
+                100
+            } else {
+                1000
+            }))
+            .await;
         }
     }
 }

@@ -47,7 +47,12 @@ pub fn timestamp(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 fn symbol(s: HostStatus) -> &'static str {
@@ -62,8 +67,20 @@ fn symbol(s: HostStatus) -> &'static str {
 
 impl Display {
     pub fn new(mode: Mode) -> Display {
-        let mp = MultiProgress::with_draw_target(if mode == Mode::Tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-        Display { mode, mp, overall: None, bars: BTreeMap::new(), steps_per_host: 1, steps_done: BTreeMap::new(), hosts: BTreeMap::new() }
+        let mp = MultiProgress::with_draw_target(if mode == Mode::Tty {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Display {
+            mode,
+            mp,
+            overall: None,
+            bars: BTreeMap::new(),
+            steps_per_host: 1,
+            steps_done: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+        }
     }
 
     fn line(&self, text: String) {
@@ -80,24 +97,49 @@ impl Display {
         if self.mode == Mode::Json {
             println!("{json}");
         }
-        let Ok(ev) = serde_json::from_str::<Event>(json) else { return };
+        let Ok(ev) = serde_json::from_str::<Event>(json) else {
+            return;
+        };
         let ts = timestamp(ev.ts_ms);
         let plain = self.mode == Mode::Plain;
         match ev.kind {
-            EventKind::JobStarted { app, env, version, hosts, check, steps } => {
+            EventKind::JobStarted {
+                app,
+                env,
+                version,
+                hosts,
+                check,
+                steps,
+            } => {
                 self.steps_per_host = steps.len().max(1) as u64;
                 let what = if check { "check" } else { "deploy" };
                 if plain {
-                    println!("{ts} job: {what} {app} {version} to {env} on {} host(s)", hosts.len());
+                    println!(
+                        "{ts} job: {what} {app} {version} to {env} on {} host(s)",
+                        hosts.len()
+                    );
                 }
                 if self.mode == Mode::Tty {
-                    let style = ProgressStyle::with_template("{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} steps  {elapsed}")
-                        .unwrap()
-                        .progress_chars("=> ");
-                    let overall = self.mp.add(ProgressBar::new(hosts.len() as u64 * self.steps_per_host).with_style(style).with_prefix(format!("{what} {version}")));
-                    let host_style = ProgressStyle::with_template("{spinner:.green} {prefix:<12} {msg}").unwrap();
+                    let style = ProgressStyle::with_template(
+                        "{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} steps  {elapsed}",
+                    )
+                    .unwrap()
+                    .progress_chars("=> ");
+                    let overall = self.mp.add(
+                        ProgressBar::new(hosts.len() as u64 * self.steps_per_host)
+                            .with_style(style)
+                            .with_prefix(format!("{what} {version}")),
+                    );
+                    let host_style =
+                        ProgressStyle::with_template("{spinner:.green} {prefix:<12} {msg}")
+                            .unwrap();
                     for h in &hosts {
-                        let bar = self.mp.add(ProgressBar::new_spinner().with_style(host_style.clone()).with_prefix(h.clone()).with_message("waiting"));
+                        let bar = self.mp.add(
+                            ProgressBar::new_spinner()
+                                .with_style(host_style.clone())
+                                .with_prefix(h.clone())
+                                .with_message("waiting"),
+                        );
                         bar.enable_steady_tick(Duration::from_millis(120));
                         self.bars.insert(h.clone(), bar);
                     }
@@ -112,7 +154,9 @@ impl Display {
                     b.set_message("connecting");
                 }
             }
-            EventKind::Connected { host, elapsed_ms, .. } => {
+            EventKind::Connected {
+                host, elapsed_ms, ..
+            } => {
                 if plain {
                     println!("{ts} {host}: connected ({elapsed_ms} ms)");
                 }
@@ -122,7 +166,9 @@ impl Display {
                     b.set_message(step);
                 }
             }
-            EventKind::Output { host, step, line, .. } => {
+            EventKind::Output {
+                host, step, line, ..
+            } => {
                 if plain {
                     println!("{ts} {host}: {step}: | {line}");
                 } else if let Some(b) = self.bars.get(&host) {
@@ -130,19 +176,30 @@ impl Display {
                     b.set_message(format!("{step}: {short}"));
                 }
             }
-            EventKind::StepFinished { host, step, status, reason, diff, elapsed_ms } => {
+            EventKind::StepFinished {
+                host,
+                step,
+                status,
+                reason,
+                diff,
+                elapsed_ms,
+            } => {
                 if let Some(o) = &self.overall {
                     o.inc(1);
                 }
                 *self.steps_done.entry(host.clone()).or_default() += 1;
                 if plain {
-                    println!("{ts} {host}: {step} {} {reason} ({elapsed_ms} ms)", status.as_str());
+                    println!(
+                        "{ts} {host}: {step} {} {reason} ({elapsed_ms} ms)",
+                        status.as_str()
+                    );
                     if let Some(d) = &diff {
                         for l in d.lines() {
                             println!("{ts} {host}:     {l}");
                         }
                     }
-                } else if self.mode == Mode::Tty && (status == StepStatus::Failed || diff.is_some()) {
+                } else if self.mode == Mode::Tty && (status == StepStatus::Failed || diff.is_some())
+                {
                     let mut text = format!("{host}: {step} {}: {reason}", status.as_str());
                     if let Some(d) = diff {
                         for l in d.lines() {
@@ -152,27 +209,56 @@ impl Display {
                     self.line(text);
                 }
             }
-            EventKind::HostFinished { host, status, changed, elapsed_ms, error } => {
+            EventKind::HostFinished {
+                host,
+                status,
+                changed,
+                elapsed_ms,
+                error,
+            } => {
                 if plain {
-                    println!("{ts} {host}: {} ({changed} changed, {:.1}s){}", status.as_str(), elapsed_ms as f64 / 1000.0, error.as_ref().map(|e| format!(": {e}")).unwrap_or_default());
+                    println!(
+                        "{ts} {host}: {} ({changed} changed, {:.1}s){}",
+                        status.as_str(),
+                        elapsed_ms as f64 / 1000.0,
+                        error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                    );
                 }
                 if let Some(b) = self.bars.get(&host) {
-                    b.finish_with_message(format!("{} ({changed} changed, {:.1}s)", symbol(status), elapsed_ms as f64 / 1000.0));
+                    b.finish_with_message(format!(
+                        "{} ({changed} changed, {:.1}s)",
+                        symbol(status),
+                        elapsed_ms as f64 / 1000.0
+                    ));
                 }
                 if let Some(o) = &self.overall {
                     // Steps a host did not run still count as done for the overall bar.
                     let done = self.steps_done.get(&host).copied().unwrap_or(0);
                     o.inc(self.steps_per_host.saturating_sub(done));
                 }
-                self.hosts.insert(host, HostSummary { status: Some(status), changed, elapsed_ms, error });
+                self.hosts.insert(
+                    host,
+                    HostSummary {
+                        status: Some(status),
+                        changed,
+                        elapsed_ms,
+                        error,
+                    },
+                );
             }
-            EventKind::JobFinished { status, elapsed_ms, .. } => {
+            EventKind::JobFinished {
+                status, elapsed_ms, ..
+            } => {
                 if let Some(o) = &self.overall {
                     o.set_position(o.length().unwrap_or(0));
                     o.finish();
                 }
                 if plain {
-                    println!("{ts} job: {} in {:.1}s", status.as_str(), elapsed_ms as f64 / 1000.0);
+                    println!(
+                        "{ts} job: {} in {:.1}s",
+                        status.as_str(),
+                        elapsed_ms as f64 / 1000.0
+                    );
                 }
             }
         }
@@ -191,10 +277,17 @@ impl Display {
         }
         let _ = self.mp.clear();
         println!();
-        println!("{:<16} {:<12} {:>8} {:>8}", "HOST", "RESULT", "CHANGED", "TIME");
+        println!(
+            "{:<16} {:<12} {:>8} {:>8}",
+            "HOST", "RESULT", "CHANGED", "TIME"
+        );
         for (h, s) in &self.hosts {
             let result = s.status.map(|s| s.as_str()).unwrap_or("not run");
-            println!("{h:<16} {result:<12} {:>8} {:>7.1}s", s.changed, s.elapsed_ms as f64 / 1000.0);
+            println!(
+                "{h:<16} {result:<12} {:>8} {:>7.1}s",
+                s.changed,
+                s.elapsed_ms as f64 / 1000.0
+            );
         }
         for (h, s) in &self.hosts {
             if let Some(e) = &s.error {

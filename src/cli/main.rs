@@ -30,7 +30,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "deploy", version, about = "Ship Python web applications through the deploy gateway")]
+#[command(
+    name = "deploy",
+    version,
+    about = "Ship Python web applications through the deploy gateway"
+)]
 struct Cli {
     /// Gateway URL (default: DEPLOY_GATEWAY, then the one saved by `deploy login`).
     #[arg(long, global = true, env = "DEPLOY_GATEWAY")]
@@ -120,12 +124,16 @@ fn main() -> ExitCode {
 
 fn client(cli: &Cli) -> Result<Client> {
     let saved = settings::load();
-    let gateway = cli
-        .gateway
-        .clone()
-        .or(saved.gateway)
-        .ok_or_else(|| CliError::new(exit::USAGE, "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway"))?;
-    let token = std::env::var("DEPLOY_TOKEN").ok().filter(|t| !t.is_empty()).or(saved.token);
+    let gateway = cli.gateway.clone().or(saved.gateway).ok_or_else(|| {
+        CliError::new(
+            exit::USAGE,
+            "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway",
+        )
+    })?;
+    let token = std::env::var("DEPLOY_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or(saved.token);
     Ok(Client::new(&gateway, token))
 }
 
@@ -149,7 +157,7 @@ fn when(ms: Option<u64>) -> String {
 
 async fn run(cli: Cli) -> Result<u8> {
     match &cli.cmd {
-        Cmd::Login { url } => login(&cli, url).await,
+        Cmd::Login { url } => login(url).await,
         Cmd::Apps => {
             let apps: Vec<AppInfo> = client(&cli)?.get("/v1/apps").await?;
             if cli.json {
@@ -158,7 +166,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!("{:<16} {:<14} {:<8} HOSTS", "APP", "ENV", "CONFIRM");
                 for a in &apps {
                     for e in &a.environments {
-                        println!("{:<16} {:<14} {:<8} {}", a.name, e.name, if e.confirm { "yes" } else { "no" }, e.hosts.join(", "));
+                        println!(
+                            "{:<16} {:<14} {:<8} {}",
+                            a.name,
+                            e.name,
+                            if e.confirm { "yes" } else { "no" },
+                            e.hosts.join(", ")
+                        );
                     }
                 }
             }
@@ -169,20 +183,38 @@ async fn run(cli: Cli) -> Result<u8> {
             if cli.json {
                 print_json(&hosts);
             } else {
-                println!("{:<14} {:<24} {:<10} {:<20} PINNED", "HOST", "ADDRESS", "USER", "GROUPS");
+                println!(
+                    "{:<14} {:<24} {:<10} {:<20} PINNED",
+                    "HOST", "ADDRESS", "USER", "GROUPS"
+                );
                 for h in &hosts {
-                    println!("{:<14} {:<24} {:<10} {:<20} {}", h.name, format!("{}:{}", h.address, h.port), h.user, h.groups.join(","), if h.pinned { "yes" } else { "NO" });
+                    println!(
+                        "{:<14} {:<24} {:<10} {:<20} {}",
+                        h.name,
+                        format!("{}:{}", h.address, h.port),
+                        h.user,
+                        h.groups.join(","),
+                        if h.pinned { "yes" } else { "NO" }
+                    );
                 }
             }
             Ok(exit::OK)
         }
         Cmd::Status { app, env } => {
-            let q = env.as_ref().map(|e| format!("?env={e}")).unwrap_or_default();
-            let rows: Vec<HostRelease> = client(&cli)?.get(&format!("/v1/apps/{app}/status{q}")).await?;
+            let q = env
+                .as_ref()
+                .map(|e| format!("?env={e}"))
+                .unwrap_or_default();
+            let rows: Vec<HostRelease> = client(&cli)?
+                .get(&format!("/v1/apps/{app}/status{q}"))
+                .await?;
             if cli.json {
                 print_json(&rows);
             } else {
-                println!("{:<12} {:<14} {:<12} {:<12} DEPLOYED", "ENV", "HOST", "VERSION", "BY");
+                println!(
+                    "{:<12} {:<14} {:<12} {:<12} DEPLOYED",
+                    "ENV", "HOST", "VERSION", "BY"
+                );
                 for r in &rows {
                     println!(
                         "{:<12} {:<14} {:<12} {:<12} {}",
@@ -197,42 +229,103 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Cmd::Versions { app } => {
-            let vs: Vec<VersionInfo> = client(&cli)?.get(&format!("/v1/apps/{app}/versions")).await?;
+            let vs: Vec<VersionInfo> = client(&cli)?
+                .get(&format!("/v1/apps/{app}/versions"))
+                .await?;
             if cli.json {
                 print_json(&vs);
             } else {
                 for v in &vs {
-                    let on = if v.running_on.is_empty() { String::new() } else { format!("  <- {}", v.running_on.join(", ")) };
+                    let on = if v.running_on.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  <- {}", v.running_on.join(", "))
+                    };
                     println!("{}{on}", v.version);
                 }
             }
             Ok(exit::OK)
         }
-        Cmd::Release { app, version, env, check, yes, batch, pre } => {
+        Cmd::Release {
+            app,
+            version,
+            env,
+            check,
+            yes,
+            batch,
+            pre,
+        } => {
             let c = client(&cli)?;
             if !check {
-                confirm(&c, app, env, &format!("Deploy {app} {version} to {env}?"), *yes).await?;
+                confirm(
+                    &c,
+                    app,
+                    env,
+                    &format!("Deploy {app} {version} to {env}?"),
+                    *yes,
+                )
+                .await?;
             }
-            let req = DeployRequest { app: app.clone(), env: env.clone(), version: version.clone(), check: *check, batch: batch.clone(), pre: *pre };
+            let req = DeployRequest {
+                app: app.clone(),
+                env: env.clone(),
+                version: version.clone(),
+                check: *check,
+                batch: batch.clone(),
+                pre: *pre,
+            };
             let job: JobInfo = c.post("/v1/deployments", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
-        Cmd::Rollback { app, env, to, yes, batch } => {
+        Cmd::Rollback {
+            app,
+            env,
+            to,
+            yes,
+            batch,
+        } => {
             let c = client(&cli)?;
             let target = to.clone().unwrap_or_else(|| "the previous release".into());
-            confirm(&c, app, env, &format!("Roll {app} on {env} back to {target}?"), *yes).await?;
-            let req = RollbackRequest { app: app.clone(), env: env.clone(), to: to.clone(), batch: batch.clone() };
+            confirm(
+                &c,
+                app,
+                env,
+                &format!("Roll {app} on {env} back to {target}?"),
+                *yes,
+            )
+            .await?;
+            let req = RollbackRequest {
+                app: app.clone(),
+                env: env.clone(),
+                to: to.clone(),
+                batch: batch.clone(),
+            };
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
         Cmd::Jobs { limit } => {
-            let jobs: Vec<JobInfo> = client(&cli)?.get(&format!("/v1/jobs?limit={limit}")).await?;
+            let jobs: Vec<JobInfo> = client(&cli)?
+                .get(&format!("/v1/jobs?limit={limit}"))
+                .await?;
             if cli.json {
                 print_json(&jobs);
             } else {
-                println!("{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED", "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE");
+                println!(
+                    "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED",
+                    "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE"
+                );
                 for j in &jobs {
-                    println!("{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}", j.id, j.kind, j.app, j.env, j.version, j.user, j.state, when(Some(j.created_ms)));
+                    println!(
+                        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}",
+                        j.id,
+                        j.kind,
+                        j.app,
+                        j.env,
+                        j.version,
+                        j.user,
+                        j.state,
+                        when(Some(j.created_ms))
+                    );
                 }
             }
             Ok(exit::OK)
@@ -255,8 +348,13 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(job_exit(&info.state))
         }
         Cmd::Cancel { job } => {
-            let info: JobInfo = client(&cli)?.post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({})).await?;
-            eprintln!("cancelling job {}: hosts stop after their current step; follow with `deploy logs {} --follow`", info.id, info.id);
+            let info: JobInfo = client(&cli)?
+                .post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({}))
+                .await?;
+            eprintln!(
+                "cancelling job {}: hosts stop after their current step; follow with `deploy logs {} --follow`",
+                info.id, info.id
+            );
             Ok(exit::OK)
         }
     }
@@ -268,31 +366,50 @@ async fn confirm(c: &Client, app: &str, env: &str, question: &str, yes: bool) ->
         return Ok(());
     }
     let apps: Vec<AppInfo> = c.get("/v1/apps").await?;
-    let ask = apps.iter().filter(|a| a.name == app).flat_map(|a| &a.environments).any(|e| e.name == env && e.confirm);
+    let ask = apps
+        .iter()
+        .filter(|a| a.name == app)
+        .flat_map(|a| &a.environments)
+        .any(|e| e.name == env && e.confirm);
     if !ask {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError::new(exit::USAGE, format!("{env} asks for confirmation; not on a terminal, so pass --yes")));
+        return Err(CliError::new(
+            exit::USAGE,
+            format!("{env} asks for confirmation; not on a terminal, so pass --yes"),
+        ));
     }
     eprint!("{question} Type the environment name to confirm: ");
     let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
     if answer.trim() != env {
-        return Err(CliError::new(exit::USAGE, "not confirmed; nothing was started"));
+        return Err(CliError::new(
+            exit::USAGE,
+            "not confirmed; nothing was started",
+        ));
     }
     Ok(())
 }
 
 async fn start_following(c: &Client, job: &JobInfo, m: Mode) -> Result<u8> {
     if m != Mode::Json {
-        eprintln!("job {} started: {} {} {} to {}", job.id, job.kind, job.app, job.version, job.env);
+        eprintln!(
+            "job {} started: {} {} {} to {}",
+            job.id, job.kind, job.app, job.version, job.env
+        );
     }
     follow(c, &job.id, m).await
 }
 
 fn job_exit(state: &str) -> u8 {
-    if state == "succeeded" { exit::OK } else { exit::FAILED }
+    if state == "succeeded" {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
 }
 
 /// Shows a job live until it ends; Ctrl-C detaches (the job goes on).
@@ -308,7 +425,9 @@ async fn follow(c: &Client, job: &str, mode: Mode) -> Result<u8> {
     match outcome {
         None => {
             display.summary("still running");
-            eprintln!("\ndetached; job {job} goes on. Re-attach with:\n    deploy logs {job} --follow");
+            eprintln!(
+                "\ndetached; job {job} goes on. Re-attach with:\n    deploy logs {job} --follow"
+            );
             Ok(exit::DETACHED)
         }
         Some(Err(e)) => Err(e),
@@ -319,21 +438,29 @@ async fn follow(c: &Client, job: &str, mode: Mode) -> Result<u8> {
     }
 }
 
-async fn login(cli: &Cli, url: &str) -> Result<u8> {
+async fn login(url: &str) -> Result<u8> {
     let token = if std::env::var("DEPLOY_TOKEN").is_ok_and(|t| !t.is_empty()) {
         std::env::var("DEPLOY_TOKEN").unwrap_or_default()
     } else if std::io::stdin().is_terminal() {
         eprint!("Token for {url} (input hidden): ");
-        let _ = std::process::Command::new("stty").arg("-echo").stdin(std::process::Stdio::inherit()).status();
+        let _ = std::process::Command::new("stty")
+            .arg("-echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
         let mut t = String::new();
         let r = std::io::stdin().read_line(&mut t);
-        let _ = std::process::Command::new("stty").arg("echo").stdin(std::process::Stdio::inherit()).status();
+        let _ = std::process::Command::new("stty")
+            .arg("echo")
+            .stdin(std::process::Stdio::inherit())
+            .status();
         eprintln!();
         r.map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
         t
     } else {
         let mut t = String::new();
-        std::io::stdin().read_to_string(&mut t).map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .map_err(|e| CliError::new(exit::USAGE, e.to_string()))?;
         t
     };
     let token = token.trim().to_string();
@@ -343,9 +470,14 @@ async fn login(cli: &Cli, url: &str) -> Result<u8> {
     // Check the token before saving it.
     let c = Client::new(url, Some(token.clone()));
     let _: Vec<AppInfo> = c.get("/v1/apps").await?;
-    let path = settings::save(&settings::Saved { gateway: Some(url.trim_end_matches('/').to_string()), token: Some(token) })
-        .map_err(|e| CliError::new(exit::USAGE, format!("cannot save the login: {e}")))?;
-    let _ = cli;
-    eprintln!("logged in to {url}; saved in {} (mode 0600)", path.display());
+    let path = settings::save(&settings::Saved {
+        gateway: Some(url.trim_end_matches('/').to_string()),
+        token: Some(token),
+    })
+    .map_err(|e| CliError::new(exit::USAGE, format!("cannot save the login: {e}")))?;
+    eprintln!(
+        "logged in to {url}; saved in {} (mode 0600)",
+        path.display()
+    );
     Ok(exit::OK)
 }

@@ -22,7 +22,10 @@ pub fn path() -> PathBuf {
 }
 
 pub fn load() -> Saved {
-    std::fs::read_to_string(path()).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    std::fs::read_to_string(path())
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 pub fn save(s: &Saved) -> std::io::Result<PathBuf> {
@@ -32,8 +35,16 @@ pub fn save(s: &Saved) -> std::io::Result<PathBuf> {
     }
     let tmp = p.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    f.write_all(serde_json::to_string_pretty(s).expect("serializes").as_bytes())?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(s)
+            .expect("serializes")
+            .as_bytes(),
+    )?;
     f.sync_all()?;
     std::fs::rename(&tmp, &p)?;
     Ok(p)

@@ -94,9 +94,12 @@ pub struct Plan {
 /// Checks a request against the inventory and renders everything, touching no server.
 pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan, InputError> {
     let request = std::path::Path::new("<request>");
-    names::check_ident("application name", &spec.app).map_err(|e| InputError::new(request, None, "app", e.to_string()))?;
-    names::check_ident("environment name", &spec.env).map_err(|e| InputError::new(request, None, "env", e.to_string()))?;
-    names::check_version(&spec.version).map_err(|e| InputError::new(request, None, "version", e.to_string()))?;
+    names::check_ident("application name", &spec.app)
+        .map_err(|e| InputError::new(request, None, "app", e.to_string()))?;
+    names::check_ident("environment name", &spec.env)
+        .map_err(|e| InputError::new(request, None, "env", e.to_string()))?;
+    names::check_version(&spec.version)
+        .map_err(|e| InputError::new(request, None, "version", e.to_string()))?;
     let app = inv.app(&spec.app)?;
     let (env, hosts) = inv.hosts_for(app, &spec.env)?;
     let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
@@ -110,13 +113,25 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
         rendered.push((
             h.clone(),
             Rendered {
-                supervisor: [templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?, templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?],
-                nginx: [templates.render(render::NGINX_TEMPLATE, &ctx(0))?, templates.render(render::NGINX_TEMPLATE, &ctx(1))?],
+                supervisor: [
+                    templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?,
+                    templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?,
+                ],
+                nginx: [
+                    templates.render(render::NGINX_TEMPLATE, &ctx(0))?,
+                    templates.render(render::NGINX_TEMPLATE, &ctx(1))?,
+                ],
                 env_file: env_file.clone(),
             },
         ));
     }
-    Ok(Plan { spec: spec.clone(), app: app.clone(), env: env.clone(), playbook, hosts: rendered })
+    Ok(Plan {
+        spec: spec.clone(),
+        app: app.clone(),
+        env: env.clone(),
+        playbook,
+        hosts: rendered,
+    })
 }
 
 /// How one host ended.
@@ -165,7 +180,12 @@ fn cancelled(flag: &CancelFlag) -> bool {
 }
 
 /// [`run`], stoppable through `cancel`.
-pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn EventSink>, cancel: CancelFlag) -> JobResult {
+pub async fn run_cancellable(
+    plan: Plan,
+    cfg: Arc<EngineConfig>,
+    sink: Arc<dyn EventSink>,
+    cancel: CancelFlag,
+) -> JobResult {
     let started = Instant::now();
     let plan = Arc::new(plan);
     sink.emit(Event::now(EventKind::JobStarted {
@@ -174,12 +194,21 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
         version: plan.spec.version.clone(),
         hosts: plan.hosts.iter().map(|(h, _)| h.name.clone()).collect(),
         check: plan.spec.check,
-        steps: plan.playbook.steps.iter().map(|s| s.name().to_string()).collect(),
+        steps: plan
+            .playbook
+            .steps
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect(),
     }));
     let mut hosts: Vec<HostResult> = Vec::new();
     let mut failed_so_far = 0u32;
     let rollout = &plan.env.rollout;
-    let batches = batches(plan.hosts.len(), rollout.canary, plan.spec.batch.unwrap_or(rollout.batch));
+    let batches = batches(
+        plan.hosts.len(),
+        rollout.canary,
+        plan.spec.batch.unwrap_or(rollout.batch),
+    );
     let nb = batches.len();
     let mut halted: Option<String> = None;
     for (bi, batch) in batches.into_iter().enumerate() {
@@ -187,16 +216,38 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
             for i in batch {
                 let name = plan.hosts[i].0.name.clone();
                 let error = Some(format!("{name}: not started: {why}"));
-                sink.emit(Event::now(EventKind::HostFinished { host: name.clone(), status: HostStatus::Cancelled, changed: 0, elapsed_ms: 0, error: error.clone() }));
-                hosts.push(HostResult { host: name, status: HostStatus::Cancelled, changed: 0, elapsed: Duration::ZERO, error, connections: 0, channels: 0, previous: None });
+                sink.emit(Event::now(EventKind::HostFinished {
+                    host: name.clone(),
+                    status: HostStatus::Cancelled,
+                    changed: 0,
+                    elapsed_ms: 0,
+                    error: error.clone(),
+                }));
+                hosts.push(HostResult {
+                    host: name,
+                    status: HostStatus::Cancelled,
+                    changed: 0,
+                    elapsed: Duration::ZERO,
+                    error,
+                    connections: 0,
+                    channels: 0,
+                    previous: None,
+                });
             }
             continue;
         }
         let results = run_batch(&plan, &batch, &cfg, &sink, &cancel).await;
-        failed_so_far += results.iter().filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable)).count() as u32;
+        failed_so_far += results
+            .iter()
+            .filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
+            .count() as u32;
         hosts.extend(results);
         if failed_so_far > rollout.max_failed && !plan.spec.check {
-            halted = Some(format!("the rollout halted after batch {}/{nb}: {failed_so_far} host(s) failed (max_failed {})", bi + 1, rollout.max_failed));
+            halted = Some(format!(
+                "the rollout halted after batch {}/{nb}: {failed_so_far} host(s) failed (max_failed {})",
+                bi + 1,
+                rollout.max_failed
+            ));
         } else if cancelled(&cancel) {
             halted = Some("the job was cancelled".into());
         } else if bi + 1 < nb && rollout.pause_secs > 0 && !plan.spec.check {
@@ -205,42 +256,49 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
     }
     // A halted rollout puts upgraded hosts back on their previous release (the same
     // health-gated path, installing nothing), unless the environment says keep.
-    if let Some(why) = &halted {
-        if rollout.on_halt == OnHalt::Rollback && !plan.spec.check && !cancelled(&cancel) {
-            let upgraded: Vec<(usize, String)> = hosts
-                .iter()
-                .filter(|h| h.status == HostStatus::Changed)
-                .filter_map(|h| {
-                    let prev = h.previous.clone()?;
-                    let i = plan.hosts.iter().position(|(x, _)| x.name == h.host)?;
-                    (prev != plan.spec.version).then_some((i, prev))
-                })
-                .collect();
-            for (i, prev) in upgraded {
-                let name = plan.hosts[i].0.name.clone();
-                sink.emit(Event::now(EventKind::Output {
-                    host: name.clone(),
-                    step: "rollback".into(),
-                    stream: deploy_wire::Stream::Stderr,
-                    line: format!("{why}: rolling {name} back to {prev}"),
-                }));
-                let mut back = (*plan).clone();
-                back.spec.version = prev.clone();
-                back.spec.no_install = true;
-                // Same host files, rendered for the previous release.
-                match plan_for_version(&back, &cfg) {
-                    Ok(back) => {
-                        let r = run_host(&back, i, &cfg, sink.clone(), &CancelFlag::default()).await;
-                        if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
-                            h.status = HostStatus::Failed;
-                            h.error = Some(match r.status {
-                                HostStatus::Ok | HostStatus::Changed => format!("{name}: rolled back to {prev} because {why}"),
-                                _ => format!("{name}: rolling back to {prev} failed: {}", r.error.unwrap_or_default()),
-                            });
-                        }
+    if let Some(why) = &halted
+        && rollout.on_halt == OnHalt::Rollback
+        && !plan.spec.check
+        && !cancelled(&cancel)
+    {
+        let upgraded: Vec<(usize, String)> = hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Changed)
+            .filter_map(|h| {
+                let prev = h.previous.clone()?;
+                let i = plan.hosts.iter().position(|(x, _)| x.name == h.host)?;
+                (prev != plan.spec.version).then_some((i, prev))
+            })
+            .collect();
+        for (i, prev) in upgraded {
+            let name = plan.hosts[i].0.name.clone();
+            sink.emit(Event::now(EventKind::Output {
+                host: name.clone(),
+                step: "rollback".into(),
+                stream: deploy_wire::Stream::Stderr,
+                line: format!("{why}: rolling {name} back to {prev}"),
+            }));
+            let mut back = (*plan).clone();
+            back.spec.version = prev.clone();
+            back.spec.no_install = true;
+            // Same host files, rendered for the previous release.
+            match plan_for_version(&back, &cfg) {
+                Ok(back) => {
+                    let r = run_host(&back, i, &cfg, sink.clone(), &CancelFlag::default()).await;
+                    if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
+                        h.status = HostStatus::Failed;
+                        h.error = Some(match r.status {
+                            HostStatus::Ok | HostStatus::Changed => {
+                                format!("{name}: rolled back to {prev} because {why}")
+                            }
+                            _ => format!(
+                                "{name}: rolling back to {prev} failed: {}",
+                                r.error.unwrap_or_default()
+                            ),
+                        });
                     }
-                    Err(e) => eprintln!("deploy: cannot plan the rollback of {name}: {e}"),
                 }
+                Err(e) => eprintln!("deploy: cannot plan the rollback of {name}: {e}"),
             }
         }
     }
@@ -259,10 +317,17 @@ pub async fn run_cancellable(plan: Plan, cfg: Arc<EngineConfig>, sink: Arc<dyn E
         status,
         elapsed_ms: ms(elapsed),
         hosts_ok: hosts.iter().filter(|h| h.status == HostStatus::Ok).count() as u32,
-        hosts_changed: hosts.iter().filter(|h| h.status == HostStatus::Changed).count() as u32,
+        hosts_changed: hosts
+            .iter()
+            .filter(|h| h.status == HostStatus::Changed)
+            .count() as u32,
         hosts_failed: failed,
     }));
-    JobResult { status, hosts, elapsed }
+    JobResult {
+        status,
+        hosts,
+        elapsed,
+    }
 }
 
 /// Host indexes per batch: the canary alone first (if asked), then batches of `size`.
@@ -279,11 +344,23 @@ pub fn batches(n: usize, canary: bool, size: BatchSize) -> Vec<Vec<usize>> {
     out
 }
 
-async fn run_batch(plan: &Arc<Plan>, batch: &[usize], cfg: &Arc<EngineConfig>, sink: &Arc<dyn EventSink>, cancel: &CancelFlag) -> Vec<HostResult> {
+async fn run_batch(
+    plan: &Arc<Plan>,
+    batch: &[usize],
+    cfg: &Arc<EngineConfig>,
+    sink: &Arc<dyn EventSink>,
+    cancel: &CancelFlag,
+) -> Vec<HostResult> {
     let limit = Arc::new(Semaphore::new(plan.env.parallel.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for &i in batch {
-        let (plan, cfg, sink, limit, cancel) = (plan.clone(), cfg.clone(), sink.clone(), limit.clone(), cancel.clone());
+        let (plan, cfg, sink, limit, cancel) = (
+            plan.clone(),
+            cfg.clone(),
+            sink.clone(),
+            limit.clone(),
+            cancel.clone(),
+        );
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
             run_host(&plan, i, &cfg, sink, &cancel).await
@@ -311,18 +388,36 @@ fn plan_for_version(plan: &Plan, cfg: &EngineConfig) -> Result<Plan, InputError>
     let mut out = plan.clone();
     for (h, r) in out.hosts.iter_mut() {
         let ctx = |slot| Context::new(&plan.app, &plan.env, &h.user, slot, &plan.spec.version);
-        r.supervisor = [templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?, templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?];
-        r.nginx = [templates.render(render::NGINX_TEMPLATE, &ctx(0))?, templates.render(render::NGINX_TEMPLATE, &ctx(1))?];
+        r.supervisor = [
+            templates.render(render::SUPERVISOR_TEMPLATE, &ctx(0))?,
+            templates.render(render::SUPERVISOR_TEMPLATE, &ctx(1))?,
+        ];
+        r.nginx = [
+            templates.render(render::NGINX_TEMPLATE, &ctx(0))?,
+            templates.render(render::NGINX_TEMPLATE, &ctx(1))?,
+        ];
     }
     Ok(out)
 }
 
-async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn EventSink>, cancel: &CancelFlag) -> HostResult {
+async fn run_host(
+    plan: &Plan,
+    index: usize,
+    cfg: &EngineConfig,
+    sink: Arc<dyn EventSink>,
+    cancel: &CancelFlag,
+) -> HostResult {
     let (host, rendered) = &plan.hosts[index];
     let started = Instant::now();
-    sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
+    sink.emit(Event::now(EventKind::HostStarted {
+        host: host.name.clone(),
+    }));
     let previous = std::sync::Mutex::new(None::<String>);
-    let finish = |status: HostStatus, changed: u32, error: Option<String>, connections: u32, channels: u64| {
+    let finish = |status: HostStatus,
+                  changed: u32,
+                  error: Option<String>,
+                  connections: u32,
+                  channels: u64| {
         let elapsed = started.elapsed();
         sink.emit(Event::now(EventKind::HostFinished {
             host: host.name.clone(),
@@ -332,16 +427,51 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
             error: error.clone(),
         }));
         let previous = previous.lock().unwrap().clone();
-        HostResult { host: host.name.clone(), status, changed, elapsed, error, connections, channels, previous }
+        HostResult {
+            host: host.name.clone(),
+            status,
+            changed,
+            elapsed,
+            error,
+            connections,
+            channels,
+            previous,
+        }
     };
 
     if cancelled(cancel) {
-        return finish(HostStatus::Cancelled, 0, Some(format!("{}: cancelled before it started; nothing changed", host.name)), 0, 0);
+        return finish(
+            HostStatus::Cancelled,
+            0,
+            Some(format!(
+                "{}: cancelled before it started; nothing changed",
+                host.name
+            )),
+            0,
+            0,
+        );
     }
     let pinned = cfg.pins.get(&host.address, host.port);
-    let conn = match Connection::connect(&host.address, host.port, &host.user, cfg.key.clone(), pinned, &cfg.ssh).await {
+    let conn = match Connection::connect(
+        &host.address,
+        host.port,
+        &host.user,
+        cfg.key.clone(),
+        pinned,
+        &cfg.ssh,
+    )
+    .await
+    {
         Ok(c) => c,
-        Err(e) => return finish(HostStatus::Unreachable, 0, Some(format!("{}: {e}", host.name)), 0, 0),
+        Err(e) => {
+            return finish(
+                HostStatus::Unreachable,
+                0,
+                Some(format!("{}: {e}", host.name)),
+                0,
+                0,
+            );
+        }
     };
     sink.emit(Event::now(EventKind::Connected {
         host: host.name.clone(),
@@ -349,7 +479,14 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
         elapsed_ms: ms(started.elapsed()),
     }));
 
-    let mut ctx = steps::HostCtx::new(plan, host, rendered, &conn, cfg.command_timeout, sink.clone());
+    let mut ctx = steps::HostCtx::new(
+        plan,
+        host,
+        rendered,
+        &conn,
+        cfg.command_timeout,
+        sink.clone(),
+    );
     let mut changed = 0;
     let mut failure = None;
     let mut cancelled_at = None;
@@ -362,7 +499,10 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
             break;
         }
         let step_started = Instant::now();
-        sink.emit(Event::now(EventKind::StepStarted { host: host.name.clone(), step: step.name().into() }));
+        sink.emit(Event::now(EventKind::StepStarted {
+            host: host.name.clone(),
+            step: step.name().into(),
+        }));
         let report = steps::run(*step, &mut ctx).await;
         sink.emit(Event::now(EventKind::StepFinished {
             host: host.name.clone(),
@@ -382,7 +522,12 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
         match report.status {
             StepStatus::Changed => changed += 1,
             StepStatus::Failed => {
-                failure = Some(format!("{}: step {} failed: {}", host.name, step.name(), report.reason));
+                failure = Some(format!(
+                    "{}: step {} failed: {}",
+                    host.name,
+                    step.name(),
+                    report.reason
+                ));
                 break;
             }
             _ => {}
@@ -391,7 +536,10 @@ async fn run_host(plan: &Plan, index: usize, cfg: &EngineConfig, sink: Arc<dyn E
     let channels = conn.channels_opened();
     conn.close().await;
     if let (None, Some(step)) = (&failure, cancelled_at) {
-        let msg = format!("{}: cancelled before step {step} ({changed} step(s) had changed something)", host.name);
+        let msg = format!(
+            "{}: cancelled before step {step} ({changed} step(s) had changed something)",
+            host.name
+        );
         return finish(HostStatus::Cancelled, changed, Some(msg), 1, channels);
     }
     match failure {

@@ -25,16 +25,32 @@ pub struct Report {
 
 impl Report {
     fn ok(reason: impl Into<String>) -> Report {
-        Report { status: StepStatus::Ok, reason: reason.into(), diff: None }
+        Report {
+            status: StepStatus::Ok,
+            reason: reason.into(),
+            diff: None,
+        }
     }
     fn changed(reason: impl Into<String>) -> Report {
-        Report { status: StepStatus::Changed, reason: reason.into(), diff: None }
+        Report {
+            status: StepStatus::Changed,
+            reason: reason.into(),
+            diff: None,
+        }
     }
     fn skipped(reason: impl Into<String>) -> Report {
-        Report { status: StepStatus::Skipped, reason: reason.into(), diff: None }
+        Report {
+            status: StepStatus::Skipped,
+            reason: reason.into(),
+            diff: None,
+        }
     }
     fn failed(reason: impl Into<String>) -> Report {
-        Report { status: StepStatus::Failed, reason: reason.into(), diff: None }
+        Report {
+            status: StepStatus::Failed,
+            reason: reason.into(),
+            diff: None,
+        }
     }
     fn with_diff(mut self, diff: Option<String>) -> Report {
         self.diff = diff;
@@ -111,18 +127,31 @@ impl<'a> HostCtx<'a> {
                 }));
             }
         };
-        self.conn.exec(c, self.timeout, &mut on_line).await.map_err(|e| e.to_string())
+        self.conn
+            .exec(c, self.timeout, &mut on_line)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Runs a command that must succeed; its failure becomes the step's reason.
     async fn must(&self, c: &RemoteCmd, stream: bool, what: &str) -> Result<Output, String> {
         let out = self.run(c, stream).await?;
-        if out.ok() { Ok(out) } else { Err(format!("{what} failed (exit {}): {}", out.status, out.tail())) }
+        if out.ok() {
+            Ok(out)
+        } else {
+            Err(format!(
+                "{what} failed (exit {}): {}",
+                out.status,
+                out.tail()
+            ))
+        }
     }
 
     /// Reads a remote file: None if absent.
     async fn read(&self, path: &str) -> Result<Option<String>, String> {
-        let out = self.must(&cmd::read_file(path), false, &format!("reading {path}")).await?;
+        let out = self
+            .must(&cmd::read_file(path), false, &format!("reading {path}"))
+            .await?;
         match out.stdout.split_once('\n') {
             Some(("present", rest)) => Ok(Some(rest.to_string())),
             _ if out.stdout.trim() == "present" => Ok(Some(String::new())),
@@ -151,19 +180,42 @@ pub async fn run(step: Step, ctx: &mut HostCtx<'_>) -> Report {
 type StepResult = Result<Report, String>;
 
 async fn layout(ctx: &mut HostCtx<'_>) -> StepResult {
-    let out = ctx.must(&cmd::layout_check(&ctx.paths, &ctx.host.user), false, "checking the layout").await?;
+    let out = ctx
+        .must(
+            &cmd::layout_check(&ctx.paths, &ctx.host.user),
+            false,
+            "checking the layout",
+        )
+        .await?;
     if out.stdout.trim() == "yes" {
         return Ok(Report::ok(format!("{} exists", ctx.paths.root)));
     }
     if ctx.check() {
-        return Ok(Report::changed(format!("would create {}/{{releases,shared}}", ctx.paths.root)));
+        return Ok(Report::changed(format!(
+            "would create {}/{{releases,shared}}",
+            ctx.paths.root
+        )));
     }
-    ctx.must(&cmd::layout_create(&ctx.paths, &ctx.host.user), false, "creating the layout").await?;
-    Ok(Report::changed(format!("created {}/{{releases,shared}}", ctx.paths.root)))
+    ctx.must(
+        &cmd::layout_create(&ctx.paths, &ctx.host.user),
+        false,
+        "creating the layout",
+    )
+    .await?;
+    Ok(Report::changed(format!(
+        "created {}/{{releases,shared}}",
+        ctx.paths.root
+    )))
 }
 
 async fn release_state(ctx: &HostCtx<'_>) -> Result<String, String> {
-    let out = ctx.must(&cmd::release_state(&ctx.paths, ctx.version()), false, "checking the release").await?;
+    let out = ctx
+        .must(
+            &cmd::release_state(&ctx.paths, ctx.version()),
+            false,
+            "checking the release",
+        )
+        .await?;
     Ok(out.stdout.trim().to_string())
 }
 
@@ -173,16 +225,33 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
     if state == "complete" {
         return Ok(Report::ok(format!("release {} is complete", ctx.version())));
     }
-    let verb = if state == "partial" { "rebuild the unfinished" } else { "create the" };
+    let verb = if state == "partial" {
+        "rebuild the unfinished"
+    } else {
+        "create the"
+    };
     if ctx.check() {
         ctx.would_build = true;
         return Ok(Report::changed(format!("would {verb} virtualenv {dir}")));
     }
-    let out = ctx.must(&cmd::venv_create(&ctx.paths, ctx.version()), true, "python3 -m venv").await?;
+    let out = ctx
+        .must(
+            &cmd::venv_create(&ctx.paths, ctx.version()),
+            true,
+            "python3 -m venv",
+        )
+        .await?;
     if out.stdout.trim() == "already-complete" {
-        return Ok(Report::ok(format!("release {} was completed by an earlier build", ctx.version())));
+        return Ok(Report::ok(format!(
+            "release {} was completed by an earlier build",
+            ctx.version()
+        )));
     }
-    let done = if state == "partial" { "rebuilt the unfinished" } else { "created the" };
+    let done = if state == "partial" {
+        "rebuilt the unfinished"
+    } else {
+        "created the"
+    };
     Ok(Report::changed(format!("{done} virtualenv {dir}")))
 }
 
@@ -190,20 +259,39 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
     let app = &ctx.plan.app;
     let req = format!("{}=={}", app.package, ctx.version());
     if ctx.plan.spec.no_install && (ctx.would_build || release_state(ctx).await? != "complete") {
-        return Err(format!("release {} is not complete on this host; a rollback installs nothing", ctx.version()));
+        return Err(format!(
+            "release {} is not complete on this host; a rollback installs nothing",
+            ctx.version()
+        ));
     }
     if ctx.would_build {
-        return Ok(Report::changed(format!("would install {req} from {}", app.index_url)));
+        return Ok(Report::changed(format!(
+            "would install {req} from {}",
+            app.index_url
+        )));
     }
     match release_state(ctx).await?.as_str() {
         "complete" => return Ok(Report::ok(format!("{req} is installed"))),
-        "absent" => return Err(format!("release directory {} does not exist (run the venv step first)", ctx.paths.release(ctx.version()))),
+        "absent" => {
+            return Err(format!(
+                "release directory {} does not exist (run the venv step first)",
+                ctx.paths.release(ctx.version())
+            ));
+        }
         _ => {}
     }
     if ctx.check() {
-        return Ok(Report::changed(format!("would install {req} from {}", app.index_url)));
+        return Ok(Report::changed(format!(
+            "would install {req} from {}",
+            app.index_url
+        )));
     }
-    ctx.must(&cmd::pip_install(&ctx.paths, &app.index_url, &app.package, ctx.version()), true, "pip install").await?;
+    ctx.must(
+        &cmd::pip_install(&ctx.paths, &app.index_url, &app.package, ctx.version()),
+        true,
+        "pip install",
+    )
+    .await?;
     Ok(Report::changed(format!("installed {req}")))
 }
 
@@ -215,12 +303,21 @@ async fn env_file(ctx: &mut HostCtx<'_>) -> StepResult {
         return Ok(Report::ok(format!("{path} is up to date")));
     }
     // Values may be secrets: the diff shows names only.
-    let d = diff(&path, have.as_deref().map(redact_env_file).as_deref(), &redact_env_file(want));
+    let d = diff(
+        &path,
+        have.as_deref().map(redact_env_file).as_deref(),
+        &redact_env_file(want),
+    );
     ctx.env_changed = true;
     if ctx.check() {
         return Ok(Report::changed(format!("would write {path}")).with_diff(d));
     }
-    ctx.must(&cmd::write_file(&path, "0640", false, want.clone().into_bytes()), false, "writing the env file").await?;
+    ctx.must(
+        &cmd::write_file(&path, "0640", false, want.clone().into_bytes()),
+        false,
+        "writing the env file",
+    )
+    .await?;
     Ok(Report::changed(format!("wrote {path}")).with_diff(d))
 }
 
@@ -246,36 +343,48 @@ impl HostCtx<'_> {
         self.paths.slot_program(SLOTS[slot])
     }
     fn server_name(&self) -> String {
-        self.plan.app.server_names[0].trim_start_matches("*.").to_string()
+        self.plan.app.server_names[0]
+            .trim_start_matches("*.")
+            .to_string()
     }
     async fn live_slot(&self) -> Result<Option<usize>, String> {
-        let out = self.must(&cmd::read_live(&self.paths), false, "reading the live slot").await?;
+        let out = self
+            .must(&cmd::read_live(&self.paths), false, "reading the live slot")
+            .await?;
         Ok(slot_index(out.stdout.trim()))
     }
     async fn pid(&self, slot: usize) -> Result<Option<u32>, String> {
-        let out = self.run(&cmd::supervisor_status(&self.program(slot)), false).await?;
+        let out = self
+            .run(&cmd::supervisor_status(&self.program(slot)), false)
+            .await?;
         Ok(running_pid(out.stdout.trim()))
     }
     async fn current_version(&self) -> Result<Option<String>, String> {
-        let out = self.must(&cmd::read_current(&self.paths), false, "reading current").await?;
+        let out = self
+            .must(&cmd::read_current(&self.paths), false, "reading current")
+            .await?;
         let t = out.stdout.trim();
-        Ok(if t.is_empty() { None } else { t.rsplit('/').next().map(str::to_string) })
+        Ok(if t.is_empty() {
+            None
+        } else {
+            t.rsplit('/').next().map(str::to_string)
+        })
     }
 
     /// Probes `port` (a slot directly) or nginx (None) until healthy or out of retries.
     async fn probe(&self, port: Option<u16>) -> Result<String, String> {
         let h = &self.plan.app.health;
         let name = self.server_name();
-        let c = match port {
-            Some(p) => cmd::slot_probe(p, &name, &h.path, h.timeout_secs),
-            None => cmd::health_probe(&name, &h.path, h.timeout_secs),
-        };
+        let c = cmd::http_probe(port.unwrap_or(80), &name, &h.path, h.timeout_secs);
         let mut last = String::new();
         for attempt in 1..=h.retries {
             let out = self.run(&c, false).await?;
             let code = out.stdout.trim();
             if code == h.expect_status.to_string() {
-                return Ok(format!("GET {} answered {code} (attempt {attempt})", h.path));
+                return Ok(format!(
+                    "GET {} answered {code} (attempt {attempt})",
+                    h.path
+                ));
             }
             last = if code == "000" || code.is_empty() {
                 format!("no answer within {}s", h.timeout_secs)
@@ -284,8 +393,13 @@ impl HostCtx<'_> {
             };
             tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
         }
-        let via = port.map(|p| format!("slot port {p}")).unwrap_or_else(|| "nginx".into());
-        Err(format!("health check GET {} (Host: {name}) via {via}: {last} after {} attempts", h.path, h.retries))
+        let via = port
+            .map(|p| format!("slot port {p}"))
+            .unwrap_or_else(|| "nginx".into());
+        Err(format!(
+            "health check GET {} (Host: {name}) via {via}: {last} after {} attempts",
+            h.path, h.retries
+        ))
     }
 
     /// Points nginx at `slot` (validated, graceful reload) and records it as live.
@@ -295,10 +409,21 @@ impl HostCtx<'_> {
         let have = self.read(&path).await?;
         let changed = have.as_deref() != Some(want.as_str());
         if changed {
-            self.must(&cmd::nginx_install_validated(&path, want.clone().into_bytes()), false, "installing the nginx site (nginx -t)").await?;
-            self.must(&cmd::nginx_reload(), false, "nginx reload").await?;
+            self.must(
+                &cmd::nginx_install_validated(&path, want.clone().into_bytes()),
+                false,
+                "installing the nginx site (nginx -t)",
+            )
+            .await?;
+            self.must(&cmd::nginx_reload(), false, "nginx reload")
+                .await?;
         }
-        self.must(&cmd::set_live(&self.paths, SLOTS[slot], version), false, "recording the live slot").await?;
+        self.must(
+            &cmd::set_live(&self.paths, SLOTS[slot], version),
+            false,
+            "recording the live slot",
+        )
+        .await?;
         Ok(changed)
     }
 }
@@ -310,11 +435,17 @@ async fn start(ctx: &mut HostCtx<'_>) -> StepResult {
     if let Some(l) = live {
         let conf = ctx.read(&ctx.paths.slot_conf(SLOTS[l])).await?;
         let pid = ctx.pid(l).await?;
-        if conf.as_deref() == Some(ctx.rendered.supervisor[l].as_str()) && !ctx.env_changed && !ctx.would_build {
-            if let Some(pid) = pid {
-                ctx.target = Some(l);
-                return Ok(Report::ok(format!("{} runs {} (pid {pid}); nothing it depends on changed", ctx.program(l), ctx.version())));
-            }
+        if conf.as_deref() == Some(ctx.rendered.supervisor[l].as_str())
+            && !ctx.env_changed
+            && !ctx.would_build
+            && let Some(pid) = pid
+        {
+            ctx.target = Some(l);
+            return Ok(Report::ok(format!(
+                "{} runs {} (pid {pid}); nothing it depends on changed",
+                ctx.program(l),
+                ctx.version()
+            )));
         }
     }
     let target = match live {
@@ -326,25 +457,53 @@ async fn start(ctx: &mut HostCtx<'_>) -> StepResult {
     let program = ctx.program(target);
     let conf_path = ctx.paths.slot_conf(SLOTS[target]);
     let have = ctx.read(&conf_path).await?;
-    let d = diff(&conf_path, have.as_deref(), &ctx.rendered.supervisor[target]);
+    let d = diff(
+        &conf_path,
+        have.as_deref(),
+        &ctx.rendered.supervisor[target],
+    );
     let port = crate::render::slot_port(&ctx.plan.app, target);
     if ctx.check() {
-        return Ok(Report::changed(format!("would start {} in {program} on port {port} and check its health", ctx.version())).with_diff(d));
+        return Ok(Report::changed(format!(
+            "would start {} in {program} on port {port} and check its health",
+            ctx.version()
+        ))
+        .with_diff(d));
     }
     if d.is_some() {
-        ctx.must(&cmd::write_file(&conf_path, "0644", true, ctx.rendered.supervisor[target].clone().into_bytes()), false, "writing the slot config").await?;
+        ctx.must(
+            &cmd::write_file(
+                &conf_path,
+                "0644",
+                true,
+                ctx.rendered.supervisor[target].clone().into_bytes(),
+            ),
+            false,
+            "writing the slot config",
+        )
+        .await?;
     }
-    let out = ctx.run(&cmd::supervisor_start_fresh(&program), false).await?;
+    let out = ctx
+        .run(&cmd::supervisor_start_fresh(&program), false)
+        .await?;
     if !out.ok() {
         let _ = ctx.run(&cmd::supervisor_stop(&program), false).await;
         return Err(format!("{program} did not start: {}", out.tail()));
     }
     match ctx.probe(Some(port)).await {
-        Ok(how) => Ok(Report::changed(format!("started {} in {program} on port {port}; {how}", ctx.version())).with_diff(d)),
+        Ok(how) => Ok(Report::changed(format!(
+            "started {} in {program} on port {port}; {how}",
+            ctx.version()
+        ))
+        .with_diff(d)),
         Err(why) => {
             let _ = ctx.run(&cmd::supervisor_stop(&program), false).await;
-            let _ = ctx.run(&cmd::mark_failed(&ctx.paths, ctx.version()), false).await;
-            Err(format!("{why}; stopped {program}, traffic still goes to the previous release"))
+            let _ = ctx
+                .run(&cmd::mark_failed(&ctx.paths, ctx.version()), false)
+                .await;
+            Err(format!(
+                "{why}; stopped {program}, traffic still goes to the previous release"
+            ))
         }
     }
 }
@@ -355,16 +514,35 @@ async fn switch(ctx: &mut HostCtx<'_>) -> StepResult {
     let current = ctx.current_version().await?;
     let nginx_have = ctx.read(&ctx.paths.nginx_conf()).await?;
     let nginx_same = nginx_have.as_deref() == Some(ctx.rendered.nginx[target].as_str());
-    if ctx.old_slot.is_none() && nginx_same && current.as_deref() == Some(ctx.version()) && ctx.live_slot().await? == Some(target) {
-        return Ok(Report::ok(format!("nginx -> {program}; current -> releases/{}", ctx.version())));
+    if ctx.old_slot.is_none()
+        && nginx_same
+        && current.as_deref() == Some(ctx.version())
+        && ctx.live_slot().await? == Some(target)
+    {
+        return Ok(Report::ok(format!(
+            "nginx -> {program}; current -> releases/{}",
+            ctx.version()
+        )));
     }
-    let d = diff(&ctx.paths.nginx_conf(), nginx_have.as_deref(), &ctx.rendered.nginx[target]);
+    let d = diff(
+        &ctx.paths.nginx_conf(),
+        nginx_have.as_deref(),
+        &ctx.rendered.nginx[target],
+    );
     let from = current.clone().unwrap_or_else(|| "(none)".into());
     if ctx.check() {
-        return Ok(Report::changed(format!("would point nginx at {program} and current at releases/{} (from {from})", ctx.version())).with_diff(d));
+        return Ok(Report::changed(format!(
+            "would point nginx at {program} and current at releases/{} (from {from})",
+            ctx.version()
+        ))
+        .with_diff(d));
     }
     ctx.make_live(target, ctx.version()).await?;
-    Ok(Report::changed(format!("nginx -> {program} (graceful reload); current: {from} -> {}", ctx.version())).with_diff(d))
+    Ok(Report::changed(format!(
+        "nginx -> {program} (graceful reload); current: {from} -> {}",
+        ctx.version()
+    ))
+    .with_diff(d))
 }
 
 async fn health(ctx: &mut HostCtx<'_>) -> StepResult {
@@ -380,11 +558,18 @@ async fn health(ctx: &mut HostCtx<'_>) -> StepResult {
             };
             let target = ctx.target.unwrap_or(1 - old);
             let back = ctx.make_live(old, &prev).await;
-            let _ = ctx.run(&cmd::supervisor_stop(&ctx.program(target)), false).await;
-            let _ = ctx.run(&cmd::mark_failed(&ctx.paths, ctx.version()), false).await;
+            let _ = ctx
+                .run(&cmd::supervisor_stop(&ctx.program(target)), false)
+                .await;
+            let _ = ctx
+                .run(&cmd::mark_failed(&ctx.paths, ctx.version()), false)
+                .await;
             ctx.old_slot = None;
             match back {
-                Ok(_) => Err(format!("{why}; switched back to {prev} in {}", ctx.program(old))),
+                Ok(_) => Err(format!(
+                    "{why}; switched back to {prev} in {}",
+                    ctx.program(old)
+                )),
                 Err(e) => Err(format!("{why}; switching back to {prev} failed too: {e}")),
             }
         }
@@ -397,11 +582,22 @@ async fn drain(ctx: &mut HostCtx<'_>) -> StepResult {
     };
     let program = ctx.program(old);
     if ctx.check() {
-        return Ok(Report::changed(format!("would stop {program} after {}s", ctx.plan.app.drain_secs)));
+        return Ok(Report::changed(format!(
+            "would stop {program} after {}s",
+            ctx.plan.app.drain_secs
+        )));
     }
     tokio::time::sleep(Duration::from_secs(ctx.plan.app.drain_secs as u64)).await;
-    ctx.must(&cmd::supervisor_stop(&program), false, "stopping the previous slot").await?;
-    Ok(Report::changed(format!("stopped {program} after a {}s drain", ctx.plan.app.drain_secs)))
+    ctx.must(
+        &cmd::supervisor_stop(&program),
+        false,
+        "stopping the previous slot",
+    )
+    .await?;
+    Ok(Report::changed(format!(
+        "stopped {program} after a {}s drain",
+        ctx.plan.app.drain_secs
+    )))
 }
 
 /// Which releases to remove: keep `keep` complete releases (the live one always among
@@ -411,7 +607,9 @@ pub fn prune_plan(listing: &str, current: &str, keep: usize, building: &str) -> 
     let mut remove = Vec::new();
     for line in listing.lines() {
         let mut w = line.split_whitespace();
-        let (Some(_mtime), Some(name), Some(state)) = (w.next(), w.next(), w.next()) else { continue };
+        let (Some(_mtime), Some(name), Some(state)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
         match state {
             "complete" => complete.push(name.to_string()),
             // Failed releases never count as kept ones; partial ones are dead builds.
@@ -435,7 +633,9 @@ pub fn prune_plan(listing: &str, current: &str, keep: usize, building: &str) -> 
 }
 
 async fn prune(ctx: &mut HostCtx<'_>) -> StepResult {
-    let listing = ctx.must(&cmd::list_releases(&ctx.paths), false, "listing releases").await?;
+    let listing = ctx
+        .must(&cmd::list_releases(&ctx.paths), false, "listing releases")
+        .await?;
     let current = ctx.current_version().await?.unwrap_or_default();
     let keep = ctx.plan.app.keep_releases as usize;
     let remove = prune_plan(&listing.stdout, &current, keep, ctx.version());
@@ -443,10 +643,21 @@ async fn prune(ctx: &mut HostCtx<'_>) -> StepResult {
         return Ok(Report::ok(format!("at most {keep} releases kept")));
     }
     if ctx.check() {
-        return Ok(Report::changed(format!("would remove releases {}", remove.join(", "))));
+        return Ok(Report::changed(format!(
+            "would remove releases {}",
+            remove.join(", ")
+        )));
     }
-    ctx.must(&cmd::remove_releases(&ctx.paths, &remove), false, "removing old releases").await?;
-    Ok(Report::changed(format!("removed releases {}", remove.join(", "))))
+    ctx.must(
+        &cmd::remove_releases(&ctx.paths, &remove),
+        false,
+        "removing old releases",
+    )
+    .await?;
+    Ok(Report::changed(format!(
+        "removed releases {}",
+        remove.join(", ")
+    )))
 }
 
 #[cfg(test)]
@@ -455,17 +666,32 @@ mod tests {
 
     #[test]
     fn parses_supervisor_status() {
-        assert_eq!(running_pid("hello                            RUNNING   pid 42, uptime 0:00:05"), Some(42));
-        assert_eq!(running_pid("hello                            STOPPED   Nov 25 05:00 AM"), None);
+        assert_eq!(
+            running_pid("hello                            RUNNING   pid 42, uptime 0:00:05"),
+            Some(42)
+        );
+        assert_eq!(
+            running_pid("hello                            STOPPED   Nov 25 05:00 AM"),
+            None
+        );
         assert_eq!(running_pid("hello: ERROR (no such process)"), None);
         assert_eq!(running_pid(""), None);
     }
 
     #[test]
     fn prune_keeps_the_live_and_newest_complete_releases() {
-        let listing = "1 0.9 complete\n2 1.0 complete\n3 1.1 partial\n4 1.2 complete\n5 1.3 complete\n";
+        let listing =
+            "1 0.9 complete\n2 1.0 complete\n3 1.1 partial\n4 1.2 complete\n5 1.3 complete\n";
         // failed releases go and do not count
-        assert_eq!(prune_plan("1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n", "1.3", 2, "1.3"), ["1.0", "1.2"]);
+        assert_eq!(
+            prune_plan(
+                "1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n",
+                "1.3",
+                2,
+                "1.3"
+            ),
+            ["1.0", "1.2"]
+        );
         // live is the newest: keep 1.3 and 1.2
         assert_eq!(prune_plan(listing, "1.3", 2, "1.3"), ["0.9", "1.0", "1.1"]);
         // live was rolled back to 1.0: keep it and the newest other

@@ -39,7 +39,10 @@ pub fn new_token() -> std::io::Result<(String, String)> {
 
 /// Reads `Authorization: Bearer <token>`.
 pub fn bearer(value: Option<&str>) -> Option<&str> {
-    value?.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
+    value?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
@@ -60,9 +63,19 @@ mod tests {
 
     #[test]
     fn principals_act_only_on_their_environments() {
-        let p = Principal { user: "ann".into(), envs: vec!["staging".into()], admin: false };
+        let p = Principal {
+            user: "ann".into(),
+            envs: vec!["staging".into()],
+            admin: false,
+        };
         assert!(p.may_act_on("staging"));
         assert!(!p.may_act_on("production"));
-        assert!(Principal { admin: true, ..p.clone() }.may_act_on("production"));
+        assert!(
+            Principal {
+                admin: true,
+                ..p.clone()
+            }
+            .may_act_on("production")
+        );
     }
 }

@@ -72,15 +72,31 @@ fn default_timeout() -> u64 {
 
 impl GatewayConfig {
     pub fn load(path: &Path) -> Result<GatewayConfig, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, None, "", format!("cannot read the gateway config: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InputError::new(
+                path,
+                None,
+                "",
+                format!("cannot read the gateway config: {e}"),
+            )
+        })?;
         let raw: Raw = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1) as u64);
+            let line = e
+                .span()
+                .map(|s| text[..s.start].lines().count().max(1) as u64);
             InputError::new(path, line, "", e.message().to_string())
         })?;
-        for (field, v) in [("cli.oldest", &raw.cli.oldest), ("cli.newest", &raw.cli.newest)] {
+        for (field, v) in [
+            ("cli.oldest", &raw.cli.oldest),
+            ("cli.newest", &raw.cli.newest),
+        ] {
             if !deploy_wire::api::is_semver(v) {
-                return Err(InputError::new(path, None, field, format!("expected a semver version, got {v:?}")));
+                return Err(InputError::new(
+                    path,
+                    None,
+                    field,
+                    format!("expected a semver version, got {v:?}"),
+                ));
             }
         }
         let base = path.parent().unwrap_or(Path::new("."));
@@ -101,6 +117,8 @@ impl GatewayConfig {
     }
 
     pub fn upgrade_command(&self) -> String {
-        self.cli.upgrade_command.replace("{version}", &self.cli.newest)
+        self.cli
+            .upgrade_command
+            .replace("{version}", &self.cli.newest)
     }
 }

@@ -31,7 +31,11 @@ pub fn version_of(filename: &str, project: &str) -> Option<String> {
         return None;
     }
     let rest = &stem[norm.len() + 1..];
-    Some(if filename.ends_with(".whl") { rest.split('-').next()?.to_string() } else { rest.to_string() })
+    Some(if filename.ends_with(".whl") {
+        rest.split('-').next()?.to_string()
+    } else {
+        rest.to_string()
+    })
 }
 
 /// Orders versions by PEP 440 and drops duplicates.
@@ -41,11 +45,22 @@ pub fn sort_versions(v: &mut Vec<String>) {
 }
 
 /// Fetches the project's page and returns its versions, oldest first.
-pub async fn list_versions(client: &reqwest::Client, index_url: &str, project: &str) -> Result<Vec<String>, String> {
-    let url = format!("{}/{}/", index_url.trim_end_matches('/'), normalize(project));
+pub async fn list_versions(
+    client: &reqwest::Client,
+    index_url: &str,
+    project: &str,
+) -> Result<Vec<String>, String> {
+    let url = format!(
+        "{}/{}/",
+        index_url.trim_end_matches('/'),
+        normalize(project)
+    );
     let resp = client
         .get(&url)
-        .header("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1")
+        .header(
+            "Accept",
+            "application/vnd.pypi.simple.v1+json, text/html;q=0.1",
+        )
         .send()
         .await
         .map_err(|e| format!("cannot reach the index {url}: {e}"))?;
@@ -55,16 +70,37 @@ pub async fn list_versions(client: &reqwest::Client, index_url: &str, project: &
     if !resp.status().is_success() {
         return Err(format!("the index answered {} for {url}", resp.status()));
     }
-    let json = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").contains("json");
-    let body = resp.text().await.map_err(|e| format!("reading {url}: {e}"))?;
+    let json = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .contains("json");
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| format!("reading {url}: {e}"))?;
     let names: Vec<String> = if json {
-        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("bad JSON from {url}: {e}"))?;
-        v["files"].as_array().into_iter().flatten().filter_map(|f| f["filename"].as_str().map(str::to_string)).collect()
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("bad JSON from {url}: {e}"))?;
+        v["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["filename"].as_str().map(str::to_string))
+            .collect()
     } else {
         // PEP 503: <a href="...">filename</a>
-        body.split("<a ").skip(1).filter_map(|a| a.split_once('>')).map(|(_, r)| r.split('<').next().unwrap_or("").trim().to_string()).collect()
+        body.split("<a ")
+            .skip(1)
+            .filter_map(|a| a.split_once('>'))
+            .map(|(_, r)| r.split('<').next().unwrap_or("").trim().to_string())
+            .collect()
     };
-    let mut versions: Vec<String> = names.iter().filter_map(|n| version_of(n, project)).collect();
+    let mut versions: Vec<String> = names
+        .iter()
+        .filter_map(|n| version_of(n, project))
+        .collect();
     sort_versions(&mut versions);
     Ok(versions)
 }
@@ -77,10 +113,24 @@ mod tests {
     fn normalizes_and_reads_versions_from_file_names() {
         assert_eq!(normalize("Hello_App"), "hello-app");
         assert_eq!(normalize("hello.-app"), "hello-app");
-        assert_eq!(version_of("hello_app-1.2.0-py3-none-any.whl", "hello-app").as_deref(), Some("1.2.0"));
-        assert_eq!(version_of("Hello_App-1.0.tar.gz", "hello-app").as_deref(), Some("1.0"));
-        assert_eq!(version_of("gunicorn-27.0.1-py3-none-any.whl", "hello-app"), None);
-        let mut v = vec!["1.10.0".to_string(), "1.9.0".into(), "1.0.0".into(), "1.9.0".into()];
+        assert_eq!(
+            version_of("hello_app-1.2.0-py3-none-any.whl", "hello-app").as_deref(),
+            Some("1.2.0")
+        );
+        assert_eq!(
+            version_of("Hello_App-1.0.tar.gz", "hello-app").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(
+            version_of("gunicorn-27.0.1-py3-none-any.whl", "hello-app"),
+            None
+        );
+        let mut v = vec![
+            "1.10.0".to_string(),
+            "1.9.0".into(),
+            "1.0.0".into(),
+            "1.9.0".into(),
+        ];
         sort_versions(&mut v);
         assert_eq!(v, ["1.0.0", "1.9.0", "1.10.0"]);
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deploy_wire::api::{DeployRequest, JobInfo, LedgerEntry};
-use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
+use deploy_wire::{Event, EventKind, JobStatus};
 use tokio::sync::broadcast;
 
 use super::config::GatewayConfig;
@@ -51,7 +51,10 @@ impl EventSink for StoreSink {
         let mut seq = self.seq.lock().unwrap();
         *seq += 1;
         if let Err(e) = self.store.append_event(&self.job, *seq, event.ts_ms, &data) {
-            eprintln!("deploy-gateway: cannot store event {} of job {}: {e}", *seq, self.job);
+            eprintln!(
+                "deploy-gateway: cannot store event {} of job {}: {e}",
+                *seq, self.job
+            );
         }
         drop(seq);
         let _ = self.notify.send(self.job.clone());
@@ -66,7 +69,13 @@ fn new_job_id() -> String {
 impl Jobs {
     pub fn new(store: Store, cfg: Arc<GatewayConfig>, key: Arc<SshKey>) -> Jobs {
         let (notify, _) = broadcast::channel(1024);
-        Jobs { store, cfg, key, notify, cancels: Default::default() }
+        Jobs {
+            store,
+            cfg,
+            key,
+            notify,
+            cancels: Default::default(),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -89,14 +98,24 @@ impl Jobs {
                 hosts_changed: 0,
                 hosts_failed: 0,
             });
-            let _ = self.store.append_event(id, seq + 1, ev.ts_ms, &serde_json::to_string(&ev).unwrap());
+            let _ = self.store.append_event(
+                id,
+                seq + 1,
+                ev.ts_ms,
+                &serde_json::to_string(&ev).unwrap(),
+            );
         }
         Ok(ids)
     }
 
     /// Validates and plans the request, takes the lock, and starts the job in the
     /// background.  Returns at once.
-    pub async fn submit(&self, user: &str, req: DeployRequest, rollback: bool) -> Result<JobInfo, SubmitError> {
+    pub async fn submit(
+        &self,
+        user: &str,
+        req: DeployRequest,
+        rollback: bool,
+    ) -> Result<JobInfo, SubmitError> {
         let inv = self.inventory().map_err(SubmitError::Invalid)?;
         let pins = HostKeyPins::load(&self.cfg.known_hosts).map_err(SubmitError::Invalid)?;
         let engine_cfg = EngineConfig {
@@ -108,10 +127,14 @@ impl Jobs {
             command_timeout: Duration::from_secs(self.cfg.command_timeout_secs),
         };
         let batch = match &req.batch {
-            Some(b) => Some(
-                crate::inventory::BatchSize::parse(b)
-                    .map_err(|m| SubmitError::Invalid(InputError::new(std::path::Path::new("<request>"), None, "batch", m)))?,
-            ),
+            Some(b) => Some(crate::inventory::BatchSize::parse(b).map_err(|m| {
+                SubmitError::Invalid(InputError::new(
+                    std::path::Path::new("<request>"),
+                    None,
+                    "batch",
+                    m,
+                ))
+            })?),
             None => None,
         };
         let spec = JobSpec {
@@ -149,8 +172,16 @@ impl Jobs {
             Ok(Ok(())) => {}
         }
         let cancel = CancelFlag::default();
-        self.cancels.lock().unwrap().insert(job.id.clone(), cancel.clone());
-        let sink = Arc::new(StoreSink { store: self.store.clone(), job: job.id.clone(), seq: Mutex::new(0), notify: self.notify.clone() });
+        self.cancels
+            .lock()
+            .unwrap()
+            .insert(job.id.clone(), cancel.clone());
+        let sink = Arc::new(StoreSink {
+            store: self.store.clone(),
+            job: job.id.clone(),
+            seq: Mutex::new(0),
+            notify: self.notify.clone(),
+        });
         let this = self.clone();
         let j = job.clone();
         tokio::spawn(async move {
@@ -183,7 +214,12 @@ impl Jobs {
                     }
                 }
                 let error = result.hosts.iter().find_map(|h| h.error.clone());
-                s.audit(&job.user, &format!("{} finished", job.kind), &format!("{}/{} {} ({})", job.app, job.env, job.version, job.id), result.status.as_str())?;
+                s.audit(
+                    &job.user,
+                    &format!("{} finished", job.kind),
+                    &format!("{}/{} {} ({})", job.app, job.env, job.version, job.id),
+                    result.status.as_str(),
+                )?;
                 s.finish_job(&job.id, result.status.as_str(), error.as_deref())?;
                 cancels.lock().unwrap().remove(&job.id);
                 Ok(())
@@ -203,9 +239,4 @@ impl Jobs {
             None => false,
         }
     }
-}
-
-/// Host statuses that count as "this release now runs there" in the ledger.
-pub fn is_live(status: HostStatus) -> bool {
-    matches!(status, HostStatus::Ok | HostStatus::Changed)
 }

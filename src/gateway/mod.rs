@@ -17,7 +17,8 @@ use store::Store;
 /// Starts the gateway: opens (and migrates) the state file, marks jobs of a previous run
 /// interrupted, and serves the API until a shutdown signal.
 pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
-    let store = Store::open(&cfg.database).map_err(|e| format!("cannot open {}: {e}", cfg.database.display()))?;
+    let store = Store::open(&cfg.database)
+        .map_err(|e| format!("cannot open {}: {e}", cfg.database.display()))?;
     let key = crate::ssh::load_key(&cfg.ssh_key)?;
     // Fail early on a broken inventory, with its file and line.
     crate::inventory::Inventory::load(&cfg.inventory).map_err(|e| e.to_string())?;
@@ -25,17 +26,28 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     let jobs = Jobs::new(store, cfg.clone(), Arc::new(key));
     let interrupted = jobs.recover()?;
     for id in &interrupted {
-        eprintln!("deploy-gateway: job {id} was interrupted by a gateway stop; its lock is released");
+        eprintln!(
+            "deploy-gateway: job {id} was interrupted by a gateway stop; its lock is released"
+        );
     }
     let app = api::router(api::AppState::new(cfg.clone(), jobs));
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-    eprintln!("deploy-gateway: listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(|e| e.to_string())
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
+    eprintln!(
+        "deploy-gateway: listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn shutdown() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -43,5 +55,7 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    eprintln!("deploy-gateway: shutting down; running jobs will be marked interrupted on the next start");
+    eprintln!(
+        "deploy-gateway: shutting down; running jobs will be marked interrupted on the next start"
+    );
 }

@@ -13,7 +13,10 @@ use deploy_wire::api::{AuditEntry, JobInfo, LedgerEntry};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 const SCHEMA: &[&str] = &[
@@ -73,7 +76,22 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobInfo> {
     })
 }
 
-const JOB_COLS: &str = "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error";
+fn ledger_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerEntry> {
+    Ok(LedgerEntry {
+        job_id: r.get(0)?,
+        app: r.get(1)?,
+        env: r.get(2)?,
+        host: r.get(3)?,
+        version: r.get(4)?,
+        from_version: r.get(5)?,
+        result: r.get(6)?,
+        user: r.get(7)?,
+        ts_ms: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+const JOB_COLS: &str =
+    "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error";
 
 impl Store {
     /// Opens (creating and migrating) the state file.
@@ -87,9 +105,14 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, ddl) in SCHEMA.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN; {ddl}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+            conn.execute_batch(&format!(
+                "BEGIN; {ddl}; PRAGMA user_version = {}; COMMIT;",
+                i + 1
+            ))?;
         }
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -98,9 +121,14 @@ impl Store {
     }
 
     /// Runs `f` on a blocking thread (for async callers).
-    pub async fn call<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> Result<T> + Send + 'static) -> Result<T> {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let s = self.clone();
-        tokio::task::spawn_blocking(move || f(&s)).await.expect("store task panicked")
+        tokio::task::spawn_blocking(move || f(&s))
+            .await
+            .expect("store task panicked")
     }
 
     // ---- start-up recovery ----
@@ -166,12 +194,21 @@ impl Store {
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobInfo>> {
-        self.with(|c| c.query_row(&format!("SELECT {JOB_COLS} FROM jobs WHERE id=?1"), params![id], job_from_row).optional())
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id=?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()
+        })
     }
 
     pub fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {JOB_COLS} FROM jobs ORDER BY created_ms DESC, id DESC LIMIT ?1"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLS} FROM jobs ORDER BY created_ms DESC, id DESC LIMIT ?1"
+            ))?;
             st.query_map(params![limit], job_from_row)?.collect()
         })
     }
@@ -189,14 +226,26 @@ impl Store {
     }
 
     pub fn last_seq(&self, job: &str) -> Result<u64> {
-        self.with(|c| c.query_row("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id=?1", params![job], |r| r.get::<_, i64>(0)).map(|v| v as u64))
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id=?1",
+                params![job],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v as u64)
+        })
     }
 
     /// Events with `seq > after`, in order: (seq, json).
     pub fn events_after(&self, job: &str, after: u64, limit: u32) -> Result<Vec<(u64, String)>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT seq, data FROM events WHERE job_id=?1 AND seq>?2 ORDER BY seq LIMIT ?3")?;
-            st.query_map(params![job, after as i64, limit], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?.collect()
+            let mut st = c.prepare(
+                "SELECT seq, data FROM events WHERE job_id=?1 AND seq>?2 ORDER BY seq LIMIT ?3",
+            )?;
+            st.query_map(params![job, after as i64, limit], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?
+            .collect()
         })
     }
 
@@ -218,34 +267,33 @@ impl Store {
                 "SELECT job_id, app, env, host, version, from_version, result, user, ts_ms FROM ledger
                  WHERE (?1 IS NULL OR app=?1) ORDER BY id DESC LIMIT ?2",
             )?;
-            st.query_map(params![app, limit], |r| {
-                Ok(LedgerEntry {
-                    job_id: r.get(0)?,
-                    app: r.get(1)?,
-                    env: r.get(2)?,
-                    host: r.get(3)?,
-                    version: r.get(4)?,
-                    from_version: r.get(5)?,
-                    result: r.get(6)?,
-                    user: r.get(7)?,
-                    ts_ms: r.get::<_, i64>(8)? as u64,
-                })
-            })?
-            .collect()
+            st.query_map(params![app, limit], ledger_from_row)?.collect()
         })
     }
 
-    /// The last successful deploy per host of an application's environment.
+    /// The last successful deploy of an application to one host of an environment.
     pub fn live(&self, app: &str, env: &str, host: &str) -> Result<Option<LedgerEntry>> {
-        Ok(self
-            .ledger(Some(app), 10_000)?
-            .into_iter()
-            .find(|e| e.env == env && e.host == host && (e.result == "changed" || e.result == "ok")))
+        self.with(|c| {
+            c.query_row(
+                "SELECT job_id, app, env, host, version, from_version, result, user, ts_ms FROM ledger
+                 WHERE app=?1 AND env=?2 AND host=?3 AND result IN ('changed', 'ok') ORDER BY id DESC LIMIT 1",
+                params![app, env, host],
+                ledger_from_row,
+            )
+            .optional()
+        })
     }
 
     // ---- tokens ----
 
-    pub fn add_token(&self, id: &str, hash: &str, user: &str, envs: &[String], admin: bool) -> Result<()> {
+    pub fn add_token(
+        &self,
+        id: &str,
+        hash: &str,
+        user: &str,
+        envs: &[String],
+        admin: bool,
+    ) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO tokens (id, hash, user, envs, admin, created_ms) VALUES (?1,?2,?3,?4,?5,?6)",
@@ -260,7 +308,11 @@ impl Store {
         Ok(TokenRow {
             id: r.get(0)?,
             user: r.get(1)?,
-            envs: envs.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            envs: envs
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
             admin: r.get::<_, i64>(3)? != 0,
             created_ms: r.get::<_, i64>(4)? as u64,
             revoked: r.get::<_, Option<i64>>(5)?.is_some(),
@@ -287,7 +339,11 @@ impl Store {
 
     pub fn revoke_token(&self, id: &str) -> Result<bool> {
         self.with(|c| {
-            c.execute("UPDATE tokens SET revoked_ms=?2 WHERE id=?1 AND revoked_ms IS NULL", params![id, now_ms() as i64]).map(|n| n > 0)
+            c.execute(
+                "UPDATE tokens SET revoked_ms=?2 WHERE id=?1 AND revoked_ms IS NULL",
+                params![id, now_ms() as i64],
+            )
+            .map(|n| n > 0)
         })
     }
 
@@ -305,9 +361,17 @@ impl Store {
 
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT ts_ms, user, action, target, outcome FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let mut st = c.prepare(
+                "SELECT ts_ms, user, action, target, outcome FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
             st.query_map(params![limit], |r| {
-                Ok(AuditEntry { ts_ms: r.get::<_, i64>(0)? as u64, user: r.get(1)?, action: r.get(2)?, target: r.get(3)?, outcome: r.get(4)? })
+                Ok(AuditEntry {
+                    ts_ms: r.get::<_, i64>(0)? as u64,
+                    user: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    outcome: r.get(4)?,
+                })
             })?
             .collect()
         })
@@ -340,7 +404,10 @@ mod tests {
         let path = dir.path().join("state.db");
         let s = Store::open(&path).unwrap();
         assert_eq!(s.start_job(&job("j1")).unwrap(), Ok(()));
-        assert_eq!(s.start_job(&job("j2")).unwrap(), Err(("ann".to_string(), "j1".to_string())));
+        assert_eq!(
+            s.start_job(&job("j2")).unwrap(),
+            Err(("ann".to_string(), "j1".to_string()))
+        );
         drop(s);
         // A restart: the running job is interrupted and the lock is free.
         let s = Store::open(&path).unwrap();
@@ -358,7 +425,12 @@ mod tests {
         for i in 1..=5 {
             s.append_event("j", i, 0, &format!("e{i}")).unwrap();
         }
-        let got: Vec<u64> = s.events_after("j", 2, 100).unwrap().into_iter().map(|(q, _)| q).collect();
+        let got: Vec<u64> = s
+            .events_after("j", 2, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(q, _)| q)
+            .collect();
         assert_eq!(got, [3, 4, 5]);
         assert_eq!(s.last_seq("j").unwrap(), 5);
     }

@@ -179,8 +179,11 @@ pub fn is_semver(v: &str) -> bool {
 
 /// Compares `client` with `oldest..=newest` as semver.
 pub fn handshake(client: &str, oldest: &str, newest: &str) -> Handshake {
-    let (Ok(c), Ok(o), Ok(n)) = (semver::Version::parse(client), semver::Version::parse(oldest), semver::Version::parse(newest))
-    else {
+    let (Ok(c), Ok(o), Ok(n)) = (
+        semver::Version::parse(client),
+        semver::Version::parse(oldest),
+        semver::Version::parse(newest),
+    ) else {
         return Handshake::Unparseable;
     };
     if c < o {
@@ -199,10 +202,21 @@ mod tests {
     #[test]
     fn handshake_compares_as_semver() {
         assert_eq!(handshake("0.1.0", "0.1.0", "0.1.0"), Handshake::Current);
-        assert_eq!(handshake("0.10.0", "0.9.0", "0.9.1"), Handshake::Current, "not string order");
+        assert_eq!(
+            handshake("0.10.0", "0.9.0", "0.9.1"),
+            Handshake::Current,
+            "not string order"
+        );
         assert_eq!(handshake("0.1.0", "0.1.0", "0.2.0"), Handshake::Outdated);
         assert_eq!(handshake("0.1.0", "0.2.0", "0.3.0"), Handshake::TooOld);
-        assert_eq!(handshake("1.0.0-rc.1", "1.0.0", "1.0.0"), Handshake::TooOld, "a pre-release is older");
-        assert_eq!(handshake("banana", "0.1.0", "0.1.0"), Handshake::Unparseable);
+        assert_eq!(
+            handshake("1.0.0-rc.1", "1.0.0", "1.0.0"),
+            Handshake::TooOld,
+            "a pre-release is older"
+        );
+        assert_eq!(
+            handshake("banana", "0.1.0", "0.1.0"),
+            Handshake::Unparseable
+        );
     }
 }

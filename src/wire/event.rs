@@ -59,7 +59,10 @@ impl HostStatus {
         }
     }
     pub fn is_failure(self) -> bool {
-        matches!(self, HostStatus::Failed | HostStatus::Unreachable | HostStatus::Cancelled)
+        matches!(
+            self,
+            HostStatus::Failed | HostStatus::Unreachable | HostStatus::Cancelled
+        )
     }
 }
 

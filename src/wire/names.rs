@@ -18,7 +18,11 @@ pub struct NameError {
 
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} {:?}: expected {}", self.kind, self.value, self.expected)
+        write!(
+            f,
+            "invalid {} {:?}: expected {}",
+            self.kind, self.value, self.expected
+        )
     }
 }
 
@@ -37,7 +41,15 @@ fn check(
         None => false,
         Some(c) => first(c) && chars.all(rest) && value.len() <= max,
     };
-    if ok { Ok(()) } else { Err(NameError { kind, value: value.to_string(), expected }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError {
+            kind,
+            value: value.to_string(),
+            expected,
+        })
+    }
 }
 
 /// Application, environment and host names: `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
@@ -66,7 +78,11 @@ pub fn check_package(value: &str) -> Result<(), NameError> {
         |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'),
     )?;
     if value.ends_with(['.', '_', '-']) {
-        return Err(NameError { kind: "package name", value: value.into(), expected: EXPECTED });
+        return Err(NameError {
+            kind: "package name",
+            value: value.into(),
+            expected: EXPECTED,
+        });
     }
     Ok(())
 }
@@ -75,7 +91,8 @@ pub fn check_package(value: &str) -> Result<(), NameError> {
 /// letters, digits, `.`, `+`, `!`, `_`, `-`, starting with a digit or `v`.  It becomes a
 /// directory name (`releases/<version>`), so `..`  and `/` are refused.
 pub fn check_version(value: &str) -> Result<(), NameError> {
-    const EXPECTED: &str = "a PEP 440 version such as 1.2.0 (digits, letters, '.', '+', '!', '_', '-')";
+    const EXPECTED: &str =
+        "a PEP 440 version such as 1.2.0 (digits, letters, '.', '+', '!', '_', '-')";
     check(
         "version",
         value,
@@ -85,7 +102,11 @@ pub fn check_version(value: &str) -> Result<(), NameError> {
         |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '_' | '-'),
     )?;
     if value.contains("..") {
-        return Err(NameError { kind: "version", value: value.into(), expected: EXPECTED });
+        return Err(NameError {
+            kind: "version",
+            value: value.into(),
+            expected: EXPECTED,
+        });
     }
     Ok(())
 }
@@ -102,7 +123,11 @@ pub fn check_entry_point(value: &str) -> Result<(), NameError> {
         |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':'),
     )?;
     if value.matches(':').count() != 1 || value.ends_with(':') {
-        return Err(NameError { kind: "entry point", value: value.into(), expected: EXPECTED });
+        return Err(NameError {
+            kind: "entry point",
+            value: value.into(),
+            expected: EXPECTED,
+        });
     }
     Ok(())
 }
@@ -110,10 +135,16 @@ pub fn check_entry_point(value: &str) -> Result<(), NameError> {
 /// A DNS name or IP address (host address, nginx server name).  `*.` wildcards are
 /// allowed where `wildcard` is set (nginx server names).
 pub fn check_hostname(kind: &'static str, value: &str, wildcard: bool) -> Result<(), NameError> {
-    let body = if wildcard { value.strip_prefix("*.").unwrap_or(value) } else { value };
+    let body = if wildcard {
+        value.strip_prefix("*.").unwrap_or(value)
+    } else {
+        value
+    };
     let ok = !body.is_empty()
         && body.len() <= 253
-        && body.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && body
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         && !body.starts_with(['-', '.']);
     if ok {
         Ok(())
@@ -146,8 +177,21 @@ mod tests {
     fn idents_refuse_shell_and_paths() {
         assert!(check_ident("application", "hello").is_ok());
         assert!(check_ident("application", "hello-api_2").is_ok());
-        for bad in ["", "Hello", "a b", "a;rm -rf /", "../x", "$(id)", "a\nb", "-x", &"a".repeat(64)] {
-            assert!(check_ident("application", bad).is_err(), "{bad:?} should be refused");
+        for bad in [
+            "",
+            "Hello",
+            "a b",
+            "a;rm -rf /",
+            "../x",
+            "$(id)",
+            "a\nb",
+            "-x",
+            &"a".repeat(64),
+        ] {
+            assert!(
+                check_ident("application", bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -156,7 +200,9 @@ mod tests {
         for good in ["1.0.0", "2.0rc1", "1.0.post1+local.3", "1!2.0", "v1.2"] {
             assert!(check_version(good).is_ok(), "{good}");
         }
-        for bad in ["", "1.0;id", "1.0 && x", "../1", "1..0", "1.0/x", "`id`", "1.0\n", "latest'"] {
+        for bad in [
+            "", "1.0;id", "1.0 && x", "../1", "1..0", "1.0/x", "`id`", "1.0\n", "latest'",
+        ] {
             assert!(check_version(bad).is_err(), "{bad:?}");
         }
         let err = check_version("1.0;id").unwrap_err().to_string();

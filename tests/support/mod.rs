@@ -49,7 +49,10 @@ pub struct Testbed {
 }
 
 fn require_docker() {
-    let ok = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output().map(|o| o.status.success());
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success());
     assert!(
         matches!(ok, Ok(true)),
         "these tests need a running Docker engine (CI={}); start dockerd and run ci/image/build.sh",
@@ -69,8 +72,15 @@ impl Testbed {
             .args(["--owner", &std::process::id().to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "testbed up failed: {}", String::from_utf8_lossy(&out.stderr));
-        let j: Json = serde_json::from_str(&std::fs::read_to_string(dir.path().join("testbed.json")).unwrap()).unwrap();
+        assert!(
+            out.status.success(),
+            "testbed up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let j: Json = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("testbed.json")).unwrap(),
+        )
+        .unwrap();
         Testbed {
             name,
             dir,
@@ -101,7 +111,10 @@ impl Testbed {
             templates_dir: root().join("templates"),
             key: Arc::new(ssh::load_key(&self.path("id_ed25519")).unwrap()),
             pins: HostKeyPins::load(&self.path("known_hosts")).unwrap(),
-            ssh: SshOptions { connect_timeout: Duration::from_secs(5), ..Default::default() },
+            ssh: SshOptions {
+                connect_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
             command_timeout: Duration::from_secs(300),
         }
     }
@@ -113,7 +126,14 @@ impl Testbed {
 
     pub fn deploy_with(&self, cfg: EngineConfig, version: &str, check: bool) -> Deployed {
         let inv = Inventory::load(&self.path("inventory.yml")).unwrap();
-        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check, no_install: false, batch: None };
+        let spec = JobSpec {
+            app: "hello".into(),
+            env: "staging".into(),
+            version: version.into(),
+            check,
+            no_install: false,
+            batch: None,
+        };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let sink = Arc::new(Collect::default());
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -129,7 +149,9 @@ impl Testbed {
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        let _ = Command::new(root().join("ci/testbed.sh")).args(["down", &self.name]).output();
+        let _ = Command::new(root().join("ci/testbed.sh"))
+            .args(["down", &self.name])
+            .output();
     }
 }
 
@@ -144,16 +166,25 @@ impl Deployed {
         self.events
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::StepFinished { host: h, step, status, reason, diff, .. } if h == host => {
-                    Some((step.clone(), *status, reason.clone(), diff.clone()))
-                }
+                EventKind::StepFinished {
+                    host: h,
+                    step,
+                    status,
+                    reason,
+                    diff,
+                    ..
+                } if h == host => Some((step.clone(), *status, reason.clone(), diff.clone())),
                 _ => None,
             })
             .collect()
     }
 
     pub fn step(&self, host: &str, step: &str) -> (StepStatus, String, Option<String>) {
-        let (_, s, r, d) = self.steps(host).into_iter().find(|(n, ..)| n == step).unwrap_or_else(|| panic!("no step {step} on {host}"));
+        let (_, s, r, d) = self
+            .steps(host)
+            .into_iter()
+            .find(|(n, ..)| n == step)
+            .unwrap_or_else(|| panic!("no step {step} on {host}"));
         (s, r, d)
     }
 
@@ -161,7 +192,12 @@ impl Deployed {
         self.events
             .iter()
             .filter_map(|e| match &e.kind {
-                EventKind::StepFinished { host, step, status: StepStatus::Changed, .. } => Some(format!("{host}/{step}")),
+                EventKind::StepFinished {
+                    host,
+                    step,
+                    status: StepStatus::Changed,
+                    ..
+                } => Some(format!("{host}/{step}")),
                 _ => None,
             })
             .collect()
@@ -174,39 +210,71 @@ impl Deployed {
 
 /// `docker exec CONTAINER sh -c SCRIPT`, returning stdout (panics on failure).
 pub fn exec(container: &str, script: &str) -> String {
-    let out = Command::new("docker").args(["exec", container, "sh", "-c", script]).output().unwrap();
-    assert!(out.status.success(), "docker exec {container} {script:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker exec {container} {script:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The live slot's gunicorn master pid, as supervisord reports it.
 pub fn app_pid(container: &str) -> Option<u32> {
-    let slot = exec(container, "cat /srv/apps/hello/live-slot 2>/dev/null || true");
-    let s = exec(container, &format!("supervisorctl status hello-{} || true", slot.trim()));
+    let slot = exec(
+        container,
+        "cat /srv/apps/hello/live-slot 2>/dev/null || true",
+    );
+    let s = exec(
+        container,
+        &format!("supervisorctl status hello-{} || true", slot.trim()),
+    );
     deploy::engine::steps::running_pid(s.trim())
 }
 
 /// `blue` or `green`.
 pub fn live_slot(container: &str) -> String {
-    exec(container, "cat /srv/apps/hello/live-slot").trim().to_string()
+    exec(container, "cat /srv/apps/hello/live-slot")
+        .trim()
+        .to_string()
 }
 
 /// Number of successful SSH logins the container's sshd has logged.
 pub fn ssh_logins(container: &str) -> usize {
-    let out = Command::new("docker").args(["logs", container]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    text.lines().filter(|l| l.contains("Accepted publickey")).count()
+    let out = Command::new("docker")
+        .args(["logs", container])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .count()
 }
 
 /// A plain HTTP/1.0 GET to 127.0.0.1:port with a Host header: (status, body).
 pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -235,7 +303,11 @@ pub struct Gateway {
 pub fn cli_bin() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        let st = Command::new(env!("CARGO")).args(["build", "--quiet", "-p", "deploy-cli", "--bin", "deploy"]).current_dir(root()).status().unwrap();
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "deploy-cli", "--bin", "deploy"])
+            .current_dir(root())
+            .status()
+            .unwrap();
         assert!(st.success(), "building the deploy CLI failed");
     });
     Path::new(env!("CARGO_BIN_EXE_deploy-gateway")).with_file_name("deploy")
@@ -274,9 +346,18 @@ impl Gateway {
             ),
             None => {
                 std::fs::write(dir.path().join("inventory.yml"), OFFLINE_INVENTORY).unwrap();
-                let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(dir.path().join("key")).status().unwrap();
+                let st = Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(dir.path().join("key"))
+                    .status()
+                    .unwrap();
                 assert!(st.success());
-                (dir.path().join("inventory.yml"), dir.path().join("known_hosts"), dir.path().join("key"), String::new())
+                (
+                    dir.path().join("inventory.yml"),
+                    dir.path().join("known_hosts"),
+                    dir.path().join("key"),
+                    String::new(),
+                )
             }
         };
         let config = format!(
@@ -290,7 +371,11 @@ impl Gateway {
             root().join("templates"),
         );
         std::fs::write(dir.path().join("gateway.toml"), config).unwrap();
-        let mut g = Gateway { dir, url: String::new(), child: None };
+        let mut g = Gateway {
+            dir,
+            url: String::new(),
+            child: None,
+        };
         g.spawn();
         g
     }
@@ -304,7 +389,11 @@ impl Gateway {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("gateway.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("gateway.log"))
+            .unwrap();
         let before = self.log().len();
         let child = Command::new(gateway_bin())
             .args(["serve", "--config"])
@@ -316,8 +405,16 @@ impl Gateway {
         self.child = Some(child);
         for _ in 0..200 {
             let text = self.log();
-            if let Some(line) = text[before..].lines().find(|l| l.contains("listening on http://")) {
-                self.url = line.split("listening on ").nth(1).unwrap().trim().to_string();
+            if let Some(line) = text[before..]
+                .lines()
+                .find(|l| l.contains("listening on http://"))
+            {
+                self.url = line
+                    .split("listening on ")
+                    .nth(1)
+                    .unwrap()
+                    .trim()
+                    .to_string();
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -340,7 +437,9 @@ impl Gateway {
 
     pub fn token(&self, user: &str, envs: &str, admin: bool) -> String {
         let mut cmd = Command::new(gateway_bin());
-        cmd.args(["token", "create", "--config"]).arg(self.config()).args(["--user", user]);
+        cmd.args(["token", "create", "--config"])
+            .arg(self.config())
+            .args(["--user", user]);
         if !envs.is_empty() {
             cmd.args(["--env", envs]);
         }
@@ -348,14 +447,21 @@ impl Gateway {
             cmd.arg("--admin");
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     /// A `deploy` command against this gateway, with its own (empty) config dir.
     pub fn cli(&self, token: Option<&str>, args: &[&str]) -> Command {
         let mut cmd = Command::new(cli_bin());
-        cmd.args(args).env("DEPLOY_GATEWAY", &self.url).env("XDG_CONFIG_HOME", self.dir.path().join("cli-config")).env_remove("DEPLOY_TOKEN");
+        cmd.args(args)
+            .env("DEPLOY_GATEWAY", &self.url)
+            .env("XDG_CONFIG_HOME", self.dir.path().join("cli-config"))
+            .env_remove("DEPLOY_TOKEN");
         if let Some(t) = token {
             cmd.env("DEPLOY_TOKEN", t);
         }
@@ -372,7 +478,13 @@ impl Gateway {
     }
 
     /// A raw HTTP/1.0 request: (status, headers, body).
-    pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String, String) {
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String, String) {
         let addr = self.url.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -381,12 +493,19 @@ impl Gateway {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
         let body = body.unwrap_or("");
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
         s.write_all(req.as_bytes()).unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
         let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         (status, head.to_string(), body.to_string())
     }
 
@@ -421,8 +540,22 @@ pub struct Running {
 
 impl Running {
     pub fn host_finished(&self, host: &str) -> bool {
-        self.events.0.lock().unwrap().iter().any(|e| matches!(&e.kind, EventKind::HostFinished { host: h, .. } if h == host))
+        self.events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::HostFinished { host: h, .. } if h == host))
     }
+    /// Waits (at most 120 s) until `host` has finished its steps.
+    pub fn wait_host_finished(&self, host: &str) {
+        let t = std::time::Instant::now();
+        while !self.host_finished(host) {
+            assert!(t.elapsed().as_secs() < 120, "{host} never finished");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn join(self) -> Deployed {
         let result = self.handle.join().unwrap();
         let events = std::mem::take(&mut *self.events.0.lock().unwrap());
@@ -434,7 +567,14 @@ impl Testbed {
     pub fn deploy_in_background(&self, version: &str) -> Running {
         let inv = Inventory::load(&self.path("inventory.yml")).unwrap();
         let cfg = self.config();
-        let spec = JobSpec { app: "hello".into(), env: "staging".into(), version: version.into(), check: false, no_install: false, batch: None };
+        let spec = JobSpec {
+            app: "hello".into(),
+            env: "staging".into(),
+            version: version.into(),
+            check: false,
+            no_install: false,
+            batch: None,
+        };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let events = Arc::new(Collect::default());
         let cancel = deploy::engine::CancelFlag::default();
@@ -443,7 +583,11 @@ impl Testbed {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(engine::run_cancellable(plan, Arc::new(cfg), sink, flag))
         });
-        Running { events, cancel, handle }
+        Running {
+            events,
+            cancel,
+            handle,
+        }
     }
 }
 
@@ -464,7 +608,9 @@ impl Load {
                 std::thread::spawn(move || {
                     let (mut sent, mut failed, mut samples) = (0u64, 0u64, Vec::new());
                     let deadline = std::time::Instant::now() + Duration::from_secs(300); // bounded in time
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
                         sent += 1;
                         let ok = (|| -> std::io::Result<bool> {
                             let mut s = TcpStream::connect(("127.0.0.1", port))?;
