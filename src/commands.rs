@@ -156,54 +156,144 @@ fn locked(p: &AppPaths, line: &str) -> String {
     )
 }
 
-/// (Re)creates the release's virtualenv, removing what an interrupted build left; prints
-/// `already-complete` instead if the release became complete meanwhile.
-pub fn venv_create(p: &AppPaths, version: &str) -> RemoteCmd {
-    let d = quote(&p.release(version));
-    let m = quote(&p.marker(version));
-    RemoteCmd::new(locked(
-        p,
-        &format!(
-            "if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && python3 -m venv {d}"
-        ),
+/// Which installer builds a release, as far as commands care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tool {
+    /// `python3 -m venv` and the venv's pip.
+    Pip,
+    /// The uv binary shipped under its SHA-256 (see [`uv_path`]).
+    Uv { sha256: String },
+}
+
+/// Where a shipped uv lives on a server: in the SSH user's home, under its checksum, so
+/// a server keeps one copy per uv version whatever the number of applications.  A shell
+/// expression (`$HOME` expands remotely); `sha256` must be hex.
+pub fn uv_path(sha256: &str) -> String {
+    assert!(sha256.chars().all(|c| c.is_ascii_hexdigit()));
+    format!("\"$HOME/.cache/deploy/uv-{sha256}/uv\"")
+}
+
+/// Prints `present` if the server has this uv (checked against its SHA-256) and can run
+/// it, `unsupported <arch>` on a non-x86_64 server, `absent` otherwise.
+pub fn uv_probe(sha256: &str) -> RemoteCmd {
+    let f = uv_path(sha256);
+    RemoteCmd::new(format!(
+        "a=$(uname -m); if [ \"$a\" != x86_64 ]; then echo \"unsupported $a\"; \
+         elif [ -x {f} ] && echo {sha256}'  '{f} | sha256sum -c --status 2>/dev/null \
+         && {f} --version >/dev/null 2>&1; then echo present; else echo absent; fi"
     ))
 }
 
-/// pip-installs `package==version` into the release from the index, then writes the
-/// marker (last, and atomically, so a marker means a complete release).
-pub fn pip_install(p: &AppPaths, index_url: &str, package: &str, version: &str) -> RemoteCmd {
-    let pip = format!("{}/bin/pip", p.release(version));
-    let mut args = vec![
-        pip.as_str(),
-        "install",
-        "--no-input",
-        "--disable-pip-version-check",
-        "--progress-bar",
-        "off",
-        "--index-url",
-        index_url,
-    ];
-    let host;
-    if index_url.starts_with("http://") {
-        // A plain-http index was asked for explicitly; pip refuses it without this.
-        host = crate::inventory::url_host(index_url)
-            .unwrap_or_default()
-            .to_string();
-        args.extend(["--trusted-host", host.as_str()]);
-    }
+/// Uploads uv (its bytes on stdin), checks the SHA-256 before making it executable and
+/// renames it into place, then prints its version.
+pub fn uv_upload(sha256: &str, bytes: Vec<u8>) -> RemoteCmd {
+    let f = uv_path(sha256);
+    RemoteCmd::with_stdin(
+        format!(
+            "d=$(dirname {f}) && mkdir -p \"$d\" && t=\"$d/uv.tmp.$$\" && cat > \"$t\" \
+             && {{ echo {sha256}'  '\"$t\" | sha256sum -c --status || {{ rm -f \"$t\"; echo 'uv upload: checksum mismatch' >&2; exit 1; }}; }} \
+             && chmod 0755 \"$t\" && mv -f \"$t\" {f} && {f} --version"
+        ),
+        bytes,
+    )
+}
+
+/// Environment every uv command runs with: no config files, no Python downloads, copies
+/// rather than links from its cache (a release must not share inodes with the cache).
+const UV_ENV: &str = "UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy";
+
+/// (Re)creates the release's virtualenv, removing what an interrupted build left; prints
+/// `already-complete` instead if the release became complete meanwhile.
+pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
+    let d = quote(&p.release(version));
+    let m = quote(&p.marker(version));
+    let make = match tool {
+        Tool::Pip => format!("python3 -m venv {d}"),
+        Tool::Uv { sha256 } => format!(
+            "{UV_ENV} {uv} venv --quiet --python python3 {d}",
+            uv = uv_path(sha256)
+        ),
+    };
+    RemoteCmd::new(locked(
+        p,
+        &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && {make}"),
+    ))
+}
+
+/// Installs `package==version` into the release, then writes the marker (last, and
+/// atomically, so a marker means a complete release).
+///
+/// The index URL (which may carry credentials) is the first line of stdin: the script
+/// reads it into the installer's environment (`PIP_INDEX_URL` / `UV_DEFAULT_INDEX`), so
+/// it appears in no command line, process list or file.  With credentials the
+/// installer's cache is off, so nothing derived from an authenticated request is kept
+/// on disk.  `plain_url` is the URL without credentials (for pip's `--trusted-host`).
+pub fn install(
+    p: &AppPaths,
+    tool: &Tool,
+    plain_url: &str,
+    index_url: &crate::artifacts::Secret,
+    with_credentials: bool,
+    package: &str,
+    version: &str,
+) -> RemoteCmd {
     let req = format!("{package}=={version}");
-    args.push(&req);
+    let release = p.release(version);
+    let run = match tool {
+        Tool::Pip => {
+            let pip = format!("{release}/bin/pip");
+            let mut args = vec![
+                pip.as_str(),
+                "install",
+                "--no-input",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+            ];
+            if with_credentials {
+                args.push("--no-cache-dir");
+            }
+            let host;
+            if plain_url.starts_with("http://") {
+                // A plain-http index was asked for explicitly; pip refuses it without this.
+                host = crate::inventory::url_host(plain_url)
+                    .unwrap_or_default()
+                    .to_string();
+                args.extend(["--trusted-host", host.as_str()]);
+            }
+            args.push(&req);
+            format!(
+                "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && {}",
+                join(&args)
+            )
+        }
+        Tool::Uv { sha256 } => {
+            let py = format!("{release}/bin/python");
+            let mut args = vec!["pip", "install", "--python", py.as_str()];
+            if with_credentials {
+                args.push("--no-cache");
+            }
+            args.push(&req);
+            format!(
+                "IFS= read -r UV_DEFAULT_INDEX && export UV_DEFAULT_INDEX && {UV_ENV} {uv} {}",
+                join(&args),
+                uv = uv_path(sha256)
+            )
+        }
+    };
     let marker = p.marker(version);
     let marker_tmp = format!("{marker}.tmp");
     let stamp = format!("{package} {version}");
     let line = format!(
-        "{install} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
-        install = join(&args),
+        "{run} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
         stamp = quote(&stamp),
         tmp = quote(&marker_tmp),
         marker = quote(&marker)
     );
-    RemoteCmd::new(locked(p, &line))
+    RemoteCmd::with_stdin(
+        locked(p, &line),
+        format!("{}\n", index_url.expose()).into_bytes(),
+    )
 }
 
 /// Prints `present` then the file's bytes, or `absent`.
@@ -378,9 +468,22 @@ mod tests {
         assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
     }
 
+    fn secret(url: &str) -> crate::artifacts::Secret {
+        crate::artifacts::Secret::new(url)
+    }
+
     #[test]
-    fn pip_install_pins_the_version_and_writes_the_marker_last() {
-        let c = pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0");
+    fn install_pins_the_version_writes_the_marker_last_and_reads_the_index_from_stdin() {
+        let url = "http://u:s3cret@index:8080/simple/";
+        let c = install(
+            &p(),
+            &Tool::Pip,
+            "http://index:8080/simple/",
+            &secret(url),
+            true,
+            "hello-app",
+            "1.0.0",
+        );
         let inner = c
             .line
             .strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
@@ -392,13 +495,51 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(out.stdout).unwrap(),
-            "/srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
-             --index-url http://index:8080/simple/ --trusted-host index hello-app==1.0.0 \
+            "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && \
+             /srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
+             --no-cache-dir --trusted-host index hello-app==1.0.0 \
              && printf '%s\\n' 'hello-app 1.0.0' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
              && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release"
         );
-        let c = pip_install(&p(), "https://repo/simple/", "hello-app", "1.0.0");
+        assert!(!c.line.contains("s3cret"), "the credential is not in argv");
+        assert_eq!(c.stdin.as_deref(), Some(format!("{url}\n").as_bytes()));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = install(
+            &p(),
+            &Tool::Pip,
+            "https://repo/simple/",
+            &secret("https://repo/simple/"),
+            false,
+            "hello-app",
+            "1.0.0",
+        );
         assert!(!c.line.contains("--trusted-host"));
+        assert!(!c.line.contains("--no-cache-dir"));
+    }
+
+    #[test]
+    fn uv_lives_under_its_checksum_and_installs_with_the_index_from_stdin() {
+        let sha = "ab".repeat(32);
+        let uv = Tool::Uv {
+            sha256: sha.clone(),
+        };
+        let c = install(
+            &p(),
+            &uv,
+            "http://i/simple/",
+            &secret("http://i/simple/"),
+            false,
+            "hello-app",
+            "1.0.0",
+        );
+        assert!(c.line.contains("read -r UV_DEFAULT_INDEX"));
+        assert!(c.line.contains(&format!(".cache/deploy/uv-{sha}/uv")));
+        assert!(c.line.contains("--python /srv/apps/hello/releases/1.0.0/bin/python"));
+        let v = venv_create(&p(), "1.0.0", &uv);
+        assert!(v.line.contains("venv --quiet --python python3"));
+        let up = uv_upload(&sha, vec![1, 2, 3]);
+        assert!(up.line.contains("sha256sum -c"));
+        assert_eq!(up.stdin.as_deref(), Some(&[1u8, 2, 3][..]));
     }
 
     #[test]
@@ -448,8 +589,12 @@ mod tests {
             layout_check(&p(), "deploy"),
             layout_create(&p(), "deploy"),
             release_state(&p(), "1.0.0"),
-            venv_create(&p(), "1.0.0"),
-            pip_install(&p(), "http://index:8080/simple/", "hello-app", "1.0.0"),
+            venv_create(&p(), "1.0.0", &Tool::Pip),
+            venv_create(&p(), "1.0.0", &Tool::Uv { sha256: "0f".repeat(32) }),
+            install(&p(), &Tool::Pip, "http://i/", &secret("http://i/"), true, "a", "1"),
+            install(&p(), &Tool::Uv { sha256: "0f".repeat(32) }, "http://i/", &secret("http://i/"), false, "a", "1"),
+            uv_probe(&"0f".repeat(32)),
+            uv_upload(&"0f".repeat(32), vec![]),
             read_file("/etc/a b"),
             write_file("/etc/a", "0644", true, vec![]),
             write_file("/srv/a", "0640", false, vec![]),

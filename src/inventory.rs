@@ -55,6 +55,34 @@ pub struct Environment {
     /// with `prod`).
     pub confirm: bool,
     pub rollout: Rollout,
+    /// How this environment's servers get the release's artifacts.
+    pub delivery: Delivery,
+}
+
+/// How servers reach the artifact repository (per environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// The server's installer uses the index itself (credentials, if any, only in the
+    /// SSH session's environment).
+    #[default]
+    Direct,
+    /// The server has no route to the repository: the gateway offers the index through
+    /// the SSH connection (a reverse port forward to its relay).
+    Relay,
+}
+
+/// Which installer builds a release's virtualenv (per application).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Installer {
+    /// `python3 -m venv` and pip.
+    #[default]
+    Pip,
+    /// `uv venv` and `uv pip install`, with a pinned uv binary the engine ships to the
+    /// server; falls back to pip where the engine has no uv binary or the server cannot
+    /// run it.
+    Uv,
 }
 
 /// How a release rolls across an environment's hosts.
@@ -150,8 +178,10 @@ pub struct App {
     pub name: String,
     /// Distribution name on the package index.
     pub package: String,
-    /// The PyPI simple index the servers install from.
-    pub index_url: String,
+    /// The PyPI simple index the servers install from (direct delivery), when the
+    /// gateway's config names no artifact source for this application.
+    pub index_url: Option<String>,
+    pub installer: Installer,
     /// Name of the playbook under `playbooks/` (without `.yml`).
     pub playbook: String,
     /// WSGI entry point gunicorn serves, `module:callable`.
@@ -218,7 +248,10 @@ fn default_user() -> Spanned<String> {
 #[serde(deny_unknown_fields)]
 struct RawApp {
     package: Spanned<String>,
-    index_url: Spanned<String>,
+    #[serde(default)]
+    index_url: Option<Spanned<String>>,
+    #[serde(default)]
+    installer: Installer,
     #[serde(default = "default_playbook")]
     playbook: Spanned<String>,
     wsgi: Spanned<String>,
@@ -284,6 +317,8 @@ struct RawEnvironment {
     confirm: Option<bool>,
     #[serde(default)]
     rollout: Option<RawRollout>,
+    #[serde(default)]
+    delivery: Delivery,
 }
 
 fn default_parallel() -> usize {
@@ -374,13 +409,10 @@ impl Inventory {
                     e.to_string(),
                 )
             })?;
-            check_index_url(&a.index_url.value).map_err(|m| {
-                err(
-                    a.index_url.referenced.line(),
-                    format!("{field}.index_url"),
-                    m,
-                )
-            })?;
+            if let Some(u) = &a.index_url {
+                check_index_url(&u.value)
+                    .map_err(|m| err(u.referenced.line(), format!("{field}.index_url"), m))?;
+            }
             names::check_ident("playbook name", &a.playbook.value).map_err(|e| {
                 err(
                     a.playbook.referenced.line().max(line),
@@ -518,6 +550,7 @@ impl Inventory {
                         groups: e.groups.value,
                         parallel: e.parallel,
                         env: e.env.value,
+                        delivery: e.delivery,
                     },
                 );
             }
@@ -526,7 +559,8 @@ impl Inventory {
                 App {
                     name,
                     package: a.package.value,
-                    index_url: a.index_url.value,
+                    index_url: a.index_url.map(|u| u.value),
+                    installer: a.installer,
                     playbook: a.playbook.value,
                     wsgi: a.wsgi.value,
                     port: a.port,
@@ -589,7 +623,7 @@ impl Inventory {
     }
 }
 
-fn check_index_url(url: &str) -> Result<(), String> {
+pub fn check_index_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));

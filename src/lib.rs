@@ -4,6 +4,7 @@
 //! The `deploy` CLI is a separate package (`src/cli`) that never depends on this one; the
 //! shared vocabulary (events, names) is in `deploy-wire` (`src/wire`).  See ARCHITECTURE.md.
 
+pub mod artifacts;
 pub mod commands;
 pub mod engine;
 pub mod error;

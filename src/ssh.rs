@@ -8,6 +8,10 @@
 //!
 //! Host keys: the server's key must match the pinned SHA-256 fingerprint.  Unknown and
 //! changed keys are refused; [`fetch_fingerprint`] exists for the explicit pinning act.
+//!
+//! Remote forwards ([`Connection::remote_forward`]): the server listens on one of its
+//! loopback ports and every connection to it arrives here as a byte stream, handed to an
+//! [`Acceptor`] (the gateway's artifact relay).  Nothing listens on the gateway's side.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +20,7 @@ use deploy_wire::Stream;
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Disconnect};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 use crate::commands::RemoteCmd;
@@ -116,6 +121,13 @@ pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
         .map_err(|e| format!("cannot load SSH key {}: {e}", path.display()))
 }
 
+/// A byte stream a server opened to the gateway through a remote forward.
+pub trait Duplex: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// Serves one forwarded connection (it should spawn and return at once).
+pub type Acceptor = Arc<dyn Fn(Box<dyn Duplex>) + Send + Sync>;
+
 #[derive(Default)]
 struct Seen {
     fingerprint: Option<String>,
@@ -125,6 +137,8 @@ struct Verifier {
     pinned: Option<String>,
     accept_any: bool,
     seen: Arc<Mutex<Seen>>,
+    /// Where forwarded connections go; none until a remote forward is asked for.
+    acceptor: Arc<Mutex<Option<Acceptor>>>,
 }
 
 impl client::Handler for Verifier {
@@ -142,11 +156,34 @@ impl client::Handler for Verifier {
         self.seen.lock().unwrap().fingerprint = Some(fp);
         Ok(ok)
     }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        _connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let acceptor = self.acceptor.lock().unwrap().clone();
+        match acceptor {
+            Some(serve) => {
+                reply.accept().await;
+                serve(Box::new(channel.into_stream()));
+            }
+            // We asked for no forward: refuse (dropping the reply rejects the channel).
+            None => drop(reply),
+        }
+        Ok(())
+    }
 }
 
 /// An authenticated SSH connection to one host.
 pub struct Connection {
     handle: client::Handle<Verifier>,
+    acceptor: Arc<Mutex<Option<Acceptor>>>,
     channels: Semaphore,
     fingerprint: String,
     opened: std::sync::atomic::AtomicU64,
@@ -158,6 +195,7 @@ async fn handshake(
     pinned: Option<String>,
     accept_any: bool,
     opts: &SshOptions,
+    acceptor: Arc<Mutex<Option<Acceptor>>>,
 ) -> Result<(client::Handle<Verifier>, String), SshError> {
     let addr = format!("{address}:{port}");
     let cfg = Arc::new(client::Config {
@@ -172,6 +210,7 @@ async fn handshake(
         pinned: pinned.clone(),
         accept_any,
         seen: seen.clone(),
+        acceptor,
     };
     let connect = client::connect(cfg, (address, port), verifier);
     let result = match tokio::time::timeout(opts.connect_timeout, connect).await {
@@ -208,7 +247,7 @@ pub async fn fetch_fingerprint(
     port: u16,
     opts: &SshOptions,
 ) -> Result<String, SshError> {
-    let (handle, fp) = handshake(address, port, None, true, opts).await?;
+    let (handle, fp) = handshake(address, port, None, true, opts, Default::default()).await?;
     let _ = handle
         .disconnect(Disconnect::ByApplication, "fingerprint only", "en")
         .await;
@@ -226,8 +265,16 @@ impl Connection {
         opts: &SshOptions,
     ) -> Result<Connection, SshError> {
         let addr = format!("{address}:{port}");
-        let (mut handle, fingerprint) =
-            handshake(address, port, pinned.map(str::to_string), false, opts).await?;
+        let acceptor: Arc<Mutex<Option<Acceptor>>> = Default::default();
+        let (mut handle, fingerprint) = handshake(
+            address,
+            port,
+            pinned.map(str::to_string),
+            false,
+            opts,
+            acceptor.clone(),
+        )
+        .await?;
         let login = async {
             let alg = handle.best_supported_rsa_hash().await?.flatten();
             handle
@@ -252,6 +299,7 @@ impl Connection {
         }
         Ok(Connection {
             handle,
+            acceptor,
             channels: Semaphore::new(MAX_CHANNELS),
             fingerprint,
             opened: Default::default(),
@@ -297,6 +345,32 @@ impl Connection {
             }),
             Ok(r) => r,
         }
+    }
+
+    /// Asks the server to listen on a free port of its loopback interface and to send
+    /// every connection to it back through this connection, to `acceptor`.  Returns the
+    /// port.  Needs `AllowTcpForwarding` (OpenSSH's default: yes).
+    pub async fn remote_forward(&self, acceptor: Acceptor) -> Result<u16, SshError> {
+        *self.acceptor.lock().unwrap() = Some(acceptor);
+        let port = self
+            .handle
+            .tcpip_forward("127.0.0.1", 0)
+            .await
+            .map_err(|e| {
+                SshError::Protocol(format!(
+                    "the server refused a remote port forward (is AllowTcpForwarding off?): {e}"
+                ))
+            })?;
+        u16::try_from(port).map_err(|_| SshError::Protocol(format!("bad forwarded port {port}")))
+    }
+
+    /// Stops a remote forward; later connections to the port are refused.
+    pub async fn cancel_remote_forward(&self, port: u16) {
+        let _ = self
+            .handle
+            .cancel_tcpip_forward("127.0.0.1", port as u32)
+            .await;
+        *self.acceptor.lock().unwrap() = None;
     }
 
     /// Says goodbye to the server.

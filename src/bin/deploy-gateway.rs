@@ -107,6 +107,12 @@ enum Cmd {
         /// Limit for one remote command, in seconds.
         #[arg(long, default_value_t = 900)]
         command_timeout: u64,
+        /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
+        /// (pinned by its SHA-256 when `--uv-sha256` is given).
+        #[arg(long)]
+        uv: Option<PathBuf>,
+        #[arg(long, requires = "uv")]
+        uv_sha256: Option<String>,
     },
     /// Show a host's SSH key fingerprint and pin it (the explicit act of trusting it).
     TrustHost {
@@ -241,7 +247,13 @@ async fn dispatch(cli: Cli) -> Outcome {
             templates,
             json,
             command_timeout,
+            uv,
+            uv_sha256,
         } => {
+            let uv = match uv {
+                Some(p) => Some(engine::UvTool::load(&p, uv_sha256.as_deref()).map_err(usage)?),
+                None => None,
+            };
             let (inventory, known_hosts) = files.resolve()?;
             let inv = Inventory::load(&inventory).map_err(usage)?;
             let pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
@@ -253,6 +265,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 pins,
                 ssh: SshOptions::default(),
                 command_timeout: Duration::from_secs(command_timeout),
+                uv,
             };
             let spec = JobSpec {
                 app,
@@ -261,6 +274,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                 check,
                 no_install: false,
                 batch: None,
+                index: None,
             };
             let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus, names};
 use tokio::sync::Semaphore;
 
+use crate::artifacts::{Secret, ServerIndex};
 use crate::error::InputError;
 use crate::inventory::{App, BatchSize, Environment, Host, Inventory, OnHalt};
 use crate::pins::HostKeyPins;
@@ -55,6 +56,96 @@ pub struct EngineConfig {
     pub ssh: SshOptions,
     /// Limit for one remote command (a pip install included).
     pub command_timeout: Duration,
+    /// The uv binary shipped to servers of applications with `installer: uv`; without
+    /// it they are built with pip.
+    pub uv: Option<UvTool>,
+}
+
+/// A pinned uv executable (static Linux x86_64), shipped once per server and kept there
+/// under its SHA-256.
+#[derive(Clone)]
+pub struct UvTool {
+    pub bytes: Arc<Vec<u8>>,
+    /// Lowercase hex SHA-256 of `bytes`.
+    pub sha256: String,
+}
+
+impl UvTool {
+    /// Reads the binary and checks it against its pinned SHA-256 (None: take the file's).
+    pub fn load(path: &std::path::Path, sha256: Option<&str>) -> Result<UvTool, String> {
+        use sha2::Digest;
+        let bytes = std::fs::read(path)
+            .map_err(|e| format!("cannot read the uv binary {}: {e}", path.display()))?;
+        let have = format!("{:x}", sha2::Sha256::digest(&bytes));
+        if let Some(want) = sha256
+            && !want.eq_ignore_ascii_case(&have)
+        {
+            return Err(format!(
+                "the uv binary {} has SHA-256 {have}, but the config pins {want}",
+                path.display()
+            ));
+        }
+        Ok(UvTool {
+            bytes: Arc::new(bytes),
+            sha256: have,
+        })
+    }
+}
+
+impl std::fmt::Debug for UvTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UvTool({}, {} bytes)", self.sha256, self.bytes.len())
+    }
+}
+
+/// How the servers of a job reach the release's artifacts.  Decided by the caller (the
+/// gateway, from its artifact sources and the environment's `delivery`).
+#[derive(Clone)]
+pub enum IndexAccess {
+    /// The server's installer uses this index itself; its credentials, if any, reach
+    /// the installer only through its environment, fed on stdin.
+    Direct(ServerIndex),
+    /// Through the gateway's relay: a remote forward of the host's SSH connection, whose
+    /// connections the relay serves.
+    Relay(Arc<dyn Relay>),
+}
+
+/// A package index the engine can offer a server through its SSH connection.  The
+/// engine only moves bytes; what is spoken on them is the relay's business.
+pub trait Relay: Send + Sync {
+    /// Serves the connections of one host (events about them name `host`).
+    fn acceptor(&self, host: &str) -> crate::ssh::Acceptor;
+    /// The index's path on the relay, e.g. `/simple/`.
+    fn index_path(&self) -> String;
+}
+
+impl std::fmt::Debug for IndexAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexAccess::Direct(i) => write!(f, "Direct({i:?})"),
+            IndexAccess::Relay(r) => write!(f, "Relay({})", r.index_path()),
+        }
+    }
+}
+
+impl IndexAccess {
+    /// What to say about it in a report.
+    pub fn describe(&self) -> String {
+        match self {
+            IndexAccess::Direct(i) => i.url.clone(),
+            IndexAccess::Relay(_) => "the gateway's relay".into(),
+        }
+    }
+    /// Secrets whose appearance in any output must be scrubbed.
+    pub fn secrets(&self) -> Vec<Secret> {
+        match self {
+            IndexAccess::Direct(i) => match &i.credentials {
+                Some((_, pw)) => vec![pw.clone(), i.url_with_credentials()],
+                None => vec![],
+            },
+            IndexAccess::Relay(_) => vec![],
+        }
+    }
 }
 
 /// One request: deploy `version` of `app` to `env` (or, with `check`, say what would change).
@@ -68,6 +159,8 @@ pub struct JobSpec {
     pub no_install: bool,
     /// Overrides the environment's rollout batch size (`3`, `25%`).
     pub batch: Option<BatchSize>,
+    /// How servers reach the artifacts; None: directly, from the inventory's `index_url`.
+    pub index: Option<IndexAccess>,
 }
 
 /// Files rendered for one host.
@@ -89,6 +182,8 @@ pub struct Plan {
     pub env: Environment,
     pub playbook: Playbook,
     pub hosts: Vec<(Host, Rendered)>,
+    /// Resolved from `spec.index` or the inventory.
+    pub index: IndexAccess,
 }
 
 /// Checks a request against the inventory and renders everything, touching no server.
@@ -103,6 +198,21 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let app = inv.app(&spec.app)?;
     let (env, hosts) = inv.hosts_for(app, &spec.env)?;
     let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
+    let index = match (&spec.index, &app.index_url) {
+        (Some(i), _) => i.clone(),
+        (None, Some(url)) => IndexAccess::Direct(ServerIndex {
+            url: url.clone(),
+            credentials: None,
+        }),
+        (None, None) => {
+            return Err(InputError::new(
+                &inv.path,
+                None,
+                format!("applications.{}.index_url", app.name),
+                "no artifact source: give the application an index_url (or a source in the gateway's config)",
+            ));
+        }
+    };
     let templates = Templates::load(&cfg.templates_dir)?;
     let mut vars = app.env.clone();
     vars.extend(env.env.clone());
@@ -131,6 +241,7 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
         env: env.clone(),
         playbook,
         hosts: rendered,
+        index,
     })
 }
 
@@ -486,6 +597,7 @@ async fn run_host(
         &conn,
         cfg.command_timeout,
         sink.clone(),
+        cfg.uv.clone(),
     );
     let mut changed = 0;
     let mut failure = None;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use deploy_wire::{Event, EventKind, StepStatus, Stream};
 
-use super::{EventSink, Plan, Rendered};
-use crate::commands::{self as cmd, AppPaths, RemoteCmd};
-use crate::inventory::Host;
+use super::{EventSink, IndexAccess, Plan, Rendered, UvTool};
+use crate::commands::{self as cmd, AppPaths, RemoteCmd, Tool};
+use crate::inventory::{Host, Installer};
 use crate::playbook::Step;
 use crate::render::{SLOTS, diff, redact_env_file};
 use crate::ssh::{Connection, Output};
@@ -78,6 +78,12 @@ pub struct HostCtx<'a> {
     pub old_slot: Option<usize>,
     /// The release that was live before this job (for a rollback).
     pub previous: Option<String>,
+    /// The uv binary the engine may ship (None: pip only).
+    uv: Option<UvTool>,
+    /// The installer the `venv` step chose (uv, or pip as the fallback).
+    tool: Option<Tool>,
+    /// Secrets that must never leave in an event (scrubbed from all output).
+    secrets: Vec<String>,
 }
 
 impl<'a> HostCtx<'a> {
@@ -88,7 +94,15 @@ impl<'a> HostCtx<'a> {
         conn: &'a Connection,
         timeout: Duration,
         sink: Arc<dyn EventSink>,
+        uv: Option<UvTool>,
     ) -> Self {
+        let secrets = plan
+            .index
+            .secrets()
+            .into_iter()
+            .map(|s| s.expose().to_string())
+            .filter(|s| s.len() >= 4)
+            .collect();
         HostCtx {
             plan,
             host,
@@ -103,7 +117,15 @@ impl<'a> HostCtx<'a> {
             target: None,
             old_slot: None,
             previous: None,
+            uv,
+            tool: None,
+            secrets,
         }
+    }
+
+    /// Replaces every secret in `text` with `***`.
+    fn scrub(&self, text: &str) -> String {
+        scrub(text, &self.secrets)
     }
 
     fn check(&self) -> bool {
@@ -117,20 +139,27 @@ impl<'a> HostCtx<'a> {
     /// commands such as pip); otherwise they are just returned.
     async fn run(&self, c: &RemoteCmd, stream: bool) -> Result<Output, String> {
         let (sink, host, step) = (self.sink.clone(), self.host.name.clone(), self.step);
+        let secrets = self.secrets.clone();
         let mut on_line = move |s: Stream, line: &str| {
             if stream {
                 sink.emit(Event::now(EventKind::Output {
                     host: host.clone(),
                     step: step.to_string(),
                     stream: s,
-                    line: line.to_string(),
+                    line: scrub(line, &secrets),
                 }));
             }
         };
-        self.conn
+        let mut out = self
+            .conn
             .exec(c, self.timeout, &mut on_line)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| self.scrub(&e.to_string()))?;
+        if !self.secrets.is_empty() {
+            out.stdout = self.scrub(&out.stdout);
+            out.stderr = self.scrub(&out.stderr);
+        }
+        Ok(out)
     }
 
     /// Runs a command that must succeed; its failure becomes the step's reason.
@@ -230,16 +259,20 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
     } else {
         "create the"
     };
+    let (tool, note) = choose_tool(ctx).await?;
+    let how = match &tool {
+        Tool::Pip => "python3 -m venv",
+        Tool::Uv { .. } => "uv venv",
+    };
+    ctx.tool = Some(tool.clone());
     if ctx.check() {
         ctx.would_build = true;
-        return Ok(Report::changed(format!("would {verb} virtualenv {dir}")));
+        return Ok(Report::changed(format!(
+            "would {verb} virtualenv {dir} ({how}{note})"
+        )));
     }
     let out = ctx
-        .must(
-            &cmd::venv_create(&ctx.paths, ctx.version()),
-            true,
-            "python3 -m venv",
-        )
+        .must(&cmd::venv_create(&ctx.paths, ctx.version(), &tool), true, how)
         .await?;
     if out.stdout.trim() == "already-complete" {
         return Ok(Report::ok(format!(
@@ -252,12 +285,65 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
     } else {
         "created the"
     };
-    Ok(Report::changed(format!("{done} virtualenv {dir}")))
+    Ok(Report::changed(format!("{done} virtualenv {dir} ({how}{note})")))
+}
+
+/// uv when the application asks for it and the engine has a binary the server can run
+/// (shipped once, kept under its checksum); pip otherwise.  The note says why, or what
+/// was shipped.
+async fn choose_tool(ctx: &HostCtx<'_>) -> Result<(Tool, String), String> {
+    if ctx.plan.app.installer != Installer::Uv {
+        return Ok((Tool::Pip, String::new()));
+    }
+    let Some(uv) = ctx.uv.clone() else {
+        return Ok((
+            Tool::Pip,
+            "; uv asked for, but the gateway has no uv binary configured: pip instead".into(),
+        ));
+    };
+    let tool = Tool::Uv {
+        sha256: uv.sha256.clone(),
+    };
+    let probe = ctx
+        .must(&cmd::uv_probe(&uv.sha256), false, "checking for uv")
+        .await?;
+    let probe = probe.stdout.trim();
+    if probe == "present" {
+        return Ok((tool, String::new()));
+    }
+    if let Some(arch) = probe.strip_prefix("unsupported ") {
+        return Ok((
+            Tool::Pip,
+            format!("; uv unavailable on {arch}: pip instead"),
+        ));
+    }
+    if ctx.check() {
+        return Ok((tool, format!("; would ship uv {}", &uv.sha256[..12])));
+    }
+    let up = ctx
+        .run(&cmd::uv_upload(&uv.sha256, uv.bytes.to_vec()), false)
+        .await?;
+    if !up.ok() {
+        return Ok((
+            Tool::Pip,
+            format!("; shipping uv failed ({}): pip instead", up.tail()),
+        ));
+    }
+    Ok((
+        tool,
+        format!(
+            "; shipped {} ({} MB, sha256 {})",
+            up.stdout.trim(),
+            uv.bytes.len() / 1_000_000,
+            &uv.sha256[..12]
+        ),
+    ))
 }
 
 async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
     let app = &ctx.plan.app;
     let req = format!("{}=={}", app.package, ctx.version());
+    let from = ctx.plan.index.describe();
     if ctx.plan.spec.no_install && (ctx.would_build || release_state(ctx).await? != "complete") {
         return Err(format!(
             "release {} is not complete on this host; a rollback installs nothing",
@@ -265,10 +351,7 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
         ));
     }
     if ctx.would_build {
-        return Ok(Report::changed(format!(
-            "would install {req} from {}",
-            app.index_url
-        )));
+        return Ok(Report::changed(format!("would install {req} from {from}")));
     }
     match release_state(ctx).await?.as_str() {
         "complete" => return Ok(Report::ok(format!("{req} is installed"))),
@@ -281,18 +364,51 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
         _ => {}
     }
     if ctx.check() {
-        return Ok(Report::changed(format!(
-            "would install {req} from {}",
-            app.index_url
-        )));
+        return Ok(Report::changed(format!("would install {req} from {from}")));
     }
-    ctx.must(
-        &cmd::pip_install(&ctx.paths, &app.index_url, &app.package, ctx.version()),
-        true,
-        "pip install",
-    )
-    .await?;
-    Ok(Report::changed(format!("installed {req}")))
+    // A partial release whose venv step ran in an earlier job: pip (a uv venv is
+    // rebuilt by the venv step, which always runs first in a playbook).
+    let tool = ctx.tool.clone().unwrap_or(Tool::Pip);
+    let what = match tool {
+        Tool::Pip => "pip install",
+        Tool::Uv { .. } => "uv pip install",
+    };
+    match ctx.plan.index.clone() {
+        IndexAccess::Direct(index) => {
+            let secret_url = index.url_with_credentials();
+            let c = cmd::install(
+                &ctx.paths,
+                &tool,
+                &index.url,
+                &secret_url,
+                index.credentials.is_some(),
+                &app.package,
+                ctx.version(),
+            );
+            ctx.must(&c, true, what).await?;
+        }
+        IndexAccess::Relay(relay) => {
+            let port = ctx
+                .conn
+                .remote_forward(relay.acceptor(&ctx.host.name))
+                .await
+                .map_err(|e| e.to_string())?;
+            let url = format!("http://127.0.0.1:{port}{}", relay.index_path());
+            let c = cmd::install(
+                &ctx.paths,
+                &tool,
+                &url,
+                &crate::artifacts::Secret::new(url.clone()),
+                false,
+                &app.package,
+                ctx.version(),
+            );
+            let r = ctx.must(&c, true, what).await;
+            ctx.conn.cancel_remote_forward(port).await;
+            r?;
+        }
+    }
+    Ok(Report::changed(format!("installed {req} from {from} ({what})")))
 }
 
 async fn env_file(ctx: &mut HostCtx<'_>) -> StepResult {
@@ -319,6 +435,17 @@ async fn env_file(ctx: &mut HostCtx<'_>) -> StepResult {
     )
     .await?;
     Ok(Report::changed(format!("wrote {path}")).with_diff(d))
+}
+
+/// Replaces every secret in `text` with `***`.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
 }
 
 /// Parses `supervisorctl status` output: Some(pid) when RUNNING.

@@ -17,7 +17,6 @@ use serde::Deserialize;
 
 use super::auth::{self, Principal};
 use super::config::GatewayConfig;
-use super::index;
 use super::jobs::{Jobs, SubmitError};
 
 #[derive(Clone)]
@@ -316,13 +315,11 @@ async fn versions(
         .app(&app)
         .map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?
         .clone();
-    let url = st
+    let src = st
         .cfg
-        .index_urls
-        .get(&app)
-        .cloned()
-        .unwrap_or(a.index_url.clone());
-    let versions = index::list_versions(&st.http, &url, &a.package)
+        .source_for(&a)
+        .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, e))?;
+    let versions = crate::artifacts::list_versions(&st.http, src.as_ref(), &a.package)
         .await
         .map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))?;
     let mut hosts = Vec::new();
@@ -426,13 +423,11 @@ async fn submit(
             .app(&req.app)
             .map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?
             .clone();
-        let url = st
+        let src = st
             .cfg
-            .index_urls
-            .get(&req.app)
-            .cloned()
-            .unwrap_or(a.index_url.clone());
-        let available = index::list_versions(&st.http, &url, &a.package)
+            .source_for(&a)
+            .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, e))?;
+        let available = crate::artifacts::list_versions(&st.http, src.as_ref(), &a.package)
             .await
             .map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))?;
         req.version =

@@ -1,12 +1,19 @@
 //! The gateway's own configuration (`gateway.toml`): where it listens, its state file,
 //! the inventory, playbooks and templates, its SSH key and pinned host keys, and which CLI
-//! versions it accepts.  Relative paths are relative to the config file's directory.
+//! versions it accepts, the artifact sources (with their credentials) each application
+//! installs from, and the pinned uv binary.  Relative paths are relative to the config
+//! file's directory.
+//!
+//! Credentials are never written in the file itself: a source names an environment
+//! variable (`password_env`) or a file (`password_file`) holding each secret.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::artifacts::{ArtifactSource, Artifactory, Auth, Secret, SimpleIndex};
 use crate::error::InputError;
 
 #[derive(Debug, Clone)]
@@ -21,9 +28,60 @@ pub struct GatewayConfig {
     pub templates: PathBuf,
     pub command_timeout_secs: u64,
     pub cli: CliVersions,
-    /// Per application: the index URL the *gateway* uses to list versions, when it
-    /// differs from the one the servers use (the inventory's `index_url`).
-    pub index_urls: BTreeMap<String, String>,
+    /// Artifact sources by name.
+    pub sources: BTreeMap<String, Arc<dyn ArtifactSource>>,
+    /// Per application: the name of its source (`[applications.APP] source = "..."`).
+    /// An application without one installs from the inventory's `index_url`.
+    pub app_sources: BTreeMap<String, String>,
+    /// The uv binary the engine ships to servers (`[uv]`), if any.
+    pub uv: Option<UvConfig>,
+    /// Where the relay keeps downloaded files (by SHA-256).
+    pub relay_cache: PathBuf,
+}
+
+/// `[uv]`: a uv binary for the servers, pinned by its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UvConfig {
+    /// A static (musl) Linux x86_64 uv executable.
+    pub binary: PathBuf,
+    /// Its SHA-256 (hex); the gateway refuses to start if the file differs.
+    pub sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    /// `simple` (any PyPI simple index) or `artifactory`.
+    kind: String,
+    /// simple: the index URL; artifactory: the base URL ending in `/artifactory`.
+    url: String,
+    /// The same as the servers reach it (direct delivery), when it differs.
+    #[serde(default)]
+    servers_url: Option<String>,
+    /// artifactory: the repository key.
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAppCfg {
+    source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +112,13 @@ struct Raw {
     command_timeout_secs: u64,
     cli: CliVersions,
     #[serde(default)]
-    index_urls: BTreeMap<String, String>,
+    sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    applications: BTreeMap<String, RawAppCfg>,
+    #[serde(default)]
+    uv: Option<UvConfig>,
+    #[serde(default)]
+    relay_cache: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -101,10 +165,69 @@ impl GatewayConfig {
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let line_of = |needle: &str| {
+            text.find(needle)
+                .map(|i| text[..i].lines().count() as u64 + 1)
+        };
+        let mut sources: BTreeMap<String, Arc<dyn ArtifactSource>> = BTreeMap::new();
+        for (name, raw) in raw.sources {
+            let field = format!("sources.{name}");
+            let line = line_of(&format!("[sources.{name}]"));
+            let src = build_source(raw, &abs)
+                .map_err(|(f, m)| InputError::new(path, line, format!("{field}{f}"), m))?;
+            sources.insert(name, src);
+        }
+        let mut app_sources = BTreeMap::new();
+        for (app, a) in raw.applications {
+            if !sources.contains_key(&a.source) {
+                let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+                return Err(InputError::new(
+                    path,
+                    line_of(&format!("[applications.{app}]")),
+                    format!("applications.{app}.source"),
+                    format!(
+                        "no source `{}`; known: {}",
+                        a.source,
+                        if known.is_empty() {
+                            "(none: add a [sources.NAME] table)".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            app_sources.insert(app, a.source);
+        }
+        let uv = match raw.uv {
+            None => None,
+            Some(u) => {
+                let u = UvConfig {
+                    binary: abs(u.binary),
+                    sha256: u.sha256.to_ascii_lowercase(),
+                };
+                if u.sha256.len() != 64 || !u.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(InputError::new(
+                        path,
+                        line_of("[uv]"),
+                        "uv.sha256",
+                        "expected the binary's SHA-256 as 64 hex digits",
+                    ));
+                }
+                Some(u)
+            }
+        };
+        let database = abs(raw.database);
+        let relay_cache = match raw.relay_cache {
+            Some(p) => abs(p),
+            None => database
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("relay-cache"),
+        };
         Ok(GatewayConfig {
             path: path.to_path_buf(),
             listen: raw.listen,
-            database: abs(raw.database),
+            database,
             inventory: abs(raw.inventory),
             known_hosts: abs(raw.known_hosts),
             ssh_key: abs(raw.ssh_key),
@@ -112,13 +235,148 @@ impl GatewayConfig {
             templates: abs(raw.templates),
             command_timeout_secs: raw.command_timeout_secs,
             cli: raw.cli,
-            index_urls: raw.index_urls,
+            sources,
+            app_sources,
+            uv,
+            relay_cache,
         })
+    }
+
+    /// An application's artifact source: the one the config names, else the inventory's
+    /// `index_url` as an unauthenticated simple index.
+    pub fn source_for(&self, app: &crate::inventory::App) -> Result<Arc<dyn ArtifactSource>, String> {
+        if let Some(s) = self.app_sources.get(&app.name) {
+            return Ok(self.sources[s].clone());
+        }
+        match &app.index_url {
+            Some(url) => Ok(Arc::new(SimpleIndex {
+                url: url.clone(),
+                servers_url: None,
+                auth: Auth::None,
+            })),
+            None => Err(format!(
+                "application `{}` has no artifact source: give it `index_url` in the inventory or `[applications.{}] source = \"...\"` in {}",
+                app.name,
+                app.name,
+                self.path.display()
+            )),
+        }
     }
 
     pub fn upgrade_command(&self) -> String {
         self.cli
             .upgrade_command
             .replace("{version}", &self.cli.newest)
+    }
+}
+
+/// Reads one secret from an environment variable or a file (trailing newline dropped).
+fn secret(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    what: &str,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Option<Secret>, (String, String)> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err((
+            format!(".{what}_env"),
+            format!("give either {what}_env or {what}_file, not both"),
+        )),
+        (Some(var), None) => match std::env::var(&var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+            _ => Err((
+                format!(".{what}_env"),
+                format!("the environment variable {var} is not set (it should hold the {what})"),
+            )),
+        },
+        (None, Some(f)) => {
+            let f = abs(f);
+            let v = std::fs::read_to_string(&f).map_err(|e| {
+                (
+                    format!(".{what}_file"),
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            Ok(Some(Secret::new(v.trim_end_matches(['\n', '\r']))))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn build_source(
+    raw: RawSource,
+    abs: &dyn Fn(PathBuf) -> PathBuf,
+) -> Result<Arc<dyn ArtifactSource>, (String, String)> {
+    for (f, u) in [(".url", Some(&raw.url)), (".servers_url", raw.servers_url.as_ref())] {
+        if let Some(u) = u {
+            crate::inventory::check_index_url(u).map_err(|m| (f.to_string(), m))?;
+        }
+    }
+    let password = secret(raw.password_env, raw.password_file, "password", abs)?;
+    let token = secret(raw.token_env, raw.token_file, "token", abs)?;
+    let api_key = secret(raw.api_key_env, raw.api_key_file, "api_key", abs)?;
+    let auth = match (password, token, api_key) {
+        (None, None, None) => Auth::None,
+        (Some(p), None, None) => match &raw.username {
+            Some(u) => Auth::Basic {
+                user: u.clone(),
+                password: p,
+            },
+            None => {
+                return Err((
+                    ".username".into(),
+                    "a password needs a username (basic auth)".into(),
+                ));
+            }
+        },
+        (None, Some(t), None) => Auth::Bearer(t),
+        (None, None, Some(k)) => Auth::ApiKey(k),
+        _ => {
+            return Err((
+                String::new(),
+                "give one credential: a password, a token or an API key".into(),
+            ));
+        }
+    };
+    match raw.kind.as_str() {
+        "simple" => {
+            if raw.repository.is_some() {
+                return Err((
+                    ".repository".into(),
+                    "only an artifactory source has a repository".into(),
+                ));
+            }
+            if matches!(auth, Auth::ApiKey(_)) {
+                return Err((
+                    ".api_key_env".into(),
+                    "an API key is Artifactory's; a simple index takes a password or a token"
+                        .into(),
+                ));
+            }
+            Ok(Arc::new(SimpleIndex {
+                url: raw.url,
+                servers_url: raw.servers_url,
+                auth,
+            }))
+        }
+        "artifactory" => {
+            let repository = raw.repository.ok_or((
+                ".repository".to_string(),
+                "an artifactory source needs the repository key (e.g. pypi-local)".to_string(),
+            ))?;
+            deploy_wire::names::check_ident("repository", &repository.to_ascii_lowercase())
+                .map_err(|e| (".repository".to_string(), e.to_string()))?;
+            Ok(Arc::new(Artifactory {
+                base: raw.url,
+                repository,
+                servers_base: raw.servers_url,
+                user: raw.username,
+                auth,
+            }))
+        }
+        other => Err((
+            ".kind".into(),
+            format!("expected `simple` or `artifactory`, got {other:?}"),
+        )),
     }
 }

@@ -15,8 +15,9 @@ use deploy_wire::{Event, EventKind, JobStatus};
 use tokio::sync::broadcast;
 
 use super::config::GatewayConfig;
+use super::relay::{Relay, RelayCache};
 use super::store::{Store, now_ms};
-use crate::engine::{self, CancelFlag, EngineConfig, EventSink, JobSpec};
+use crate::engine::{self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, UvTool};
 use crate::error::InputError;
 use crate::inventory::Inventory;
 use crate::pins::HostKeyPins;
@@ -35,6 +36,9 @@ pub struct Jobs {
     key: Arc<SshKey>,
     notify: broadcast::Sender<String>,
     cancels: Arc<Mutex<HashMap<String, CancelFlag>>>,
+    uv: Option<UvTool>,
+    http: reqwest::Client,
+    relay_cache: Arc<RelayCache>,
 }
 
 /// Persists each event with the next sequence number, then wakes followers.
@@ -67,15 +71,63 @@ fn new_job_id() -> String {
 }
 
 impl Jobs {
-    pub fn new(store: Store, cfg: Arc<GatewayConfig>, key: Arc<SshKey>) -> Jobs {
+    pub fn new(
+        store: Store,
+        cfg: Arc<GatewayConfig>,
+        key: Arc<SshKey>,
+        uv: Option<UvTool>,
+    ) -> Jobs {
         let (notify, _) = broadcast::channel(1024);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
         Jobs {
+            relay_cache: Arc::new(RelayCache::new(cfg.relay_cache.clone())),
             store,
             cfg,
             key,
             notify,
             cancels: Default::default(),
+            uv,
+            http,
         }
+    }
+
+    /// How the servers of `env` reach the application's artifacts.
+    fn index_access(
+        &self,
+        inv: &Inventory,
+        app: &str,
+        env: &str,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Option<IndexAccess>, InputError> {
+        let Ok(a) = inv.app(app) else {
+            return Ok(None); // plan() reports it
+        };
+        let Some(e) = a.environments.get(env) else {
+            return Ok(None);
+        };
+        let bad = |m: String| {
+            InputError::new(
+                &self.cfg.path,
+                None,
+                format!("applications.{app}.source"),
+                m,
+            )
+        };
+        let source = self.cfg.source_for(a).map_err(bad)?;
+        Ok(Some(match e.delivery {
+            crate::inventory::Delivery::Direct => {
+                IndexAccess::Direct(source.servers_index().map_err(bad)?)
+            }
+            crate::inventory::Delivery::Relay => IndexAccess::Relay(Arc::new(Relay::new(
+                source,
+                self.http.clone(),
+                self.relay_cache.clone(),
+                sink,
+            ))),
+        }))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
@@ -125,6 +177,7 @@ impl Jobs {
             pins,
             ssh: SshOptions::default(),
             command_timeout: Duration::from_secs(self.cfg.command_timeout_secs),
+            uv: self.uv.clone(),
         };
         let batch = match &req.batch {
             Some(b) => Some(crate::inventory::BatchSize::parse(b).map_err(|m| {
@@ -144,10 +197,24 @@ impl Jobs {
             check: req.check,
             no_install: rollback,
             batch,
+            index: None,
+        };
+        let id = new_job_id();
+        let sink = Arc::new(StoreSink {
+            store: self.store.clone(),
+            job: id.clone(),
+            seq: Mutex::new(0),
+            notify: self.notify.clone(),
+        });
+        let spec = JobSpec {
+            index: self
+                .index_access(&inv, &req.app, &req.env, sink.clone())
+                .map_err(SubmitError::Invalid)?,
+            ..spec
         };
         let plan = engine::plan(&inv, &engine_cfg, &spec).map_err(SubmitError::Invalid)?;
         let job = JobInfo {
-            id: new_job_id(),
+            id,
             kind: if req.check {
                 "check".into()
             } else if rollback {
@@ -176,12 +243,6 @@ impl Jobs {
             .lock()
             .unwrap()
             .insert(job.id.clone(), cancel.clone());
-        let sink = Arc::new(StoreSink {
-            store: self.store.clone(),
-            job: job.id.clone(),
-            seq: Mutex::new(0),
-            notify: self.notify.clone(),
-        });
         let this = self.clone();
         let j = job.clone();
         tokio::spawn(async move {

@@ -4,8 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod index;
 pub mod jobs;
+pub mod relay;
 pub mod store;
 
 use std::sync::Arc;
@@ -22,8 +22,12 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     let key = crate::ssh::load_key(&cfg.ssh_key)?;
     // Fail early on a broken inventory, with its file and line.
     crate::inventory::Inventory::load(&cfg.inventory).map_err(|e| e.to_string())?;
+    let uv = match &cfg.uv {
+        Some(u) => Some(crate::engine::UvTool::load(&u.binary, Some(&u.sha256))?),
+        None => None,
+    };
     let cfg = Arc::new(cfg);
-    let jobs = Jobs::new(store, cfg.clone(), Arc::new(key));
+    let jobs = Jobs::new(store, cfg.clone(), Arc::new(key), uv);
     let interrupted = jobs.recover()?;
     for id in &interrupted {
         eprintln!(

@@ -116,6 +116,7 @@ impl Testbed {
                 ..Default::default()
             },
             command_timeout: Duration::from_secs(300),
+            uv: None,
         }
     }
 
@@ -133,6 +134,7 @@ impl Testbed {
             check,
             no_install: false,
             batch: None,
+            index: None,
         };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let sink = Arc::new(Collect::default());
@@ -574,6 +576,7 @@ impl Testbed {
             check: false,
             no_install: false,
             batch: None,
+            index: None,
         };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let events = Arc::new(Collect::default());

@@ -1,0 +1,301 @@
+//! The artifact relay: a small PyPI simple index inside the gateway for servers that
+//! cannot reach the artifact repository.  It is served over the host's own SSH
+//! connection (a remote forward, see [`crate::ssh::Connection::remote_forward`]), never
+//! on a listening socket of the gateway.
+//!
+//! - `GET /simple/<project>/` lists the project's files as the source lists them (the
+//!   gateway adds its own credentials upstream), with links back to the relay and each
+//!   file's `#sha256=`, so the server's installer checks the hash too.
+//! - `GET /files/<sha256>/<filename>` serves a listed file from the cache, downloading
+//!   it first if needed.  A download is verified against the index's SHA-256 before it
+//!   enters the cache; a mismatch is refused (502) and reported as an event, and nothing
+//!   is kept.  Concurrent requests for one file wait for a single download, so N
+//!   servers installing the same wheel cost one download from the repository.
+//!
+//! Files the index lists without a SHA-256 are left out of the relay's listing (they
+//! could not be verified), with an event saying so.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use deploy_wire::{Event, EventKind, Stream};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::artifacts::{self, ArtifactSource, DistFile};
+use crate::engine::EventSink;
+
+/// The relay's files, by SHA-256, shared by every job of the gateway.
+pub struct RelayCache {
+    dir: PathBuf,
+    /// One lock per file being downloaded.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RelayCache {
+    pub fn new(dir: PathBuf) -> RelayCache {
+        RelayCache {
+            dir,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(&sha256[..2]).join(sha256)
+    }
+    fn lock(&self, sha256: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.inflight
+            .lock()
+            .unwrap()
+            .entry(sha256.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// One job's relay: a source, the shared cache, and where its events go.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    source: Arc<dyn ArtifactSource>,
+    http: reqwest::Client,
+    cache: Arc<RelayCache>,
+    /// Files listed so far in this job, by SHA-256.
+    files: Mutex<HashMap<String, DistFile>>,
+    sink: Arc<dyn EventSink>,
+}
+
+#[derive(Clone)]
+struct Ctx {
+    inner: Arc<Inner>,
+    host: String,
+}
+
+impl Ctx {
+    fn say(&self, line: String) {
+        self.inner.sink.emit(Event::now(EventKind::Output {
+            host: self.host.clone(),
+            step: "install".into(),
+            stream: Stream::Stderr,
+            line: format!("relay: {line}"),
+        }));
+    }
+}
+
+impl Relay {
+    pub fn new(
+        source: Arc<dyn ArtifactSource>,
+        http: reqwest::Client,
+        cache: Arc<RelayCache>,
+        sink: Arc<dyn EventSink>,
+    ) -> Relay {
+        Relay {
+            inner: Arc::new(Inner {
+                source,
+                http,
+                cache,
+                files: Mutex::new(HashMap::new()),
+                sink,
+            }),
+        }
+    }
+
+    /// The relay's HTTP routes, for one host.
+    pub fn router(&self, host: &str) -> Router {
+        Router::new()
+            .route("/simple/", get(root))
+            .route("/simple/{project}/", get(project))
+            .route("/files/{sha256}/{filename}", get(file))
+            .with_state(Ctx {
+                inner: self.inner.clone(),
+                host: host.to_string(),
+            })
+    }
+}
+
+impl crate::engine::Relay for Relay {
+    fn acceptor(&self, host: &str) -> crate::ssh::Acceptor {
+        let router = self.router(host);
+        Arc::new(move |io| {
+            let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .await;
+            });
+        })
+    }
+    fn index_path(&self) -> String {
+        "/simple/".into()
+    }
+}
+
+fn err(status: StatusCode, msg: String) -> Response {
+    (status, msg).into_response()
+}
+
+async fn root() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html")],
+        "<!DOCTYPE html><html><body></body></html>\n",
+    )
+        .into_response()
+}
+
+async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response {
+    let name = artifacts::normalize(&project);
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return err(StatusCode::NOT_FOUND, format!("no project {project:?}"));
+    }
+    let files = match artifacts::list_files(&cx.inner.http, cx.inner.source.as_ref(), &name).await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            cx.say(format!("cannot list {name}: {e}"));
+            return err(StatusCode::BAD_GATEWAY, e);
+        }
+    };
+    if files.is_empty() {
+        return err(StatusCode::NOT_FOUND, format!("no project {name}"));
+    }
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><head><title>Links for {name}</title></head><body>\n<h1>Links for {name}</h1>\n"
+    );
+    let mut unverifiable = Vec::new();
+    {
+        let mut known = cx.inner.files.lock().unwrap();
+        for f in files {
+            let Some(sha) = f.sha256.clone().filter(|h| {
+                h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())
+            }) else {
+                unverifiable.push(f.filename);
+                continue;
+            };
+            if !artifacts::is_file_name(&f.filename) {
+                continue;
+            }
+            let rp = f
+                .requires_python
+                .as_deref()
+                .map(|r| format!(" data-requires-python=\"{}\"", artifacts::escape(r)))
+                .unwrap_or_default();
+            let yanked = if f.yanked { " data-yanked=\"\"" } else { "" };
+            html.push_str(&format!(
+                "<a href=\"../../files/{sha}/{fname}#sha256={sha}\"{rp}{yanked}>{fname}</a><br/>\n",
+                fname = f.filename
+            ));
+            known.insert(sha, f);
+        }
+    }
+    if !unverifiable.is_empty() {
+        cx.say(format!(
+            "left out {} file(s) of {name} that the index lists without a SHA-256: {}",
+            unverifiable.len(),
+            unverifiable.join(", ")
+        ));
+    }
+    html.push_str("</body></html>\n");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+async fn file(
+    State(cx): State<Ctx>,
+    Path((sha256, filename)): Path<(String, String)>,
+) -> Response {
+    let sha256 = sha256.to_ascii_lowercase();
+    let listed = cx.inner.files.lock().unwrap().get(&sha256).cloned();
+    let Some(f) = listed.filter(|f| f.filename == filename) else {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("{filename} with sha256 {sha256} was not listed by this relay"),
+        );
+    };
+    match fetch_verified(&cx, &f, &sha256).await {
+        Ok(path) => match tokio::fs::read(&path).await {
+            Ok(bytes) => (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Err(msg) => {
+            cx.say(msg.clone());
+            err(StatusCode::BAD_GATEWAY, msg)
+        }
+    }
+}
+
+/// The cached file, downloaded and verified first if needed (one download at a time per
+/// file; whoever waited finds it cached).
+async fn fetch_verified(cx: &Ctx, f: &DistFile, sha256: &str) -> Result<PathBuf, String> {
+    let cache = &cx.inner.cache;
+    let path = cache.path(sha256);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let lock = cache.lock(sha256);
+    let _held = lock.lock().await;
+    if path.is_file() {
+        return Ok(path);
+    }
+    let dir = path.parent().expect("cache paths have a parent");
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!("{sha256}.part"));
+    let result = download(cx, f, &tmp).await;
+    let (have, size) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if have != sha256 {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(format!(
+            "refused {}: its SHA-256 is {have}, but {} lists {sha256}",
+            f.filename,
+            cx.inner.source.describe()
+        ));
+    }
+    tokio::fs::rename(&tmp, &path)
+        .await
+        .map_err(|e| format!("cannot store {}: {e}", path.display()))?;
+    cx.say(format!(
+        "fetched {} ({size} bytes, sha256 verified) from {}",
+        f.filename,
+        cx.inner.source.describe()
+    ));
+    Ok(path)
+}
+
+async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(String, u64), String> {
+    let resp = artifacts::get(&cx.inner.http, cx.inner.source.as_ref(), &f.url).await?;
+    let mut out = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("downloading {}: {}", f.filename, e.without_url()))?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
+    out.flush().await.map_err(|e| e.to_string())?;
+    Ok((format!("{:x}", hasher.finalize()), size))
+}
