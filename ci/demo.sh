@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-#! The local demo: three test servers and a package index in Docker, the gateway on its
-#! SQLite file, a token, and a real deploy of the sample app through the `deploy` CLI
+#! The local demo: three test servers with no route to the artifact repository (an
+#! Artifactory stub over a PyPI index) in Docker, the gateway on its
+#! SQLite file relaying the repository to them, uv, a token, and a real deploy of the
+#! sample app through the `deploy` CLI
 #! with its progress bars.  Running it again redeploys (and changes nothing).
 #!
 #!   bash ci/demo.sh [VERSION]      (default 1.0.0; try 1.1.0 afterwards)
@@ -24,12 +26,23 @@ cargo build --quiet --workspace --bins
 bin="$CARGO_TARGET_DIR/debug"
 
 if [[ ! -f "$demo/testbed.json" ]] || ! docker ps --format '{{.Names}}' | grep -q '^deploy-tb-demo-web1$'; then
-    echo "== starting 3 servers and the index (Docker, ports on 127.0.0.1)"
+    echo "== starting 3 servers with no route to the artifact repository, and the repository"
+    echo "   (an Artifactory stub over a PyPI index; Docker, ports on 127.0.0.1)"
     rm -rf "$demo"
     # Owned by PID 1 (always alive): the demo stays up until `ci/testbed.sh down demo`.
-    ci/testbed.sh up demo 3 "$demo" --owner 1
+    ci/testbed.sh up demo 3 "$demo" --owner 1 --isolated
+    # The servers install through the gateway's relay, with uv.
+    python3 - "$demo/inventory.yml" <<'PY'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+s = s.replace("    index_url: http://index:8080/simple/\n", "    installer: uv\n")
+s = s.replace("        groups: [web]\n", "        groups: [web]\n        delivery: relay\n")
+open(p, "w").write(s)
+PY
 fi
-index_port="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["index_port"])' "$demo/testbed.json")"
+art_port="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["artifactory_port"])' "$demo/testbed.json")"
+(umask 077; sed -n 's/^token=//p' "$demo/artifactory.credentials" > "$demo/artifactory.token")
 
 cat > "$demo/gateway.toml" <<TOML
 # The demo gateway.  Paths are relative to this file.
@@ -46,10 +59,21 @@ oldest = "0.1.0"
 newest = "0.1.0"
 upgrade_command = "cargo install --locked --path $root/src/cli --version {version}"
 
-[index_urls]
-# The servers reach the index as http://index:8080 on their Docker network; the
-# gateway reaches it through the published port.
-hello = "http://127.0.0.1:$index_port/simple/"
+# Releases live in Artifactory (here: ci/artifactory_stub.py); only the gateway holds
+# its access token, and the servers get the index through the relay.
+[sources.artifactory]
+kind = "artifactory"
+url = "http://127.0.0.1:$art_port/artifactory"
+repository = "pypi-local"
+token_file = "artifactory.token"
+
+[applications.hello]
+source = "artifactory"
+
+# The uv the engine ships to servers (once, by checksum) for \`installer: uv\`.
+[uv]
+binary = "$root/ci/.cache/uv/uv"
+sha256 = "$(cat "$root/ci/.cache/uv/uv.sha256")"
 TOML
 
 echo "== starting the gateway on http://127.0.0.1:$port (log: .demo/gateway.log)"

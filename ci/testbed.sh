@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 #! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
 #
-#   ci/testbed.sh up NAME N DIR [--owner PID]   start (or restart) testbed NAME with N servers;
-#                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,testbed.json}
+#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated]
+#                                              start (or restart) testbed NAME with N servers;
+#                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,
+#                                              testbed.json,artifactory.credentials}
+#                                              --isolated: the servers get a network of their own,
+#                                              with no route to the index (relay tests)
 #   ci/testbed.sh down NAME                     remove its containers and network
 #   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all)
 #   ci/testbed.sh packages                      build/fetch the index content into ci/.cache/packages
@@ -10,11 +14,15 @@
 # Every container and network carries the label deploy.testbed=NAME and
 # deploy.testbed.owner=PID; `up` first removes leftovers of dead owners, because the
 # Docker engine outlives the processes that made them.  Ports are published on
-# 127.0.0.1 only (random host ports).  Servers reach the index as http://index:8080/.
+# 127.0.0.1 only (random host ports).  Servers reach the index as http://index:8080/
+# (pypiserver) and http://index:8081/artifactory/ (ci/artifactory_stub.py: Artifactory's
+# PyPI API and authentication over the same wheels, with fresh random credentials).
+# `packages` also fetches the pinned uv (static musl build) into ci/.cache/uv/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$root/ci/.cache"
 GUNICORN=gunicorn==27.0.1
+UV_VERSION=0.13.9
 
 die() { echo "testbed: $*" >&2; exit 1; }
 
@@ -27,6 +35,24 @@ packages() {
     PIP_FIND_LINKS= python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
         --dest "$out" "$GUNICORN" >&2
     echo "$stamp" > "$out/.stamp"
+}
+
+uv_binary() { # the pinned uv for servers: ci/.cache/uv/uv and its uv.sha256
+    local out="$cache/uv" tmp
+    if [[ -x "$out/uv" && "$(cat "$out/.version" 2>/dev/null)" == "$UV_VERSION" ]]; then return; fi
+    rm -rf "$out"; mkdir -p "$out"; tmp="$(mktemp -d)"
+    PIP_FIND_LINKS= python3 -m pip download --quiet --no-deps --only-binary=:all: \
+        --platform musllinux_1_1_x86_64 --python-version 3.11 --dest "$tmp" "uv==$UV_VERSION" >&2
+    python3 - "$tmp"/uv-*.whl "$out/uv" <<'PY'
+import sys, zipfile
+whl, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".data/scripts/uv"))
+    open(dest, "wb").write(z.read(name))
+PY
+    chmod 0755 "$out/uv"; rm -rf "$tmp"
+    sha256sum "$out/uv" | cut -d' ' -f1 > "$out/uv.sha256"
+    echo "$UV_VERSION" > "$out/.version"
 }
 
 gc() {
@@ -56,31 +82,47 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 up() {
-    local name="$1" n="$2" dir="$3" owner="$4" image net i c
+    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" image net snet i c
     [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
     [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
     image="$("$root/ci/image/build.sh" --print-tag)"
     docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing: run ci/image/build.sh"
-    gc; down "$name"; packages
+    gc; down "$name"; packages; uv_binary
     mkdir -p "$dir"
     [[ -f "$dir/id_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C "deploy-testbed-$name" -f "$dir/id_ed25519"
     local labels=(--label "deploy.testbed=$name" --label "deploy.testbed.owner=$owner")
     net="deploy-tb-$name"
     docker network create "${labels[@]}" "$net" >/dev/null
+    snet="$net"
+    if [[ -n "$isolated" ]]; then
+        # The servers' own network: the index is not on it, and its ports are published
+        # on the host's loopback only, so the servers have no route to it.
+        snet="deploy-tb-$name-dmz"
+        docker network create "${labels[@]}" "$snet" >/dev/null
+    fi
 
+    local rnd; rnd() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    (umask 077; printf 'user=deploy-svc\npassword=pw-%s\ntoken=tok-%s\napi_key=key-%s\n' \
+        "$(rnd)" "$(rnd)" "$(rnd)" > "$dir/artifactory.credentials")
     c="deploy-tb-$name-index"
     docker create "${labels[@]}" --init --name "$c" --network "$net" --network-alias index \
-        -e ROLE=index -p 127.0.0.1::8080 "$image" >/dev/null
+        -e ROLE=index -p 127.0.0.1::8080 -p 127.0.0.1::8081 "$image" >/dev/null
     docker cp "$cache/packages" "$c:/packages" >/dev/null
     docker start "$c" >/dev/null
+    docker exec "$c" mkdir -p /stub
+    docker cp "$root/ci/artifactory_stub.py" "$c:/stub/artifactory_stub.py" >/dev/null
+    docker cp "$dir/artifactory.credentials" "$c:/stub/credentials" >/dev/null
+    docker exec -d "$c" python3 /stub/artifactory_stub.py --port 8081 --packages /packages \
+        --repo pypi-local --credentials /stub/credentials --log /stub/access.log
     local pubkey; pubkey="$(cat "$dir/id_ed25519.pub")"
     for i in $(seq 1 "$n"); do
         docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
-            --network "$net" -e AUTHORIZED_KEY="$pubkey" \
+            --network "$snet" -e AUTHORIZED_KEY="$pubkey" \
             -p 127.0.0.1::22 -p 127.0.0.1::80 "$image" >/dev/null
     done
-    local index_port; index_port="$(port_of "$c" 8080)"
+    local index_port art_port; index_port="$(port_of "$c" 8080)"; art_port="$(port_of "$c" 8081)"
     wait_for 30 "the index" curl -fsS "http://127.0.0.1:$index_port/simple/"
+    wait_for 30 "the Artifactory stub" curl -fsS "http://127.0.0.1:$art_port/artifactory/api/system/ping"
 
     : > "$dir/known_hosts"
     {
@@ -117,18 +159,26 @@ applications:
       staging:
         groups: [web]
 YAML
-    printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"key":"%s","servers":[%s]}\n' \
-        "$name" "$net" "deploy-tb-$name-index" "$index_port" "$dir/id_ed25519" "$json_servers" > "$dir/testbed.json"
+    printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"artifactory_port":%s,"uv_binary":"%s","key":"%s","servers":[%s]}\n' \
+        "$name" "$snet" "deploy-tb-$name-index" "$index_port" "$art_port" "$cache/uv/uv" "$dir/id_ed25519" "$json_servers" > "$dir/testbed.json"
 }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
-        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID]"
-        owner="$PPID"; [[ "${4:-}" == "--owner" ]] && owner="${5:?--owner needs a pid}"
-        up "$1" "$2" "$(mkdir -p "$3" && cd "$3" && pwd)" "$owner" ;;
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated]"
+        tb_name="$1" tb_n="$2" tb_dir="$3"; shift 3
+        owner="$PPID" isolated=""
+        while [[ $# -gt 0 ]]; do
+            case "$1" in
+                --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
+                --isolated) isolated=1; shift ;;
+                *) die "unknown option $1" ;;
+            esac
+        done
+        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
     gc) gc "${1:-}" ;;
-    packages) packages ;;
+    packages) packages; uv_binary ;;
     *) die "usage: testbed.sh up|down|gc|packages (see the header of this file)" ;;
 esac

@@ -333,7 +333,7 @@ async fn choose_tool(ctx: &HostCtx<'_>) -> Result<(Tool, String), String> {
         tool,
         format!(
             "; shipped {} ({} MB, sha256 {})",
-            up.stdout.trim(),
+            up.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
             uv.bytes.len() / 1_000_000,
             &uv.sha256[..12]
         ),

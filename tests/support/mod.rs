@@ -36,6 +36,8 @@ struct Json {
     network: String,
     index_container: String,
     index_port: u16,
+    artifactory_port: u16,
+    uv_binary: PathBuf,
     servers: Vec<Server>,
 }
 
@@ -45,6 +47,10 @@ pub struct Testbed {
     pub network: String,
     pub index_container: String,
     pub index_port: u16,
+    /// ci/artifactory_stub.py in the index container (`:8081` on the servers' side).
+    pub artifactory_port: u16,
+    /// The pinned uv for servers (ci/testbed.sh packages).
+    pub uv_binary: PathBuf,
     pub servers: Vec<Server>,
 }
 
@@ -63,6 +69,11 @@ fn require_docker() {
 impl Testbed {
     /// Starts `n` servers and an index, named after `test` (plus this process id).
     pub fn up(test: &str, n: usize) -> Testbed {
+        Self::up_with(test, n, false)
+    }
+
+    /// With `isolated`, the servers have no route to the index (relay tests).
+    pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
         require_docker();
         let name = format!("{}-{}", test.replace('_', "-"), std::process::id());
         let dir = tempfile::tempdir().unwrap();
@@ -70,6 +81,7 @@ impl Testbed {
             .args(["up", &name, &n.to_string()])
             .arg(dir.path())
             .args(["--owner", &std::process::id().to_string()])
+            .args(if isolated { &["--isolated"][..] } else { &[] })
             .output()
             .unwrap();
         assert!(
@@ -87,8 +99,24 @@ impl Testbed {
             network: j.network,
             index_container: j.index_container,
             index_port: j.index_port,
+            artifactory_port: j.artifactory_port,
+            uv_binary: j.uv_binary,
             servers: j.servers,
         }
+    }
+
+    /// The Artifactory stub's credentials (user, password, token, api_key).
+    pub fn artifactory_credential(&self, key: &str) -> String {
+        let text = std::fs::read_to_string(self.path("artifactory.credentials")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in artifactory.credentials"))
+            .to_string()
+    }
+
+    /// The Artifactory stub's access log ("METHOD PATH STATUS" lines).
+    pub fn artifactory_log(&self) -> String {
+        exec(&self.index_container, "cat /stub/access.log")
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -299,6 +327,7 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub url: String,
     child: Option<std::process::Child>,
+    env: Vec<(String, String)>,
 }
 
 /// The `deploy` CLI binary (built on demand: it lives in another package).
@@ -338,13 +367,29 @@ applications:
 impl Gateway {
     /// Starts a gateway on `inventory` (the testbed's files when `tb` is given).
     pub fn start(tb: Option<&Testbed>, oldest: &str, newest: &str) -> Gateway {
+        Self::start_with(tb, oldest, newest, None, &[])
+    }
+
+    /// `sources`: TOML for `[sources.*]` and `[applications.*]` (and `[uv]`) instead of
+    /// the default (the testbed's pypiserver); `env`: the gateway's environment.
+    pub fn start_with(
+        tb: Option<&Testbed>,
+        oldest: &str,
+        newest: &str,
+        sources: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let (inventory, known_hosts, key, index) = match tb {
             Some(tb) => (
                 tb.path("inventory.yml"),
                 tb.path("known_hosts"),
                 tb.path("id_ed25519"),
-                format!("hello = \"http://127.0.0.1:{}/simple/\"", tb.index_port),
+                sources.map(str::to_string).unwrap_or(format!(
+                    "[sources.pypi]\nkind = \"simple\"\nurl = \"http://127.0.0.1:{}/simple/\"\n\
+                     servers_url = \"http://index:8080/simple/\"\n[applications.hello]\nsource = \"pypi\"\n",
+                    tb.index_port
+                )),
             ),
             None => {
                 std::fs::write(dir.path().join("inventory.yml"), OFFLINE_INVENTORY).unwrap();
@@ -358,14 +403,14 @@ impl Gateway {
                     dir.path().join("inventory.yml"),
                     dir.path().join("known_hosts"),
                     dir.path().join("key"),
-                    String::new(),
+                    sources.unwrap_or_default().to_string(),
                 )
             }
         };
         let config = format!(
             "listen = \"127.0.0.1:0\"\ndatabase = \"state/gateway.db\"\ninventory = {:?}\nknown_hosts = {:?}\nssh_key = {:?}\nplaybooks = {:?}\ntemplates = {:?}\n\
              [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install --locked --git https://git.example.com/deploy deploy-cli --tag v{{version}}\"\n\
-             [index_urls]\n{index}\n",
+             {index}\n",
             inventory,
             known_hosts,
             key,
@@ -377,6 +422,10 @@ impl Gateway {
             dir,
             url: String::new(),
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         g.spawn();
         g
@@ -400,6 +449,7 @@ impl Gateway {
         let child = Command::new(gateway_bin())
             .args(["serve", "--config"])
             .arg(self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -441,6 +491,7 @@ impl Gateway {
         let mut cmd = Command::new(gateway_bin());
         cmd.args(["token", "create", "--config"])
             .arg(self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--user", user]);
         if !envs.is_empty() {
             cmd.args(["--env", envs]);
