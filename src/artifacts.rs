@@ -35,7 +35,10 @@ impl fmt::Debug for Secret {
 pub enum Auth {
     None,
     /// HTTP basic (a PyPI index behind basic auth; Artifactory user + password or token).
-    Basic { user: String, password: Secret },
+    Basic {
+        user: String,
+        password: Secret,
+    },
     /// `Authorization: Bearer` (an index behind a token; an Artifactory access token).
     Bearer(Secret),
     /// Artifactory's API key, sent as `X-JFrog-Art-Api`.
@@ -362,10 +365,13 @@ pub async fn get(
     };
     let req = http.get(url);
     let req = if same_origin { src.authorize(req) } else { req };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot download from {}: {}", src.describe(), e.without_url()))?;
+    let resp = req.send().await.map_err(|e| {
+        format!(
+            "cannot download from {}: {}",
+            src.describe(),
+            e.without_url()
+        )
+    })?;
     if !resp.status().is_success() {
         return Err(format!(
             "{} answered {} for {url}",

@@ -534,7 +534,10 @@ mod tests {
         );
         assert!(c.line.contains("read -r UV_DEFAULT_INDEX"));
         assert!(c.line.contains(&format!(".cache/deploy/uv-{sha}/uv")));
-        assert!(c.line.contains("--python /srv/apps/hello/releases/1.0.0/bin/python"));
+        assert!(
+            c.line
+                .contains("--python /srv/apps/hello/releases/1.0.0/bin/python")
+        );
         let v = venv_create(&p(), "1.0.0", &uv);
         assert!(v.line.contains("venv --quiet --python python3"));
         let up = uv_upload(&sha, vec![1, 2, 3]);
@@ -590,9 +593,33 @@ mod tests {
             layout_create(&p(), "deploy"),
             release_state(&p(), "1.0.0"),
             venv_create(&p(), "1.0.0", &Tool::Pip),
-            venv_create(&p(), "1.0.0", &Tool::Uv { sha256: "0f".repeat(32) }),
-            install(&p(), &Tool::Pip, "http://i/", &secret("http://i/"), true, "a", "1"),
-            install(&p(), &Tool::Uv { sha256: "0f".repeat(32) }, "http://i/", &secret("http://i/"), false, "a", "1"),
+            venv_create(
+                &p(),
+                "1.0.0",
+                &Tool::Uv {
+                    sha256: "0f".repeat(32),
+                },
+            ),
+            install(
+                &p(),
+                &Tool::Pip,
+                "http://i/",
+                &secret("http://i/"),
+                true,
+                "a",
+                "1",
+            ),
+            install(
+                &p(),
+                &Tool::Uv {
+                    sha256: "0f".repeat(32),
+                },
+                "http://i/",
+                &secret("http://i/"),
+                false,
+                "a",
+                "1",
+            ),
             uv_probe(&"0f".repeat(32)),
             uv_upload(&"0f".repeat(32), vec![]),
             read_file("/etc/a b"),

@@ -1,8 +1,8 @@
 //! Artifacts: an Artifactory repository (ci/artifactory_stub.py, JFrog's API over the
 //! test bed's wheels) reached by the gateway with its own credentials, relayed to servers
 //! that have no route to it or used directly with credentials that only the installer's
-//! environment sees; hash verification; uv shipped once and building the same release
-//! as pip.
+//! environment sees (with pip behind the relay, with uv directly); hash verification;
+//! uv shipped once and building the same release as pip.
 
 mod support;
 
@@ -100,7 +100,11 @@ fn assert_no_leak(
     );
     for s in &tb.servers {
         let found = files_containing(&s.container, secret);
-        assert!(found.trim().is_empty(), "secret in files of {}: {found}", s.name);
+        assert!(
+            found.trim().is_empty(),
+            "secret in files of {}: {found}",
+            s.name
+        );
     }
     assert!(
         ps.iter().any(|p| p.contains("pip install")),
@@ -135,7 +139,13 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
     // No route: the servers cannot even resolve the index.
     let probe = std::process::Command::new("docker")
         .args(["exec", &tb.server("web1").container])
-        .args(["curl", "-sS", "-m", "3", "http://index:8081/artifactory/api/system/ping"])
+        .args([
+            "curl",
+            "-sS",
+            "-m",
+            "3",
+            "http://index:8081/artifactory/api/system/ping",
+        ])
         .output()
         .unwrap();
     assert!(!probe.status.success(), "web1 must not reach the index");
@@ -184,8 +194,18 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
         !log.lines().any(|l| l.ends_with(" 401")),
         "the gateway always authenticated:\n{log}"
     );
-    let events = gw.http("GET", &format!("/v1/jobs/{}/log", job_id(&r)), Some(&admin), None).2;
-    assert!(events.contains("relay: fetched hello_app-1.0.0-py3-none-any.whl"), "{events}");
+    let events = gw
+        .http(
+            "GET",
+            &format!("/v1/jobs/{}/log", job_id(&r)),
+            Some(&admin),
+            None,
+        )
+        .2;
+    assert!(
+        events.contains("relay: fetched hello_app-1.0.0-py3-none-any.whl"),
+        "{events}"
+    );
 
     assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r, versions], &ps, &token);
 }
@@ -199,13 +219,20 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
         "username = \"deploy-svc\"\npassword_file = {:?}",
         tb.path("art-password")
     );
-    let gw = Gateway::start_with(
-        Some(&tb),
-        "0.1.0",
-        "0.1.0",
-        Some(&artifactory_source(&tb, &auth, true)),
-        &[],
+    // The fast path: uv, shipped by the gateway.
+    tb.set_inventory(&tb.inventory_text().replace(
+        "    wsgi: hello_app:app\n",
+        "    wsgi: hello_app:app\n    installer: uv\n",
+    ));
+    let uv_sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
+        .unwrap()
+        .sha256;
+    let sources = format!(
+        "{}[uv]\nbinary = {:?}\nsha256 = \"{uv_sha}\"\n",
+        artifactory_source(&tb, &auth, true),
+        tb.uv_binary
     );
+    let gw = Gateway::start_with(Some(&tb), "0.1.0", "0.1.0", Some(&sources), &[]);
     let ann = gw.token("ann", "staging", false);
     let admin = gw.token("root", "", true);
 
@@ -223,6 +250,15 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
         .filter(|l| l.contains("hello_app-1.1.0-py3-none-any.whl") && l.ends_with(" 200"))
         .count();
     assert_eq!(got, 2, "each server downloads its own copy:\n{log}");
+    let events = gw
+        .http(
+            "GET",
+            &format!("/v1/jobs/{}/log", job_id(&r)),
+            Some(&admin),
+            None,
+        )
+        .2;
+    assert!(events.contains("uv pip install"), "{events}");
     assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r], &ps, &password);
 }
 
@@ -270,7 +306,12 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
         } else {
             "THESE PACKAGES DO NOT MATCH THE HASHES"
         };
-        let (_, _, events) = gw.http("GET", &format!("/v1/jobs/{}/log", job_id(&r)), Some(&ann), None);
+        let (_, _, events) = gw.http(
+            "GET",
+            &format!("/v1/jobs/{}/log", job_id(&r)),
+            Some(&ann),
+            None,
+        );
         assert!(events.contains(why), "{env}: expected {why:?} in {events}");
         assert_eq!(served_version(web1), "1.0.0", "{env}: still on 1.0.0");
         assert_eq!(
@@ -315,7 +356,10 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
         .replacen("    groups: [web]\n", "    groups: [g1]\n", 1)
         .replacen("    groups: [web]\n", "    groups: [g2]\n", 1)
         .replace("    wsgi: hello_app:app\n", "    wsgi: hello_app:app\n    installer: uv\n");
-    assert!(inv.contains("groups: [g2]") && !inv.contains("[web]"), "{inv}");
+    assert!(
+        inv.contains("groups: [g2]") && !inv.contains("[web]"),
+        "{inv}"
+    );
     tb.set_inventory(&inv);
     let deploy = |env: &str, version: &str, uv: bool| {
         let mut cfg = tb.config();
@@ -341,23 +385,42 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
     };
     // The gateway has no uv binary: pip, and the report says why.
     let pip = deploy("one", "1.1.0", false);
-    assert_eq!(pip.result.status, deploy::wire::JobStatus::Succeeded, "{:?}", pip.result);
+    assert_eq!(
+        pip.result.status,
+        deploy::wire::JobStatus::Succeeded,
+        "{:?}",
+        pip.result
+    );
     let (_, why, _) = pip.step("web1", "venv");
-    assert!(why.contains("python3 -m venv") && why.contains("no uv binary"), "{why}");
+    assert!(
+        why.contains("python3 -m venv") && why.contains("no uv binary"),
+        "{why}"
+    );
 
     // With a binary: shipped once, then found by its checksum.
     let uv = deploy("two", "1.1.0", true);
-    assert_eq!(uv.result.status, deploy::wire::JobStatus::Succeeded, "{:?}", uv.result);
+    assert_eq!(
+        uv.result.status,
+        deploy::wire::JobStatus::Succeeded,
+        "{:?}",
+        uv.result
+    );
     let (st, why, _) = uv.step("web2", "venv");
     assert_eq!(st, StepStatus::Changed);
-    assert!(why.contains("uv venv") && why.contains("shipped uv 0.13.9"), "{why}");
+    assert!(
+        why.contains("uv venv") && why.contains("shipped uv 0.13.9"),
+        "{why}"
+    );
     let (_, why, _) = uv.step("web2", "install");
     assert!(why.contains("uv pip install"), "{why}");
     let again = deploy("two", "1.0.0", true);
     let (_, why, _) = again.step("web2", "venv");
     assert!(why.contains("uv venv") && !why.contains("shipped"), "{why}");
     assert_eq!(served_version(tb.server("web2")), "1.0.0");
-    let uvs = exec(&tb.server("web2").container, "ls -d /home/deploy/.cache/deploy/uv-*");
+    let uvs = exec(
+        &tb.server("web2").container,
+        "ls -d /home/deploy/.cache/deploy/uv-*",
+    );
     assert_eq!(uvs.lines().count(), 1, "{uvs}");
 
     // Same distributions either way (pip's own tools aside).
@@ -378,6 +441,9 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
         dists(&tb.server("web2").container),
     );
     assert_eq!(a, b);
-    assert_eq!(a, ["gunicorn-27.0.1.dist-info", "hello_app-1.1.0.dist-info"]);
+    assert_eq!(
+        a,
+        ["gunicorn-27.0.1.dist-info", "hello_app-1.1.0.dist-info"]
+    );
     assert_eq!(served_version(tb.server("web1")), "1.1.0");
 }

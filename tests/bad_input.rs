@@ -252,3 +252,27 @@ fn the_shipped_example_inventory_parses() {
     );
     assert_eq!(app.health.retries, 30);
 }
+
+#[test]
+fn artifact_settings_with_bad_values_or_no_way_to_apply_them_are_refused() {
+    let c =
+        Case::new(&INVENTORY.replace("    port: 8000\n", "    port: 8000\n    installer: conda\n"));
+    let err = refused(c.apply("hello", "1.0.0"));
+    assert!(
+        err.contains("conda") && err.contains("pip") && err.contains("uv"),
+        "{err}"
+    );
+    let c = Case::new(&INVENTORY.replace(
+        "        groups: [web]\n",
+        "        groups: [web]\n        delivery: relay\n",
+    ));
+    let err = refused(c.apply("hello", "1.0.0"));
+    assert!(
+        err.contains("applications.hello.environments.staging.delivery")
+            && err.contains("deploy-gateway serve"),
+        "{err}"
+    );
+    let c = Case::new(&INVENTORY.replace("    index_url: http://index:8080/simple/\n", ""));
+    let err = refused(c.apply("hello", "1.0.0"));
+    assert!(err.contains("index_url"), "{err}");
+}

@@ -200,6 +200,17 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
     let index = match (&spec.index, &app.index_url) {
         (Some(i), _) => i.clone(),
+        (None, _) if env.delivery == crate::inventory::Delivery::Relay => {
+            return Err(InputError::new(
+                &inv.path,
+                None,
+                format!(
+                    "applications.{}.environments.{}.delivery",
+                    app.name, env.name
+                ),
+                "`delivery: relay` needs the gateway's relay (deploy through `deploy-gateway serve`); `apply` installs directly from index_url",
+            ));
+        }
         (None, Some(url)) => IndexAccess::Direct(ServerIndex {
             url: url.clone(),
             credentials: None,

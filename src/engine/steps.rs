@@ -272,7 +272,11 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
         )));
     }
     let out = ctx
-        .must(&cmd::venv_create(&ctx.paths, ctx.version(), &tool), true, how)
+        .must(
+            &cmd::venv_create(&ctx.paths, ctx.version(), &tool),
+            true,
+            how,
+        )
         .await?;
     if out.stdout.trim() == "already-complete" {
         return Ok(Report::ok(format!(
@@ -285,7 +289,9 @@ async fn venv(ctx: &mut HostCtx<'_>) -> StepResult {
     } else {
         "created the"
     };
-    Ok(Report::changed(format!("{done} virtualenv {dir} ({how}{note})")))
+    Ok(Report::changed(format!(
+        "{done} virtualenv {dir} ({how}{note})"
+    )))
 }
 
 /// uv when the application asks for it and the engine has a binary the server can run
@@ -333,7 +339,11 @@ async fn choose_tool(ctx: &HostCtx<'_>) -> Result<(Tool, String), String> {
         tool,
         format!(
             "; shipped {} ({} MB, sha256 {})",
-            up.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+            up.stdout
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
             uv.bytes.len() / 1_000_000,
             &uv.sha256[..12]
         ),
@@ -408,7 +418,9 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
             r?;
         }
     }
-    Ok(Report::changed(format!("installed {req} from {from} ({what})")))
+    Ok(Report::changed(format!(
+        "installed {req} from {from} ({what})"
+    )))
 }
 
 async fn env_file(ctx: &mut HostCtx<'_>) -> StepResult {

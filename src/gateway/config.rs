@@ -244,7 +244,10 @@ impl GatewayConfig {
 
     /// An application's artifact source: the one the config names, else the inventory's
     /// `index_url` as an unauthenticated simple index.
-    pub fn source_for(&self, app: &crate::inventory::App) -> Result<Arc<dyn ArtifactSource>, String> {
+    pub fn source_for(
+        &self,
+        app: &crate::inventory::App,
+    ) -> Result<Arc<dyn ArtifactSource>, String> {
         if let Some(s) = self.app_sources.get(&app.name) {
             return Ok(self.sources[s].clone());
         }
@@ -307,7 +310,10 @@ fn build_source(
     raw: RawSource,
     abs: &dyn Fn(PathBuf) -> PathBuf,
 ) -> Result<Arc<dyn ArtifactSource>, (String, String)> {
-    for (f, u) in [(".url", Some(&raw.url)), (".servers_url", raw.servers_url.as_ref())] {
+    for (f, u) in [
+        (".url", Some(&raw.url)),
+        (".servers_url", raw.servers_url.as_ref()),
+    ] {
         if let Some(u) = u {
             crate::inventory::check_index_url(u).map_err(|m| (f.to_string(), m))?;
         }
@@ -378,5 +384,87 @@ fn build_source(
             ".kind".into(),
             format!("expected `simple` or `artifactory`, got {other:?}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "database = \"state/g.db\"\ninventory = \"inv.yml\"\nknown_hosts = \"kh\"\nssh_key = \"k\"\n\
+        [cli]\noldest = \"0.1.0\"\nnewest = \"0.1.0\"\nupgrade_command = \"x\"\n";
+
+    fn load(extra: &str) -> Result<GatewayConfig, InputError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gateway.toml");
+        std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
+        std::fs::write(dir.path().join("tok"), "t0ken-from-file\n").unwrap();
+        GatewayConfig::load(&p)
+    }
+
+    fn app(name: &str) -> crate::inventory::App {
+        let inv = crate::inventory::Inventory::parse(
+            Path::new("i.yml"),
+            &format!(
+                "hosts: {{w: {{address: a, groups: [g]}}}}\napplications:\n  {name}:\n    package: p\n    wsgi: m:a\n    port: 8000\n    server_names: [x.test]\n    environments: {{s: {{groups: [g]}}}}\n"
+            ),
+        )
+        .unwrap();
+        inv.apps[name].clone()
+    }
+
+    #[test]
+    fn sources_with_secrets_from_files_and_apps_pointing_at_them() {
+        let c = load(
+            "[sources.art]\nkind = \"artifactory\"\nurl = \"https://a.test/artifactory\"\nrepository = \"pypi-local\"\n\
+             username = \"svc\"\ntoken_file = \"tok\"\n[applications.hello]\nsource = \"art\"\n",
+        )
+        .unwrap();
+        let s = c.source_for(&app("hello")).unwrap();
+        assert_eq!(
+            s.simple_url(),
+            "https://a.test/artifactory/api/pypi/pypi-local/simple/"
+        );
+        assert_eq!(s.secrets()[0].expose(), "t0ken-from-file");
+        assert!(!format!("{s:?}").contains("t0ken"));
+        assert!(c.relay_cache.ends_with("state/relay-cache"));
+        // No source and no index_url: a clear error naming both ways out.
+        let e = c.source_for(&app("other")).err().unwrap();
+        assert!(
+            e.contains("index_url") && e.contains("[applications.other]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_sources_name_the_field_and_never_the_secret() {
+        let e = load("[sources.a]\nkind = \"simple\"\nurl = \"http://i/simple\"\ntoken_env = \"DEPLOY_TEST_UNSET_VAR\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "sources.a.token_env");
+        assert!(e.message.contains("DEPLOY_TEST_UNSET_VAR"), "{e}");
+        assert_eq!(e.line, Some(9), "the line of [sources.a]");
+        let e = load("[sources.a]\nkind = \"artifactory\"\nurl = \"http://i/\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "sources.a.repository");
+        let e = load("[sources.a]\nkind = \"nexus\"\nurl = \"http://i/\"\n")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("`simple` or `artifactory`"), "{e}");
+        let e =
+            load("[sources.a]\nkind = \"simple\"\nurl = \"http://i/\"\npassword_file = \"tok\"\n")
+                .err()
+                .unwrap();
+        assert_eq!(e.field, "sources.a.username");
+        assert!(!e.to_string().contains("t0ken"));
+        let e = load("[applications.hello]\nsource = \"nope\"\n")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("no source `nope`"), "{e}");
+        let e = load("[uv]\nbinary = \"uv\"\nsha256 = \"abc\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "uv.sha256");
     }
 }

@@ -156,8 +156,7 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return err(StatusCode::NOT_FOUND, format!("no project {project:?}"));
     }
-    let files = match artifacts::list_files(&cx.inner.http, cx.inner.source.as_ref(), &name).await
-    {
+    let files = match artifacts::list_files(&cx.inner.http, cx.inner.source.as_ref(), &name).await {
         Ok(f) => f,
         Err(e) => {
             cx.say(format!("cannot list {name}: {e}"));
@@ -174,9 +173,11 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
     {
         let mut known = cx.inner.files.lock().unwrap();
         for f in files {
-            let Some(sha) = f.sha256.clone().filter(|h| {
-                h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit())
-            }) else {
+            let Some(sha) = f
+                .sha256
+                .clone()
+                .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+            else {
                 unverifiable.push(f.filename);
                 continue;
             };
@@ -207,10 +208,7 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-async fn file(
-    State(cx): State<Ctx>,
-    Path((sha256, filename)): Path<(String, String)>,
-) -> Response {
+async fn file(State(cx): State<Ctx>, Path((sha256, filename)): Path<(String, String)>) -> Response {
     let sha256 = sha256.to_ascii_lowercase();
     let listed = cx.inner.files.lock().unwrap().get(&sha256).cloned();
     let Some(f) = listed.filter(|f| f.filename == filename) else {
@@ -221,11 +219,9 @@ async fn file(
     };
     match fetch_verified(&cx, &f, &sha256).await {
         Ok(path) => match tokio::fs::read(&path).await {
-            Ok(bytes) => (
-                [(header::CONTENT_TYPE, "application/octet-stream")],
-                bytes,
-            )
-                .into_response(),
+            Ok(bytes) => {
+                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+            }
             Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         Err(msg) => {
@@ -289,7 +285,8 @@ async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(Stri
     let mut size = 0u64;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("downloading {}: {}", f.filename, e.without_url()))?;
+        let chunk =
+            chunk.map_err(|e| format!("downloading {}: {}", f.filename, e.without_url()))?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
         out.write_all(&chunk)
