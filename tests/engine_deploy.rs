@@ -67,7 +67,7 @@ fn deploy_redeploy_check_and_upgrade_on_three_servers() {
         (status, reason.as_str()),
         (
             StepStatus::Changed,
-            "would create the virtualenv /srv/apps/hello/releases/1.1.0"
+            "would create the virtualenv /srv/apps/hello/releases/1.1.0 (python3 -m venv)"
         )
     );
     assert_eq!(d.step("web1", "install").0, StepStatus::Changed);
