@@ -207,6 +207,9 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
         "{events}"
     );
 
+    // The two wheels sit in the relay's cache, named by their SHA-256.
+    let cached = walk(&gw.dir.path().join("state/relay-cache"));
+    assert_eq!(cached.len(), 2, "{cached:?}");
     assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r, versions], &ps, &token);
 }
 
@@ -274,26 +277,39 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
 #[test]
 fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     let tb = Testbed::up("art-hash", 1);
-    tb.set_inventory(&tb.inventory_text().replace(
+    // hello: pip, directly (staging) and through the relay (relayed); hello-uv: uv.
+    let inv = tb.inventory_text().replace(
         "    environments:\n      staging:\n        groups: [web]\n",
         "    environments:\n      staging:\n        groups: [web]\n      relayed:\n        groups: [web]\n        delivery: relay\n",
-    ));
+    ) + "  hello-uv:\n    package: hello-app\n    wsgi: hello_app:app\n    installer: uv\n    port: 8100\n\
+           \x20   server_names: [hello-uv.example.test]\n    environments:\n      staging:\n        groups: [web]\n";
+    tb.set_inventory(&inv);
     let key = tb.artifactory_credential("api_key");
+    let uv_sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
+        .unwrap()
+        .sha256;
+    let sources = format!(
+        "{}[applications.hello-uv]\nsource = \"artifactory\"\n[uv]\nbinary = {:?}\nsha256 = \"{uv_sha}\"\n",
+        artifactory_source(
+            &tb,
+            "username = \"deploy-svc\"\napi_key_env = \"ART_KEY\"",
+            true
+        ),
+        tb.uv_binary
+    );
     let gw = Gateway::start_with(
         Some(&tb),
         "0.1.0",
         "0.1.0",
-        Some(&artifactory_source(
-            &tb,
-            "username = \"deploy-svc\"\napi_key_env = \"ART_KEY\"",
-            true,
-        )),
+        Some(&sources),
         &[("ART_KEY", &key)],
     );
     let ann = gw.token("ann", "staging,relayed", false);
     let web1 = tb.server("web1");
-    let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
-    assert_eq!(r.code, 0, "{r:?}");
+    for app in ["hello", "hello-uv"] {
+        let r = gw.run(Some(&ann), &["release", app, "1.0.0", "-e", "staging"]);
+        assert_eq!(r.code, 0, "{r:?}");
+    }
 
     // The repository listed 1.1.0 with its checksum at upload; now the bytes change (a
     // valid wheel with one more file: only its hash gives it away).
@@ -302,39 +318,63 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
         "python3 -c \"import zipfile; z = zipfile.ZipFile('/packages/hello_app-1.1.0-py3-none-any.whl', 'a'); \
          z.writestr('hello_app/extra.py', 'x = 1'); z.close()\"",
     );
-    for env in ["staging", "relayed"] {
-        let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", env]);
-        assert_eq!(r.code, 1, "{env}: {r:?}");
+    for (app, env, why) in [
+        ("hello", "staging", "THESE PACKAGES DO NOT MATCH THE HASHES"),
+        (
+            "hello",
+            "relayed",
+            "relay: refused hello_app-1.1.0-py3-none-any.whl: its SHA-256 is",
+        ),
+        (
+            "hello-uv",
+            "staging",
+            "Hash mismatch for `hello-app==1.1.0`",
+        ),
+    ] {
+        let r = gw.run(Some(&ann), &["release", app, "1.1.0", "-e", env]);
+        assert_eq!(r.code, 1, "{app} {env}: {r:?}");
         let all = format!("{}{}", r.stdout, r.stderr);
         assert!(
             all.contains("step install failed"),
-            "{env}: the install step fails: {all}"
+            "{app} {env}: the install step fails: {all}"
         );
-        let why = if env == "relayed" {
-            "relay: refused hello_app-1.1.0-py3-none-any.whl: its SHA-256 is"
-        } else {
-            "THESE PACKAGES DO NOT MATCH THE HASHES"
-        };
         let (_, _, events) = gw.http(
             "GET",
             &format!("/v1/jobs/{}/log", job_id(&r)),
             Some(&ann),
             None,
         );
-        assert!(events.contains(why), "{env}: expected {why:?} in {events}");
-        assert_eq!(served_version(web1), "1.0.0", "{env}: still on 1.0.0");
+        assert!(
+            events.contains(why),
+            "{app} {env}: expected {why:?} in {events}"
+        );
+        let (status, body) = http_get(web1.http_port, &format!("{app}.example.test"), "/");
         assert_eq!(
-            exec(&web1.container, "readlink /srv/apps/hello/current").trim(),
+            (status, body.trim()),
+            (200, "1.0.0"),
+            "{app} {env}: still on 1.0.0"
+        );
+        assert_eq!(
+            exec(
+                &web1.container,
+                &format!("readlink /srv/apps/{app}/current")
+            )
+            .trim(),
             "releases/1.0.0"
         );
-        assert!(
-            exec(&web1.container, "test -f /srv/apps/hello/releases/1.1.0/.deploy-release && echo complete || echo incomplete").trim() == "incomplete"
+        assert_eq!(
+            exec(
+                &web1.container,
+                &format!("test -f /srv/apps/{app}/releases/1.1.0/.deploy-release && echo complete || echo incomplete")
+            )
+            .trim(),
+            "incomplete"
         );
     }
-    // Nothing unverified stays in the relay's cache.
-    let cache = gw.dir.path().join("state/relay-cache");
-    let cached: Vec<String> = walk(&cache);
-    assert!(cached.iter().all(|p| !p.ends_with(".part")), "{cached:?}");
+    // The relay's only download (the tampered 1.1.0; pip stops there) was refused:
+    // nothing of it stays in the cache, not even a partial file.
+    let cached: Vec<String> = walk(&gw.dir.path().join("state/relay-cache"));
+    assert!(cached.is_empty(), "{cached:?}");
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {
