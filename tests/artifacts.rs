@@ -194,6 +194,12 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
         !log.lines().any(|l| l.ends_with(" 401")),
         "the gateway always authenticated:\n{log}"
     );
+    // One listing per project for the whole job: all hosts saw the same snapshot.
+    let listings = log
+        .lines()
+        .filter(|l| l.contains("/simple/gunicorn/"))
+        .count();
+    assert_eq!(listings, 1, "{log}");
     let events = gw
         .http(
             "GET",

@@ -14,6 +14,11 @@
 //!
 //! Files the index lists without a SHA-256 are left out of the relay's listing (they
 //! could not be verified), with an event saying so.
+//!
+//! A job's relay fetches each project's listing once and keeps it for the job: every host
+//! of the job resolves against the same snapshot of the repository (a release published
+//! mid-rollout cannot make hosts differ), and N hosts cost one listing request.  Files are
+//! streamed from the cache, never held in memory whole.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,6 +76,9 @@ struct Inner {
     cache: Arc<RelayCache>,
     /// Files listed so far in this job, by SHA-256.
     files: Mutex<HashMap<String, DistFile>>,
+    /// Each project's listing, fetched once per job (held while fetching, so concurrent
+    /// hosts wait for the first fetch).
+    listings: tokio::sync::Mutex<HashMap<String, Arc<Vec<DistFile>>>>,
     sink: Arc<dyn EventSink>,
 }
 
@@ -104,6 +112,7 @@ impl Relay {
                 http,
                 cache,
                 files: Mutex::new(HashMap::new()),
+                listings: Default::default(),
                 sink,
             }),
         }
@@ -156,11 +165,24 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return err(StatusCode::NOT_FOUND, format!("no project {project:?}"));
     }
-    let files = match artifacts::list_files(&cx.inner.http, cx.inner.source.as_ref(), &name).await {
-        Ok(f) => f,
-        Err(e) => {
-            cx.say(format!("cannot list {name}: {e}"));
-            return err(StatusCode::BAD_GATEWAY, e);
+    let files = {
+        let mut listings = cx.inner.listings.lock().await;
+        match listings.get(&name) {
+            Some(f) => f.clone(),
+            None => {
+                let src = cx.inner.source.as_ref();
+                match artifacts::list_files(&cx.inner.http, src, &name).await {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        listings.insert(name.clone(), f.clone());
+                        f
+                    }
+                    Err(e) => {
+                        cx.say(format!("cannot list {name}: {e}"));
+                        return err(StatusCode::BAD_GATEWAY, e);
+                    }
+                }
+            }
         }
     };
     if files.is_empty() {
@@ -172,7 +194,7 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
     let mut unverifiable = Vec::new();
     {
         let mut known = cx.inner.files.lock().unwrap();
-        for f in files {
+        for f in files.iter().cloned() {
             let Some(sha) = f
                 .sha256
                 .clone()
@@ -218,10 +240,8 @@ async fn file(State(cx): State<Ctx>, Path((sha256, filename)): Path<(String, Str
         );
     };
     match fetch_verified(&cx, &f, &sha256).await {
-        Ok(path) => match tokio::fs::read(&path).await {
-            Ok(bytes) => {
-                ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
-            }
+        Ok(path) => match stream_file(&path).await {
+            Ok(r) => r,
             Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
         Err(msg) => {
@@ -229,6 +249,33 @@ async fn file(State(cx): State<Ctx>, Path((sha256, filename)): Path<(String, Str
             err(StatusCode::BAD_GATEWAY, msg)
         }
     }
+}
+
+/// A cached file as a streamed response, in 64 KiB chunks.
+async fn stream_file(path: &std::path::Path) -> std::io::Result<Response> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let len = file.metadata().await?.len();
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut f = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// The cached file, downloaded and verified first if needed (one download at a time per
