@@ -227,16 +227,16 @@ pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
 /// reads it into the installer's environment (`PIP_INDEX_URL` / `UV_DEFAULT_INDEX`), so
 /// it appears in no command line, process list or file.  With credentials the
 /// installer's cache is off, so nothing derived from an authenticated request is kept
-/// on disk.  `plain_url` is the URL without credentials (for pip's `--trusted-host`).
+/// on disk.
 pub fn install(
     p: &AppPaths,
     tool: &Tool,
-    plain_url: &str,
-    index_url: &crate::artifacts::Secret,
-    with_credentials: bool,
+    index: &crate::artifacts::ServerIndex,
     package: &str,
     version: &str,
 ) -> RemoteCmd {
+    let plain_url = index.url.as_str();
+    let with_credentials = index.credentials.is_some();
     let req = format!("{package}=={version}");
     let release = p.release(version);
     let run = match tool {
@@ -292,7 +292,7 @@ pub fn install(
     );
     RemoteCmd::with_stdin(
         locked(p, &line),
-        format!("{}\n", index_url.expose()).into_bytes(),
+        format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
     )
 }
 
@@ -468,8 +468,12 @@ mod tests {
         assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
     }
 
-    fn secret(url: &str) -> crate::artifacts::Secret {
-        crate::artifacts::Secret::new(url)
+    fn index(url: &str, credentials: Option<(&str, &str)>) -> crate::artifacts::ServerIndex {
+        crate::artifacts::ServerIndex {
+            url: url.into(),
+            credentials: credentials
+                .map(|(u, p)| (u.to_string(), crate::artifacts::Secret::new(p))),
+        }
     }
 
     #[test]
@@ -478,9 +482,7 @@ mod tests {
         let c = install(
             &p(),
             &Tool::Pip,
-            "http://index:8080/simple/",
-            &secret(url),
-            true,
+            &index("http://index:8080/simple/", Some(("u", "s3cret"))),
             "hello-app",
             "1.0.0",
         );
@@ -507,9 +509,7 @@ mod tests {
         let c = install(
             &p(),
             &Tool::Pip,
-            "https://repo/simple/",
-            &secret("https://repo/simple/"),
-            false,
+            &index("https://repo/simple/", None),
             "hello-app",
             "1.0.0",
         );
@@ -526,9 +526,7 @@ mod tests {
         let c = install(
             &p(),
             &uv,
-            "http://i/simple/",
-            &secret("http://i/simple/"),
-            false,
+            &index("http://i/simple/", None),
             "hello-app",
             "1.0.0",
         );
@@ -603,9 +601,7 @@ mod tests {
             install(
                 &p(),
                 &Tool::Pip,
-                "http://i/",
-                &secret("http://i/"),
-                true,
+                &index("http://i/", Some(("u", "p"))),
                 "a",
                 "1",
             ),
@@ -614,9 +610,7 @@ mod tests {
                 &Tool::Uv {
                     sha256: "0f".repeat(32),
                 },
-                "http://i/",
-                &secret("http://i/"),
-                false,
+                &index("http://i/", None),
                 "a",
                 "1",
             ),

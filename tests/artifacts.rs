@@ -69,6 +69,38 @@ fn job_id(r: &CliRun) -> String {
         .to_string()
 }
 
+/// The job's stored events, as the admin API returns them.
+fn job_log(gw: &Gateway, token: &str, r: &CliRun) -> String {
+    let path = format!("/v1/jobs/{}/log", job_id(r));
+    gw.http("GET", &path, Some(token), None).2
+}
+
+/// `[uv]` for gateway.toml: the test bed's uv, pinned by its SHA-256.
+fn uv_config(tb: &Testbed) -> String {
+    let sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
+        .unwrap()
+        .sha256;
+    format!("[uv]\nbinary = {:?}\nsha256 = \"{sha}\"\n", tb.uv_binary)
+}
+
+/// `deploy release hello VERSION -e staging` while `ps` is captured on every server;
+/// asserts it succeeded and every server serves VERSION.
+fn release_watching_ps(
+    tb: &Testbed,
+    gw: &Gateway,
+    token: &str,
+    version: &str,
+) -> (CliRun, Vec<String>) {
+    let ps = PsWatch::start(tb.servers.iter().map(|s| s.container.clone()).collect());
+    let r = gw.run(Some(token), &["release", "hello", version, "-e", "staging"]);
+    let ps = ps.finish();
+    assert_eq!(r.code, 0, "{r:?}");
+    for s in &tb.servers {
+        assert_eq!(served_version(s), version);
+    }
+    (r, ps)
+}
+
 fn artifactory_source(tb: &Testbed, auth: &str, servers_url: bool) -> String {
     let servers = if servers_url {
         "servers_url = \"http://index:8081/artifactory\"\n"
@@ -170,13 +202,7 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
     assert_eq!(versions.code, 0, "{versions:?}");
     assert!(versions.stdout.contains("1.4.0"), "{versions:?}");
 
-    let ps = PsWatch::start(tb.servers.iter().map(|s| s.container.clone()).collect());
-    let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
-    let ps = ps.finish();
-    assert_eq!(r.code, 0, "{r:?}");
-    for s in &tb.servers {
-        assert_eq!(served_version(s), "1.0.0");
-    }
+    let (r, ps) = release_watching_ps(&tb, &gw, &ann, "1.0.0");
 
     // Three servers, one download of each wheel from the repository.
     let log = tb.artifactory_log();
@@ -200,21 +226,14 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
         .filter(|l| l.contains("/simple/gunicorn/"))
         .count();
     assert_eq!(listings, 1, "{log}");
-    let events = gw
-        .http(
-            "GET",
-            &format!("/v1/jobs/{}/log", job_id(&r)),
-            Some(&admin),
-            None,
-        )
-        .2;
+    let events = job_log(&gw, &admin, &r);
     assert!(
         events.contains("relay: fetched hello_app-1.0.0-py3-none-any.whl"),
         "{events}"
     );
 
     // The two wheels sit in the relay's cache, named by their SHA-256.
-    let cached = walk(&gw.dir.path().join("state/relay-cache"));
+    let cached = relay_cache(&gw);
     assert_eq!(cached.len(), 2, "{cached:?}");
     assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r, versions], &ps, &token);
 }
@@ -233,25 +252,12 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
         "    wsgi: hello_app:app\n",
         "    wsgi: hello_app:app\n    installer: uv\n",
     ));
-    let uv_sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
-        .unwrap()
-        .sha256;
-    let sources = format!(
-        "{}[uv]\nbinary = {:?}\nsha256 = \"{uv_sha}\"\n",
-        artifactory_source(&tb, &auth, true),
-        tb.uv_binary
-    );
+    let sources = artifactory_source(&tb, &auth, true) + &uv_config(&tb);
     let gw = Gateway::start_with(Some(&tb), "0.1.0", "0.1.0", Some(&sources), &[]);
     let ann = gw.token("ann", "staging", false);
     let admin = gw.token("root", "", true);
 
-    let ps = PsWatch::start(tb.servers.iter().map(|s| s.container.clone()).collect());
-    let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
-    let ps = ps.finish();
-    assert_eq!(r.code, 0, "{r:?}");
-    for s in &tb.servers {
-        assert_eq!(served_version(s), "1.1.0");
-    }
+    let (r, ps) = release_watching_ps(&tb, &gw, &ann, "1.1.0");
     // The servers themselves fetched from the repository, authenticated.
     let log = tb.artifactory_log();
     // (uv may GET a wheel twice: once for its metadata, once to install it.)
@@ -268,14 +274,7 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
         !log.lines().any(|l| l.ends_with(" 401")),
         "every request was authenticated:\n{log}"
     );
-    let events = gw
-        .http(
-            "GET",
-            &format!("/v1/jobs/{}/log", job_id(&r)),
-            Some(&admin),
-            None,
-        )
-        .2;
+    let events = job_log(&gw, &admin, &r);
     assert!(events.contains("uv pip install"), "{events}");
     assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r], &ps, &password);
 }
@@ -291,18 +290,12 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
            \x20   server_names: [hello-uv.example.test]\n    environments:\n      staging:\n        groups: [web]\n";
     tb.set_inventory(&inv);
     let key = tb.artifactory_credential("api_key");
-    let uv_sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
-        .unwrap()
-        .sha256;
-    let sources = format!(
-        "{}[applications.hello-uv]\nsource = \"artifactory\"\n[uv]\nbinary = {:?}\nsha256 = \"{uv_sha}\"\n",
-        artifactory_source(
-            &tb,
-            "username = \"deploy-svc\"\napi_key_env = \"ART_KEY\"",
-            true
-        ),
-        tb.uv_binary
-    );
+    let sources = artifactory_source(
+        &tb,
+        "username = \"deploy-svc\"\napi_key_env = \"ART_KEY\"",
+        true,
+    ) + "[applications.hello-uv]\nsource = \"artifactory\"\n"
+        + &uv_config(&tb);
     let gw = Gateway::start_with(
         Some(&tb),
         "0.1.0",
@@ -344,12 +337,7 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
             all.contains("step install failed"),
             "{app} {env}: the install step fails: {all}"
         );
-        let (_, _, events) = gw.http(
-            "GET",
-            &format!("/v1/jobs/{}/log", job_id(&r)),
-            Some(&ann),
-            None,
-        );
+        let events = job_log(&gw, &ann, &r);
         assert!(
             events.contains(why),
             "{app} {env}: expected {why:?} in {events}"
@@ -379,8 +367,13 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     }
     // The relay's only download (the tampered 1.1.0; pip stops there) was refused:
     // nothing of it stays in the cache, not even a partial file.
-    let cached: Vec<String> = walk(&gw.dir.path().join("state/relay-cache"));
+    let cached = relay_cache(&gw);
     assert!(cached.is_empty(), "{cached:?}");
+}
+
+/// Files in the gateway's relay cache.
+fn relay_cache(gw: &Gateway) -> Vec<String> {
+    walk(&gw.dir.path().join("state/relay-cache"))
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -383,20 +383,9 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
         Tool::Pip => "pip install",
         Tool::Uv { .. } => "uv pip install",
     };
-    match ctx.plan.index.clone() {
-        IndexAccess::Direct(index) => {
-            let secret_url = index.url_with_credentials();
-            let c = cmd::install(
-                &ctx.paths,
-                &tool,
-                &index.url,
-                &secret_url,
-                index.credentials.is_some(),
-                &app.package,
-                ctx.version(),
-            );
-            ctx.must(&c, true, what).await?;
-        }
+    // With the relay, the server's index is a remote forward open for this install only.
+    let (index, forward) = match ctx.plan.index.clone() {
+        IndexAccess::Direct(index) => (index, None),
         IndexAccess::Relay(relay) => {
             let port = ctx
                 .conn
@@ -404,20 +393,21 @@ async fn install(ctx: &mut HostCtx<'_>) -> StepResult {
                 .await
                 .map_err(|e| e.to_string())?;
             let url = format!("http://127.0.0.1:{port}{}", relay.index_path());
-            let c = cmd::install(
-                &ctx.paths,
-                &tool,
-                &url,
-                &crate::artifacts::Secret::new(url.clone()),
-                false,
-                &app.package,
-                ctx.version(),
-            );
-            let r = ctx.must(&c, true, what).await;
-            ctx.conn.cancel_remote_forward(port).await;
-            r?;
+            (
+                crate::artifacts::ServerIndex {
+                    url,
+                    credentials: None,
+                },
+                Some(port),
+            )
         }
+    };
+    let c = cmd::install(&ctx.paths, &tool, &index, &app.package, ctx.version());
+    let r = ctx.must(&c, true, what).await;
+    if let Some(port) = forward {
+        ctx.conn.cancel_remote_forward(port).await;
     }
+    r?;
     Ok(Report::changed(format!(
         "installed {req} from {from} ({what})"
     )))

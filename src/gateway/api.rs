@@ -23,6 +23,8 @@ use super::jobs::{Jobs, SubmitError};
 pub struct AppState {
     cfg: Arc<GatewayConfig>,
     jobs: Jobs,
+    /// For listings (bounded by a total timeout); the relay has its own client, because a
+    /// large download must not be cut at 20 s.
     http: reqwest::Client,
 }
 
@@ -259,10 +261,7 @@ async fn status(
     Query(q): Query<EnvQuery>,
 ) -> ApiResult<Vec<HostRelease>> {
     let inv = st.jobs.inventory().map_err(input_err)?;
-    let a = inv
-        .app(&app)
-        .map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?
-        .clone();
+    let a = inv.app(&app).cloned().map_err(not_found)?;
     if let Some(env) = &q.env
         && !a.environments.contains_key(env)
     {
@@ -305,23 +304,33 @@ async fn status(
     Ok(Json(rows))
 }
 
+/// An unknown application or environment: 404 with the inventory's message.
+fn not_found(e: crate::error::InputError) -> ApiErr {
+    ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message)
+}
+
+/// The application's versions in its artifact source, oldest first.
+async fn available_versions(
+    st: &AppState,
+    a: &crate::inventory::App,
+) -> Result<Vec<String>, ApiErr> {
+    let src = st
+        .cfg
+        .source_for(a)
+        .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, e))?;
+    crate::artifacts::list_versions(&st.http, src.as_ref(), &a.package)
+        .await
+        .map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))
+}
+
 async fn versions(
     State(st): State<AppState>,
     _p: Principal,
     Path(app): Path<String>,
 ) -> ApiResult<Vec<VersionInfo>> {
     let inv = st.jobs.inventory().map_err(input_err)?;
-    let a = inv
-        .app(&app)
-        .map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?
-        .clone();
-    let src = st
-        .cfg
-        .source_for(&a)
-        .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, e))?;
-    let versions = crate::artifacts::list_versions(&st.http, src.as_ref(), &a.package)
-        .await
-        .map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))?;
+    let a = inv.app(&app).cloned().map_err(not_found)?;
+    let versions = available_versions(&st, &a).await?;
     let mut hosts = Vec::new();
     for e in a.environments.values() {
         for h in inv.hosts_for(&a, &e.name).map_err(input_err)?.1 {
@@ -419,17 +428,7 @@ async fn submit(
     // `latest` and specifiers resolve here, on the gateway; the job records the exact version.
     if crate::versions::is_request(&req.version) {
         let inv = st.jobs.inventory().map_err(input_err)?;
-        let a = inv
-            .app(&req.app)
-            .map_err(|e| ApiErr::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, e.message))?
-            .clone();
-        let src = st
-            .cfg
-            .source_for(&a)
-            .map_err(|e| ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, e))?;
-        let available = crate::artifacts::list_versions(&st.http, src.as_ref(), &a.package)
-            .await
-            .map_err(|e| ApiErr::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM, e))?;
+        let available = available_versions(&st, inv.app(&req.app).map_err(not_found)?).await?;
         req.version =
             crate::versions::resolve(&req.version, &available, req.pre).map_err(input_err)?;
     }
