@@ -182,6 +182,8 @@ pub struct App {
     /// gateway's config names no artifact source for this application.
     pub index_url: Option<String>,
     pub installer: Installer,
+    /// What keeps the slots running (`process_manager:`, default supervisord).
+    pub process_manager: crate::procman::Kind,
     /// Name of the playbook under `playbooks/` (without `.yml`).
     pub playbook: String,
     /// WSGI entry point gunicorn serves, `module:callable`.
@@ -252,6 +254,8 @@ struct RawApp {
     index_url: Option<Spanned<String>>,
     #[serde(default)]
     installer: Installer,
+    #[serde(default)]
+    process_manager: crate::procman::Kind,
     #[serde(default = "default_playbook")]
     playbook: Spanned<String>,
     wsgi: Spanned<String>,
@@ -561,6 +565,7 @@ impl Inventory {
                     package: a.package.value,
                     index_url: a.index_url.map(|u| u.value),
                     installer: a.installer,
+                    process_manager: a.process_manager,
                     playbook: a.playbook.value,
                     wsgi: a.wsgi.value,
                     port: a.port,

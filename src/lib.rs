@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod inventory;
 pub mod pins;
 pub mod playbook;
+pub mod procman;
 pub mod render;
 pub mod shell;
 pub mod ssh;

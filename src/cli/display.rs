@@ -246,6 +246,29 @@ impl Display {
                     },
                 );
             }
+            EventKind::PhaseStarted { phase, host } => {
+                let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+                if plain {
+                    println!("{ts} job: {phase}{on} started");
+                } else if self.mode == Mode::Tty {
+                    self.line(format!("job: {phase}{on} ..."));
+                }
+            }
+            EventKind::PhaseFinished {
+                phase,
+                host,
+                status,
+                reason,
+                elapsed_ms,
+            } => {
+                let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
+                let text = format!("{phase}{on} {} {reason} ({elapsed_ms} ms)", status.as_str());
+                if plain {
+                    println!("{ts} job: {text}");
+                } else if self.mode == Mode::Tty {
+                    self.line(format!("job: {text}"));
+                }
+            }
             EventKind::JobFinished {
                 status, elapsed_ms, ..
             } => {

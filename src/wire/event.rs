@@ -152,6 +152,21 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A job-level phase (once per job, not per host) began; `host` is where it runs,
+    /// if on a host.  Its output lines are `output` events with that host (or "").
+    PhaseStarted {
+        phase: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    PhaseFinished {
+        phase: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        status: StepStatus,
+        reason: String,
+        elapsed_ms: u64,
+    },
     JobFinished {
         status: JobStatus,
         elapsed_ms: u64,

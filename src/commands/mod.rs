@@ -1,0 +1,312 @@
+//! Remote commands, built as data: every shell line the engine sends to a server is made
+//! here, from validated names and [`crate::shell::quote`]d values, and nothing here does
+//! I/O.  The engine decides *when* to run them; [`crate::ssh`] runs them.
+//!
+//! Conventions: commands run as the inventory's SSH user; those that touch `/etc` or
+//! control services use `sudo -n` (never prompting).  File contents travel on stdin, so
+//! they never appear in a process list or a log.
+//!
+//! By role: [`release`] (directories, virtualenvs, installs, markers), [`files`] (files
+//! and the live pointers), [`nginx`] (site config, reload, HTTP probes).  Process-manager
+//! commands belong to their backend in [`crate::procman`].
+
+pub mod files;
+pub mod nginx;
+pub mod release;
+
+pub use files::*;
+pub use nginx::*;
+pub use release::*;
+
+use crate::shell::quote;
+
+/// Where an application lives on a server (see DESIGN.md, "On a server").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPaths {
+    pub app: String,
+    pub root: String,
+}
+
+/// Name of the completion marker written last into a release directory.
+pub const MARKER: &str = ".deploy-release";
+
+impl AppPaths {
+    pub fn new(app: &str) -> AppPaths {
+        AppPaths {
+            app: app.to_string(),
+            root: format!("/srv/apps/{app}"),
+        }
+    }
+    pub fn releases(&self) -> String {
+        format!("{}/releases", self.root)
+    }
+    pub fn release(&self, version: &str) -> String {
+        format!("{}/releases/{version}", self.root)
+    }
+    pub fn marker(&self, version: &str) -> String {
+        format!("{}/{MARKER}", self.release(version))
+    }
+    pub fn shared(&self) -> String {
+        format!("{}/shared", self.root)
+    }
+    pub fn env_file(&self) -> String {
+        format!("{}/shared/env", self.root)
+    }
+    pub fn current(&self) -> String {
+        format!("{}/current", self.root)
+    }
+    /// Holds the name of the live slot.
+    pub fn live_file(&self) -> String {
+        format!("{}/live-slot", self.root)
+    }
+    /// Written into a release whose health check failed: prune removes it first and never
+    /// counts it as a kept release.
+    pub fn failed_marker(&self, version: &str) -> String {
+        format!("{}/.deploy-failed", self.release(version))
+    }
+    pub fn nginx_conf(&self) -> String {
+        format!("/etc/nginx/sites-enabled/{}.conf", self.app)
+    }
+}
+
+/// One remote command: a POSIX shell line and, optionally, bytes for its stdin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteCmd {
+    pub line: String,
+    pub stdin: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RemoteCmd {
+    // stdin may hold secrets (the env file): never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCmd")
+            .field("line", &self.line)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .finish()
+    }
+}
+
+impl RemoteCmd {
+    pub fn new(line: impl Into<String>) -> RemoteCmd {
+        RemoteCmd {
+            line: line.into(),
+            stdin: None,
+        }
+    }
+    pub fn with_stdin(line: impl Into<String>, stdin: Vec<u8>) -> RemoteCmd {
+        RemoteCmd {
+            line: line.into(),
+            stdin: Some(stdin),
+        }
+    }
+}
+
+/// Runs a POSIX script as root: `sudo -n sh -c '<script>' sh args...`.
+pub(crate) fn sudo_sh(script: &str, args: &[&str]) -> String {
+    let mut line = format!("sudo -n sh -c {} sh", quote(script));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    line
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p() -> AppPaths {
+        AppPaths::new("hello")
+    }
+
+    #[test]
+    fn paths_follow_the_design() {
+        assert_eq!(p().release("1.0.0"), "/srv/apps/hello/releases/1.0.0");
+        assert_eq!(
+            p().marker("1.0.0"),
+            "/srv/apps/hello/releases/1.0.0/.deploy-release"
+        );
+        assert_eq!(p().current(), "/srv/apps/hello/current");
+        assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
+    }
+
+    fn index(url: &str, credentials: Option<(&str, &str)>) -> crate::artifacts::ServerIndex {
+        crate::artifacts::ServerIndex {
+            url: url.into(),
+            credentials: credentials
+                .map(|(u, p)| (u.to_string(), crate::artifacts::Secret::new(p))),
+        }
+    }
+
+    #[test]
+    fn install_pins_the_version_writes_the_marker_last_and_reads_the_index_from_stdin() {
+        let url = "http://u:s3cret@index:8080/simple/";
+        let c = install(
+            &p(),
+            &Tool::Pip,
+            &index("http://index:8080/simple/", Some(("u", "s3cret"))),
+            "hello-app",
+            "1.0.0",
+        );
+        let inner = c
+            .line
+            .strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
+            .unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {inner}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && \
+             /srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
+             --no-cache-dir --trusted-host index hello-app==1.0.0 \
+             && printf '%s\\n' 'hello-app 1.0.0' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
+             && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release"
+        );
+        assert!(!c.line.contains("s3cret"), "the credential is not in argv");
+        assert_eq!(c.stdin.as_deref(), Some(format!("{url}\n").as_bytes()));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = install(
+            &p(),
+            &Tool::Pip,
+            &index("https://repo/simple/", None),
+            "hello-app",
+            "1.0.0",
+        );
+        assert!(!c.line.contains("--trusted-host"));
+        assert!(!c.line.contains("--no-cache-dir"));
+    }
+
+    #[test]
+    fn uv_lives_under_its_checksum_and_installs_with_the_index_from_stdin() {
+        let sha = "ab".repeat(32);
+        let uv = Tool::Uv {
+            sha256: sha.clone(),
+        };
+        let c = install(
+            &p(),
+            &uv,
+            &index("http://i/simple/", None),
+            "hello-app",
+            "1.0.0",
+        );
+        assert!(c.line.contains("read -r UV_DEFAULT_INDEX"));
+        assert!(c.line.contains(&format!(".cache/deploy/uv-{sha}/uv")));
+        assert!(
+            c.line
+                .contains("--python /srv/apps/hello/releases/1.0.0/bin/python")
+        );
+        let v = venv_create(&p(), "1.0.0", &uv);
+        assert!(v.line.contains("venv --quiet --python python3"));
+        let up = uv_upload(&sha, vec![1, 2, 3]);
+        assert!(up.line.contains("sha256sum -c"));
+        assert_eq!(up.stdin.as_deref(), Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn switch_is_an_atomic_rename_guarded_by_the_marker() {
+        let c = switch_current(&p(), "1.1.0");
+        assert!(
+            c.line
+                .starts_with("test -f /srv/apps/hello/releases/1.1.0/.deploy-release ||")
+        );
+        assert!(c.line.ends_with(
+            "ln -sfn releases/1.1.0 /srv/apps/hello/current.deploy-new && mv -T -f /srv/apps/hello/current.deploy-new /srv/apps/hello/current"
+        ));
+    }
+
+    #[test]
+    fn file_contents_travel_on_stdin_not_in_the_command_line() {
+        let c = write_file(
+            "/srv/apps/hello/shared/env",
+            "0640",
+            false,
+            b"SECRET='x'\n".to_vec(),
+        );
+        assert!(!c.line.contains("SECRET"));
+        assert_eq!(c.stdin.as_deref(), Some(&b"SECRET='x'\n"[..]));
+        assert!(
+            !format!("{c:?}").contains("SECRET"),
+            "Debug must not print stdin"
+        );
+        let c = write_file("/etc/x y.conf", "0644", true, vec![]);
+        assert!(c.line.starts_with("sudo -n sh -c '"));
+        assert!(c.line.ends_with(" sh '/etc/x y.conf' 0644"));
+    }
+
+    #[test]
+    fn http_probe_quotes_the_host_header() {
+        let c = http_probe(80, "hello.example.com", "/healthz", 5);
+        assert_eq!(
+            c.line,
+            "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: hello.example.com' http://127.0.0.1:80/healthz"
+        );
+    }
+
+    #[test]
+    fn scripts_are_valid_posix_shell() {
+        // `sh -n` parses without running: every command we build must parse.
+        let cmds = [
+            layout_check(&p(), "deploy"),
+            layout_create(&p(), "deploy"),
+            release_state(&p(), "1.0.0"),
+            venv_create(&p(), "1.0.0", &Tool::Pip),
+            venv_create(
+                &p(),
+                "1.0.0",
+                &Tool::Uv {
+                    sha256: "0f".repeat(32),
+                },
+            ),
+            install(
+                &p(),
+                &Tool::Pip,
+                &index("http://i/", Some(("u", "p"))),
+                "a",
+                "1",
+            ),
+            install(
+                &p(),
+                &Tool::Uv {
+                    sha256: "0f".repeat(32),
+                },
+                &index("http://i/", None),
+                "a",
+                "1",
+            ),
+            uv_probe(&"0f".repeat(32)),
+            uv_upload(&"0f".repeat(32), vec![]),
+            read_file("/etc/a b"),
+            write_file("/etc/a", "0644", true, vec![]),
+            write_file("/srv/a", "0640", false, vec![]),
+            read_current(&p()),
+            switch_current(&p(), "1.0.0"),
+            supervisor_status("hello-blue"),
+            supervisor_start_fresh("hello-blue"),
+            supervisor_stop("hello-blue"),
+            http_probe(8001, "h", "/healthz", 2),
+            read_live(&p()),
+            set_live(&p(), "green", "1.1.0"),
+            mark_failed(&p(), "1.2.0"),
+            nginx_install_validated("/etc/nginx/sites-enabled/hello.conf", vec![]),
+            nginx_reload(),
+            list_releases(&p()),
+            remove_releases(&p(), &["1.0.0".into(), "0.9".into()]),
+        ];
+        for c in cmds {
+            let st = std::process::Command::new("sh")
+                .arg("-n")
+                .arg("-c")
+                .arg(&c.line)
+                .status()
+                .unwrap();
+            assert!(st.success(), "does not parse: {}", c.line);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Commands for releases on a server: the app's directories, virtualenvs, installs
+//! (pip or the shipped uv), the build lock, markers, listing and removal.
+
+use super::{AppPaths, MARKER, RemoteCmd};
+use crate::shell::{join, quote};
+
+/// Which installer builds a release, as far as commands care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tool {
+    /// `python3 -m venv` and the venv's pip.
+    Pip,
+    /// The uv binary shipped under its SHA-256 (see [`uv_path`]).
+    Uv { sha256: String },
+}
+
+/// Prints `yes` if the app's directories exist and belong to `user`, else `no`.
+pub fn layout_check(p: &AppPaths, user: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "if [ -d {r} ] && [ -d {s} ] && [ \"$(stat -c %U {root})\" = {u} ]; then echo yes; else echo no; fi",
+        r = quote(&p.releases()),
+        s = quote(&p.shared()),
+        root = quote(&p.root),
+        u = quote(user)
+    ))
+}
+
+/// Creates `/srv/apps/<app>/{releases,shared}` owned by `user`.
+pub fn layout_create(p: &AppPaths, user: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "sudo -n install -d -m 0755 /srv/apps && sudo -n install -d -m 0755 -o {u} -g {u} {root} {r} {s}",
+        u = quote(user),
+        root = quote(&p.root),
+        r = quote(&p.releases()),
+        s = quote(&p.shared())
+    ))
+}
+
+/// Prints `complete` if the release's marker exists, `partial` if only its directory
+/// does, `absent` otherwise.
+pub fn release_state(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "if [ -f {m} ]; then echo complete; elif [ -e {d} ]; then echo partial; else echo absent; fi",
+        m = quote(&p.marker(version)),
+        d = quote(&p.release(version))
+    ))
+}
+
+/// Builds serialise on a per-app lock file held with `flock`: a build left running on
+/// the server by a gateway that died (sshd does not kill it) finishes before the next one
+/// touches the release directory.
+pub fn build_lock(p: &AppPaths) -> String {
+    format!("{}/.deploy-build.lock", p.root)
+}
+
+fn locked(p: &AppPaths, line: &str) -> String {
+    format!(
+        "flock -w 900 {} sh -c {}",
+        quote(&build_lock(p)),
+        quote(line)
+    )
+}
+
+/// Where a shipped uv lives on a server: in the SSH user's home, under its checksum, so
+/// a server keeps one copy per uv version whatever the number of applications.  A shell
+/// expression (`$HOME` expands remotely); `sha256` must be hex.
+pub fn uv_path(sha256: &str) -> String {
+    assert!(sha256.chars().all(|c| c.is_ascii_hexdigit()));
+    format!("\"$HOME/.cache/deploy/uv-{sha256}/uv\"")
+}
+
+/// Prints `present` if the server has this uv (checked against its SHA-256) and can run
+/// it, `unsupported <arch>` on a non-x86_64 server, `absent` otherwise.
+pub fn uv_probe(sha256: &str) -> RemoteCmd {
+    let f = uv_path(sha256);
+    RemoteCmd::new(format!(
+        "a=$(uname -m); if [ \"$a\" != x86_64 ]; then echo \"unsupported $a\"; \
+         elif [ -x {f} ] && echo {sha256}'  '{f} | sha256sum -c --status 2>/dev/null \
+         && {f} --version >/dev/null 2>&1; then echo present; else echo absent; fi"
+    ))
+}
+
+/// Uploads uv (its bytes on stdin), checks the SHA-256 before making it executable and
+/// renames it into place, then prints its version.
+pub fn uv_upload(sha256: &str, bytes: Vec<u8>) -> RemoteCmd {
+    let f = uv_path(sha256);
+    RemoteCmd::with_stdin(
+        format!(
+            "d=$(dirname {f}) && mkdir -p \"$d\" && t=\"$d/uv.tmp.$$\" && cat > \"$t\" \
+             && {{ echo {sha256}'  '\"$t\" | sha256sum -c --status || {{ rm -f \"$t\"; echo 'uv upload: checksum mismatch' >&2; exit 1; }}; }} \
+             && chmod 0755 \"$t\" && mv -f \"$t\" {f} && {f} --version"
+        ),
+        bytes,
+    )
+}
+
+/// Environment every uv command runs with: no config files, no Python downloads, copies
+/// rather than links from its cache (a release must not share inodes with the cache).
+const UV_ENV: &str = "UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy";
+
+/// (Re)creates the release's virtualenv, removing what an interrupted build left; prints
+/// `already-complete` instead if the release became complete meanwhile.
+pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
+    let d = quote(&p.release(version));
+    let m = quote(&p.marker(version));
+    let make = match tool {
+        Tool::Pip => format!("python3 -m venv {d}"),
+        Tool::Uv { sha256 } => format!(
+            "{UV_ENV} {uv} venv --quiet --python python3 {d}",
+            uv = uv_path(sha256)
+        ),
+    };
+    RemoteCmd::new(locked(
+        p,
+        &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && {make}"),
+    ))
+}
+
+/// Installs `package==version` into the release, then writes the marker (last, and
+/// atomically, so a marker means a complete release).
+///
+/// The index URL (which may carry credentials) is the first line of stdin: the script
+/// reads it into the installer's environment (`PIP_INDEX_URL` / `UV_DEFAULT_INDEX`), so
+/// it appears in no command line, process list or file.  With credentials the
+/// installer's cache is off, so nothing derived from an authenticated request is kept
+/// on disk.
+pub fn install(
+    p: &AppPaths,
+    tool: &Tool,
+    index: &crate::artifacts::ServerIndex,
+    package: &str,
+    version: &str,
+) -> RemoteCmd {
+    let plain_url = index.url.as_str();
+    let with_credentials = index.credentials.is_some();
+    let req = format!("{package}=={version}");
+    let release = p.release(version);
+    let run = match tool {
+        Tool::Pip => {
+            let pip = format!("{release}/bin/pip");
+            let mut args = vec![
+                pip.as_str(),
+                "install",
+                "--no-input",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+            ];
+            if with_credentials {
+                args.push("--no-cache-dir");
+            }
+            let host;
+            if plain_url.starts_with("http://") {
+                // A plain-http index was asked for explicitly; pip refuses it without this.
+                host = crate::inventory::url_host(plain_url)
+                    .unwrap_or_default()
+                    .to_string();
+                args.extend(["--trusted-host", host.as_str()]);
+            }
+            args.push(&req);
+            format!(
+                "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && {}",
+                join(&args)
+            )
+        }
+        Tool::Uv { sha256 } => {
+            let py = format!("{release}/bin/python");
+            let mut args = vec!["pip", "install", "--python", py.as_str()];
+            if with_credentials {
+                args.push("--no-cache");
+            }
+            args.push(&req);
+            format!(
+                "IFS= read -r UV_DEFAULT_INDEX && export UV_DEFAULT_INDEX && {UV_ENV} {uv} {}",
+                join(&args),
+                uv = uv_path(sha256)
+            )
+        }
+    };
+    let marker = p.marker(version);
+    let marker_tmp = format!("{marker}.tmp");
+    let stamp = format!("{package} {version}");
+    let line = format!(
+        "{run} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
+        stamp = quote(&stamp),
+        tmp = quote(&marker_tmp),
+        marker = quote(&marker)
+    );
+    RemoteCmd::with_stdin(
+        locked(p, &line),
+        format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
+    )
+}
+
+/// Marks a release as failed (its health check failed on this host).
+pub fn mark_failed(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "touch {} 2>/dev/null || true",
+        quote(&p.failed_marker(version))
+    ))
+}
+
+/// Lists release directories, oldest first: `<mtime> <name> complete|partial` per line.
+pub fn list_releases(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "cd {r} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; [ \"$d\" = '*' ] && continue; if [ -f \"$d/.deploy-failed\" ]; then echo \"$(stat -c %Y \"$d\") $d failed\"; elif [ -f \"$d/{MARKER}\" ]; then echo \"$(stat -c %Y \"$d/{MARKER}\") $d complete\"; else echo \"$(stat -c %Y \"$d\") $d partial\"; fi; done | sort -n",
+        r = quote(&p.releases())
+    ))
+}
+
+/// Removes the named release directories.
+pub fn remove_releases(p: &AppPaths, versions: &[String]) -> RemoteCmd {
+    let dirs: Vec<String> = versions.iter().map(|v| p.release(v)).collect();
+    RemoteCmd::new(format!("rm -rf -- {}", join(&dirs)))
+}

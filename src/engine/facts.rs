@@ -1,0 +1,284 @@
+//! Facts: a typed snapshot of what one host has, read by the engine before a step
+//! decides.  Steps never run a command to look at a host; they declare the facts they
+//! need ([`super::steps::needs`]) and the engine reads those not yet known, all at once
+//! (concurrently, on the host's one connection).  After a step acts, the facts it
+//! touched are forgotten and read again when next needed.
+//!
+//! Each [`Fact`] is one or more read-only commands plus a parser; batching every fact of
+//! a host into one remote command changes only this file.
+
+use crate::commands::{self as cmd, AppPaths, RemoteCmd};
+use crate::procman::ProcessManager;
+use crate::render::SLOTS;
+
+use super::transport::Output;
+
+/// A group of facts read together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fact {
+    /// `/srv/apps/<app>/{releases,shared}` exist and belong to the SSH user.
+    Layout,
+    /// The state of the job's release directory.
+    Release,
+    /// Whether the pinned uv is on the host.
+    Uv,
+    /// The env file's contents.
+    EnvFile,
+    /// The live slot and the release `current` points at.
+    Live,
+    /// Each slot's program file and pid.
+    Slots,
+    /// The nginx site's contents.
+    Nginx,
+    /// Every release directory with its state, oldest first.
+    Releases,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseState {
+    Absent,
+    /// The directory exists without its completion marker (an unfinished build).
+    Partial,
+    Complete,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UvState {
+    Present,
+    Absent,
+    /// The host cannot run the shipped build (its architecture).
+    Unsupported(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Index into [`SLOTS`].
+    pub slot: Option<usize>,
+    /// The version `current` points at.
+    pub current: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slot {
+    pub conf: Option<String>,
+    pub pid: Option<u32>,
+}
+
+/// What the engine knows about a host now.  `None`: not read (or forgotten since).
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub layout: Option<bool>,
+    pub release: Option<ReleaseState>,
+    pub uv: Option<UvState>,
+    pub env_file: Option<Option<String>>,
+    pub live: Option<Live>,
+    pub slots: Option<[Slot; 2]>,
+    pub nginx: Option<Option<String>>,
+    /// `<mtime> <name> complete|partial|failed` per line, oldest first.
+    pub releases: Option<String>,
+}
+
+fn known<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
+    v.as_ref()
+        .ok_or_else(|| format!("internal error: the {what} fact was not read"))
+}
+
+impl Facts {
+    pub fn layout(&self) -> Result<bool, String> {
+        known(&self.layout, "layout").copied()
+    }
+    pub fn release(&self) -> Result<ReleaseState, String> {
+        known(&self.release, "release").copied()
+    }
+    pub fn uv(&self) -> Result<&UvState, String> {
+        known(&self.uv, "uv")
+    }
+    pub fn env_file(&self) -> Result<Option<&str>, String> {
+        Ok(known(&self.env_file, "env file")?.as_deref())
+    }
+    pub fn live(&self) -> Result<&Live, String> {
+        known(&self.live, "live slot")
+    }
+    pub fn slot(&self, i: usize) -> Result<&Slot, String> {
+        Ok(&known(&self.slots, "slots")?[i])
+    }
+    pub fn nginx(&self) -> Result<Option<&str>, String> {
+        Ok(known(&self.nginx, "nginx site")?.as_deref())
+    }
+    pub fn releases(&self) -> Result<&str, String> {
+        known(&self.releases, "releases").map(String::as_str)
+    }
+
+    pub fn has(&self, f: Fact) -> bool {
+        match f {
+            Fact::Layout => self.layout.is_some(),
+            Fact::Release => self.release.is_some(),
+            Fact::Uv => self.uv.is_some(),
+            Fact::EnvFile => self.env_file.is_some(),
+            Fact::Live => self.live.is_some(),
+            Fact::Slots => self.slots.is_some(),
+            Fact::Nginx => self.nginx.is_some(),
+            Fact::Releases => self.releases.is_some(),
+        }
+    }
+
+    /// Forgets a fact (a step changed what it describes).
+    pub fn forget(&mut self, f: Fact) {
+        match f {
+            Fact::Layout => self.layout = None,
+            Fact::Release => self.release = None,
+            Fact::Uv => self.uv = None,
+            Fact::EnvFile => self.env_file = None,
+            Fact::Live => self.live = None,
+            Fact::Slots => self.slots = None,
+            Fact::Nginx => self.nginx = None,
+            Fact::Releases => self.releases = None,
+        }
+    }
+}
+
+/// What reading facts depends on: the application's paths and names on this host.
+pub struct Reader<'a> {
+    pub paths: &'a AppPaths,
+    pub user: &'a str,
+    pub version: &'a str,
+    pub pm: &'a dyn ProcessManager,
+    /// The pinned uv's SHA-256, if the application may use it.
+    pub uv_sha256: Option<&'a str>,
+}
+
+impl Reader<'_> {
+    /// The read-only commands of a fact.
+    pub fn commands(&self, f: Fact) -> Vec<RemoteCmd> {
+        let p = self.paths;
+        match f {
+            Fact::Layout => vec![cmd::layout_check(p, self.user)],
+            Fact::Release => vec![cmd::release_state(p, self.version)],
+            Fact::Uv => match self.uv_sha256 {
+                Some(sha) => vec![cmd::uv_probe(sha)],
+                None => vec![],
+            },
+            Fact::EnvFile => vec![cmd::read_file(&p.env_file())],
+            Fact::Live => vec![cmd::read_live(p), cmd::read_current(p)],
+            Fact::Slots => SLOTS
+                .iter()
+                .flat_map(|s| {
+                    [
+                        cmd::read_file(&self.pm.conf_path(&p.app, s)),
+                        self.pm.status(&self.pm.program(&p.app, s)),
+                    ]
+                })
+                .collect(),
+            Fact::Nginx => vec![cmd::read_file(&p.nginx_conf())],
+            Fact::Releases => vec![cmd::list_releases(p)],
+        }
+    }
+
+    /// Parses the outputs of [`Self::commands`] (same order) into `facts`.
+    pub fn store(&self, facts: &mut Facts, f: Fact, outs: &[Output]) -> Result<(), String> {
+        let out = |i: usize| -> Result<&str, String> {
+            let o = outs
+                .get(i)
+                .ok_or_else(|| format!("internal error: no output for fact {f:?}"))?;
+            if o.ok() {
+                Ok(o.stdout.as_str())
+            } else {
+                Err(format!(
+                    "reading the host's state ({f:?}) failed (exit {}): {}",
+                    o.status,
+                    o.tail()
+                ))
+            }
+        };
+        match f {
+            Fact::Layout => facts.layout = Some(out(0)?.trim() == "yes"),
+            Fact::Release => facts.release = Some(parse_release(out(0)?)),
+            Fact::Uv => {
+                facts.uv = Some(match self.uv_sha256 {
+                    None => UvState::Absent,
+                    Some(_) => parse_uv(out(0)?),
+                })
+            }
+            Fact::EnvFile => facts.env_file = Some(parse_file(out(0)?)),
+            Fact::Live => {
+                let live = out(0)?.trim();
+                facts.live = Some(Live {
+                    slot: SLOTS.iter().position(|s| *s == live),
+                    current: parse_current(out(1)?),
+                })
+            }
+            Fact::Slots => {
+                let slot = |i: usize| -> Result<Slot, String> {
+                    Ok(Slot {
+                        conf: parse_file(out(2 * i)?),
+                        pid: self.pm.pid(out(2 * i + 1)?),
+                    })
+                };
+                facts.slots = Some([slot(0)?, slot(1)?]);
+            }
+            Fact::Nginx => facts.nginx = Some(parse_file(out(0)?)),
+            Fact::Releases => facts.releases = Some(out(0)?.to_string()),
+        }
+        Ok(())
+    }
+}
+
+/// `present\n<bytes>` or `absent` (see [`cmd::read_file`]).
+pub fn parse_file(stdout: &str) -> Option<String> {
+    match stdout.split_once('\n') {
+        Some(("present", rest)) => Some(rest.to_string()),
+        _ if stdout.trim() == "present" => Some(String::new()),
+        _ => None,
+    }
+}
+
+pub fn parse_release(stdout: &str) -> ReleaseState {
+    match stdout.trim() {
+        "complete" => ReleaseState::Complete,
+        "partial" => ReleaseState::Partial,
+        _ => ReleaseState::Absent,
+    }
+}
+
+pub fn parse_uv(stdout: &str) -> UvState {
+    let s = stdout.trim();
+    if s == "present" {
+        UvState::Present
+    } else if let Some(arch) = s.strip_prefix("unsupported ") {
+        UvState::Unsupported(arch.to_string())
+    } else {
+        UvState::Absent
+    }
+}
+
+/// The version `current` points at, from `readlink` (`releases/<v>`).
+pub fn parse_current(stdout: &str) -> Option<String> {
+    let t = stdout.trim();
+    if t.is_empty() {
+        None
+    } else {
+        t.rsplit('/').next().map(str::to_string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_files_releases_uv_and_current() {
+        assert_eq!(parse_file("present\na=1\n").as_deref(), Some("a=1\n"));
+        assert_eq!(parse_file("present\n").as_deref(), Some(""));
+        assert_eq!(parse_file("absent\n"), None);
+        assert_eq!(parse_release("partial\n"), ReleaseState::Partial);
+        assert_eq!(parse_uv("unsupported aarch64\n"), UvState::Unsupported("aarch64".into()));
+        assert_eq!(parse_current("releases/1.2.0\n").as_deref(), Some("1.2.0"));
+        assert_eq!(parse_current("\n"), None);
+    }
+
+    #[test]
+    fn a_fact_not_read_is_an_error_not_a_guess() {
+        let f = Facts::default();
+        assert!(f.live().unwrap_err().contains("live slot"));
+    }
+}

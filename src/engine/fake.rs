@@ -1,0 +1,270 @@
+//! A scripted fake of a server, for tests that need no Docker: it understands the
+//! commands this crate builds (layout, releases, files, supervisord, nginx, curl probes)
+//! and keeps the state they change, so the engine's batches, canary, halt, rollback,
+//! cancel and prune run against it in milliseconds.  It models only what the commands
+//! say; it is no substitute for the container tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::transport::{Connector, OnLine, Output, Transport};
+use crate::commands::RemoteCmd;
+use crate::inventory::Host;
+use crate::ssh::Acceptor;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rel {
+    Partial,
+    Complete,
+    Failed,
+}
+
+/// What a fake server has.  Slots index `blue`, `green`; `base_port` is the app's port.
+#[derive(Debug, Default)]
+pub struct State {
+    pub layout: bool,
+    /// name -> (creation order, state)
+    pub releases: BTreeMap<String, (u64, Rel)>,
+    pub files: BTreeMap<String, String>,
+    pub live_slot: Option<String>,
+    pub current: Option<String>,
+    /// program -> (pid, release dir it runs)
+    pub running: BTreeMap<String, (u32, String)>,
+    /// Versions whose health check answers 500.
+    pub broken: BTreeSet<String>,
+    /// The host cannot be reached.
+    pub down: bool,
+    /// Commands containing this fail with exit 1.
+    pub fail_when: Option<String>,
+    pub reloads: u32,
+    pub log: Vec<String>,
+    clock: u64,
+}
+
+/// One fake server.
+#[derive(Debug, Default)]
+pub struct Server(pub Mutex<State>);
+
+impl Server {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap()
+    }
+    /// The version nginx sends traffic to, if any.
+    pub fn serving(&self) -> Option<String> {
+        let s = self.state();
+        let slot = s.live_slot.clone()?;
+        s.running.get(&format!("hello-{slot}")).map(|(_, dir)| version_of(dir))
+    }
+}
+
+/// A set of fake servers by host name; connects to them as a [`Connector`].
+#[derive(Default)]
+pub struct Fleet {
+    pub servers: Mutex<HashMap<String, Arc<Server>>>,
+    /// Host names in the order they were connected to.
+    pub connects: Mutex<Vec<String>>,
+}
+
+impl Fleet {
+    pub fn server(&self, host: &str) -> Arc<Server> {
+        self.servers.lock().unwrap().entry(host.to_string()).or_default().clone()
+    }
+}
+
+impl Connector for Fleet {
+    fn connect<'a>(&'a self, host: &'a Host) -> BoxFuture<'a, Result<Box<dyn Transport>, String>> {
+        Box::pin(async move {
+            let server = self.server(&host.name);
+            self.connects.lock().unwrap().push(host.name.clone());
+            if server.state().down {
+                return Err(format!("cannot connect to {}:{}: connection refused", host.address, host.port));
+            }
+            Ok(Box::new(Conn { server, channels: Default::default() }) as Box<dyn Transport>)
+        })
+    }
+}
+
+struct Conn {
+    server: Arc<Server>,
+    channels: Mutex<u64>,
+}
+
+impl Transport for Conn {
+    fn exec<'a>(&'a self, cmd: &'a RemoteCmd, _t: Duration, _l: OnLine<'a>) -> BoxFuture<'a, Result<Output, String>> {
+        *self.channels.lock().unwrap() += 1;
+        let out = self.server.state().exec(cmd);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            out
+        })
+    }
+    fn remote_forward(&self, _a: Acceptor) -> BoxFuture<'_, Result<u16, String>> {
+        Box::pin(async { Err("the fake has no forwards".to_string()) })
+    }
+    fn cancel_remote_forward(&self, _port: u16) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn fingerprint(&self) -> String {
+        "SHA256:fake".into()
+    }
+    fn channels_opened(&self) -> u64 {
+        *self.channels.lock().unwrap()
+    }
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+fn out(status: u32, stdout: impl Into<String>) -> Result<Output, String> {
+    Ok(Output { status, stdout: stdout.into(), stderr: String::new() })
+}
+
+/// The word after `marker` up to a space, quote, slash or semicolon.
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest.find([' ', '\'', '/', ';', '"']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+fn version_of(release_dir: &str) -> String {
+    after(release_dir, "/releases/").unwrap_or_default().to_string()
+}
+
+impl State {
+    fn exec(&mut self, cmd: &RemoteCmd) -> Result<Output, String> {
+        let l = cmd.line.as_str();
+        self.log.push(l.to_string());
+        if self.down {
+            return Err("the connection was lost".into());
+        }
+        if self.fail_when.as_deref().is_some_and(|f| l.contains(f)) {
+            return Ok(Output { status: 1, stdout: String::new(), stderr: "injected failure".into() });
+        }
+        let stdin = cmd.stdin.as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
+        self.clock += 1;
+        let rel = after(l, "/releases/").map(str::to_string);
+        if l.contains("stat -c %U") {
+            out(0, if self.layout { "yes\n" } else { "no\n" })
+        } else if l.starts_with("sudo -n install -d") {
+            self.layout = true;
+            out(0, "")
+        } else if l.contains("then echo complete; elif") {
+            let state = match rel.and_then(|v| self.releases.get(&v).map(|r| r.1)) {
+                Some(Rel::Complete) | Some(Rel::Failed) => "complete",
+                Some(Rel::Partial) => "partial",
+                None => "absent",
+            };
+            out(0, format!("{state}\n"))
+        } else if l.contains("uname -m") {
+            out(0, "absent\n")
+        } else if l.contains("-m venv") || l.contains(" venv --quiet") {
+            let v = rel.unwrap_or_default();
+            if self.releases.get(&v).is_some_and(|r| r.1 == Rel::Complete) {
+                return out(0, "already-complete\n");
+            }
+            self.releases.insert(v, (self.clock, Rel::Partial));
+            out(0, "")
+        } else if l.contains("read -r PIP_INDEX_URL") || l.contains("read -r UV_DEFAULT_INDEX") {
+            let v = rel.unwrap_or_default();
+            self.releases.insert(v, (self.clock, Rel::Complete));
+            out(0, "")
+        } else if l.starts_with("if [ -f ") && l.contains("echo present; cat") {
+            let path = l[8..].split(' ').next().unwrap_or_default();
+            match self.files.get(path) {
+                Some(c) => out(0, format!("present\n{c}")),
+                None => out(0, "absent\n"),
+            }
+        } else if l.contains("nginx -t") {
+            self.files.insert("/etc/nginx/sites-enabled/hello.conf".into(), stdin);
+            out(0, "")
+        } else if l.contains(".deploy-new") && l.contains("cat >") {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let path = words[words.len().saturating_sub(2)].to_string();
+            self.files.insert(path, stdin);
+            out(0, "")
+        } else if l.starts_with("readlink") {
+            out(0, self.current.as_ref().map(|v| format!("releases/{v}\n")).unwrap_or_default())
+        } else if l.starts_with("cat ") && l.contains("live-slot") {
+            out(0, self.live_slot.as_ref().map(|s| format!("{s}\n")).unwrap_or_default())
+        } else if l.contains("live-slot.deploy-new") {
+            self.set_live(l)
+        } else if l.contains("supervisorctl reread") {
+            self.start(after(l, "supervisorctl start ").unwrap_or_default())
+        } else if l.contains("supervisorctl status") {
+            let p = after(l, "supervisorctl status ").unwrap_or_default();
+            match self.running.get(p) {
+                Some((pid, _)) => out(0, format!("{p} RUNNING pid {pid}, uptime 0:00:01\n")),
+                None => out(0, format!("{p} STOPPED\n")),
+            }
+        } else if l.contains("supervisorctl stop") {
+            self.running.remove(after(l, "supervisorctl stop ").unwrap_or_default());
+            out(0, "")
+        } else if l.starts_with("curl") {
+            out(0, self.probe(after(l, "http://127.0.0.1:").unwrap_or_default()))
+        } else if l.contains("nginx -s reload") {
+            self.reloads += 1;
+            out(0, "")
+        } else if l.contains(".deploy-failed") && l.starts_with("touch") {
+            if let Some(r) = rel.and_then(|v| self.releases.get_mut(&v)) {
+                r.1 = Rel::Failed;
+            }
+            out(0, "")
+        } else if l.contains("for d in */") {
+            let mut rows: Vec<_> = self.releases.iter().map(|(n, (t, s))| (*t, n.clone(), *s)).collect();
+            rows.sort();
+            let text: String = rows
+                .iter()
+                .map(|(t, n, s)| format!("{t} {n} {}\n", match s { Rel::Complete => "complete", Rel::Partial => "partial", Rel::Failed => "failed" }))
+                .collect();
+            out(0, text)
+        } else if let Some(dirs) = l.strip_prefix("rm -rf -- ") {
+            for d in dirs.split_whitespace() {
+                self.releases.remove(&version_of(&format!("{d}/")));
+            }
+            out(0, "")
+        } else {
+            Ok(Output { status: 127, stdout: String::new(), stderr: format!("fake: unknown command: {l}") })
+        }
+    }
+
+    fn set_live(&mut self, l: &str) -> Result<Output, String> {
+        let slot = if l.contains("printf '%s\\n' blue") { "blue" } else { "green" };
+        let v = after(l, "releases/").unwrap_or_default().to_string();
+        if !self.releases.get(&v).is_some_and(|r| r.1 != Rel::Partial) {
+            return Ok(Output { status: 1, stdout: String::new(), stderr: format!("release {v} is not complete") });
+        }
+        self.live_slot = Some(slot.into());
+        self.current = Some(v);
+        out(0, "")
+    }
+
+    fn start(&mut self, program: &str) -> Result<Output, String> {
+        let conf = self.files.get(&format!("/etc/supervisor/conf.d/{program}.conf")).cloned().unwrap_or_default();
+        let Some(i) = conf.find("/releases/") else {
+            return Ok(Output { status: 1, stdout: String::new(), stderr: format!("{program}: ERROR (no such process)") });
+        };
+        let dir = conf[i..].split("/bin/").next().unwrap_or_default().to_string();
+        let pid = 1000 + self.clock as u32;
+        self.running.insert(program.to_string(), (pid, dir));
+        out(0, format!("{program}: started\n"))
+    }
+
+    fn probe(&self, port: &str) -> String {
+        let slot = match port {
+            "80" => {
+                let nginx = self.files.get("/etc/nginx/sites-enabled/hello.conf").cloned().unwrap_or_default();
+                if nginx.contains("# slot green") { "green" } else { "blue" }
+            }
+            "8001" => "green",
+            _ => "blue",
+        };
+        match self.running.get(&format!("hello-{slot}")) {
+            Some((_, dir)) if self.broken.contains(&version_of(dir)) => "500".into(),
+            Some(_) => "200".into(),
+            None => "000".into(),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! One host of a job: connect, then for each step read the facts it needs, let it
+//! decide, and run the operations it asked for.  Every output line is scrubbed of the
+//! job's secrets before it becomes an event or a reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deploy_wire::{Event, EventKind, HostStatus, StepStatus, Stream};
+
+use super::facts::{Fact, Facts, Reader};
+use super::ops::{Action, Decision, Op, Report};
+use super::plan::Plan;
+use super::steps::{self, HostState, View, scrub};
+use super::transport::{Connector, Output, Transport};
+use super::{CancelFlag, EngineConfig, EventSink, HostResult, IndexAccess, cancelled, ms};
+use crate::artifacts::ServerIndex;
+use crate::commands::{self as cmd, AppPaths};
+use crate::playbook::Step;
+
+/// A host being worked on: its connection, its facts and what earlier steps decided.
+pub(super) struct HostRun<'a> {
+    pub plan: &'a Plan,
+    pub index: usize,
+    pub cfg: &'a EngineConfig,
+    pub conn: &'a dyn Transport,
+    pub sink: Arc<dyn EventSink>,
+    paths: AppPaths,
+    facts: Facts,
+    pub state: HostState,
+    secrets: Vec<String>,
+    step: &'static str,
+}
+
+enum Executed {
+    /// Every action succeeded; the probes' descriptions, in order.
+    Done(Vec<String>),
+    /// An action ended the step early with this report.
+    Ended(Report),
+}
+
+impl<'a> HostRun<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        index: usize,
+        cfg: &'a EngineConfig,
+        conn: &'a dyn Transport,
+        sink: Arc<dyn EventSink>,
+    ) -> Self {
+        let secrets = plan
+            .index
+            .secrets()
+            .into_iter()
+            .map(|s| s.expose().to_string())
+            .filter(|s| s.len() >= 4)
+            .collect();
+        HostRun {
+            plan,
+            index,
+            cfg,
+            conn,
+            sink,
+            paths: AppPaths::new(&plan.app.name),
+            facts: Facts::default(),
+            state: HostState::default(),
+            secrets,
+            step: "",
+        }
+    }
+
+    fn host(&self) -> &'a crate::inventory::Host {
+        &self.plan.hosts[self.index].0
+    }
+
+    fn view(&self) -> View<'_> {
+        view(self.plan, self.index, self.cfg, &self.paths)
+    }
+
+    /// Runs one step to its report.  A step decides at most a few times (`Again`).
+    pub async fn step(&mut self, step: Step) -> Report {
+        self.step = step.name();
+        for _round in 0..4 {
+            if let Err(e) = self.learn(&steps::needs(step, &self.view())).await {
+                return Report::failed(e);
+            }
+            let v = view(self.plan, self.index, self.cfg, &self.paths);
+            let decision = steps::decide(step, &v, &self.facts, &mut self.state);
+            let (actions, report) = match decision {
+                Decision::Done(r) => return r,
+                Decision::Act { actions, report } => (actions, Some(report)),
+                Decision::Again(actions) => (actions, None),
+            };
+            if self.plan.spec.check {
+                return Report::failed(format!(
+                    "internal error: step {} tried to act in check mode",
+                    step.name()
+                ));
+            }
+            let result = self.execute(&actions).await;
+            for f in steps::touches(step) {
+                self.facts.forget(*f);
+            }
+            match (result, report) {
+                (Err(e), _) => return Report::failed(e),
+                (Ok(Executed::Ended(r)), _) => return r,
+                (Ok(Executed::Done(probes)), Some(mut r)) => {
+                    if let Some(how) = probes.first() {
+                        r.reason = r.reason.replace("{probe}", how);
+                    }
+                    return r;
+                }
+                (Ok(Executed::Done(_)), None) => continue,
+            }
+        }
+        Report::failed(format!("internal error: step {} did not settle", step.name()))
+    }
+
+    /// Reads the facts in `needs` that are not known yet, concurrently.
+    async fn learn(&mut self, needs: &[Fact]) -> Result<(), String> {
+        let missing: Vec<Fact> = needs.iter().copied().filter(|f| !self.facts.has(*f)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let uv_sha = self.cfg.uv.as_ref().map(|u| u.sha256.clone());
+        let reader = Reader {
+            paths: &self.paths,
+            user: &self.host().user,
+            version: &self.plan.spec.version,
+            pm: self.plan.pm.as_ref(),
+            uv_sha256: uv_sha.as_deref(),
+        };
+        let cmds: Vec<(Fact, Vec<cmd::RemoteCmd>)> =
+            missing.iter().map(|f| (*f, reader.commands(*f))).collect();
+        let this = &*self;
+        let reads = cmds.iter().map(|(f, cs)| async move {
+            let mut outs = Vec::new();
+            for c in cs {
+                outs.push(this.run(c, false).await?);
+            }
+            Ok::<_, String>((*f, outs))
+        });
+        let results = futures_util::future::join_all(reads).await;
+        for r in results {
+            let (f, outs) = r?;
+            reader.store(&mut self.facts, f, &outs)?;
+        }
+        Ok(())
+    }
+
+    /// Runs actions in order; the first failure runs that action's recovery and ends.
+    async fn execute(&mut self, actions: &[Action]) -> Result<Executed, String> {
+        let mut probes = Vec::new();
+        for a in actions {
+            match self.op(&a.op).await {
+                Ok(Some(Outcome::Probe(how))) => probes.push(how),
+                Ok(Some(Outcome::End(r))) => return Ok(Executed::Ended(r)),
+                Ok(None) => {}
+                Err(e) => return Err(self.recover(a, e).await),
+            }
+        }
+        Ok(Executed::Done(probes))
+    }
+
+    async fn recover(&mut self, a: &Action, err: String) -> String {
+        let Some(rec) = &a.on_fail else {
+            return err;
+        };
+        let mut attempt = Ok(());
+        for op in &rec.attempt {
+            if let Err(e) = self.op(op).await {
+                attempt = Err(e);
+                break;
+            }
+        }
+        for op in &rec.always {
+            let _ = self.op(op).await;
+        }
+        match attempt {
+            Ok(()) => format!("{err}{}", rec.note_ok),
+            Err(e) => format!("{err}{}{e}", rec.note_failed),
+        }
+    }
+
+    async fn op(&mut self, op: &Op) -> Result<Option<Outcome>, String> {
+        match op {
+            Op::Run { cmd, what, stream } => self.must(cmd, *stream, what).await.map(|_| None),
+            Op::RunOrEnd {
+                cmd,
+                what,
+                marker,
+                then,
+            } => {
+                let out = self.must(cmd, true, what).await?;
+                Ok((out.stdout.trim() == *marker).then(|| Outcome::End(then.clone())))
+            }
+            Op::Probe { port } => self.probe(*port).await.map(|how| Some(Outcome::Probe(how))),
+            Op::Sleep(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(None)
+            }
+            Op::Install { tool } => self.install(tool).await.map(|_| None),
+            Op::ShipUv => {
+                self.state.uv_shipped = Some(self.ship_uv().await);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs a command; its lines become events only with `stream` (long commands).
+    async fn run(&self, c: &cmd::RemoteCmd, stream: bool) -> Result<Output, String> {
+        let (sink, host, step) = (self.sink.clone(), self.host().name.clone(), self.step);
+        let secrets = &self.secrets;
+        let mut on_line = |s: Stream, line: &str| {
+            if stream {
+                sink.emit(Event::now(EventKind::Output {
+                    host: host.clone(),
+                    step: step.to_string(),
+                    stream: s,
+                    line: scrub(line, secrets),
+                }));
+            }
+        };
+        let mut out = self
+            .conn
+            .exec(c, self.cfg.command_timeout, &mut on_line)
+            .await
+            .map_err(|e| scrub(&e, secrets))?;
+        if !secrets.is_empty() {
+            out.stdout = scrub(&out.stdout, secrets);
+            out.stderr = scrub(&out.stderr, secrets);
+        }
+        Ok(out)
+    }
+
+    async fn must(&self, c: &cmd::RemoteCmd, stream: bool, what: &str) -> Result<Output, String> {
+        let out = self.run(c, stream).await?;
+        if out.ok() {
+            Ok(out)
+        } else {
+            Err(format!("{what} failed (exit {}): {}", out.status, out.tail()))
+        }
+    }
+
+    /// The health check on a slot's port, or through nginx (None), until it answers as
+    /// expected or runs out of retries.
+    async fn probe(&self, port: Option<u16>) -> Result<String, String> {
+        let h = &self.plan.app.health;
+        let name = self.plan.app.server_names[0].trim_start_matches("*.").to_string();
+        let c = cmd::http_probe(port.unwrap_or(80), &name, &h.path, h.timeout_secs);
+        let mut last = String::new();
+        for attempt in 1..=h.retries {
+            let out = self.run(&c, false).await?;
+            let code = out.stdout.trim();
+            if code == h.expect_status.to_string() {
+                return Ok(format!("GET {} answered {code} (attempt {attempt})", h.path));
+            }
+            last = if code == "000" || code.is_empty() {
+                format!("no answer within {}s", h.timeout_secs)
+            } else {
+                format!("answered {code}, expected {}", h.expect_status)
+            };
+            tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
+        }
+        let via = port.map_or_else(|| "nginx".into(), |p| format!("slot port {p}"));
+        Err(format!(
+            "health check GET {} (Host: {name}) via {via}: {last} after {} attempts",
+            h.path, h.retries
+        ))
+    }
+
+    /// Installs the release; with the relay, through a remote forward open for this
+    /// command only.
+    async fn install(&self, tool: &cmd::Tool) -> Result<(), String> {
+        let what = match tool {
+            cmd::Tool::Pip => "pip install",
+            cmd::Tool::Uv { .. } => "uv pip install",
+        };
+        let (index, forward) = match &self.plan.index {
+            IndexAccess::Direct(index) => (index.clone(), None),
+            IndexAccess::Relay(relay) => {
+                let port = self.conn.remote_forward(relay.acceptor(&self.host().name)).await?;
+                let url = format!("http://127.0.0.1:{port}{}", relay.index_path());
+                (ServerIndex { url, credentials: None }, Some(port))
+            }
+        };
+        let app = &self.plan.app;
+        let c = cmd::install(&self.paths, tool, &index, &app.package, &self.plan.spec.version);
+        let r = self.must(&c, true, what).await;
+        if let Some(port) = forward {
+            self.conn.cancel_remote_forward(port).await;
+        }
+        r.map(|_| ())
+    }
+
+    /// Ships the pinned uv: Ok(what it printed, e.g. `uv 0.9.5`) or why it failed.
+    async fn ship_uv(&self) -> Result<String, String> {
+        let uv = self.cfg.uv.as_ref().ok_or("no uv binary configured")?;
+        let up = self.run(&cmd::uv_upload(&uv.sha256, uv.bytes.to_vec()), false).await?;
+        if !up.ok() {
+            return Err(up.tail());
+        }
+        Ok(up.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+    }
+}
+
+fn view<'b>(plan: &'b Plan, index: usize, cfg: &'b EngineConfig, paths: &'b AppPaths) -> View<'b> {
+    View {
+        plan,
+        host: &plan.hosts[index].0,
+        rendered: &plan.hosts[index].1,
+        paths,
+        pm: plan.pm.as_ref(),
+        uv: cfg.uv.as_ref(),
+    }
+}
+
+enum Outcome {
+    Probe(String),
+    End(Report),
+}
+
+/// Connects to one host and runs the playbook's steps there, stopping at the first
+/// failure or (outside a switch) at a cancel.
+pub(super) async fn run_host(
+    plan: &Plan,
+    index: usize,
+    cfg: &EngineConfig,
+    connector: &dyn Connector,
+    sink: Arc<dyn EventSink>,
+    cancel: &CancelFlag,
+) -> HostResult {
+    let host = &plan.hosts[index].0;
+    let started = Instant::now();
+    sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
+    let finish = |status, changed, error: Option<String>, connections, channels, previous| {
+        let elapsed = started.elapsed();
+        sink.emit(Event::now(EventKind::HostFinished {
+            host: host.name.clone(),
+            status,
+            changed,
+            elapsed_ms: ms(elapsed),
+            error: error.clone(),
+        }));
+        HostResult {
+            host: host.name.clone(),
+            status,
+            changed,
+            elapsed,
+            error,
+            connections,
+            channels,
+            previous,
+        }
+    };
+    if cancelled(cancel) {
+        let why = format!("{}: cancelled before it started; nothing changed", host.name);
+        return finish(HostStatus::Cancelled, 0, Some(why), 0, 0, None);
+    }
+    let conn = match connector.connect(host).await {
+        Ok(c) => c,
+        Err(e) => {
+            let why = format!("{}: {e}", host.name);
+            return finish(HostStatus::Unreachable, 0, Some(why), 0, 0, None);
+        }
+    };
+    sink.emit(Event::now(EventKind::Connected {
+        host: host.name.clone(),
+        fingerprint: conn.fingerprint(),
+        elapsed_ms: ms(started.elapsed()),
+    }));
+    let mut run = HostRun::new(plan, index, cfg, conn.as_ref(), sink.clone());
+    let (changed, ending) = run_steps(&mut run, cancel).await;
+    let previous = run.state.previous.clone();
+    drop(run);
+    let channels = conn.channels_opened();
+    conn.close().await;
+    match ending {
+        Ending::Failed(err) => finish(HostStatus::Failed, changed, Some(err), 1, channels, previous),
+        Ending::Cancelled(step) => {
+            let msg = format!(
+                "{}: cancelled before step {step} ({changed} step(s) had changed something)",
+                host.name
+            );
+            finish(HostStatus::Cancelled, changed, Some(msg), 1, channels, previous)
+        }
+        Ending::Finished if changed > 0 => {
+            finish(HostStatus::Changed, changed, None, 1, channels, previous)
+        }
+        Ending::Finished => finish(HostStatus::Ok, 0, None, 1, channels, previous),
+    }
+}
+
+enum Ending {
+    Finished,
+    Failed(String),
+    Cancelled(&'static str),
+}
+
+async fn run_steps(run: &mut HostRun<'_>, cancel: &CancelFlag) -> (u32, Ending) {
+    let name = run.host().name.clone();
+    let mut changed = 0;
+    // Once `switch` has changed `current`, the host must get to a consistent state
+    // (nginx, health) before a cancel is honoured.
+    let mut switching = false;
+    for step in &run.plan.playbook.steps {
+        if cancelled(cancel) && !switching {
+            return (changed, Ending::Cancelled(step.name()));
+        }
+        let step_started = Instant::now();
+        run.sink.emit(Event::now(EventKind::StepStarted {
+            host: name.clone(),
+            step: step.name().into(),
+        }));
+        let report = run.step(*step).await;
+        run.sink.emit(Event::now(EventKind::StepFinished {
+            host: name.clone(),
+            step: step.name().into(),
+            status: report.status,
+            reason: report.reason.clone(),
+            diff: report.diff.clone(),
+            elapsed_ms: ms(step_started.elapsed()),
+        }));
+        switching = match step {
+            Step::Switch => report.status == StepStatus::Changed,
+            Step::Health => false,
+            _ => switching,
+        };
+        match report.status {
+            StepStatus::Changed => changed += 1,
+            StepStatus::Failed => {
+                let err = format!("{name}: step {} failed: {}", step.name(), report.reason);
+                return (changed, Ending::Failed(err));
+            }
+            _ => {}
+        }
+    }
+    (changed, Ending::Finished)
+}

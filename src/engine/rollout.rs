@@ -1,0 +1,284 @@
+//! The rollout: job-level phases before the hosts, then the hosts in batches (a first-host
+//! canary if asked, then batches of the environment's size, each host of a batch in
+//! parallel up to `parallel`, a pause between batches), halting when more than
+//! `max_failed` hosts failed (hosts not reached are not touched; upgraded ones go back to
+//! their previous release with `on_halt: rollback`), then the `after` phases.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
+use tokio::sync::Semaphore;
+
+use super::host::run_host;
+use super::phases::{JobPhase, PhaseCtx, Place, When};
+use super::plan::{self, Plan};
+use super::transport::Connector;
+use super::{CancelFlag, EngineConfig, EventSink, HostResult, JobResult, cancelled, ms};
+use crate::inventory::{BatchSize, OnHalt};
+
+/// Host indexes per batch: the canary alone first (if asked), then batches of `size`.
+pub fn batches(n: usize, canary: bool, size: BatchSize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut rest: Vec<usize> = (0..n).collect();
+    if canary && n > 1 {
+        out.push(vec![rest.remove(0)]);
+    }
+    let per = size.of(n);
+    for chunk in rest.chunks(per) {
+        out.push(chunk.to_vec());
+    }
+    out
+}
+
+/// Everything a run shares between its hosts.
+#[derive(Clone)]
+pub(super) struct Run {
+    pub plan: Arc<Plan>,
+    pub cfg: Arc<EngineConfig>,
+    pub connector: Arc<dyn Connector>,
+    pub sink: Arc<dyn EventSink>,
+    pub cancel: CancelFlag,
+}
+
+pub(super) async fn run(r: Run) -> JobResult {
+    let started = Instant::now();
+    let plan = r.plan.clone();
+    r.sink.emit(Event::now(EventKind::JobStarted {
+        app: plan.app.name.clone(),
+        env: plan.env.name.clone(),
+        version: plan.spec.version.clone(),
+        hosts: plan.hosts.iter().map(|(h, _)| h.name.clone()).collect(),
+        check: plan.spec.check,
+        steps: plan.playbook.steps.iter().map(|s| s.name().to_string()).collect(),
+    }));
+    let mut hosts = Vec::new();
+    let before = run_phases(&r, When::BeforeHosts).await;
+    match &before {
+        Err(why) => {
+            for i in 0..plan.hosts.len() {
+                hosts.push(not_started(&r, i, why));
+            }
+        }
+        Ok(()) => {
+            hosts = run_batches(&r).await;
+            if hosts.iter().all(|h| !h.status.is_failure())
+                && let Err(why) = run_phases(&r, When::AfterHosts).await
+            {
+                // The hosts are done; the job still failed.
+                hosts.iter_mut().for_each(|h| {
+                    h.error.get_or_insert_with(|| why.clone());
+                });
+                return finish(&r, hosts, started, Some(why));
+            }
+        }
+    }
+    finish(&r, hosts, started, before.err())
+}
+
+fn finish(r: &Run, mut hosts: Vec<HostResult>, started: Instant, failed: Option<String>) -> JobResult {
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    let n_failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
+    let status = if cancelled(&r.cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled) {
+        JobStatus::Cancelled
+    } else if n_failed == 0 && failed.is_none() {
+        JobStatus::Succeeded
+    } else {
+        JobStatus::Failed
+    };
+    let elapsed = started.elapsed();
+    let count = |s: HostStatus| hosts.iter().filter(|h| h.status == s).count() as u32;
+    r.sink.emit(Event::now(EventKind::JobFinished {
+        status,
+        elapsed_ms: ms(elapsed),
+        hosts_ok: count(HostStatus::Ok),
+        hosts_changed: count(HostStatus::Changed),
+        hosts_failed: n_failed,
+    }));
+    JobResult {
+        status,
+        hosts,
+        elapsed,
+    }
+}
+
+/// A host the rollout never reached.
+fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
+    let name = r.plan.hosts[i].0.name.clone();
+    let error = Some(format!("{name}: not started: {why}"));
+    r.sink.emit(Event::now(EventKind::HostFinished {
+        host: name.clone(),
+        status: HostStatus::Cancelled,
+        changed: 0,
+        elapsed_ms: 0,
+        error: error.clone(),
+    }));
+    HostResult {
+        host: name,
+        status: HostStatus::Cancelled,
+        changed: 0,
+        elapsed: Duration::ZERO,
+        error,
+        connections: 0,
+        channels: 0,
+        previous: None,
+    }
+}
+
+async fn run_batches(r: &Run) -> Vec<HostResult> {
+    let plan = &r.plan;
+    let rollout = &plan.env.rollout;
+    let batches = batches(plan.hosts.len(), rollout.canary, plan.spec.batch.unwrap_or(rollout.batch));
+    let nb = batches.len();
+    let mut hosts: Vec<HostResult> = Vec::new();
+    let mut failed_so_far = 0u32;
+    let mut halted: Option<String> = None;
+    for (bi, batch) in batches.into_iter().enumerate() {
+        if let Some(why) = &halted {
+            hosts.extend(batch.into_iter().map(|i| not_started(r, i, why)));
+            continue;
+        }
+        let results = run_batch(r, &batch).await;
+        failed_so_far += results
+            .iter()
+            .filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
+            .count() as u32;
+        hosts.extend(results);
+        if failed_so_far > rollout.max_failed && !plan.spec.check {
+            halted = Some(format!(
+                "the rollout halted after batch {}/{nb}: {failed_so_far} host(s) failed (max_failed {})",
+                bi + 1,
+                rollout.max_failed
+            ));
+        } else if cancelled(&r.cancel) {
+            halted = Some("the job was cancelled".into());
+        } else if bi + 1 < nb && rollout.pause_secs > 0 && !plan.spec.check {
+            tokio::time::sleep(Duration::from_secs(rollout.pause_secs as u64)).await;
+        }
+    }
+    if let Some(why) = &halted
+        && rollout.on_halt == OnHalt::Rollback
+        && !plan.spec.check
+        && !cancelled(&r.cancel)
+    {
+        roll_back_upgraded(r, &mut hosts, why).await;
+    }
+    hosts
+}
+
+async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
+    let limit = Arc::new(Semaphore::new(r.plan.env.parallel.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for &i in batch {
+        let (r, limit) = (r.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            run_host(&r.plan, i, &r.cfg, r.connector.as_ref(), r.sink.clone(), &r.cancel).await
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(res) = tasks.join_next().await {
+        out.push(res.unwrap_or_else(|e| HostResult {
+            host: "?".into(),
+            status: HostStatus::Failed,
+            changed: 0,
+            elapsed: Duration::ZERO,
+            error: Some(format!("internal error: {e}")),
+            connections: 0,
+            channels: 0,
+            previous: None,
+        }));
+    }
+    out
+}
+
+/// A halted rollout puts upgraded hosts back on their previous release: the same
+/// health-gated path, installing nothing.
+async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
+    let plan = &r.plan;
+    let upgraded: Vec<(usize, String)> = hosts
+        .iter()
+        .filter(|h| h.status == HostStatus::Changed)
+        .filter_map(|h| {
+            let prev = h.previous.clone()?;
+            let i = plan.hosts.iter().position(|(x, _)| x.name == h.host)?;
+            (prev != plan.spec.version).then_some((i, prev))
+        })
+        .collect();
+    for (i, prev) in upgraded {
+        let name = plan.hosts[i].0.name.clone();
+        r.sink.emit(Event::now(EventKind::Output {
+            host: name.clone(),
+            step: "rollback".into(),
+            stream: deploy_wire::Stream::Stderr,
+            line: format!("{why}: rolling {name} back to {prev}"),
+        }));
+        let back = match plan::for_rollback(plan, &r.cfg, &prev) {
+            Ok(back) => back,
+            Err(e) => {
+                tracing::error!(host = %name, "cannot plan the rollback: {e}");
+                continue;
+            }
+        };
+        let res = run_host(&back, i, &r.cfg, r.connector.as_ref(), r.sink.clone(), &CancelFlag::default()).await;
+        if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
+            h.status = HostStatus::Failed;
+            h.error = Some(match res.status {
+                HostStatus::Ok | HostStatus::Changed => {
+                    format!("{name}: rolled back to {prev} because {why}")
+                }
+                _ => format!(
+                    "{name}: rolling back to {prev} failed: {}",
+                    res.error.unwrap_or_default()
+                ),
+            });
+        }
+    }
+}
+
+/// Runs the phases of one `when`, in order; the first failure stops them.
+async fn run_phases(r: &Run, when: When) -> Result<(), String> {
+    let phases: Vec<Arc<dyn JobPhase>> = r.plan.phases.iter().filter(|p| p.when() == when).cloned().collect();
+    for phase in phases {
+        let report = run_phase(r, phase.as_ref()).await;
+        if report.status == StepStatus::Failed {
+            return Err(format!("phase {} failed: {}", phase.name(), report.reason));
+        }
+    }
+    Ok(())
+}
+
+async fn run_phase(r: &Run, phase: &dyn JobPhase) -> super::ops::Report {
+    let started = Instant::now();
+    let plan = &r.plan;
+    let host = match phase.place() {
+        Place::Gateway => None,
+        Place::FirstHost => plan.hosts.first().map(|(h, _)| h),
+    };
+    let on = host.map(|h| h.name.clone());
+    r.sink.emit(Event::now(EventKind::PhaseStarted {
+        phase: phase.name().to_string(),
+        host: on.clone(),
+    }));
+    let report = match (phase.place(), host) {
+        (Place::Gateway, _) => phase.run(PhaseCtx::new(plan, None, r.sink.clone(), phase.name())).await,
+        (Place::FirstHost, None) => super::ops::Report::failed("the environment has no host"),
+        (Place::FirstHost, Some(h)) => match r.connector.connect(h).await {
+            Err(e) => super::ops::Report::failed(format!("{}: {e}", h.name)),
+            Ok(conn) => {
+                let ctx = PhaseCtx::new(plan, Some((h, conn.as_ref())), r.sink.clone(), phase.name());
+                let report = phase.run(ctx).await;
+                conn.close().await;
+                report
+            }
+        },
+    };
+    r.sink.emit(Event::now(EventKind::PhaseFinished {
+        phase: phase.name().to_string(),
+        host: on,
+        status: report.status,
+        reason: report.reason.clone(),
+        elapsed_ms: ms(started.elapsed()),
+    }));
+    report
+}

@@ -1,0 +1,51 @@
+//! `install`: the release's package is installed from the job's index; the completion
+//! marker is written last.  A rollback (`no_install`) installs nothing: the release must
+//! already be complete on the host.
+
+use super::{Decided, HostState, View};
+use crate::commands::Tool;
+use crate::engine::facts::{Facts, ReleaseState};
+use crate::engine::ops::{Decision, Op, Report};
+
+pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
+    let version = v.version();
+    let req = format!("{}=={version}", v.plan.app.package);
+    let from = v.plan.index.describe();
+    let state = f.release()?;
+    if v.plan.spec.no_install && (st.would_build || state != ReleaseState::Complete) {
+        return Err(format!(
+            "release {version} is not complete on this host; a rollback installs nothing"
+        ));
+    }
+    if st.would_build {
+        return Ok(Decision::Done(Report::changed(format!(
+            "would install {req} from {from}"
+        ))));
+    }
+    match state {
+        ReleaseState::Complete => return Ok(Decision::Done(Report::ok(format!("{req} is installed")))),
+        ReleaseState::Absent => {
+            return Err(format!(
+                "release directory {} does not exist (run the venv step first)",
+                v.paths.release(version)
+            ));
+        }
+        ReleaseState::Partial => {}
+    }
+    if v.check() {
+        return Ok(Decision::Done(Report::changed(format!(
+            "would install {req} from {from}"
+        ))));
+    }
+    // A partial release whose venv step ran in an earlier job: pip (a uv venv is rebuilt
+    // by the venv step, which always runs first in a playbook).
+    let tool = st.tool.clone().unwrap_or(Tool::Pip);
+    let what = match tool {
+        Tool::Pip => "pip install",
+        Tool::Uv { .. } => "uv pip install",
+    };
+    Ok(Decision::act(
+        vec![Op::Install { tool }.into()],
+        Report::changed(format!("installed {req} from {from} ({what})")),
+    ))
+}

@@ -1,0 +1,75 @@
+//! `start`: the release runs in a slot: the live one if it already runs it unchanged,
+//! else the idle slot, started and health-checked on its own port.  Users see no change
+//! yet; a failure stops the new slot and leaves the live one alone.
+
+use super::{Decided, HostState, View};
+use crate::commands as cmd;
+use crate::engine::facts::Facts;
+use crate::engine::ops::{Decision, Op, Recovery, Report};
+use crate::render::{diff, slot_port};
+
+pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
+    let live = f.live()?;
+    st.previous = live.current.clone();
+    // Already live and unchanged: nothing to start, nothing to restart.
+    if let Some(l) = live.slot {
+        let slot = f.slot(l)?;
+        if slot.conf.as_deref() == Some(v.rendered.supervisor[l].as_str())
+            && !st.env_changed
+            && !st.would_build
+            && let Some(pid) = slot.pid
+        {
+            st.target = Some(l);
+            return Ok(Decision::Done(Report::ok(format!(
+                "{} runs {} (pid {pid}); nothing it depends on changed",
+                v.program(l),
+                v.version()
+            ))));
+        }
+    }
+    let target = live.slot.map_or(0, |l| 1 - l);
+    st.target = Some(target);
+    st.old_slot = live.slot.filter(|l| *l != target);
+    let program = v.program(target);
+    let conf_path = v.conf_path(target);
+    let want = &v.rendered.supervisor[target];
+    let d = diff(&conf_path, f.slot(target)?.conf.as_deref(), want);
+    let port = slot_port(&v.plan.app, target);
+    if v.check() {
+        return Ok(Decision::Done(
+            Report::changed(format!(
+                "would start {} in {program} on port {port} and check its health",
+                v.version()
+            ))
+            .with_diff(d),
+        ));
+    }
+    let mut actions = Vec::new();
+    if d.is_some() {
+        let write = cmd::write_file(&conf_path, "0644", true, want.clone().into_bytes());
+        actions.push(Op::run(write, "writing the slot config").into());
+    }
+    let stop = v.pm.stop(&program);
+    actions.push(
+        Op::run(v.pm.start_fresh(&program), format!("starting {program}")).or_else(Recovery {
+            always: vec![Op::run(stop.clone(), "stopping")],
+            ..Default::default()
+        }),
+    );
+    actions.push(Op::Probe { port: Some(port) }.or_else(Recovery {
+        always: vec![
+            Op::run(stop, "stopping"),
+            Op::run(cmd::mark_failed(v.paths, v.version()), "marking the release failed"),
+        ],
+        note_ok: format!("; stopped {program}, traffic still goes to the previous release"),
+        ..Default::default()
+    }));
+    Ok(Decision::act(
+        actions,
+        Report::changed(format!(
+            "started {} in {program} on port {port}; {{probe}}",
+            v.version()
+        ))
+        .with_diff(d),
+    ))
+}

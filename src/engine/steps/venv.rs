@@ -1,0 +1,101 @@
+//! `venv`: the release's virtualenv exists (rebuilt if an earlier build died), made with
+//! uv when the application asks for it and the host can run the shipped binary, else
+//! with `python3 -m venv`; the reason says which and why.
+
+use super::{Decided, HostState, View};
+use crate::commands::{self as cmd, Tool};
+use crate::engine::facts::{Facts, ReleaseState, UvState};
+use crate::engine::ops::{Decision, Op, Report};
+use crate::inventory::Installer;
+
+/// The application asks for uv and the engine has a binary to ship.
+pub fn wants_uv(v: &View) -> bool {
+    v.plan.app.installer == Installer::Uv && v.uv.is_some()
+}
+
+pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
+    let state = f.release()?;
+    let version = v.version();
+    if state == ReleaseState::Complete {
+        return Ok(Decision::Done(Report::ok(format!(
+            "release {version} is complete"
+        ))));
+    }
+    let (tool, note) = match choose_tool(v, f, st)? {
+        Choice::Ship => return Ok(Decision::Again(vec![Op::ShipUv.into()])),
+        Choice::Use(tool, note) => (tool, note),
+    };
+    let how = match &tool {
+        Tool::Pip => "python3 -m venv",
+        Tool::Uv { .. } => "uv venv",
+    };
+    let partial = state == ReleaseState::Partial;
+    let dir = v.paths.release(version);
+    st.tool = Some(tool.clone());
+    if v.check() {
+        st.would_build = true;
+        let verb = if partial { "rebuild the unfinished" } else { "create the" };
+        return Ok(Decision::Done(Report::changed(format!(
+            "would {verb} virtualenv {dir} ({how}{note})"
+        ))));
+    }
+    let done = if partial { "rebuilt the unfinished" } else { "created the" };
+    Ok(Decision::act(
+        vec![
+            Op::RunOrEnd {
+                cmd: cmd::venv_create(v.paths, version, &tool),
+                what: how.into(),
+                marker: "already-complete",
+                then: Report::ok(format!(
+                    "release {version} was completed by an earlier build"
+                )),
+            }
+            .into(),
+        ],
+        Report::changed(format!("{done} virtualenv {dir} ({how}{note})")),
+    ))
+}
+
+enum Choice {
+    Use(Tool, String),
+    /// Ship uv first, then decide again.
+    Ship,
+}
+
+/// uv when asked for and runnable here (shipped once, kept under its checksum); pip
+/// otherwise.  The note says why, or what was shipped.
+fn choose_tool(v: &View, f: &Facts, st: &HostState) -> Result<Choice, String> {
+    if v.plan.app.installer != Installer::Uv {
+        return Ok(Choice::Use(Tool::Pip, String::new()));
+    }
+    let Some(uv) = v.uv else {
+        let why = "; uv asked for, but the gateway has no uv binary configured: pip instead";
+        return Ok(Choice::Use(Tool::Pip, why.into()));
+    };
+    let tool = Tool::Uv {
+        sha256: uv.sha256.clone(),
+    };
+    let short = &uv.sha256[..12.min(uv.sha256.len())];
+    match (&st.uv_shipped, f.uv()?) {
+        (Some(Ok(shipped)), _) => Ok(Choice::Use(
+            tool,
+            format!(
+                "; shipped {shipped} ({} MB, sha256 {short})",
+                uv.bytes.len() / 1_000_000
+            ),
+        )),
+        (Some(Err(why)), _) => Ok(Choice::Use(
+            Tool::Pip,
+            format!("; shipping uv failed ({why}): pip instead"),
+        )),
+        (None, UvState::Present) => Ok(Choice::Use(tool, String::new())),
+        (None, UvState::Unsupported(arch)) => Ok(Choice::Use(
+            Tool::Pip,
+            format!("; uv unavailable on {arch}: pip instead"),
+        )),
+        (None, UvState::Absent) if v.check() => {
+            Ok(Choice::Use(tool, format!("; would ship uv {short}")))
+        }
+        (None, UvState::Absent) => Ok(Choice::Ship),
+    }
+}

@@ -1,0 +1,52 @@
+//! The process-manager seam: what keeps an application's slots running on a server
+//! (supervisord today; systemd is one more file beside it).
+//!
+//! A process manager *generates* and never executes: it names a slot's program and its
+//! config file, says which template renders that file, builds the remote commands that
+//! start, stop and query a program, and parses their output.  The engine runs the
+//! commands.  Adding one is adding a file here and a variant to [`Kind`].
+
+pub mod supervisord;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use supervisord::Supervisord;
+
+use crate::commands::RemoteCmd;
+
+/// The process managers an application may name (`process_manager:` in the inventory).
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    #[default]
+    Supervisord,
+}
+
+/// One backend role: keeps programs running.  Pure: every method builds data.
+pub trait ProcessManager: Send + Sync + std::fmt::Debug {
+    /// Its name in messages (`supervisord`).
+    fn name(&self) -> &'static str;
+    /// The template (in `templates/`) that renders one slot's program file.
+    fn template(&self) -> &'static str;
+    /// The program that runs `slot` (`blue`/`green`) of `app`.
+    fn program(&self, app: &str, slot: &str) -> String;
+    /// Where the program's config file lives on the server.
+    fn conf_path(&self, app: &str, slot: &str) -> String;
+    /// Prints the program's state; never fails (its text is parsed by [`Self::pid`]).
+    fn status(&self, program: &str) -> RemoteCmd;
+    /// The pid of a running program from the output of [`Self::status`].
+    fn pid(&self, status_output: &str) -> Option<u32>;
+    /// Loads the program's current config and (re)starts it.
+    fn start_fresh(&self, program: &str) -> RemoteCmd;
+    /// Stops the program gracefully; never fails if it is not running.
+    fn stop(&self, program: &str) -> RemoteCmd;
+}
+
+/// The only `match` on the kind: configuration to implementation.
+pub fn for_kind(kind: Kind) -> Arc<dyn ProcessManager> {
+    match kind {
+        Kind::Supervisord => Arc::new(Supervisord),
+    }
+}

@@ -1,0 +1,103 @@
+//! supervisord: one `[program:<app>-<slot>]` file per slot in `/etc/supervisor/conf.d/`,
+//! driven with `sudo -n supervisorctl`.
+
+use super::ProcessManager;
+use crate::commands::RemoteCmd;
+use crate::shell::quote;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Supervisord;
+
+impl ProcessManager for Supervisord {
+    fn name(&self) -> &'static str {
+        "supervisord"
+    }
+
+    fn template(&self) -> &'static str {
+        crate::render::SUPERVISOR_TEMPLATE
+    }
+
+    fn program(&self, app: &str, slot: &str) -> String {
+        format!("{app}-{slot}")
+    }
+
+    fn conf_path(&self, app: &str, slot: &str) -> String {
+        format!("/etc/supervisor/conf.d/{}.conf", self.program(app, slot))
+    }
+
+    /// `supervisorctl status <program>`: e.g. `hello-blue RUNNING pid 42, uptime 0:01:02`.
+    /// Its exit status is non-zero when the program is not running, so it is ignored.
+    fn status(&self, program: &str) -> RemoteCmd {
+        RemoteCmd::new(format!(
+            "sudo -n supervisorctl status {} || true",
+            quote(program)
+        ))
+    }
+
+    fn pid(&self, status_output: &str) -> Option<u32> {
+        running_pid(status_output.trim())
+    }
+
+    /// Makes supervisord load the program's current config and (re)starts it, so it
+    /// runs what its config says now.
+    fn start_fresh(&self, program: &str) -> RemoteCmd {
+        let q = quote(program);
+        RemoteCmd::new(format!(
+            "sudo -n supervisorctl reread >/dev/null && sudo -n supervisorctl update {q} >/dev/null && sudo -n supervisorctl stop {q} >/dev/null; sudo -n supervisorctl start {q}"
+        ))
+    }
+
+    /// Graceful: TERM, then KILL after the program's `stopwaitsecs`.
+    fn stop(&self, program: &str) -> RemoteCmd {
+        RemoteCmd::new(format!(
+            "sudo -n supervisorctl stop {} || true",
+            quote(program)
+        ))
+    }
+}
+
+/// Parses one `supervisorctl status` line: Some(pid) when RUNNING.
+pub fn running_pid(status_line: &str) -> Option<u32> {
+    let mut words = status_line.split_whitespace();
+    let _name = words.next()?;
+    if words.next()? != "RUNNING" {
+        return None;
+    }
+    if words.next()? != "pid" {
+        return None;
+    }
+    words.next()?.trim_end_matches(',').parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_supervisor_status() {
+        assert_eq!(
+            running_pid("hello                            RUNNING   pid 42, uptime 0:00:05"),
+            Some(42)
+        );
+        assert_eq!(
+            running_pid("hello                            STOPPED   Nov 25 05:00 AM"),
+            None
+        );
+        assert_eq!(running_pid("hello: ERROR (no such process)"), None);
+        assert_eq!(running_pid(""), None);
+    }
+
+    #[test]
+    fn names_programs_and_files_per_slot() {
+        let s = Supervisord;
+        assert_eq!(s.program("hello", "blue"), "hello-blue");
+        assert_eq!(
+            s.conf_path("hello", "green"),
+            "/etc/supervisor/conf.d/hello-green.conf"
+        );
+        assert_eq!(
+            s.stop("hello-blue").line,
+            "sudo -n supervisorctl stop hello-blue || true"
+        );
+    }
+}
