@@ -118,6 +118,7 @@ pub(crate) fn sudo_sh(script: &str, args: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procman::{ProcessManager, Supervisord};
 
     fn p() -> AppPaths {
         AppPaths::new("hello")
@@ -287,9 +288,9 @@ mod tests {
             write_file("/srv/a", "0640", false, vec![]),
             read_current(&p()),
             switch_current(&p(), "1.0.0"),
-            supervisor_status("hello-blue"),
-            supervisor_start_fresh("hello-blue"),
-            supervisor_stop("hello-blue"),
+            Supervisord.status("hello-blue"),
+            Supervisord.start_fresh("hello-blue"),
+            Supervisord.stop("hello-blue"),
             http_probe(8001, "h", "/healthz", 2),
             read_live(&p()),
             set_live(&p(), "green", "1.1.0"),

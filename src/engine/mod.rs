@@ -23,6 +23,9 @@ pub mod rollout;
 pub mod steps;
 pub mod transport;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,350 @@
+//! Fast tests of the rollout logic (batches, canary, `max_failed`, halt with rollback or
+//! keep, cancel between batches, prune, job-level phases) against [`super::fake`]
+//! servers: no Docker, milliseconds each.
+
+use std::sync::Arc;
+
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
+
+use super::fake::Fleet;
+use super::ops::Report;
+use super::phases::{JobPhase, PhaseCtx, Place, When};
+use super::{CancelFlag, Collect, EngineConfig, EventSink, JobResult, JobSpec};
+use crate::inventory::Inventory;
+
+/// A key for tests only; it opens nothing.
+const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACCvvtXbjRIrBjj4Of41zMSihPmiPE/I06p4fIlGwtrI4wAAAJC1z86jtc/O
+owAAAAtzc2gtZWQyNTUxOQAAACCvvtXbjRIrBjj4Of41zMSihPmiPE/I06p4fIlGwtrI4w
+AAAEDkwqHvoXQUPA1lWzPZKFW4usBlQmrVfsNWALAurhI0RK++1duNEisGOPg5/jXMxKKE
++aI8T8jTqnh8iUbC2sjjAAAACXRlc3Qtb25seQECAwQ=
+-----END OPENSSH PRIVATE KEY-----
+";
+
+struct Bed {
+    _dir: tempfile::TempDir,
+    inv: Inventory,
+    cfg: Arc<EngineConfig>,
+    fleet: Arc<Fleet>,
+}
+
+/// Three hosts in `production` with the given `rollout:` (YAML flow mapping).
+fn bed(rollout: &str) -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "hosts:\n  web1: {{address: 10.0.0.1, groups: [web]}}\n  web2: {{address: 10.0.0.2, groups: [web]}}\n  web3: {{address: 10.0.0.3, groups: [web]}}\n\
+         applications:\n  hello:\n    package: hello-app\n    index_url: http://index:8080/simple/\n    wsgi: hello_app:app\n    port: 8000\n    server_names: [hello.test]\n\
+         \x20   health: {{retries: 2, interval_ms: 1}}\n    keep_releases: 2\n    drain_secs: 0\n\
+         \x20   environments:\n      production:\n        groups: [web]\n        rollout: {rollout}\n"
+    );
+    let path = dir.path().join("inventory.yml");
+    std::fs::write(&path, yaml).unwrap();
+    let inv = Inventory::load(&path).unwrap();
+    let key_path = dir.path().join("key");
+    std::fs::write(&key_path, TEST_KEY).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = EngineConfig {
+        playbooks_dir: root.join("playbooks"),
+        templates_dir: root.join("templates"),
+        key: Arc::new(crate::ssh::load_key(&key_path).unwrap()),
+        pins: Default::default(),
+        ssh: Default::default(),
+        command_timeout: std::time::Duration::from_secs(5),
+        uv: None,
+    };
+    Bed {
+        _dir: dir,
+        inv,
+        cfg: Arc::new(cfg),
+        fleet: Arc::new(Fleet::default()),
+    }
+}
+
+fn spec(version: &str) -> JobSpec {
+    JobSpec {
+        app: "hello".into(),
+        env: "production".into(),
+        version: version.into(),
+        check: false,
+        no_install: false,
+        batch: None,
+        index: None,
+    }
+}
+
+impl Bed {
+    async fn run(&self, spec: JobSpec) -> (JobResult, Vec<Event>) {
+        let plan = super::plan(&self.inv, &self.cfg, &spec).unwrap();
+        self.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await
+    }
+    async fn run_plan(
+        &self,
+        plan: super::Plan,
+        cancel: CancelFlag,
+        sink: Arc<Collect>,
+    ) -> (JobResult, Vec<Event>) {
+        let r = super::run_with(plan, self.cfg.clone(), self.fleet.clone(), sink.clone(), cancel).await;
+        let events = sink.0.lock().unwrap().clone();
+        (r, events)
+    }
+    fn serving(&self, host: &str) -> Option<String> {
+        self.fleet.server(host).serving()
+    }
+    fn connects(&self) -> Vec<String> {
+        std::mem::take(&mut *self.fleet.connects.lock().unwrap())
+    }
+}
+
+fn status(r: &JobResult, host: &str) -> HostStatus {
+    r.hosts.iter().find(|h| h.host == host).unwrap().status
+}
+
+#[tokio::test]
+async fn a_fresh_deploy_converges_and_a_second_run_changes_nothing() {
+    let b = bed("{}");
+    let (r, _) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    for h in ["web1", "web2", "web3"] {
+        assert_eq!(b.serving(h).as_deref(), Some("1.0.0"));
+    }
+    let reloads = b.fleet.server("web1").state().reloads;
+    let (r, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(r.changed_steps(), 0, "{events:?}");
+    assert_eq!(b.fleet.server("web1").state().reloads, reloads, "no reload on a no-op");
+    let (r, _) = b.run(spec("1.1.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(b.serving("web2").as_deref(), Some("1.1.0"));
+    assert_eq!(r.hosts[0].previous.as_deref(), Some("1.0.0"));
+}
+
+#[tokio::test]
+async fn the_canary_goes_alone_first_then_batches_of_the_given_size() {
+    assert_eq!(super::batches(5, true, crate::inventory::BatchSize::Count(2)), vec![vec![0], vec![1, 2], vec![3, 4]]);
+    assert_eq!(super::batches(4, false, crate::inventory::BatchSize::Percent(50)), vec![vec![0, 1], vec![2, 3]]);
+    assert_eq!(super::batches(1, true, crate::inventory::BatchSize::Count(3)), vec![vec![0]]);
+    let b = bed("{canary: true, batch: 1}");
+    let (r, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(b.connects(), ["web1", "web2", "web3"]);
+    // Each host finished before the next one started.
+    let order: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::HostStarted { host } => Some(format!("+{host}")),
+            EventKind::HostFinished { host, .. } => Some(format!("-{host}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["+web1", "-web1", "+web2", "-web2", "+web3", "-web3"]);
+}
+
+#[tokio::test]
+async fn a_failed_canary_halts_the_rollout_before_the_other_hosts() {
+    let b = bed("{canary: true, max_failed: 0}");
+    b.fleet.server("web1").state().broken.insert("1.0.0".into());
+    let (r, _) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(status(&r, "web1"), HostStatus::Failed);
+    for h in ["web2", "web3"] {
+        assert_eq!(status(&r, h), HostStatus::Cancelled);
+        let err = r.hosts.iter().find(|x| x.host == h).unwrap().error.clone().unwrap();
+        assert!(err.contains("not started: the rollout halted after batch 1/2"), "{err}");
+    }
+    assert_eq!(b.connects(), ["web1"], "hosts after the halt are never contacted");
+}
+
+#[tokio::test]
+async fn max_failed_tolerates_that_many_failed_hosts() {
+    let b = bed("{batch: 1, max_failed: 1}");
+    b.fleet.server("web2").state().down = true;
+    let (r, _) = b.run(spec("1.0.0")).await;
+    assert_eq!(status(&r, "web2"), HostStatus::Unreachable);
+    assert_eq!(status(&r, "web3"), HostStatus::Changed, "one failure is tolerated");
+    assert_eq!(r.status, JobStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_halt_rolls_upgraded_hosts_back_to_their_previous_release() {
+    let b = bed("{batch: 1, max_failed: 0, on_halt: rollback}");
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    b.fleet.server("web2").state().broken.insert("2.0.0".into());
+    let (r, _) = b.run(spec("2.0.0")).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"), "web1 went back");
+    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"), "web2 switched back itself");
+    assert_eq!(b.serving("web3").as_deref(), Some("1.0.0"), "web3 was never touched");
+    let e1 = r.hosts[0].error.clone().unwrap();
+    assert!(e1.contains("rolled back to 1.0.0"), "{e1}");
+    assert_eq!(status(&r, "web3"), HostStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_halt_with_keep_leaves_upgraded_hosts_on_the_new_release() {
+    let b = bed("{batch: 1, max_failed: 0, on_halt: keep}");
+    b.run(spec("1.0.0")).await;
+    b.fleet.server("web2").state().broken.insert("2.0.0".into());
+    let (r, _) = b.run(spec("2.0.0")).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(b.serving("web1").as_deref(), Some("2.0.0"));
+    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"));
+    assert_eq!(status(&r, "web1"), HostStatus::Changed);
+}
+
+/// Cancels the job as soon as `host` finishes.
+struct CancelAfter {
+    host: &'static str,
+    flag: CancelFlag,
+    inner: Collect,
+}
+
+impl EventSink for CancelAfter {
+    fn emit(&self, event: Event) {
+        if let EventKind::HostFinished { host, .. } = &event.kind
+            && host == self.host
+        {
+            self.flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.emit(event);
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_between_batches_stops_the_hosts_not_yet_started() {
+    let b = bed("{batch: 1}");
+    let flag = CancelFlag::default();
+    let sink = Arc::new(CancelAfter {
+        host: "web1",
+        flag: flag.clone(),
+        inner: Collect::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let r = super::run_with(plan, b.cfg.clone(), b.fleet.clone(), sink, flag).await;
+    assert_eq!(r.status, JobStatus::Cancelled);
+    assert_eq!(status(&r, "web1"), HostStatus::Changed);
+    assert_eq!(status(&r, "web2"), HostStatus::Cancelled);
+    assert_eq!(b.serving("web2"), None);
+    assert_eq!(b.connects(), ["web1"]);
+}
+
+#[tokio::test]
+async fn prune_never_removes_the_live_release_or_the_rollback_target() {
+    let b = bed("{}");
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        assert_eq!(b.run(spec(v)).await.0.status, JobStatus::Succeeded);
+    }
+    let kept = |b: &Bed| b.fleet.server("web1").state().releases.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(kept(&b), ["2.0.0", "3.0.0"], "keep_releases: 2");
+    // Roll back to 2.0.0: both 2.0.0 (live) and 3.0.0 (newest other) stay.
+    let mut back = spec("2.0.0");
+    back.no_install = true;
+    assert_eq!(b.run(back).await.0.status, JobStatus::Succeeded);
+    assert_eq!(b.serving("web1").as_deref(), Some("2.0.0"));
+    assert_eq!(kept(&b), ["2.0.0", "3.0.0"]);
+    // A rollback to a release no longer on disk installs nothing and fails.
+    let mut gone = spec("1.0.0");
+    gone.no_install = true;
+    let (r, _) = b.run(gone).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(b.serving("web1").as_deref(), Some("2.0.0"));
+}
+
+#[tokio::test]
+async fn check_mode_changes_nothing_on_any_host() {
+    let b = bed("{}");
+    let mut s = spec("1.0.0");
+    s.check = true;
+    let (r, events) = b.run(s).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert!(r.changed_steps() > 0, "it reports what would change");
+    assert_eq!(b.serving("web1"), None);
+    let log = b.fleet.server("web1").state().log.clone();
+    assert!(
+        log.iter().all(|l| !l.contains("install -d") && !l.contains("supervisorctl start")),
+        "{log:?}"
+    );
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::StepFinished { diff: Some(_), .. })));
+}
+
+#[derive(Debug)]
+struct Phase {
+    name: &'static str,
+    when: When,
+    place: Place,
+    fail: bool,
+    runs: std::sync::Mutex<Vec<Option<String>>>,
+}
+
+impl Phase {
+    fn new(name: &'static str, when: When, place: Place, fail: bool) -> Arc<Phase> {
+        Arc::new(Phase {
+            name,
+            when,
+            place,
+            fail,
+            runs: Default::default(),
+        })
+    }
+}
+
+impl JobPhase for Phase {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn when(&self) -> When {
+        self.when
+    }
+    fn place(&self) -> Place {
+        self.place
+    }
+    fn run<'a>(&'a self, ctx: PhaseCtx<'a>) -> futures_util::future::BoxFuture<'a, Report> {
+        Box::pin(async move {
+            self.runs.lock().unwrap().push(ctx.host.map(|(h, _)| h.name.clone()));
+            if let Some((_, conn)) = ctx.host {
+                let c = crate::commands::RemoteCmd::new("readlink /srv/apps/hello/current || true");
+                conn.exec(&c, std::time::Duration::from_secs(1), &mut |_, _| {}).await.unwrap();
+            }
+            if self.fail {
+                Report::failed("migration exploded")
+            } else {
+                Report::changed("ran once")
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn job_phases_run_once_and_a_failed_before_phase_touches_no_host() {
+    let b = bed("{}");
+    let before = Phase::new("migrate", When::BeforeHosts, Place::FirstHost, false);
+    let after = Phase::new("notify", When::AfterHosts, Place::Gateway, false);
+    let mut plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    plan.phases = vec![after.clone(), before.clone()];
+    let (r, events) = b.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(*before.runs.lock().unwrap(), [Some("web1".to_string())]);
+    assert_eq!(*after.runs.lock().unwrap(), [None]);
+    let phases: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::PhaseFinished { phase, status, .. } => Some(format!("{phase}:{}", status.as_str())),
+            EventKind::HostStarted { host } => Some(host.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases.first().map(String::as_str), Some("migrate:changed"));
+    assert_eq!(phases.last().map(String::as_str), Some("notify:changed"));
+
+    let b = bed("{}");
+    let failing = Phase::new("migrate", When::BeforeHosts, Place::Gateway, true);
+    let after = Phase::new("notify", When::AfterHosts, Place::Gateway, false);
+    let mut plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    plan.phases = vec![failing, after.clone()];
+    let (r, events) = b.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert!(b.connects().is_empty(), "no host contacted");
+    assert!(after.runs.lock().unwrap().is_empty());
+    assert!(r.hosts.iter().all(|h| h.error.as_deref().unwrap_or("").contains("phase migrate failed: migration exploded")));
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::PhaseFinished { status: StepStatus::Failed, .. })));
+}
