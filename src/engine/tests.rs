@@ -22,15 +22,15 @@ AAAEDkwqHvoXQUPA1lWzPZKFW4usBlQmrVfsNWALAurhI0RK++1duNEisGOPg5/jXMxKKE
 -----END OPENSSH PRIVATE KEY-----
 ";
 
-struct Bed {
+pub(crate) struct Bed {
     _dir: tempfile::TempDir,
-    inv: Inventory,
-    cfg: Arc<EngineConfig>,
+    pub inv: Inventory,
+    pub cfg: Arc<EngineConfig>,
     fleet: Arc<Fleet>,
 }
 
 /// Three hosts in `production` with the given `rollout:` (YAML flow mapping).
-fn bed(rollout: &str) -> Bed {
+pub(crate) fn bed(rollout: &str) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "hosts:\n  web1: {{address: 10.0.0.1, groups: [web]}}\n  web2: {{address: 10.0.0.2, groups: [web]}}\n  web3: {{address: 10.0.0.3, groups: [web]}}\n\
@@ -61,7 +61,7 @@ fn bed(rollout: &str) -> Bed {
     }
 }
 
-fn spec(version: &str) -> JobSpec {
+pub(crate) fn spec(version: &str) -> JobSpec {
     JobSpec {
         app: "hello".into(),
         env: "production".into(),

@@ -1,1 +1,234 @@
-#[test] fn placeholder() {}
+//! Each step's decision from a given snapshot of a host: ok / changed / failed, and
+//! which commands it asks for.  Pure: no host, no runtime.
+
+use deploy_wire::StepStatus;
+
+use super::{HostState, View, decide, prune_plan};
+use crate::commands::AppPaths;
+use crate::engine::facts::{Facts, Live, ReleaseState, Slot};
+use crate::engine::ops::{Decision, Op};
+use crate::engine::plan::Plan;
+use crate::engine::tests::{bed, spec};
+use crate::playbook::Step;
+
+fn plan(check: bool, no_install: bool) -> Plan {
+    let b = bed("{}");
+    let mut s = spec("1.1.0");
+    s.check = check;
+    s.no_install = no_install;
+    crate::engine::plan(&b.inv, &b.cfg, &s).unwrap()
+}
+
+fn with<R>(plan: &Plan, f: impl FnOnce(&View) -> R) -> R {
+    let paths = AppPaths::new("hello");
+    let v = View {
+        plan,
+        host: &plan.hosts[0].0,
+        rendered: &plan.hosts[0].1,
+        paths: &paths,
+        pm: plan.pm.as_ref(),
+        uv: None,
+    };
+    f(&v)
+}
+
+/// A host where 1.0.0 runs in blue, unchanged, and everything else is as wanted.
+fn settled(plan: &Plan) -> Facts {
+    let r = &plan.hosts[0].1;
+    Facts {
+        layout: Some(true),
+        release: Some(ReleaseState::Complete),
+        uv: None,
+        env_file: Some(Some(r.env_file.clone())),
+        live: Some(Live {
+            slot: Some(0),
+            current: Some("1.1.0".into()),
+        }),
+        slots: Some([
+            Slot {
+                conf: Some(r.supervisor[0].clone()),
+                pid: Some(42),
+            },
+            Slot::default(),
+        ]),
+        nginx: Some(Some(r.nginx[0].clone())),
+        releases: Some("1 1.0.0 complete\n2 1.1.0 complete\n".into()),
+    }
+}
+
+fn lines(d: &Decision) -> Vec<String> {
+    d.commands().iter().map(|c| c.line.clone()).collect()
+}
+
+fn status(d: &Decision) -> StepStatus {
+    match d {
+        Decision::Done(r) | Decision::Act { report: r, .. } => r.status,
+        Decision::Again(_) => panic!("decides again"),
+    }
+}
+
+#[test]
+fn a_settled_host_is_ok_at_every_step_and_runs_nothing() {
+    let p = plan(false, false);
+    let f = settled(&p);
+    let mut st = HostState::default();
+    for step in crate::playbook::Step::ALL {
+        let d = with(&p, |v| decide(step, v, &f, &mut st));
+        assert!(
+            matches!(&d, Decision::Done(r) if r.status == StepStatus::Ok)
+                || (step == Step::Health && status(&d) == StepStatus::Ok),
+            "{step:?}: {d:?}"
+        );
+        if step != Step::Health {
+            assert!(lines(&d).is_empty(), "{step:?}");
+        }
+    }
+    assert_eq!(st.target, Some(0));
+    assert_eq!(st.old_slot, None);
+}
+
+#[test]
+fn layout_creates_the_directories_only_when_missing() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.layout = Some(false);
+    let d = with(&p, |v| decide(Step::Layout, v, &f, &mut HostState::default()));
+    assert_eq!(status(&d), StepStatus::Changed);
+    assert!(lines(&d)[0].starts_with("sudo -n install -d"), "{d:?}");
+}
+
+#[test]
+fn venv_builds_an_absent_release_and_check_mode_only_says_so() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.release = Some(ReleaseState::Absent);
+    let mut st = HostState::default();
+    let d = with(&p, |v| decide(Step::Venv, v, &f, &mut st));
+    assert_eq!(status(&d), StepStatus::Changed);
+    assert!(lines(&d)[0].contains("python3 -m venv /srv/apps/hello/releases/1.1.0"));
+    let check = plan(true, false);
+    let mut st = HostState::default();
+    let d = with(&check, |v| decide(Step::Venv, v, &f, &mut st));
+    assert!(matches!(&d, Decision::Done(r) if r.status == StepStatus::Changed && r.reason.starts_with("would create")));
+    assert!(st.would_build);
+    // ... and then install says it would install, without a command.
+    let d = with(&check, |v| decide(Step::Install, v, &f, &mut st));
+    assert!(matches!(&d, Decision::Done(r) if r.reason.starts_with("would install hello-app==1.1.0")));
+}
+
+#[test]
+fn install_runs_on_a_partial_release_and_a_rollback_refuses_one() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.release = Some(ReleaseState::Partial);
+    let d = with(&p, |v| decide(Step::Install, v, &f, &mut HostState::default()));
+    assert!(matches!(&d, Decision::Act { actions, .. } if matches!(actions[0].op, Op::Install { .. })));
+    let rollback = plan(false, true);
+    let d = with(&rollback, |v| decide(Step::Install, v, &f, &mut HostState::default()));
+    assert!(matches!(&d, Decision::Done(r) if r.status == StepStatus::Failed && r.reason.contains("a rollback installs nothing")));
+}
+
+#[test]
+fn env_file_writes_on_difference_with_a_diff_that_shows_no_value() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.env_file = Some(Some("GREETING=old-secret-value\n".into()));
+    let mut st = HostState::default();
+    let d = with(&p, |v| decide(Step::EnvFile, v, &f, &mut st));
+    let Decision::Act { actions, report } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(st.env_changed);
+    assert!(!report.diff.clone().unwrap_or_default().contains("old-secret-value"));
+    assert!(!format!("{actions:?}").contains("old-secret-value"), "stdin is never printed");
+}
+
+#[test]
+fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.live.as_mut().unwrap().current = Some("1.0.0".into());
+    f.slots.as_mut().unwrap()[0].conf = Some("old program".into());
+    let mut st = HostState::default();
+    let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
+    assert_eq!((st.target, st.old_slot, st.previous.as_deref()), (Some(1), Some(0), Some("1.0.0")));
+    let Decision::Act { actions, report } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(report.reason.contains("hello-green on port 8001"));
+    assert!(lines(&d)[0].contains("/etc/supervisor/conf.d/hello-green.conf"));
+    assert!(lines(&d)[1].contains("supervisorctl start hello-green"));
+    let probe = actions.last().unwrap();
+    assert_eq!(probe.op, Op::Probe { port: Some(8001) });
+    let undo = probe.on_fail.as_ref().unwrap();
+    assert!(undo.always.iter().any(|o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))));
+    // An env change restarts even an unchanged live slot, in the idle one.
+    let f = settled(&p);
+    let mut st = HostState { env_changed: true, ..Default::default() };
+    let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
+    assert_eq!(status(&d), StepStatus::Changed);
+    assert_eq!(st.target, Some(1));
+}
+
+#[test]
+fn switch_reloads_nginx_only_when_its_site_changes_and_records_the_live_slot() {
+    let p = plan(false, false);
+    let f = settled(&p);
+    let mut st = HostState { target: Some(1), old_slot: Some(0), ..Default::default() };
+    let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
+    let l = lines(&d);
+    assert!(l[0].contains("nginx -t") && l[1] == "sudo -n nginx -s reload" && l[2].contains("green"), "{l:?}");
+    // The site already points at the target: no reload, just the record.
+    let mut f = settled(&p);
+    f.nginx = Some(Some(p.hosts[0].1.nginx[1].clone()));
+    let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
+    assert_eq!(lines(&d).len(), 1);
+    assert!(lines(&d)[0].contains("live-slot"));
+}
+
+#[test]
+fn health_switches_back_to_the_old_slot_when_the_new_one_fails() {
+    let p = plan(false, false);
+    let mut f = settled(&p);
+    f.nginx = Some(Some(p.hosts[0].1.nginx[1].clone()));
+    let mut st = HostState {
+        target: Some(1),
+        old_slot: Some(0),
+        previous: Some("1.0.0".into()),
+        ..Default::default()
+    };
+    let d = with(&p, |v| decide(Step::Health, v, &f, &mut st));
+    let Decision::Act { actions, .. } = &d else { panic!("{d:?}") };
+    let undo = actions[0].on_fail.as_ref().unwrap();
+    assert!(matches!(&undo.attempt[0], Op::Run { cmd, .. } if cmd.line.contains("nginx -t")));
+    assert!(undo.note_ok.contains("switched back to 1.0.0 in hello-blue"));
+    assert!(with(&plan(true, false), |v| matches!(decide(Step::Health, v, &f, &mut st), Decision::Done(r) if r.status == StepStatus::Skipped)));
+}
+
+#[test]
+fn drain_stops_the_old_slot_only() {
+    let p = plan(false, false);
+    let f = settled(&p);
+    let mut st = HostState { old_slot: Some(0), ..Default::default() };
+    let d = with(&p, |v| decide(Step::Drain, v, &f, &mut st));
+    assert_eq!(lines(&d), ["sudo -n supervisorctl stop hello-blue || true"]);
+}
+
+#[test]
+fn prune_keeps_the_live_and_newest_complete_releases() {
+    let listing = "1 0.9 complete\n2 1.0 complete\n3 1.1 partial\n4 1.2 complete\n5 1.3 complete\n";
+    // failed releases go and do not count
+    assert_eq!(
+        prune_plan("1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n", "1.3", 2, "1.3"),
+        ["1.0", "1.2"]
+    );
+    // live is the newest: keep 1.3 and 1.2
+    assert_eq!(prune_plan(listing, "1.3", 2, "1.3"), ["0.9", "1.0", "1.1"]);
+    // live was rolled back to 1.0: keep it and the newest other
+    assert_eq!(prune_plan(listing, "1.0", 2, "1.0"), ["0.9", "1.1", "1.2"]);
+    // an unfinished build of the release being deployed is left alone
+    assert_eq!(prune_plan(listing, "1.3", 2, "1.1"), ["0.9", "1.0"]);
+    assert_eq!(prune_plan(listing, "1.3", 10, "1.3"), ["1.1"]);
+    // keep 1 still keeps the live one, never an unfinished build being deployed
+    assert_eq!(prune_plan(listing, "1.0", 1, "1.1"), ["0.9", "1.2", "1.3"]);
+}
