@@ -376,7 +376,9 @@ fn text_line(ev: &Event) -> Option<String> {
             elapsed_ms,
         } => format!(
             "job: {phase}{} {:<8} {reason} ({elapsed_ms} ms)",
-            host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default(),
+            host.as_ref()
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default(),
             status.as_str()
         ),
         EventKind::Connected {

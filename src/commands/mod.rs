@@ -114,7 +114,6 @@ pub(crate) fn sudo_sh(script: &str, args: &[&str]) -> String {
     line
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

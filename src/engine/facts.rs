@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(parse_file("present\n").as_deref(), Some(""));
         assert_eq!(parse_file("absent\n"), None);
         assert_eq!(parse_release("partial\n"), ReleaseState::Partial);
-        assert_eq!(parse_uv("unsupported aarch64\n"), UvState::Unsupported("aarch64".into()));
+        assert_eq!(
+            parse_uv("unsupported aarch64\n"),
+            UvState::Unsupported("aarch64".into())
+        );
         assert_eq!(parse_current("releases/1.2.0\n").as_deref(), Some("1.2.0"));
         assert_eq!(parse_current("\n"), None);
     }

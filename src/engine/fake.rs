@@ -56,7 +56,9 @@ impl Server {
     pub fn serving(&self) -> Option<String> {
         let s = self.state();
         let slot = s.live_slot.clone()?;
-        s.running.get(&format!("hello-{slot}")).map(|(_, dir)| version_of(dir))
+        s.running
+            .get(&format!("hello-{slot}"))
+            .map(|(_, dir)| version_of(dir))
     }
 }
 
@@ -70,7 +72,12 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn server(&self, host: &str) -> Arc<Server> {
-        self.servers.lock().unwrap().entry(host.to_string()).or_default().clone()
+        self.servers
+            .lock()
+            .unwrap()
+            .entry(host.to_string())
+            .or_default()
+            .clone()
     }
 }
 
@@ -80,9 +87,15 @@ impl Connector for Fleet {
             let server = self.server(&host.name);
             self.connects.lock().unwrap().push(host.name.clone());
             if server.state().down {
-                return Err(format!("cannot connect to {}:{}: connection refused", host.address, host.port));
+                return Err(format!(
+                    "cannot connect to {}:{}: connection refused",
+                    host.address, host.port
+                ));
             }
-            Ok(Box::new(Conn { server, channels: Default::default() }) as Box<dyn Transport>)
+            Ok(Box::new(Conn {
+                server,
+                channels: Default::default(),
+            }) as Box<dyn Transport>)
         })
     }
 }
@@ -93,7 +106,12 @@ struct Conn {
 }
 
 impl Transport for Conn {
-    fn exec<'a>(&'a self, cmd: &'a RemoteCmd, _t: Duration, _l: OnLine<'a>) -> BoxFuture<'a, Result<Output, String>> {
+    fn exec<'a>(
+        &'a self,
+        cmd: &'a RemoteCmd,
+        _t: Duration,
+        _l: OnLine<'a>,
+    ) -> BoxFuture<'a, Result<Output, String>> {
         *self.channels.lock().unwrap() += 1;
         let out = self.server.state().exec(cmd);
         Box::pin(async move {
@@ -119,7 +137,11 @@ impl Transport for Conn {
 }
 
 fn out(status: u32, stdout: impl Into<String>) -> Result<Output, String> {
-    Ok(Output { status, stdout: stdout.into(), stderr: String::new() })
+    Ok(Output {
+        status,
+        stdout: stdout.into(),
+        stderr: String::new(),
+    })
 }
 
 /// The word after `marker` up to a space, quote, slash or semicolon.
@@ -130,7 +152,9 @@ fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 }
 
 fn version_of(release_dir: &str) -> String {
-    after(release_dir, "/releases/").unwrap_or_default().to_string()
+    after(release_dir, "/releases/")
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl State {
@@ -141,9 +165,17 @@ impl State {
             return Err("the connection was lost".into());
         }
         if self.fail_when.as_deref().is_some_and(|f| l.contains(f)) {
-            return Ok(Output { status: 1, stdout: String::new(), stderr: "injected failure".into() });
+            return Ok(Output {
+                status: 1,
+                stdout: String::new(),
+                stderr: "injected failure".into(),
+            });
         }
-        let stdin = cmd.stdin.as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
+        let stdin = cmd
+            .stdin
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).to_string())
+            .unwrap_or_default();
         self.clock += 1;
         let rel = after(l, "/releases/").map(str::to_string);
         if l.contains("stat -c %U") {
@@ -178,7 +210,8 @@ impl State {
                 None => out(0, "absent\n"),
             }
         } else if l.contains("nginx -t") {
-            self.files.insert("/etc/nginx/sites-enabled/hello.conf".into(), stdin);
+            self.files
+                .insert("/etc/nginx/sites-enabled/hello.conf".into(), stdin);
             out(0, "")
         } else if l.contains(".deploy-new") && l.contains("cat >") {
             let words: Vec<&str> = l.split_whitespace().collect();
@@ -186,9 +219,21 @@ impl State {
             self.files.insert(path, stdin);
             out(0, "")
         } else if l.starts_with("readlink") {
-            out(0, self.current.as_ref().map(|v| format!("releases/{v}\n")).unwrap_or_default())
+            out(
+                0,
+                self.current
+                    .as_ref()
+                    .map(|v| format!("releases/{v}\n"))
+                    .unwrap_or_default(),
+            )
         } else if l.starts_with("cat ") && l.contains("live-slot") {
-            out(0, self.live_slot.as_ref().map(|s| format!("{s}\n")).unwrap_or_default())
+            out(
+                0,
+                self.live_slot
+                    .as_ref()
+                    .map(|s| format!("{s}\n"))
+                    .unwrap_or_default(),
+            )
         } else if l.contains("live-slot.deploy-new") {
             self.set_live(l)
         } else if l.contains("supervisorctl reread") {
@@ -200,10 +245,14 @@ impl State {
                 None => out(0, format!("{p} STOPPED\n")),
             }
         } else if l.contains("supervisorctl stop") {
-            self.running.remove(after(l, "supervisorctl stop ").unwrap_or_default());
+            self.running
+                .remove(after(l, "supervisorctl stop ").unwrap_or_default());
             out(0, "")
         } else if l.starts_with("curl") {
-            out(0, self.probe(after(l, "http://127.0.0.1:").unwrap_or_default()))
+            out(
+                0,
+                self.probe(after(l, "http://127.0.0.1:").unwrap_or_default()),
+            )
         } else if l.contains("nginx -s reload") {
             self.reloads += 1;
             out(0, "")
@@ -213,11 +262,24 @@ impl State {
             }
             out(0, "")
         } else if l.contains("for d in */") {
-            let mut rows: Vec<_> = self.releases.iter().map(|(n, (t, s))| (*t, n.clone(), *s)).collect();
+            let mut rows: Vec<_> = self
+                .releases
+                .iter()
+                .map(|(n, (t, s))| (*t, n.clone(), *s))
+                .collect();
             rows.sort();
             let text: String = rows
                 .iter()
-                .map(|(t, n, s)| format!("{t} {n} {}\n", match s { Rel::Complete => "complete", Rel::Partial => "partial", Rel::Failed => "failed" }))
+                .map(|(t, n, s)| {
+                    format!(
+                        "{t} {n} {}\n",
+                        match s {
+                            Rel::Complete => "complete",
+                            Rel::Partial => "partial",
+                            Rel::Failed => "failed",
+                        }
+                    )
+                })
                 .collect();
             out(0, text)
         } else if let Some(dirs) = l.strip_prefix("rm -rf -- ") {
@@ -226,15 +288,27 @@ impl State {
             }
             out(0, "")
         } else {
-            Ok(Output { status: 127, stdout: String::new(), stderr: format!("fake: unknown command: {l}") })
+            Ok(Output {
+                status: 127,
+                stdout: String::new(),
+                stderr: format!("fake: unknown command: {l}"),
+            })
         }
     }
 
     fn set_live(&mut self, l: &str) -> Result<Output, String> {
-        let slot = if l.contains("printf '%s\\n' blue") { "blue" } else { "green" };
+        let slot = if l.contains("printf '%s\\n' blue") {
+            "blue"
+        } else {
+            "green"
+        };
         let v = after(l, "releases/").unwrap_or_default().to_string();
         if !self.releases.get(&v).is_some_and(|r| r.1 != Rel::Partial) {
-            return Ok(Output { status: 1, stdout: String::new(), stderr: format!("release {v} is not complete") });
+            return Ok(Output {
+                status: 1,
+                stdout: String::new(),
+                stderr: format!("release {v} is not complete"),
+            });
         }
         self.live_slot = Some(slot.into());
         self.current = Some(v);
@@ -242,11 +316,23 @@ impl State {
     }
 
     fn start(&mut self, program: &str) -> Result<Output, String> {
-        let conf = self.files.get(&format!("/etc/supervisor/conf.d/{program}.conf")).cloned().unwrap_or_default();
+        let conf = self
+            .files
+            .get(&format!("/etc/supervisor/conf.d/{program}.conf"))
+            .cloned()
+            .unwrap_or_default();
         let Some(i) = conf.find("/releases/") else {
-            return Ok(Output { status: 1, stdout: String::new(), stderr: format!("{program}: ERROR (no such process)") });
+            return Ok(Output {
+                status: 1,
+                stdout: String::new(),
+                stderr: format!("{program}: ERROR (no such process)"),
+            });
         };
-        let dir = conf[i..].split("/bin/").next().unwrap_or_default().to_string();
+        let dir = conf[i..]
+            .split("/bin/")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let pid = 1000 + self.clock as u32;
         self.running.insert(program.to_string(), (pid, dir));
         out(0, format!("{program}: started\n"))
@@ -255,8 +341,16 @@ impl State {
     fn probe(&self, port: &str) -> String {
         let slot = match port {
             "80" => {
-                let nginx = self.files.get("/etc/nginx/sites-enabled/hello.conf").cloned().unwrap_or_default();
-                if nginx.contains("# slot green") { "green" } else { "blue" }
+                let nginx = self
+                    .files
+                    .get("/etc/nginx/sites-enabled/hello.conf")
+                    .cloned()
+                    .unwrap_or_default();
+                if nginx.contains("# slot green") {
+                    "green"
+                } else {
+                    "blue"
+                }
             }
             "8001" => "green",
             _ => "blue",

@@ -111,12 +111,19 @@ impl<'a> HostRun<'a> {
                 (Ok(Executed::Done(_)), None) => continue,
             }
         }
-        Report::failed(format!("internal error: step {} did not settle", step.name()))
+        Report::failed(format!(
+            "internal error: step {} did not settle",
+            step.name()
+        ))
     }
 
     /// Reads the facts in `needs` that are not known yet, concurrently.
     async fn learn(&mut self, needs: &[Fact]) -> Result<(), String> {
-        let missing: Vec<Fact> = needs.iter().copied().filter(|f| !self.facts.has(*f)).collect();
+        let missing: Vec<Fact> = needs
+            .iter()
+            .copied()
+            .filter(|f| !self.facts.has(*f))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -236,7 +243,11 @@ impl<'a> HostRun<'a> {
         if out.ok() {
             Ok(out)
         } else {
-            Err(format!("{what} failed (exit {}): {}", out.status, out.tail()))
+            Err(format!(
+                "{what} failed (exit {}): {}",
+                out.status,
+                out.tail()
+            ))
         }
     }
 
@@ -244,14 +255,19 @@ impl<'a> HostRun<'a> {
     /// expected or runs out of retries.
     async fn probe(&self, port: Option<u16>) -> Result<String, String> {
         let h = &self.plan.app.health;
-        let name = self.plan.app.server_names[0].trim_start_matches("*.").to_string();
+        let name = self.plan.app.server_names[0]
+            .trim_start_matches("*.")
+            .to_string();
         let c = cmd::http_probe(port.unwrap_or(80), &name, &h.path, h.timeout_secs);
         let mut last = String::new();
         for attempt in 1..=h.retries {
             let out = self.run(&c, false).await?;
             let code = out.stdout.trim();
             if code == h.expect_status.to_string() {
-                return Ok(format!("GET {} answered {code} (attempt {attempt})", h.path));
+                return Ok(format!(
+                    "GET {} answered {code} (attempt {attempt})",
+                    h.path
+                ));
             }
             last = if code == "000" || code.is_empty() {
                 format!("no answer within {}s", h.timeout_secs)
@@ -277,13 +293,28 @@ impl<'a> HostRun<'a> {
         let (index, forward) = match &self.plan.index {
             IndexAccess::Direct(index) => (index.clone(), None),
             IndexAccess::Relay(relay) => {
-                let port = self.conn.remote_forward(relay.acceptor(&self.host().name)).await?;
+                let port = self
+                    .conn
+                    .remote_forward(relay.acceptor(&self.host().name))
+                    .await?;
                 let url = format!("http://127.0.0.1:{port}{}", relay.index_path());
-                (ServerIndex { url, credentials: None }, Some(port))
+                (
+                    ServerIndex {
+                        url,
+                        credentials: None,
+                    },
+                    Some(port),
+                )
             }
         };
         let app = &self.plan.app;
-        let c = cmd::install(&self.paths, tool, &index, &app.package, &self.plan.spec.version);
+        let c = cmd::install(
+            &self.paths,
+            tool,
+            &index,
+            &app.package,
+            &self.plan.spec.version,
+        );
         let r = self.must(&c, true, what).await;
         if let Some(port) = forward {
             self.conn.cancel_remote_forward(port).await;
@@ -294,11 +325,18 @@ impl<'a> HostRun<'a> {
     /// Ships the pinned uv: Ok(what it printed, e.g. `uv 0.9.5`) or why it failed.
     async fn ship_uv(&self) -> Result<String, String> {
         let uv = self.cfg.uv.as_ref().ok_or("no uv binary configured")?;
-        let up = self.run(&cmd::uv_upload(&uv.sha256, uv.bytes.to_vec()), false).await?;
+        let up = self
+            .run(&cmd::uv_upload(&uv.sha256, uv.bytes.to_vec()), false)
+            .await?;
         if !up.ok() {
             return Err(up.tail());
         }
-        Ok(up.stdout.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        Ok(up
+            .stdout
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" "))
     }
 }
 
@@ -330,7 +368,9 @@ pub(super) async fn run_host(
 ) -> HostResult {
     let host = &plan.hosts[index].0;
     let started = Instant::now();
-    sink.emit(Event::now(EventKind::HostStarted { host: host.name.clone() }));
+    sink.emit(Event::now(EventKind::HostStarted {
+        host: host.name.clone(),
+    }));
     let finish = |status, changed, error: Option<String>, connections, channels, previous| {
         let elapsed = started.elapsed();
         sink.emit(Event::now(EventKind::HostFinished {
@@ -352,7 +392,10 @@ pub(super) async fn run_host(
         }
     };
     if cancelled(cancel) {
-        let why = format!("{}: cancelled before it started; nothing changed", host.name);
+        let why = format!(
+            "{}: cancelled before it started; nothing changed",
+            host.name
+        );
         return finish(HostStatus::Cancelled, 0, Some(why), 0, 0, None);
     }
     let conn = match connector.connect(host).await {
@@ -374,13 +417,27 @@ pub(super) async fn run_host(
     let channels = conn.channels_opened();
     conn.close().await;
     match ending {
-        Ending::Failed(err) => finish(HostStatus::Failed, changed, Some(err), 1, channels, previous),
+        Ending::Failed(err) => finish(
+            HostStatus::Failed,
+            changed,
+            Some(err),
+            1,
+            channels,
+            previous,
+        ),
         Ending::Cancelled(step) => {
             let msg = format!(
                 "{}: cancelled before step {step} ({changed} step(s) had changed something)",
                 host.name
             );
-            finish(HostStatus::Cancelled, changed, Some(msg), 1, channels, previous)
+            finish(
+                HostStatus::Cancelled,
+                changed,
+                Some(msg),
+                1,
+                channels,
+                previous,
+            )
         }
         Ending::Finished if changed > 0 => {
             finish(HostStatus::Changed, changed, None, 1, channels, previous)

@@ -42,7 +42,6 @@ pub use plan::{Plan, Rendered, plan};
 pub use rollout::batches;
 use transport::{Connector, SshConnector};
 
-
 /// Where events go.  The gateway persists and streams them; tests collect them.
 pub trait EventSink: Send + Sync {
     fn emit(&self, event: Event);
@@ -180,7 +179,6 @@ pub struct JobSpec {
     pub index: Option<IndexAccess>,
 }
 
-
 /// How one host ended.
 #[derive(Debug, Clone)]
 pub struct HostResult {
@@ -216,7 +214,6 @@ fn ms(d: Duration) -> u64 {
 
 /// Set to stop a job: each host stops before its next step (the step in flight finishes).
 pub type CancelFlag = Arc<std::sync::atomic::AtomicBool>;
-
 
 fn cancelled(flag: &CancelFlag) -> bool {
     flag.load(std::sync::atomic::Ordering::SeqCst)

@@ -62,11 +62,15 @@ pub enum Op {
     },
     /// The application's health check, on a slot's port or (None) through nginx, with
     /// its retries.  On success its description replaces `{probe}` in the report.
-    Probe { port: Option<u16> },
+    Probe {
+        port: Option<u16>,
+    },
     Sleep(Duration),
     /// Installs the release's package with `tool` from the job's index; with the relay,
     /// a remote forward is open for this command only.
-    Install { tool: Tool },
+    Install {
+        tool: Tool,
+    },
     /// Ships the pinned uv to the host.  Never fails the step: the outcome is kept in
     /// the host's state for the step's next decision (pip is the fallback).
     ShipUv,

@@ -43,7 +43,12 @@ pub struct Plan {
 }
 
 fn request_error(field: &str, e: impl std::fmt::Display) -> InputError {
-    InputError::new(std::path::Path::new("<request>"), None, field, e.to_string())
+    InputError::new(
+        std::path::Path::new("<request>"),
+        None,
+        field,
+        e.to_string(),
+    )
 }
 
 /// Checks a request against the inventory and renders everything, touching no server.
@@ -59,7 +64,10 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let templates = Templates::load(&cfg.templates_dir)?;
     let mut rendered = Vec::new();
     for h in hosts {
-        rendered.push((h.clone(), render_host(&templates, pm.as_ref(), app, env, h, &spec.version)?));
+        rendered.push((
+            h.clone(),
+            render_host(&templates, pm.as_ref(), app, env, h, &spec.version)?,
+        ));
     }
     Ok(Plan {
         spec: spec.clone(),
@@ -84,7 +92,10 @@ fn index_access(
         (None, _) if env.delivery == Delivery::Relay => Err(InputError::new(
             &inv.path,
             None,
-            format!("applications.{}.environments.{}.delivery", app.name, env.name),
+            format!(
+                "applications.{}.environments.{}.delivery",
+                app.name, env.name
+            ),
             "`delivery: relay` needs the gateway's relay (deploy through `deploy-gateway serve`); `apply` installs directly from index_url",
         )),
         (None, Some(url)) => Ok(IndexAccess::Direct(ServerIndex {
@@ -112,7 +123,10 @@ fn render_host(
     let mut vars = app.env.clone();
     vars.extend(env.env.clone());
     Ok(Rendered {
-        supervisor: [t.render(pm.template(), &ctx(0))?, t.render(pm.template(), &ctx(1))?],
+        supervisor: [
+            t.render(pm.template(), &ctx(0))?,
+            t.render(pm.template(), &ctx(1))?,
+        ],
         nginx: [
             t.render(render::NGINX_TEMPLATE, &ctx(0))?,
             t.render(render::NGINX_TEMPLATE, &ctx(1))?,
@@ -130,7 +144,14 @@ pub fn for_rollback(plan: &Plan, cfg: &EngineConfig, version: &str) -> Result<Pl
     out.spec.no_install = true;
     out.phases.clear();
     for (h, r) in out.hosts.iter_mut() {
-        *r = render_host(&templates, plan.pm.as_ref(), &plan.app, &plan.env, h, version)?;
+        *r = render_host(
+            &templates,
+            plan.pm.as_ref(),
+            &plan.app,
+            &plan.env,
+            h,
+            version,
+        )?;
     }
     Ok(out)
 }

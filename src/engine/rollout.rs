@@ -50,7 +50,12 @@ pub(super) async fn run(r: Run) -> JobResult {
         version: plan.spec.version.clone(),
         hosts: plan.hosts.iter().map(|(h, _)| h.name.clone()).collect(),
         check: plan.spec.check,
-        steps: plan.playbook.steps.iter().map(|s| s.name().to_string()).collect(),
+        steps: plan
+            .playbook
+            .steps
+            .iter()
+            .map(|s| s.name().to_string())
+            .collect(),
     }));
     let mut hosts = Vec::new();
     let before = run_phases(&r, When::BeforeHosts).await;
@@ -76,10 +81,16 @@ pub(super) async fn run(r: Run) -> JobResult {
     finish(&r, hosts, started, before.err())
 }
 
-fn finish(r: &Run, mut hosts: Vec<HostResult>, started: Instant, failed: Option<String>) -> JobResult {
+fn finish(
+    r: &Run,
+    mut hosts: Vec<HostResult>,
+    started: Instant,
+    failed: Option<String>,
+) -> JobResult {
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let n_failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
-    let status = if cancelled(&r.cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled) {
+    let status = if cancelled(&r.cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled)
+    {
         JobStatus::Cancelled
     } else if n_failed == 0 && failed.is_none() {
         JobStatus::Succeeded
@@ -128,7 +139,11 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
 async fn run_batches(r: &Run) -> Vec<HostResult> {
     let plan = &r.plan;
     let rollout = &plan.env.rollout;
-    let batches = batches(plan.hosts.len(), rollout.canary, plan.spec.batch.unwrap_or(rollout.batch));
+    let batches = batches(
+        plan.hosts.len(),
+        rollout.canary,
+        plan.spec.batch.unwrap_or(rollout.batch),
+    );
     let nb = batches.len();
     let mut hosts: Vec<HostResult> = Vec::new();
     let mut failed_so_far = 0u32;
@@ -173,7 +188,15 @@ async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
         let (r, limit) = (r.clone(), limit.clone());
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            run_host(&r.plan, i, &r.cfg, r.connector.as_ref(), r.sink.clone(), &r.cancel).await
+            run_host(
+                &r.plan,
+                i,
+                &r.cfg,
+                r.connector.as_ref(),
+                r.sink.clone(),
+                &r.cancel,
+            )
+            .await
         });
     }
     let mut out = Vec::new();
@@ -220,7 +243,15 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
                 continue;
             }
         };
-        let res = run_host(&back, i, &r.cfg, r.connector.as_ref(), r.sink.clone(), &CancelFlag::default()).await;
+        let res = run_host(
+            &back,
+            i,
+            &r.cfg,
+            r.connector.as_ref(),
+            r.sink.clone(),
+            &CancelFlag::default(),
+        )
+        .await;
         if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
             h.status = HostStatus::Failed;
             h.error = Some(match res.status {
@@ -238,7 +269,13 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
 
 /// Runs the phases of one `when`, in order; the first failure stops them.
 async fn run_phases(r: &Run, when: When) -> Result<(), String> {
-    let phases: Vec<Arc<dyn JobPhase>> = r.plan.phases.iter().filter(|p| p.when() == when).cloned().collect();
+    let phases: Vec<Arc<dyn JobPhase>> = r
+        .plan
+        .phases
+        .iter()
+        .filter(|p| p.when() == when)
+        .cloned()
+        .collect();
     for phase in phases {
         let report = run_phase(r, phase.as_ref()).await;
         if report.status == StepStatus::Failed {
@@ -261,12 +298,17 @@ async fn run_phase(r: &Run, phase: &dyn JobPhase) -> super::ops::Report {
         host: on.clone(),
     }));
     let report = match (phase.place(), host) {
-        (Place::Gateway, _) => phase.run(PhaseCtx::new(plan, None, r.sink.clone(), phase.name())).await,
+        (Place::Gateway, _) => {
+            phase
+                .run(PhaseCtx::new(plan, None, r.sink.clone(), phase.name()))
+                .await
+        }
         (Place::FirstHost, None) => super::ops::Report::failed("the environment has no host"),
         (Place::FirstHost, Some(h)) => match r.connector.connect(h).await {
             Err(e) => super::ops::Report::failed(format!("{}: {e}", h.name)),
             Ok(conn) => {
-                let ctx = PhaseCtx::new(plan, Some((h, conn.as_ref())), r.sink.clone(), phase.name());
+                let ctx =
+                    PhaseCtx::new(plan, Some((h, conn.as_ref())), r.sink.clone(), phase.name());
                 let report = phase.run(ctx).await;
                 conn.close().await;
                 report

@@ -76,7 +76,8 @@ pub(crate) fn spec(version: &str) -> JobSpec {
 impl Bed {
     async fn run(&self, spec: JobSpec) -> (JobResult, Vec<Event>) {
         let plan = super::plan(&self.inv, &self.cfg, &spec).unwrap();
-        self.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await
+        self.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
+            .await
     }
     async fn run_plan(
         &self,
@@ -84,7 +85,14 @@ impl Bed {
         cancel: CancelFlag,
         sink: Arc<Collect>,
     ) -> (JobResult, Vec<Event>) {
-        let r = super::run_with(plan, self.cfg.clone(), self.fleet.clone(), sink.clone(), cancel).await;
+        let r = super::run_with(
+            plan,
+            self.cfg.clone(),
+            self.fleet.clone(),
+            sink.clone(),
+            cancel,
+        )
+        .await;
         let events = sink.0.lock().unwrap().clone();
         (r, events)
     }
@@ -112,7 +120,11 @@ async fn a_fresh_deploy_converges_and_a_second_run_changes_nothing() {
     let (r, events) = b.run(spec("1.0.0")).await;
     assert_eq!(r.status, JobStatus::Succeeded);
     assert_eq!(r.changed_steps(), 0, "{events:?}");
-    assert_eq!(b.fleet.server("web1").state().reloads, reloads, "no reload on a no-op");
+    assert_eq!(
+        b.fleet.server("web1").state().reloads,
+        reloads,
+        "no reload on a no-op"
+    );
     let (r, _) = b.run(spec("1.1.0")).await;
     assert_eq!(r.status, JobStatus::Succeeded);
     assert_eq!(b.serving("web2").as_deref(), Some("1.1.0"));
@@ -121,9 +133,18 @@ async fn a_fresh_deploy_converges_and_a_second_run_changes_nothing() {
 
 #[tokio::test]
 async fn the_canary_goes_alone_first_then_batches_of_the_given_size() {
-    assert_eq!(super::batches(5, true, crate::inventory::BatchSize::Count(2)), vec![vec![0], vec![1, 2], vec![3, 4]]);
-    assert_eq!(super::batches(4, false, crate::inventory::BatchSize::Percent(50)), vec![vec![0, 1], vec![2, 3]]);
-    assert_eq!(super::batches(1, true, crate::inventory::BatchSize::Count(3)), vec![vec![0]]);
+    assert_eq!(
+        super::batches(5, true, crate::inventory::BatchSize::Count(2)),
+        vec![vec![0], vec![1, 2], vec![3, 4]]
+    );
+    assert_eq!(
+        super::batches(4, false, crate::inventory::BatchSize::Percent(50)),
+        vec![vec![0, 1], vec![2, 3]]
+    );
+    assert_eq!(
+        super::batches(1, true, crate::inventory::BatchSize::Count(3)),
+        vec![vec![0]]
+    );
     let b = bed("{canary: true, batch: 1}");
     let (r, events) = b.run(spec("1.0.0")).await;
     assert_eq!(r.status, JobStatus::Succeeded);
@@ -137,7 +158,10 @@ async fn the_canary_goes_alone_first_then_batches_of_the_given_size() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, ["+web1", "-web1", "+web2", "-web2", "+web3", "-web3"]);
+    assert_eq!(
+        order,
+        ["+web1", "-web1", "+web2", "-web2", "+web3", "-web3"]
+    );
 }
 
 #[tokio::test]
@@ -149,10 +173,24 @@ async fn a_failed_canary_halts_the_rollout_before_the_other_hosts() {
     assert_eq!(status(&r, "web1"), HostStatus::Failed);
     for h in ["web2", "web3"] {
         assert_eq!(status(&r, h), HostStatus::Cancelled);
-        let err = r.hosts.iter().find(|x| x.host == h).unwrap().error.clone().unwrap();
-        assert!(err.contains("not started: the rollout halted after batch 1/2"), "{err}");
+        let err = r
+            .hosts
+            .iter()
+            .find(|x| x.host == h)
+            .unwrap()
+            .error
+            .clone()
+            .unwrap();
+        assert!(
+            err.contains("not started: the rollout halted after batch 1/2"),
+            "{err}"
+        );
     }
-    assert_eq!(b.connects(), ["web1"], "hosts after the halt are never contacted");
+    assert_eq!(
+        b.connects(),
+        ["web1"],
+        "hosts after the halt are never contacted"
+    );
 }
 
 #[tokio::test]
@@ -161,7 +199,11 @@ async fn max_failed_tolerates_that_many_failed_hosts() {
     b.fleet.server("web2").state().down = true;
     let (r, _) = b.run(spec("1.0.0")).await;
     assert_eq!(status(&r, "web2"), HostStatus::Unreachable);
-    assert_eq!(status(&r, "web3"), HostStatus::Changed, "one failure is tolerated");
+    assert_eq!(
+        status(&r, "web3"),
+        HostStatus::Changed,
+        "one failure is tolerated"
+    );
     assert_eq!(r.status, JobStatus::Failed);
 }
 
@@ -172,9 +214,21 @@ async fn a_halt_rolls_upgraded_hosts_back_to_their_previous_release() {
     b.fleet.server("web2").state().broken.insert("2.0.0".into());
     let (r, _) = b.run(spec("2.0.0")).await;
     assert_eq!(r.status, JobStatus::Failed);
-    assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"), "web1 went back");
-    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"), "web2 switched back itself");
-    assert_eq!(b.serving("web3").as_deref(), Some("1.0.0"), "web3 was never touched");
+    assert_eq!(
+        b.serving("web1").as_deref(),
+        Some("1.0.0"),
+        "web1 went back"
+    );
+    assert_eq!(
+        b.serving("web2").as_deref(),
+        Some("1.0.0"),
+        "web2 switched back itself"
+    );
+    assert_eq!(
+        b.serving("web3").as_deref(),
+        Some("1.0.0"),
+        "web3 was never touched"
+    );
     let e1 = r.hosts[0].error.clone().unwrap();
     assert!(e1.contains("rolled back to 1.0.0"), "{e1}");
     assert_eq!(status(&r, "web3"), HostStatus::Cancelled);
@@ -234,7 +288,15 @@ async fn prune_never_removes_the_live_release_or_the_rollback_target() {
     for v in ["1.0.0", "2.0.0", "3.0.0"] {
         assert_eq!(b.run(spec(v)).await.0.status, JobStatus::Succeeded);
     }
-    let kept = |b: &Bed| b.fleet.server("web1").state().releases.keys().cloned().collect::<Vec<_>>();
+    let kept = |b: &Bed| {
+        b.fleet
+            .server("web1")
+            .state()
+            .releases
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(kept(&b), ["2.0.0", "3.0.0"], "keep_releases: 2");
     // Roll back to 2.0.0: both 2.0.0 (live) and 3.0.0 (newest other) stay.
     let mut back = spec("2.0.0");
@@ -261,10 +323,15 @@ async fn check_mode_changes_nothing_on_any_host() {
     assert_eq!(b.serving("web1"), None);
     let log = b.fleet.server("web1").state().log.clone();
     assert!(
-        log.iter().all(|l| !l.contains("install -d") && !l.contains("supervisorctl start")),
+        log.iter()
+            .all(|l| !l.contains("install -d") && !l.contains("supervisorctl start")),
         "{log:?}"
     );
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::StepFinished { diff: Some(_), .. })));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::StepFinished { diff: Some(_), .. }))
+    );
 }
 
 #[derive(Debug)]
@@ -300,10 +367,15 @@ impl JobPhase for Phase {
     }
     fn run<'a>(&'a self, ctx: PhaseCtx<'a>) -> futures_util::future::BoxFuture<'a, Report> {
         Box::pin(async move {
-            self.runs.lock().unwrap().push(ctx.host.map(|(h, _)| h.name.clone()));
+            self.runs
+                .lock()
+                .unwrap()
+                .push(ctx.host.map(|(h, _)| h.name.clone()));
             if let Some((_, conn)) = ctx.host {
                 let c = crate::commands::RemoteCmd::new("readlink /srv/apps/hello/current || true");
-                conn.exec(&c, std::time::Duration::from_secs(1), &mut |_, _| {}).await.unwrap();
+                conn.exec(&c, std::time::Duration::from_secs(1), &mut |_, _| {})
+                    .await
+                    .unwrap();
             }
             if self.fail {
                 Report::failed("migration exploded")
@@ -321,14 +393,18 @@ async fn job_phases_run_once_and_a_failed_before_phase_touches_no_host() {
     let after = Phase::new("notify", When::AfterHosts, Place::Gateway, false);
     let mut plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
     plan.phases = vec![after.clone(), before.clone()];
-    let (r, events) = b.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await;
+    let (r, events) = b
+        .run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
+        .await;
     assert_eq!(r.status, JobStatus::Succeeded);
     assert_eq!(*before.runs.lock().unwrap(), [Some("web1".to_string())]);
     assert_eq!(*after.runs.lock().unwrap(), [None]);
     let phases: Vec<String> = events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::PhaseFinished { phase, status, .. } => Some(format!("{phase}:{}", status.as_str())),
+            EventKind::PhaseFinished { phase, status, .. } => {
+                Some(format!("{phase}:{}", status.as_str()))
+            }
             EventKind::HostStarted { host } => Some(host.clone()),
             _ => None,
         })
@@ -341,10 +417,23 @@ async fn job_phases_run_once_and_a_failed_before_phase_touches_no_host() {
     let after = Phase::new("notify", When::AfterHosts, Place::Gateway, false);
     let mut plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
     plan.phases = vec![failing, after.clone()];
-    let (r, events) = b.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default())).await;
+    let (r, events) = b
+        .run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
+        .await;
     assert_eq!(r.status, JobStatus::Failed);
     assert!(b.connects().is_empty(), "no host contacted");
     assert!(after.runs.lock().unwrap().is_empty());
-    assert!(r.hosts.iter().all(|h| h.error.as_deref().unwrap_or("").contains("phase migrate failed: migration exploded")));
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::PhaseFinished { status: StepStatus::Failed, .. })));
+    assert!(r.hosts.iter().all(|h| {
+        h.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("phase migrate failed: migration exploded")
+    }));
+    assert!(events.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::PhaseFinished {
+            status: StepStatus::Failed,
+            ..
+        }
+    )));
 }

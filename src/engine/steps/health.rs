@@ -21,7 +21,10 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
                 attempt: back.into_iter().map(|a| a.op).collect(),
                 always: vec![
                     Op::run(v.pm.stop(&v.program(target)), "stopping"),
-                    Op::run(cmd::mark_failed(v.paths, v.version()), "marking the release failed"),
+                    Op::run(
+                        cmd::mark_failed(v.paths, v.version()),
+                        "marking the release failed",
+                    ),
                 ],
                 note_ok: format!("; switched back to {prev} in {}", v.program(old)),
                 note_failed: format!("; switching back to {prev} failed too: "),

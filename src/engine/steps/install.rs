@@ -23,7 +23,9 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
         ))));
     }
     match state {
-        ReleaseState::Complete => return Ok(Decision::Done(Report::ok(format!("{req} is installed")))),
+        ReleaseState::Complete => {
+            return Ok(Decision::Done(Report::ok(format!("{req} is installed"))));
+        }
         ReleaseState::Absent => {
             return Err(format!(
                 "release directory {} does not exist (run the venv step first)",

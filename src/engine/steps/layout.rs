@@ -16,7 +16,13 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         ))));
     }
     Ok(Decision::act(
-        vec![Op::run(cmd::layout_create(v.paths, &v.host.user), "creating the layout").into()],
+        vec![
+            Op::run(
+                cmd::layout_create(v.paths, &v.host.user),
+                "creating the layout",
+            )
+            .into(),
+        ],
         Report::changed(format!("created {root}/{{releases,shared}}")),
     ))
 }

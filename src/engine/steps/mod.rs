@@ -20,14 +20,14 @@ use crate::playbook::Step;
 use crate::procman::ProcessManager;
 use crate::render::SLOTS;
 
+use super::UvTool;
 use super::facts::{Fact, Facts};
 use super::ops::{Decision, Report};
 use super::plan::{Plan, Rendered};
-use super::UvTool;
 
-pub use prune::prune_plan;
 /// Kept for callers that parse `supervisorctl status` themselves (tests).
 pub use crate::procman::supervisord::running_pid;
+pub use prune::prune_plan;
 
 /// What a step may look at: the job and this host's files, rendered at plan time.
 pub struct View<'a> {

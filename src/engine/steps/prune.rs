@@ -22,7 +22,13 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         ))));
     }
     Ok(Decision::act(
-        vec![Op::run(cmd::remove_releases(v.paths, &remove), "removing old releases").into()],
+        vec![
+            Op::run(
+                cmd::remove_releases(v.paths, &remove),
+                "removing old releases",
+            )
+            .into(),
+        ],
         Report::changed(format!("removed releases {list}")),
     ))
 }

@@ -59,7 +59,10 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     actions.push(Op::Probe { port: Some(port) }.or_else(Recovery {
         always: vec![
             Op::run(stop, "stopping"),
-            Op::run(cmd::mark_failed(v.paths, v.version()), "marking the release failed"),
+            Op::run(
+                cmd::mark_failed(v.paths, v.version()),
+                "marking the release failed",
+            ),
         ],
         note_ok: format!("; stopped {program}, traffic still goes to the previous release"),
         ..Default::default()

@@ -55,7 +55,8 @@ pub fn make_live(
     let want = &v.rendered.nginx[slot];
     let mut ops = Vec::new();
     if nginx_now != Some(want.as_str()) {
-        let install = cmd::nginx_install_validated(&v.paths.nginx_conf(), want.clone().into_bytes());
+        let install =
+            cmd::nginx_install_validated(&v.paths.nginx_conf(), want.clone().into_bytes());
         ops.push(Op::run(install, "installing the nginx site (nginx -t)").into());
         ops.push(Op::run(cmd::nginx_reload(), "nginx reload").into());
     }

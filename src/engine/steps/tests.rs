@@ -92,7 +92,9 @@ fn layout_creates_the_directories_only_when_missing() {
     let p = plan(false, false);
     let mut f = settled(&p);
     f.layout = Some(false);
-    let d = with(&p, |v| decide(Step::Layout, v, &f, &mut HostState::default()));
+    let d = with(&p, |v| {
+        decide(Step::Layout, v, &f, &mut HostState::default())
+    });
     assert_eq!(status(&d), StepStatus::Changed);
     assert!(lines(&d)[0].starts_with("sudo -n install -d"), "{d:?}");
 }
@@ -109,11 +111,15 @@ fn venv_builds_an_absent_release_and_check_mode_only_says_so() {
     let check = plan(true, false);
     let mut st = HostState::default();
     let d = with(&check, |v| decide(Step::Venv, v, &f, &mut st));
-    assert!(matches!(&d, Decision::Done(r) if r.status == StepStatus::Changed && r.reason.starts_with("would create")));
+    assert!(
+        matches!(&d, Decision::Done(r) if r.status == StepStatus::Changed && r.reason.starts_with("would create"))
+    );
     assert!(st.would_build);
     // ... and then install says it would install, without a command.
     let d = with(&check, |v| decide(Step::Install, v, &f, &mut st));
-    assert!(matches!(&d, Decision::Done(r) if r.reason.starts_with("would install hello-app==1.1.0")));
+    assert!(
+        matches!(&d, Decision::Done(r) if r.reason.starts_with("would install hello-app==1.1.0"))
+    );
 }
 
 #[test]
@@ -121,11 +127,19 @@ fn install_runs_on_a_partial_release_and_a_rollback_refuses_one() {
     let p = plan(false, false);
     let mut f = settled(&p);
     f.release = Some(ReleaseState::Partial);
-    let d = with(&p, |v| decide(Step::Install, v, &f, &mut HostState::default()));
-    assert!(matches!(&d, Decision::Act { actions, .. } if matches!(actions[0].op, Op::Install { .. })));
+    let d = with(&p, |v| {
+        decide(Step::Install, v, &f, &mut HostState::default())
+    });
+    assert!(
+        matches!(&d, Decision::Act { actions, .. } if matches!(actions[0].op, Op::Install { .. }))
+    );
     let rollback = plan(false, true);
-    let d = with(&rollback, |v| decide(Step::Install, v, &f, &mut HostState::default()));
-    assert!(matches!(&d, Decision::Done(r) if r.status == StepStatus::Failed && r.reason.contains("a rollback installs nothing")));
+    let d = with(&rollback, |v| {
+        decide(Step::Install, v, &f, &mut HostState::default())
+    });
+    assert!(
+        matches!(&d, Decision::Done(r) if r.status == StepStatus::Failed && r.reason.contains("a rollback installs nothing"))
+    );
 }
 
 #[test]
@@ -139,8 +153,17 @@ fn env_file_writes_on_difference_with_a_diff_that_shows_no_value() {
         panic!("{d:?}")
     };
     assert!(st.env_changed);
-    assert!(!report.diff.clone().unwrap_or_default().contains("old-secret-value"));
-    assert!(!format!("{actions:?}").contains("old-secret-value"), "stdin is never printed");
+    assert!(
+        !report
+            .diff
+            .clone()
+            .unwrap_or_default()
+            .contains("old-secret-value")
+    );
+    assert!(
+        !format!("{actions:?}").contains("old-secret-value"),
+        "stdin is never printed"
+    );
 }
 
 #[test]
@@ -151,7 +174,10 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
     f.slots.as_mut().unwrap()[0].conf = Some("old program".into());
     let mut st = HostState::default();
     let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
-    assert_eq!((st.target, st.old_slot, st.previous.as_deref()), (Some(1), Some(0), Some("1.0.0")));
+    assert_eq!(
+        (st.target, st.old_slot, st.previous.as_deref()),
+        (Some(1), Some(0), Some("1.0.0"))
+    );
     let Decision::Act { actions, report } = &d else {
         panic!("{d:?}")
     };
@@ -161,10 +187,15 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
     let probe = actions.last().unwrap();
     assert_eq!(probe.op, Op::Probe { port: Some(8001) });
     let undo = probe.on_fail.as_ref().unwrap();
-    assert!(undo.always.iter().any(|o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))));
+    assert!(undo.always.iter().any(
+        |o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))
+    ));
     // An env change restarts even an unchanged live slot, in the idle one.
     let f = settled(&p);
-    let mut st = HostState { env_changed: true, ..Default::default() };
+    let mut st = HostState {
+        env_changed: true,
+        ..Default::default()
+    };
     let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
     assert_eq!(status(&d), StepStatus::Changed);
     assert_eq!(st.target, Some(1));
@@ -174,10 +205,17 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
 fn switch_reloads_nginx_only_when_its_site_changes_and_records_the_live_slot() {
     let p = plan(false, false);
     let f = settled(&p);
-    let mut st = HostState { target: Some(1), old_slot: Some(0), ..Default::default() };
+    let mut st = HostState {
+        target: Some(1),
+        old_slot: Some(0),
+        ..Default::default()
+    };
     let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
     let l = lines(&d);
-    assert!(l[0].contains("nginx -t") && l[1] == "sudo -n nginx -s reload" && l[2].contains("green"), "{l:?}");
+    assert!(
+        l[0].contains("nginx -t") && l[1] == "sudo -n nginx -s reload" && l[2].contains("green"),
+        "{l:?}"
+    );
     // The site already points at the target: no reload, just the record.
     let mut f = settled(&p);
     f.nginx = Some(Some(p.hosts[0].1.nginx[1].clone()));
@@ -198,18 +236,29 @@ fn health_switches_back_to_the_old_slot_when_the_new_one_fails() {
         ..Default::default()
     };
     let d = with(&p, |v| decide(Step::Health, v, &f, &mut st));
-    let Decision::Act { actions, .. } = &d else { panic!("{d:?}") };
+    let Decision::Act { actions, .. } = &d else {
+        panic!("{d:?}")
+    };
     let undo = actions[0].on_fail.as_ref().unwrap();
     assert!(matches!(&undo.attempt[0], Op::Run { cmd, .. } if cmd.line.contains("nginx -t")));
-    assert!(undo.note_ok.contains("switched back to 1.0.0 in hello-blue"));
-    assert!(with(&plan(true, false), |v| matches!(decide(Step::Health, v, &f, &mut st), Decision::Done(r) if r.status == StepStatus::Skipped)));
+    assert!(
+        undo.note_ok
+            .contains("switched back to 1.0.0 in hello-blue")
+    );
+    assert!(with(
+        &plan(true, false),
+        |v| matches!(decide(Step::Health, v, &f, &mut st), Decision::Done(r) if r.status == StepStatus::Skipped)
+    ));
 }
 
 #[test]
 fn drain_stops_the_old_slot_only() {
     let p = plan(false, false);
     let f = settled(&p);
-    let mut st = HostState { old_slot: Some(0), ..Default::default() };
+    let mut st = HostState {
+        old_slot: Some(0),
+        ..Default::default()
+    };
     let d = with(&p, |v| decide(Step::Drain, v, &f, &mut st));
     assert_eq!(lines(&d), ["sudo -n supervisorctl stop hello-blue || true"]);
 }
@@ -219,7 +268,12 @@ fn prune_keeps_the_live_and_newest_complete_releases() {
     let listing = "1 0.9 complete\n2 1.0 complete\n3 1.1 partial\n4 1.2 complete\n5 1.3 complete\n";
     // failed releases go and do not count
     assert_eq!(
-        prune_plan("1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n", "1.3", 2, "1.3"),
+        prune_plan(
+            "1 1.0 complete\n2 1.1 complete\n3 1.2 failed\n4 1.3 complete\n",
+            "1.3",
+            2,
+            "1.3"
+        ),
         ["1.0", "1.2"]
     );
     // live is the newest: keep 1.3 and 1.2

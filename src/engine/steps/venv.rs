@@ -34,12 +34,20 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     st.tool = Some(tool.clone());
     if v.check() {
         st.would_build = true;
-        let verb = if partial { "rebuild the unfinished" } else { "create the" };
+        let verb = if partial {
+            "rebuild the unfinished"
+        } else {
+            "create the"
+        };
         return Ok(Decision::Done(Report::changed(format!(
             "would {verb} virtualenv {dir} ({how}{note})"
         ))));
     }
-    let done = if partial { "rebuilt the unfinished" } else { "created the" };
+    let done = if partial {
+        "rebuilt the unfinished"
+    } else {
+        "created the"
+    };
     Ok(Decision::act(
         vec![
             Op::RunOrEnd {
