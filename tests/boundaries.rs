@@ -1,5 +1,6 @@
 //! Architectural boundaries, checked mechanically (see ARCHITECTURE.md):
-//! the `deploy` CLI cannot link SSH code, only `src/ssh.rs` uses russh, and every source
+//! the `deploy` CLI cannot link SSH code, only `src/ssh.rs` uses russh, the engine, SSH and
+//! command building use no HTTP or database crate, and every source
 //! file starts with a `//!` line saying what it owns.
 
 use std::path::{Path, PathBuf};
@@ -100,4 +101,27 @@ fn every_source_file_says_what_it_owns() {
             f.display()
         );
     }
+}
+
+#[test]
+fn the_engine_ssh_and_command_building_know_nothing_of_http_or_the_store() {
+    let mut files = Vec::new();
+    for dir in ["src/engine", "src/commands", "src/procman"] {
+        rust_files(&root().join(dir), &mut files);
+    }
+    files.push(root().join("src/ssh.rs"));
+    assert!(files.len() > 15, "{files:?}");
+    let mut bad = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for krate in ["axum", "reqwest", "rusqlite", "hyper"] {
+            if text.contains(&format!("{krate}::")) {
+                bad.push(format!(
+                    "{} uses {krate}",
+                    f.strip_prefix(root()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
 }

@@ -303,7 +303,7 @@ impl State {
             "green"
         };
         let v = after(l, "releases/").unwrap_or_default().to_string();
-        if !self.releases.get(&v).is_some_and(|r| r.1 != Rel::Partial) {
+        if self.releases.get(&v).is_none_or(|r| r.1 == Rel::Partial) {
             return Ok(Output {
                 status: 1,
                 stdout: String::new(),
