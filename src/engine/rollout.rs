@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::host::run_host;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
@@ -186,18 +187,13 @@ async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
     let mut tasks = tokio::task::JoinSet::new();
     for &i in batch {
         let (r, limit) = (r.clone(), limit.clone());
-        tasks.spawn(async move {
+        let span = tracing::info_span!("host", host = %r.plan.hosts[i].0.name);
+        let work = async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            run_host(
-                &r.plan,
-                i,
-                &r.cfg,
-                r.connector.as_ref(),
-                r.sink.clone(),
-                &r.cancel,
-            )
-            .await
-        });
+            let (plan, conn) = (&r.plan, r.connector.as_ref());
+            run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel).await
+        };
+        tasks.spawn(work.instrument(span));
     }
     let mut out = Vec::new();
     while let Some(res) = tasks.join_next().await {
