@@ -5,10 +5,12 @@
 //! shared vocabulary (events, names) is in `deploy-wire` (`src/wire`).  See ARCHITECTURE.md.
 
 pub mod artifacts;
+pub mod builder;
 pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod gateway;
+pub mod githost;
 pub mod inventory;
 pub mod pins;
 pub mod playbook;

@@ -1,0 +1,48 @@
+//! The CI-builder seam: what turns a commit into a wheel on the artifact repository
+//! (Jenkins).  The gateway starts a build, follows its console and learns its result;
+//! [`BuildPhase`] runs that as a job-level phase before the hosts, so a release that
+//! needs a build gets it in the same job, with its console streamed like any step's
+//! output.  Adding a builder is adding a file here that implements [`Builder`].
+
+pub mod fake;
+mod phase;
+
+use futures_util::future::BoxFuture;
+
+pub use phase::BuildPhase;
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRequest {
+    pub app: String,
+    /// The full commit id.
+    pub commit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// A build's progress since the last poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub state: BuildState,
+    /// Console text after `offset`.
+    pub console: String,
+    /// Pass this as `offset` next time.
+    pub next_offset: u64,
+}
+
+/// One backend role: builds releases.
+pub trait Builder: Send + Sync + std::fmt::Debug {
+    /// What it is, for messages (never a credential).
+    fn describe(&self) -> String;
+    /// Starts (or queues) a build; returns its id.
+    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, String>>;
+    /// The build's state and the console text after `offset`.
+    fn poll<'a>(&'a self, id: &'a str, offset: u64) -> BoxFuture<'a, Result<Progress, String>>;
+}

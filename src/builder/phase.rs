@@ -1,0 +1,73 @@
+//! A build as a job-level phase: started once per job on the gateway, its console
+//! streamed as output lines, the job stopped before any host if it fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy_wire::Stream;
+use futures_util::future::BoxFuture;
+
+use super::{BuildRequest, BuildState, Builder};
+use crate::engine::ops::Report;
+use crate::engine::phases::{JobPhase, PhaseCtx, Place, When};
+
+#[derive(Debug)]
+pub struct BuildPhase {
+    pub builder: Arc<dyn Builder>,
+    pub request: BuildRequest,
+    /// Between polls.
+    pub interval: Duration,
+}
+
+impl JobPhase for BuildPhase {
+    fn name(&self) -> &str {
+        "build"
+    }
+    fn when(&self) -> When {
+        When::BeforeHosts
+    }
+    fn place(&self) -> Place {
+        Place::Gateway
+    }
+    fn run<'a>(&'a self, ctx: PhaseCtx<'a>) -> BoxFuture<'a, Report> {
+        Box::pin(async move {
+            let what = format!("{} at {}", self.request.app, short(&self.request.commit));
+            if ctx.check() {
+                return Report::changed(format!(
+                    "would build {what} on {}",
+                    self.builder.describe()
+                ));
+            }
+            let id = match self.builder.start(&self.request).await {
+                Ok(id) => id,
+                Err(e) => return Report::failed(format!("cannot start the build of {what}: {e}")),
+            };
+            let mut offset = 0;
+            loop {
+                let p = match self.builder.poll(&id, offset).await {
+                    Ok(p) => p,
+                    Err(e) => return Report::failed(format!("build {id} of {what}: {e}")),
+                };
+                for line in p.console.lines() {
+                    ctx.line(Stream::Stdout, line);
+                }
+                offset = p.next_offset;
+                match p.state {
+                    BuildState::Succeeded => {
+                        return Report::changed(format!("built {what} (build {id})"));
+                    }
+                    BuildState::Failed(why) => {
+                        return Report::failed(format!("build {id} of {what} failed: {why}"));
+                    }
+                    BuildState::Queued | BuildState::Running => {
+                        tokio::time::sleep(self.interval).await
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
