@@ -1,6 +1,6 @@
 //! `deploy-gateway`: the bastion-side binary: `serve` (the HTTP API and job runner),
 //! `token` (create/list/revoke API tokens), `trust-host` (the explicit act of pinning a
-//! host key) and `apply` (run the engine directly, printing events).
+//! host key) and `apply` (one job through the job service, printing events); exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,18 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use deploy::engine::{self, EngineConfig, JobSpec};
+use deploy::engine;
+use deploy::gateway::apply::{self, Database, Output};
 use deploy::gateway::auth;
 use deploy::gateway::config::GatewayConfig;
-use deploy::gateway::store::Store;
+use deploy::gateway::jobs::{Artifacts, Settings};
+use deploy::gateway::service::ServiceError;
+use deploy::gateway::store::{Db, StoreError};
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
 use deploy::ssh::{self, SshOptions};
-use deploy::wire::{Event, EventKind, JobStatus};
+use deploy::wire::api::{DeployRequest, JobState};
 
 /// Exit codes (documented in README.md).
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+/// `apply`: another job runs on that application and environment.
+const EXIT_LOCKED: u8 = 6;
 
 #[derive(Parser)]
 #[command(
@@ -79,12 +84,21 @@ enum Cmd {
         cmd: TokenCmd,
     },
     /// Deploy a release now, from this machine, printing every step.
+    ///
+    /// With the gateway's database (`--config`, or `--database`) the job takes the same
+    /// (application, environment) lock as the gateway's jobs, as user `apply:$USER`, and
+    /// is written to its audit trail; a running job there makes it exit with 6.  Without
+    /// either it runs without that lock, and says so.  Exit codes: 0 succeeded, 1 failed
+    /// or cancelled (Ctrl-C cancels), 2 bad input, 6 locked.
     Apply {
         #[command(flatten)]
         files: Files,
+        /// The gateway's state database (default: the one `--config` names).
+        #[arg(long)]
+        database: Option<PathBuf>,
         /// Application name.
         app: String,
-        /// Version to deploy (exact, PEP 440).
+        /// Version to deploy (PEP 440; `latest` and specifiers resolve against the index).
         version: String,
         /// Environment.
         #[arg(long, short = 'e')]
@@ -92,23 +106,23 @@ enum Cmd {
         /// Report what would change (with diffs) and change nothing.
         #[arg(long)]
         check: bool,
-        /// SSH private key the gateway logs in with.
-        #[arg(long, default_value = "~/.ssh/id_ed25519")]
-        key: String,
-        /// Directory of playbooks.
-        #[arg(long, default_value = "playbooks")]
-        playbooks: PathBuf,
-        /// Directory of templates.
-        #[arg(long, default_value = "templates")]
-        templates: PathBuf,
+        /// SSH private key to log in with [default: the config's, else ~/.ssh/id_ed25519].
+        #[arg(long)]
+        key: Option<String>,
+        /// Directory of playbooks [default: the config's, else ./playbooks].
+        #[arg(long)]
+        playbooks: Option<PathBuf>,
+        /// Directory of templates [default: the config's, else ./templates].
+        #[arg(long)]
+        templates: Option<PathBuf>,
         /// Print events as JSON lines instead of text.
         #[arg(long)]
         json: bool,
-        /// Limit for one remote command, in seconds.
-        #[arg(long, default_value_t = 900)]
-        command_timeout: u64,
+        /// Limit for one remote command, in seconds [default: the config's, else 900].
+        #[arg(long)]
+        command_timeout: Option<u64>,
         /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
-        /// (pinned by its SHA-256 when `--uv-sha256` is given).
+        /// (pinned by its SHA-256 when `--uv-sha256` is given) [default: the config's].
         #[arg(long)]
         uv: Option<PathBuf>,
         #[arg(long, requires = "uv")]
@@ -138,6 +152,15 @@ fn expand(path: &str) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The gateway logs its requests and jobs; the admin commands only what goes wrong.
+    let level = match cli.cmd {
+        Cmd::Serve { .. } => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
@@ -178,13 +201,8 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Cmd::Token { config, cmd } => {
             let cfg = GatewayConfig::load(&config).map_err(usage)?;
-            let store = Store::open(&cfg.database).map_err(|e| {
-                (
-                    EXIT_FAILED,
-                    format!("cannot open {}: {e}", cfg.database.display()),
-                )
-            })?;
-            let db = |e: rusqlite::Error| (EXIT_FAILED, e.to_string());
+            let store = Db::open(&cfg.database).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            let db = |e: StoreError| (EXIT_FAILED, e.to_string());
             match cmd {
                 TokenCmd::Create { user, env, admin } => {
                     deploy::wire::names::check_ident("user", &user).map_err(usage)?;
@@ -238,6 +256,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Cmd::Apply {
             files,
+            database,
             app,
             version,
             env,
@@ -250,50 +269,29 @@ async fn dispatch(cli: Cli) -> Outcome {
             uv,
             uv_sha256,
         } => {
-            let uv = match uv {
-                Some(p) => Some(engine::UvTool::load(&p, uv_sha256.as_deref()).map_err(usage)?),
-                None => None,
-            };
-            let (inventory, known_hosts) = files.resolve()?;
-            let inv = Inventory::load(&inventory).map_err(usage)?;
-            let pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
-            let key = ssh::load_key(&expand(&key)).map_err(usage)?;
-            let cfg = EngineConfig {
-                playbooks_dir: playbooks,
-                templates_dir: templates,
-                key: Arc::new(key),
-                pins,
-                ssh: SshOptions::default(),
-                command_timeout: Duration::from_secs(command_timeout),
+            let flags = ApplyFlags {
+                key,
+                playbooks,
+                templates,
+                command_timeout,
                 uv,
+                uv_sha256,
             };
-            let spec = JobSpec {
+            let (settings, database) = apply_settings(&files, database, flags)?;
+            let req = DeployRequest {
                 app,
                 env,
                 version,
                 check,
-                no_install: false,
                 batch: None,
-                index: None,
+                pre: false,
             };
-            let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-            let printer = tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    if json {
-                        println!("{}", serde_json::to_string(&ev).expect("events serialize"));
-                    } else if let Some(line) = text_line(&ev) {
-                        println!("{line}");
-                    }
-                }
-            });
-            let result = engine::run(plan, Arc::new(cfg), Arc::new(tx)).await;
-            let _ = printer.await;
-            Ok(if result.status == JobStatus::Succeeded {
-                0
-            } else {
-                EXIT_FAILED
-            })
+            let output = if json { Output::Json } else { Output::Text };
+            match apply::run(settings, database, req, output).await {
+                Ok(JobState::Succeeded) => Ok(0),
+                Ok(_) => Ok(EXIT_FAILED),
+                Err(e) => Err(apply_error(e)),
+            }
         }
         Cmd::TrustHost {
             files,
@@ -349,68 +347,76 @@ async fn dispatch(cli: Cli) -> Outcome {
     }
 }
 
-/// One human line per event (output lines of long commands are indented).
-fn text_line(ev: &Event) -> Option<String> {
-    Some(match &ev.kind {
-        EventKind::JobStarted {
-            app,
-            env,
-            version,
-            hosts,
-            check,
-            ..
-        } => format!(
-            "{} {app} {version} to {env} on {} host(s){}",
-            if *check { "CHECK" } else { "DEPLOY" },
-            hosts.len(),
-            if *check { " (nothing will change)" } else { "" }
+/// `apply`'s flags that fall back on the config.
+struct ApplyFlags {
+    key: Option<String>,
+    playbooks: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    command_timeout: Option<u64>,
+    uv: Option<PathBuf>,
+    uv_sha256: Option<String>,
+}
+
+/// What `apply` runs with: flags first, then the config (when given), then defaults; and
+/// the database: `--database`, else the config's, else a private one.
+fn apply_settings(
+    files: &Files,
+    database: Option<PathBuf>,
+    f: ApplyFlags,
+) -> Result<(Settings, Database), (u8, String)> {
+    let cfg = match &files.config {
+        Some(c) => Some(Arc::new(GatewayConfig::load(c).map_err(usage)?)),
+        None => None,
+    };
+    let uv = match (f.uv, cfg.as_ref().and_then(|c| c.uv.as_ref())) {
+        (Some(p), _) => Some(engine::UvTool::load(&p, f.uv_sha256.as_deref()).map_err(usage)?),
+        (None, Some(u)) => Some(engine::UvTool::load(&u.binary, Some(&u.sha256)).map_err(usage)?),
+        (None, None) => None,
+    };
+    let (inventory, known_hosts) = files.resolve()?;
+    let key = match (f.key, &cfg) {
+        (Some(k), _) => expand(&k),
+        (None, Some(c)) => c.ssh_key.clone(),
+        (None, None) => expand("~/.ssh/id_ed25519"),
+    };
+    let or_cfg = |flag: Option<PathBuf>, pick: fn(&GatewayConfig) -> PathBuf, default: &str| {
+        flag.or_else(|| cfg.as_deref().map(pick))
+            .unwrap_or_else(|| default.into())
+    };
+    let settings = Settings {
+        inventory,
+        known_hosts,
+        playbooks: or_cfg(f.playbooks, |c| c.playbooks.clone(), "playbooks"),
+        templates: or_cfg(f.templates, |c| c.templates.clone(), "templates"),
+        command_timeout: Duration::from_secs(
+            f.command_timeout
+                .or(cfg.as_ref().map(|c| c.command_timeout_secs))
+                .unwrap_or(900),
         ),
-        EventKind::HostStarted { .. } | EventKind::StepStarted { .. } => return None,
-        EventKind::Connected {
-            host, elapsed_ms, ..
-        } => format!("{host}: connected in {elapsed_ms} ms"),
-        EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
-        EventKind::StepFinished {
-            host,
-            step,
-            status,
-            reason,
-            diff,
-            elapsed_ms,
-        } => {
-            let mut s = format!(
-                "{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)",
-                status.as_str()
-            );
-            if let Some(d) = diff {
-                for l in d.lines() {
-                    s.push_str(&format!("\n{host}:     {l}"));
-                }
-            }
-            s
+        ssh: SshOptions::default(),
+        key: Arc::new(ssh::load_key(&key).map_err(usage)?),
+        uv,
+        artifacts: match &cfg {
+            Some(c) => Artifacts::Gateway(c.clone()),
+            None => Artifacts::Inventory,
+        },
+    };
+    let database = match (database, &cfg) {
+        (Some(d), _) => Database::Shared(d),
+        (None, Some(c)) => Database::Shared(c.database.clone()),
+        (None, None) => Database::Private,
+    };
+    Ok((settings, database))
+}
+
+/// `apply`'s exit code and message for a job that did not start.
+fn apply_error(e: ServiceError) -> (u8, String) {
+    let code = match &e {
+        ServiceError::Locked { .. } => EXIT_LOCKED,
+        ServiceError::Invalid(_) | ServiceError::NotFound(_) | ServiceError::Conflict(_) => {
+            EXIT_USAGE
         }
-        EventKind::HostFinished {
-            host,
-            status,
-            changed,
-            elapsed_ms,
-            error,
-        } => format!(
-            "{host}: {} ({changed} changed, {:.1}s){}",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0,
-            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-        ),
-        EventKind::JobFinished {
-            status,
-            elapsed_ms,
-            hosts_ok,
-            hosts_changed,
-            hosts_failed,
-        } => format!(
-            "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0
-        ),
-    })
+        _ => EXIT_FAILED,
+    };
+    (code, e.to_string())
 }
