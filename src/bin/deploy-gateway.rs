@@ -50,6 +50,46 @@ struct Files {
     known_hosts: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    files: Files,
+    /// The gateway's state database (default: the one `--config` names).
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Application name.
+    app: String,
+    /// Version to deploy (PEP 440; `latest` and specifiers resolve against the index).
+    version: String,
+    /// Environment.
+    #[arg(long, short = 'e')]
+    env: String,
+    /// Report what would change (with diffs) and change nothing.
+    #[arg(long)]
+    check: bool,
+    /// SSH private key to log in with [default: the config's, else ~/.ssh/id_ed25519].
+    #[arg(long)]
+    key: Option<String>,
+    /// Directory of playbooks [default: the config's, else ./playbooks].
+    #[arg(long)]
+    playbooks: Option<PathBuf>,
+    /// Directory of templates [default: the config's, else ./templates].
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Print events as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Limit for one remote command, in seconds [default: the config's, else 900].
+    #[arg(long)]
+    command_timeout: Option<u64>,
+    /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
+    /// (pinned by its SHA-256 when `--uv-sha256` is given) [default: the config's].
+    #[arg(long)]
+    uv: Option<PathBuf>,
+    #[arg(long, requires = "uv")]
+    uv_sha256: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Create a token; it is printed once and only its hash is stored.
@@ -90,44 +130,7 @@ enum Cmd {
     /// is written to its audit trail; a running job there makes it exit with 6.  Without
     /// either it runs without that lock, and says so.  Exit codes: 0 succeeded, 1 failed
     /// or cancelled (Ctrl-C cancels), 2 bad input, 6 locked.
-    Apply {
-        #[command(flatten)]
-        files: Files,
-        /// The gateway's state database (default: the one `--config` names).
-        #[arg(long)]
-        database: Option<PathBuf>,
-        /// Application name.
-        app: String,
-        /// Version to deploy (PEP 440; `latest` and specifiers resolve against the index).
-        version: String,
-        /// Environment.
-        #[arg(long, short = 'e')]
-        env: String,
-        /// Report what would change (with diffs) and change nothing.
-        #[arg(long)]
-        check: bool,
-        /// SSH private key to log in with [default: the config's, else ~/.ssh/id_ed25519].
-        #[arg(long)]
-        key: Option<String>,
-        /// Directory of playbooks [default: the config's, else ./playbooks].
-        #[arg(long)]
-        playbooks: Option<PathBuf>,
-        /// Directory of templates [default: the config's, else ./templates].
-        #[arg(long)]
-        templates: Option<PathBuf>,
-        /// Print events as JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Limit for one remote command, in seconds [default: the config's, else 900].
-        #[arg(long)]
-        command_timeout: Option<u64>,
-        /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
-        /// (pinned by its SHA-256 when `--uv-sha256` is given) [default: the config's].
-        #[arg(long)]
-        uv: Option<PathBuf>,
-        #[arg(long, requires = "uv")]
-        uv_sha256: Option<String>,
-    },
+    Apply(Box<ApplyArgs>),
     /// Show a host's SSH key fingerprint and pin it (the explicit act of trusting it).
     TrustHost {
         #[command(flatten)]
@@ -199,183 +202,156 @@ async fn dispatch(cli: Cli) -> Outcome {
                 .map_err(|e| (EXIT_FAILED, e))?;
             Ok(0)
         }
-        Cmd::Token { config, cmd } => {
-            let cfg = GatewayConfig::load(&config).map_err(usage)?;
-            let store = Db::open(&cfg.database).map_err(|e| (EXIT_FAILED, e.to_string()))?;
-            let db = |e: StoreError| (EXIT_FAILED, e.to_string());
-            match cmd {
-                TokenCmd::Create { user, env, admin } => {
-                    deploy::wire::names::check_ident("user", &user).map_err(usage)?;
-                    for e in &env {
-                        if e != "*" {
-                            deploy::wire::names::check_ident("environment", e).map_err(usage)?;
-                        }
-                    }
-                    let (id, token) =
-                        auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
-                    store
-                        .add_token(&id, &auth::hash(&token), &user, &env, admin)
-                        .map_err(db)?;
-                    store
-                        .audit("admin", "token create", &format!("{id} for {user}"), "ok")
-                        .map_err(db)?;
-                    eprintln!(
-                        "token {id} for {user} (environments: {}{}); shown once, store it now:",
-                        env.join(","),
-                        if admin { ", admin" } else { "" }
-                    );
-                    println!("{token}");
-                }
-                TokenCmd::List => {
-                    println!(
-                        "{:<10} {:<16} {:<24} {:<6} state",
-                        "id", "user", "environments", "admin"
-                    );
-                    for t in store.tokens().map_err(db)? {
-                        println!(
-                            "{:<10} {:<16} {:<24} {:<6} {}",
-                            t.id,
-                            t.user,
-                            t.envs.join(","),
-                            t.admin,
-                            if t.revoked { "revoked" } else { "active" }
-                        );
-                    }
-                }
-                TokenCmd::Revoke { id } => {
-                    if !store.revoke_token(&id).map_err(db)? {
-                        return Err((EXIT_FAILED, format!("no active token {id}")));
-                    }
-                    store
-                        .audit("admin", "token revoke", &id, "ok")
-                        .map_err(db)?;
-                    println!("revoked {id}");
-                }
-            }
-            Ok(0)
-        }
-        Cmd::Apply {
-            files,
-            database,
-            app,
-            version,
-            env,
-            check,
-            key,
-            playbooks,
-            templates,
-            json,
-            command_timeout,
-            uv,
-            uv_sha256,
-        } => {
-            let flags = ApplyFlags {
-                key,
-                playbooks,
-                templates,
-                command_timeout,
-                uv,
-                uv_sha256,
-            };
-            let (settings, database) = apply_settings(&files, database, flags)?;
-            let req = DeployRequest {
-                app,
-                env,
-                version,
-                check,
-                batch: None,
-                pre: false,
-            };
-            let output = if json { Output::Json } else { Output::Text };
-            match apply::run(settings, database, req, output).await {
-                Ok(JobState::Succeeded) => Ok(0),
-                Ok(_) => Ok(EXIT_FAILED),
-                Err(e) => Err(apply_error(e)),
-            }
-        }
+        Cmd::Token { config, cmd } => run_token(&config, cmd),
+        Cmd::Apply(a) => run_apply(*a).await,
         Cmd::TrustHost {
             files,
             host,
             yes,
             replace,
-        } => {
-            let (inventory, known_hosts) = files.resolve()?;
-            let inv = Inventory::load(&inventory).map_err(usage)?;
-            let h = inv
-                .hosts
-                .get(&host)
-                .ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
-            let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
-            let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
-                .await
-                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
-            println!("{host} ({}:{}) offers host key {fp}", h.address, h.port);
-            match pins.get(&h.address, h.port) {
-                Some(p) if p == fp => {
-                    println!("already pinned");
-                    return Ok(0);
-                }
-                Some(p) if !replace => {
-                    return Err((
-                        EXIT_FAILED,
-                        format!(
-                            "a different key is pinned ({p}); check the server, then use --replace"
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            if !yes {
-                eprint!(
-                    "Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer).map_err(usage)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Err((EXIT_FAILED, "not pinned".into()));
-                }
-            }
-            pins.pin(&h.address, h.port, &fp).map_err(|e| {
-                (
-                    EXIT_FAILED,
-                    format!("cannot write {}: {e}", known_hosts.display()),
-                )
-            })?;
-            println!("pinned in {}", known_hosts.display());
-            Ok(0)
-        }
+        } => trust_host(&files, &host, yes, replace).await,
     }
 }
 
-/// `apply`'s flags that fall back on the config.
-struct ApplyFlags {
-    key: Option<String>,
-    playbooks: Option<PathBuf>,
-    templates: Option<PathBuf>,
-    command_timeout: Option<u64>,
-    uv: Option<PathBuf>,
-    uv_sha256: Option<String>,
+/// `token create|list|revoke`, on the database the config names.
+fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
+    let cfg = GatewayConfig::load(config).map_err(usage)?;
+    let store = Db::open(&cfg.database).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let db = |e: StoreError| (EXIT_FAILED, e.to_string());
+    match cmd {
+        TokenCmd::Create { user, env, admin } => {
+            deploy::wire::names::check_ident("user", &user).map_err(usage)?;
+            for e in &env {
+                if e != "*" {
+                    deploy::wire::names::check_ident("environment", e).map_err(usage)?;
+                }
+            }
+            let (id, token) = auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            store
+                .add_token(&id, &auth::hash(&token), &user, &env, admin)
+                .map_err(db)?;
+            store
+                .audit("admin", "token create", &format!("{id} for {user}"), "ok")
+                .map_err(db)?;
+            eprintln!(
+                "token {id} for {user} (environments: {}{}); shown once, store it now:",
+                env.join(","),
+                if admin { ", admin" } else { "" }
+            );
+            println!("{token}");
+        }
+        TokenCmd::List => {
+            println!(
+                "{:<10} {:<16} {:<24} {:<6} state",
+                "id", "user", "environments", "admin"
+            );
+            for t in store.tokens().map_err(db)? {
+                println!(
+                    "{:<10} {:<16} {:<24} {:<6} {}",
+                    t.id,
+                    t.user,
+                    t.envs.join(","),
+                    t.admin,
+                    if t.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if !store.revoke_token(&id).map_err(db)? {
+                return Err((EXIT_FAILED, format!("no active token {id}")));
+            }
+            store
+                .audit("admin", "token revoke", &id, "ok")
+                .map_err(db)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(0)
+}
+
+/// Shows a host's key and pins it (after asking, unless `yes`).
+async fn trust_host(files: &Files, host: &str, yes: bool, replace: bool) -> Outcome {
+    let (inventory, known_hosts) = files.resolve()?;
+    let inv = Inventory::load(&inventory).map_err(usage)?;
+    let h = inv
+        .hosts
+        .get(host)
+        .ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
+    let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
+    let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
+        .await
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    println!("{host} ({}:{}) offers host key {fp}", h.address, h.port);
+    match pins.get(&h.address, h.port) {
+        Some(p) if p == fp => {
+            println!("already pinned");
+            return Ok(0);
+        }
+        Some(p) if !replace => {
+            return Err((
+                EXIT_FAILED,
+                format!("a different key is pinned ({p}); check the server, then use --replace"),
+            ));
+        }
+        _ => {}
+    }
+    if !yes {
+        eprint!(
+            "Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(usage)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err((EXIT_FAILED, "not pinned".into()));
+        }
+    }
+    pins.pin(&h.address, h.port, &fp).map_err(|e| {
+        (
+            EXIT_FAILED,
+            format!("cannot write {}: {e}", known_hosts.display()),
+        )
+    })?;
+    println!("pinned in {}", known_hosts.display());
+    Ok(0)
+}
+
+async fn run_apply(a: ApplyArgs) -> Outcome {
+    let (settings, database) = apply_settings(&a)?;
+    let req = DeployRequest {
+        app: a.app,
+        env: a.env,
+        version: a.version,
+        check: a.check,
+        batch: None,
+        pre: false,
+    };
+    let output = if a.json { Output::Json } else { Output::Text };
+    match apply::run(settings, database, req, output).await {
+        Ok(JobState::Succeeded) => Ok(0),
+        Ok(_) => Ok(EXIT_FAILED),
+        Err(e) => Err(apply_error(e)),
+    }
 }
 
 /// What `apply` runs with: flags first, then the config (when given), then defaults; and
 /// the database: `--database`, else the config's, else a private one.
-fn apply_settings(
-    files: &Files,
-    database: Option<PathBuf>,
-    f: ApplyFlags,
-) -> Result<(Settings, Database), (u8, String)> {
+fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
+    let files = &f.files;
     let cfg = match &files.config {
         Some(c) => Some(Arc::new(GatewayConfig::load(c).map_err(usage)?)),
         None => None,
     };
-    let uv = match (f.uv, cfg.as_ref().and_then(|c| c.uv.as_ref())) {
-        (Some(p), _) => Some(engine::UvTool::load(&p, f.uv_sha256.as_deref()).map_err(usage)?),
+    let uv = match (&f.uv, cfg.as_ref().and_then(|c| c.uv.as_ref())) {
+        (Some(p), _) => Some(engine::UvTool::load(p, f.uv_sha256.as_deref()).map_err(usage)?),
         (None, Some(u)) => Some(engine::UvTool::load(&u.binary, Some(&u.sha256)).map_err(usage)?),
         (None, None) => None,
     };
-    let (inventory, known_hosts) = files.resolve()?;
-    let key = match (f.key, &cfg) {
-        (Some(k), _) => expand(&k),
+    let (inventory, known_hosts) = match &cfg {
+        Some(c) => (c.inventory.clone(), c.known_hosts.clone()),
+        None => (files.inventory.clone(), files.known_hosts.clone()),
+    };
+    let key = match (&f.key, &cfg) {
+        (Some(k), _) => expand(k),
         (None, Some(c)) => c.ssh_key.clone(),
         (None, None) => expand("~/.ssh/id_ed25519"),
     };
@@ -386,8 +362,8 @@ fn apply_settings(
     let settings = Settings {
         inventory,
         known_hosts,
-        playbooks: or_cfg(f.playbooks, |c| c.playbooks.clone(), "playbooks"),
-        templates: or_cfg(f.templates, |c| c.templates.clone(), "templates"),
+        playbooks: or_cfg(f.playbooks.clone(), |c| c.playbooks.clone(), "playbooks"),
+        templates: or_cfg(f.templates.clone(), |c| c.templates.clone(), "templates"),
         command_timeout: Duration::from_secs(
             f.command_timeout
                 .or(cfg.as_ref().map(|c| c.command_timeout_secs))
@@ -401,8 +377,8 @@ fn apply_settings(
             None => Artifacts::Inventory,
         },
     };
-    let database = match (database, &cfg) {
-        (Some(d), _) => Database::Shared(d),
+    let database = match (&f.database, &cfg) {
+        (Some(d), _) => Database::Shared(d.clone()),
         (None, Some(c)) => Database::Shared(c.database.clone()),
         (None, None) => Database::Private,
     };

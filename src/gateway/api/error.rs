@@ -13,21 +13,21 @@ use serde::de::DeserializeOwned;
 
 use crate::gateway::service::ServiceError;
 
-/// An error response: a status and its JSON body.
+/// An error response: a status and its JSON body (boxed: results stay small).
 #[derive(Debug)]
-pub struct ApiErr(pub StatusCode, pub ApiError);
+pub struct ApiErr(pub StatusCode, pub Box<ApiError>);
 
 impl ApiErr {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiErr {
         ApiErr(
             status,
-            ApiError {
+            Box::new(ApiError {
                 code: code.into(),
                 message: message.into(),
                 upgrade_command: None,
                 holder: None,
                 job_id: None,
-            },
+            }),
         )
     }
 }
@@ -61,7 +61,7 @@ impl From<ServiceError> for ApiErr {
 
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        (self.0, Json(*self.1)).into_response()
     }
 }
 
