@@ -1,6 +1,8 @@
 //! `deploy-gateway apply`: one job from the bastion's shell, through the job service
 //! (so under the gateway's (application, environment) lock and in its audit trail when
 //! given its database), with its events printed as they are stored; Ctrl-C cancels it.
+//! What it prints (events on stdout, notices on stderr) is the command's interface, not
+//! a log.
 
 use std::path::PathBuf;
 
@@ -65,9 +67,15 @@ pub async fn run(
                 Some(Tail::End(state)) => return Ok(state),
                 None => return Err(ServiceError::Internal(format!("lost the events of job {}", job.id))),
             },
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
+            _ = tokio::signal::ctrl_c() => {
+                if cancelled {
+                    return Err(ServiceError::Internal(format!(
+                        "stopped by a second Ctrl-C; job {} stays marked running (and its lock held) until the next `apply` or gateway start",
+                        job.id
+                    )));
+                }
                 cancelled = svc.jobs().cancel(&job.id);
-                eprintln!("deploy-gateway: cancelling job {}: hosts stop after their current step", job.id);
+                eprintln!("deploy-gateway: cancelling job {}: hosts stop after their current step (Ctrl-C again to stop at once)", job.id);
             }
         }
     }
