@@ -14,7 +14,8 @@ use deploy_wire::api::ApiError;
 use tower::ServiceExt;
 
 struct Api {
-    dir: tempfile::TempDir,
+    /// The gateway's files; removed when the test ends.
+    _dir: tempfile::TempDir,
     state: api::AppState,
 }
 
@@ -40,7 +41,7 @@ impl Api {
         std::fs::write(path("gateway.toml"), config).unwrap();
         let cfg = GatewayConfig::load(&path("gateway.toml")).unwrap();
         let state = deploy::gateway::state(cfg).unwrap();
-        Api { dir, state }
+        Api { _dir: dir, state }
     }
 
     fn offline() -> Api {
@@ -124,15 +125,25 @@ async fn every_route_without_a_token_gets_401_json_except_the_public_ones() {
 async fn a_malformed_json_body_gets_400_with_code_and_message() {
     let api = Api::offline();
     let ann = api.token("ann", &["staging"]);
-    for (what, body) in [
-        ("cut JSON", r#"{"app": "hello", "env":"#),
+    for (what, body, paths) in [
+        (
+            "cut JSON",
+            r#"{"app": "hello", "env":"#,
+            &["/v1/deployments", "/v1/rollbacks"][..],
+        ),
         (
             "a number for a string",
             r#"{"app": 1, "env": "staging", "version": "1.0.0"}"#,
+            &["/v1/deployments", "/v1/rollbacks"],
         ),
-        ("no version", r#"{"app": "hello", "env": "staging"}"#),
+        // A rollback needs no version.
+        (
+            "no version",
+            r#"{"app": "hello", "env": "staging"}"#,
+            &["/v1/deployments"],
+        ),
     ] {
-        for path in ["/v1/deployments", "/v1/rollbacks"] {
+        for path in paths {
             let req = request("POST", path)
                 .header("authorization", format!("Bearer {ann}"))
                 .header("content-type", "application/json")
@@ -140,9 +151,6 @@ async fn a_malformed_json_body_gets_400_with_code_and_message() {
                 .unwrap();
             let (status, text) = api.send(req).await;
             let what = format!("{path} with {what}");
-            if path == "/v1/rollbacks" && what.ends_with("no version") {
-                continue; // a rollback needs no version
-            }
             assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {text}");
             let e = error_body(&what, &text);
             assert_eq!(e.code, "invalid_request", "{what}");
@@ -250,5 +258,4 @@ async fn a_second_deploy_while_one_runs_gets_409_locked_naming_holder_and_job() 
             && a.target == "hello/staging 1.0.0"),
         "{audit:?}"
     );
-    let _ = &api.dir;
 }

@@ -166,6 +166,7 @@ impl Jobs {
                 cache.clone(),
                 self.events.sink(&job.id),
             ))),
+            // (The relay cache exists whenever the gateway's sources do.)
             _ => IndexAccess::Direct(source.servers_index().map_err(bad)?),
         }))
     }
