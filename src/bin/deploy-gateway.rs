@@ -1,6 +1,6 @@
 //! `deploy-gateway`: the bastion-side binary: `serve` (the HTTP API and job runner),
 //! `token` (create/list/revoke API tokens), `trust-host` (the explicit act of pinning a
-//! host key) and `apply` (run the engine directly, printing events).
+//! host key) and `apply` (one job through the job service, printing events); exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,18 +8,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use deploy::engine::{self, EngineConfig, JobSpec};
+use deploy::engine;
+use deploy::gateway::apply::{self, Database, Output};
 use deploy::gateway::auth;
 use deploy::gateway::config::GatewayConfig;
-use deploy::gateway::store::Store;
+use deploy::gateway::jobs::{Artifacts, Settings};
+use deploy::gateway::service::ServiceError;
+use deploy::gateway::store::{Db, StoreError};
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
 use deploy::ssh::{self, SshOptions};
-use deploy::wire::{Event, EventKind, JobStatus};
+use deploy::wire::api::{DeployRequest, JobState};
 
 /// Exit codes (documented in README.md).
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
+/// `apply`: another job runs on that application and environment.
+const EXIT_LOCKED: u8 = 6;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +48,46 @@ struct Files {
     /// Pinned host keys (`[address]:port SHA256:...` per line).
     #[arg(long, default_value = "inventory/known_hosts")]
     known_hosts: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    #[command(flatten)]
+    files: Files,
+    /// The gateway's state database (default: the one `--config` names).
+    #[arg(long)]
+    database: Option<PathBuf>,
+    /// Application name.
+    app: String,
+    /// Version to deploy (PEP 440; `latest` and specifiers resolve against the index).
+    version: String,
+    /// Environment.
+    #[arg(long, short = 'e')]
+    env: String,
+    /// Report what would change (with diffs) and change nothing.
+    #[arg(long)]
+    check: bool,
+    /// SSH private key to log in with [default: the config's, else ~/.ssh/id_ed25519].
+    #[arg(long)]
+    key: Option<String>,
+    /// Directory of playbooks [default: the config's, else ./playbooks].
+    #[arg(long)]
+    playbooks: Option<PathBuf>,
+    /// Directory of templates [default: the config's, else ./templates].
+    #[arg(long)]
+    templates: Option<PathBuf>,
+    /// Print events as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Limit for one remote command, in seconds [default: the config's, else 900].
+    #[arg(long)]
+    command_timeout: Option<u64>,
+    /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
+    /// (pinned by its SHA-256 when `--uv-sha256` is given) [default: the config's].
+    #[arg(long)]
+    uv: Option<PathBuf>,
+    #[arg(long, requires = "uv")]
+    uv_sha256: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -79,41 +124,13 @@ enum Cmd {
         cmd: TokenCmd,
     },
     /// Deploy a release now, from this machine, printing every step.
-    Apply {
-        #[command(flatten)]
-        files: Files,
-        /// Application name.
-        app: String,
-        /// Version to deploy (exact, PEP 440).
-        version: String,
-        /// Environment.
-        #[arg(long, short = 'e')]
-        env: String,
-        /// Report what would change (with diffs) and change nothing.
-        #[arg(long)]
-        check: bool,
-        /// SSH private key the gateway logs in with.
-        #[arg(long, default_value = "~/.ssh/id_ed25519")]
-        key: String,
-        /// Directory of playbooks.
-        #[arg(long, default_value = "playbooks")]
-        playbooks: PathBuf,
-        /// Directory of templates.
-        #[arg(long, default_value = "templates")]
-        templates: PathBuf,
-        /// Print events as JSON lines instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Limit for one remote command, in seconds.
-        #[arg(long, default_value_t = 900)]
-        command_timeout: u64,
-        /// A static Linux x86_64 uv binary to ship for applications with `installer: uv`
-        /// (pinned by its SHA-256 when `--uv-sha256` is given).
-        #[arg(long)]
-        uv: Option<PathBuf>,
-        #[arg(long, requires = "uv")]
-        uv_sha256: Option<String>,
-    },
+    ///
+    /// With the gateway's database (`--config`, or `--database`) the job takes the same
+    /// (application, environment) lock as the gateway's jobs, as user `apply:$USER`, and
+    /// is written to its audit trail; a running job there makes it exit with 6.  Without
+    /// either it runs without that lock, and says so.  Exit codes: 0 succeeded, 1 failed
+    /// or cancelled (Ctrl-C cancels), 2 bad input, 6 locked.
+    Apply(Box<ApplyArgs>),
     /// Show a host's SSH key fingerprint and pin it (the explicit act of trusting it).
     TrustHost {
         #[command(flatten)]
@@ -138,6 +155,15 @@ fn expand(path: &str) -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The gateway logs its requests and jobs; the admin commands only what goes wrong.
+    let level = match cli.cmd {
+        Cmd::Serve { .. } => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .init();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code),
@@ -176,256 +202,197 @@ async fn dispatch(cli: Cli) -> Outcome {
                 .map_err(|e| (EXIT_FAILED, e))?;
             Ok(0)
         }
-        Cmd::Token { config, cmd } => {
-            let cfg = GatewayConfig::load(&config).map_err(usage)?;
-            let store = Store::open(&cfg.database).map_err(|e| {
-                (
-                    EXIT_FAILED,
-                    format!("cannot open {}: {e}", cfg.database.display()),
-                )
-            })?;
-            let db = |e: rusqlite::Error| (EXIT_FAILED, e.to_string());
-            match cmd {
-                TokenCmd::Create { user, env, admin } => {
-                    deploy::wire::names::check_ident("user", &user).map_err(usage)?;
-                    for e in &env {
-                        if e != "*" {
-                            deploy::wire::names::check_ident("environment", e).map_err(usage)?;
-                        }
-                    }
-                    let (id, token) =
-                        auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
-                    store
-                        .add_token(&id, &auth::hash(&token), &user, &env, admin)
-                        .map_err(db)?;
-                    store
-                        .audit("admin", "token create", &format!("{id} for {user}"), "ok")
-                        .map_err(db)?;
-                    eprintln!(
-                        "token {id} for {user} (environments: {}{}); shown once, store it now:",
-                        env.join(","),
-                        if admin { ", admin" } else { "" }
-                    );
-                    println!("{token}");
-                }
-                TokenCmd::List => {
-                    println!(
-                        "{:<10} {:<16} {:<24} {:<6} state",
-                        "id", "user", "environments", "admin"
-                    );
-                    for t in store.tokens().map_err(db)? {
-                        println!(
-                            "{:<10} {:<16} {:<24} {:<6} {}",
-                            t.id,
-                            t.user,
-                            t.envs.join(","),
-                            t.admin,
-                            if t.revoked { "revoked" } else { "active" }
-                        );
-                    }
-                }
-                TokenCmd::Revoke { id } => {
-                    if !store.revoke_token(&id).map_err(db)? {
-                        return Err((EXIT_FAILED, format!("no active token {id}")));
-                    }
-                    store
-                        .audit("admin", "token revoke", &id, "ok")
-                        .map_err(db)?;
-                    println!("revoked {id}");
-                }
-            }
-            Ok(0)
-        }
-        Cmd::Apply {
-            files,
-            app,
-            version,
-            env,
-            check,
-            key,
-            playbooks,
-            templates,
-            json,
-            command_timeout,
-            uv,
-            uv_sha256,
-        } => {
-            let uv = match uv {
-                Some(p) => Some(engine::UvTool::load(&p, uv_sha256.as_deref()).map_err(usage)?),
-                None => None,
-            };
-            let (inventory, known_hosts) = files.resolve()?;
-            let inv = Inventory::load(&inventory).map_err(usage)?;
-            let pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
-            let key = ssh::load_key(&expand(&key)).map_err(usage)?;
-            let cfg = EngineConfig {
-                playbooks_dir: playbooks,
-                templates_dir: templates,
-                key: Arc::new(key),
-                pins,
-                ssh: SshOptions::default(),
-                command_timeout: Duration::from_secs(command_timeout),
-                uv,
-            };
-            let spec = JobSpec {
-                app,
-                env,
-                version,
-                check,
-                no_install: false,
-                batch: None,
-                index: None,
-            };
-            let plan = engine::plan(&inv, &cfg, &spec).map_err(usage)?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-            let printer = tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    if json {
-                        println!("{}", serde_json::to_string(&ev).expect("events serialize"));
-                    } else if let Some(line) = text_line(&ev) {
-                        println!("{line}");
-                    }
-                }
-            });
-            let result = engine::run(plan, Arc::new(cfg), Arc::new(tx)).await;
-            let _ = printer.await;
-            Ok(if result.status == JobStatus::Succeeded {
-                0
-            } else {
-                EXIT_FAILED
-            })
-        }
+        Cmd::Token { config, cmd } => run_token(&config, cmd),
+        Cmd::Apply(a) => run_apply(*a).await,
         Cmd::TrustHost {
             files,
             host,
             yes,
             replace,
-        } => {
-            let (inventory, known_hosts) = files.resolve()?;
-            let inv = Inventory::load(&inventory).map_err(usage)?;
-            let h = inv
-                .hosts
-                .get(&host)
-                .ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
-            let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
-            let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
-                .await
-                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
-            println!("{host} ({}:{}) offers host key {fp}", h.address, h.port);
-            match pins.get(&h.address, h.port) {
-                Some(p) if p == fp => {
-                    println!("already pinned");
-                    return Ok(0);
-                }
-                Some(p) if !replace => {
-                    return Err((
-                        EXIT_FAILED,
-                        format!(
-                            "a different key is pinned ({p}); check the server, then use --replace"
-                        ),
-                    ));
-                }
-                _ => {}
-            }
-            if !yes {
-                eprint!(
-                    "Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer).map_err(usage)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Err((EXIT_FAILED, "not pinned".into()));
-                }
-            }
-            pins.pin(&h.address, h.port, &fp).map_err(|e| {
-                (
-                    EXIT_FAILED,
-                    format!("cannot write {}: {e}", known_hosts.display()),
-                )
-            })?;
-            println!("pinned in {}", known_hosts.display());
-            Ok(0)
-        }
+        } => trust_host(&files, &host, yes, replace).await,
     }
 }
 
-/// One human line per event (output lines of long commands are indented).
-fn text_line(ev: &Event) -> Option<String> {
-    Some(match &ev.kind {
-        EventKind::JobStarted {
-            app,
-            env,
-            version,
-            hosts,
-            check,
-            ..
-        } => format!(
-            "{} {app} {version} to {env} on {} host(s){}",
-            if *check { "CHECK" } else { "DEPLOY" },
-            hosts.len(),
-            if *check { " (nothing will change)" } else { "" }
-        ),
-        EventKind::HostStarted { .. }
-        | EventKind::StepStarted { .. }
-        | EventKind::PhaseStarted { .. } => return None,
-        EventKind::PhaseFinished {
-            phase,
-            host,
-            status,
-            reason,
-            elapsed_ms,
-        } => format!(
-            "job: {phase}{} {:<8} {reason} ({elapsed_ms} ms)",
-            host.as_ref()
-                .map(|h| format!(" on {h}"))
-                .unwrap_or_default(),
-            status.as_str()
-        ),
-        EventKind::Connected {
-            host, elapsed_ms, ..
-        } => format!("{host}: connected in {elapsed_ms} ms"),
-        EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
-        EventKind::StepFinished {
-            host,
-            step,
-            status,
-            reason,
-            diff,
-            elapsed_ms,
-        } => {
-            let mut s = format!(
-                "{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)",
-                status.as_str()
-            );
-            if let Some(d) = diff {
-                for l in d.lines() {
-                    s.push_str(&format!("\n{host}:     {l}"));
+/// `token create|list|revoke`, on the database the config names.
+fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
+    let cfg = GatewayConfig::load(config).map_err(usage)?;
+    let store = Db::open(&cfg.database).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    let db = |e: StoreError| (EXIT_FAILED, e.to_string());
+    match cmd {
+        TokenCmd::Create { user, env, admin } => {
+            deploy::wire::names::check_ident("user", &user).map_err(usage)?;
+            for e in &env {
+                if e != "*" {
+                    deploy::wire::names::check_ident("environment", e).map_err(usage)?;
                 }
             }
-            s
+            let (id, token) = auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            store
+                .add_token(&id, &auth::hash(&token), &user, &env, admin)
+                .map_err(db)?;
+            store
+                .audit("admin", "token create", &format!("{id} for {user}"), "ok")
+                .map_err(db)?;
+            eprintln!(
+                "token {id} for {user} (environments: {}{}); shown once, store it now:",
+                env.join(","),
+                if admin { ", admin" } else { "" }
+            );
+            println!("{token}");
         }
-        EventKind::HostFinished {
-            host,
-            status,
-            changed,
-            elapsed_ms,
-            error,
-        } => format!(
-            "{host}: {} ({changed} changed, {:.1}s){}",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0,
-            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        TokenCmd::List => {
+            println!(
+                "{:<10} {:<16} {:<24} {:<6} state",
+                "id", "user", "environments", "admin"
+            );
+            for t in store.tokens().map_err(db)? {
+                println!(
+                    "{:<10} {:<16} {:<24} {:<6} {}",
+                    t.id,
+                    t.user,
+                    t.envs.join(","),
+                    t.admin,
+                    if t.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if !store.revoke_token(&id).map_err(db)? {
+                return Err((EXIT_FAILED, format!("no active token {id}")));
+            }
+            store
+                .audit("admin", "token revoke", &id, "ok")
+                .map_err(db)?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(0)
+}
+
+/// Shows a host's key and pins it (after asking, unless `yes`).
+async fn trust_host(files: &Files, host: &str, yes: bool, replace: bool) -> Outcome {
+    let (inventory, known_hosts) = files.resolve()?;
+    let inv = Inventory::load(&inventory).map_err(usage)?;
+    let h = inv
+        .hosts
+        .get(host)
+        .ok_or_else(|| usage(format!("no host `{host}` in {}", inventory.display())))?;
+    let mut pins = HostKeyPins::load(&known_hosts).map_err(usage)?;
+    let fp = ssh::fetch_fingerprint(&h.address, h.port, &SshOptions::default())
+        .await
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    println!("{host} ({}:{}) offers host key {fp}", h.address, h.port);
+    match pins.get(&h.address, h.port) {
+        Some(p) if p == fp => {
+            println!("already pinned");
+            return Ok(0);
+        }
+        Some(p) if !replace => {
+            return Err((
+                EXIT_FAILED,
+                format!("a different key is pinned ({p}); check the server, then use --replace"),
+            ));
+        }
+        _ => {}
+    }
+    if !yes {
+        eprint!(
+            "Pin this key? Compare it with the server's console (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub). [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(usage)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err((EXIT_FAILED, "not pinned".into()));
+        }
+    }
+    pins.pin(&h.address, h.port, &fp).map_err(|e| {
+        (
+            EXIT_FAILED,
+            format!("cannot write {}: {e}", known_hosts.display()),
+        )
+    })?;
+    println!("pinned in {}", known_hosts.display());
+    Ok(0)
+}
+
+async fn run_apply(a: ApplyArgs) -> Outcome {
+    let (settings, database) = apply_settings(&a)?;
+    let req = DeployRequest {
+        app: a.app,
+        env: a.env,
+        version: a.version,
+        check: a.check,
+        batch: None,
+        pre: false,
+    };
+    let output = if a.json { Output::Json } else { Output::Text };
+    match apply::run(settings, database, req, output).await {
+        Ok(JobState::Succeeded) => Ok(0),
+        Ok(_) => Ok(EXIT_FAILED),
+        Err(e) => Err(apply_error(e)),
+    }
+}
+
+/// What `apply` runs with: flags first, then the config (when given), then defaults; and
+/// the database: `--database`, else the config's, else a private one.
+fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
+    let files = &f.files;
+    let cfg = match &files.config {
+        Some(c) => Some(Arc::new(GatewayConfig::load(c).map_err(usage)?)),
+        None => None,
+    };
+    let uv = match (&f.uv, cfg.as_ref().and_then(|c| c.uv.as_ref())) {
+        (Some(p), _) => Some(engine::UvTool::load(p, f.uv_sha256.as_deref()).map_err(usage)?),
+        (None, Some(u)) => Some(engine::UvTool::load(&u.binary, Some(&u.sha256)).map_err(usage)?),
+        (None, None) => None,
+    };
+    let (inventory, known_hosts) = match &cfg {
+        Some(c) => (c.inventory.clone(), c.known_hosts.clone()),
+        None => (files.inventory.clone(), files.known_hosts.clone()),
+    };
+    let key = match (&f.key, &cfg) {
+        (Some(k), _) => expand(k),
+        (None, Some(c)) => c.ssh_key.clone(),
+        (None, None) => expand("~/.ssh/id_ed25519"),
+    };
+    let or_cfg = |flag: Option<PathBuf>, pick: fn(&GatewayConfig) -> PathBuf, default: &str| {
+        flag.or_else(|| cfg.as_deref().map(pick))
+            .unwrap_or_else(|| default.into())
+    };
+    let settings = Settings {
+        inventory,
+        known_hosts,
+        playbooks: or_cfg(f.playbooks.clone(), |c| c.playbooks.clone(), "playbooks"),
+        templates: or_cfg(f.templates.clone(), |c| c.templates.clone(), "templates"),
+        command_timeout: Duration::from_secs(
+            f.command_timeout
+                .or(cfg.as_ref().map(|c| c.command_timeout_secs))
+                .unwrap_or(900),
         ),
-        EventKind::JobFinished {
-            status,
-            elapsed_ms,
-            hosts_ok,
-            hosts_changed,
-            hosts_failed,
-        } => format!(
-            "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0
-        ),
-    })
+        ssh: SshOptions::default(),
+        key: Arc::new(ssh::load_key(&key).map_err(usage)?),
+        uv,
+        artifacts: match &cfg {
+            Some(c) => Artifacts::Gateway(c.clone()),
+            None => Artifacts::Inventory,
+        },
+    };
+    let database = match (&f.database, &cfg) {
+        (Some(d), _) => Database::Shared(d.clone()),
+        (None, Some(c)) => Database::Shared(c.database.clone()),
+        (None, None) => Database::Private,
+    };
+    Ok((settings, database))
+}
+
+/// `apply`'s exit code and message for a job that did not start.
+fn apply_error(e: ServiceError) -> (u8, String) {
+    let code = match &e {
+        ServiceError::Locked { .. } => EXIT_LOCKED,
+        ServiceError::Invalid(_) | ServiceError::NotFound(_) | ServiceError::Conflict(_) => {
+            EXIT_USAGE
+        }
+        _ => EXIT_FAILED,
+    };
+    (code, e.to_string())
 }

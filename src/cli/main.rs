@@ -345,7 +345,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if !cli.json {
                 println!("job {}", info.state);
             }
-            Ok(job_exit(&info.state))
+            Ok(job_exit(info.state.as_str()))
         }
         Cmd::Cancel { job } => {
             let info: JobInfo = client(&cli)?

@@ -1,262 +1,242 @@
-//! The job runner: turns a deploy request into a background engine run whose events are
-//! persisted (with a sequence number) before anyone sees them, records the outcome in the
-//! release ledger, and frees the (application, environment) lock when it ends.
+//! Running jobs: the engine configuration and plan for a request, the (application,
+//! environment) lock, the job's own task (a span per job) whose events go to the one
+//! writer, the record of its end (ledger rows, audit, state; the lock freed), cancel
+//! flags, and start-up recovery.  Policy (who may, which version) is the job service's.
 //!
-//! A job does not belong to the HTTP request that made it: a client that goes away
-//! changes nothing.  Live followers are woken through a broadcast of job ids and read
-//! the events from the store, so a replay and a live tail are the same code path.
+//! A job does not belong to the request that made it: a client that goes away changes
+//! nothing.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_wire::api::{DeployRequest, JobInfo, LedgerEntry};
-use deploy_wire::{Event, EventKind, JobStatus};
-use tokio::sync::broadcast;
+use deploy_wire::api::{JobInfo, JobState, LedgerEntry, LedgerResult};
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
+use tracing::Instrument;
 
 use super::config::GatewayConfig;
+use super::events::Events;
 use super::relay::{Relay, RelayCache};
-use super::store::{Store, now_ms};
-use crate::engine::{self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, UvTool};
+use super::store::{Db, LockHolder, NewEvent, Orphans, StoreError, now_ms};
+use crate::artifacts::{ArtifactSource, Auth, SimpleIndex};
+use crate::engine::{self, CancelFlag, EngineConfig, IndexAccess, JobSpec, Plan, UvTool};
 use crate::error::InputError;
-use crate::inventory::Inventory;
+use crate::inventory::{App, Delivery, Inventory};
 use crate::pins::HostKeyPins;
 use crate::ssh::{SshKey, SshOptions};
 
-pub enum SubmitError {
-    Invalid(InputError),
-    Locked { holder: String, job_id: String },
-    Internal(String),
+/// Where the servers of a job get the application's artifacts from.
+pub enum Artifacts {
+    /// The gateway's sources (`gateway.toml`): directly or through the relay, as each
+    /// environment's `delivery` says.
+    Gateway(Arc<GatewayConfig>),
+    /// The inventory's `index_url` only, reached by the servers themselves (`apply`
+    /// without a gateway config: the engine decides, and refuses `delivery: relay`).
+    Inventory,
+}
+
+/// What running jobs needs: files, the key, limits and the artifact sources.
+pub struct Settings {
+    pub inventory: PathBuf,
+    pub known_hosts: PathBuf,
+    pub playbooks: PathBuf,
+    pub templates: PathBuf,
+    pub command_timeout: Duration,
+    pub ssh: SshOptions,
+    pub key: Arc<SshKey>,
+    pub uv: Option<UvTool>,
+    pub artifacts: Artifacts,
+}
+
+impl Settings {
+    /// The gateway's settings, from its config.
+    pub fn gateway(cfg: Arc<GatewayConfig>, key: SshKey, uv: Option<UvTool>) -> Settings {
+        Settings {
+            inventory: cfg.inventory.clone(),
+            known_hosts: cfg.known_hosts.clone(),
+            playbooks: cfg.playbooks.clone(),
+            templates: cfg.templates.clone(),
+            command_timeout: Duration::from_secs(cfg.command_timeout_secs),
+            ssh: SshOptions::default(),
+            key: Arc::new(key),
+            uv,
+            artifacts: Artifacts::Gateway(cfg),
+        }
+    }
+}
+
+/// A job that passed every input check: ready to be locked and run.
+pub struct Planned {
+    pub job: JobInfo,
+    plan: Plan,
+    engine: EngineConfig,
 }
 
 #[derive(Clone)]
 pub struct Jobs {
-    pub store: Store,
-    cfg: Arc<GatewayConfig>,
-    key: Arc<SshKey>,
-    notify: broadcast::Sender<String>,
+    pub db: Db,
+    pub events: Events,
+    settings: Arc<Settings>,
     cancels: Arc<Mutex<HashMap<String, CancelFlag>>>,
-    uv: Option<UvTool>,
-    http: reqwest::Client,
-    relay_cache: Arc<RelayCache>,
+    /// The relay's client: no total timeout, a large download must not be cut.
+    relay_http: reqwest::Client,
+    relay_cache: Option<Arc<RelayCache>>,
 }
 
-/// Persists each event with the next sequence number, then wakes followers.
-struct StoreSink {
-    store: Store,
-    job: String,
-    seq: Mutex<u64>,
-    notify: broadcast::Sender<String>,
-}
-
-impl EventSink for StoreSink {
-    fn emit(&self, event: Event) {
-        let data = serde_json::to_string(&event).expect("events serialize");
-        let mut seq = self.seq.lock().unwrap();
-        *seq += 1;
-        if let Err(e) = self.store.append_event(&self.job, *seq, event.ts_ms, &data) {
-            eprintln!(
-                "deploy-gateway: cannot store event {} of job {}: {e}",
-                *seq, self.job
-            );
-        }
-        drop(seq);
-        let _ = self.notify.send(self.job.clone());
-    }
-}
-
-fn new_job_id() -> String {
+pub fn new_job_id() -> String {
     let (id, _) = super::auth::new_token().unwrap_or_default();
     format!("{:x}-{id}", now_ms())
 }
 
 impl Jobs {
-    pub fn new(
-        store: Store,
-        cfg: Arc<GatewayConfig>,
-        key: Arc<SshKey>,
-        uv: Option<UvTool>,
-    ) -> Jobs {
-        let (notify, _) = broadcast::channel(1024);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("http client");
+    pub fn new(db: Db, settings: Settings) -> Jobs {
+        let relay_cache = match &settings.artifacts {
+            Artifacts::Gateway(cfg) => Some(Arc::new(RelayCache::new(cfg.relay_cache.clone()))),
+            Artifacts::Inventory => None,
+        };
         Jobs {
-            relay_cache: Arc::new(RelayCache::new(cfg.relay_cache.clone())),
-            store,
-            cfg,
-            key,
-            notify,
+            events: Events::start(db.clone()),
+            db,
+            settings: Arc::new(settings),
             cancels: Default::default(),
-            uv,
-            http,
+            relay_http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+            relay_cache,
         }
-    }
-
-    /// How the servers of `env` reach the application's artifacts.
-    fn index_access(
-        &self,
-        inv: &Inventory,
-        app: &str,
-        env: &str,
-        sink: Arc<dyn EventSink>,
-    ) -> Result<Option<IndexAccess>, InputError> {
-        let Ok(a) = inv.app(app) else {
-            return Ok(None); // plan() reports it
-        };
-        let Some(e) = a.environments.get(env) else {
-            return Ok(None);
-        };
-        let bad = |m: String| {
-            InputError::new(
-                &self.cfg.path,
-                None,
-                format!("applications.{app}.source"),
-                m,
-            )
-        };
-        let source = self.cfg.source_for(a).map_err(bad)?;
-        Ok(Some(match e.delivery {
-            crate::inventory::Delivery::Direct => {
-                IndexAccess::Direct(source.servers_index().map_err(bad)?)
-            }
-            crate::inventory::Delivery::Relay => IndexAccess::Relay(Arc::new(Relay::new(
-                source,
-                self.http.clone(),
-                self.relay_cache.clone(),
-                sink,
-            ))),
-        }))
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
-        self.notify.subscribe()
     }
 
     pub fn inventory(&self) -> Result<Inventory, InputError> {
-        Inventory::load(&self.cfg.inventory)
+        Inventory::load(&self.settings.inventory)
     }
 
-    /// Marks jobs of a previous run interrupted (with a final event) and frees their locks.
-    pub fn recover(&self) -> Result<Vec<String>, String> {
-        let ids = self.store.recover().map_err(|e| e.to_string())?;
-        for id in &ids {
-            let seq = self.store.last_seq(id).map_err(|e| e.to_string())?;
-            let ev = Event::now(EventKind::JobFinished {
-                status: JobStatus::Interrupted,
-                elapsed_ms: 0,
-                hosts_ok: 0,
-                hosts_changed: 0,
-                hosts_failed: 0,
-            });
-            let _ = self.store.append_event(
-                id,
-                seq + 1,
-                ev.ts_ms,
-                &serde_json::to_string(&ev).unwrap(),
-            );
-        }
-        Ok(ids)
+    pub fn known_hosts(&self) -> &Path {
+        &self.settings.known_hosts
     }
 
-    /// Validates and plans the request, takes the lock, and starts the job in the
-    /// background.  Returns at once.
-    pub async fn submit(
-        &self,
-        user: &str,
-        req: DeployRequest,
-        rollback: bool,
-    ) -> Result<JobInfo, SubmitError> {
-        let inv = self.inventory().map_err(SubmitError::Invalid)?;
-        let pins = HostKeyPins::load(&self.cfg.known_hosts).map_err(SubmitError::Invalid)?;
-        let engine_cfg = EngineConfig {
-            playbooks_dir: self.cfg.playbooks.clone(),
-            templates_dir: self.cfg.templates.clone(),
-            key: self.key.clone(),
-            pins,
-            ssh: SshOptions::default(),
-            command_timeout: Duration::from_secs(self.cfg.command_timeout_secs),
-            uv: self.uv.clone(),
-        };
-        let batch = match &req.batch {
-            Some(b) => Some(crate::inventory::BatchSize::parse(b).map_err(|m| {
-                SubmitError::Invalid(InputError::new(
-                    std::path::Path::new("<request>"),
-                    None,
-                    "batch",
-                    m,
-                ))
-            })?),
-            None => None,
-        };
-        let spec = JobSpec {
-            app: req.app.clone(),
-            env: req.env.clone(),
-            version: req.version.clone(),
-            check: req.check,
-            no_install: rollback,
-            batch,
-            index: None,
-        };
-        let id = new_job_id();
-        let sink = Arc::new(StoreSink {
-            store: self.store.clone(),
-            job: id.clone(),
-            seq: Mutex::new(0),
-            notify: self.notify.clone(),
-        });
-        let spec = JobSpec {
-            index: self
-                .index_access(&inv, &req.app, &req.env, sink.clone())
-                .map_err(SubmitError::Invalid)?,
-            ..spec
-        };
-        let plan = engine::plan(&inv, &engine_cfg, &spec).map_err(SubmitError::Invalid)?;
-        let job = JobInfo {
-            id,
-            kind: if req.check {
-                "check".into()
-            } else if rollback {
-                "rollback".into()
-            } else {
-                "deploy".into()
+    /// The application's artifact source (for listings and `latest`).
+    pub fn source_for(&self, app: &App) -> Result<Arc<dyn ArtifactSource>, String> {
+        match &self.settings.artifacts {
+            Artifacts::Gateway(cfg) => cfg.source_for(app),
+            Artifacts::Inventory => match &app.index_url {
+                Some(url) => Ok(Arc::new(SimpleIndex {
+                    url: url.clone(),
+                    servers_url: None,
+                    auth: Auth::None,
+                })),
+                None => Err(format!(
+                    "application `{}` has no `index_url` in the inventory",
+                    app.name
+                )),
             },
-            app: req.app,
-            env: req.env,
-            version: req.version,
-            check: req.check,
-            user: user.to_string(),
-            state: "running".into(),
-            created_ms: now_ms(),
-            finished_ms: None,
-            error: None,
-        };
-        let j = job.clone();
-        match self.store.call(move |s| s.start_job(&j)).await {
-            Err(e) => return Err(SubmitError::Internal(e.to_string())),
-            Ok(Err((holder, job_id))) => return Err(SubmitError::Locked { holder, job_id }),
-            Ok(Ok(())) => {}
         }
+    }
+
+    /// How the servers of `env` reach the artifacts; None: the engine's default.
+    fn index_access(
+        &self,
+        inv: &Inventory,
+        job: &JobInfo,
+    ) -> Result<Option<IndexAccess>, InputError> {
+        let Artifacts::Gateway(cfg) = &self.settings.artifacts else {
+            return Ok(None);
+        };
+        let Some((app, env)) = inv
+            .app(&job.app)
+            .ok()
+            .and_then(|a| Some((a, a.environments.get(&job.env)?)))
+        else {
+            return Ok(None); // plan() reports it
+        };
+        let bad = |m: String| {
+            InputError::new(
+                &cfg.path,
+                None,
+                format!("applications.{}.source", app.name),
+                m,
+            )
+        };
+        let source = cfg.source_for(app).map_err(bad)?;
+        Ok(Some(match (env.delivery, &self.relay_cache) {
+            (Delivery::Relay, Some(cache)) => IndexAccess::Relay(Arc::new(Relay::new(
+                source,
+                self.relay_http.clone(),
+                cache.clone(),
+                self.events.sink(&job.id),
+            ))),
+            // (The relay cache exists whenever the gateway's sources do.)
+            _ => IndexAccess::Direct(source.servers_index().map_err(bad)?),
+        }))
+    }
+
+    /// Every input check and rendering, before any connection.
+    pub fn plan(&self, job: JobInfo, batch: Option<&str>) -> Result<Planned, InputError> {
+        let s = &self.settings;
+        let inv = self.inventory()?;
+        let engine = EngineConfig {
+            playbooks_dir: s.playbooks.clone(),
+            templates_dir: s.templates.clone(),
+            key: s.key.clone(),
+            pins: HostKeyPins::load(&s.known_hosts)?,
+            ssh: s.ssh.clone(),
+            command_timeout: s.command_timeout,
+            uv: s.uv.clone(),
+        };
+        let batch = batch
+            .map(|b| {
+                crate::inventory::BatchSize::parse(b)
+                    .map_err(|m| InputError::new(Path::new("<request>"), None, "batch", m))
+            })
+            .transpose()?;
+        let spec = JobSpec {
+            app: job.app.clone(),
+            env: job.env.clone(),
+            version: job.version.clone(),
+            check: job.check,
+            no_install: job.kind == deploy_wire::api::JobKind::Rollback,
+            batch,
+            index: self.index_access(&inv, &job)?,
+        };
+        let plan = engine::plan(&inv, &engine, &spec)?;
+        Ok(Planned { job, plan, engine })
+    }
+
+    /// Creates the job and takes its (application, environment) lock, unless held.
+    pub async fn lock(&self, job: &JobInfo) -> Result<Result<(), LockHolder>, StoreError> {
+        let job = job.clone();
+        self.db.call(move |s| s.start_job(&job)).await
+    }
+
+    /// Runs a locked job in a task of its own; its end frees the lock.
+    pub fn spawn(&self, planned: Planned) {
+        let Planned { job, plan, engine } = planned;
         let cancel = CancelFlag::default();
         self.cancels
             .lock()
             .unwrap()
             .insert(job.id.clone(), cancel.clone());
-        let this = self.clone();
-        let j = job.clone();
-        tokio::spawn(async move {
-            let result = engine::run_cancellable(plan, Arc::new(engine_cfg), sink, cancel).await;
-            this.finish(&j, result).await;
-        });
-        Ok(job)
+        let (this, sink) = (self.clone(), self.events.sink(&job.id));
+        let span = tracing::info_span!("job", id = %job.id, app = %job.app, env = %job.env);
+        tokio::spawn(
+            async move {
+                tracing::info!("{} {} started by {}", job.kind, job.version, job.user);
+                let result = engine::run_cancellable(plan, Arc::new(engine), sink, cancel).await;
+                this.finish(&job, result).await;
+            }
+            .instrument(span),
+        );
     }
 
     async fn finish(&self, job: &JobInfo, result: engine::JobResult) {
-        let store = self.store.clone();
+        // Every event first, so a follower that sees the job ended has seen them all.
+        self.events.close(&job.id).await;
+        let state = job_state(result.status);
+        let id = job.id.clone();
         let job = job.clone();
-        let cancels = self.cancels.clone();
-        let _ = store
+        let recorded = self
+            .db
             .call(move |s| {
                 if !job.check {
                     for h in &result.hosts {
@@ -268,26 +248,29 @@ impl Jobs {
                             host: h.host.clone(),
                             version: job.version.clone(),
                             from_version: from,
-                            result: h.status.as_str().to_string(),
+                            result: ledger_result(h.status),
                             user: job.user.clone(),
                             ts_ms: now_ms(),
                         })?;
                     }
                 }
                 let error = result.hosts.iter().find_map(|h| h.error.clone());
+                let target = format!("{}/{} {} ({})", job.app, job.env, job.version, job.id);
                 s.audit(
                     &job.user,
                     &format!("{} finished", job.kind),
-                    &format!("{}/{} {} ({})", job.app, job.env, job.version, job.id),
-                    result.status.as_str(),
+                    &target,
+                    state.as_str(),
                 )?;
-                s.finish_job(&job.id, result.status.as_str(), error.as_deref())?;
-                cancels.lock().unwrap().remove(&job.id);
-                Ok(())
+                s.finish_job(&job.id, state, error.as_deref())
             })
-            .await
-            .map_err(|e| eprintln!("deploy-gateway: cannot record the end of a job: {e}"));
-        let _ = self.notify.send(String::new());
+            .await;
+        match recorded {
+            Ok(()) => tracing::info!("job {}", state),
+            Err(e) => tracing::error!("cannot record the end of the job: {e}"),
+        }
+        self.cancels.lock().unwrap().remove(&id);
+        self.events.wake_all();
     }
 
     /// Asks a running job to stop after the steps in flight.  False if it is not running here.
@@ -299,5 +282,50 @@ impl Jobs {
             }
             None => false,
         }
+    }
+
+    /// Marks the running jobs of stopped runners interrupted (each with a final event)
+    /// and frees their locks.  Returns their ids.
+    pub async fn recover(&self, which: Orphans) -> Result<Vec<String>, StoreError> {
+        self.db
+            .call(move |s| {
+                let ids = s.interrupt_running(which)?;
+                for id in &ids {
+                    let event = Event::now(EventKind::JobFinished {
+                        status: JobStatus::Interrupted,
+                        elapsed_ms: 0,
+                        hosts_ok: 0,
+                        hosts_changed: 0,
+                        hosts_failed: 0,
+                    });
+                    s.append_events(&[NewEvent {
+                        job: id.clone(),
+                        seq: s.last_seq(id)? + 1,
+                        ts_ms: event.ts_ms,
+                        data: serde_json::to_string(&event).expect("events serialize"),
+                    }])?;
+                }
+                Ok(ids)
+            })
+            .await
+    }
+}
+
+pub fn job_state(status: JobStatus) -> JobState {
+    match status {
+        JobStatus::Succeeded => JobState::Succeeded,
+        JobStatus::Failed => JobState::Failed,
+        JobStatus::Cancelled => JobState::Cancelled,
+        JobStatus::Interrupted => JobState::Interrupted,
+    }
+}
+
+fn ledger_result(status: HostStatus) -> LedgerResult {
+    match status {
+        HostStatus::Ok => LedgerResult::Ok,
+        HostStatus::Changed => LedgerResult::Changed,
+        HostStatus::Failed => LedgerResult::Failed,
+        HostStatus::Unreachable => LedgerResult::Unreachable,
+        HostStatus::Cancelled => LedgerResult::Cancelled,
     }
 }

@@ -1,24 +1,31 @@
-//! The gateway: the HTTP API (axum) in front of the engine, its state, auth and the
-//! CLI version handshake.  `serve` runs until SIGINT/SIGTERM.
+//! The gateway: its state ([`state`]: the store, the job runner, the job service) and
+//! `serve`, which holds the database's gateway lock, binds, recovers the jobs of a
+//! previous run and serves the API until SIGINT/SIGTERM.
 
 pub mod api;
+pub mod apply;
 pub mod auth;
 pub mod config;
+pub mod events;
 pub mod jobs;
+pub mod lockfile;
 pub mod relay;
+pub mod service;
 pub mod store;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use config::GatewayConfig;
-use jobs::Jobs;
-use store::Store;
+use jobs::{Jobs, Settings};
+use lockfile::{GatewayLock, NoApplyAlive};
+use service::JobService;
+use store::{Db, Orphans};
 
-/// Starts the gateway: opens (and migrates) the state file, marks jobs of a previous run
-/// interrupted, and serves the API until a shutdown signal.
-pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
-    let store = Store::open(&cfg.database)
-        .map_err(|e| format!("cannot open {}: {e}", cfg.database.display()))?;
+/// Opens (and migrates) the state database, checks the inventory, loads the key and uv,
+/// and builds the API's state.  Takes no lock and recovers nothing (see [`serve`]).
+pub fn state(cfg: GatewayConfig) -> Result<api::AppState, String> {
+    let db = Db::open(&cfg.database).map_err(|e| e.to_string())?;
     let key = crate::ssh::load_key(&cfg.ssh_key)?;
     // Fail early on a broken inventory, with its file and line.
     crate::inventory::Inventory::load(&cfg.inventory).map_err(|e| e.to_string())?;
@@ -27,31 +34,49 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
         None => None,
     };
     let cfg = Arc::new(cfg);
-    let jobs = Jobs::new(store, cfg.clone(), Arc::new(key), uv);
-    let interrupted = jobs.recover()?;
-    for id in &interrupted {
-        eprintln!(
-            "deploy-gateway: job {id} was interrupted by a gateway stop; its lock is released"
-        );
-    }
-    let app = api::router(api::AppState::new(cfg.clone(), jobs));
+    let jobs = Jobs::new(db, Settings::gateway(cfg.clone(), key, uv));
+    Ok(api::AppState::new(JobService::new(jobs), &cfg.cli))
+}
+
+/// Runs the gateway: the lock first (a second gateway on this database stops here,
+/// touching nothing), then the listener, then recovery, then the API.
+pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
+    let mut lock = GatewayLock::acquire(&cfg.database)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-    eprintln!(
-        "deploy-gateway: listening on http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    axum::serve(listener, app)
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let database = cfg.database.clone();
+    let state = state(cfg)?;
+    recover(state.svc.jobs(), &database).await?;
+    lock.announce(&addr.to_string())?;
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| e.to_string())
 }
 
+/// Marks the jobs of a previous run interrupted and frees their locks: every running
+/// job when no `apply` is alive, else only the gateways' (a live `apply` owns its job).
+async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
+    let no_apply = NoApplyAlive::check(database)?;
+    let which = match &no_apply {
+        Some(_) => Orphans::All,
+        None => Orphans::Gateway,
+    };
+    let ids = jobs.recover(which).await.map_err(|e| e.to_string())?;
+    drop(no_apply);
+    for id in &ids {
+        tracing::warn!("job {id} was interrupted by a gateway stop; its lock is released");
+    }
+    Ok(())
+}
+
 async fn shutdown() {
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut s) = signal(SignalKind::terminate()) {
             s.recv().await;
         }
     };
@@ -59,7 +84,5 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    eprintln!(
-        "deploy-gateway: shutting down; running jobs will be marked interrupted on the next start"
-    );
+    tracing::info!("shutting down; running jobs will be marked interrupted on the next start");
 }

@@ -37,6 +37,7 @@ pub mod codes {
     pub const UPSTREAM: &str = "upstream_error";
     pub const INTERNAL: &str = "internal";
     pub const CONFLICT: &str = "conflict";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -108,17 +109,92 @@ pub struct RollbackRequest {
     pub batch: Option<String>,
 }
 
+/// Defines a closed set of lowercase words: serde (`rename_all = "lowercase"`), `as_str`,
+/// `Display` (padding honoured, for tables) and `FromStr` (for the store).
+macro_rules! word_enum {
+    ($(#[$doc:meta])* $name:ident ($what:literal) { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("unknown {} `{s}`", $what))
+            }
+        }
+    };
+}
+
+word_enum! {
+    /// Where a job is in its life.
+    JobState ("job state") {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        /// The gateway stopped while the job ran; marked when it started again.
+        Interrupted = "interrupted",
+    }
+}
+
+word_enum! {
+    /// What a job does.
+    JobKind ("job kind") {
+        Deploy = "deploy",
+        /// A deploy in check mode: reports what would change, changes nothing.
+        Check = "check",
+        /// A deploy of a release already on disk: installs nothing.
+        Rollback = "rollback",
+    }
+}
+
+word_enum! {
+    /// How one host ended in a job (the ledger's `result`).
+    LedgerResult ("ledger result") {
+        Ok = "ok",
+        Changed = "changed",
+        Failed = "failed",
+        Unreachable = "unreachable",
+        Cancelled = "cancelled",
+    }
+}
+
+impl LedgerResult {
+    /// The host runs the job's release (it did not fail).
+    pub fn is_good(self) -> bool {
+        matches!(self, LedgerResult::Ok | LedgerResult::Changed)
+    }
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct JobInfo {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub app: String,
     pub env: String,
     pub version: String,
     pub check: bool,
     pub user: String,
-    /// queued, running, succeeded, failed, cancelled, interrupted
-    pub state: String,
+    pub state: JobState,
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub error: Option<String>,
@@ -126,7 +202,7 @@ pub struct JobInfo {
 
 impl JobInfo {
     pub fn is_finished(&self) -> bool {
-        !matches!(self.state.as_str(), "queued" | "running")
+        self.state != JobState::Running
     }
 }
 
@@ -138,7 +214,7 @@ pub struct LedgerEntry {
     pub host: String,
     pub version: String,
     pub from_version: Option<String>,
-    pub result: String,
+    pub result: LedgerResult,
     pub user: String,
     pub ts_ms: u64,
 }
@@ -218,5 +294,23 @@ mod tests {
             handshake("banana", "0.1.0", "0.1.0"),
             Handshake::Unparseable
         );
+    }
+
+    #[test]
+    fn closed_sets_are_lowercase_words_on_the_wire() {
+        for s in JobState::ALL {
+            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
+            assert_eq!(s.as_str().parse::<JobState>(), Ok(*s));
+        }
+        assert_eq!(
+            serde_json::to_string(&JobKind::Rollback).unwrap(),
+            "\"rollback\""
+        );
+        assert_eq!(
+            serde_json::to_string(&LedgerResult::Unreachable).unwrap(),
+            "\"unreachable\""
+        );
+        assert_eq!(format!("{:<9}|", JobKind::Check), "check    |");
+        assert!("queued".parse::<JobState>().is_err());
     }
 }

@@ -700,3 +700,43 @@ impl Load {
         total
     }
 }
+
+// ---- a host that never answers, for jobs that must stay running without Docker ----
+
+/// A loopback listener that never accepts: an SSH connection to it waits in the kernel's
+/// backlog for a banner that never comes, until the client's connect timeout (10 s).
+pub fn silent_listener() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// [`OFFLINE_INVENTORY`] with its host on `port` of the loopback.
+pub fn inventory_on_port(port: u16) -> String {
+    let text = OFFLINE_INVENTORY.replace("port: 1,", &format!("port: {port},"));
+    assert_ne!(text, OFFLINE_INVENTORY);
+    text
+}
+
+impl Gateway {
+    /// Rewrites the gateway's inventory (it is read again for every request).
+    pub fn set_inventory(&self, text: &str) {
+        std::fs::write(self.dir.path().join("inventory.yml"), text).unwrap();
+    }
+
+    /// Starts a deploy of hello 1.0.0 to staging over the API; returns the job id.
+    pub fn start_deploy(&self, token: &str) -> String {
+        let body = r#"{"app":"hello","env":"staging","version":"1.0.0"}"#;
+        let (status, _, body) = self.http("POST", "/v1/deployments", Some(token), Some(body));
+        assert_eq!(status, 202, "{body}");
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        job["id"].as_str().unwrap().to_string()
+    }
+
+    /// The state of a job, as the API reports it.
+    pub fn job_state(&self, token: &str, id: &str) -> String {
+        let (_, _, body) = self.http("GET", &format!("/v1/jobs/{id}"), Some(token), None);
+        let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+        job["state"].as_str().unwrap_or_default().to_string()
+    }
+}

@@ -1,0 +1,138 @@
+//! Every error the API answers, as `{code, message}` JSON: the one mapping from
+//! [`ServiceError`] to a status and a stable code, and the extractor wrappers (`AppJson`,
+//! `AppPath`, `AppQuery`) that turn axum's rejections into the same shape.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use deploy_wire::api::{ApiError, codes};
+use serde::de::DeserializeOwned;
+
+use crate::gateway::service::ServiceError;
+
+/// An error response: a status and its JSON body (boxed: results stay small).
+#[derive(Debug)]
+pub struct ApiErr(pub StatusCode, pub Box<ApiError>);
+
+impl ApiErr {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiErr {
+        ApiErr(
+            status,
+            Box::new(ApiError {
+                code: code.into(),
+                message: message.into(),
+                upgrade_command: None,
+                holder: None,
+                job_id: None,
+            }),
+        )
+    }
+}
+
+impl From<ServiceError> for ApiErr {
+    /// The one place where service errors become statuses and codes.
+    fn from(e: ServiceError) -> ApiErr {
+        use ServiceError as E;
+        let (status, code) = match &e {
+            E::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHENTICATED),
+            E::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID),
+            E::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            E::Locked { .. } => (StatusCode::CONFLICT, codes::LOCKED),
+            E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            E::Upstream(_) => (StatusCode::BAD_GATEWAY, codes::UPSTREAM),
+            E::Internal(cause) => {
+                tracing::error!("internal error: {cause}");
+                let message = "internal error; see the gateway's log";
+                return ApiErr::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message);
+            }
+        };
+        let mut err = ApiErr::new(status, code, e.to_string());
+        if let E::Locked { holder, job_id, .. } = e {
+            err.1.holder = Some(holder);
+            err.1.job_id = Some(job_id);
+        }
+        err
+    }
+}
+
+impl IntoResponse for ApiErr {
+    fn into_response(self) -> Response {
+        (self.0, Json(*self.1)).into_response()
+    }
+}
+
+/// A rejected request (body, path or query): what axum says, as `invalid_request`.
+fn rejected(what: &str, text: String) -> ApiErr {
+    ServiceError::Invalid(format!("bad {what}: {}", lowercase_first(&text))).into()
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// `Json` whose rejection is an [`ApiErr`].
+pub struct AppJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(AppJson(v)),
+            Err(r) => Err(rejected("request body", JsonRejection::body_text(&r))),
+        }
+    }
+}
+
+/// `Path` whose rejection is an [`ApiErr`].
+pub struct AppPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AppPath<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(AppPath(v)),
+            Err(r) => Err(rejected("path", PathRejection::body_text(&r))),
+        }
+    }
+}
+
+/// `Query` whose rejection is an [`ApiErr`].
+pub struct AppQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AppQuery<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiErr> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(AppQuery(v)),
+            Err(r) => Err(rejected("query", QueryRejection::body_text(&r))),
+        }
+    }
+}
+
+/// Unknown routes.
+pub async fn fallback(req: Request) -> ApiErr {
+    let (method, path) = (req.method(), req.uri().path());
+    ServiceError::NotFound(format!("no route {method} {path}")).into()
+}
+
+impl From<crate::gateway::store::StoreError> for ApiErr {
+    fn from(e: crate::gateway::store::StoreError) -> ApiErr {
+        ServiceError::from(e).into()
+    }
+}
+
+impl From<crate::error::InputError> for ApiErr {
+    fn from(e: crate::error::InputError) -> ApiErr {
+        ServiceError::from(e).into()
+    }
+}

@@ -1,0 +1,130 @@
+//! Jobs: start a deploy or rollback (through the job service), list and show jobs,
+//! cancel one, and read its events: stored (`/log`) or as Server-Sent Events
+//! (`/events`, resumable with `Last-Event-ID`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use deploy_wire::api::{DeployRequest, JobInfo, RollbackRequest, StoredEvent};
+use serde::Deserialize;
+
+use super::{ApiErr, AppJson, AppPath, AppQuery, AppState};
+use crate::gateway::auth::Principal;
+use crate::gateway::events::Tail;
+
+type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
+
+pub async fn deploy(
+    State(st): State<AppState>,
+    p: Principal,
+    AppJson(req): AppJson<DeployRequest>,
+) -> Accepted {
+    let job = st.svc.deploy(&p, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+pub async fn rollback(
+    State(st): State<AppState>,
+    p: Principal,
+    AppJson(req): AppJson<RollbackRequest>,
+) -> Accepted {
+    let job = st.svc.rollback(&p, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+#[derive(Deserialize)]
+pub struct Limit {
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    _: Principal,
+    AppQuery(q): AppQuery<Limit>,
+) -> Result<Json<Vec<JobInfo>>, ApiErr> {
+    let limit = q.limit.unwrap_or(20).min(1000);
+    Ok(Json(st.svc.db().call(move |s| s.jobs(limit)).await?))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    _: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<JobInfo>, ApiErr> {
+    Ok(Json(st.svc.job(&id).await?))
+}
+
+pub async fn cancel(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<JobInfo>, ApiErr> {
+    Ok(Json(st.svc.cancel(&p, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct After {
+    after: Option<u64>,
+}
+
+/// SSE: every stored event with `seq > Last-Event-ID` (or `?after=`), then live ones, each
+/// with `id: seq`; ends with an `end` event once the job is finished and all is sent.
+pub async fn events(
+    State(st): State<AppState>,
+    _: Principal,
+    AppPath(id): AppPath<String>,
+    AppQuery(q): AppQuery<After>,
+    headers: HeaderMap,
+) -> Result<Response, ApiErr> {
+    st.svc.job(&id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(q.after)
+        .unwrap_or(0);
+    let tail = st.svc.jobs().events.follow(id, after);
+    let stream = futures_util::stream::unfold(tail, |mut rx| async move {
+        let event = match rx.recv().await? {
+            Tail::Event { seq, data } => SseEvent::default()
+                .id(seq.to_string())
+                .event("event")
+                .data(data),
+            Tail::End(state) => SseEvent::default().event("end").data(state.as_str()),
+        };
+        Some((Ok::<_, Infallible>(event), rx))
+    });
+    let mut resp = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// The stored events of a job, as JSON (no streaming).
+pub async fn log(
+    State(st): State<AppState>,
+    _: Principal,
+    AppPath(id): AppPath<String>,
+    AppQuery(q): AppQuery<After>,
+) -> Result<Json<Vec<StoredEvent>>, ApiErr> {
+    st.svc.job(&id).await?;
+    let after = q.after.unwrap_or(0);
+    let rows = st
+        .svc
+        .db()
+        .call(move |s| s.events_after(&id, after, 1_000_000))
+        .await?;
+    let parse = |(seq, data): (u64, String)| {
+        serde_json::from_str(&data)
+            .ok()
+            .map(|event| StoredEvent { seq, event })
+    };
+    Ok(Json(rows.into_iter().filter_map(parse).collect()))
+}

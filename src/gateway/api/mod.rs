@@ -1,0 +1,167 @@
+//! The HTTP API under `/v1`: the route table (and which routes are public), the state,
+//! the layers (version handshake and request log on everything; the token check on every
+//! route not in [`PUBLIC_ROUTES`]) and the JSON fallback.  Handlers live in one file per
+//! resource and stay thin: parse, call the job service, map its error.
+
+mod apps;
+mod error;
+mod handshake;
+mod jobs;
+mod records;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use axum::{Json, Router};
+use deploy_wire::api::codes;
+
+pub use error::{ApiErr, AppJson, AppPath, AppQuery};
+
+use super::auth::{self, Principal};
+use super::config::CliVersions;
+use super::service::{JobService, ServiceError};
+
+/// Routes anyone may call without a token.
+pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: JobService,
+    cli: Arc<Handshake>,
+}
+
+/// The CLI versions this gateway accepts, and how to upgrade.
+struct Handshake {
+    oldest: String,
+    newest: String,
+    upgrade_command: String,
+}
+
+impl AppState {
+    pub fn new(svc: JobService, cli: &CliVersions) -> AppState {
+        let upgrade_command = cli.upgrade_command.replace("{version}", &cli.newest);
+        let cli = Arc::new(Handshake {
+            oldest: cli.oldest.clone(),
+            newest: cli.newest.clone(),
+            upgrade_command,
+        });
+        AppState { svc, cli }
+    }
+}
+
+/// The routes, split by whether they need a token, and their list (for tests and docs).
+#[derive(Default)]
+struct Table {
+    public: Router<AppState>,
+    protected: Router<AppState>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl Table {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Table
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+        let route = on(filter, handler);
+        if PUBLIC_ROUTES.contains(&path) {
+            self.public = self.public.route(path, route);
+        } else {
+            self.protected = self.protected.route(path, route);
+        }
+        self.routes.push((method, path));
+        self
+    }
+}
+
+fn table() -> Table {
+    Table::default()
+        .add(Method::GET, "/v1/health", health)
+        .add(Method::GET, "/v1/apps", apps::apps)
+        .add(Method::GET, "/v1/hosts", apps::hosts)
+        .add(Method::GET, "/v1/apps/{app}/status", apps::status)
+        .add(Method::GET, "/v1/apps/{app}/versions", apps::versions)
+        .add(Method::POST, "/v1/deployments", jobs::deploy)
+        .add(Method::POST, "/v1/rollbacks", jobs::rollback)
+        .add(Method::GET, "/v1/jobs", jobs::list)
+        .add(Method::GET, "/v1/jobs/{id}", jobs::show)
+        .add(Method::POST, "/v1/jobs/{id}/cancel", jobs::cancel)
+        .add(Method::GET, "/v1/jobs/{id}/events", jobs::events)
+        .add(Method::GET, "/v1/jobs/{id}/log", jobs::log)
+        .add(Method::GET, "/v1/ledger", records::ledger)
+        .add(Method::GET, "/v1/audit", records::audit)
+}
+
+/// Every route of the API: (method, path pattern).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table().routes
+}
+
+pub fn router(state: AppState) -> Router {
+    let t = table();
+    let protected = t
+        .protected
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    t.public
+        .merge(protected)
+        .fallback(error::fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            handshake::handshake_and_log,
+        ))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"ok": true}))
+}
+
+async fn method_not_allowed(req: Request) -> ApiErr {
+    let (method, path) = (req.method(), req.uri().path());
+    let message = format!("{path} does not answer {method}");
+    ApiErr::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        codes::METHOD_NOT_ALLOWED,
+        message,
+    )
+}
+
+/// The token check: finds the principal of `Authorization: Bearer` (or refuses with 401)
+/// and hands it to the handler.
+async fn require_token(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    let token = auth::bearer(header).map(str::to_string);
+    let path = req.uri().path().to_string();
+    match st.svc.authenticate(token.as_deref(), &path).await {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => ApiErr::from(e).into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiErr;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Principal, ApiErr> {
+        parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
+            let path = parts.uri.path();
+            ServiceError::Internal(format!(
+                "{path} has no principal: it is not behind the token check"
+            ))
+            .into()
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! `deploy-gateway apply`: one job from the bastion's shell, through the job service
+//! (so under the gateway's (application, environment) lock and in its audit trail when
+//! given its database), with its events printed as they are stored; Ctrl-C cancels it.
+//! What it prints (events on stdout, notices on stderr) is the command's interface, not
+//! a log.
+
+use std::path::PathBuf;
+
+use deploy_wire::api::{DeployRequest, JobState};
+use deploy_wire::{Event, EventKind};
+
+use super::auth::Principal;
+use super::events::Tail;
+use super::jobs::{Jobs, Settings};
+use super::lockfile::{ApplyAlive, NoApplyAlive};
+use super::service::{JobService, ServiceError};
+use super::store::{APPLY_USER_PREFIX, Db, Orphans};
+
+/// Which database the job is recorded in.
+pub enum Database {
+    /// The gateway's: its locks and audit trail.
+    Shared(PathBuf),
+    /// A private one in memory: no lock against the gateway.
+    Private,
+}
+
+/// How events are printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// The user an `apply` run acts as: `apply:$USER`.
+pub fn user() -> String {
+    let name = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("{APPLY_USER_PREFIX}{name}")
+}
+
+/// Runs one job to its end and returns how it ended.
+pub async fn run(
+    settings: Settings,
+    database: Database,
+    req: DeployRequest,
+    output: Output,
+) -> Result<JobState, ServiceError> {
+    let (db, _alive) = open(&database).await?;
+    let svc = JobService::new(Jobs::new(db, settings));
+    let p = Principal {
+        user: user(),
+        envs: vec!["*".into()],
+        admin: true,
+    };
+    let job = svc.deploy(&p, req).await?;
+    if let Database::Private = database {
+        eprintln!(
+            "deploy-gateway: no --config or --database: job {} runs without the gateway's lock and audit trail",
+            job.id
+        );
+    }
+    let mut tail = svc.jobs().events.follow(job.id.clone(), 0);
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            t = tail.recv() => match t {
+                Some(Tail::Event { data, .. }) => print(&data, output),
+                Some(Tail::End(state)) => return Ok(state),
+                None => return Err(ServiceError::Internal(format!("lost the events of job {}", job.id))),
+            },
+            _ = tokio::signal::ctrl_c() => {
+                if cancelled {
+                    return Err(ServiceError::Internal(format!(
+                        "stopped by a second Ctrl-C; job {} stays marked running (and its lock held) until the next `apply` or gateway start",
+                        job.id
+                    )));
+                }
+                cancelled = svc.jobs().cancel(&job.id);
+                eprintln!("deploy-gateway: cancelling job {}: hosts stop after their current step (Ctrl-C again to stop at once)", job.id);
+            }
+        }
+    }
+}
+
+/// The database and, for the gateway's, this run's share of the apply lock (after
+/// interrupting the jobs of dead `apply` runs, when no other one is alive).
+async fn open(database: &Database) -> Result<(Db, Option<ApplyAlive>), ServiceError> {
+    let path = match database {
+        Database::Private => return Ok((Db::in_memory()?, None)),
+        Database::Shared(path) => path,
+    };
+    let db = Db::open(path)?;
+    let alive = match NoApplyAlive::check(path).map_err(ServiceError::Internal)? {
+        Some(alone) => {
+            let ids = db.call(|s| s.interrupt_running(Orphans::Apply)).await?;
+            for id in ids {
+                eprintln!(
+                    "deploy-gateway: job {id} of an earlier apply was interrupted; its lock is released"
+                );
+            }
+            alone.share()
+        }
+        None => ApplyAlive::acquire(path),
+    };
+    Ok((db, Some(alive.map_err(ServiceError::Internal)?)))
+}
+
+fn print(data: &str, output: Output) {
+    if output == Output::Json {
+        println!("{data}");
+    } else if let Some(line) = serde_json::from_str(data).ok().as_ref().and_then(text_line) {
+        println!("{line}");
+    }
+}
+
+/// One human line per event (output lines of long commands are indented).
+fn text_line(ev: &Event) -> Option<String> {
+    Some(match &ev.kind {
+        EventKind::JobStarted {
+            app,
+            env,
+            version,
+            hosts,
+            check,
+            ..
+        } => format!(
+            "{} {app} {version} to {env} on {} host(s){}",
+            if *check { "CHECK" } else { "DEPLOY" },
+            hosts.len(),
+            if *check { " (nothing will change)" } else { "" }
+        ),
+        EventKind::HostStarted { .. } | EventKind::StepStarted { .. } => return None,
+        EventKind::Connected {
+            host, elapsed_ms, ..
+        } => format!("{host}: connected in {elapsed_ms} ms"),
+        EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
+        EventKind::StepFinished {
+            host,
+            step,
+            status,
+            reason,
+            diff,
+            elapsed_ms,
+        } => {
+            let mut s = format!(
+                "{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)",
+                status.as_str()
+            );
+            for l in diff.iter().flat_map(|d| d.lines()) {
+                s.push_str(&format!("\n{host}:     {l}"));
+            }
+            s
+        }
+        EventKind::HostFinished {
+            host,
+            status,
+            changed,
+            elapsed_ms,
+            error,
+        } => format!(
+            "{host}: {} ({changed} changed, {:.1}s){}",
+            status.as_str().to_uppercase(),
+            *elapsed_ms as f64 / 1000.0,
+            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+        EventKind::JobFinished {
+            status,
+            elapsed_ms,
+            hosts_ok,
+            hosts_changed,
+            hosts_failed,
+        } => format!(
+            "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
+            status.as_str().to_uppercase(),
+            *elapsed_ms as f64 / 1000.0
+        ),
+    })
+}

@@ -1,0 +1,322 @@
+//! The job service: the one path from a request to a running job, used by the API, by
+//! `deploy-gateway apply` and (later) by schedules: authorise -> resolve the version
+//! (`latest` and specifiers through the artifact source, the previous release from the
+//! ledger for a rollback) -> plan -> lock -> audit -> spawn; and cancel.  It knows no HTTP:
+//! its errors are a [`ServiceError`], which the API maps to statuses in one place.
+
+use std::time::Duration;
+
+use deploy_wire::api::{DeployRequest, JobInfo, JobKind, JobState, RollbackRequest};
+
+use super::auth::{self, Principal};
+use super::jobs::{Jobs, new_job_id};
+use super::store::{Db, LockHolder, StoreError, now_ms};
+use crate::error::InputError;
+use crate::inventory::App;
+
+/// Why a request was not done.  Messages are for the user; `Internal` causes are logged
+/// by whoever reports them, never shown to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Bad input: the request, the inventory or a template.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "{target}: a job of {holder} is running on this application and environment ({job_id})"
+    )]
+    Locked {
+        target: String,
+        holder: String,
+        job_id: String,
+    },
+    /// The request contradicts the state (nothing to roll back to, job not running).
+    #[error("{0}")]
+    Conflict(String),
+    /// The artifact source failed.
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> ServiceError {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+impl From<InputError> for ServiceError {
+    fn from(e: InputError) -> ServiceError {
+        ServiceError::Invalid(e.to_string())
+    }
+}
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Which release a job should run.
+enum Wanted {
+    /// An exact version, `latest` or a specifier set (`pre`: let pre-releases count).
+    Version { request: String, pre: bool },
+    /// The release that ran on the environment before the live one (rollback).
+    Previous,
+}
+
+/// One request for a job, whatever its kind.
+struct Order {
+    kind: JobKind,
+    app: String,
+    env: String,
+    wanted: Wanted,
+    batch: Option<String>,
+}
+
+impl Order {
+    fn target(&self) -> String {
+        let v = match &self.wanted {
+            Wanted::Version { request, .. } => request.as_str(),
+            Wanted::Previous => "previous",
+        };
+        format!("{}/{} {v}", self.app, self.env)
+    }
+}
+
+#[derive(Clone)]
+pub struct JobService {
+    jobs: Jobs,
+    /// For listings (bounded by a total timeout).
+    http: reqwest::Client,
+}
+
+impl JobService {
+    pub fn new(jobs: Jobs) -> JobService {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("http client");
+        JobService { jobs, http }
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.jobs.db
+    }
+
+    /// The principal of a bearer token; refusals are audited.
+    pub async fn authenticate(&self, token: Option<&str>, path: &str) -> Result<Principal> {
+        let Some(token) = token else {
+            self.audit("anonymous", "request", path, "refused: no token")
+                .await;
+            return Err(ServiceError::Unauthenticated(
+                "a token is needed: run `deploy login URL` or set DEPLOY_TOKEN".into(),
+            ));
+        };
+        let hash = auth::hash(token);
+        match self.db().call(move |s| s.token_by_hash(&hash)).await? {
+            Some(t) => Ok(Principal {
+                user: t.user,
+                envs: t.envs,
+                admin: t.admin,
+            }),
+            None => {
+                let outcome = "refused: unknown or revoked token";
+                self.audit("anonymous", "request", path, outcome).await;
+                Err(ServiceError::Unauthenticated(
+                    "unknown or revoked token".into(),
+                ))
+            }
+        }
+    }
+
+    /// A deploy (or, with `check`, a check) of a version, `latest` or a specifier set.
+    pub async fn deploy(&self, p: &Principal, req: DeployRequest) -> Result<JobInfo> {
+        let kind = if req.check {
+            JobKind::Check
+        } else {
+            JobKind::Deploy
+        };
+        let wanted = Wanted::Version {
+            request: req.version,
+            pre: req.pre,
+        };
+        self.submit(
+            p,
+            Order {
+                kind,
+                app: req.app,
+                env: req.env,
+                wanted,
+                batch: req.batch,
+            },
+        )
+        .await
+    }
+
+    /// Back to `to`, or to the release before the live one: a deploy that installs nothing.
+    pub async fn rollback(&self, p: &Principal, req: RollbackRequest) -> Result<JobInfo> {
+        let wanted = match req.to {
+            Some(request) => Wanted::Version {
+                request,
+                pre: false,
+            },
+            None => Wanted::Previous,
+        };
+        let kind = JobKind::Rollback;
+        self.submit(
+            p,
+            Order {
+                kind,
+                app: req.app,
+                env: req.env,
+                wanted,
+                batch: req.batch,
+            },
+        )
+        .await
+    }
+
+    async fn submit(&self, p: &Principal, order: Order) -> Result<JobInfo> {
+        let action = order.kind.as_str();
+        self.authorise(p, action, &order.env, &order.target())
+            .await?;
+        let version = self.resolve(&order).await?;
+        let job = JobInfo {
+            id: new_job_id(),
+            kind: order.kind,
+            check: order.kind == JobKind::Check,
+            app: order.app,
+            env: order.env,
+            version,
+            user: p.user.clone(),
+            state: JobState::Running,
+            created_ms: now_ms(),
+            finished_ms: None,
+            error: None,
+        };
+        let target = format!("{}/{} {}", job.app, job.env, job.version);
+        let planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;
+        if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
+            self.audit(&p.user, action, &target, "refused: locked")
+                .await;
+            return Err(ServiceError::Locked {
+                target,
+                holder,
+                job_id,
+            });
+        }
+        let accepted = format!("{target} ({})", job.id);
+        self.audit(&p.user, action, &accepted, "accepted").await;
+        self.jobs.spawn(planned);
+        Ok(job)
+    }
+
+    /// Refuses (and audits) a principal that may not act on `env`.
+    async fn authorise(&self, p: &Principal, action: &str, env: &str, target: &str) -> Result<()> {
+        if p.may_act_on(env) {
+            return Ok(());
+        }
+        self.audit(&p.user, action, target, "refused: environment not allowed")
+            .await;
+        Err(ServiceError::Forbidden(format!(
+            "user {} may not act on environment {env} (allowed: {})",
+            p.user,
+            p.envs.join(", ")
+        )))
+    }
+
+    /// The exact version an order means.
+    async fn resolve(&self, order: &Order) -> Result<String> {
+        match &order.wanted {
+            Wanted::Version { request, pre } if crate::versions::is_request(request) => {
+                let inv = self.jobs.inventory()?;
+                let app = inv
+                    .app(&order.app)
+                    .map_err(|e| ServiceError::NotFound(e.message))?;
+                let available = self.available_versions(app).await?;
+                crate::versions::resolve(request, &available, *pre).map_err(ServiceError::Invalid)
+            }
+            Wanted::Version { request, .. } => Ok(request.clone()),
+            Wanted::Previous => self.previous_release(&order.app, &order.env).await,
+        }
+    }
+
+    /// The release that ran on `env` before the live one (from the ledger).
+    async fn previous_release(&self, app: &str, env: &str) -> Result<String> {
+        let a = app.to_string();
+        let history = self.db().call(move |s| s.ledger(Some(&a), 10_000)).await?;
+        let mut good = history
+            .iter()
+            .filter(|e| e.env == env && e.result.is_good())
+            .map(|e| &e.version);
+        let live = good.next();
+        good.find(|v| Some(*v) != live).cloned().ok_or_else(|| {
+            ServiceError::Conflict(format!(
+                "no earlier release of {app} on {env} to roll back to; use --to VERSION"
+            ))
+        })
+    }
+
+    /// The application's versions in its artifact source, oldest first.
+    pub async fn available_versions(&self, app: &App) -> Result<Vec<String>> {
+        let src = self.jobs.source_for(app).map_err(ServiceError::Invalid)?;
+        crate::artifacts::list_versions(&self.http, src.as_ref(), &app.package)
+            .await
+            .map_err(ServiceError::Upstream)
+    }
+
+    pub async fn job(&self, id: &str) -> Result<JobInfo> {
+        let jid = id.to_string();
+        self.db()
+            .call(move |s| s.job(&jid))
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no job {id}")))
+    }
+
+    /// Asks a running job to stop after the steps in flight.
+    pub async fn cancel(&self, p: &Principal, id: &str) -> Result<JobInfo> {
+        let job = self.job(id).await?;
+        if !p.may_act_on(&job.env) {
+            self.audit(&p.user, "cancel", id, "refused: environment not allowed")
+                .await;
+            return Err(ServiceError::Forbidden(format!(
+                "user {} may not act on environment {}",
+                p.user, job.env
+            )));
+        }
+        if job.is_finished() {
+            return Err(ServiceError::Conflict(format!(
+                "job {} is not running (it is {})",
+                job.id, job.state
+            )));
+        }
+        if !self.jobs.cancel(&job.id) {
+            return Err(ServiceError::Conflict(format!(
+                "job {} runs in another process (by {}); cancel it there",
+                job.id, job.user
+            )));
+        }
+        self.audit(&p.user, "cancel", &job.id, "accepted").await;
+        Ok(job)
+    }
+
+    /// Writes an audit row; a failure is logged, never fatal (the job is already locked
+    /// or the refusal already decided).
+    pub async fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) {
+        let row = [user, action, target, outcome].map(str::to_string);
+        let written = self
+            .db()
+            .call(move |s| s.audit(&row[0], &row[1], &row[2], &row[3]))
+            .await;
+        if let Err(e) = written {
+            tracing::error!("cannot write an audit row ({action} {target}: {outcome}): {e}");
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Unit tests of the SQLite store: locks, recovery by runner, event order, enum columns.
+
+use super::*;
+use deploy_wire::api::JobKind;
+
+fn job(id: &str, user: &str) -> JobInfo {
+    JobInfo {
+        id: id.into(),
+        kind: JobKind::Deploy,
+        app: "hello".into(),
+        env: "staging".into(),
+        version: "1.0.0".into(),
+        check: false,
+        user: user.into(),
+        state: JobState::Running,
+        created_ms: now_ms(),
+        finished_ms: None,
+        error: None,
+    }
+}
+
+fn holder(user: &str, job: &str) -> LockHolder {
+    LockHolder {
+        holder: user.into(),
+        job_id: job.into(),
+    }
+}
+
+#[test]
+fn one_job_per_app_and_env_and_recovery_frees_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.start_job(&job("j1", "ann")).unwrap(), Ok(()));
+    assert_eq!(
+        s.start_job(&job("j2", "ann")).unwrap(),
+        Err(holder("ann", "j1"))
+    );
+    drop(s);
+    // A restart: the running job is interrupted and the lock is free.
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.interrupt_running(Orphans::All).unwrap(), ["j1"]);
+    assert_eq!(s.job("j1").unwrap().unwrap().state, JobState::Interrupted);
+    assert_eq!(s.start_job(&job("j3", "ann")).unwrap(), Ok(()));
+    s.finish_job("j3", JobState::Succeeded, None).unwrap();
+    assert_eq!(s.job("j3").unwrap().unwrap().state, JobState::Succeeded);
+    assert_eq!(s.start_job(&job("j4", "ann")).unwrap(), Ok(()));
+}
+
+#[test]
+fn recovery_of_one_runner_leaves_the_other_runners_jobs_and_locks() {
+    let s = SqliteStore::in_memory().unwrap();
+    let mut other = job("a1", "apply:root");
+    other.env = "production".into();
+    s.start_job(&job("g1", "ann")).unwrap().unwrap();
+    s.start_job(&other).unwrap().unwrap();
+    assert_eq!(s.interrupt_running(Orphans::Gateway).unwrap(), ["g1"]);
+    assert_eq!(s.job("a1").unwrap().unwrap().state, JobState::Running);
+    other.id = "a2".into();
+    assert_eq!(
+        s.start_job(&other).unwrap(),
+        Err(holder("apply:root", "a1")),
+        "the apply job keeps its lock"
+    );
+    assert_eq!(s.interrupt_running(Orphans::Apply).unwrap(), ["a1"]);
+    assert_eq!(s.start_job(&other).unwrap(), Ok(()));
+}
+
+#[test]
+fn events_come_back_in_order_after_a_sequence_number() {
+    let s = SqliteStore::in_memory().unwrap();
+    let events: Vec<NewEvent> = (1..=5)
+        .map(|seq| NewEvent {
+            job: "j".into(),
+            seq,
+            ts_ms: 0,
+            data: format!("e{seq}"),
+        })
+        .collect();
+    s.append_events(&events).unwrap();
+    let got: Vec<u64> = s
+        .events_after("j", 2, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(q, _)| q)
+        .collect();
+    assert_eq!(got, [3, 4, 5]);
+    assert_eq!(s.last_seq("j").unwrap(), 5);
+}
+
+#[test]
+fn an_unknown_word_in_the_database_is_an_error_naming_the_operation() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.start_job(&job("j1", "ann")).unwrap().unwrap();
+    s.with("test", |c| c.execute("UPDATE jobs SET state='queued'", []))
+        .unwrap();
+    let err = s.job("j1").unwrap_err().to_string();
+    assert!(
+        err.contains("reading a job") && err.contains("unknown job state `queued`"),
+        "{err}"
+    );
+}
