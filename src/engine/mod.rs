@@ -13,6 +13,7 @@
 //!    step fails stops there; the other hosts of its batch go on.  An unreachable host
 //!    fails alone.
 
+mod exec;
 pub mod facts;
 pub mod fake;
 mod host;

@@ -128,7 +128,22 @@ fn text_line(ev: &Event) -> Option<String> {
             hosts.len(),
             if *check { " (nothing will change)" } else { "" }
         ),
-        EventKind::HostStarted { .. } | EventKind::StepStarted { .. } => return None,
+        EventKind::HostStarted { .. }
+        | EventKind::StepStarted { .. }
+        | EventKind::PhaseStarted { .. } => return None,
+        EventKind::PhaseFinished {
+            phase,
+            host,
+            status,
+            reason,
+            elapsed_ms,
+        } => format!(
+            "job: {phase}{} {:<8} {reason} ({elapsed_ms} ms)",
+            host.as_ref()
+                .map(|h| format!(" on {h}"))
+                .unwrap_or_default(),
+            status.as_str()
+        ),
         EventKind::Connected {
             host, elapsed_ms, ..
         } => format!("{host}: connected in {elapsed_ms} ms"),
