@@ -246,6 +246,15 @@ impl Display {
                     },
                 );
             }
+            EventKind::Switched {
+                host,
+                version,
+                slot,
+            } => {
+                if plain {
+                    println!("{ts} {host}: now serving {version} ({slot})");
+                }
+            }
             EventKind::PhaseStarted { phase, host } => {
                 let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
                 if plain {

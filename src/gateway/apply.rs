@@ -131,6 +131,11 @@ fn text_line(ev: &Event) -> Option<String> {
         EventKind::HostStarted { .. }
         | EventKind::StepStarted { .. }
         | EventKind::PhaseStarted { .. } => return None,
+        EventKind::Switched {
+            host,
+            version,
+            slot,
+        } => format!("{host}: now serving {version} ({slot})"),
         EventKind::PhaseFinished {
             phase,
             host,

@@ -152,6 +152,15 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// Traffic on `host` now goes to `version`, running in `slot` (`blue`/`green`):
+    /// emitted the moment the live pointer changed on the server (a switch, a switch
+    /// back after a failed health check, a halt rollback), so the gateway records what
+    /// serves without waiting for the job's end.
+    Switched {
+        host: String,
+        version: String,
+        slot: String,
+    },
     /// A job-level phase (once per job, not per host) began; `host` is where it runs,
     /// if on a host.  Its output lines are `output` events with that host (or "").
     PhaseStarted {
