@@ -17,6 +17,7 @@ mod exec;
 pub mod facts;
 pub mod fake;
 mod host;
+pub mod observe;
 pub mod ops;
 pub mod phases;
 pub mod plan;
