@@ -41,8 +41,11 @@ pub struct SlotCtx {
     pub name: String,
     /// The supervisord program, `<app>-<slot>`.
     pub program: String,
-    /// Loopback port: the app's `port` for blue, `port + 1` for green.
+    /// Loopback port: the app's `port` for blue, `port + 1` for green (kept for
+    /// templates that want one; the shipped ones listen on `socket`).
     pub port: u16,
+    /// The unix socket the slot's server listens on (`run/<slot>@<version>.sock`).
+    pub socket: String,
     /// The release directory the slot runs.
     pub release_dir: String,
 }
@@ -74,6 +77,8 @@ pub struct PathsCtx {
     pub current: String,
     pub shared: String,
     pub env_file: String,
+    /// The live pointer nginx proxies to (a symlink to the live slot's socket).
+    pub live_socket: String,
 }
 
 impl Context {
@@ -84,6 +89,7 @@ impl Context {
                 name: SLOTS[slot].to_string(),
                 program: format!("{}-{}", app.name, SLOTS[slot]),
                 port: slot_port(app, slot),
+                socket: p.slot_socket(SLOTS[slot], version),
                 release_dir: p.release(version),
             },
             app: AppCtx {
@@ -103,6 +109,7 @@ impl Context {
                 current: p.current(),
                 shared: p.shared(),
                 env_file: p.env_file(),
+                live_socket: p.live_socket(),
             },
             user: user.to_string(),
         }
@@ -164,7 +171,7 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
     {
         msg.push_str(&format!(" (in `{expr}`)"));
     }
-    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file}, slot.{name,program,port,release_dir}, user");
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir}, user");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
 }
 
@@ -237,12 +244,24 @@ mod tests {
         let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
         assert!(sup.contains("[program:hello-green]\n"));
         assert!(sup.contains(
-            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind 127.0.0.1:8001 --workers 2 --access-logfile - hello_app:app'\n"
-        ));
+            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind unix:/srv/apps/hello/run/green@1.2.0.sock --umask 0 --workers 2 --access-logfile - hello_app:app'\n"
+        ), "{sup}");
         assert!(sup.contains("user=deploy\n"));
         let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
         assert!(ngx.contains("server_name hello.example.com www.example.com;"));
-        assert!(ngx.contains("server 127.0.0.1:8001;  # slot green"));
+        assert!(
+            ngx.contains("server unix:/srv/apps/hello/run/live.sock;"),
+            "{ngx}"
+        );
+        // The same site whatever the slot or release: a switch never reloads nginx.
+        assert_eq!(
+            ngx,
+            t.render(
+                NGINX_TEMPLATE,
+                &Context::new(&app, &env, "deploy", 0, "9.9")
+            )
+            .unwrap()
+        );
         assert!(ngx.ends_with("}\n"));
     }
 

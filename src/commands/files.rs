@@ -43,20 +43,32 @@ pub fn switch_current(p: &AppPaths, version: &str) -> RemoteCmd {
     ))
 }
 
-/// Reads the live slot name (empty if none yet).
+/// Prints the live pointer's target (`green@1.1.0.sock`, empty if none yet) on the first
+/// line and, on the second, the slot a pre-socket deploy recorded (empty if none).
 pub fn read_live(p: &AppPaths) -> RemoteCmd {
-    RemoteCmd::new(format!("cat {} 2>/dev/null || true", quote(&p.live_file())))
+    RemoteCmd::new(format!(
+        "readlink {} || true; echo; cat {} 2>/dev/null || true",
+        quote(&p.live_socket()),
+        quote(&p.legacy_live_file())
+    ))
 }
 
-/// Records the live slot and points `current` at its release, both atomically.
+/// The switch: points the live pointer at `slot` running `version` with one rename
+/// (nginx's next connection goes there; nothing is reloaded, no connection closed),
+/// then `current` at the release (for people and hooks; the pointer is the truth).
+/// Refuses a release without its marker.
 pub fn set_live(p: &AppPaths, slot: &str, version: &str) -> RemoteCmd {
-    let live = p.live_file();
+    let live = p.live_socket();
     let tmp = format!("{live}.deploy-new");
     RemoteCmd::new(format!(
-        "printf '%s\\n' {slot} > {tmp} && mv -f {tmp} {live} && {switch}",
-        slot = quote(slot),
+        "test -f {m} || {{ echo 'release {v} is not complete (no marker); refusing to switch' >&2; exit 1; }}; \
+         ln -sfn {target} {tmp} && mv -T -f {tmp} {live} && rm -f {legacy} && {current}",
+        m = quote(&p.marker(version)),
+        v = quote(version),
+        target = quote(&super::slot_socket_name(slot, version)),
         tmp = quote(&tmp),
         live = quote(&live),
-        switch = switch_current(p, version).line
+        legacy = quote(&p.legacy_live_file()),
+        current = switch_current(p, version).line
     ))
 }

@@ -55,9 +55,23 @@ impl AppPaths {
     pub fn current(&self) -> String {
         format!("{}/current", self.root)
     }
-    /// Holds the name of the live slot.
-    pub fn live_file(&self) -> String {
+    /// Before the socket switch: held the name of the live slot (read once, to take
+    /// over servers deployed that way, then removed).
+    pub fn legacy_live_file(&self) -> String {
         format!("{}/live-slot", self.root)
+    }
+    /// The slots' sockets and the live pointer.
+    pub fn run_dir(&self) -> String {
+        format!("{}/run", self.root)
+    }
+    /// The socket a slot's server listens on while it runs `version`.
+    pub fn slot_socket(&self, slot: &str, version: &str) -> String {
+        format!("{}/{}", self.run_dir(), slot_socket_name(slot, version))
+    }
+    /// **The** live pointer: a symlink to the live slot's socket, which nginx connects
+    /// through for every request.  Renaming a new link over it is the switch.
+    pub fn live_socket(&self) -> String {
+        format!("{}/live.sock", self.run_dir())
     }
     /// Written into a release whose health check failed: prune removes it first and never
     /// counts it as a kept release.
@@ -67,6 +81,18 @@ impl AppPaths {
     pub fn nginx_conf(&self) -> String {
         format!("/etc/nginx/sites-enabled/{}.conf", self.app)
     }
+}
+
+/// `<slot>@<version>.sock`: the live pointer's target names the slot and the release.
+pub fn slot_socket_name(slot: &str, version: &str) -> String {
+    format!("{slot}@{version}.sock")
+}
+
+/// Parses a live pointer's target (`green@1.1.0.sock`, maybe with a directory).
+pub fn parse_slot_socket(target: &str) -> Option<(String, String)> {
+    let name = target.trim().rsplit('/').next()?;
+    let (slot, version) = name.strip_suffix(".sock")?.split_once('@')?;
+    (!slot.is_empty() && !version.is_empty()).then(|| (slot.to_string(), version.to_string()))
 }
 
 /// One remote command: a POSIX shell line and, optionally, bytes for its stdin.
@@ -241,12 +267,47 @@ mod tests {
     }
 
     #[test]
-    fn http_probe_quotes_the_host_header() {
-        let c = http_probe(80, "hello.example.com", "/healthz", 5);
+    fn http_probe_quotes_the_host_header_and_never_globs() {
+        let c = http_probe(None, "hello.example.com", "/healthz", 5);
         assert_eq!(
             c.line,
-            "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: hello.example.com' http://127.0.0.1:80/healthz"
+            "curl -s -g -o /dev/null -w '%{http_code}' --max-time 5 -H 'Host: hello.example.com' http://127.0.0.1:80/healthz"
         );
+        let c = http_probe(
+            Some("/srv/apps/hello/run/green@1.1.0.sock"),
+            "h",
+            "/a{b,c}[1-2]",
+            2,
+        );
+        assert!(
+            c.line.ends_with(
+                "--unix-socket /srv/apps/hello/run/green@1.1.0.sock 'http://localhost/a{b,c}[1-2]'"
+            ),
+            "{}",
+            c.line
+        );
+        assert_eq!(health_host("*.example.com"), "health-check.example.com");
+        assert_eq!(health_host("www.example.*"), "www.example.health-check");
+        assert_eq!(health_host("hello.test"), "hello.test");
+    }
+
+    #[test]
+    fn the_live_pointer_names_its_slot_and_release() {
+        assert_eq!(p().live_socket(), "/srv/apps/hello/run/live.sock");
+        assert_eq!(
+            p().slot_socket("green", "1.1.0"),
+            "/srv/apps/hello/run/green@1.1.0.sock"
+        );
+        assert_eq!(
+            parse_slot_socket("green@1.1.0.sock"),
+            Some(("green".into(), "1.1.0".into()))
+        );
+        assert_eq!(
+            parse_slot_socket("/x/run/blue@2.0rc1.sock\n"),
+            Some(("blue".into(), "2.0rc1".into()))
+        );
+        assert_eq!(parse_slot_socket(""), None);
+        assert_eq!(parse_slot_socket("live.sock"), None);
     }
 
     #[test]
@@ -290,7 +351,12 @@ mod tests {
             Supervisord.status("hello-blue"),
             Supervisord.start_fresh("hello-blue"),
             Supervisord.stop("hello-blue"),
-            http_probe(8001, "h", "/healthz", 2),
+            http_probe(
+                Some("/srv/apps/hello/run/blue@1.0.sock"),
+                "h",
+                "/healthz",
+                2,
+            ),
             read_live(&p()),
             set_live(&p(), "green", "1.1.0"),
             mark_failed(&p(), "1.2.0"),

@@ -4,22 +4,41 @@
 use super::{RemoteCmd, sudo_sh};
 use crate::shell::join;
 
-/// One HTTP probe on a loopback port of the server (a slot's port, or 80 for nginx);
-/// prints the status code (000 if no answer).
-pub fn http_probe(port: u16, server_name: &str, path: &str, timeout_secs: u32) -> RemoteCmd {
-    RemoteCmd::new(join(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "--max-time",
-        &timeout_secs.to_string(),
-        "-H",
-        &format!("Host: {server_name}"),
-        &format!("http://127.0.0.1:{port}{path}"),
-    ]))
+/// One HTTP probe the way a health check does: through nginx on port 80 (`socket`
+/// None) or straight to a slot's unix socket; prints the status code (000 if no
+/// answer).  `-g`: the path is sent as is (curl would expand `{a,b}` and `[1-2]`).
+pub fn http_probe(
+    socket: Option<&str>,
+    server_name: &str,
+    path: &str,
+    timeout_secs: u32,
+) -> RemoteCmd {
+    let timeout = timeout_secs.to_string();
+    let host = format!("Host: {server_name}");
+    let url = match socket {
+        Some(_) => format!("http://localhost{path}"),
+        None => format!("http://127.0.0.1:80{path}"),
+    };
+    let mut args = vec!["curl", "-s", "-g", "-o", "/dev/null", "-w", "%{http_code}"];
+    args.extend(["--max-time", &timeout, "-H", &host]);
+    if let Some(s) = socket {
+        args.extend(["--unix-socket", s]);
+    }
+    args.push(&url);
+    RemoteCmd::new(join(&args))
+}
+
+/// The Host a health check sends: the first server name, with a wildcard made concrete
+/// (`*.example.com` -> `health-check.example.com`, `www.example.*` ->
+/// `www.example.health-check`) so that nginx picks this application's server block.
+pub fn health_host(first_server_name: &str) -> String {
+    if let Some(rest) = first_server_name.strip_prefix("*.") {
+        format!("health-check.{rest}")
+    } else if let Some(rest) = first_server_name.strip_suffix(".*") {
+        format!("{rest}.health-check")
+    } else {
+        first_server_name.to_string()
+    }
 }
 
 /// Installs a new nginx site config only if the whole nginx configuration still passes

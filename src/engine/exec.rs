@@ -73,7 +73,11 @@ impl HostRun<'_> {
                 let out = self.must(cmd, true, what).await?;
                 Ok((out.stdout.trim() == *marker).then(|| Outcome::End(then.clone())))
             }
-            Op::Probe { port } => self.probe(*port).await.map(|how| Some(Outcome::Probe(how))),
+            Op::Probe { socket } => self
+                .probe(socket.as_deref())
+                .await
+                .map(|how| Some(Outcome::Probe(how))),
+            Op::SetLive { slot, version } => self.set_live(*slot, version).await.map(|_| None),
             Op::Sleep(d) => {
                 tokio::time::sleep(*d).await;
                 Ok(None)
@@ -125,14 +129,27 @@ impl HostRun<'_> {
         }
     }
 
-    /// The health check on a slot's port, or through nginx (None), until it answers as
+    /// Moves the live pointer, then tells the world: what a host serves is recorded the
+    /// moment it changes.
+    async fn set_live(&mut self, slot: usize, version: &str) -> Result<(), String> {
+        let slot_name = crate::render::SLOTS[slot];
+        let c = cmd::set_live(&self.paths, slot_name, version);
+        self.must(&c, false, "switching the live socket").await?;
+        self.state.serving = Some(version.to_string());
+        self.sink.emit(Event::now(EventKind::Switched {
+            host: self.host().name.clone(),
+            version: version.to_string(),
+            slot: slot_name.to_string(),
+        }));
+        Ok(())
+    }
+
+    /// The health check on a slot's socket, or through nginx (None), until it answers as
     /// expected or runs out of retries.
-    async fn probe(&self, port: Option<u16>) -> Result<String, String> {
+    async fn probe(&self, socket: Option<&str>) -> Result<String, String> {
         let h = &self.plan.app.health;
-        let name = self.plan.app.server_names[0]
-            .trim_start_matches("*.")
-            .to_string();
-        let c = cmd::http_probe(port.unwrap_or(80), &name, &h.path, h.timeout_secs);
+        let name = cmd::health_host(&self.plan.app.server_names[0]);
+        let c = cmd::http_probe(socket, &name, &h.path, h.timeout_secs);
         let mut last = String::new();
         for attempt in 1..=h.retries {
             let out = self.run(&c, false).await?;
@@ -150,7 +167,7 @@ impl HostRun<'_> {
             };
             tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
         }
-        let via = port.map_or_else(|| "nginx".into(), |p| format!("slot port {p}"));
+        let via = socket.map_or_else(|| "nginx".into(), |s| format!("socket {s}"));
         Err(format!(
             "health check GET {} (Host: {name}) via {via}: {last} after {} attempts",
             h.path, h.retries

@@ -24,7 +24,7 @@ pub enum Fact {
     Uv,
     /// The env file's contents.
     EnvFile,
-    /// The live slot and the release `current` points at.
+    /// The live pointer (slot and release) and the release `current` points at.
     Live,
     /// Each slot's program file and pid.
     Slots,
@@ -52,10 +52,15 @@ pub enum UvState {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Live {
-    /// Index into [`SLOTS`].
+    /// Index into [`SLOTS`]: the slot nginx sends traffic to.
     pub slot: Option<usize>,
-    /// The version `current` points at.
+    /// The release that slot serves.
+    pub version: Option<String>,
+    /// The release `current` points at (normally the same; it follows the pointer).
     pub current: Option<String>,
+    /// Read from a server deployed before the socket switch (`live-slot`, TCP slots): the
+    /// next switch installs the socket site (with a reload, once).
+    pub legacy: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -200,13 +205,7 @@ impl Reader<'_> {
                 })
             }
             Fact::EnvFile => facts.env_file = Some(parse_file(out(0)?)),
-            Fact::Live => {
-                let live = out(0)?.trim();
-                facts.live = Some(Live {
-                    slot: SLOTS.iter().position(|s| *s == live),
-                    current: parse_current(out(1)?),
-                })
-            }
+            Fact::Live => facts.live = Some(parse_live(out(0)?, out(1)?)),
             Fact::Slots => {
                 let slot = |i: usize| -> Result<Slot, String> {
                     Ok(Slot {
@@ -251,6 +250,33 @@ pub fn parse_uv(stdout: &str) -> UvState {
     }
 }
 
+/// The live pointer and `current` (see [`cmd::read_live`]); a server deployed before
+/// the socket switch has only `live-slot` and `current`.
+pub fn parse_live(live: &str, current: &str) -> Live {
+    let mut lines = live.lines();
+    let pointer = lines.next().unwrap_or_default();
+    let legacy = lines
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim();
+    let current = parse_current(current);
+    let slot_of = |name: &str| SLOTS.iter().position(|s| *s == name);
+    match cmd::parse_slot_socket(pointer) {
+        Some((slot, version)) => Live {
+            slot: slot_of(&slot),
+            version: Some(version),
+            current,
+            legacy: false,
+        },
+        None => Live {
+            slot: slot_of(legacy),
+            version: slot_of(legacy).and(current.clone()),
+            current,
+            legacy: slot_of(legacy).is_some(),
+        },
+    }
+}
+
 /// The version `current` points at, from `readlink` (`releases/<v>`).
 pub fn parse_current(stdout: &str) -> Option<String> {
     let t = stdout.trim();
@@ -277,6 +303,24 @@ mod tests {
         );
         assert_eq!(parse_current("releases/1.2.0\n").as_deref(), Some("1.2.0"));
         assert_eq!(parse_current("\n"), None);
+    }
+
+    #[test]
+    fn the_live_pointer_names_slot_and_release() {
+        let l = parse_live("green@1.1.0.sock\n\n", "releases/1.0.0\n");
+        assert_eq!(
+            (l.slot, l.version.as_deref(), l.legacy),
+            (Some(1), Some("1.1.0"), false)
+        );
+        assert_eq!(l.current.as_deref(), Some("1.0.0"));
+        // A server from before the socket switch.
+        let l = parse_live("\nblue\n", "releases/0.9\n");
+        assert_eq!(
+            (l.slot, l.version.as_deref(), l.legacy),
+            (Some(0), Some("0.9"), true)
+        );
+        // Nothing deployed yet.
+        assert_eq!(parse_live("\n\n", ""), Live::default());
     }
 
     #[test]

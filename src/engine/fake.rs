@@ -29,7 +29,8 @@ pub struct State {
     /// name -> (creation order, state)
     pub releases: BTreeMap<String, (u64, Rel)>,
     pub files: BTreeMap<String, String>,
-    pub live_slot: Option<String>,
+    /// The live pointer's target (`green@1.1.0.sock`).
+    pub live: Option<String>,
     pub current: Option<String>,
     /// program -> (pid, release dir it runs)
     pub running: BTreeMap<String, (u32, String)>,
@@ -39,6 +40,9 @@ pub struct State {
     pub down: bool,
     /// Commands containing this fail with exit 1.
     pub fail_when: Option<String>,
+    /// After a command containing this has run, the host stops answering (its network
+    /// is cut): later commands fail and connecting is refused.
+    pub die_after: Option<String>,
     pub reloads: u32,
     pub log: Vec<String>,
     clock: u64,
@@ -55,10 +59,14 @@ impl Server {
     /// The version nginx sends traffic to, if any.
     pub fn serving(&self) -> Option<String> {
         let s = self.state();
-        let slot = s.live_slot.clone()?;
+        let (slot, _) = crate::commands::parse_slot_socket(s.live.as_deref()?)?;
         s.running
             .get(&format!("hello-{slot}"))
             .map(|(_, dir)| version_of(dir))
+    }
+    /// How many slots run.
+    pub fn running(&self) -> usize {
+        self.state().running.len()
     }
 }
 
@@ -177,6 +185,14 @@ impl State {
             .map(|b| String::from_utf8_lossy(b).to_string())
             .unwrap_or_default();
         self.clock += 1;
+        let result = self.interpret(l, stdin);
+        if self.die_after.as_deref().is_some_and(|d| l.contains(d)) {
+            self.down = true;
+        }
+        result
+    }
+
+    fn interpret(&mut self, l: &str, stdin: String) -> Result<Output, String> {
         let rel = after(l, "/releases/").map(str::to_string);
         if l.contains("stat -c %U") {
             out(0, if self.layout { "yes\n" } else { "no\n" })
@@ -218,6 +234,8 @@ impl State {
             let path = words[words.len().saturating_sub(2)].to_string();
             self.files.insert(path, stdin);
             out(0, "")
+        } else if l.starts_with("readlink") && l.contains("live.sock") {
+            out(0, format!("{}\n\n", self.live.clone().unwrap_or_default()))
         } else if l.starts_with("readlink") {
             out(
                 0,
@@ -226,15 +244,7 @@ impl State {
                     .map(|v| format!("releases/{v}\n"))
                     .unwrap_or_default(),
             )
-        } else if l.starts_with("cat ") && l.contains("live-slot") {
-            out(
-                0,
-                self.live_slot
-                    .as_ref()
-                    .map(|s| format!("{s}\n"))
-                    .unwrap_or_default(),
-            )
-        } else if l.contains("live-slot.deploy-new") {
+        } else if l.contains("live.sock.deploy-new") {
             self.set_live(l)
         } else if l.contains("supervisorctl reread") {
             self.start(after(l, "supervisorctl start ").unwrap_or_default())
@@ -251,7 +261,7 @@ impl State {
         } else if l.starts_with("curl") {
             out(
                 0,
-                self.probe(after(l, "http://127.0.0.1:").unwrap_or_default()),
+                self.probe(after(l, "--unix-socket /srv/apps/hello/run/")),
             )
         } else if l.contains("nginx -s reload") {
             self.reloads += 1;
@@ -297,11 +307,7 @@ impl State {
     }
 
     fn set_live(&mut self, l: &str) -> Result<Output, String> {
-        let slot = if l.contains("printf '%s\\n' blue") {
-            "blue"
-        } else {
-            "green"
-        };
+        let target = after(l, "ln -sfn ").unwrap_or_default().to_string();
         let v = after(l, "releases/").unwrap_or_default().to_string();
         if self.releases.get(&v).is_none_or(|r| r.1 == Rel::Partial) {
             return Ok(Output {
@@ -310,7 +316,7 @@ impl State {
                 stderr: format!("release {v} is not complete"),
             });
         }
-        self.live_slot = Some(slot.into());
+        self.live = Some(target);
         self.current = Some(v);
         out(0, "")
     }
@@ -338,27 +344,23 @@ impl State {
         out(0, format!("{program}: started\n"))
     }
 
-    fn probe(&self, port: &str) -> String {
-        let slot = match port {
-            "80" => {
-                let nginx = self
-                    .files
-                    .get("/etc/nginx/sites-enabled/hello.conf")
-                    .cloned()
-                    .unwrap_or_default();
-                if nginx.contains("# slot green") {
-                    "green"
-                } else {
-                    "blue"
-                }
-            }
-            "8001" => "green",
-            _ => "blue",
+    /// A probe of a slot's socket (`Some(<slot>@<v>.sock>)`) or through nginx (None):
+    /// nginx connects through the live pointer.
+    fn probe(&self, socket: Option<&str>) -> String {
+        let target = match socket {
+            Some(s) => Some(s.to_string()),
+            None => self.live.clone(),
+        };
+        let Some((slot, _)) = target
+            .as_deref()
+            .and_then(crate::commands::parse_slot_socket)
+        else {
+            return "502".into();
         };
         match self.running.get(&format!("hello-{slot}")) {
             Some((_, dir)) if self.broken.contains(&version_of(dir)) => "500".into(),
             Some(_) => "200".into(),
-            None => "000".into(),
+            None => "502".into(),
         }
     }
 }

@@ -68,6 +68,31 @@ impl<'a> HostRun<'a> {
         view(self.plan, self.index, self.cfg, &self.paths)
     }
 
+    /// After a failure: stops every slot that is not live (best effort; said as output).
+    pub async fn tidy(&mut self) {
+        self.step = "tidy";
+        for f in [Fact::Live, Fact::Slots] {
+            self.facts.forget(f);
+        }
+        if self.learn(&[Fact::Live, Fact::Slots]).await.is_err() {
+            return;
+        }
+        let v = view(self.plan, self.index, self.cfg, &self.paths);
+        let line = match steps::tidy::decide(&v, &self.facts) {
+            Decision::Act { actions, report } => match self.execute(&actions).await {
+                Ok(_) => report.reason,
+                Err(e) => format!("could not stop a slot that is not live: {e}"),
+            },
+            _ => return,
+        };
+        self.sink.emit(Event::now(EventKind::Output {
+            host: self.host().name.clone(),
+            step: "tidy".into(),
+            stream: deploy_wire::Stream::Stderr,
+            line,
+        }));
+    }
+
     /// Runs one step to its report.  A step decides at most a few times (`Again`).
     pub async fn step(&mut self, step: Step) -> Report {
         self.step = step.name();
@@ -159,7 +184,8 @@ fn view<'b>(plan: &'b Plan, index: usize, cfg: &'b EngineConfig, paths: &'b AppP
 }
 
 /// Connects to one host and runs the playbook's steps there, stopping at the first
-/// failure or (outside a switch) at a cancel.
+/// failure or (outside a switch) at a cancel; after a failure past `start`, stops any
+/// slot that is not live.
 pub(super) async fn run_host(
     plan: &Plan,
     index: usize,
@@ -173,40 +199,32 @@ pub(super) async fn run_host(
     sink.emit(Event::now(EventKind::HostStarted {
         host: host.name.clone(),
     }));
-    let finish = |status, changed, error: Option<String>, connections, channels, previous| {
-        let elapsed = started.elapsed();
-        sink.emit(Event::now(EventKind::HostFinished {
-            host: host.name.clone(),
-            status,
-            changed,
-            elapsed_ms: ms(elapsed),
-            error: error.clone(),
-        }));
-        HostResult {
-            host: host.name.clone(),
-            status,
-            changed,
-            elapsed,
-            error,
-            connections,
-            channels,
-            previous,
-        }
+    let mut result = HostResult {
+        host: host.name.clone(),
+        status: HostStatus::Ok,
+        changed: 0,
+        elapsed: Default::default(),
+        error: None,
+        connections: 0,
+        channels: 0,
+        previous: None,
+        serving: None,
     };
     if cancelled(cancel) {
         let why = format!(
             "{}: cancelled before it started; nothing changed",
             host.name
         );
-        return finish(HostStatus::Cancelled, 0, Some(why), 0, 0, None);
+        return finish(&sink, result, HostStatus::Cancelled, Some(why), started);
     }
     let conn = match connector.connect(host).await {
         Ok(c) => c,
         Err(e) => {
             let why = format!("{}: {e}", host.name);
-            return finish(HostStatus::Unreachable, 0, Some(why), 0, 0, None);
+            return finish(&sink, result, HostStatus::Unreachable, Some(why), started);
         }
     };
+    result.connections = 1;
     sink.emit(Event::now(EventKind::Connected {
         host: host.name.clone(),
         fingerprint: conn.fingerprint(),
@@ -214,38 +232,49 @@ pub(super) async fn run_host(
     }));
     let mut run = HostRun::new(plan, index, cfg, conn.as_ref(), sink.clone());
     let (changed, ending) = run_steps(&mut run, cancel).await;
-    let previous = run.state.previous.clone();
+    if matches!(ending, Ending::Failed(_)) && run.state.target.is_some() && !plan.spec.check {
+        run.tidy().await;
+    }
+    result.changed = changed;
+    result.previous = run.state.previous.clone();
+    result.serving = run.state.serving.clone();
     drop(run);
-    let channels = conn.channels_opened();
+    result.channels = conn.channels_opened();
     conn.close().await;
-    match ending {
-        Ending::Failed(err) => finish(
-            HostStatus::Failed,
-            changed,
-            Some(err),
-            1,
-            channels,
-            previous,
-        ),
-        Ending::Cancelled(step) => {
-            let msg = format!(
+    let (status, error) = match ending {
+        Ending::Failed(err) => (HostStatus::Failed, Some(err)),
+        Ending::Cancelled(step) => (
+            HostStatus::Cancelled,
+            Some(format!(
                 "{}: cancelled before step {step} ({changed} step(s) had changed something)",
                 host.name
-            );
-            finish(
-                HostStatus::Cancelled,
-                changed,
-                Some(msg),
-                1,
-                channels,
-                previous,
-            )
-        }
-        Ending::Finished if changed > 0 => {
-            finish(HostStatus::Changed, changed, None, 1, channels, previous)
-        }
-        Ending::Finished => finish(HostStatus::Ok, 0, None, 1, channels, previous),
-    }
+            )),
+        ),
+        Ending::Finished if changed > 0 => (HostStatus::Changed, None),
+        Ending::Finished => (HostStatus::Ok, None),
+    };
+    finish(&sink, result, status, error, started)
+}
+
+/// The host's last word: its `host_finished` event and result.
+pub(super) fn finish(
+    sink: &Arc<dyn EventSink>,
+    mut r: HostResult,
+    status: HostStatus,
+    error: Option<String>,
+    started: Instant,
+) -> HostResult {
+    r.status = status;
+    r.error = error;
+    r.elapsed = started.elapsed();
+    sink.emit(Event::now(EventKind::HostFinished {
+        host: r.host.clone(),
+        status,
+        changed: r.changed,
+        elapsed_ms: ms(r.elapsed),
+        error: r.error.clone(),
+    }));
+    r
 }
 
 enum Ending {

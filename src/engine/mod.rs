@@ -195,6 +195,9 @@ pub struct HostResult {
     pub channels: u64,
     /// The release that was live before this job, if any.
     pub previous: Option<String>,
+    /// The release the host serves after this job, as far as the engine knows (None if
+    /// it never read the host).
+    pub serving: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -60,10 +60,17 @@ pub enum Op {
         marker: &'static str,
         then: Report,
     },
-    /// The application's health check, on a slot's port or (None) through nginx, with
+    /// The application's health check, on a slot's socket or (None) through nginx, with
     /// its retries.  On success its description replaces `{probe}` in the report.
     Probe {
-        port: Option<u16>,
+        socket: Option<String>,
+    },
+    /// The switch: the live pointer to `slot` (index into `SLOTS`) running `version`,
+    /// with one rename.  On success the engine emits `switched` and remembers what the
+    /// host serves.
+    SetLive {
+        slot: usize,
+        version: String,
     },
     Sleep(Duration),
     /// Installs the release's package with `tool` from the job's index; with the relay,

@@ -20,8 +20,8 @@ use crate::render::{self, Context, Templates};
 pub struct Rendered {
     /// The process manager's program file per slot (index into [`render::SLOTS`]).
     pub supervisor: [String; 2],
-    /// nginx pointing at each slot.
-    pub nginx: [String; 2],
+    /// The nginx site: the same whatever the slot (it proxies to the live pointer).
+    pub nginx: String,
     /// Holds secrets: never put into an event (see [`render::redact_env_file`]).
     pub env_file: String,
 }
@@ -127,10 +127,7 @@ fn render_host(
             t.render(pm.template(), &ctx(0))?,
             t.render(pm.template(), &ctx(1))?,
         ],
-        nginx: [
-            t.render(render::NGINX_TEMPLATE, &ctx(0))?,
-            t.render(render::NGINX_TEMPLATE, &ctx(1))?,
-        ],
+        nginx: t.render(render::NGINX_TEMPLATE, &ctx(0))?,
         env_file: render::env_file(&vars),
     })
 }

@@ -134,6 +134,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
         connections: 0,
         channels: 0,
         previous: None,
+        serving: None,
     }
 }
 
@@ -206,22 +207,27 @@ async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
             connections: 0,
             channels: 0,
             previous: None,
+            serving: None,
         }));
     }
     out
 }
 
-/// A halted rollout puts upgraded hosts back on their previous release: the same
-/// health-gated path, installing nothing.
+/// A halted rollout puts every host that serves the new release back on its previous
+/// one (those that succeeded and those that failed after their switch), through the
+/// same health-gated path, installing nothing.  Each gets a last `host_finished` that
+/// says how it ended; one that cannot be reached is reported as still serving the new
+/// release (the next deploy brings it back).
 async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
     let plan = &r.plan;
+    let version = &plan.spec.version;
     let upgraded: Vec<(usize, String)> = hosts
         .iter()
-        .filter(|h| h.status == HostStatus::Changed)
+        .filter(|h| h.serving.as_ref() == Some(version))
         .filter_map(|h| {
-            let prev = h.previous.clone()?;
+            let prev = h.previous.clone().filter(|p| p != version)?;
             let i = plan.hosts.iter().position(|(x, _)| x.name == h.host)?;
-            (prev != plan.spec.version).then_some((i, prev))
+            Some((i, prev))
         })
         .collect();
     for (i, prev) in upgraded {
@@ -232,34 +238,31 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
             stream: deploy_wire::Stream::Stderr,
             line: format!("{why}: rolling {name} back to {prev}"),
         }));
-        let back = match plan::for_rollback(plan, &r.cfg, &prev) {
-            Ok(back) => back,
+        let started = Instant::now();
+        let res = match plan::for_rollback(plan, &r.cfg, &prev) {
+            Ok(back) => {
+                let (conn, sink) = (r.connector.as_ref(), r.sink.clone());
+                run_host(&back, i, &r.cfg, conn, sink, &CancelFlag::default()).await
+            }
             Err(e) => {
                 tracing::error!(host = %name, "cannot plan the rollback: {e}");
                 continue;
             }
         };
-        let res = run_host(
-            &back,
-            i,
-            &r.cfg,
-            r.connector.as_ref(),
-            r.sink.clone(),
-            &CancelFlag::default(),
-        )
-        .await;
-        if let Some(h) = hosts.iter_mut().find(|h| h.host == name) {
-            h.status = HostStatus::Failed;
-            h.error = Some(match res.status {
-                HostStatus::Ok | HostStatus::Changed => {
-                    format!("{name}: rolled back to {prev} because {why}")
-                }
-                _ => format!(
-                    "{name}: rolling back to {prev} failed: {}",
-                    res.error.unwrap_or_default()
-                ),
-            });
-        }
+        let Some(h) = hosts.iter_mut().find(|h| h.host == name) else {
+            continue;
+        };
+        let error = match res.status {
+            HostStatus::Ok | HostStatus::Changed => {
+                h.serving = res.serving.clone();
+                format!("{name}: rolled back to {prev} because {why}")
+            }
+            _ => format!(
+                "{name}: still serves {version}; rolling back to {prev} failed ({}); the next deploy brings it back",
+                res.error.unwrap_or_default()
+            ),
+        };
+        *h = super::host::finish(&r.sink, h.clone(), HostStatus::Failed, Some(error), started);
     }
 }
 

@@ -480,3 +480,139 @@ async fn a_build_phase_streams_its_console_and_a_failed_build_deploys_nothing() 
         }
     }
 }
+
+fn last_host_finished(events: &[Event], host: &str) -> (HostStatus, String) {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.kind {
+            EventKind::HostFinished {
+                host: h,
+                status,
+                error,
+                ..
+            } if h == host => Some((*status, error.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_upgrade_switches_with_one_rename_and_no_reload_and_says_so() {
+    let b = bed("{}");
+    let (_, first) = b.run(spec("1.0.0")).await;
+    assert_eq!(b.fleet.server("web1").state().reloads, 1, "the site, once");
+    let (r, events) = b.run(spec("1.1.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(
+        b.fleet.server("web1").state().reloads,
+        1,
+        "no reload to switch"
+    );
+    let switched = |evs: &[Event]| {
+        evs.iter()
+            .filter(|e| matches!(&e.kind, EventKind::Switched { .. }))
+            .count()
+    };
+    assert_eq!(switched(&first), 3);
+    assert_eq!(switched(&events), 3);
+    for h in ["web1", "web2", "web3"] {
+        assert_eq!(
+            b.fleet.server(h).running(),
+            1,
+            "{h}: the old slot was drained"
+        );
+        assert_eq!(
+            r.hosts
+                .iter()
+                .find(|x| x.host == h)
+                .unwrap()
+                .serving
+                .as_deref(),
+            Some("1.1.0")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_host_cut_off_after_its_switch_is_reported_and_the_next_deploy_converges() {
+    let b = bed("{batch: 1, max_failed: 0, on_halt: rollback}");
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    // web2's network goes right after its switch (before health and drain).
+    b.fleet.server("web2").state().die_after = Some("live.sock.deploy-new".into());
+    let (r, events) = b.run(spec("2.0.0")).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(
+        b.serving("web1").as_deref(),
+        Some("1.0.0"),
+        "web1 went back"
+    );
+    assert_eq!(
+        b.serving("web3").as_deref(),
+        Some("1.0.0"),
+        "web3 was never touched"
+    );
+    let (status, why) = last_host_finished(&events, "web1");
+    assert_eq!(
+        status,
+        HostStatus::Failed,
+        "the summary says the final truth"
+    );
+    assert!(why.contains("rolled back to 1.0.0"), "{why}");
+    let (_, why) = last_host_finished(&events, "web2");
+    assert!(
+        why.contains("still serves 2.0.0") && why.contains("next deploy"),
+        "{why}"
+    );
+    // The network comes back; the next deploy brings every host to one release.
+    {
+        let server = b.fleet.server("web2");
+        let mut s = server.state();
+        s.down = false;
+        s.die_after = None;
+    }
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    for h in ["web1", "web2", "web3"] {
+        assert_eq!(b.serving(h).as_deref(), Some("1.0.0"), "{h}");
+        assert_eq!(b.fleet.server(h).running(), 1, "{h} runs one slot");
+    }
+}
+
+#[tokio::test]
+async fn no_slot_but_the_live_one_runs_after_a_failed_switch_or_an_interrupted_job() {
+    let b = bed("{}");
+    b.run(spec("1.0.0")).await;
+    // A changed site that nginx refuses: the switch fails after the new slot started.
+    {
+        let server = b.fleet.server("web1");
+        let mut s = server.state();
+        s.files
+            .insert("/etc/nginx/sites-enabled/hello.conf".into(), "old".into());
+        s.fail_when = Some("nginx -t".into());
+    }
+    let (r, events) = b.run(spec("1.1.0")).await;
+    assert_eq!(status(&r, "web1"), HostStatus::Failed);
+    assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"));
+    assert_eq!(
+        b.fleet.server("web1").running(),
+        1,
+        "the new slot was stopped"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Output { step, .. } if step == "tidy"))
+    );
+    // A slot left running by a job the gateway never finished: the next no-op deploy
+    // stops it.
+    b.fleet.server("web1").state().fail_when = None;
+    b.run(spec("1.0.0")).await;
+    b.fleet.server("web2").state().running.insert(
+        "hello-green".into(),
+        (7, "/srv/apps/hello/releases/1.0.0".into()),
+    );
+    let (r, _) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(b.fleet.server("web2").running(), 1);
+    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"));
+}

@@ -1,24 +1,38 @@
-//! `health`: the application answers its health check through nginx; if not, the host
-//! is switched back to the previous slot, which still runs (it has not been drained).
+//! `health`: the application answers its health check through nginx; if not, the live
+//! pointer goes back to the previous slot, which still runs (it has not been drained).
 
-use super::{Decided, HostState, View};
+use super::{HostState, View};
 use crate::commands as cmd;
-use crate::engine::facts::Facts;
 use crate::engine::ops::{Decision, Op, Recovery, Report};
 
-pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
+pub fn decide(v: &View, st: &HostState) -> super::Decided {
     if v.check() {
         return Ok(Decision::Done(Report::skipped(
             "check mode: nothing was started",
         )));
     }
-    let probe = Op::Probe { port: None };
+    let probe = Op::Probe { socket: None };
     let action = match (st.old_slot, st.previous.clone()) {
         (Some(old), Some(prev)) => {
             let target = st.target.unwrap_or(1 - old);
-            let back = super::switch::make_live(v, old, &prev, f.nginx()?);
+            let mut back = Vec::new();
+            // A switch that also replaced the nginx site puts the old one back first.
+            if let Some(before) = &st.nginx_before {
+                match before {
+                    Some(site) => back.extend(
+                        super::switch::install_site(v, site)
+                            .into_iter()
+                            .map(|a| a.op),
+                    ),
+                    None => {}
+                }
+            }
+            back.push(Op::SetLive {
+                slot: old,
+                version: prev.clone(),
+            });
             probe.or_else(Recovery {
-                attempt: back.into_iter().map(|a| a.op).collect(),
+                attempt: back,
                 always: vec![
                     Op::run(v.pm.stop(&v.program(target)), "stopping"),
                     Op::run(

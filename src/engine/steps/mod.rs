@@ -4,7 +4,7 @@
 //! *would* change (with a diff for rendered files) and no operation at all.  The engine
 //! reads the facts and runs the operations; no step touches a connection.
 
-mod drain;
+pub mod drain;
 mod env_file;
 mod health;
 mod install;
@@ -12,6 +12,7 @@ mod layout;
 mod prune;
 mod start;
 mod switch;
+pub mod tidy;
 mod venv;
 
 use crate::commands::{AppPaths, Tool};
@@ -67,6 +68,11 @@ pub struct HostState {
     pub old_slot: Option<usize>,
     /// The release that was live before this job.
     pub previous: Option<String>,
+    /// What the host serves now, as far as this job knows (set by each switch).
+    pub serving: Option<String>,
+    /// The nginx site as it was before `switch` replaced it (to put it back with a
+    /// switch back), when `switch` replaced it.
+    pub nginx_before: Option<Option<String>>,
     /// The installer the `venv` step chose.
     pub tool: Option<Tool>,
     /// What shipping uv gave: the uploaded version, or why it failed.
@@ -82,8 +88,8 @@ pub fn needs(step: Step, v: &View) -> Vec<Fact> {
         Step::EnvFile => vec![Fact::EnvFile],
         Step::Start => vec![Fact::Live, Fact::Slots],
         Step::Switch => vec![Fact::Live, Fact::Nginx],
-        Step::Health => vec![Fact::Nginx],
-        Step::Drain => vec![],
+        Step::Health => vec![],
+        Step::Drain => vec![Fact::Live, Fact::Slots],
         Step::Prune => vec![Fact::Live, Fact::Releases],
     }
 }
@@ -112,8 +118,8 @@ pub fn decide(step: Step, v: &View, f: &Facts, st: &mut HostState) -> Decision {
         Step::EnvFile => env_file::decide(v, f, st),
         Step::Start => start::decide(v, f, st),
         Step::Switch => switch::decide(v, f, st),
-        Step::Health => health::decide(v, f, st),
-        Step::Drain => drain::decide(v, st),
+        Step::Health => health::decide(v, st),
+        Step::Drain => drain::decide(v, f, st),
         Step::Prune => prune::decide(v, f),
     };
     d.unwrap_or_else(|e| Decision::Done(Report::failed(e)))

@@ -7,7 +7,13 @@ use crate::engine::facts::Facts;
 use crate::engine::ops::{Decision, Op, Report};
 
 pub fn decide(v: &View, f: &Facts) -> Decided {
-    let current = f.live()?.current.clone().unwrap_or_default();
+    let live = f.live()?;
+    // The release the live pointer serves; `current` normally agrees.
+    let current = live
+        .version
+        .clone()
+        .or(live.current.clone())
+        .unwrap_or_default();
     let keep = v.plan.app.keep_releases as usize;
     let remove = prune_plan(f.releases()?, &current, keep, v.version());
     if remove.is_empty() {

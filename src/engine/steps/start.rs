@@ -1,20 +1,22 @@
 //! `start`: the release runs in a slot: the live one if it already runs it unchanged,
-//! else the idle slot, started and health-checked on its own port.  Users see no change
+//! else the idle slot, started and health-checked on its own socket.  Users see no change
 //! yet; a failure stops the new slot and leaves the live one alone.
 
 use super::{Decided, HostState, View};
 use crate::commands as cmd;
 use crate::engine::facts::Facts;
 use crate::engine::ops::{Decision, Op, Recovery, Report};
-use crate::render::{diff, slot_port};
+use crate::render::{SLOTS, diff};
 
 pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let live = f.live()?;
-    st.previous = live.current.clone();
+    st.previous = live.version.clone();
+    st.serving.clone_from(&live.version);
     // Already live and unchanged: nothing to start, nothing to restart.
     if let Some(l) = live.slot {
         let slot = f.slot(l)?;
         if slot.conf.as_deref() == Some(v.rendered.supervisor[l].as_str())
+            && live.version.as_deref() == Some(v.version())
             && !st.env_changed
             && !st.would_build
             && let Some(pid) = slot.pid
@@ -34,11 +36,11 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let conf_path = v.conf_path(target);
     let want = &v.rendered.supervisor[target];
     let d = diff(&conf_path, f.slot(target)?.conf.as_deref(), want);
-    let port = slot_port(&v.plan.app, target);
+    let socket = v.paths.slot_socket(SLOTS[target], v.version());
     if v.check() {
         return Ok(Decision::Done(
             Report::changed(format!(
-                "would start {} in {program} on port {port} and check its health",
+                "would start {} in {program} and check its health on its socket",
                 v.version()
             ))
             .with_diff(d),
@@ -56,23 +58,24 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
             ..Default::default()
         }),
     );
-    actions.push(Op::Probe { port: Some(port) }.or_else(Recovery {
-        always: vec![
-            Op::run(stop, "stopping"),
-            Op::run(
-                cmd::mark_failed(v.paths, v.version()),
-                "marking the release failed",
-            ),
-        ],
-        note_ok: format!("; stopped {program}, traffic still goes to the previous release"),
-        ..Default::default()
-    }));
+    actions.push(
+        Op::Probe {
+            socket: Some(socket),
+        }
+        .or_else(Recovery {
+            always: vec![
+                Op::run(stop, "stopping"),
+                Op::run(
+                    cmd::mark_failed(v.paths, v.version()),
+                    "marking the release failed",
+                ),
+            ],
+            note_ok: format!("; stopped {program}, traffic still goes to the previous release"),
+            ..Default::default()
+        }),
+    );
     Ok(Decision::act(
         actions,
-        Report::changed(format!(
-            "started {} in {program} on port {port}; {{probe}}",
-            v.version()
-        ))
-        .with_diff(d),
+        Report::changed(format!("started {} in {program}; {{probe}}", v.version())).with_diff(d),
     ))
 }

@@ -1,66 +1,76 @@
-//! `switch`: nginx points at the slot `start` chose (validated with `nginx -t`, graceful
-//! reload), and `live-slot` and `current` record it.
+//! `switch`: the live pointer (`run/live.sock`) goes to the slot `start` chose, with one
+//! rename: nginx connects through it for every request, so nothing is reloaded and no
+//! client connection is closed.  The nginx site itself is installed only when it differs
+//! (a first deploy, a changed server name), validated with `nginx -t`, then reloaded.
 
 use super::{Decided, HostState, View};
 use crate::commands as cmd;
 use crate::engine::facts::Facts;
-use crate::engine::ops::{Decision, Op, Report};
-use crate::render::{SLOTS, diff};
+use crate::engine::ops::{Action, Decision, Op, Report};
+use crate::render::diff;
 
-pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
+pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let target = st.target.ok_or("the start step must run before switch")?;
     let program = v.program(target);
     let live = f.live()?;
     let nginx = f.nginx()?;
-    let want = &v.rendered.nginx[target];
+    let want = &v.rendered.nginx;
     if st.old_slot.is_none()
         && nginx == Some(want.as_str())
-        && live.current.as_deref() == Some(v.version())
+        && live.version.as_deref() == Some(v.version())
         && live.slot == Some(target)
     {
         return Ok(Decision::Done(Report::ok(format!(
-            "nginx -> {program}; current -> releases/{}",
+            "live -> {program} ({})",
             v.version()
         ))));
     }
     let d = diff(&v.paths.nginx_conf(), nginx, want);
-    let from = live.current.clone().unwrap_or_else(|| "(none)".into());
+    let from = live.version.clone().unwrap_or_else(|| "(none)".into());
     if v.check() {
         return Ok(Decision::Done(
             Report::changed(format!(
-                "would point nginx at {program} and current at releases/{} (from {from})",
+                "would point the live socket at {program} ({} -> {})",
+                from,
                 v.version()
             ))
             .with_diff(d),
         ));
     }
+    let mut actions = Vec::new();
+    let reload = nginx != Some(want.as_str());
+    if reload {
+        st.nginx_before = Some(nginx.map(str::to_string));
+        actions.extend(install_site(v, want));
+    }
+    actions.push(
+        Op::SetLive {
+            slot: target,
+            version: v.version().to_string(),
+        }
+        .into(),
+    );
+    let how = if reload {
+        "nginx site installed and reloaded"
+    } else {
+        "no reload"
+    };
     Ok(Decision::act(
-        make_live(v, target, v.version(), nginx),
+        actions,
         Report::changed(format!(
-            "nginx -> {program} (graceful reload); current: {from} -> {}",
+            "live -> {program}: {from} -> {} ({how})",
             v.version()
         ))
         .with_diff(d),
     ))
 }
 
-/// Points nginx at `slot` (only if its site differs from `nginx_now`: `nginx -t`, then a
-/// graceful reload) and records `slot` and `version` as live.
-pub fn make_live(
-    v: &View,
-    slot: usize,
-    version: &str,
-    nginx_now: Option<&str>,
-) -> Vec<crate::engine::ops::Action> {
-    let want = &v.rendered.nginx[slot];
-    let mut ops = Vec::new();
-    if nginx_now != Some(want.as_str()) {
-        let install =
-            cmd::nginx_install_validated(&v.paths.nginx_conf(), want.clone().into_bytes());
-        ops.push(Op::run(install, "installing the nginx site (nginx -t)").into());
-        ops.push(Op::run(cmd::nginx_reload(), "nginx reload").into());
-    }
-    let record = cmd::set_live(v.paths, SLOTS[slot], version);
-    ops.push(Op::run(record, "recording the live slot").into());
-    ops
+/// Installs `site` if the whole nginx configuration passes `nginx -t` with it, then
+/// reloads (gracefully).
+pub fn install_site(v: &View, site: &str) -> Vec<Action> {
+    let install = cmd::nginx_install_validated(&v.paths.nginx_conf(), site.as_bytes().to_vec());
+    vec![
+        Op::run(install, "installing the nginx site (nginx -t)").into(),
+        Op::run(cmd::nginx_reload(), "nginx reload").into(),
+    ]
 }

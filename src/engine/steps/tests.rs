@@ -42,7 +42,9 @@ fn settled(plan: &Plan) -> Facts {
         env_file: Some(Some(r.env_file.clone())),
         live: Some(Live {
             slot: Some(0),
+            version: Some("1.1.0".into()),
             current: Some("1.1.0".into()),
+            legacy: false,
         }),
         slots: Some([
             Slot {
@@ -51,7 +53,7 @@ fn settled(plan: &Plan) -> Facts {
             },
             Slot::default(),
         ]),
-        nginx: Some(Some(r.nginx[0].clone())),
+        nginx: Some(Some(r.nginx.clone())),
         releases: Some("1 1.0.0 complete\n2 1.1.0 complete\n".into()),
     }
 }
@@ -170,7 +172,7 @@ fn env_file_writes_on_difference_with_a_diff_that_shows_no_value() {
 fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
     let p = plan(false, false);
     let mut f = settled(&p);
-    f.live.as_mut().unwrap().current = Some("1.0.0".into());
+    f.live.as_mut().unwrap().version = Some("1.0.0".into());
     f.slots.as_mut().unwrap()[0].conf = Some("old program".into());
     let mut st = HostState::default();
     let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
@@ -181,11 +183,16 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
     let Decision::Act { actions, report } = &d else {
         panic!("{d:?}")
     };
-    assert!(report.reason.contains("hello-green on port 8001"));
+    assert!(report.reason.contains("in hello-green"), "{report:?}");
     assert!(lines(&d)[0].contains("/etc/supervisor/conf.d/hello-green.conf"));
     assert!(lines(&d)[1].contains("supervisorctl start hello-green"));
     let probe = actions.last().unwrap();
-    assert_eq!(probe.op, Op::Probe { port: Some(8001) });
+    assert_eq!(
+        probe.op,
+        Op::Probe {
+            socket: Some("/srv/apps/hello/run/green@1.1.0.sock".into())
+        }
+    );
     let undo = probe.on_fail.as_ref().unwrap();
     assert!(undo.always.iter().any(
         |o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))
@@ -202,7 +209,7 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
 }
 
 #[test]
-fn switch_reloads_nginx_only_when_its_site_changes_and_records_the_live_slot() {
+fn switch_is_one_rename_of_the_live_pointer_and_never_reloads_nginx() {
     let p = plan(false, false);
     let f = settled(&p);
     let mut st = HostState {
@@ -211,24 +218,35 @@ fn switch_reloads_nginx_only_when_its_site_changes_and_records_the_live_slot() {
         ..Default::default()
     };
     let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
+    let Decision::Act { actions, report } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(
+        actions.iter().map(|a| a.op.clone()).collect::<Vec<_>>(),
+        [Op::SetLive {
+            slot: 1,
+            version: "1.1.0".into()
+        }],
+        "the site is unchanged: no nginx -t, no reload"
+    );
+    assert!(report.reason.contains("no reload"), "{report:?}");
+    assert!(st.nginx_before.is_none());
+    // A first deploy (or a changed site) installs it, validated, then reloads once.
+    let mut f = settled(&p);
+    f.nginx = Some(Some("old site".into()));
+    let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
     let l = lines(&d);
     assert!(
-        l[0].contains("nginx -t") && l[1] == "sudo -n nginx -s reload" && l[2].contains("green"),
+        l[0].contains("nginx -t") && l[1] == "sudo -n nginx -s reload",
         "{l:?}"
     );
-    // The site already points at the target: no reload, just the record.
-    let mut f = settled(&p);
-    f.nginx = Some(Some(p.hosts[0].1.nginx[1].clone()));
-    let d = with(&p, |v| decide(Step::Switch, v, &f, &mut st));
-    assert_eq!(lines(&d).len(), 1);
-    assert!(lines(&d)[0].contains("live-slot"));
+    assert_eq!(st.nginx_before, Some(Some("old site".into())));
 }
 
 #[test]
 fn health_switches_back_to_the_old_slot_when_the_new_one_fails() {
     let p = plan(false, false);
-    let mut f = settled(&p);
-    f.nginx = Some(Some(p.hosts[0].1.nginx[1].clone()));
+    let f = settled(&p);
     let mut st = HostState {
         target: Some(1),
         old_slot: Some(0),
@@ -240,27 +258,75 @@ fn health_switches_back_to_the_old_slot_when_the_new_one_fails() {
         panic!("{d:?}")
     };
     let undo = actions[0].on_fail.as_ref().unwrap();
-    assert!(matches!(&undo.attempt[0], Op::Run { cmd, .. } if cmd.line.contains("nginx -t")));
+    assert_eq!(
+        undo.attempt,
+        [Op::SetLive {
+            slot: 0,
+            version: "1.0.0".into()
+        }]
+    );
     assert!(
         undo.note_ok
             .contains("switched back to 1.0.0 in hello-blue")
     );
-    assert!(with(
-        &plan(true, false),
-        |v| matches!(decide(Step::Health, v, &f, &mut st), Decision::Done(r) if r.status == StepStatus::Skipped)
+    assert!(undo.always.iter().any(
+        |o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))
     ));
+    // When the switch replaced the site too, the old site goes back first.
+    st.nginx_before = Some(Some("old site".into()));
+    let d = with(&p, |v| decide(Step::Health, v, &f, &mut st));
+    let Decision::Act { actions, .. } = &d else {
+        panic!("{d:?}")
+    };
+    let undo = actions[0].on_fail.as_ref().unwrap();
+    assert!(matches!(&undo.attempt[0], Op::Run { cmd, .. } if cmd.line.contains("nginx -t")));
+    assert!(matches!(
+        undo.attempt.last(),
+        Some(Op::SetLive { slot: 0, .. })
+    ));
+    assert!(with(&plan(true, false), |v| matches!(
+        decide(Step::Health, v, &f, &mut st),
+        Decision::Done(r) if r.status == StepStatus::Skipped
+    )));
 }
 
 #[test]
-fn drain_stops_the_old_slot_only() {
+fn drain_stops_the_old_slot_after_the_drain_and_strays_at_once() {
     let p = plan(false, false);
-    let f = settled(&p);
+    let mut f = settled(&p);
+    f.live.as_mut().unwrap().slot = Some(1);
+    f.slots.as_mut().unwrap()[1].pid = Some(43);
     let mut st = HostState {
+        target: Some(1),
         old_slot: Some(0),
         ..Default::default()
     };
     let d = with(&p, |v| decide(Step::Drain, v, &f, &mut st));
+    let Decision::Act { actions, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(matches!(actions[0].op, Op::Sleep(_)));
     assert_eq!(lines(&d), ["sudo -n supervisorctl stop hello-blue || true"]);
+    // A slot left running by an interrupted job, on a no-op deploy: stopped, no wait.
+    let mut f = settled(&p);
+    f.slots.as_mut().unwrap()[1].pid = Some(99);
+    let mut st = HostState {
+        target: Some(0),
+        ..Default::default()
+    };
+    let d = with(&p, |v| decide(Step::Drain, v, &f, &mut st));
+    let Decision::Act { actions, report } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(!matches!(actions[0].op, Op::Sleep(_)));
+    assert!(
+        report.reason.contains("hello-green (not live)"),
+        "{report:?}"
+    );
+    // Nothing but the live slot runs: ok.
+    let f = settled(&p);
+    let d = with(&p, |v| decide(Step::Drain, v, &f, &mut st));
+    assert!(matches!(d, Decision::Done(r) if r.status == StepStatus::Ok));
 }
 
 #[test]
