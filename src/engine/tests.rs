@@ -26,7 +26,7 @@ pub(crate) struct Bed {
     _dir: tempfile::TempDir,
     pub inv: Inventory,
     pub cfg: Arc<EngineConfig>,
-    fleet: Arc<Fleet>,
+    pub fleet: Arc<Fleet>,
 }
 
 /// Three hosts in `production` with the given `rollout:` (YAML flow mapping).
