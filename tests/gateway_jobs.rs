@@ -193,7 +193,14 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
         r.stdout
     );
     for s in &tb.servers {
-        assert!(r.stdout.contains(&format!("{}: switch changed nginx -> hello-green (graceful reload); current: 1.0.0 -> 1.1.0", s.name)), "{}", r.stdout);
+        assert!(
+            r.stdout.contains(&format!(
+                "{}: switch changed live -> hello-green: 1.0.0 -> 1.1.0 (no reload)",
+                s.name
+            )),
+            "{}",
+            r.stdout
+        );
     }
     assert!(r.stdout.contains("job succeeded"));
     outputs.push(r);

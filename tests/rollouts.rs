@@ -7,35 +7,86 @@ mod support;
 use std::time::Instant;
 
 use deploy::wire::{HostStatus, JobStatus};
+use support::load::{KeepAliveLoad, nginx_workers};
 use support::*;
 
+/// Both kinds of load at once: one connection per request (HTTP/1.0) and HTTP/1.1
+/// clients that keep their connection and send GETs and POSTs on it.
+struct Loads(Load, KeepAliveLoad);
+
+impl Loads {
+    fn start(tb: &Testbed) -> Loads {
+        Loads(
+            Load::start(&tb.servers),
+            KeepAliveLoad::start(&tb.servers, 2),
+        )
+    }
+    /// Stops both; asserts nothing failed; returns the keep-alive requests sent.
+    fn check(self, what: &str) -> u64 {
+        let (sent, failed, samples) = self.0.stop();
+        let ka = self.1.stop();
+        eprintln!(
+            "{what}: {sent} one-shot requests ({failed} failed); {} keep-alive requests on {} connections ({} failed)",
+            ka.sent, ka.connections, ka.failed
+        );
+        assert!(
+            sent > 100 && ka.sent > 1000,
+            "the load must be real: {sent}, {ka:?}"
+        );
+        assert!(
+            ka.connections * 10 < ka.sent,
+            "connections are reused: {ka:?}"
+        );
+        assert_eq!(failed, 0, "{what}: dropped one-shot requests: {samples:?}");
+        assert_eq!(
+            ka.failed, 0,
+            "{what}: dropped keep-alive requests: {:?}",
+            ka.samples
+        );
+        ka.sent
+    }
+}
+
+fn workers(tb: &Testbed) -> Vec<String> {
+    tb.servers
+        .iter()
+        .map(|s| nginx_workers(&s.container))
+        .collect()
+}
+
 #[test]
-fn zero_downtime_upgrade_broken_release_and_rollback_under_load() {
+fn zero_downtime_upgrade_broken_release_halt_and_rollback_under_keepalive_load() {
     let tb = Testbed::up("rollout-load", 3);
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "staging", false);
     let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
     assert_eq!(r.code, 0, "{r:?}");
+    let mut keepalive_sent = 0;
 
-    // 1.0.0 -> 1.1.0 under continuous load: zero failed requests.
-    let load = Load::start(&tb.servers);
+    // 1.0.0 -> 1.1.0 under continuous load: zero failed requests, and no nginx reload
+    // (the switch renames the live socket link; nginx's workers are the same after).
+    let nginx_before = workers(&tb);
+    let load = Loads::start(&tb);
     let t = Instant::now();
     let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
     let deploy_secs = t.elapsed().as_secs_f64();
-    let (sent, failed, samples) = load.stop();
+    keepalive_sent += load.check("upgrade");
     assert_eq!(r.code, 0, "{r:?}");
-    eprintln!("upgrade under load: {sent} requests sent, {failed} failed, {deploy_secs:.1}s");
-    assert!(sent > 100, "the load must be real: {sent}");
-    assert_eq!(failed, 0, "dropped requests: {samples:?}");
+    let reloads = nginx_before
+        .iter()
+        .zip(workers(&tb))
+        .filter(|(a, b)| **a != *b)
+        .count();
+    eprintln!("upgrade: {deploy_secs:.1}s; hosts whose nginx reloaded: {reloads}");
+    assert_eq!(reloads, 0, "nginx reloaded during the upgrade");
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.1.0");
     }
 
     // The broken 1.2.0 halts at the canary; every host keeps serving 1.1.0.
-    let load = Load::start(&tb.servers);
+    let load = Loads::start(&tb);
     let r = gw.run(Some(&ann), &["release", "hello", "1.2.0", "-e", "staging"]);
-    let (sent, failed, samples) = load.stop();
-    eprintln!("broken release under load: {sent} requests sent, {failed} failed");
+    keepalive_sent += load.check("broken release");
     assert_eq!(r.code, 1, "the job-failed exit code: {r:?}");
     assert!(
         r.stdout.contains("health check GET /healthz")
@@ -50,22 +101,47 @@ fn zero_downtime_upgrade_broken_release_and_rollback_under_load() {
         r.stdout
     );
     assert!(r.stdout.contains("job failed"));
-    assert_eq!(failed, 0, "dropped requests: {samples:?}");
+    for s in &tb.servers {
+        assert_eq!(served_version(s), "1.1.0", "{}", s.name);
+    }
+
+    // Host by host, web2 cannot build 1.3.0: the rollout halts after web1 switched,
+    // and web1 goes back to 1.1.0, all under load.
+    tb.set_inventory(&tb.inventory_text().replace(
+        "        groups: [web]\n",
+        "        groups: [web]\n        rollout: {batch: \"1\", canary: false, max_failed: 0, on_halt: rollback}\n",
+    ));
+    exec(
+        &tb.server("web2").container,
+        "d=/srv/apps/hello/releases/1.3.0 && mkdir -p $d && touch $d/stuck && chown -R root:root $d",
+    );
+    let load = Loads::start(&tb);
+    let r = gw.run(Some(&ann), &["release", "hello", "1.3.0", "-e", "staging"]);
+    keepalive_sent += load.check("halt and rollback");
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("web1: rolled back to 1.1.0"),
+        "{}",
+        r.stdout
+    );
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.1.0", "{}", s.name);
     }
 
     // Rollback to the previous good release (1.0.0): no install, zero failures.
-    let load = Load::start(&tb.servers);
+    let nginx_before = workers(&tb);
+    let load = Loads::start(&tb);
     let t = Instant::now();
-    let r = gw.run(Some(&ann), &["rollback", "hello", "-e", "staging"]);
+    let r = gw.run(Some(&ann), &["rollback", "hello", "-e", "staging", "--yes"]);
     let rollback_secs = t.elapsed().as_secs_f64();
-    let (sent, failed, samples) = load.stop();
-    eprintln!(
-        "rollback under load: {sent} requests sent, {failed} failed, {rollback_secs:.1}s (deploy took {deploy_secs:.1}s)"
-    );
+    keepalive_sent += load.check("rollback");
+    eprintln!("rollback: {rollback_secs:.1}s (the upgrade took {deploy_secs:.1}s)");
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(failed, 0, "dropped requests: {samples:?}");
+    assert_eq!(
+        workers(&tb),
+        nginx_before,
+        "nginx reloaded during the rollback"
+    );
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.0.0");
         assert!(
@@ -83,6 +159,11 @@ fn zero_downtime_upgrade_broken_release_and_rollback_under_load() {
         r.stdout
     );
     assert!(r.stderr.contains("started: rollback hello 1.0.0"), "{r:?}");
+    eprintln!("keep-alive requests in all: {keepalive_sent}");
+    assert!(
+        keepalive_sent >= 20_000,
+        "at least 20,000 keep-alive requests: {keepalive_sent}"
+    );
 }
 
 #[test]

@@ -19,6 +19,8 @@ use deploy::ssh::{self, SshOptions};
 use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
 
+pub mod load;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -254,21 +256,22 @@ pub fn exec(container: &str, script: &str) -> String {
 
 /// The live slot's gunicorn master pid, as supervisord reports it.
 pub fn app_pid(container: &str) -> Option<u32> {
-    let slot = exec(
-        container,
-        "cat /srv/apps/hello/live-slot 2>/dev/null || true",
-    );
+    let slot = live_slot(container);
     let s = exec(
         container,
-        &format!("supervisorctl status hello-{} || true", slot.trim()),
+        &format!("supervisorctl status hello-{slot} || true"),
     );
     deploy::engine::steps::running_pid(s.trim())
 }
 
-/// `blue` or `green`.
+/// `blue` or `green`: the slot the live pointer (`run/live.sock`) names.
 pub fn live_slot(container: &str) -> String {
-    exec(container, "cat /srv/apps/hello/live-slot")
+    let target = exec(container, "readlink /srv/apps/hello/run/live.sock || true");
+    target
         .trim()
+        .split('@')
+        .next()
+        .unwrap_or_default()
         .to_string()
 }
 

@@ -17,15 +17,12 @@ pub fn decide(v: &View, st: &HostState) -> super::Decided {
             let target = st.target.unwrap_or(1 - old);
             let mut back = Vec::new();
             // A switch that also replaced the nginx site puts the old one back first.
-            if let Some(before) = &st.nginx_before {
-                match before {
-                    Some(site) => back.extend(
-                        super::switch::install_site(v, site)
-                            .into_iter()
-                            .map(|a| a.op),
-                    ),
-                    None => {}
-                }
+            if let Some(Some(site)) = &st.nginx_before {
+                back.extend(
+                    super::switch::install_site(v, site)
+                        .into_iter()
+                        .map(|a| a.op),
+                );
             }
             back.push(Op::SetLive {
                 slot: old,
