@@ -297,3 +297,90 @@ async fn tail(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_wire::api::JobKind;
+
+    fn job(check: bool) -> JobInfo {
+        JobInfo {
+            id: "j1".into(),
+            kind: JobKind::Deploy,
+            app: "hello".into(),
+            env: "production".into(),
+            version: "2.0".into(),
+            check,
+            user: "ann".into(),
+            state: JobState::Running,
+            created_ms: 0,
+            finished_ms: None,
+            error: None,
+        }
+    }
+
+    fn switched(host: &str, version: &str, slot: &str) -> Event {
+        Event::now(EventKind::Switched {
+            host: host.into(),
+            version: version.into(),
+            slot: slot.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_switched_event_records_what_the_host_serves_before_followers_see_it() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        let sink = events.job_sink(&job(false));
+        sink.emit(switched("web1", "2.0", "green"));
+        // A switch back after a failed health check: the record follows it.
+        sink.emit(switched("web2", "2.0", "green"));
+        sink.emit(switched("web2", "1.0", "blue"));
+        events.close("j1").await; // what `finish` awaits; an interrupted job never gets here
+        let web1 = db.live_row("hello", "production", "web1").unwrap().unwrap();
+        assert_eq!(
+            (
+                web1.version.as_str(),
+                web1.slot.as_str(),
+                web1.job_id.as_str()
+            ),
+            ("2.0", "green", "j1")
+        );
+        assert_eq!(web1.user, "ann");
+        let web2 = db.live_row("hello", "production", "web2").unwrap().unwrap();
+        assert_eq!((web2.version.as_str(), web2.slot.as_str()), ("1.0", "blue"));
+        assert_eq!(db.last_seq("j1").unwrap(), 3, "the events are stored too");
+    }
+
+    #[tokio::test]
+    async fn the_record_is_written_without_waiting_for_the_job_to_end() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        events
+            .job_sink(&job(false))
+            .emit(switched("web1", "2.0", "green"));
+        // No close: poll as a later reader (say, after a crash) would find it.
+        let mut found = None;
+        for _ in 0..100 {
+            found = db.live_row("hello", "production", "web1").unwrap();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(found.map(|r| r.version), Some("2.0".into()));
+    }
+
+    #[tokio::test]
+    async fn check_mode_and_the_relay_sink_record_nothing() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        events
+            .job_sink(&job(true))
+            .emit(switched("web1", "2.0", "green"));
+        events.sink("j1").emit(switched("web2", "2.0", "green"));
+        events.close("j1").await;
+        assert_eq!(db.live_row("hello", "production", "web1").unwrap(), None);
+        assert_eq!(db.live_row("hello", "production", "web2").unwrap(), None);
+    }
+}

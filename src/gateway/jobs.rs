@@ -372,3 +372,67 @@ fn ledger_result(status: HostStatus) -> LedgerResult {
         HostStatus::Cancelled => LedgerResult::Cancelled,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_wire::StepStatus;
+
+    fn stored(kinds: Vec<EventKind>) -> Vec<(u64, String)> {
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (i as u64 + 1, serde_json::to_string(&Event::now(k)).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
+        let events = stored(vec![
+            EventKind::JobStarted {
+                app: "hello".into(),
+                env: "staging".into(),
+                version: "2.0".into(),
+                hosts: vec!["web1".into(), "web2".into(), "web3".into()],
+                check: false,
+                steps: vec!["switch".into()],
+            },
+            EventKind::StepFinished {
+                host: "web1".into(),
+                step: "switch".into(),
+                status: StepStatus::Changed,
+                reason: String::new(),
+                diff: None,
+                elapsed_ms: 1,
+            },
+            EventKind::HostFinished {
+                host: "web1".into(),
+                status: HostStatus::Changed,
+                changed: 1,
+                elapsed_ms: 1,
+                error: None,
+            },
+            EventKind::HostFinished {
+                host: "web2".into(),
+                status: HostStatus::Ok,
+                changed: 0,
+                elapsed_ms: 1,
+                error: None,
+            },
+        ]);
+        let started = now_ms() - 22_000;
+        let EventKind::JobFinished {
+            status,
+            elapsed_ms,
+            hosts_ok,
+            hosts_changed,
+            hosts_failed,
+        } = interrupted(started, &events)
+        else {
+            panic!("not a job_finished event");
+        };
+        assert_eq!(status, JobStatus::Interrupted);
+        assert!((22_000..30_000).contains(&elapsed_ms), "{elapsed_ms}");
+        assert_eq!((hosts_ok, hosts_changed, hosts_failed), (1, 1, 1));
+    }
+}
