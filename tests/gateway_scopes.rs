@@ -139,20 +139,16 @@ fn post(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
     r.body(Body::from(body.to_string())).unwrap()
 }
 
+/// Builds a route's request for a token.
+type MakeReq = Box<dyn Fn(Option<&str>) -> Request<Body>>;
+
 const KINDS: [&str; 5] = ["admin", "staging", "staging-ro", "expired", "qa-only"];
 
 /// (route, request, expected status per token kind in `KINDS` order).
-fn table() -> Vec<(
-    &'static str,
-    Box<dyn Fn(Option<&str>) -> Request<Body>>,
-    [u16; 5],
-)> {
-    let get = |p: &'static str| {
-        Box::new(move |t: Option<&str>| req("GET", p, t))
-            as Box<dyn Fn(Option<&str>) -> Request<Body>>
-    };
+fn table() -> Vec<(&'static str, MakeReq, [u16; 5])> {
+    let get = |p: &'static str| Box::new(move |t: Option<&str>| req("GET", p, t)) as MakeReq;
     let posting = |p: &'static str, b: &'static str| {
-        Box::new(move |t: Option<&str>| post(p, t, b)) as Box<dyn Fn(Option<&str>) -> Request<Body>>
+        Box::new(move |t: Option<&str>| post(p, t, b)) as MakeReq
     };
     vec![
         (
@@ -265,7 +261,7 @@ fn table() -> Vec<(
     ]
 }
 
-fn get_post(p: &'static str) -> Box<dyn Fn(Option<&str>) -> Request<Body>> {
+fn get_post(p: &'static str) -> MakeReq {
     Box::new(move |t: Option<&str>| req("POST", p, t))
 }
 
