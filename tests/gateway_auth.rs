@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::process::Command;
+
 use support::*;
 
 #[test]
@@ -225,4 +227,57 @@ fn the_gateway_refuses_to_start_on_a_bad_config_with_file_and_line() {
         err.contains(&format!("{}:5:", cfg.display())) && err.contains("string"),
         "{err}"
     );
+}
+
+#[test]
+fn cli_arguments_never_reach_another_route_and_bad_names_exit_2_before_sending() {
+    let gw = Gateway::start(None, "0.1.0", "0.1.0");
+    let admin = gw.token("root", "", true);
+    for args in [
+        &["logs", "../apps/x/status?"][..],
+        &["logs", "../apps/hello/status?", "--follow"],
+        &["cancel", "x/../../deployments"],
+        &["status", "../hosts"],
+        &["status", "hello", "-e", "staging&live=true"],
+        &["versions", "hello/../../hosts"],
+        &["rollback", "hello?", "-e", "staging", "--yes"],
+        &["rollback", "hello", "-e", "../production", "--yes"],
+    ] {
+        let r = gw.run(Some(&admin), args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(r.stderr.contains("invalid"), "{args:?}: {r:?}");
+    }
+    // Nothing reached the gateway as another route: no request was logged.
+    assert!(!gw.log().contains("/status"), "{}", gw.log());
+    assert!(!gw.log().contains("/v1/hosts"), "{}", gw.log());
+    // Read-only and expiring tokens from the command line.
+    let out = Command::new(gateway_bin())
+        .args(["token", "create", "--config"])
+        .arg(gw.config())
+        .args(["--user", "rita", "--read", "staging", "--expires", "30m"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rita = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = gw.run(Some(&rita), &["status", "hello", "-e", "staging"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = gw.run(Some(&rita), &["release", "hello", "1.0.0", "-e", "staging"]);
+    assert_eq!(r.code, 4, "{r:?}");
+    assert!(r.stderr.contains("(read-only)"), "{r:?}");
+    let list = Command::new(gateway_bin())
+        .args(["token", "list", "--config"])
+        .arg(gw.config())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    let line = list.lines().find(|l| l.contains("rita")).unwrap();
+    assert!(
+        line.contains("staging") && line.ends_with("active"),
+        "{list}"
+    );
+    assert!(
+        !line.contains("never never"),
+        "expiry and last use shown: {list}"
+    );
+    assert!(!list.contains(&rita), "never the token");
 }

@@ -44,6 +44,22 @@ fn latest_and_specifiers_resolve_on_the_gateway() {
         "{r:?}"
     );
 
+    // An exact version the index does not have: refused before any job starts.
+    let r = gw.run(Some(&ann), &["release", "hello", "9.9.9", "-e", "staging"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("version 9.9.9 of hello is not on its index")
+            && r.stderr.contains("1.0.0, 1.1.0"),
+        "{r:?}"
+    );
+    let body = r#"{"app":"hello","env":"staging","version":"9.9.9"}"#;
+    let (status, _, body) = gw.http("POST", "/v1/deployments", Some(&ann), Some(body));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"code\":\"invalid_request\""), "{body}");
+    let (_, _, jobs) = gw.http("GET", "/v1/jobs", Some(&ann), None);
+    assert!(!jobs.contains("9.9.9"), "no job: {jobs}");
+
     // A real deploy of `latest`: the job and the ledger hold the exact version.
     let r = gw.run(Some(&ann), &["release", "hello", "latest", "-e", "staging"]);
     assert_eq!(r.code, 0, "{r:?}");

@@ -8,14 +8,17 @@
 //! go into request headers, never into URLs, messages or `Debug` output.
 //!
 //! One file per kind of repository: [`simple`] (any PyPI simple index) and
-//! [`artifactory`]; [`pypi`] holds the shared HTTP and the PEP 503/691 parsing.
+//! [`artifactory`]; [`pypi`] holds the shared HTTP and the PEP 503/691 parsing;
+//! [`redirect`] follows redirects so that credentials stay on the source's origin.
 
 mod artifactory;
 mod pypi;
+mod redirect;
 mod simple;
 
 pub use artifactory::Artifactory;
 pub use pypi::*;
+pub use redirect::{client, same_origin, send};
 pub use simple::SimpleIndex;
 
 use std::fmt;

@@ -76,15 +76,8 @@ pub async fn list_files(
     project: &str,
 ) -> Result<Vec<DistFile>, String> {
     let url = project_url(src, project);
-    let resp = src
-        .authorize(http.get(&url))
-        .header(
-            "Accept",
-            "application/vnd.pypi.simple.v1+json, text/html;q=0.1",
-        )
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {}: {}", src.describe(), e.without_url()))?;
+    let accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
+    let resp = super::send(http, src, &url, Some(accept)).await?;
     let status = resp.status();
     if status == reqwest::StatusCode::NOT_FOUND {
         return Ok(Vec::new());
@@ -134,25 +127,15 @@ pub async fn list_versions(
 }
 
 /// GETs a file a source listed.  Credentials go only to the source's own origin (a
-/// listing may point at a CDN).
+/// listing may point at a CDN, and a redirect anywhere): see [`super::send`].
 pub async fn get(
     http: &reqwest::Client,
     src: &dyn ArtifactSource,
     url: &str,
 ) -> Result<reqwest::Response, String> {
-    let same_origin = match (Url::parse(url), Url::parse(&src.simple_url())) {
-        (Ok(a), Ok(b)) => a.origin() == b.origin(),
-        _ => false,
-    };
-    let req = http.get(url);
-    let req = if same_origin { src.authorize(req) } else { req };
-    let resp = req.send().await.map_err(|e| {
-        format!(
-            "cannot download from {}: {}",
-            src.describe(),
-            e.without_url()
-        )
-    })?;
+    let resp = super::send(http, src, url, None)
+        .await
+        .map_err(|e| format!("cannot download: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!(
             "{} answered {} for {url}",

@@ -10,11 +10,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use deploy::engine;
 use deploy::gateway::apply::{self, Database, Output};
-use deploy::gateway::auth;
 use deploy::gateway::config::GatewayConfig;
 use deploy::gateway::jobs::{Artifacts, Settings};
 use deploy::gateway::service::ServiceError;
 use deploy::gateway::store::{Db, StoreError};
+use deploy::gateway::tokens;
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
 use deploy::ssh::{self, SshOptions};
@@ -96,14 +96,21 @@ enum TokenCmd {
     Create {
         #[arg(long)]
         user: String,
-        /// Environments the token may act on (comma-separated; `*` for all).
-        #[arg(long, value_delimiter = ',', required_unless_present = "admin")]
+        /// Environments the token may read and act on (comma-separated; `*` for all).
+        #[arg(long, value_delimiter = ',', required_unless_present_any = ["admin", "read"])]
         env: Vec<String>,
+        /// Environments the token may only read (comma-separated; `*` for all): jobs,
+        /// logs, status, versions, ledger, hosts; no deploy, rollback or cancel.
+        #[arg(long, value_delimiter = ',')]
+        read: Vec<String>,
         /// May act on every environment and read the audit trail.
         #[arg(long)]
         admin: bool,
+        /// Lifetime: `90d`, `12h` or `30m`; after it the token is refused (401).
+        #[arg(long)]
+        expires: Option<String>,
     },
-    /// List tokens (ids, users, environments; never the tokens).
+    /// List tokens (ids, users, environments, expiry, last use; never the tokens).
     List,
     /// Revoke a token by its id.
     Revoke { id: String },
@@ -219,43 +226,23 @@ fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
     let store = Db::open(&cfg.database).map_err(|e| (EXIT_FAILED, e.to_string()))?;
     let db = |e: StoreError| (EXIT_FAILED, e.to_string());
     match cmd {
-        TokenCmd::Create { user, env, admin } => {
-            deploy::wire::names::check_ident("user", &user).map_err(usage)?;
-            for e in &env {
-                if e != "*" {
-                    deploy::wire::names::check_ident("environment", e).map_err(usage)?;
-                }
-            }
-            let (id, token) = auth::new_token().map_err(|e| (EXIT_FAILED, e.to_string()))?;
-            store
-                .add_token(&id, &auth::hash(&token), &user, &env, admin)
-                .map_err(db)?;
-            store
-                .audit("admin", "token create", &format!("{id} for {user}"), "ok")
-                .map_err(db)?;
-            eprintln!(
-                "token {id} for {user} (environments: {}{}); shown once, store it now:",
-                env.join(","),
-                if admin { ", admin" } else { "" }
-            );
-            println!("{token}");
+        TokenCmd::Create {
+            user,
+            env,
+            read,
+            admin,
+            expires,
+        } => {
+            let scope = tokens::Scopes {
+                user,
+                envs: env,
+                read,
+                admin,
+                expires,
+            };
+            tokens::create(&store, scope)?
         }
-        TokenCmd::List => {
-            println!(
-                "{:<10} {:<16} {:<24} {:<6} state",
-                "id", "user", "environments", "admin"
-            );
-            for t in store.tokens().map_err(db)? {
-                println!(
-                    "{:<10} {:<16} {:<24} {:<6} {}",
-                    t.id,
-                    t.user,
-                    t.envs.join(","),
-                    t.admin,
-                    if t.revoked { "revoked" } else { "active" }
-                );
-            }
-        }
+        TokenCmd::List => tokens::list(&store).map_err(|e| (EXIT_FAILED, e.to_string()))?,
         TokenCmd::Revoke { id } => {
             if !store.revoke_token(&id).map_err(db)? {
                 return Err((EXIT_FAILED, format!("no active token {id}")));

@@ -1,6 +1,8 @@
 //! The CLI's HTTP client: the gateway URL and token, the version handshake on every
 //! response, JSON errors mapped to the CLI's exit codes, and the SSE event stream with
-//! resume (`Last-Event-ID`).
+//! resume (`Last-Event-ID`): a stream silent for [`STREAM_READ_TIMEOUT`] (the gateway
+//! sends a keep-alive every 15 s) is dropped and resumed, and after [`STREAM_RETRIES`]
+//! failed attempts in a row the CLI gives up with exit 5.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,6 +14,11 @@ use serde::de::DeserializeOwned;
 use crate::exit;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An event stream that sends no byte for this long is considered dead.
+pub const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts in a row that make no progress before following gives up (exit 5).
+pub const STREAM_RETRIES: u32 = 5;
 
 /// A failure, with the exit code it maps to.  Never holds the token.
 #[derive(Debug)]
@@ -36,12 +43,22 @@ pub struct Client {
     token: Option<String>,
     http: reqwest::Client,
     stream_http: reqwest::Client,
+    stream_timeout: Duration,
 }
 
 static NOTICE_SHOWN: AtomicBool = AtomicBool::new(false);
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
+        Client::with_stream_timeout(base, token, STREAM_READ_TIMEOUT)
+    }
+
+    /// A client whose event stream gives up on silence after `read_timeout`.
+    pub fn with_stream_timeout(
+        base: &str,
+        token: Option<String>,
+        read_timeout: Duration,
+    ) -> Client {
         let base = base.trim_end_matches('/').to_string();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -50,6 +67,7 @@ impl Client {
             .expect("http client");
         let stream_http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(read_timeout)
             .build()
             .expect("http client");
         Client {
@@ -57,6 +75,7 @@ impl Client {
             token,
             http,
             stream_http,
+            stream_timeout: read_timeout,
         }
     }
 
@@ -126,6 +145,7 @@ impl Client {
                 ));
             }
             401 | 403 => exit::UNAUTHORISED,
+            503 => exit::UNREACHABLE,
             409 if err.code == codes::LOCKED => exit::LOCKED,
             400 | 404 | 409 => exit::USAGE,
             _ => exit::FAILED,
@@ -159,79 +179,106 @@ impl Client {
     }
 
     /// Follows a job's events from `after`, calling `on_event(seq, json)` for each, and
-    /// reconnecting with `Last-Event-ID` when the stream drops.  Returns the job's final
-    /// state once the gateway sends `end`.
+    /// reconnecting with `Last-Event-ID` when the stream drops or goes silent.  Returns
+    /// the job's final state once the gateway sends `end`; exit 5 after
+    /// [`STREAM_RETRIES`] attempts in a row without progress.
     pub async fn follow(
         &self,
         job: &str,
         mut after: u64,
         on_event: &mut dyn FnMut(u64, &str),
     ) -> Result<String> {
-        use futures_util::StreamExt;
         let mut failures = 0u32;
         loop {
-            let attempt = async {
-                let resp = self
-                    .request(
-                        &self.stream_http,
-                        reqwest::Method::GET,
-                        &format!("/v1/jobs/{job}/events"),
-                    )
-                    .header("Accept", "text/event-stream")
-                    .header("Last-Event-ID", after.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
-                let resp = self.check(resp).await?;
-                let mut stream = resp.bytes_stream();
-                let mut buf = Vec::<u8>::new();
-                while let Some(chunk) = stream.next().await {
-                    let Ok(chunk) = chunk else { break };
-                    buf.extend_from_slice(&chunk);
-                    while let Some(pos) = find_blank_line(&buf) {
-                        let frame: Vec<u8> = buf.drain(..pos).collect();
-                        let frame = String::from_utf8_lossy(&frame).replace("\r\n", "\n");
-                        let (mut id, mut kind, mut data) =
-                            (None, "message".to_string(), String::new());
-                        for line in frame.lines() {
-                            if let Some(v) = line.strip_prefix("id:") {
-                                id = v.trim().parse::<u64>().ok();
-                            } else if let Some(v) = line.strip_prefix("event:") {
-                                kind = v.trim().to_string();
-                            } else if let Some(v) = line.strip_prefix("data:") {
-                                if !data.is_empty() {
-                                    data.push('\n');
-                                }
-                                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                            }
-                        }
-                        if kind == "end" {
-                            return Ok(Some(data));
-                        }
-                        if let (Some(seq), "event") = (id, kind.as_str())
-                            && seq > after
-                        {
-                            after = seq;
-                            on_event(seq, &data);
-                        }
-                    }
-                }
-                Ok::<_, CliError>(None)
-            };
-            match attempt.await {
+            let before = after;
+            let why = match self.follow_once(job, &mut after, on_event).await {
                 Ok(Some(state)) => return Ok(state),
-                Ok(None) => failures = 0, // the stream dropped: resume at once
-                Err(e) if e.code == exit::UNREACHABLE && failures < 30 => failures += 1,
+                Ok(None) => "the event stream ended early".to_string(),
+                Err(e) if e.code == exit::UNREACHABLE => e.message,
                 Err(e) => return Err(e),
+            };
+            failures = if after > before { 1 } else { failures + 1 };
+            if failures >= STREAM_RETRIES {
+                return Err(CliError::new(
+                    exit::UNREACHABLE,
+                    format!(
+                        "lost the events of job {job} after {failures} attempts ({why}); the job goes on: `deploy logs {job} --follow`"
+                    ),
+                ));
             }
-            tokio::time::sleep(Duration::from_millis(if failures == 0 {
-                100
-            } else {
-                1000
-            }))
-            .await;
+            tokio::time::sleep(Duration::from_millis(250 << failures.min(5))).await;
         }
     }
+
+    /// One connection to the event stream: Some(state) at `end`, None if it ended
+    /// before; a silent or broken stream is an `UNREACHABLE` error.
+    async fn follow_once(
+        &self,
+        job: &str,
+        after: &mut u64,
+        on_event: &mut dyn FnMut(u64, &str),
+    ) -> Result<Option<String>> {
+        use futures_util::StreamExt;
+        let path = format!("/v1/jobs/{}/events", crate::urls::encode(job));
+        let resp = self
+            .request(&self.stream_http, reqwest::Method::GET, &path)
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", after.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let resp = self.check(resp).await?;
+        let mut stream = resp.bytes_stream();
+        let mut buf = Vec::<u8>::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                let what = if e.is_timeout() {
+                    format!("no data for {}s", self.stream_timeout_secs())
+                } else {
+                    root_cause(&e)
+                };
+                CliError::new(exit::UNREACHABLE, format!("event stream: {what}"))
+            })?;
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = find_blank_line(&buf) {
+                let frame: Vec<u8> = buf.drain(..pos).collect();
+                let (id, kind, data) = parse_frame(&frame);
+                if kind == "end" {
+                    return Ok(Some(data));
+                }
+                if let (Some(seq), "event") = (id, kind.as_str())
+                    && seq > *after
+                {
+                    *after = seq;
+                    on_event(seq, &data);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn stream_timeout_secs(&self) -> u64 {
+        self.stream_timeout.as_secs()
+    }
+}
+
+/// One SSE frame: (id, event name, data).
+fn parse_frame(frame: &[u8]) -> (Option<u64>, String, String) {
+    let frame = String::from_utf8_lossy(frame).replace("\r\n", "\n");
+    let (mut id, mut kind, mut data) = (None, "message".to_string(), String::new());
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("event:") {
+            kind = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        }
+    }
+    (id, kind, data)
 }
 
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
@@ -249,4 +296,52 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cur = next;
     }
     cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A gateway whose event stream sends its headers and then nothing, ever.
+    async fn stalled_gateway() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let connects = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let seen = connects.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = l.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+                let _ = s.write_all(head.as_bytes()).await;
+                held.push(s); // half-open: never a byte more, never closed
+            }
+        });
+        (url, connects)
+    }
+
+    #[tokio::test]
+    async fn a_silent_event_stream_is_resumed_then_given_up_with_exit_5() {
+        let (url, connects) = stalled_gateway().await;
+        let c = Client::with_stream_timeout(&url, None, Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let mut on_event = |_: u64, _: &str| {};
+        let err = c.follow("j1", 0, &mut on_event).await.unwrap_err();
+        assert_eq!(err.code, exit::UNREACHABLE, "{}", err.message);
+        assert!(err.message.contains("no data for"), "{}", err.message);
+        assert_eq!(connects.load(Ordering::SeqCst), STREAM_RETRIES);
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn frames_parse_with_id_event_and_data() {
+        let (id, kind, data) = parse_frame(b"id: 7\nevent: event\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            (id, kind.as_str(), data.as_str()),
+            (Some(7), "event", "{\"a\":1}")
+        );
+    }
 }

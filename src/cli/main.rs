@@ -9,6 +9,8 @@
 mod client;
 mod display;
 mod settings;
+mod status;
+mod urls;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -54,11 +56,15 @@ enum Cmd {
     Apps,
     /// Hosts the gateway knows.
     Hosts,
-    /// Which release runs on which host.
+    /// Which release runs on which host (the gateway's record of each switch).
     Status {
         app: String,
         #[arg(long, short = 'e')]
         env: Option<String>,
+        /// Also ask each host what it serves (slot, version, processes); `!!` marks a
+        /// host where the record and the host disagree.
+        #[arg(long)]
+        live: bool,
     },
     /// Versions available on the index, marking where each runs.
     Versions { app: String },
@@ -82,7 +88,9 @@ enum Cmd {
         #[arg(long)]
         pre: bool,
     },
-    /// Switch back to a release still on disk (default: the previous one); installs nothing.
+    /// Switch back to a release still on disk; installs nothing.  Without --to: the
+    /// release deployed before the current one (rollbacks do not count, so a second
+    /// rollback goes one further back).
     Rollback {
         app: String,
         #[arg(long, short = 'e')]
@@ -200,49 +208,27 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(exit::OK)
         }
-        Cmd::Status { app, env } => {
-            let q = env
-                .as_ref()
-                .map(|e| format!("?env={e}"))
-                .unwrap_or_default();
-            let rows: Vec<HostRelease> = client(&cli)?
-                .get(&format!("/v1/apps/{app}/status{q}"))
-                .await?;
+        Cmd::Status { app, env, live } => {
+            let q = urls::query(&[
+                ("env", env.as_deref().map(urls::env).transpose()?),
+                ("live", live.then_some("true")),
+            ]);
+            let path = urls::path(&["/v1/apps/", urls::app(app)?, &format!("/status{q}")]);
+            let rows: Vec<HostRelease> = client(&cli)?.get(&path).await?;
             if cli.json {
                 print_json(&rows);
             } else {
-                println!(
-                    "{:<12} {:<14} {:<12} {:<12} DEPLOYED",
-                    "ENV", "HOST", "VERSION", "BY"
-                );
-                for r in &rows {
-                    println!(
-                        "{:<12} {:<14} {:<12} {:<12} {}",
-                        r.env,
-                        r.host,
-                        r.version.as_deref().unwrap_or("-"),
-                        r.deployed_by.as_deref().unwrap_or("-"),
-                        when(r.deployed_at_ms)
-                    );
-                }
+                status::print_status(&rows, *live, when);
             }
             Ok(exit::OK)
         }
         Cmd::Versions { app } => {
-            let vs: Vec<VersionInfo> = client(&cli)?
-                .get(&format!("/v1/apps/{app}/versions"))
-                .await?;
+            let path = urls::path(&["/v1/apps/", urls::app(app)?, "/versions"]);
+            let vs: Vec<VersionInfo> = client(&cli)?.get(&path).await?;
             if cli.json {
                 print_json(&vs);
             } else {
-                for v in &vs {
-                    let on = if v.running_on.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  <- {}", v.running_on.join(", "))
-                    };
-                    println!("{}{on}", v.version);
-                }
+                status::print_versions(&vs);
             }
             Ok(exit::OK)
         }
@@ -255,6 +241,8 @@ async fn run(cli: Cli) -> Result<u8> {
             batch,
             pre,
         } => {
+            urls::app(app)?;
+            urls::env(env)?;
             let c = client(&cli)?;
             if !check {
                 confirm(
@@ -284,8 +272,13 @@ async fn run(cli: Cli) -> Result<u8> {
             yes,
             batch,
         } => {
+            urls::app(app)?;
+            urls::env(env)?;
             let c = client(&cli)?;
-            let target = to.clone().unwrap_or_else(|| "the previous release".into());
+            let target = match to {
+                Some(v) => v.clone(),
+                None => rollback_target(&c, app, env, cli.json).await?,
+            };
             confirm(
                 &c,
                 app,
@@ -297,16 +290,17 @@ async fn run(cli: Cli) -> Result<u8> {
             let req = RollbackRequest {
                 app: app.clone(),
                 env: env.clone(),
-                to: to.clone(),
+                // The release named above, even if another deploy ends in between.
+                to: Some(target),
                 batch: batch.clone(),
             };
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
         Cmd::Jobs { limit } => {
-            let jobs: Vec<JobInfo> = client(&cli)?
-                .get(&format!("/v1/jobs?limit={limit}"))
-                .await?;
+            let limit = limit.to_string();
+            let q = urls::query(&[("limit", Some(&limit))]);
+            let jobs: Vec<JobInfo> = client(&cli)?.get(&format!("/v1/jobs{q}")).await?;
             if cli.json {
                 print_json(&jobs);
             } else {
@@ -331,26 +325,26 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
         Cmd::Logs { job, follow: live } => {
+            let job = urls::job(job)?;
             let c = client(&cli)?;
             if *live {
                 return follow(&c, job, mode(&cli)).await;
             }
-            let events: Vec<StoredEvent> = c.get(&format!("/v1/jobs/{job}/log")).await?;
+            let events: Vec<StoredEvent> = c.get(&urls::path(&["/v1/jobs/", job, "/log"])).await?;
             let m = if cli.json { Mode::Json } else { Mode::Plain };
             let mut d = Display::new(m);
             for e in &events {
                 d.event(e.seq, &serde_json::to_string(&e.event).expect("serializes"));
             }
-            let info: JobInfo = c.get(&format!("/v1/jobs/{job}")).await?;
+            let info: JobInfo = c.get(&urls::path(&["/v1/jobs/", job])).await?;
             if !cli.json {
                 println!("job {}", info.state);
             }
             Ok(job_exit(info.state.as_str()))
         }
         Cmd::Cancel { job } => {
-            let info: JobInfo = client(&cli)?
-                .post(&format!("/v1/jobs/{job}/cancel"), &serde_json::json!({}))
-                .await?;
+            let path = urls::path(&["/v1/jobs/", urls::job(job)?, "/cancel"]);
+            let info: JobInfo = client(&cli)?.post(&path, &serde_json::json!({})).await?;
             eprintln!(
                 "cancelling job {}: hosts stop after their current step; follow with `deploy logs {} --follow`",
                 info.id, info.id
@@ -358,6 +352,22 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// The release a rollback without `--to` goes to, as the gateway chooses it; said
+/// before anything starts.
+async fn rollback_target(c: &Client, app: &str, env: &str, json: bool) -> Result<String> {
+    let q = urls::query(&[("env", Some(env))]);
+    let path = urls::path(&["/v1/apps/", app, &format!("/rollback{q}")]);
+    let t: RollbackTarget = c.get(&path).await?;
+    if !json {
+        let from = t.current.as_deref().unwrap_or("nothing recorded");
+        eprintln!(
+            "rolling {app} on {env} back to {} (the release deployed before {from})",
+            t.target
+        );
+    }
+    Ok(t.target)
 }
 
 /// Asks before acting on an environment that wants confirmation (unless `--yes`).

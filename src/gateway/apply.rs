@@ -50,6 +50,8 @@ pub async fn run(
         user: user(),
         envs: vec!["*".into()],
         admin: true,
+        source: "local".into(),
+        ..Principal::default()
     };
     let job = svc.deploy(&p, req).await?;
     if let Database::Private = database {
@@ -58,7 +60,11 @@ pub async fn run(
             job.id
         );
     }
-    let mut tail = svc.jobs().events.follow(job.id.clone(), 0);
+    let mut tail = svc
+        .jobs()
+        .events
+        .follow(job.id.clone(), 0)
+        .map_err(|_| ServiceError::Unavailable("too many followers of jobs".into()))?;
     let mut cancelled = false;
     loop {
         tokio::select! {

@@ -37,6 +37,10 @@ pub struct GatewayConfig {
     pub uv: Option<UvConfig>,
     /// Where the relay keeps downloaded files (by SHA-256).
     pub relay_cache: PathBuf,
+    /// The relay cache's bound: past it, the least recently used files go.
+    pub relay_cache_max_mb: u64,
+    /// Finished jobs, their events and audit rows older than this are pruned.
+    pub retention_days: u64,
 }
 
 /// `[uv]`: a uv binary for the servers, pinned by its SHA-256.
@@ -119,6 +123,33 @@ struct Raw {
     uv: Option<UvConfig>,
     #[serde(default)]
     relay_cache: Option<PathBuf>,
+    #[serde(default = "default_relay_cache_max_mb")]
+    relay_cache_max_mb: u64,
+    #[serde(default)]
+    retention: Retention,
+}
+
+/// `[retention]`: how long finished jobs, their events and the audit trail are kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retention {
+    #[serde(default = "default_retention_days")]
+    days: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            days: default_retention_days(),
+        }
+    }
+}
+
+fn default_relay_cache_max_mb() -> u64 {
+    2048
+}
+fn default_retention_days() -> u64 {
+    90
 }
 
 fn default_listen() -> String {
@@ -216,6 +247,14 @@ impl GatewayConfig {
                 Some(u)
             }
         };
+        if raw.retention.days == 0 {
+            return Err(InputError::new(
+                path,
+                line_of("[retention]"),
+                "retention.days",
+                "expected at least 1 day",
+            ));
+        }
         let database = abs(raw.database);
         let relay_cache = match raw.relay_cache {
             Some(p) => abs(p),
@@ -239,6 +278,8 @@ impl GatewayConfig {
             app_sources,
             uv,
             relay_cache,
+            relay_cache_max_mb: raw.relay_cache_max_mb,
+            retention_days: raw.retention.days,
         })
     }
 
@@ -428,6 +469,7 @@ mod tests {
         assert_eq!(s.secrets()[0].expose(), "t0ken-from-file");
         assert!(!format!("{s:?}").contains("t0ken"));
         assert!(c.relay_cache.ends_with("state/relay-cache"));
+        assert_eq!((c.relay_cache_max_mb, c.retention_days), (2048, 90));
         // No source and no index_url: a clear error naming both ways out.
         let e = c.source_for(&app("other")).err().unwrap();
         assert!(

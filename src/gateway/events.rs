@@ -2,26 +2,42 @@
 //! runtime that numbers each job's events, stores them in batches and only then wakes
 //! followers), the engine's sink that feeds it, and the follower that tails a job from
 //! the store (a live tail and a replay are the same code).
+//!
+//! A job's `switched` events also update the live record (which release each host serves)
+//! in the writer, right after the events are stored and before followers wake, so an
+//! interrupted job leaves the truth behind.  Followers are counted (a gauge) and capped;
+//! each ends as soon as its client goes away.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use deploy_wire::Event;
-use deploy_wire::api::JobState;
+use deploy_wire::api::{JobInfo, JobState};
+use deploy_wire::{Event, EventKind};
 use tokio::sync::{broadcast, oneshot};
 
-use super::store::{Db, NewEvent};
+use super::store::{Db, LiveRow, NewEvent};
 use crate::engine::EventSink;
 
 /// At most this many events go into one transaction.
 const BATCH: usize = 512;
+/// At most this many followers (SSE streams, `apply` tails) at once.
+pub const MAX_FOLLOWERS: usize = 256;
+
+/// What the writer needs to turn a job's `switched` events into live rows.
+struct JobMeta {
+    app: String,
+    env: String,
+    user: String,
+}
 
 enum Msg {
     Event {
         job: String,
         event: Event,
+        meta: Option<Arc<JobMeta>>,
     },
     /// Answered once everything sent before it is stored; the job's counter is dropped.
     Close {
@@ -37,20 +53,36 @@ pub struct Events {
     tx: mpsc::Sender<Msg>,
     /// A job id when it has new events or ended; "" to wake every follower.
     notify: broadcast::Sender<String>,
+    /// Followers alive now (the gauge `/v1/health` shows).
+    followers: Arc<AtomicUsize>,
 }
 
 /// The engine's sink for one job: hands events to the writer, never blocks.
 struct WriterSink {
     job: String,
+    meta: Option<Arc<JobMeta>>,
     tx: mpsc::Sender<Msg>,
 }
 
 impl EventSink for WriterSink {
     fn emit(&self, event: Event) {
-        let job = self.job.clone();
-        if self.tx.send(Msg::Event { job, event }).is_err() {
+        let (job, meta) = (self.job.clone(), self.meta.clone());
+        if self.tx.send(Msg::Event { job, event, meta }).is_err() {
             tracing::error!(job = %self.job, "the event writer has stopped; an event is lost");
         }
+    }
+}
+
+/// Too many followers already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// Counts one follower while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -71,14 +103,44 @@ impl Events {
             .name("event-writer".into())
             .spawn(move || write_loop(wdb, rx, wnotify))
             .expect("spawning the event writer thread");
-        Events { db, tx, notify }
+        let followers = Arc::new(AtomicUsize::new(0));
+        Events {
+            db,
+            tx,
+            notify,
+            followers,
+        }
     }
 
+    /// A sink for events of `job` that are not the engine's own (the relay's).
     pub fn sink(&self, job: &str) -> Arc<dyn EventSink> {
         Arc::new(WriterSink {
             job: job.to_string(),
+            meta: None,
             tx: self.tx.clone(),
         })
+    }
+
+    /// The engine's sink for `job`: its `switched` events also update the live record
+    /// (except in check mode, which switches nothing).
+    pub fn job_sink(&self, job: &JobInfo) -> Arc<dyn EventSink> {
+        let meta = (!job.check).then(|| {
+            Arc::new(JobMeta {
+                app: job.app.clone(),
+                env: job.env.clone(),
+                user: job.user.clone(),
+            })
+        });
+        Arc::new(WriterSink {
+            job: job.id.clone(),
+            meta,
+            tx: self.tx.clone(),
+        })
+    }
+
+    /// Followers alive now.
+    pub fn followers(&self) -> usize {
+        self.followers.load(Ordering::SeqCst)
     }
 
     /// Waits until every event of `job` emitted so far is stored.
@@ -96,16 +158,27 @@ impl Events {
     }
 
     /// Tails `job` from the store: events with `seq > after`, live ones as they are
-    /// stored, then its end.  The receiver may be dropped at any time.
-    pub fn follow(&self, job: String, after: u64) -> tokio::sync::mpsc::Receiver<Tail> {
+    /// stored, then its end.  Dropping the receiver ends the follower at once.
+    /// Err: [`MAX_FOLLOWERS`] are following already.
+    pub fn follow(
+        &self,
+        job: String,
+        after: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<Tail>, Busy> {
+        let was = self.followers.fetch_add(1, Ordering::SeqCst);
+        let counted = Counted(self.followers.clone());
+        if was >= MAX_FOLLOWERS {
+            return Err(Busy);
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let (db, wake) = (self.db.clone(), self.notify.subscribe());
         tokio::spawn(async move {
+            let _counted = counted;
             if let Err(e) = tail(db, wake, job, after, tx).await {
                 tracing::warn!("following a job stopped: {e}");
             }
         });
-        rx
+        Ok(rx)
     }
 }
 
@@ -113,11 +186,14 @@ impl Events {
 fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>) {
     let mut seqs: HashMap<String, u64> = HashMap::new();
     while let Ok(first) = rx.recv() {
-        let (mut batch, mut closes) = (Vec::new(), Vec::new());
+        let (mut batch, mut closes, mut live) = (Vec::new(), Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Event { job, event } => {
+                Msg::Event { job, event, meta } => {
+                    if let Some(row) = meta.and_then(|m| live_row(&m, &job, &event)) {
+                        live.push(row);
+                    }
                     let seq = seqs.entry(job.clone()).or_default();
                     *seq += 1;
                     let data = serde_json::to_string(&event).expect("events serialize");
@@ -139,6 +215,11 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
         {
             tracing::error!("{} event(s) not stored: {e}", batch.len());
         }
+        if !live.is_empty()
+            && let Err(e) = db.set_live(&live)
+        {
+            tracing::error!("the live record of {} host(s) not stored: {e}", live.len());
+        }
         let jobs: BTreeSet<&str> = batch.iter().map(|e| e.job.as_str()).collect();
         for job in jobs {
             let _ = notify.send(job.to_string());
@@ -148,6 +229,28 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
             let _ = done.send(());
         }
     }
+}
+
+/// The live row a `switched` event of a job means.
+fn live_row(meta: &JobMeta, job: &str, event: &Event) -> Option<LiveRow> {
+    let EventKind::Switched {
+        host,
+        version,
+        slot,
+    } = &event.kind
+    else {
+        return None;
+    };
+    Some(LiveRow {
+        app: meta.app.clone(),
+        env: meta.env.clone(),
+        host: host.clone(),
+        version: version.clone(),
+        slot: slot.clone(),
+        job_id: job.to_string(),
+        user: meta.user.clone(),
+        ts_ms: event.ts_ms,
+    })
 }
 
 async fn tail(
@@ -176,8 +279,9 @@ async fn tail(
             return Ok(());
         }
         if empty {
-            // Wait for news of this job (or poll every second, in case of a lag).
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            // Wait for news of this job (or poll every second, in case of a lag), and
+            // stop at once when the follower goes away.
+            let news = tokio::time::timeout(Duration::from_secs(1), async {
                 loop {
                     match wake.recv().await {
                         Ok(j) if j == job || j.is_empty() => break,
@@ -185,8 +289,98 @@ async fn tail(
                         Err(_) => break, // lagged or closed: re-read the store
                     }
                 }
-            })
-            .await;
+            });
+            tokio::select! {
+                _ = news => {}
+                _ = tx.closed() => return Ok(()),
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_wire::api::JobKind;
+
+    fn job(check: bool) -> JobInfo {
+        JobInfo {
+            id: "j1".into(),
+            kind: JobKind::Deploy,
+            app: "hello".into(),
+            env: "production".into(),
+            version: "2.0".into(),
+            check,
+            user: "ann".into(),
+            state: JobState::Running,
+            created_ms: 0,
+            finished_ms: None,
+            error: None,
+        }
+    }
+
+    fn switched(host: &str, version: &str, slot: &str) -> Event {
+        Event::now(EventKind::Switched {
+            host: host.into(),
+            version: version.into(),
+            slot: slot.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_switched_event_records_what_the_host_serves_before_followers_see_it() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        let sink = events.job_sink(&job(false));
+        sink.emit(switched("web1", "2.0", "green"));
+        // A switch back after a failed health check: the record follows it.
+        sink.emit(switched("web2", "2.0", "green"));
+        sink.emit(switched("web2", "1.0", "blue"));
+        events.close("j1").await; // what `finish` awaits; an interrupted job never gets here
+        let web1 = db.live_row("hello", "production", "web1").unwrap().unwrap();
+        assert_eq!(
+            (
+                web1.version.as_str(),
+                web1.slot.as_str(),
+                web1.job_id.as_str()
+            ),
+            ("2.0", "green", "j1")
+        );
+        assert_eq!(web1.user, "ann");
+        let web2 = db.live_row("hello", "production", "web2").unwrap().unwrap();
+        assert_eq!((web2.version.as_str(), web2.slot.as_str()), ("1.0", "blue"));
+        assert_eq!(db.last_seq("j1").unwrap(), 3, "the events are stored too");
+    }
+
+    #[tokio::test]
+    async fn the_record_is_written_without_waiting_for_the_job_to_end() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        events
+            .job_sink(&job(false))
+            .emit(switched("web1", "2.0", "green"));
+        // No close: poll as a later reader (say, after a crash) would find it.
+        let mut found = None;
+        for _ in 0..100 {
+            found = db.live_row("hello", "production", "web1").unwrap();
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(found.map(|r| r.version), Some("2.0".into()));
+    }
+
+    #[tokio::test]
+    async fn check_mode_and_the_relay_sink_record_nothing() {
+        let db = Db::in_memory().unwrap();
+        let events = Events::start(db.clone());
+        events
+            .job_sink(&job(true))
+            .emit(switched("web1", "2.0", "green"));
+        events.sink("j1").emit(switched("web2", "2.0", "green"));
+        events.close("j1").await;
+        assert_eq!(db.live_row("hello", "production", "web1").unwrap(), None);
+        assert_eq!(db.live_row("hello", "production", "web2").unwrap(), None);
     }
 }

@@ -6,12 +6,12 @@
 //! A job does not belong to the request that made it: a client that goes away changes
 //! nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_wire::api::{JobInfo, JobState, LedgerEntry, LedgerResult};
+use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
 use tracing::Instrument;
 
@@ -73,6 +73,11 @@ pub struct Planned {
     engine: EngineConfig,
 }
 
+/// The relay's upstream: connecting, and any read that gets no byte for this long, fail
+/// (a stalled upstream cannot hold a job's listing lock or a download forever).
+const RELAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const RELAY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Clone)]
 pub struct Jobs {
     pub db: Db,
@@ -92,7 +97,10 @@ pub fn new_job_id() -> String {
 impl Jobs {
     pub fn new(db: Db, settings: Settings) -> Jobs {
         let relay_cache = match &settings.artifacts {
-            Artifacts::Gateway(cfg) => Some(Arc::new(RelayCache::new(cfg.relay_cache.clone()))),
+            Artifacts::Gateway(cfg) => Some(Arc::new(RelayCache::new(
+                cfg.relay_cache.clone(),
+                cfg.relay_cache_max_mb.saturating_mul(1 << 20),
+            ))),
             Artifacts::Inventory => None,
         };
         Jobs {
@@ -100,8 +108,9 @@ impl Jobs {
             db,
             settings: Arc::new(settings),
             cancels: Default::default(),
-            relay_http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
+            relay_http: crate::artifacts::client(reqwest::Client::builder())
+                .connect_timeout(RELAY_CONNECT_TIMEOUT)
+                .read_timeout(RELAY_READ_TIMEOUT)
                 .build()
                 .expect("http client"),
             relay_cache,
@@ -171,11 +180,10 @@ impl Jobs {
         }))
     }
 
-    /// Every input check and rendering, before any connection.
-    pub fn plan(&self, job: JobInfo, batch: Option<&str>) -> Result<Planned, InputError> {
+    /// The engine's configuration (files, key, pins, limits), for jobs and `observe`.
+    pub fn engine_config(&self) -> Result<EngineConfig, InputError> {
         let s = &self.settings;
-        let inv = self.inventory()?;
-        let engine = EngineConfig {
+        Ok(EngineConfig {
             playbooks_dir: s.playbooks.clone(),
             templates_dir: s.templates.clone(),
             key: s.key.clone(),
@@ -183,7 +191,13 @@ impl Jobs {
             ssh: s.ssh.clone(),
             command_timeout: s.command_timeout,
             uv: s.uv.clone(),
-        };
+        })
+    }
+
+    /// Every input check and rendering, before any connection.
+    pub fn plan(&self, job: JobInfo, batch: Option<&str>) -> Result<Planned, InputError> {
+        let inv = self.inventory()?;
+        let engine = self.engine_config()?;
         let batch = batch
             .map(|b| {
                 crate::inventory::BatchSize::parse(b)
@@ -217,7 +231,7 @@ impl Jobs {
             .lock()
             .unwrap()
             .insert(job.id.clone(), cancel.clone());
-        let (this, sink) = (self.clone(), self.events.sink(&job.id));
+        let (this, sink) = (self.clone(), self.events.job_sink(&job));
         let span = tracing::info_span!("job", id = %job.id, app = %job.app, env = %job.env);
         tokio::spawn(
             async move {
@@ -241,6 +255,7 @@ impl Jobs {
                 if !job.check {
                     for h in &result.hosts {
                         let from = s.live(&job.app, &job.env, &h.host)?.map(|e| e.version);
+                        // (The live record was kept current by `switched` events.)
                         s.add_ledger(&LedgerEntry {
                             job_id: job.id.clone(),
                             app: job.app.clone(),
@@ -253,6 +268,9 @@ impl Jobs {
                             ts_ms: now_ms(),
                         })?;
                     }
+                }
+                if job.kind == JobKind::Deploy && state == JobState::Succeeded {
+                    s.add_deploy(&job.app, &job.env, &job.version, &job.id)?;
                 }
                 let error = result.hosts.iter().find_map(|h| h.error.clone());
                 let target = format!("{}/{} {} ({})", job.app, job.env, job.version, job.id);
@@ -284,23 +302,20 @@ impl Jobs {
         }
     }
 
-    /// Marks the running jobs of stopped runners interrupted (each with a final event)
-    /// and frees their locks.  Returns their ids.
+    /// Marks the running jobs of stopped runners interrupted (each with a final event
+    /// that says how long it ran and how its hosts ended) and frees their locks.
+    /// Returns their ids.
     pub async fn recover(&self, which: Orphans) -> Result<Vec<String>, StoreError> {
         self.db
             .call(move |s| {
                 let ids = s.interrupt_running(which)?;
                 for id in &ids {
-                    let event = Event::now(EventKind::JobFinished {
-                        status: JobStatus::Interrupted,
-                        elapsed_ms: 0,
-                        hosts_ok: 0,
-                        hosts_changed: 0,
-                        hosts_failed: 0,
-                    });
+                    let stored = s.events_after(id, 0, u32::MAX)?;
+                    let started = s.job(id)?.map(|j| j.created_ms).unwrap_or_else(now_ms);
+                    let event = Event::now(interrupted(started, &stored));
                     s.append_events(&[NewEvent {
                         job: id.clone(),
-                        seq: s.last_seq(id)? + 1,
+                        seq: stored.last().map(|(seq, _)| *seq).unwrap_or(0) + 1,
                         ts_ms: event.ts_ms,
                         data: serde_json::to_string(&event).expect("events serialize"),
                     }])?;
@@ -308,6 +323,34 @@ impl Jobs {
                 Ok(ids)
             })
             .await
+    }
+}
+
+/// The final event of a job found running after a restart: its time from `started` to
+/// now, and its hosts as their stored `host_finished` events say (a host without one
+/// counts as failed: nobody knows where it stopped).
+pub fn interrupted(started_ms: u64, stored: &[(u64, String)]) -> EventKind {
+    // Each host's last word (a halt rollback may finish a host twice).
+    let mut last: BTreeMap<String, Option<HostStatus>> = BTreeMap::new();
+    for (_, data) in stored {
+        match serde_json::from_str::<Event>(data).map(|e| e.kind) {
+            Ok(EventKind::JobStarted { hosts, .. }) => {
+                last.extend(hosts.into_iter().map(|h| (h, None)));
+            }
+            Ok(EventKind::HostFinished { host, status, .. }) => {
+                last.insert(host, Some(status));
+            }
+            _ => {}
+        }
+    }
+    let count = |want: HostStatus| last.values().filter(|s| **s == Some(want)).count() as u32;
+    let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
+    EventKind::JobFinished {
+        status: JobStatus::Interrupted,
+        elapsed_ms: now_ms().saturating_sub(started_ms),
+        hosts_ok: ok,
+        hosts_changed: changed,
+        hosts_failed: last.len() as u32 - ok - changed,
     }
 }
 
@@ -327,5 +370,69 @@ fn ledger_result(status: HostStatus) -> LedgerResult {
         HostStatus::Failed => LedgerResult::Failed,
         HostStatus::Unreachable => LedgerResult::Unreachable,
         HostStatus::Cancelled => LedgerResult::Cancelled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_wire::StepStatus;
+
+    fn stored(kinds: Vec<EventKind>) -> Vec<(u64, String)> {
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (i as u64 + 1, serde_json::to_string(&Event::now(k)).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
+        let events = stored(vec![
+            EventKind::JobStarted {
+                app: "hello".into(),
+                env: "staging".into(),
+                version: "2.0".into(),
+                hosts: vec!["web1".into(), "web2".into(), "web3".into()],
+                check: false,
+                steps: vec!["switch".into()],
+            },
+            EventKind::StepFinished {
+                host: "web1".into(),
+                step: "switch".into(),
+                status: StepStatus::Changed,
+                reason: String::new(),
+                diff: None,
+                elapsed_ms: 1,
+            },
+            EventKind::HostFinished {
+                host: "web1".into(),
+                status: HostStatus::Changed,
+                changed: 1,
+                elapsed_ms: 1,
+                error: None,
+            },
+            EventKind::HostFinished {
+                host: "web2".into(),
+                status: HostStatus::Ok,
+                changed: 0,
+                elapsed_ms: 1,
+                error: None,
+            },
+        ]);
+        let started = now_ms() - 22_000;
+        let EventKind::JobFinished {
+            status,
+            elapsed_ms,
+            hosts_ok,
+            hosts_changed,
+            hosts_failed,
+        } = interrupted(started, &events)
+        else {
+            panic!("not a job_finished event");
+        };
+        assert_eq!(status, JobStatus::Interrupted);
+        assert!((22_000..30_000).contains(&elapsed_ms), "{elapsed_ms}");
+        assert_eq!((hosts_ok, hosts_changed, hosts_failed), (1, 1, 1));
     }
 }

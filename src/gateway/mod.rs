@@ -10,8 +10,11 @@ pub mod events;
 pub mod jobs;
 pub mod lockfile;
 pub mod relay;
+pub mod relay_cache;
+pub mod retention;
 pub mod service;
 pub mod store;
+pub mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,12 +49,14 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let database = cfg.database.clone();
+    let (database, days) = (cfg.database.clone(), cfg.retention_days);
     let state = state(cfg)?;
     recover(state.svc.jobs(), &database).await?;
+    retention::spawn(state.svc.db().clone(), days);
     lock.announce(&addr.to_string())?;
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, api::router(state))
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| e.to_string())

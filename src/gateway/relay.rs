@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -37,32 +38,10 @@ use tokio::io::AsyncWriteExt;
 use crate::artifacts::{self, ArtifactSource, DistFile};
 use crate::engine::EventSink;
 
-/// The relay's files, by SHA-256, shared by every job of the gateway.
-pub struct RelayCache {
-    dir: PathBuf,
-    /// One lock per file being downloaded.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
+pub use super::relay_cache::RelayCache;
 
-impl RelayCache {
-    pub fn new(dir: PathBuf) -> RelayCache {
-        RelayCache {
-            dir,
-            inflight: Mutex::new(HashMap::new()),
-        }
-    }
-    fn path(&self, sha256: &str) -> PathBuf {
-        self.dir.join(&sha256[..2]).join(sha256)
-    }
-    fn lock(&self, sha256: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inflight
-            .lock()
-            .unwrap()
-            .entry(sha256.to_string())
-            .or_default()
-            .clone()
-    }
-}
+/// A listing that takes longer than this fails (it holds the job's listing lock).
+const LISTING_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One job's relay: a source, the shared cache, and where its events go.
 #[derive(Clone)]
@@ -171,7 +150,17 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
             Some(f) => f.clone(),
             None => {
                 let src = cx.inner.source.as_ref();
-                match artifacts::list_files(&cx.inner.http, src, &name).await {
+                let listing = artifacts::list_files(&cx.inner.http, src, &name);
+                let listed = tokio::time::timeout(LISTING_TIMEOUT, listing)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "listing {name} on {} took over {}s",
+                            src.describe(),
+                            LISTING_TIMEOUT.as_secs()
+                        ))
+                    });
+                match listed {
                     Ok(f) => {
                         let f = Arc::new(f);
                         listings.insert(name.clone(), f.clone());
@@ -284,11 +273,13 @@ async fn fetch_verified(cx: &Ctx, f: &DistFile, sha256: &str) -> Result<PathBuf,
     let cache = &cx.inner.cache;
     let path = cache.path(sha256);
     if path.is_file() {
+        cache.touch(&path);
         return Ok(path);
     }
     let lock = cache.lock(sha256);
     let _held = lock.lock().await;
     if path.is_file() {
+        cache.touch(&path);
         return Ok(path);
     }
     let dir = path.parent().expect("cache paths have a parent");
@@ -320,6 +311,15 @@ async fn fetch_verified(cx: &Ctx, f: &DistFile, sha256: &str) -> Result<PathBuf,
         f.filename,
         cx.inner.source.describe()
     ));
+    let (cache, keep) = (cx.inner.cache.clone(), path.clone());
+    let evicted = tokio::task::spawn_blocking(move || cache.evict(&keep))
+        .await
+        .unwrap_or(0);
+    if evicted > 0 {
+        cx.say(format!(
+            "relay cache over its bound: removed {evicted} bytes of the least recently used files"
+        ));
+    }
     Ok(path)
 }
 

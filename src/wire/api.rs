@@ -38,6 +38,8 @@ pub mod codes {
     pub const INTERNAL: &str = "internal";
     pub const CONFLICT: &str = "conflict";
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    /// The gateway is at a limit (for example: too many event streams); retry later.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -65,8 +67,9 @@ pub struct HostInfo {
     pub pinned: bool,
 }
 
-/// Which release runs on which host (from the ledger: the last successful deploy).
-#[derive(Serialize, Deserialize, Debug, Clone)]
+/// Which release runs on which host: the gateway's record, written the moment the host's
+/// live pointer changed (a `switched` event), and with `?live=true` what the host says.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
 pub struct HostRelease {
     pub env: String,
     pub host: String,
@@ -74,6 +77,51 @@ pub struct HostRelease {
     pub deployed_by: Option<String>,
     pub deployed_at_ms: Option<u64>,
     pub job_id: Option<String>,
+    /// The recorded live slot (`blue`/`green`), when the record came from a switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// With `?live=true`: what the host itself says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<ObservedHost>,
+    /// With `?live=true`: the record and the host disagree (version or slot).
+    #[serde(default)]
+    pub disagrees: bool,
+}
+
+/// What a host says it runs (`deploy status --live`), or why it did not answer.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ObservedHost {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_slot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub processes: Vec<ProcessState>,
+    /// Set when the host could not be asked: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
+}
+
+/// One process of the application on a host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ProcessState {
+    pub name: String,
+    /// `running` or `stopped`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+/// `GET /v1/apps/{app}/rollback?env=E`: what `deploy rollback` without `--to` would
+/// choose, before anything starts.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RollbackTarget {
+    pub app: String,
+    pub env: String,
+    /// What runs now (the gateway's record).
+    pub current: Option<String>,
+    /// The release deployed before it.
+    pub target: String,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]

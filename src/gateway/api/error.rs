@@ -44,6 +44,7 @@ impl From<ServiceError> for ApiErr {
             E::Locked { .. } => (StatusCode::CONFLICT, codes::LOCKED),
             E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             E::Upstream(_) => (StatusCode::BAD_GATEWAY, codes::UPSTREAM),
+            E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             E::Internal(cause) => {
                 tracing::error!("internal error: {cause}");
                 let message = "internal error; see the gateway's log";

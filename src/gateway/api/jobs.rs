@@ -1,6 +1,8 @@
 //! Jobs: start a deploy or rollback (through the job service), list and show jobs,
 //! cancel one, and read its events: stored (`/log`) or as Server-Sent Events
-//! (`/events`, resumable with `Last-Event-ID`).
+//! (`/events`, resumable with `Last-Event-ID`; a keep-alive comment every
+//! [`KEEP_ALIVE`], well under the CLI's read timeout).  Reads need the job's environment
+//! in the token's read scope.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -16,8 +18,13 @@ use serde::Deserialize;
 use super::{ApiErr, AppJson, AppPath, AppQuery, AppState};
 use crate::gateway::auth::Principal;
 use crate::gateway::events::Tail;
+use crate::gateway::service::ServiceError;
 
 type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
+
+/// How often an idle event stream sends a comment (the CLI gives up on a stream after
+/// 60 s without a byte).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn deploy(
     State(st): State<AppState>,
@@ -44,19 +51,19 @@ pub struct Limit {
 
 pub async fn list(
     State(st): State<AppState>,
-    _: Principal,
+    p: Principal,
     AppQuery(q): AppQuery<Limit>,
 ) -> Result<Json<Vec<JobInfo>>, ApiErr> {
     let limit = q.limit.unwrap_or(20).min(1000);
-    Ok(Json(st.svc.db().call(move |s| s.jobs(limit)).await?))
+    Ok(Json(st.svc.jobs_for(&p, limit).await?))
 }
 
 pub async fn show(
     State(st): State<AppState>,
-    _: Principal,
+    p: Principal,
     AppPath(id): AppPath<String>,
 ) -> Result<Json<JobInfo>, ApiErr> {
-    Ok(Json(st.svc.job(&id).await?))
+    Ok(Json(st.svc.job_for(&p, &id).await?))
 }
 
 pub async fn cancel(
@@ -76,19 +83,24 @@ pub struct After {
 /// with `id: seq`; ends with an `end` event once the job is finished and all is sent.
 pub async fn events(
     State(st): State<AppState>,
-    _: Principal,
+    p: Principal,
     AppPath(id): AppPath<String>,
     AppQuery(q): AppQuery<After>,
     headers: HeaderMap,
 ) -> Result<Response, ApiErr> {
-    st.svc.job(&id).await?;
+    st.svc.job_for(&p, &id).await?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .or(q.after)
         .unwrap_or(0);
-    let tail = st.svc.jobs().events.follow(id, after);
+    let tail = st.svc.jobs().events.follow(id, after).map_err(|_| {
+        let max = crate::gateway::events::MAX_FOLLOWERS;
+        ServiceError::Unavailable(format!(
+            "the gateway already streams {max} jobs' events; retry later"
+        ))
+    })?;
     let stream = futures_util::stream::unfold(tail, |mut rx| async move {
         let event = match rx.recv().await? {
             Tail::Event { seq, data } => SseEvent::default()
@@ -100,7 +112,7 @@ pub async fn events(
         Some((Ok::<_, Infallible>(event), rx))
     });
     let mut resp = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -110,11 +122,11 @@ pub async fn events(
 /// The stored events of a job, as JSON (no streaming).
 pub async fn log(
     State(st): State<AppState>,
-    _: Principal,
+    p: Principal,
     AppPath(id): AppPath<String>,
     AppQuery(q): AppQuery<After>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiErr> {
-    st.svc.job(&id).await?;
+    st.svc.job_for(&p, &id).await?;
     let after = q.after.unwrap_or(0);
     let rows = st
         .svc

@@ -9,9 +9,10 @@ mod handshake;
 mod jobs;
 mod records;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -88,6 +89,11 @@ fn table() -> Table {
         .add(Method::GET, "/v1/hosts", apps::hosts)
         .add(Method::GET, "/v1/apps/{app}/status", apps::status)
         .add(Method::GET, "/v1/apps/{app}/versions", apps::versions)
+        .add(
+            Method::GET,
+            "/v1/apps/{app}/rollback",
+            apps::rollback_target,
+        )
         .add(Method::POST, "/v1/deployments", jobs::deploy)
         .add(Method::POST, "/v1/rollbacks", jobs::rollback)
         .add(Method::GET, "/v1/jobs", jobs::list)
@@ -120,8 +126,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"ok": true}))
+/// Liveness, and the gateway's gauges: event streams (followers) alive now.
+async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let followers = st.svc.jobs().events.followers();
+    Json(serde_json::json!({"ok": true, "followers": followers}))
 }
 
 async fn method_not_allowed(req: Request) -> ApiErr {
@@ -143,7 +151,13 @@ async fn require_token(State(st): State<AppState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok());
     let token = auth::bearer(header).map(str::to_string);
     let path = req.uri().path().to_string();
-    match st.svc.authenticate(token.as_deref(), &path).await {
+    // The peer's address (absent in in-process tests: "unknown").
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    match st.svc.authenticate(token.as_deref(), &path, &source).await {
         Ok(p) => {
             req.extensions_mut().insert(p);
             next.run(req).await

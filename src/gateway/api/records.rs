@@ -1,5 +1,5 @@
-//! The records: the release ledger (`/v1/ledger`) and the audit trail (`/v1/audit`,
-//! admin tokens only).
+//! The records: the release ledger (`/v1/ledger`, filtered to the environments the token
+//! may read) and the audit trail (`/v1/audit`, admin tokens only).
 
 use axum::Json;
 use axum::extract::State;
@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::{ApiErr, AppQuery, AppState};
 use crate::gateway::auth::Principal;
-use crate::gateway::service::ServiceError;
 
 #[derive(Deserialize)]
 pub struct Filter {
@@ -18,16 +17,11 @@ pub struct Filter {
 
 pub async fn ledger(
     State(st): State<AppState>,
-    _: Principal,
+    p: Principal,
     AppQuery(q): AppQuery<Filter>,
 ) -> Result<Json<Vec<LedgerEntry>>, ApiErr> {
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let rows = st
-        .svc
-        .db()
-        .call(move |s| s.ledger(q.app.as_deref(), limit))
-        .await?;
-    Ok(Json(rows))
+    Ok(Json(st.svc.ledger_for(&p, q.app, limit).await?))
 }
 
 pub async fn audit(
@@ -35,10 +29,6 @@ pub async fn audit(
     p: Principal,
     AppQuery(q): AppQuery<Filter>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiErr> {
-    if !p.admin {
-        let message = "the audit trail needs an admin token";
-        return Err(ServiceError::Forbidden(message.into()).into());
-    }
     let limit = q.limit.unwrap_or(100).min(10_000);
-    Ok(Json(st.svc.db().call(move |s| s.audit_log(limit)).await?))
+    Ok(Json(st.svc.audit_for(&p, limit).await?))
 }

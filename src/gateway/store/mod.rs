@@ -7,6 +7,7 @@
 //! plus one arm in [`Db::open`]; nothing outside this folder names a database crate.
 
 mod sqlite;
+mod sqlite_access;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,10 +42,67 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct TokenRow {
     pub id: String,
     pub user: String,
+    /// Environments it may read and act on (deploy, rollback, cancel).
     pub envs: Vec<String>,
+    /// Environments it may only read.
+    pub read_envs: Vec<String>,
     pub admin: bool,
     pub created_ms: u64,
     pub revoked: bool,
+    /// After this instant the token is refused (401).
+    pub expires_ms: Option<u64>,
+    /// Updated at most once a minute (see `JobService::authenticate`).
+    pub last_used_ms: Option<u64>,
+}
+
+/// A token to store: its public id, its hash and what it may do.
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    pub id: String,
+    pub hash: String,
+    pub user: String,
+    pub envs: Vec<String>,
+    pub read_envs: Vec<String>,
+    pub admin: bool,
+    pub expires_ms: Option<u64>,
+}
+
+/// Which environments a listing may show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Envs(Vec<String>),
+}
+
+impl Scope {
+    pub fn allows(&self, env: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Envs(e) => e.iter().any(|x| x == env),
+        }
+    }
+}
+
+/// The release a host serves, recorded the moment its live pointer changed (a
+/// `switched` event), so interrupted and failed jobs leave the truth behind too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRow {
+    pub app: String,
+    pub env: String,
+    pub host: String,
+    pub version: String,
+    pub slot: String,
+    pub job_id: String,
+    pub user: String,
+    pub ts_ms: u64,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub events: u64,
+    pub audit: u64,
 }
 
 /// Who holds an (application, environment) lock, and with which job.
@@ -88,8 +146,8 @@ pub trait Store: Send + Sync {
     /// Records a job's end and frees its lock.
     fn finish_job(&self, id: &str, state: JobState, error: Option<&str>) -> Result<()>;
     fn job(&self, id: &str) -> Result<Option<JobInfo>>;
-    /// The newest jobs first.
-    fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>>;
+    /// The newest jobs first, of the environments `scope` allows.
+    fn jobs(&self, limit: u32, scope: &Scope) -> Result<Vec<JobInfo>>;
 
     /// Stores events (of any jobs) in one transaction.
     fn append_events(&self, events: &[NewEvent]) -> Result<()>;
@@ -98,11 +156,22 @@ pub trait Store: Send + Sync {
     fn events_after(&self, job: &str, after: u64, limit: u32) -> Result<Vec<(u64, String)>>;
 
     fn add_ledger(&self, entry: &LedgerEntry) -> Result<()>;
-    /// The newest entries first, of one application or all.
-    fn ledger(&self, app: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>>;
+    /// The newest entries first, of one application or all, in the environments of `scope`.
+    fn ledger(&self, app: Option<&str>, limit: u32, scope: &Scope) -> Result<Vec<LedgerEntry>>;
     /// The last good deploy of an application to one host of an environment.
     fn live(&self, app: &str, env: &str, host: &str) -> Result<Option<LedgerEntry>>;
 
+    /// Records where a host's live pointer now points (one row per app, env, host).
+    fn set_live(&self, rows: &[LiveRow]) -> Result<()>;
+    /// What a host serves, as last recorded by a `switched` event.
+    fn live_row(&self, app: &str, env: &str, host: &str) -> Result<Option<LiveRow>>;
+    /// Remembers a deploy job that succeeded (the history rollbacks choose from).
+    fn add_deploy(&self, app: &str, env: &str, version: &str, job_id: &str) -> Result<()>;
+    /// Versions of the deploys that succeeded on (app, env), newest first.
+    fn deploy_history(&self, app: &str, env: &str, limit: u32) -> Result<Vec<String>>;
+
+    fn create_token(&self, t: &NewToken) -> Result<()>;
+    /// A read+write token without expiry (the shape before read scopes).
     fn add_token(
         &self,
         id: &str,
@@ -110,9 +179,20 @@ pub trait Store: Send + Sync {
         user: &str,
         envs: &[String],
         admin: bool,
-    ) -> Result<()>;
-    /// An active (not revoked) token by its hash.
+    ) -> Result<()> {
+        self.create_token(&NewToken {
+            id: id.into(),
+            hash: hash.into(),
+            user: user.into(),
+            envs: envs.to_vec(),
+            admin,
+            ..NewToken::default()
+        })
+    }
+    /// An active (not revoked) token by its hash, expired or not.
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>>;
+    /// Sets a token's last use.
+    fn touch_token(&self, id: &str, at_ms: u64) -> Result<()>;
     fn tokens(&self) -> Result<Vec<TokenRow>>;
     /// False if there is no active token with this id.
     fn revoke_token(&self, id: &str) -> Result<bool>;
@@ -120,6 +200,9 @@ pub trait Store: Send + Sync {
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.
     fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Removes finished jobs (and their events) and audit rows older than `before_ms`.
+    /// The ledger, the live rows and the deploy history are kept.
+    fn prune(&self, before_ms: u64) -> Result<Pruned>;
 }
 
 /// A shared handle on the store: synchronous through `Deref`, async through `call`.

@@ -10,8 +10,10 @@ use std::sync::Mutex;
 use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::sqlite_access as access;
 use super::{
-    APPLY_USER_PREFIX, LockHolder, NewEvent, Orphans, Result, Store, StoreError, TokenRow, now_ms,
+    APPLY_USER_PREFIX, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned, Result, Scope,
+    Store, StoreError, TokenRow, now_ms,
 };
 
 const SCHEMA: &[&str] = &[
@@ -36,12 +38,32 @@ const SCHEMA: &[&str] = &[
      CREATE TABLE audit (
         id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, user TEXT NOT NULL,
         action TEXT NOT NULL, target TEXT NOT NULL, outcome TEXT NOT NULL);",
+    // version 2: read scopes and expiry on tokens; the live record (written on each
+    // `switched` event); the history of deploys that succeeded (rollback targets);
+    // indexes for retention and scoped lists.
+    "ALTER TABLE tokens ADD COLUMN read_envs TEXT NOT NULL DEFAULT '';
+     ALTER TABLE tokens ADD COLUMN expires_ms INTEGER;
+     ALTER TABLE tokens ADD COLUMN last_used_ms INTEGER;
+     CREATE TABLE live (
+        app TEXT NOT NULL, env TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
+        slot TEXT NOT NULL, job_id TEXT NOT NULL, user TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+        PRIMARY KEY (app, env, host));
+     CREATE TABLE deploys (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, app TEXT NOT NULL, env TEXT NOT NULL,
+        version TEXT NOT NULL, job_id TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+     INSERT INTO deploys (app, env, version, job_id, ts_ms)
+        SELECT app, env, version, id, COALESCE(finished_ms, created_ms) FROM jobs
+        WHERE kind = 'deploy' AND state = 'succeeded' ORDER BY created_ms;
+     CREATE INDEX deploys_target ON deploys (app, env, id);
+     CREATE INDEX jobs_finished ON jobs (finished_ms);
+     CREATE INDEX audit_ts ON audit (ts_ms);",
 ];
 
 const JOB_COLS: &str =
     "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error";
 const LEDGER_COLS: &str = "job_id, app, env, host, version, from_version, result, user, ts_ms";
-const TOKEN_COLS: &str = "id, user, envs, admin, created_ms, revoked_ms";
+pub(super) const TOKEN_COLS: &str =
+    "id, user, envs, admin, created_ms, revoked_ms, read_envs, expires_ms, last_used_ms";
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -85,21 +107,37 @@ fn ledger_from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     })
 }
 
-fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
-    let envs: String = r.get(2)?;
+fn list(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub(super) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
     Ok(TokenRow {
         id: r.get(0)?,
         user: r.get(1)?,
-        envs: envs
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
+        envs: list(&r.get::<_, String>(2)?),
         admin: r.get::<_, i64>(3)? != 0,
         created_ms: r.get::<_, i64>(4)? as u64,
         revoked: r.get::<_, Option<i64>>(5)?.is_some(),
+        read_envs: list(&r.get::<_, String>(6)?),
+        expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        last_used_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
     })
 }
+
+/// A scope as one SQL parameter: NULL for all, else a JSON array of environments
+/// (matched with `json_each`).
+fn scope_param(scope: &Scope) -> Option<String> {
+    match scope {
+        Scope::All => None,
+        Scope::Envs(e) => Some(serde_json::to_string(e).expect("strings serialize")),
+    }
+}
+
+const IN_SCOPE: &str = "(?2 IS NULL OR env IN (SELECT value FROM json_each(?2)))";
 
 /// The SQL condition selecting the running jobs of `which`.
 fn orphans_sql(which: Orphans) -> String {
@@ -160,7 +198,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the connection; `doing` names the operation in errors.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         doing: &'static str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -255,12 +293,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn jobs(&self, limit: u32) -> Result<Vec<JobInfo>> {
+    fn jobs(&self, limit: u32, scope: &Scope) -> Result<Vec<JobInfo>> {
+        let scope = scope_param(scope);
         self.with("listing jobs", |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {JOB_COLS} FROM jobs ORDER BY created_ms DESC, id DESC LIMIT ?1"
+                "SELECT {JOB_COLS} FROM jobs WHERE {IN_SCOPE} ORDER BY created_ms DESC, id DESC LIMIT ?1"
             ))?;
-            st.query_map(params![limit], job_from_row)?.collect()
+            st.query_map(params![limit, scope], job_from_row)?.collect()
         })
     }
 
@@ -322,12 +361,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn ledger(&self, app: Option<&str>, limit: u32) -> Result<Vec<LedgerEntry>> {
+    fn ledger(&self, app: Option<&str>, limit: u32, scope: &Scope) -> Result<Vec<LedgerEntry>> {
+        let scope = scope_param(scope);
         self.with("reading the ledger", |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {LEDGER_COLS} FROM ledger WHERE (?1 IS NULL OR app=?1) ORDER BY id DESC LIMIT ?2"
+                "SELECT {LEDGER_COLS} FROM ledger WHERE (?1 IS NULL OR app=?1) AND {IN_SCOPE} ORDER BY id DESC LIMIT ?3"
             ))?;
-            st.query_map(params![app, limit], ledger_from_row)?.collect()
+            st.query_map(params![app, scope, limit], ledger_from_row)?
+                .collect()
         })
     }
 
@@ -342,32 +383,36 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_token(
-        &self,
-        id: &str,
-        hash: &str,
-        user: &str,
-        envs: &[String],
-        admin: bool,
-    ) -> Result<()> {
-        self.with("adding a token", |c| {
-            c.execute(
-                "INSERT INTO tokens (id, hash, user, envs, admin, created_ms) VALUES (?1,?2,?3,?4,?5,?6)",
-                params![id, hash, user, envs.join(","), admin as i64, now_ms() as i64],
-            )
-            .map(|_| ())
-        })
+    fn set_live(&self, rows: &[LiveRow]) -> Result<()> {
+        access::set_live(self, rows)
+    }
+
+    fn live_row(&self, app: &str, env: &str, host: &str) -> Result<Option<LiveRow>> {
+        access::live_row(self, app, env, host)
+    }
+
+    fn add_deploy(&self, app: &str, env: &str, version: &str, job_id: &str) -> Result<()> {
+        access::add_deploy(self, app, env, version, job_id)
+    }
+
+    fn deploy_history(&self, app: &str, env: &str, limit: u32) -> Result<Vec<String>> {
+        access::deploy_history(self, app, env, limit)
+    }
+
+    fn create_token(&self, t: &NewToken) -> Result<()> {
+        access::create_token(self, t)
+    }
+
+    fn touch_token(&self, id: &str, at_ms: u64) -> Result<()> {
+        access::touch_token(self, id, at_ms)
+    }
+
+    fn prune(&self, before_ms: u64) -> Result<Pruned> {
+        access::prune(self, before_ms)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
-        self.with("looking up a token", |c| {
-            c.query_row(
-                &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash=?1 AND revoked_ms IS NULL"),
-                params![hash],
-                token_from_row,
-            )
-            .optional()
-        })
+        access::token_by_hash(self, hash)
     }
 
     fn tokens(&self) -> Result<Vec<TokenRow>> {

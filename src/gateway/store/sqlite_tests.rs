@@ -100,3 +100,102 @@ fn an_unknown_word_in_the_database_is_an_error_naming_the_operation() {
         "{err}"
     );
 }
+
+#[test]
+fn the_live_record_is_one_row_per_host_and_the_deploy_history_is_newest_first() {
+    let s = SqliteStore::in_memory().unwrap();
+    let row = |version: &str, slot: &str| LiveRow {
+        app: "hello".into(),
+        env: "staging".into(),
+        host: "web1".into(),
+        version: version.into(),
+        slot: slot.into(),
+        job_id: format!("j{version}"),
+        user: "ann".into(),
+        ts_ms: 1,
+    };
+    s.set_live(&[row("1.0", "blue")]).unwrap();
+    s.set_live(&[row("2.0", "green")]).unwrap();
+    assert_eq!(
+        s.live_row("hello", "staging", "web1").unwrap(),
+        Some(row("2.0", "green"))
+    );
+    assert_eq!(s.live_row("hello", "production", "web1").unwrap(), None);
+    for v in ["1.0", "2.0", "3.0"] {
+        s.add_deploy("hello", "staging", v, &format!("j{v}"))
+            .unwrap();
+    }
+    s.add_deploy("hello", "production", "9.0", "jp").unwrap();
+    assert_eq!(
+        s.deploy_history("hello", "staging", 10).unwrap(),
+        ["3.0", "2.0", "1.0"]
+    );
+}
+
+#[test]
+fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.start_job(&job("old", "ann")).unwrap().unwrap();
+    s.append_events(&[NewEvent {
+        job: "old".into(),
+        seq: 1,
+        ts_ms: 1,
+        data: "{}".into(),
+    }])
+    .unwrap();
+    s.finish_job("old", JobState::Succeeded, None).unwrap();
+    let mut running = job("running", "ann");
+    running.env = "production".into();
+    s.start_job(&running).unwrap().unwrap();
+    s.audit("ann", "deploy", "x", "accepted").unwrap();
+    let pruned = s.prune(now_ms() + 1).unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            jobs: 1,
+            events: 1,
+            audit: 1
+        }
+    );
+    assert!(s.job("old").unwrap().is_none());
+    assert!(s.job("running").unwrap().is_some(), "a running job stays");
+    assert_eq!(
+        s.prune(1).unwrap(),
+        Pruned::default(),
+        "nothing that new goes"
+    );
+}
+
+#[test]
+fn tokens_keep_read_scopes_expiry_and_last_use() {
+    let s = SqliteStore::in_memory().unwrap();
+    s.create_token(&NewToken {
+        id: "t1".into(),
+        hash: "h1".into(),
+        user: "ann".into(),
+        envs: vec![],
+        read_envs: vec!["staging".into()],
+        admin: false,
+        expires_ms: Some(5),
+    })
+    .unwrap();
+    s.touch_token("t1", 7).unwrap();
+    let t = s.token_by_hash("h1").unwrap().unwrap();
+    assert_eq!(
+        (t.envs.len(), t.read_envs, t.expires_ms, t.last_used_ms),
+        (0, vec!["staging".to_string()], Some(5), Some(7))
+    );
+    let mut other = job("j2", "ann");
+    other.env = "production".into();
+    s.start_job(&job("j1", "ann")).unwrap().unwrap();
+    s.start_job(&other).unwrap().unwrap();
+    let scope = Scope::Envs(vec!["staging".into()]);
+    let ids: Vec<String> = s
+        .jobs(10, &scope)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(ids, ["j1"]);
+    assert_eq!(s.jobs(10, &Scope::All).unwrap().len(), 2);
+}

@@ -3,12 +3,26 @@
 //! (`latest` and specifiers through the artifact source, the previous release from the
 //! ledger for a rollback) -> plan -> lock -> audit -> spawn; and cancel.  It knows no HTTP:
 //! its errors are a [`ServiceError`], which the API maps to statuses in one place.
+//!
+//! The rest of the policy sits beside it: `access.rs` (tokens, expiry, read and write
+//! scopes, refusals audited with a rate limit), `reads.rs` (what each list shows to whom),
+//! `rollback.rs` (which release a rollback goes to) and `status.rs` (the record against
+//! what hosts say).
+
+mod access;
+mod reads;
+mod rollback;
+mod status;
+
+pub use access::RefusalLog;
+pub use rollback::rollback_target;
+pub use status::{disagrees, observed_host};
 
 use std::time::Duration;
 
 use deploy_wire::api::{DeployRequest, JobInfo, JobKind, JobState, RollbackRequest};
 
-use super::auth::{self, Principal};
+use super::auth::Principal;
 use super::jobs::{Jobs, new_job_id};
 use super::store::{Db, LockHolder, StoreError, now_ms};
 use crate::error::InputError;
@@ -41,6 +55,9 @@ pub enum ServiceError {
     /// The artifact source failed.
     #[error("{0}")]
     Upstream(String),
+    /// The gateway is at a limit (too many event streams); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -89,17 +106,24 @@ impl Order {
 #[derive(Clone)]
 pub struct JobService {
     jobs: Jobs,
-    /// For listings (bounded by a total timeout).
+    /// For listings (bounded by a total timeout; redirects handled by `artifacts`).
     http: reqwest::Client,
+    /// Refusals already audited in the current minute, per source and reason.
+    refusals: std::sync::Arc<RefusalLog>,
 }
 
 impl JobService {
     pub fn new(jobs: Jobs) -> JobService {
-        let http = reqwest::Client::builder()
+        let http = crate::artifacts::client(reqwest::Client::builder())
             .timeout(Duration::from_secs(20))
             .build()
             .expect("http client");
-        JobService { jobs, http }
+        let refusals = Default::default();
+        JobService {
+            jobs,
+            http,
+            refusals,
+        }
     }
 
     pub fn jobs(&self) -> &Jobs {
@@ -108,32 +132,6 @@ impl JobService {
 
     pub fn db(&self) -> &Db {
         &self.jobs.db
-    }
-
-    /// The principal of a bearer token; refusals are audited.
-    pub async fn authenticate(&self, token: Option<&str>, path: &str) -> Result<Principal> {
-        let Some(token) = token else {
-            self.audit("anonymous", "request", path, "refused: no token")
-                .await;
-            return Err(ServiceError::Unauthenticated(
-                "a token is needed: run `deploy login URL` or set DEPLOY_TOKEN".into(),
-            ));
-        };
-        let hash = auth::hash(token);
-        match self.db().call(move |s| s.token_by_hash(&hash)).await? {
-            Some(t) => Ok(Principal {
-                user: t.user,
-                envs: t.envs,
-                admin: t.admin,
-            }),
-            None => {
-                let outcome = "refused: unknown or revoked token";
-                self.audit("anonymous", "request", path, outcome).await;
-                Err(ServiceError::Unauthenticated(
-                    "unknown or revoked token".into(),
-                ))
-            }
-        }
     }
 
     /// A deploy (or, with `check`, a check) of a version, `latest` or a specifier set.
@@ -188,6 +186,10 @@ impl JobService {
         self.authorise(p, action, &order.env, &order.target())
             .await?;
         let version = self.resolve(&order).await?;
+        // An exact version of a deploy must be on the index (a rollback's is on disk).
+        let exact = matches!(&order.wanted, Wanted::Version { request, .. }
+            if !crate::versions::is_request(request))
+            && order.kind != JobKind::Rollback;
         let job = JobInfo {
             id: new_job_id(),
             kind: order.kind,
@@ -203,6 +205,9 @@ impl JobService {
         };
         let target = format!("{}/{} {}", job.app, job.env, job.version);
         let planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;
+        if exact {
+            self.check_listed(&job.app, &job.version).await?;
+        }
         if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
             self.audit(&p.user, action, &target, "refused: locked")
                 .await;
@@ -216,20 +221,6 @@ impl JobService {
         self.audit(&p.user, action, &accepted, "accepted").await;
         self.jobs.spawn(planned);
         Ok(job)
-    }
-
-    /// Refuses (and audits) a principal that may not act on `env`.
-    async fn authorise(&self, p: &Principal, action: &str, env: &str, target: &str) -> Result<()> {
-        if p.may_act_on(env) {
-            return Ok(());
-        }
-        self.audit(&p.user, action, target, "refused: environment not allowed")
-            .await;
-        Err(ServiceError::Forbidden(format!(
-            "user {} may not act on environment {env} (allowed: {})",
-            p.user,
-            p.envs.join(", ")
-        )))
     }
 
     /// The exact version an order means.
@@ -248,20 +239,37 @@ impl JobService {
         }
     }
 
-    /// The release that ran on `env` before the live one (from the ledger).
-    async fn previous_release(&self, app: &str, env: &str) -> Result<String> {
-        let a = app.to_string();
-        let history = self.db().call(move |s| s.ledger(Some(&a), 10_000)).await?;
-        let mut good = history
-            .iter()
-            .filter(|e| e.env == env && e.result.is_good())
-            .map(|e| &e.version);
-        let live = good.next();
-        good.find(|v| Some(*v) != live).cloned().ok_or_else(|| {
-            ServiceError::Conflict(format!(
-                "no earlier release of {app} on {env} to roll back to; use --to VERSION"
-            ))
-        })
+    /// An exact version, refused when the index answers without it.  An index that
+    /// cannot be reached refuses nothing here (the job reports it; a re-deploy of a
+    /// release on disk needs no index).
+    async fn check_listed(&self, app: &str, version: &str) -> Result<()> {
+        let inv = self.jobs.inventory()?;
+        let a = inv
+            .app(app)
+            .map_err(|e| ServiceError::NotFound(e.message))?;
+        let available = match self.available_versions(a).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("not checking {app} {version} against its index: {e}");
+                return Ok(());
+            }
+        };
+        let wanted = crate::versions::Version::parse(version);
+        let same = |v: &String| match (&wanted, crate::versions::Version::parse(v)) {
+            (Some(w), Some(x)) => w.cmp(&x) == std::cmp::Ordering::Equal,
+            _ => v == version,
+        };
+        if available.iter().any(same) {
+            return Ok(());
+        }
+        let has = if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        };
+        Err(ServiceError::Invalid(format!(
+            "version {version} of {app} is not on its index (versions there: {has})"
+        )))
     }
 
     /// The application's versions in its artifact source, oldest first.
@@ -272,6 +280,7 @@ impl JobService {
             .map_err(ServiceError::Upstream)
     }
 
+    /// A job by id, whoever asks (see `reads.rs` for the scoped read).
     pub async fn job(&self, id: &str) -> Result<JobInfo> {
         let jid = id.to_string();
         self.db()
@@ -282,15 +291,8 @@ impl JobService {
 
     /// Asks a running job to stop after the steps in flight.
     pub async fn cancel(&self, p: &Principal, id: &str) -> Result<JobInfo> {
-        let job = self.job(id).await?;
-        if !p.may_act_on(&job.env) {
-            self.audit(&p.user, "cancel", id, "refused: environment not allowed")
-                .await;
-            return Err(ServiceError::Forbidden(format!(
-                "user {} may not act on environment {}",
-                p.user, job.env
-            )));
-        }
+        let job = self.job_for(p, id).await?;
+        self.authorise(p, "cancel", &job.env, id).await?;
         if job.is_finished() {
             return Err(ServiceError::Conflict(format!(
                 "job {} is not running (it is {})",

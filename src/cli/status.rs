@@ -1,0 +1,132 @@
+//! `deploy status` and `deploy versions`: the tables.  With `--live`, each host's own
+//! answer (slot, version, processes) sits beside the gateway's record, and a host where
+//! the two disagree is marked `!!`.
+
+use deploy_wire::api::{HostRelease, ObservedHost, VersionInfo};
+
+/// The status table; `live`: with what each host says.
+pub fn print_status(rows: &[HostRelease], live: bool, when: fn(Option<u64>) -> String) {
+    if !live {
+        println!(
+            "{:<12} {:<14} {:<12} {:<12} DEPLOYED",
+            "ENV", "HOST", "VERSION", "BY"
+        );
+        for r in rows {
+            println!(
+                "{:<12} {:<14} {:<12} {:<12} {}",
+                r.env,
+                r.host,
+                r.version.as_deref().unwrap_or("-"),
+                r.deployed_by.as_deref().unwrap_or("-"),
+                when(r.deployed_at_ms)
+            );
+        }
+        return;
+    }
+    println!(
+        "   {:<12} {:<14} {:<12} {:<7} {:<12} {:<7} PROCESSES",
+        "ENV", "HOST", "RECORDED", "SLOT", "HOST SAYS", "SLOT"
+    );
+    for r in rows {
+        println!("{}", live_line(r));
+    }
+    if rows.iter().any(|r| r.disagrees) {
+        println!("!! the gateway's record and the host disagree");
+    }
+}
+
+/// One row of `status --live`.
+pub fn live_line(r: &HostRelease) -> String {
+    let mark = if r.disagrees { "!!" } else { "  " };
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let head = format!(
+        "{mark} {:<12} {:<14} {:<12} {:<7}",
+        r.env,
+        r.host,
+        dash(&r.version),
+        dash(&r.slot)
+    );
+    match &r.observed {
+        None => format!("{head} (not asked)"),
+        Some(ObservedHost {
+            unreachable: Some(why),
+            ..
+        }) => format!("{head} unreachable: {why}"),
+        Some(o) => {
+            let procs: Vec<String> = o
+                .processes
+                .iter()
+                .map(|p| match p.pid {
+                    Some(pid) => format!("{} {} ({pid})", p.name, p.state),
+                    None => format!("{} {}", p.name, p.state),
+                })
+                .collect();
+            format!(
+                "{head} {:<12} {:<7} {}",
+                dash(&o.version),
+                dash(&o.live_slot),
+                if procs.is_empty() {
+                    "-".into()
+                } else {
+                    procs.join(", ")
+                }
+            )
+        }
+    }
+}
+
+pub fn print_versions(vs: &[VersionInfo]) {
+    for v in vs {
+        let on = if v.running_on.is_empty() {
+            String::new()
+        } else {
+            format!("  <- {}", v.running_on.join(", "))
+        };
+        println!("{}{on}", v.version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy_wire::api::ProcessState;
+
+    #[test]
+    fn live_rows_show_the_host_and_mark_disagreement() {
+        let r = HostRelease {
+            env: "production".into(),
+            host: "web1".into(),
+            version: Some("2.0".into()),
+            slot: Some("blue".into()),
+            observed: Some(ObservedHost {
+                live_slot: Some("green".into()),
+                version: Some("3.0".into()),
+                processes: vec![ProcessState {
+                    name: "hello-green".into(),
+                    state: "running".into(),
+                    pid: Some(7),
+                }],
+                unreachable: None,
+            }),
+            disagrees: true,
+            ..HostRelease::default()
+        };
+        let line = live_line(&r);
+        assert!(line.starts_with("!! production"), "{line}");
+        assert!(
+            line.contains("3.0") && line.contains("hello-green running (7)"),
+            "{line}"
+        );
+        let gone = HostRelease {
+            observed: Some(ObservedHost {
+                unreachable: Some("not implemented yet".into()),
+                ..ObservedHost::default()
+            }),
+            disagrees: false,
+            ..r
+        };
+        let line = live_line(&gone);
+        assert!(line.starts_with("   production"), "{line}");
+        assert!(line.ends_with("unreachable: not implemented yet"), "{line}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Building request paths: every path segment and query value is percent-encoded, and
+//! names (applications, environments, job ids) are checked before anything is sent, so
+//! no argument can reach another route (`deploy logs '../apps/x/status?'`).
+
+use client::{CliError, Result};
+
+use crate::{client, exit};
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A path from literal parts and encoded segments: `path(&["/v1/jobs/", id, "/log"])`
+/// encodes the odd-indexed parts (the values).
+pub fn path(parts: &[&str]) -> String {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| if i % 2 == 1 { encode(p) } else { p.to_string() })
+        .collect()
+}
+
+/// `?k=v&...` with encoded values, skipping absent ones.
+pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+fn usage(e: impl std::fmt::Display) -> CliError {
+    CliError::new(exit::USAGE, e.to_string())
+}
+
+pub fn app(name: &str) -> Result<&str> {
+    deploy_wire::names::check_ident("application", name).map_err(usage)?;
+    Ok(name)
+}
+
+pub fn env(name: &str) -> Result<&str> {
+    deploy_wire::names::check_ident("environment", name).map_err(usage)?;
+    Ok(name)
+}
+
+/// Job ids: 1 to 64 of `[A-Za-z0-9_-]` (the gateway makes `<hex>-<hex>`).
+pub fn job(id: &str) -> Result<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(id)
+    } else {
+        Err(usage(format!(
+            "invalid job id {id:?}: expected letters, digits, - and _ (as `deploy jobs` shows)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_encoded_and_cannot_reach_another_route() {
+        let p = path(&["/v1/jobs/", "../apps/x/status?", "/log"]);
+        assert_eq!(p, "/v1/jobs/..%2Fapps%2Fx%2Fstatus%3F/log");
+        assert_eq!(
+            query(&[("env", Some("a&b=c d")), ("live", None)]),
+            "?env=a%26b%3Dc%20d"
+        );
+        assert_eq!(query(&[("env", None)]), "");
+        assert_eq!(encode("1.4.2_x-y~"), "1.4.2_x-y~");
+    }
+
+    #[test]
+    fn names_are_checked_before_sending_with_exit_2() {
+        assert_eq!(job("19a3f-0a1b2c3d").unwrap(), "19a3f-0a1b2c3d");
+        for bad in ["../apps/x/status?", "", "a b", "x/y", &"z".repeat(65)] {
+            assert_eq!(job(bad).unwrap_err().code, exit::USAGE, "{bad}");
+        }
+        assert_eq!(app("Hello/..").unwrap_err().code, exit::USAGE);
+        assert_eq!(env("prod?x").unwrap_err().code, exit::USAGE);
+        assert!(app("hello").is_ok() && env("production").is_ok());
+    }
+}

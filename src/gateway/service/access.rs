@@ -1,0 +1,226 @@
+//! Who may do what: bearer tokens (unknown, revoked and expired ones get 401; last use is
+//! written at most once a minute per token), write scopes (deploy, rollback, cancel) and
+//! read scopes (every list and record), and the audit of refusals.
+//!
+//! Decision: refusals of write requests are audited one row each (they need a valid
+//! token, and each is an attempt to change something).  Refusals that anyone can cause
+//! in bulk (401s, and 403s on reads) are audited at most once per (source, reason) per
+//! minute; the next row says how many were left out, so a flood of requests grows the
+//! database by a bounded amount.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{JobService, Result, ServiceError};
+use crate::gateway::auth::{self, Principal};
+use crate::gateway::store::now_ms;
+
+/// One audit row per (source, reason) per this many milliseconds.
+const WINDOW_MS: u64 = 60_000;
+/// Sources remembered at once; past this, old windows are dropped, then every new
+/// source shares one window (so the map stays bounded too).
+const MAX_SOURCES: usize = 4096;
+/// A token's last use is written when older than this.
+const TOUCH_MS: u64 = 60_000;
+
+#[derive(Default)]
+pub struct RefusalLog {
+    windows: Mutex<HashMap<(String, String), Window>>,
+}
+
+struct Window {
+    started_ms: u64,
+    left_out: u64,
+}
+
+impl RefusalLog {
+    /// Whether to write a row for this refusal now; Some(n): yes, and n were left out
+    /// since the last row of this (source, reason).
+    pub fn admit(&self, source: &str, reason: &str, now: u64) -> Option<u64> {
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if w.len() >= MAX_SOURCES {
+            w.retain(|_, v| now.saturating_sub(v.started_ms) < WINDOW_MS);
+        }
+        let source = if w.len() >= MAX_SOURCES && !w.contains_key(&(source.into(), reason.into())) {
+            "(many sources)"
+        } else {
+            source
+        };
+        let key = (source.to_string(), reason.to_string());
+        match w.get_mut(&key) {
+            Some(win) if now.saturating_sub(win.started_ms) < WINDOW_MS => {
+                win.left_out += 1;
+                None
+            }
+            Some(win) => {
+                let left_out = std::mem::take(&mut win.left_out);
+                win.started_ms = now;
+                Some(left_out)
+            }
+            None => {
+                w.insert(
+                    key,
+                    Window {
+                        started_ms: now,
+                        left_out: 0,
+                    },
+                );
+                Some(0)
+            }
+        }
+    }
+}
+
+impl JobService {
+    /// The principal of a bearer token from `source`; refusals are audited (rate-limited).
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        source: &str,
+    ) -> Result<Principal> {
+        let Some(token) = token else {
+            return Err(self
+                .refuse_anonymous(
+                    path,
+                    source,
+                    "no token",
+                    "a token is needed: run `deploy login URL` or set DEPLOY_TOKEN",
+                )
+                .await);
+        };
+        let hash = auth::hash(token);
+        let Some(t) = self.db().call(move |s| s.token_by_hash(&hash)).await? else {
+            let m = "unknown or revoked token";
+            return Err(self.refuse_anonymous(path, source, m, m).await);
+        };
+        let now = now_ms();
+        if t.expires_ms.is_some_and(|e| e <= now) {
+            let m = format!("token {} has expired; ask for a new one", t.id);
+            return Err(self
+                .refuse_anonymous(path, source, "expired token", &m)
+                .await);
+        }
+        if t.last_used_ms
+            .is_none_or(|u| now.saturating_sub(u) >= TOUCH_MS)
+        {
+            let id = t.id.clone();
+            if let Err(e) = self.db().call(move |s| s.touch_token(&id, now)).await {
+                tracing::warn!("cannot record the use of token {}: {e}", t.id);
+            }
+        }
+        Ok(Principal {
+            user: t.user,
+            envs: t.envs,
+            read_envs: t.read_envs,
+            admin: t.admin,
+            source: source.to_string(),
+        })
+    }
+
+    async fn refuse_anonymous(
+        &self,
+        path: &str,
+        source: &str,
+        reason: &str,
+        message: &str,
+    ) -> ServiceError {
+        let outcome = format!("refused: {reason}");
+        self.audit_limited(
+            "anonymous",
+            "request",
+            &format!("{path} from {source}"),
+            source,
+            &outcome,
+        )
+        .await;
+        ServiceError::Unauthenticated(message.to_string())
+    }
+
+    /// Writes an audit row unless this (source, outcome) already has one this minute.
+    async fn audit_limited(
+        &self,
+        user: &str,
+        action: &str,
+        target: &str,
+        source: &str,
+        outcome: &str,
+    ) {
+        let key = format!("{user} {outcome}");
+        let Some(left_out) = self.refusals.admit(source, &key, now_ms()) else {
+            return;
+        };
+        let outcome = match left_out {
+            0 => outcome.to_string(),
+            n => format!("{outcome} (and {n} more from {source} in the minute before)"),
+        };
+        self.audit(user, action, target, &outcome).await;
+    }
+
+    /// Refuses (and audits, every time) a principal that may not act on `env`.
+    pub(super) async fn authorise(
+        &self,
+        p: &Principal,
+        action: &str,
+        env: &str,
+        target: &str,
+    ) -> Result<()> {
+        if p.may_act_on(env) {
+            return Ok(());
+        }
+        self.audit(&p.user, action, target, "refused: environment not allowed")
+            .await;
+        let how = if p.may_read(env) { " (read-only)" } else { "" };
+        Err(ServiceError::Forbidden(format!(
+            "user {} may not act on environment {env}{how} (allowed: {})",
+            p.user,
+            if p.envs.is_empty() {
+                "none".to_string()
+            } else {
+                p.envs.join(", ")
+            }
+        )))
+    }
+
+    /// Refuses (and audits, rate-limited) a principal that may not read `env`.
+    pub(super) async fn readable(&self, p: &Principal, env: &str, what: &str) -> Result<()> {
+        if p.may_read(env) {
+            return Ok(());
+        }
+        let outcome = "refused: environment not readable";
+        self.audit_limited(&p.user, "read", what, &p.source, outcome)
+            .await;
+        Err(ServiceError::Forbidden(format!(
+            "user {} may not read environment {env}",
+            p.user
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_refusal_row_per_source_and_reason_per_minute_counting_the_rest() {
+        let log = RefusalLog::default();
+        assert_eq!(log.admit("10.0.0.1", "no token", 0), Some(0));
+        for t in 1..100 {
+            assert_eq!(log.admit("10.0.0.1", "no token", t), None);
+        }
+        assert_eq!(log.admit("10.0.0.2", "no token", 5), Some(0));
+        assert_eq!(log.admit("10.0.0.1", "bad token", 5), Some(0));
+        assert_eq!(log.admit("10.0.0.1", "no token", WINDOW_MS + 1), Some(99));
+        assert_eq!(log.admit("10.0.0.1", "no token", WINDOW_MS + 2), None);
+    }
+
+    #[test]
+    fn the_refusal_log_stays_bounded_under_many_sources() {
+        let log = RefusalLog::default();
+        let written = (0..20_000)
+            .filter(|i| log.admit(&format!("10.{i}"), "no token", 1).is_some())
+            .count();
+        assert!(written <= MAX_SOURCES + 1, "{written}");
+        assert!(log.windows.lock().unwrap().len() <= MAX_SOURCES + 1);
+    }
+}

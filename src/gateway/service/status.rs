@@ -1,0 +1,231 @@
+//! `status`: which release each host serves by the gateway's record (the live row
+//! written on each `switched` event; the ledger for hosts switched before that record
+//! existed) and, with `live`, what the host itself says (`engine::observe`), marking
+//! every host where the two disagree.
+
+use std::sync::Arc;
+
+use deploy_wire::api::{HostRelease, ObservedHost, ProcessState};
+
+use super::{JobService, Result, ServiceError};
+use crate::engine::observe::{HostView, Observed};
+use crate::gateway::auth::Principal;
+use crate::gateway::store::Store;
+
+/// The wire form of a host's answer (or of why it gave none).
+pub fn observed_host(view: &std::result::Result<HostView, String>) -> ObservedHost {
+    match view {
+        Ok(v) => ObservedHost {
+            live_slot: v.live_slot.clone(),
+            version: v.version.clone(),
+            processes: v
+                .processes
+                .iter()
+                .map(|p| ProcessState {
+                    name: p.name.clone(),
+                    state: p.state.clone(),
+                    pid: p.pid,
+                })
+                .collect(),
+            unreachable: None,
+        },
+        Err(e) => ObservedHost {
+            unreachable: Some(e.clone()),
+            ..ObservedHost::default()
+        },
+    }
+}
+
+/// Do the record and the host disagree?  Only a host that answered can: its version
+/// differs from the recorded one, or its live slot from the recorded slot (when the
+/// record has one).  An unreachable host is shown as such, not as a disagreement.
+pub fn disagrees(record: &HostRelease, seen: &ObservedHost) -> bool {
+    if seen.unreachable.is_some() {
+        return false;
+    }
+    let slot_differs = match (&record.slot, &seen.live_slot) {
+        (Some(r), Some(s)) => r != s,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    record.version != seen.version || slot_differs
+}
+
+/// One host's record: the live row, else the ledger's last good deploy.
+fn record(
+    s: &dyn Store,
+    app: &str,
+    env: &str,
+    host: &str,
+) -> crate::gateway::store::Result<HostRelease> {
+    let base = HostRelease {
+        env: env.to_string(),
+        host: host.to_string(),
+        ..HostRelease::default()
+    };
+    if let Some(l) = s.live_row(app, env, host)? {
+        return Ok(HostRelease {
+            version: Some(l.version),
+            deployed_by: Some(l.user),
+            deployed_at_ms: Some(l.ts_ms),
+            job_id: Some(l.job_id),
+            slot: Some(l.slot),
+            ..base
+        });
+    }
+    Ok(match s.live(app, env, host)? {
+        Some(l) => HostRelease {
+            version: Some(l.version),
+            deployed_by: Some(l.user),
+            deployed_at_ms: Some(l.ts_ms),
+            job_id: Some(l.job_id),
+            ..base
+        },
+        None => base,
+    })
+}
+
+impl JobService {
+    /// The environments of `app` a status shows: `env` if readable (403 if not, 404 if
+    /// unknown), else every readable one (403 if none).
+    async fn status_envs(
+        &self,
+        p: &Principal,
+        app: &str,
+        env: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let inv = self.jobs.inventory()?;
+        let a = inv
+            .app(app)
+            .map_err(|e| ServiceError::NotFound(e.message))?;
+        if let Some(env) = env {
+            if !a.environments.contains_key(env) {
+                let message = format!("application {app} has no environment {env}");
+                return Err(ServiceError::NotFound(message));
+            }
+            self.readable(p, env, &format!("{app}/{env} status"))
+                .await?;
+            return Ok(vec![env.to_string()]);
+        }
+        let envs: Vec<String> = a
+            .environments
+            .keys()
+            .filter(|e| p.may_read(e))
+            .cloned()
+            .collect();
+        if envs.is_empty() {
+            let first = a.environments.keys().next().cloned().unwrap_or_default();
+            self.readable(p, &first, &format!("{app} status")).await?;
+        }
+        Ok(envs)
+    }
+
+    /// Which release each host of `app` serves (of `env`, or of every environment the
+    /// principal may read); with `live`, what each host says, and whether they disagree.
+    pub async fn status(
+        &self,
+        p: &Principal,
+        app: &str,
+        env: Option<&str>,
+        live: bool,
+    ) -> Result<Vec<HostRelease>> {
+        let envs = self.status_envs(p, app, env).await?;
+        let inv = self.jobs.inventory()?;
+        let a = inv
+            .app(app)
+            .map_err(|e| ServiceError::NotFound(e.message))?;
+        let mut pairs = Vec::new();
+        for e in &envs {
+            let (_, hosts) = inv.hosts_for(a, e)?;
+            pairs.extend(hosts.iter().map(|h| (e.clone(), h.name.clone())));
+        }
+        let name = app.to_string();
+        let mut rows: Vec<HostRelease> = self
+            .db()
+            .call(move |s| pairs.iter().map(|(e, h)| record(s, &name, e, h)).collect())
+            .await?;
+        if live {
+            let cfg = Arc::new(self.jobs.engine_config()?);
+            for e in &envs {
+                let seen = crate::engine::observe::observe(&inv, cfg.clone(), app, e).await?;
+                mark(&mut rows, e, &seen);
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Puts each host's answer on its row and marks disagreements.
+fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
+    for o in seen {
+        if let Some(r) = rows.iter_mut().find(|r| r.env == env && r.host == o.host) {
+            let host = observed_host(&o.view);
+            r.disagrees = disagrees(r, &host);
+            r.observed = Some(host);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::observe::Process;
+
+    fn recorded(version: &str, slot: Option<&str>) -> HostRelease {
+        HostRelease {
+            env: "production".into(),
+            host: "web1".into(),
+            version: Some(version.into()),
+            slot: slot.map(str::to_string),
+            ..HostRelease::default()
+        }
+    }
+
+    fn view(version: Option<&str>, slot: Option<&str>) -> std::result::Result<HostView, String> {
+        Ok(HostView {
+            live_slot: slot.map(str::to_string),
+            version: version.map(str::to_string),
+            processes: vec![Process {
+                name: "hello-blue".into(),
+                state: "running".into(),
+                pid: Some(42),
+            }],
+        })
+    }
+
+    #[test]
+    fn a_host_disagrees_when_its_version_or_slot_differs_from_the_record() {
+        let rec = recorded("2.0", Some("blue"));
+        let same = observed_host(&view(Some("2.0"), Some("blue")));
+        assert!(!disagrees(&rec, &same));
+        assert_eq!(same.processes[0].pid, Some(42));
+        assert!(disagrees(
+            &rec,
+            &observed_host(&view(Some("3.0"), Some("blue")))
+        ));
+        assert!(disagrees(
+            &rec,
+            &observed_host(&view(Some("2.0"), Some("green")))
+        ));
+        assert!(disagrees(&rec, &observed_host(&view(None, None))));
+        // A record from the ledger has no slot: only the version counts.
+        let old = recorded("2.0", None);
+        assert!(!disagrees(
+            &old,
+            &observed_host(&view(Some("2.0"), Some("green")))
+        ));
+        // Nothing recorded, yet the host serves something.
+        let none = HostRelease::default();
+        assert!(disagrees(
+            &none,
+            &observed_host(&view(Some("1.0"), Some("blue")))
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_host_is_shown_with_why_and_not_as_a_disagreement() {
+        let seen = observed_host(&Err("web1 stopped answering".into()));
+        assert_eq!(seen.unreachable.as_deref(), Some("web1 stopped answering"));
+        assert!(!disagrees(&recorded("2.0", Some("blue")), &seen));
+    }
+}
