@@ -32,6 +32,8 @@ pub use russh::keys::PrivateKey as SshKey;
 pub const MAX_CHANNELS: usize = 8;
 /// At most this much of a command's stdout/stderr is kept in memory (lines still stream).
 const KEEP_BYTES: usize = 1 << 20;
+/// The longest output line kept whole; longer ones are cut (memory stays bounded).
+const MAX_LINE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -429,6 +431,14 @@ impl LineBuf {
                 String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r'),
             );
         }
+        // A line that never ends (a progress bar, a binary) is cut into bounded pieces.
+        while self.partial.len() >= MAX_LINE {
+            let piece: Vec<u8> = self.partial.drain(..MAX_LINE).collect();
+            on_line(
+                self.stream,
+                &format!("{} [...]", String::from_utf8_lossy(&piece)),
+            );
+        }
     }
     fn finish(mut self, on_line: &mut (dyn FnMut(Stream, &str) + Send)) -> String {
         if !self.partial.is_empty() {
@@ -477,5 +487,30 @@ async fn drive(
         None => Err(SshError::Lost(
             "the channel closed without an exit status".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_without_newlines_is_cut_into_bounded_lines() {
+        let mut b = LineBuf::new(Stream::Stdout);
+        let mut lines = Vec::new();
+        let mut on = |_: Stream, l: &str| lines.push(l.len());
+        for _ in 0..100 {
+            b.push(&[b'x'; 10_000], &mut on);
+        }
+        assert!(b.partial.len() < MAX_LINE, "{}", b.partial.len());
+        let kept = b.finish(&mut on);
+        assert_eq!(lines.len(), 1_000_000 / MAX_LINE + 1);
+        assert!(lines.iter().all(|n| *n <= MAX_LINE + 6));
+        assert_eq!(kept.len(), KEEP_BYTES.min(1_000_000));
+        let mut b = LineBuf::new(Stream::Stderr);
+        let mut got = Vec::new();
+        b.push(b"a\r\nb\nc", &mut |_, l: &str| got.push(l.to_string()));
+        b.finish(&mut |_, l: &str| got.push(l.to_string()));
+        assert_eq!(got, ["a", "b", "c"]);
     }
 }

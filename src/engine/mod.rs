@@ -141,7 +141,7 @@ impl std::fmt::Debug for IndexAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IndexAccess::Direct(i) => write!(f, "Direct({i:?})"),
-            IndexAccess::Relay(r) => write!(f, "Relay({})", r.index_path()),
+            IndexAccess::Relay(_) => write!(f, "Relay(..)"),
         }
     }
 }
@@ -161,7 +161,8 @@ impl IndexAccess {
                 Some((_, pw)) => vec![pw.clone(), i.url_with_credentials()],
                 None => vec![],
             },
-            IndexAccess::Relay(_) => vec![],
+            // Its path holds the job's relay secret.
+            IndexAccess::Relay(r) => vec![Secret::new(r.index_path())],
         }
     }
 }

@@ -12,6 +12,11 @@
 //!   is kept.  Concurrent requests for one file wait for a single download, so N
 //!   servers installing the same wheel cost one download from the repository.
 //!
+//! Every route is under a secret path prefix made for the job (`/<secret>/simple/`):
+//! the forward listens on the server's loopback, where any local process could connect,
+//! and without the secret (which travels only inside the install command's line on the
+//! SSH channel) it gets 404, not the gateway's view of the repository.
+//!
 //! Files the index lists without a SHA-256 are left out of the relay's listing (they
 //! could not be verified), with an event saying so.
 //!
@@ -59,6 +64,8 @@ struct Inner {
     /// hosts wait for the first fetch).
     listings: tokio::sync::Mutex<HashMap<String, Arc<Vec<DistFile>>>>,
     sink: Arc<dyn EventSink>,
+    /// The job's path prefix (hex, random).
+    secret: String,
 }
 
 #[derive(Clone)]
@@ -93,20 +100,24 @@ impl Relay {
                 files: Mutex::new(HashMap::new()),
                 listings: Default::default(),
                 sink,
+                secret: super::auth::new_token()
+                    .map(|(_, t)| t.trim_start_matches("dpl_").replace('_', ""))
+                    .unwrap_or_else(|_| format!("{:x}", super::store::now_ms())),
             }),
         }
     }
 
     /// The relay's HTTP routes, for one host.
     pub fn router(&self, host: &str) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/simple/", get(root))
             .route("/simple/{project}/", get(project))
             .route("/files/{sha256}/{filename}", get(file))
             .with_state(Ctx {
                 inner: self.inner.clone(),
                 host: host.to_string(),
-            })
+            });
+        Router::new().nest(&format!("/{}", self.inner.secret), routes)
     }
 }
 
@@ -123,7 +134,7 @@ impl crate::engine::Relay for Relay {
         })
     }
     fn index_path(&self) -> String {
-        "/simple/".into()
+        format!("/{}/simple/", self.inner.secret)
     }
 }
 
@@ -342,4 +353,54 @@ async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(Stri
     }
     out.flush().await.map_err(|e| e.to_string())?;
     Ok((format!("{:x}", hasher.finalize()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Relay as _;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn only_the_jobs_secret_path_reaches_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(crate::artifacts::SimpleIndex {
+            url: "http://127.0.0.1:9/simple/".into(),
+            servers_url: None,
+            auth: crate::artifacts::Auth::None,
+        });
+        let sink = Arc::new(crate::engine::Collect::default());
+        let cache = Arc::new(RelayCache::new(dir.path().to_path_buf(), 1 << 20));
+        let relay = Relay::new(source, reqwest::Client::new(), cache, sink);
+        let other = Relay::new(
+            Arc::new(crate::artifacts::SimpleIndex {
+                url: "http://127.0.0.1:9/simple/".into(),
+                servers_url: None,
+                auth: crate::artifacts::Auth::None,
+            }),
+            reqwest::Client::new(),
+            Arc::new(RelayCache::new(dir.path().to_path_buf(), 1 << 20)),
+            Arc::new(crate::engine::Collect::default()),
+        );
+        let path = relay.index_path();
+        assert!(path.len() > 40 && path.ends_with("/simple/"), "{path}");
+        assert_ne!(path, other.index_path(), "one secret per job");
+        let get = |uri: &str| {
+            axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let r = relay.router("web1").oneshot(get(&path)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        for guess in ["/simple/", "/simple/hello-app/", "/files/00/x.whl"] {
+            let r = relay.router("web1").oneshot(get(guess)).await.unwrap();
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{guess}");
+        }
+        let r = relay
+            .router("web1")
+            .oneshot(get(&other.index_path()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "another job's secret");
+    }
 }
