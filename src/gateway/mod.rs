@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod jobs;
 pub mod lockfile;
+pub mod reconcile;
 pub mod relay;
 pub mod relay_cache;
 pub mod retention;
@@ -75,6 +76,7 @@ async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
     for id in &ids {
         tracing::warn!("job {id} was interrupted by a gateway stop; its lock is released");
     }
+    reconcile::spawn(jobs.clone(), ids);
     Ok(())
 }
 

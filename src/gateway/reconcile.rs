@@ -1,0 +1,67 @@
+//! After a restart: a job the previous gateway left running may have switched hosts it
+//! never heard about (a command finishes on the server after its gateway died).  For
+//! each interrupted deploy, the hosts of its application and environment are asked what
+//! they serve ([`crate::engine::observe`]) and the live record is set to their answers,
+//! so `deploy status` names what runs, not what the dead gateway last heard.
+
+use std::sync::Arc;
+
+use deploy_wire::api::JobKind;
+
+use super::jobs::Jobs;
+use super::store::{LiveRow, now_ms};
+
+/// Reconciles the interrupted jobs in the background (the API is already serving).
+pub fn spawn(jobs: Jobs, ids: Vec<String>) {
+    tokio::spawn(async move {
+        for id in ids {
+            match reconcile(&jobs, &id).await {
+                Ok(n) => {
+                    tracing::info!("job {id}: the live record of {n} host(s) read from the hosts")
+                }
+                Err(e) => tracing::warn!("job {id}: cannot read its hosts after the restart: {e}"),
+            }
+        }
+    });
+}
+
+/// Returns how many hosts answered (and were recorded).
+pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, String> {
+    let job_id = id.to_string();
+    let job = jobs
+        .db
+        .call(move |s| s.job(&job_id))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no such job")?;
+    if job.kind == JobKind::Check {
+        return Ok(0);
+    }
+    let inv = jobs.inventory().map_err(|e| e.to_string())?;
+    let cfg = Arc::new(jobs.engine_config().map_err(|e| e.to_string())?);
+    let seen = crate::engine::observe::observe(&inv, cfg, &job.app, &job.env)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<LiveRow> = seen
+        .into_iter()
+        .filter_map(|o| {
+            let view = o.view.ok()?;
+            Some(LiveRow {
+                app: job.app.clone(),
+                env: job.env.clone(),
+                host: o.host,
+                version: view.version?,
+                slot: view.live_slot?,
+                job_id: job.id.clone(),
+                user: job.user.clone(),
+                ts_ms: now_ms(),
+            })
+        })
+        .collect();
+    let n = rows.len();
+    jobs.db
+        .call(move |s| s.set_live(&rows))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(n)
+}
