@@ -104,51 +104,13 @@ impl Display {
         let plain = self.mode == Mode::Plain;
         match ev.kind {
             EventKind::JobStarted {
-                app,
                 env,
                 version,
                 hosts,
                 check,
                 steps,
-            } => {
-                self.steps_per_host = steps.len().max(1) as u64;
-                let what = if check { "check" } else { "deploy" };
-                if plain {
-                    println!(
-                        "{ts} job: {what} {app} {version} to {env} on {} host(s)",
-                        hosts.len()
-                    );
-                }
-                if self.mode == Mode::Tty {
-                    let style = ProgressStyle::with_template(
-                        "{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} steps  {elapsed}",
-                    )
-                    .unwrap()
-                    .progress_chars("=> ");
-                    let overall = self.mp.add(
-                        ProgressBar::new(hosts.len() as u64 * self.steps_per_host)
-                            .with_style(style)
-                            .with_prefix(format!("{what} {version}")),
-                    );
-                    let host_style =
-                        ProgressStyle::with_template("{spinner:.green} {prefix:<12} {msg}")
-                            .unwrap();
-                    for h in &hosts {
-                        let bar = self.mp.add(
-                            ProgressBar::new_spinner()
-                                .with_style(host_style.clone())
-                                .with_prefix(h.clone())
-                                .with_message("waiting"),
-                        );
-                        bar.enable_steady_tick(Duration::from_millis(120));
-                        self.bars.insert(h.clone(), bar);
-                    }
-                    self.overall = Some(overall);
-                }
-                for h in hosts {
-                    self.hosts.entry(h).or_default();
-                }
-            }
+                app,
+            } => self.job_started(&ts, &app, &env, &version, hosts, check, steps.len()),
             EventKind::HostStarted { host } => {
                 if let Some(b) = self.bars.get(&host) {
                     b.set_message("connecting");
@@ -184,30 +146,8 @@ impl Display {
                 diff,
                 elapsed_ms,
             } => {
-                if let Some(o) = &self.overall {
-                    o.inc(1);
-                }
-                *self.steps_done.entry(host.clone()).or_default() += 1;
-                if plain {
-                    println!(
-                        "{ts} {host}: {step} {} {reason} ({elapsed_ms} ms)",
-                        status.as_str()
-                    );
-                    if let Some(d) = &diff {
-                        for l in d.lines() {
-                            println!("{ts} {host}:     {l}");
-                        }
-                    }
-                } else if self.mode == Mode::Tty && (status == StepStatus::Failed || diff.is_some())
-                {
-                    let mut text = format!("{host}: {step} {}: {reason}", status.as_str());
-                    if let Some(d) = diff {
-                        for l in d.lines() {
-                            text.push_str(&format!("\n    {l}"));
-                        }
-                    }
-                    self.line(text);
-                }
+                let text = format!("{step} {} {reason}", status.as_str());
+                self.step_finished(&ts, &host, text, status, diff, elapsed_ms)
             }
             EventKind::HostFinished {
                 host,
@@ -215,37 +155,7 @@ impl Display {
                 changed,
                 elapsed_ms,
                 error,
-            } => {
-                if plain {
-                    println!(
-                        "{ts} {host}: {} ({changed} changed, {:.1}s){}",
-                        status.as_str(),
-                        elapsed_ms as f64 / 1000.0,
-                        error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-                    );
-                }
-                if let Some(b) = self.bars.get(&host) {
-                    b.finish_with_message(format!(
-                        "{} ({changed} changed, {:.1}s)",
-                        symbol(status),
-                        elapsed_ms as f64 / 1000.0
-                    ));
-                }
-                if let Some(o) = &self.overall {
-                    // Steps a host did not run still count as done for the overall bar.
-                    let done = self.steps_done.get(&host).copied().unwrap_or(0);
-                    o.inc(self.steps_per_host.saturating_sub(done));
-                }
-                self.hosts.insert(
-                    host,
-                    HostSummary {
-                        status: Some(status),
-                        changed,
-                        elapsed_ms,
-                        error,
-                    },
-                );
-            }
+            } => self.host_finished(&ts, host, status, changed, elapsed_ms, error),
             EventKind::Switched {
                 host,
                 version,
@@ -257,11 +167,7 @@ impl Display {
             }
             EventKind::PhaseStarted { phase, host } => {
                 let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
-                if plain {
-                    println!("{ts} job: {phase}{on} started");
-                } else if self.mode == Mode::Tty {
-                    self.line(format!("job: {phase}{on} ..."));
-                }
+                self.job_line(&ts, format!("{phase}{on} started"));
             }
             EventKind::PhaseFinished {
                 phase,
@@ -271,12 +177,8 @@ impl Display {
                 elapsed_ms,
             } => {
                 let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
-                let text = format!("{phase}{on} {} {reason} ({elapsed_ms} ms)", status.as_str());
-                if plain {
-                    println!("{ts} job: {text}");
-                } else if self.mode == Mode::Tty {
-                    self.line(format!("job: {text}"));
-                }
+                let s = status.as_str();
+                self.job_line(&ts, format!("{phase}{on} {s} {reason} ({elapsed_ms} ms)"));
             }
             EventKind::JobFinished {
                 status, elapsed_ms, ..
@@ -286,15 +188,136 @@ impl Display {
                     o.finish();
                 }
                 if plain {
-                    println!(
-                        "{ts} job: {} in {:.1}s",
-                        status.as_str(),
-                        elapsed_ms as f64 / 1000.0
-                    );
+                    let secs = elapsed_ms as f64 / 1000.0;
+                    println!("{ts} job: {} in {secs:.1}s", status.as_str());
                 }
             }
         }
         let _ = seq;
+    }
+
+    /// A line about the job as a whole (job-level phases).
+    fn job_line(&self, ts: &str, text: String) {
+        match self.mode {
+            Mode::Plain => println!("{ts} job: {text}"),
+            Mode::Tty => self.line(format!("job: {text}")),
+            Mode::Json => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn job_started(
+        &mut self,
+        ts: &str,
+        app: &str,
+        env: &str,
+        version: &str,
+        hosts: Vec<String>,
+        check: bool,
+        steps: usize,
+    ) {
+        self.steps_per_host = steps.max(1) as u64;
+        let what = if check { "check" } else { "deploy" };
+        if self.mode == Mode::Plain {
+            println!(
+                "{ts} job: {what} {app} {version} to {env} on {} host(s)",
+                hosts.len()
+            );
+        }
+        if self.mode == Mode::Tty {
+            let style = ProgressStyle::with_template(
+                "{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} steps  {elapsed}",
+            )
+            .unwrap()
+            .progress_chars("=> ");
+            let overall = self.mp.add(
+                ProgressBar::new(hosts.len() as u64 * self.steps_per_host)
+                    .with_style(style)
+                    .with_prefix(format!("{what} {version}")),
+            );
+            let host_style =
+                ProgressStyle::with_template("{spinner:.green} {prefix:<12} {msg}").unwrap();
+            for h in &hosts {
+                let bar = self.mp.add(
+                    ProgressBar::new_spinner()
+                        .with_style(host_style.clone())
+                        .with_prefix(h.clone())
+                        .with_message("waiting"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                self.bars.insert(h.clone(), bar);
+            }
+            self.overall = Some(overall);
+        }
+        for h in hosts {
+            self.hosts.entry(h).or_default();
+        }
+    }
+
+    fn step_finished(
+        &mut self,
+        ts: &str,
+        host: &str,
+        text: String,
+        status: StepStatus,
+        diff: Option<String>,
+        elapsed_ms: u64,
+    ) {
+        if let Some(o) = &self.overall {
+            o.inc(1);
+        }
+        *self.steps_done.entry(host.to_string()).or_default() += 1;
+        if self.mode == Mode::Plain {
+            println!("{ts} {host}: {text} ({elapsed_ms} ms)");
+            for l in diff.iter().flat_map(|d| d.lines()) {
+                println!("{ts} {host}:     {l}");
+            }
+        } else if self.mode == Mode::Tty && (status == StepStatus::Failed || diff.is_some()) {
+            let mut out = format!("{host}: {text}");
+            for l in diff.iter().flat_map(|d| d.lines()) {
+                out.push_str(&format!("\n    {l}"));
+            }
+            self.line(out);
+        }
+    }
+
+    fn host_finished(
+        &mut self,
+        ts: &str,
+        host: String,
+        status: HostStatus,
+        changed: u32,
+        elapsed_ms: u64,
+        error: Option<String>,
+    ) {
+        let secs = elapsed_ms as f64 / 1000.0;
+        if self.mode == Mode::Plain {
+            let why = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+            println!(
+                "{ts} {host}: {} ({changed} changed, {secs:.1}s){why}",
+                status.as_str()
+            );
+        }
+        if let Some(b) = self.bars.get(&host) {
+            b.finish_with_message(format!(
+                "{} ({changed} changed, {secs:.1}s)",
+                symbol(status)
+            ));
+        }
+        if let Some(o) = &self.overall {
+            // Steps a host did not run still count as done for the overall bar.
+            let done = self.steps_done.get(&host).copied().unwrap_or(0);
+            o.inc(self.steps_per_host.saturating_sub(done));
+        }
+        self.hosts.insert(
+            host,
+            HostSummary {
+                status: Some(status),
+                changed,
+                elapsed_ms,
+                error,
+            },
+        );
     }
 
     /// The summary table (terminal and plain modes).

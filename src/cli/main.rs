@@ -171,18 +171,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if cli.json {
                 print_json(&apps);
             } else {
-                println!("{:<16} {:<14} {:<8} HOSTS", "APP", "ENV", "CONFIRM");
-                for a in &apps {
-                    for e in &a.environments {
-                        println!(
-                            "{:<16} {:<14} {:<8} {}",
-                            a.name,
-                            e.name,
-                            if e.confirm { "yes" } else { "no" },
-                            e.hosts.join(", ")
-                        );
-                    }
-                }
+                status::print_apps(&apps);
             }
             Ok(exit::OK)
         }
@@ -191,20 +180,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if cli.json {
                 print_json(&hosts);
             } else {
-                println!(
-                    "{:<14} {:<24} {:<10} {:<20} PINNED",
-                    "HOST", "ADDRESS", "USER", "GROUPS"
-                );
-                for h in &hosts {
-                    println!(
-                        "{:<14} {:<24} {:<10} {:<20} {}",
-                        h.name,
-                        format!("{}:{}", h.address, h.port),
-                        h.user,
-                        h.groups.join(","),
-                        if h.pinned { "yes" } else { "NO" }
-                    );
-                }
+                status::print_hosts(&hosts);
             }
             Ok(exit::OK)
         }
@@ -304,23 +280,7 @@ async fn run(cli: Cli) -> Result<u8> {
             if cli.json {
                 print_json(&jobs);
             } else {
-                println!(
-                    "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED",
-                    "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE"
-                );
-                for j in &jobs {
-                    println!(
-                        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}",
-                        j.id,
-                        j.kind,
-                        j.app,
-                        j.env,
-                        j.version,
-                        j.user,
-                        j.state,
-                        when(Some(j.created_ms))
-                    );
-                }
+                status::print_jobs(&jobs, when);
             }
             Ok(exit::OK)
         }

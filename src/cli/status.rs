@@ -1,8 +1,8 @@
-//! `deploy status` and `deploy versions`: the tables.  With `--live`, each host's own
+//! The CLI's tables: `deploy status`, `versions`, `apps`, `hosts`, `jobs`.  With `--live`, each host's own
 //! answer (slot, version, processes) sits beside the gateway's record, and a host where
 //! the two disagree is marked `!!`.
 
-use deploy_wire::api::{HostRelease, ObservedHost, VersionInfo};
+use deploy_wire::api::{AppInfo, HostInfo, HostRelease, JobInfo, ObservedHost, VersionInfo};
 
 /// The status table; `live`: with what each host says.
 pub fn print_status(rows: &[HostRelease], live: bool, when: fn(Option<u64>) -> String) {
@@ -83,6 +83,61 @@ pub fn print_versions(vs: &[VersionInfo]) {
             format!("  <- {}", v.running_on.join(", "))
         };
         println!("{}{on}", v.version);
+    }
+}
+
+/// `deploy apps`.
+pub fn print_apps(apps: &[AppInfo]) {
+    println!("{:<16} {:<14} {:<8} HOSTS", "APP", "ENV", "CONFIRM");
+    for a in apps {
+        for e in &a.environments {
+            let confirm = if e.confirm { "yes" } else { "no" };
+            println!(
+                "{:<16} {:<14} {confirm:<8} {}",
+                a.name,
+                e.name,
+                e.hosts.join(", ")
+            );
+        }
+    }
+}
+
+/// `deploy hosts`.
+pub fn print_hosts(hosts: &[HostInfo]) {
+    println!(
+        "{:<14} {:<24} {:<10} {:<20} PINNED",
+        "HOST", "ADDRESS", "USER", "GROUPS"
+    );
+    for h in hosts {
+        let addr = format!("{}:{}", h.address, h.port);
+        let pinned = if h.pinned { "yes" } else { "NO" };
+        println!(
+            "{:<14} {addr:<24} {:<10} {:<20} {pinned}",
+            h.name,
+            h.user,
+            h.groups.join(",")
+        );
+    }
+}
+
+/// `deploy jobs`.
+pub fn print_jobs(jobs: &[JobInfo], when: fn(Option<u64>) -> String) {
+    println!(
+        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED",
+        "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE"
+    );
+    for j in jobs {
+        println!(
+            "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}",
+            j.id,
+            j.kind,
+            j.app,
+            j.env,
+            j.version,
+            j.user,
+            j.state,
+            when(Some(j.created_ms))
+        );
     }
 }
 
