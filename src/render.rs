@@ -250,7 +250,7 @@ mod tests {
         let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
         assert!(ngx.contains("server_name hello.example.com www.example.com;"));
         assert!(
-            ngx.contains("server unix:/srv/apps/hello/run/live.sock;"),
+            ngx.contains("server unix:/srv/apps/hello/run/live.sock max_fails=0;\n    server unix:/srv/apps/hello/run/live.sock max_fails=0 backup;"),
             "{ngx}"
         );
         // The same site whatever the slot or release: a switch never reloads nginx.
