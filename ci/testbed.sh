@@ -59,7 +59,7 @@ gc() {
     local all="${1:-}" c pid
     for c in $(docker ps -aq --filter label=deploy.testbed.owner); do
         pid="$(docker inspect -f '{{index .Config.Labels "deploy.testbed.owner"}}' "$c")"
-        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker rm -f "$c" >/dev/null; fi
+        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker rm -f -v "$c" >/dev/null; fi
     done
     for c in $(docker network ls -q --filter label=deploy.testbed.owner); do
         pid="$(docker network inspect -f '{{index .Labels "deploy.testbed.owner"}}' "$c")"
@@ -69,7 +69,7 @@ gc() {
 
 down() {
     local name="$1"
-    docker ps -aq --filter "label=deploy.testbed=$name" | xargs -r docker rm -f >/dev/null
+    docker ps -aq --filter "label=deploy.testbed=$name" | xargs -r docker rm -f -v >/dev/null
     docker network ls -q --filter "label=deploy.testbed=$name" | xargs -r docker network rm >/dev/null 2>&1 || true
 }
 
@@ -116,8 +116,12 @@ up() {
         --repo pypi-local --credentials /stub/credentials --log /stub/access.log
     local pubkey; pubkey="$(cat "$dir/id_ed25519.pub")"
     for i in $(seq 1 "$n"); do
+        # /srv/apps on a volume (the host's filesystem), as on a real server: the
+        # engine's live pointer relies on rename(2) being atomic, which the container
+        # root's fuse-overlayfs (this machine's storage driver) does not guarantee to
+        # concurrent lookups.  Removed with the container (`docker rm -v`).
         docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
-            --network "$snet" -e AUTHORIZED_KEY="$pubkey" \
+            --network "$snet" -e AUTHORIZED_KEY="$pubkey" -v /srv/apps \
             -p 127.0.0.1::22 -p 127.0.0.1::80 "$image" >/dev/null
     done
     local index_port art_port; index_port="$(port_of "$c" 8080)"; art_port="$(port_of "$c" 8081)"

@@ -86,8 +86,14 @@ fn a_gateway_killed_at_any_step_boundary_leaves_the_serving_slot_serving() {
         ("step_started", "health", "1.4.0"),
         ("step_finished", "health", "1.1.0"),
     ];
+    // Diagnostics: any moment the live pointer leads nowhere, with what was there.
+    for s in &tb.servers {
+        let watch = "cd /srv/apps/hello/run && while true; do t=$(readlink live.sock); \
+            [ -S \"$t\" ] || echo \"$(date +%T.%N) live.sock -> '$t': $(ls | tr '\\n' ' ')\"; done > /tmp/watch.log 2>&1";
+        docker(&["exec", "-d", &s.container, "sh", "-c", watch]);
+    }
     for (kind, step, version) in boundaries {
-        let load = KeepAliveLoad::start(&tb.servers, 2);
+        let load = KeepAliveLoad::paced(&tb.servers, 2, Duration::from_millis(2));
         let body = format!(r#"{{"app":"hello","env":"staging","version":"{version}"}}"#);
         let (status, _, reply) = gw.http("POST", "/v1/deployments", Some(&ann), Some(&body));
         assert_eq!(status, 202, "{reply}");

@@ -80,6 +80,13 @@ fn zero_downtime_upgrade_broken_release_halt_and_rollback_under_keepalive_load()
     eprintln!("upgrade: {deploy_secs:.1}s; hosts whose nginx reloaded: {reloads}");
     assert_eq!(reloads, 0, "nginx reloaded during the upgrade");
     for s in &tb.servers {
+        let line = format!(
+            "{}: switch changed live -> hello-green: 1.0.0 -> 1.1.0 (no reload)",
+            s.name
+        );
+        assert!(r.stdout.contains(&line), "{}", r.stdout);
+    }
+    for s in &tb.servers {
         assert_eq!(served_version(s), "1.1.0");
     }
 

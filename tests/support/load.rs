@@ -27,14 +27,20 @@ pub struct KeepAliveLoad {
 }
 
 impl KeepAliveLoad {
-    /// `per_server` clients on each server's nginx, alternating GET and POST.
+    /// `per_server` clients on each server's nginx, alternating GET and POST, as fast
+    /// as they are answered.
     pub fn start(servers: &[Server], per_server: usize) -> KeepAliveLoad {
+        Self::paced(servers, per_server, Duration::ZERO)
+    }
+
+    /// The same, each client waiting `pause` between requests (less CPU for the rest).
+    pub fn paced(servers: &[Server], per_server: usize, pause: Duration) -> KeepAliveLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for s in servers {
             for _ in 0..per_server {
                 let (stop, port) = (stop.clone(), s.http_port);
-                threads.push(std::thread::spawn(move || client(port, &stop)));
+                threads.push(std::thread::spawn(move || client(port, &stop, pause)));
             }
         }
         KeepAliveLoad { stop, threads }
@@ -54,7 +60,7 @@ impl KeepAliveLoad {
     }
 }
 
-fn client(port: u16, stop: &AtomicBool) -> Seen {
+fn client(port: u16, stop: &AtomicBool, pause: Duration) -> Seen {
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut conn: Option<BufReader<TcpStream>> = None;
@@ -77,6 +83,9 @@ fn client(port: u16, stop: &AtomicBool) -> Seen {
             }
         }
         i += 1;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
         let post = i.is_multiple_of(2);
         seen.sent += 1;
         let r = request(conn.as_mut().unwrap(), post, i);
@@ -156,7 +165,12 @@ fn request(c: &mut BufReader<TcpStream>, post: bool, i: u64) -> std::io::Result<
     Ok((status, close))
 }
 
-/// The pids of nginx's worker processes on a server: a reload replaces them all.
+/// The pids of nginx's current worker processes on a server: a reload replaces them all.
+/// (Workers of an earlier reload still finishing their connections are titled "worker
+/// process is shutting down" and are not counted.)
 pub fn nginx_workers(container: &str) -> String {
-    super::exec(container, "pgrep -f 'nginx: worker' | sort | tr '\\n' ' '")
+    super::exec(
+        container,
+        "pgrep -xf 'nginx: worker process' | sort | tr '\\n' ' '",
+    )
 }
