@@ -403,4 +403,40 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "another job's secret");
     }
+
+    #[tokio::test]
+    async fn a_stalled_upstream_fails_the_listing_and_frees_the_jobs_lock() {
+        // An upstream that accepts and never answers.
+        let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = stalled.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(crate::artifacts::SimpleIndex {
+            url: format!("http://127.0.0.1:{port}/simple/"),
+            servers_url: None,
+            auth: crate::artifacts::Auth::None,
+        });
+        // The gateway's relay client has a read timeout (60 s); a short one here.
+        let http = reqwest::Client::builder()
+            .read_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let cache = Arc::new(RelayCache::new(dir.path().to_path_buf(), 1 << 20));
+        let relay = Relay::new(
+            source,
+            http,
+            cache,
+            Arc::new(crate::engine::Collect::default()),
+        );
+        let uri = format!("{}hello-app/", relay.index_path());
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            let req = axum::http::Request::get(&uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = relay.router("web1").oneshot(req).await.unwrap();
+            assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+        drop(stalled);
+    }
 }
