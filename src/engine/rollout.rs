@@ -252,13 +252,21 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
         let Some(h) = hosts.iter_mut().find(|h| h.host == name) else {
             continue;
         };
-        let error = match res.status {
-            HostStatus::Ok | HostStatus::Changed => {
-                h.serving = res.serving.clone();
+        // What the host serves now is what the rollback run last switched it to.
+        if res.serving.is_some() {
+            h.serving = res.serving.clone();
+        }
+        let error = match (res.status, h.serving.as_ref() == Some(&prev)) {
+            (HostStatus::Ok | HostStatus::Changed, _) => {
                 format!("{name}: rolled back to {prev} because {why}")
             }
-            _ => format!(
-                "{name}: still serves {version}; rolling back to {prev} failed ({}); the next deploy brings it back",
+            (_, true) => format!(
+                "{name}: rolled back to {prev} because {why}; then: {}",
+                res.error.unwrap_or_default()
+            ),
+            (_, false) => format!(
+                "{name}: still serves {}; rolling back to {prev} failed ({}); the next deploy brings it back",
+                h.serving.as_deref().unwrap_or("?"),
                 res.error.unwrap_or_default()
             ),
         };

@@ -616,3 +616,29 @@ async fn no_slot_but_the_live_one_runs_after_a_failed_switch_or_an_interrupted_j
     assert_eq!(b.fleet.server("web2").running(), 1);
     assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"));
 }
+
+#[tokio::test]
+async fn a_host_failing_after_its_switch_is_rolled_back_and_says_where_it_ended() {
+    let b = bed("{batch: 1, max_failed: 0, on_halt: rollback}");
+    for v in ["0.9", "1.0.0"] {
+        assert_eq!(b.run(spec(v)).await.0.status, JobStatus::Succeeded);
+    }
+    // web1 cannot prune: its step fails after its switch, in the deploy and in the
+    // halt's rollback alike.
+    b.fleet.server("web1").state().fail_when = Some("rm -rf --".into());
+    let (r, events) = b.run(spec("2.0.0")).await;
+    assert_eq!(r.status, JobStatus::Failed);
+    assert_eq!(
+        b.serving("web1").as_deref(),
+        Some("1.0.0"),
+        "web1 went back"
+    );
+    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"), "never touched");
+    let (status, why) = last_host_finished(&events, "web1");
+    assert_eq!(status, HostStatus::Failed);
+    assert!(
+        why.contains("rolled back to 1.0.0") && why.contains("then: "),
+        "{why}"
+    );
+    assert_eq!(r.hosts[0].serving.as_deref(), Some("1.0.0"));
+}
