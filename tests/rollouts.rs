@@ -18,7 +18,9 @@ impl Loads {
     fn start(tb: &Testbed) -> Loads {
         Loads(
             Load::start(&tb.servers),
-            KeepAliveLoad::start(&tb.servers, 2),
+            // Paced (5 ms between requests per client): tens of thousands of requests
+            // a phase still, and CPU left for the deploy on this 2-core machine.
+            KeepAliveLoad::paced(&tb.servers, 2, std::time::Duration::from_millis(5)),
         )
     }
     /// Stops both; asserts nothing failed; returns the keep-alive requests sent.
@@ -134,6 +136,11 @@ fn zero_downtime_upgrade_broken_release_halt_and_rollback_under_keepalive_load()
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.1.0", "{}", s.name);
     }
+    // Undo the sabotage (prune would trip over it later).
+    exec(
+        &tb.server("web2").container,
+        "rm -rf /srv/apps/hello/releases/1.3.0",
+    );
 
     // Rollback to the previous good release (1.0.0): no install, zero failures.
     let nginx_before = workers(&tb);
