@@ -9,7 +9,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use deploy::gateway::api::{self, PUBLIC_ROUTES};
 use deploy::gateway::auth;
-use deploy::gateway::config::GatewayConfig;
 use deploy_wire::api::ApiError;
 use tower::ServiceExt;
 
@@ -23,24 +22,7 @@ impl Api {
     /// A gateway's state on temp files: the offline inventory (or `inventory`).
     fn new(oldest: &str, newest: &str, inventory: &str) -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let path = |f: &str| dir.path().join(f);
-        std::fs::write(path("inventory.yml"), inventory).unwrap();
-        let st = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(path("key"))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let config = format!(
-            "database = \"state/gateway.db\"\ninventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
-             ssh_key = \"key\"\nplaybooks = {:?}\ntemplates = {:?}\n\
-             [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install deploy-cli --tag v{{version}}\"\n",
-            support::root().join("playbooks"),
-            support::root().join("templates"),
-        );
-        std::fs::write(path("gateway.toml"), config).unwrap();
-        let cfg = GatewayConfig::load(&path("gateway.toml")).unwrap();
-        let state = deploy::gateway::state(cfg).unwrap();
+        let state = support::gateway_state(dir.path(), inventory, oldest, newest);
         Api { _dir: dir, state }
     }
 

@@ -11,7 +11,6 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use deploy::gateway::api;
 use deploy::gateway::auth;
-use deploy::gateway::config::GatewayConfig;
 use deploy::gateway::store::{NewToken, now_ms};
 use deploy_wire::api::{ApiError, JobInfo, JobKind, JobState};
 use tower::ServiceExt;
@@ -24,24 +23,8 @@ struct Api {
 impl Api {
     fn new() -> Api {
         let dir = tempfile::tempdir().unwrap();
-        let path = |f: &str| dir.path().join(f);
-        std::fs::write(path("inventory.yml"), support::OFFLINE_INVENTORY).unwrap();
-        let st = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(path("key"))
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let config = format!(
-            "database = \"state/gateway.db\"\ninventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
-             ssh_key = \"key\"\nplaybooks = {:?}\ntemplates = {:?}\n\
-             [cli]\noldest = \"0.1.0\"\nnewest = \"0.1.0\"\nupgrade_command = \"x\"\n",
-            support::root().join("playbooks"),
-            support::root().join("templates"),
-        );
-        std::fs::write(path("gateway.toml"), config).unwrap();
-        let cfg = GatewayConfig::load(&path("gateway.toml")).unwrap();
-        let state = deploy::gateway::state(cfg).unwrap();
+        let state =
+            support::gateway_state(dir.path(), support::OFFLINE_INVENTORY, "0.1.0", "0.1.0");
         Api { dir, state }
     }
 

@@ -748,3 +748,33 @@ impl Gateway {
         job["state"].as_str().unwrap_or_default().to_string()
     }
 }
+
+// ---- a gateway's state without a listener, for `oneshot` tests ----------------------
+
+/// A gateway's state over files in `dir` (inventory, a fresh key, `gateway.toml`, the
+/// SQLite file), accepting CLIs from `oldest` on.
+pub fn gateway_state(
+    dir: &Path,
+    inventory: &str,
+    oldest: &str,
+    newest: &str,
+) -> deploy::gateway::api::AppState {
+    let path = |f: &str| dir.join(f);
+    std::fs::write(path("inventory.yml"), inventory).unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path("key"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let config = format!(
+        "database = \"state/gateway.db\"\ninventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
+         ssh_key = \"key\"\nplaybooks = {:?}\ntemplates = {:?}\n\
+         [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install deploy-cli --tag v{{version}}\"\n",
+        root().join("playbooks"),
+        root().join("templates"),
+    );
+    std::fs::write(path("gateway.toml"), config).unwrap();
+    let cfg = deploy::gateway::config::GatewayConfig::load(&path("gateway.toml")).unwrap();
+    deploy::gateway::state(cfg).unwrap()
+}

@@ -183,6 +183,27 @@ impl JobService {
     }
 
     /// Refuses (and audits, rate-limited) a principal that may not read `env`.
+    /// The environments of `app` the principal may read; none at all is a refusal
+    /// (audited as a read of `what`), so a caller never asks a backend for nothing.
+    pub(super) async fn readable_envs(
+        &self,
+        p: &Principal,
+        app: &crate::inventory::App,
+        what: &str,
+    ) -> Result<Vec<String>> {
+        let envs: Vec<String> = app
+            .environments
+            .keys()
+            .filter(|e| p.may_read(e))
+            .cloned()
+            .collect();
+        if envs.is_empty() {
+            let first = app.environments.keys().next().cloned().unwrap_or_default();
+            self.readable(p, &first, what).await?;
+        }
+        Ok(envs)
+    }
+
     pub(super) async fn readable(&self, p: &Principal, env: &str, what: &str) -> Result<()> {
         if p.may_read(env) {
             return Ok(());

@@ -114,17 +114,8 @@ impl JobService {
     pub async fn versions(&self, p: &Principal, name: &str) -> Result<Vec<VersionInfo>> {
         let inv = self.jobs.inventory()?;
         let a = app(&inv, name)?;
-        let envs: Vec<String> = a
-            .environments
-            .keys()
-            .filter(|e| p.may_read(e))
-            .cloned()
-            .collect();
-        if envs.is_empty() {
-            let first = a.environments.keys().next().cloned().unwrap_or_default();
-            self.readable(p, &first, &format!("{name} versions"))
-                .await?;
-        }
+        self.readable_envs(p, a, &format!("{name} versions"))
+            .await?;
         let rows = self.status(p, name, None, false).await?;
         let versions = self.available_versions(a).await?;
         let info = |v: String| VersionInfo {

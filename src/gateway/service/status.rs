@@ -107,17 +107,7 @@ impl JobService {
                 .await?;
             return Ok(vec![env.to_string()]);
         }
-        let envs: Vec<String> = a
-            .environments
-            .keys()
-            .filter(|e| p.may_read(e))
-            .cloned()
-            .collect();
-        if envs.is_empty() {
-            let first = a.environments.keys().next().cloned().unwrap_or_default();
-            self.readable(p, &first, &format!("{app} status")).await?;
-        }
-        Ok(envs)
+        self.readable_envs(p, a, &format!("{app} status")).await
     }
 
     /// Which release each host of `app` serves (of `env`, or of every environment the
