@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 #! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
 #
-#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated]
+#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres]
 #                                              start (or restart) testbed NAME with N servers;
 #                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,
 #                                              testbed.json,artifactory.credentials}
 #                                              --isolated: the servers get a network of their own,
 #                                              with no route to the index (relay tests)
+#                                              --postgres: also a PostgreSQL 15 container on the
+#                                              servers' network as host `db` (database and role
+#                                              `shop`, fresh random password); testbed.json then
+#                                              has db_container, db_password, db_port (else null)
 #   ci/testbed.sh down NAME                     remove its containers and network
 #   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all)
 #   ci/testbed.sh packages                      build/fetch the index content into ci/.cache/packages
@@ -18,22 +22,38 @@
 # (pypiserver) and http://index:8081/artifactory/ (ci/artifactory_stub.py: Artifactory's
 # PyPI API and authentication over the same wheels, with fresh random credentials).
 # `packages` also fetches the pinned uv (static musl build) into ci/.cache/uv/.
+# The index holds the sample apps' wheels (tests/{sample,django,asgi}-app/build_wheels.py)
+# and, as CPython 3.11 manylinux x86_64 wheels, every dependency of theirs, pinned below.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache="$root/ci/.cache"
 GUNICORN=gunicorn==27.0.1
+# shop-app (tests/django-app) and asgi-app (tests/asgi-app) with all their dependencies;
+# uvicorn < 0.55 still ships uvicorn.workers.UvicornWorker.
+APP_DEPS=(django==5.2.19 asgiref==3.13.0 sqlparse==0.6.1 psycopg2-binary==2.9.13
+          starlette==1.10.0 anyio==4.16.0 idna==3.20 typing-extensions==4.16.0
+          uvicorn==0.54.0 click==8.5.1 h11==0.16.0)
 UV_VERSION=0.13.9
 
 die() { echo "testbed: $*" >&2; exit 1; }
 
 packages() {
-    local out="$cache/packages" stamp
-    stamp="$(cat "$root/tests/sample-app/build_wheels.py" "$root/tests/sample-app/hello_app/__init__.py" | sha256sum | cut -c1-12)-$GUNICORN"
+    local out="$cache/packages" stamp app apps=(sample-app django-app asgi-app)
+    stamp="$( (echo "$GUNICORN ${APP_DEPS[*]}"; cd "$root/tests" &&
+        find "${apps[@]}" -type f ! -path '*/__pycache__/*' | LC_ALL=C sort | xargs cat) |
+        sha256sum | cut -c1-12)"
     if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]]; then return; fi
     rm -rf "$out"; mkdir -p "$out"
-    python3 "$root/tests/sample-app/build_wheels.py" "$out" >/dev/null
+    for app in "${apps[@]}"; do
+        PYTHONDONTWRITEBYTECODE=1 python3 "$root/tests/$app/build_wheels.py" "$out" >/dev/null
+    done
     PIP_FIND_LINKS= python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-        --dest "$out" "$GUNICORN" >&2
+        --platform manylinux2014_x86_64 --dest "$out" "$GUNICORN" "${APP_DEPS[@]}" >&2
+    # Every dependency is there: resolve the apps against these wheels alone, offline.
+    PIP_FIND_LINKS= python3 -m pip install --quiet --dry-run --ignore-installed --no-index \
+        --find-links "$out" --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
+        --target "$out/.resolve" hello-app shop-app asgi-app >&2 || die "the index content is incomplete"
+    rm -rf "$out/.resolve"
     echo "$stamp" > "$out/.stamp"
 }
 
@@ -82,7 +102,7 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 up() {
-    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" image net snet i c
+    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" image net snet i c
     [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
     [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
     image="$("$root/ci/image/build.sh" --print-tag)"
@@ -102,6 +122,14 @@ up() {
     fi
 
     local rnd; rnd() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+    local db="deploy-tb-$name-db" db_password="" db_port=""
+    if [[ -n "$postgres" ]]; then
+        # Started first: it makes its cluster while the rest comes up.
+        db_password="pw-$(rnd)"
+        docker run -d "${labels[@]}" --init --name "$db" --hostname db --network "$snet" \
+            --network-alias db -e ROLE=postgres -e DB_PASSWORD="$db_password" \
+            -p 127.0.0.1::5432 "$image" >/dev/null
+    fi
     (umask 077; printf 'user=deploy-svc\npassword=pw-%s\ntoken=tok-%s\napi_key=key-%s\n' \
         "$(rnd)" "$(rnd)" "$(rnd)" > "$dir/artifactory.credentials")
     c="deploy-tb-$name-index"
@@ -163,24 +191,35 @@ applications:
       staging:
         groups: [web]
 YAML
-    printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"artifactory_port":%s,"uv_binary":"%s","key":"%s","servers":[%s]}\n' \
-        "$name" "$snet" "deploy-tb-$name-index" "$index_port" "$art_port" "$cache/uv/uv" "$dir/id_ed25519" "$json_servers" > "$dir/testbed.json"
+    local json_db='"db_container":null,"db_password":null,"db_port":null'
+    if [[ -n "$postgres" ]]; then
+        wait_for 60 "PostgreSQL in $db" docker exec "$db" pg_isready -q -h 127.0.0.1 -p 5432
+        db_port="$(port_of "$db" 5432)"
+        if command -v psql >/dev/null; then # a real login over the network, as a server makes one
+            wait_for 10 "a login to PostgreSQL as shop" env PGPASSWORD="$db_password" PGCONNECT_TIMEOUT=2 \
+                psql -X -q -h 127.0.0.1 -p "$db_port" -U shop -d shop -c 'select 1'
+        fi
+        json_db="\"db_container\":\"$db\",\"db_password\":\"$db_password\",\"db_port\":$db_port"
+    fi
+    printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"artifactory_port":%s,"uv_binary":"%s","key":"%s",%s,"servers":[%s]}\n' \
+        "$name" "$snet" "deploy-tb-$name-index" "$index_port" "$art_port" "$cache/uv/uv" "$dir/id_ed25519" "$json_db" "$json_servers" > "$dir/testbed.json"
 }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
-        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated]"
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres]"
         tb_name="$1" tb_n="$2" tb_dir="$3"; shift 3
-        owner="$PPID" isolated=""
+        owner="$PPID" isolated="" postgres=""
         while [[ $# -gt 0 ]]; do
             case "$1" in
                 --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
                 --isolated) isolated=1; shift ;;
+                --postgres) postgres=1; shift ;;
                 *) die "unknown option $1" ;;
             esac
         done
-        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" ;;
+        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
     gc) gc "${1:-}" ;;
     packages) packages; uv_binary ;;

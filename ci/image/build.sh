@@ -4,14 +4,16 @@
 # mmdebstrap makes a bookworm root filesystem from this machine's own apt sources,
 # the customize hooks turn it into a small "real server" (sshd with key-only login,
 # python3 + venv, nginx, supervisord, a `deploy` user with passwordless sudo) plus a
-# pypiserver install used by the index container, and `docker import` makes it an image.
+# pypiserver install used by the index container and Debian's PostgreSQL 15 used by the
+# database container (no cluster in the image: start-server makes one at container start),
+# and `docker import` makes it an image.
 #
 # The tag carries a hash of this recipe, so the image is rebuilt only when the recipe
 # changes.  Prints the tag on stdout.  `--print-tag` prints it without building.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYPISERVER_VERSION=2.4.2
-PACKAGES=openssh-server,python3,python3-venv,nginx-light,supervisor,sudo,curl,ca-certificates,procps,iproute2
+PACKAGES=openssh-server,python3,python3-venv,nginx-light,supervisor,sudo,curl,ca-certificates,procps,iproute2,postgresql
 
 hash="$( (cat "$here/build.sh" "$here/start-server" "$here/sshd.conf"; echo "$PACKAGES $PYPISERVER_VERSION") | sha256sum | cut -c1-12)"
 tag="deploy-testbed:$hash"
@@ -33,6 +35,8 @@ mmdebstrap --variant=apt --include="$PACKAGES" \
   --aptopt='Acquire::Check-Valid-Until "false"' --aptopt='Acquire::Check-Date "false"' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+  --essential-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" &&
+      echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/no-main-cluster.conf"' \
   --customize-hook="copy-in $here/start-server /usr/local/sbin" \
   --customize-hook="copy-in $here/sshd.conf /etc/ssh/sshd_config.d" \
   --customize-hook="mkdir -p \"\$1/tmp/wheels\"" \
@@ -48,12 +52,13 @@ mmdebstrap --variant=apt --include="$PACKAGES" \
       python3 -m venv /opt/pypiserver
       /opt/pypiserver/bin/pip install --quiet --no-index --find-links /tmp/wheels pypiserver
       rm -rf /tmp/wheels /var/cache/apt/archives/*.deb /var/lib/apt/lists/*
+      test ! -e /etc/postgresql/15/main && test ! -e /var/lib/postgresql/15/main
     "' \
   bookworm "$work/rootfs.tar" "${sources[@]}" >&2
 
 docker import \
   --change 'CMD ["/usr/local/sbin/start-server"]' \
-  --change 'EXPOSE 22 80 8080' \
+  --change 'EXPOSE 22 80 5432 8080' \
   --change "LABEL deploy.testbed=image" \
   "$work/rootfs.tar" "$tag" >&2
 echo "$tag"

@@ -1,0 +1,1 @@
+"""shop-app: the sample Django project that deploy's tests ship (see ../README.md)."""
