@@ -282,11 +282,12 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
 #[test]
 fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     let tb = Testbed::up("art-hash", 1);
-    // hello: pip, directly (staging) and through the relay (relayed); hello-uv: uv.
-    let inv = tb.inventory_text().replace(
-        "    environments:\n      staging:\n        groups: [web]\n",
-        "    environments:\n      staging:\n        groups: [web]\n      relayed:\n        groups: [web]\n        delivery: relay\n",
-    ) + "  hello-uv:\n    package: hello-app\n    wsgi: hello_app:app\n    installer: uv\n    port: 8100\n\
+    // hello: pip, directly; hello-relay: pip through the relay (an application of its
+    // own: two environments may not share a host); hello-uv: uv.
+    let inv = tb.inventory_text()
+        + "  hello-relay:\n    package: hello-app\n    wsgi: hello_app:app\n    port: 8200\n\
+           \x20   server_names: [hello-relay.example.test]\n    environments:\n      relayed:\n        groups: [web]\n        delivery: relay\n"
+        + "  hello-uv:\n    package: hello-app\n    wsgi: hello_app:app\n    installer: uv\n    port: 8100\n\
            \x20   server_names: [hello-uv.example.test]\n    environments:\n      staging:\n        groups: [web]\n";
     tb.set_inventory(&inv);
     let key = tb.artifactory_credential("api_key");
@@ -295,6 +296,7 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
         "username = \"deploy-svc\"\napi_key_env = \"ART_KEY\"",
         true,
     ) + "[applications.hello-uv]\nsource = \"artifactory\"\n"
+        + "[applications.hello-relay]\nsource = \"artifactory\"\n"
         + &uv_config(&tb);
     let gw = Gateway::start_with(
         Some(&tb),
@@ -305,8 +307,12 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     );
     let ann = gw.token("ann", "staging,relayed", false);
     let web1 = tb.server("web1");
-    for app in ["hello", "hello-uv"] {
-        let r = gw.run(Some(&ann), &["release", app, "1.0.0", "-e", "staging"]);
+    for (app, env) in [
+        ("hello", "staging"),
+        ("hello-uv", "staging"),
+        ("hello-relay", "relayed"),
+    ] {
+        let r = gw.run(Some(&ann), &["release", app, "1.0.0", "-e", env]);
         assert_eq!(r.code, 0, "{r:?}");
     }
 
@@ -320,7 +326,7 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     for (app, env, why) in [
         ("hello", "staging", "THESE PACKAGES DO NOT MATCH THE HASHES"),
         (
-            "hello",
+            "hello-relay",
             "relayed",
             "relay: refused hello_app-1.1.0-py3-none-any.whl: its SHA-256 is",
         ),

@@ -8,6 +8,7 @@ use deploy_wire::names;
 use serde_saphyr::Spanned;
 
 use super::raw::{RawApp, RawEnvironment, RawHost};
+use super::runtime::RawRuntime;
 use super::{
     App, BatchSize, Environment, Health, Host, OnHalt, Rollout, check_env, check_index_url,
 };
@@ -20,7 +21,7 @@ pub(super) struct Check<'a> {
 }
 
 impl Check<'_> {
-    fn err(&self, line: u64, field: String, msg: String) -> InputError {
+    pub(super) fn err(&self, line: u64, field: String, msg: String) -> InputError {
         InputError::new(self.path, Some(line), field, msg)
     }
 
@@ -76,6 +77,7 @@ impl Check<'_> {
         name: String,
         a: Spanned<RawApp>,
         groups: &BTreeSet<String>,
+        hosts: &BTreeMap<String, Host>,
     ) -> Result<App, InputError> {
         let line = a.referenced.line();
         let field = format!("applications.{name}");
@@ -160,9 +162,34 @@ impl Check<'_> {
                 "expected at least 1".into(),
             ));
         }
-        let mut environments = BTreeMap::new();
+        let runtime = self.runtime(
+            &name,
+            &field,
+            line,
+            RawRuntime {
+                run_as: a.run_as,
+                worker_class: a.worker_class,
+                timeout_secs: a.timeout_secs,
+                server_args: a.server_args,
+                processes: a.processes,
+                hooks: a.hooks,
+                static_files: a.static_files,
+            },
+        )?;
+        let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
         for (env_name, e) in a.environments {
+            let eline = e.referenced.line();
             let env = self.environment(&field, env_name, e, groups)?;
+            if let Some((other, host)) = shared_host(&environments, &env, hosts) {
+                return Err(self.err(
+                    eline,
+                    format!("{field}.environments.{}.groups", env.name),
+                    format!(
+                        "environments `{other}` and `{}` both select host `{host}`: on one host they would share one directory, slots and nginx site; give the second its own application entry (its own name, port and server_names)",
+                        env.name
+                    ),
+                ));
+            }
             environments.insert(env.name.clone(), env);
         }
         Ok(App {
@@ -187,6 +214,7 @@ impl Check<'_> {
             keep_releases: a.keep_releases.value,
             drain_secs: a.drain_secs,
             environments,
+            runtime,
         })
     }
 
@@ -266,4 +294,21 @@ impl Check<'_> {
             delivery: e.delivery,
         })
     }
+}
+
+/// Decision: two environments of one application may not share a host (they would
+/// overwrite each other's release directories, slots and nginx site).  The first
+/// environment already checked that selects a host `env` selects, with that host.
+fn shared_host(
+    checked: &BTreeMap<String, Environment>,
+    env: &Environment,
+    hosts: &BTreeMap<String, Host>,
+) -> Option<(String, String)> {
+    let selects = |e: &Environment, h: &Host| h.groups.iter().any(|g| e.groups.contains(g));
+    checked.values().find_map(|other| {
+        hosts
+            .values()
+            .find(|h| selects(other, h) && selects(env, h))
+            .map(|h| (other.name.clone(), h.name.clone()))
+    })
 }

@@ -18,9 +18,11 @@ use crate::error::{InputError, from_yaml};
 
 mod check;
 mod raw;
+mod runtime;
 
 use check::Check;
 use raw::RawInventory;
+pub use runtime::{Hook, HookScope, Hooks, Process, Runtime, StaticFiles};
 
 /// A server the gateway can SSH to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,9 @@ pub struct App {
     /// Seconds the old slot keeps running after nginx switched away from it.
     pub drain_secs: u32,
     pub environments: BTreeMap<String, Environment>,
+    /// How its processes run: user, web server options, other processes, hooks, static
+    /// files.
+    pub runtime: Runtime,
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +229,7 @@ impl Inventory {
         }
         let mut apps = BTreeMap::new();
         for (name, a) in raw.applications {
-            let app = c.app(name, a, &groups)?;
+            let app = c.app(name, a, &groups, &hosts)?;
             apps.insert(app.name.clone(), app);
         }
         Ok(Inventory {
@@ -319,7 +324,7 @@ mod tests {
     const GOOD: &str = "\
 hosts:
   web1: {address: 10.0.0.1, groups: [web]}
-  web2: {address: 10.0.0.2, port: 2222, user: ops, groups: [web, canary]}
+  web2: {address: 10.0.0.2, port: 2222, user: ops, groups: [canary]}
 applications:
   hello:
     package: hello-app
@@ -354,7 +359,7 @@ applications:
             ["web2"]
         );
         let (env, hosts) = inv.hosts_for(app, "production").unwrap();
-        assert_eq!(hosts.len(), 2);
+        assert_eq!(hosts.len(), 1);
         assert_eq!(env.rollout, Rollout::default());
         assert_eq!(BatchSize::parse("25%").unwrap().of(10), 3);
         assert_eq!(BatchSize::parse("2").unwrap().of(10), 2);
@@ -435,6 +440,65 @@ applications:
         let text = GOOD.replace("GREETING: hi", "PASSWORD: \"s3cr3t\\nline\"");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("PASSWORD") && !err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn two_environments_sharing_a_host_are_refused() {
+        let text = GOOD.replace("groups: [canary]}", "groups: [canary, web]}");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.field, "applications.hello.environments.staging.groups");
+        assert_eq!(err.line, Some(13));
+        assert!(
+            err.message
+                .contains("environments `production` and `staging` both select host `web1`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn runtime_fields_parse_with_defaults() {
+        let inv = parse(GOOD).unwrap();
+        let r = &inv.app("hello").unwrap().runtime;
+        assert_eq!(r.run_as, "app-hello");
+        assert_eq!((r.timeout_secs, r.worker_class.as_deref()), (30, None));
+        assert!(r.processes.is_empty() && r.static_files.is_none());
+        let text = GOOD.replace(
+            "    env: {GREETING: hi}\n",
+            "    env: {GREETING: hi}\n    run_as: shop\n    worker_class: uvicorn.workers.UvicornWorker\n    server_args: [--max-requests, \"100\"]\n    processes:\n      worker: {command: python -m rq worker, count: 2}\n    hooks:\n      before_switch:\n        - {name: migrate, command: python -m django migrate}\n        - {name: static, command: python -m django collectstatic, scope: every_host}\n    static: {url: /static/}\n",
+        );
+        let inv = parse(&text).unwrap();
+        let r = &inv.app("hello").unwrap().runtime;
+        assert_eq!(r.run_as, "shop");
+        assert_eq!(r.server_args, ["--max-requests", "100"]);
+        assert_eq!((r.processes[0].name.as_str(), r.processes[0].count), ("worker", 2));
+        let b = &r.hooks.before_switch;
+        assert_eq!((b[0].scope, b[1].scope), (HookScope::Once, HookScope::EveryHost));
+        assert_eq!(r.static_files.as_ref().unwrap().dir, "static");
+    }
+
+    #[test]
+    fn bad_runtime_fields_name_their_line_and_field() {
+        let add = |extra: &str| {
+            let text = GOOD.replace(
+                "    env: {GREETING: hi}\n",
+                &format!("    env: {{GREETING: hi}}\n{extra}"),
+            );
+            parse(&text).unwrap_err()
+        };
+        let e = add("    processes:\n      worker: {command: celery, cuont: 2}\n");
+        assert!(e.message.contains("cuont") && e.line == Some(13), "{e}");
+        let e = add("    hooks:\n      before_switch:\n        - {name: migrate}\n");
+        assert_eq!(e.field, "applications.hello.hooks.before_switch[0].command");
+        assert!(e.message.contains("expected a command") && e.line == Some(14), "{e}");
+        let e = add("    static: {url: static/}\n");
+        assert_eq!((e.field.as_str(), e.line), ("applications.hello.static.url", Some(12)));
+        assert!(e.message.contains("leading and a trailing `/`"), "{e}");
+        let e = add("    processes:\n      web: {command: gunicorn}\n");
+        assert!(e.message.contains("blue/green"), "{e}");
+        let e = add("    run_as: root\n");
+        assert_eq!(e.field, "applications.hello.run_as");
+        let e = add("    processes:\n      w: {command: \"a\\nb\"}\n");
+        assert!(e.message.contains("one line"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::runtime::{RawHooks, RawProcess, RawStatic};
 use super::{Delivery, Installer, OnHalt};
 
 #[derive(Deserialize)]
@@ -83,6 +84,21 @@ pub(super) struct RawApp {
     #[serde(default = "default_drain")]
     pub(super) drain_secs: u32,
     pub(super) environments: BTreeMap<String, Spanned<RawEnvironment>>,
+    // How it runs (validated in `runtime.rs`).
+    #[serde(default)]
+    pub(super) run_as: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) worker_class: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) timeout_secs: Option<u32>,
+    #[serde(default)]
+    pub(super) server_args: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub(super) processes: BTreeMap<String, Spanned<RawProcess>>,
+    #[serde(default)]
+    pub(super) hooks: Option<Spanned<RawHooks>>,
+    #[serde(default, rename = "static")]
+    pub(super) static_files: Option<Spanned<RawStatic>>,
 }
 
 fn default_playbook() -> Spanned<String> {

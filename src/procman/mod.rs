@@ -34,6 +34,10 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn program(&self, app: &str, slot: &str) -> String;
     /// Where the program's config file lives on the server.
     fn conf_path(&self, app: &str, slot: &str) -> String;
+    /// The log files of a program: a slot's one (`copies` None), or one per copy of a
+    /// process that runs `copies` copies, first copy first.  `program` is what
+    /// [`Self::program`] gives (`<app>-<slot>`, `<app>-<process>`).
+    fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String>;
     /// Prints the program's state; never fails (its text is parsed by [`Self::pid`]).
     fn status(&self, program: &str) -> RemoteCmd;
     /// The pid of a running program from the output of [`Self::status`].

@@ -25,6 +25,17 @@ impl ProcessManager for Supervisord {
         format!("/etc/supervisor/conf.d/{}.conf", self.program(app, slot))
     }
 
+    /// A slot's log is `<program>.log`; the copies of a process (`numprocs`) each have
+    /// `<program>-<n>.log`, n from 0.
+    fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String> {
+        match copies {
+            None => vec![format!("/var/log/supervisor/{program}.log")],
+            Some(n) => (0..n)
+                .map(|i| format!("/var/log/supervisor/{program}-{i}.log"))
+                .collect(),
+        }
+    }
+
     /// `supervisorctl status <program>`: e.g. `hello-blue RUNNING pid 42, uptime 0:01:02`.
     /// Its exit status is non-zero when the program is not running, so it is ignored.
     fn status(&self, program: &str) -> RemoteCmd {

@@ -355,6 +355,7 @@ pub fn gateway_bin() -> &'static str {
 pub const OFFLINE_INVENTORY: &str = "\
 hosts:
   web1: {address: 127.0.0.1, port: 1, groups: [web]}
+  prod1: {address: 127.0.0.1, port: 1, groups: [prod]}
 applications:
   hello:
     package: hello-app
@@ -364,7 +365,7 @@ applications:
     server_names: [hello.example.test]
     environments:
       staging: {groups: [web]}
-      production: {groups: [web]}
+      production: {groups: [prod]}
 ";
 
 impl Gateway {
