@@ -10,10 +10,12 @@
 //! and the live pointers), [`nginx`] (site config, reload, HTTP probes).  Process-manager
 //! commands belong to their backend in [`crate::procman`].
 
+pub mod app;
 pub mod files;
 pub mod nginx;
 pub mod release;
 
+pub use app::{AppEnv, run_as_app};
 pub use files::*;
 pub use nginx::*;
 pub use release::*;
@@ -48,6 +50,10 @@ impl AppPaths {
     }
     pub fn shared(&self) -> String {
         format!("{}/shared", self.root)
+    }
+    /// The one directory the app user may write (its `HOME`).
+    pub fn data_dir(&self) -> String {
+        format!("{}/shared/data", self.root)
     }
     pub fn env_file(&self) -> String {
         format!("{}/shared/env", self.root)

@@ -1,0 +1,174 @@
+//! Commands on the application's side of the wall: its unprivileged user and the
+//! directories it may read or write, and running a command line as that user in a
+//! release's environment (hooks, `deploy run`).
+//!
+//! The wall (decided here, documented in ARCHITECTURE.md): the app user `run_as` owns
+//! nothing but `shared/data`; `/srv/apps/<app>` is `deploy:<run_as>` 0751 (other users may
+//! only traverse it, to reach a socket), `releases/` and `shared/` 0750 (the app reads,
+//! never writes), the env file 0640, `run/` 1771 (the app creates its sockets; the sticky
+//! bit keeps it from replacing the live pointer).  nginx's user joins the app's group to
+//! read static files.
+
+use super::{AppPaths, RemoteCmd, sudo_sh};
+use crate::shell::quote;
+
+/// The user nginx runs as (Debian's).
+pub const NGINX_USER: &str = "www-data";
+
+/// Prints `yes` if the layout exists with the ownership and modes of the wall above and
+/// `run_as` exists, else `no`.
+pub fn layout_check(p: &AppPaths, user: &str, run_as: &str) -> RemoteCmd {
+    let stat = |path: &str, want: &str| {
+        format!(
+            "[ \"$(stat -c %U:%G:%a {} 2>/dev/null)\" = {} ]",
+            quote(path),
+            quote(want)
+        )
+    };
+    let checks = [
+        format!("id -u {} >/dev/null 2>&1", quote(run_as)),
+        stat(&p.root, &format!("{user}:{run_as}:751")),
+        stat(&p.releases(), &format!("{user}:{run_as}:750")),
+        stat(&p.shared(), &format!("{user}:{run_as}:750")),
+        stat(&p.run_dir(), &format!("{user}:{run_as}:1771")),
+        stat(&p.data_dir(), &format!("{run_as}:{run_as}:750")),
+        format!(
+            "{{ [ ! -e {env} ] || [ \"$(stat -c %G {env})\" = {g} ]; }}",
+            env = quote(&p.env_file()),
+            g = quote(run_as)
+        ),
+    ];
+    RemoteCmd::new(format!(
+        "if {}; then echo yes; else echo no; fi",
+        checks.join(" && ")
+    ))
+}
+
+/// Creates the app user (no login, no password, no sudo; its home is `shared/data`) and
+/// the layout with the wall's ownership and modes; also repairs a layout made before
+/// the app had a user of its own.  Idempotent.
+pub fn layout_create(p: &AppPaths, user: &str, run_as: &str) -> RemoteCmd {
+    let script = r#"set -e
+u="$1" a="$2" root="$3" data="$3/shared/data" env="$3/shared/env" www="$4"
+getent group "$a" >/dev/null || groupadd --system "$a"
+id -u "$a" >/dev/null 2>&1 || useradd --system --gid "$a" --home-dir "$data" --no-create-home --shell /usr/sbin/nologin "$a"
+if id -u "$www" >/dev/null 2>&1; then usermod -a -G "$a" "$www"; fi
+install -d -m 0755 /srv/apps
+install -d -m 0751 -o "$u" -g "$a" "$root"
+install -d -m 0750 -o "$u" -g "$a" "$root/releases" "$root/shared"
+install -d -m 1771 -o "$u" -g "$a" "$root/run"
+install -d -m 0750 -o "$a" -g "$a" "$data"
+chown "$u:$a" "$root" "$root/releases" "$root/shared" "$root/run"
+chmod 0751 "$root"; chmod 0750 "$root/releases" "$root/shared"; chmod 1771 "$root/run"
+if [ -e "$env" ]; then chown "$u:$a" "$env"; chmod 0640 "$env"; fi"#;
+    RemoteCmd::new(sudo_sh(script, &[user, run_as, &p.root, NGINX_USER]))
+}
+
+/// Writes the env file (stdin) atomically, `deploy:<run_as>` 0640: the app reads it,
+/// only the deploy user writes it.
+pub fn write_env_file(p: &AppPaths, run_as: &str, contents: Vec<u8>) -> RemoteCmd {
+    let script = "umask 077 && cat > \"$1.deploy-new\" && chmod 0640 \"$1.deploy-new\" && sudo -n chgrp \"$2\" \"$1.deploy-new\" && mv -f \"$1.deploy-new\" \"$1\"";
+    RemoteCmd::with_stdin(
+        format!(
+            "sh -c {} sh {} {}",
+            quote(script),
+            quote(&p.env_file()),
+            quote(run_as)
+        ),
+        contents,
+    )
+}
+
+/// What a command run as the app user gets besides the env file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEnv<'a> {
+    pub run_as: &'a str,
+    pub version: &'a str,
+    /// `DEPLOY_STATIC_ROOT`, when the app has static files.
+    pub static_root: Option<String>,
+}
+
+/// The environment line of the app's processes and commands: the env file's variables,
+/// then `DEPLOY_APP`, `DEPLOY_RELEASE`, `DEPLOY_RELEASE_DIR`, (`DEPLOY_STATIC_ROOT`),
+/// `HOME` (`shared/data`) and `PATH` with the release's virtualenv first.  A POSIX
+/// script prefix ending in `&&`.
+pub fn app_env_prefix(p: &AppPaths, e: &AppEnv) -> String {
+    let release = p.release(e.version);
+    let mut exports = vec![
+        format!("DEPLOY_APP={}", quote(&p.app)),
+        format!("DEPLOY_RELEASE={}", quote(e.version)),
+        format!("DEPLOY_RELEASE_DIR={}", quote(&release)),
+        format!("HOME={}", quote(&p.data_dir())),
+    ];
+    if let Some(s) = &e.static_root {
+        exports.push(format!("DEPLOY_STATIC_ROOT={}", quote(s)));
+    }
+    exports.push(format!("PATH={}/bin:/usr/local/bin:/usr/bin:/bin", quote(&release)));
+    format!(
+        "cd {shared} && set -a && . {env} && set +a && export {exports} &&",
+        shared = quote(&p.shared()),
+        env = quote(&p.env_file()),
+        exports = exports.join(" ")
+    )
+}
+
+/// Runs `command` (a shell command line from the inventory or the user's quoted argv)
+/// as the app user in the release's environment, with no TTY and no stdin.  The
+/// command line is one quoted argument of `sh -c`; nothing is pasted.
+pub fn run_as_app(p: &AppPaths, e: &AppEnv, command: &str) -> RemoteCmd {
+    let script = format!("{} exec /bin/sh -c {}", app_env_prefix(p, e), quote(command));
+    RemoteCmd::new(format!(
+        "sudo -n -u {} -- /bin/sh -c {} </dev/null",
+        quote(e.run_as),
+        quote(&script)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_runs_as_the_app_user_with_its_env_and_is_quoted_once() {
+        let p = AppPaths::new("shop");
+        let e = AppEnv {
+            run_as: "app-shop",
+            version: "1.0.0",
+            static_root: Some(p.release("1.0.0") + "/static"),
+        };
+        let c = run_as_app(&p, &e, "python -m django migrate; echo 'done'");
+        assert!(c.line.starts_with("sudo -n -u app-shop -- /bin/sh -c '"), "{}", c.line);
+        assert!(c.line.contains("DEPLOY_STATIC_ROOT=/srv/apps/shop/releases/1.0.0/static"));
+        assert!(c.line.contains("PATH=/srv/apps/shop/releases/1.0.0/bin:"));
+        // A real shell unquotes the script whole, and the command inside it once more.
+        let printed = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c.line.replace("sudo -n -u app-shop -- /bin/sh -c", "printf %s"))
+            .output()
+            .unwrap();
+        let script = String::from_utf8_lossy(&printed.stdout).to_string();
+        let tail = script.rsplit_once(" exec /bin/sh -c ").unwrap().1;
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {tail}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "python -m django migrate; echo 'done'"
+        );
+    }
+
+    #[test]
+    fn the_layout_check_names_every_part_of_the_wall() {
+        let c = layout_check(&AppPaths::new("shop"), "deploy", "app-shop");
+        for want in [
+            "deploy:app-shop:751",
+            "deploy:app-shop:1771",
+            "app-shop:app-shop:750",
+            "id -u app-shop",
+        ] {
+            assert!(c.line.contains(want), "{want}: {}", c.line);
+        }
+    }
+}
