@@ -427,6 +427,7 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
             version: version.into(),
             check: false,
             no_install: false,
+            restart: false,
             batch: None,
             index: None,
         };

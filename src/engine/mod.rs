@@ -176,6 +176,10 @@ pub struct JobSpec {
     pub check: bool,
     /// A rollback: the release must already be complete on every host; nothing is installed.
     pub no_install: bool,
+    /// A restart (`deploy restart`): the release starts afresh in the idle slot and takes
+    /// the traffic (health-gated, zero downtime), and the other processes restart, even
+    /// when nothing changed.  Installs nothing (set with `no_install`).
+    pub restart: bool,
     /// Overrides the environment's rollout batch size (`3`, `25%`).
     pub batch: Option<BatchSize>,
     /// How servers reach the artifacts; None: directly, from the inventory's `index_url`.

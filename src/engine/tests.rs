@@ -68,6 +68,7 @@ pub(crate) fn spec(version: &str) -> JobSpec {
         version: version.into(),
         check: false,
         no_install: false,
+        restart: false,
         batch: None,
         index: None,
     }

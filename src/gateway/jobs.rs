@@ -210,6 +210,7 @@ impl Jobs {
             version: job.version.clone(),
             check: job.check,
             no_install: job.kind == deploy_wire::api::JobKind::Rollback,
+            restart: false,
             batch,
             index: self.index_access(&inv, &job)?,
         };

@@ -163,6 +163,7 @@ impl Testbed {
             version: version.into(),
             check,
             no_install: false,
+            restart: false,
             batch: None,
             index: None,
         };
@@ -630,6 +631,7 @@ impl Testbed {
             version: version.into(),
             check: false,
             no_install: false,
+            restart: false,
             batch: None,
             index: None,
         };
