@@ -24,6 +24,11 @@ pub enum Step {
     Install,
     /// `shared/env` holds the application's environment variables (mode 0640).
     EnvFile,
+    /// The application's `before_switch` hooks (migrations, collectstatic) run with the
+    /// release's virtualenv and environment, as the app user: `once` hooks on the
+    /// rollout's first host only, `every_host` hooks on each; a hook that ran for this
+    /// release (its marker) is not run again.
+    BeforeSwitch,
     /// The release runs in a slot: the live one if it already runs it unchanged, else the
     /// idle slot, started and health-checked on its own port.  Users see no change yet;
     /// a failure stops the new slot and leaves the live one alone.
@@ -34,6 +39,11 @@ pub enum Step {
     /// The application answers its health check through nginx; if not, the host is
     /// switched back to the previous slot, which still runs.
     Health,
+    /// The application's other processes (workers) run the live release: restarted
+    /// gracefully (TERM, then wait) when their release or config changed.
+    Processes,
+    /// The application's `after_switch` hooks, like `before_switch`.
+    AfterSwitch,
     /// After the drain time, the previous slot is stopped.
     Drain,
     /// Releases beyond `keep_releases` are removed: never the live one nor the one a
@@ -42,14 +52,17 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 12] = [
         Step::Layout,
         Step::Venv,
         Step::Install,
         Step::EnvFile,
+        Step::BeforeSwitch,
         Step::Start,
         Step::Switch,
         Step::Health,
+        Step::Processes,
+        Step::AfterSwitch,
         Step::Drain,
         Step::Prune,
     ];
@@ -60,6 +73,9 @@ impl Step {
             Step::Venv => "venv",
             Step::Install => "install",
             Step::EnvFile => "env_file",
+            Step::BeforeSwitch => "before_switch",
+            Step::Processes => "processes",
+            Step::AfterSwitch => "after_switch",
             Step::Start => "start",
             Step::Switch => "switch",
             Step::Health => "health",

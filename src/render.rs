@@ -14,11 +14,13 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::commands::AppPaths;
+use crate::commands::app as app_cmd;
 use crate::error::InputError;
-use crate::inventory::{App, Environment as Env};
+use crate::inventory::{App, Environment as Env, Process};
 
 pub const SUPERVISOR_TEMPLATE: &str = "supervisor.conf.j2";
 pub const NGINX_TEMPLATE: &str = "nginx-site.conf.j2";
+pub const PROCESS_TEMPLATE: &str = "supervisor-process.conf.j2";
 
 /// What templates can use.  Adding a field here is how a template gets a new variable.
 #[derive(Serialize, Debug, Clone)]
@@ -27,8 +29,44 @@ pub struct Context {
     pub env: EnvCtx,
     pub paths: PathsCtx,
     pub slot: SlotCtx,
-    /// The SSH user; the program runs as this user.
+    /// The SSH user (who owns the release directories).
     pub user: String,
+    /// The application's own unprivileged user: every process runs as it.
+    pub run_as: String,
+    /// nginx serves these itself, from the live release (None: no static files).
+    pub static_files: Option<StaticCtx>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct StaticCtx {
+    /// URL prefix, `/static/`.
+    pub url: String,
+    /// The directory, through `current` (so it switches with the live pointer), with a
+    /// trailing `/` (for nginx's `alias`).
+    pub dir: String,
+    pub max_age_secs: u32,
+}
+
+/// What the process template (one program per process, `count` copies) can use.
+#[derive(Serialize, Debug, Clone)]
+pub struct ProcessContext {
+    pub app: AppCtx,
+    pub env: EnvCtx,
+    pub process: ProcessCtx,
+    pub run_as: String,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct ProcessCtx {
+    pub name: String,
+    /// The process manager's program, `<app>-<process>`.
+    pub program: String,
+    /// The complete `command=` value (quoted; the release's environment first).
+    pub command: String,
+    pub count: u32,
+    pub stop_secs: u32,
+    /// The release it runs.
+    pub version: String,
 }
 
 /// The two slots of an application on a host.
@@ -48,6 +86,9 @@ pub struct SlotCtx {
     pub socket: String,
     /// The release directory the slot runs.
     pub release_dir: String,
+    /// The complete `command=` value: gunicorn with the app's options, as `run_as`, in
+    /// the release's environment (quoted by [`crate::commands::app`]).
+    pub command: String,
 }
 
 /// Port of a slot (index into [`SLOTS`]).
@@ -64,6 +105,20 @@ pub struct AppCtx {
     pub workers: u32,
     pub server_names: Vec<String>,
     pub health_path: String,
+}
+
+impl AppCtx {
+    fn of(app: &App) -> AppCtx {
+        AppCtx {
+            name: app.name.clone(),
+            package: app.package.clone(),
+            wsgi: app.wsgi.clone(),
+            port: app.port,
+            workers: app.workers,
+            server_names: app.server_names.clone(),
+            health_path: app.health.path.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -84,23 +139,24 @@ pub struct PathsCtx {
 impl Context {
     pub fn new(app: &App, env: &Env, user: &str, slot: usize, version: &str) -> Context {
         let p = AppPaths::new(&app.name);
+        let socket = p.slot_socket(SLOTS[slot], version);
+        let gunicorn = app_cmd::gunicorn_line(&p, version, &socket, app);
         Context {
+            run_as: app.runtime.run_as.clone(),
+            static_files: app.runtime.static_files.as_ref().map(|s| StaticCtx {
+                url: s.url.clone(),
+                dir: format!("{}/{}/", p.current(), s.dir),
+                max_age_secs: s.max_age_secs,
+            }),
             slot: SlotCtx {
+                command: app_cmd::supervisor_command(&p, &app_env(app, version), &gunicorn),
                 name: SLOTS[slot].to_string(),
                 program: format!("{}-{}", app.name, SLOTS[slot]),
                 port: slot_port(app, slot),
-                socket: p.slot_socket(SLOTS[slot], version),
+                socket,
                 release_dir: p.release(version),
             },
-            app: AppCtx {
-                name: app.name.clone(),
-                package: app.package.clone(),
-                wsgi: app.wsgi.clone(),
-                port: app.port,
-                workers: app.workers,
-                server_names: app.server_names.clone(),
-                health_path: app.health.path.clone(),
-            },
+            app: AppCtx::of(app),
             env: EnvCtx {
                 name: env.name.clone(),
             },
@@ -112,6 +168,42 @@ impl Context {
                 live_socket: p.live_socket(),
             },
             user: user.to_string(),
+        }
+    }
+}
+
+/// What the app's commands get besides the env file (see [`app_cmd::app_env_prefix`]).
+pub fn app_env<'a>(app: &'a App, version: &'a str) -> app_cmd::AppEnv<'a> {
+    let p = AppPaths::new(&app.name);
+    app_cmd::AppEnv {
+        run_as: &app.runtime.run_as,
+        version,
+        static_root: app
+            .runtime
+            .static_files
+            .as_ref()
+            .map(|s| format!("{}/{}", p.release(version), s.dir)),
+    }
+}
+
+impl ProcessContext {
+    pub fn new(app: &App, env: &Env, process: &Process, version: &str) -> ProcessContext {
+        let p = AppPaths::new(&app.name);
+        let line = app_cmd::process_line(&process.command);
+        ProcessContext {
+            app: AppCtx::of(app),
+            env: EnvCtx {
+                name: env.name.clone(),
+            },
+            process: ProcessCtx {
+                name: process.name.clone(),
+                program: format!("{}-{}", app.name, process.name),
+                command: app_cmd::supervisor_command(&p, &app_env(app, version), &line),
+                count: process.count,
+                stop_secs: process.stop_secs,
+                version: version.to_string(),
+            },
+            run_as: app.runtime.run_as.clone(),
         }
     }
 }
@@ -131,8 +223,11 @@ impl Templates {
             .build()
             .expect("static syntax config");
         env.set_syntax(syntax);
-        for name in [SUPERVISOR_TEMPLATE, NGINX_TEMPLATE] {
+        for name in [SUPERVISOR_TEMPLATE, NGINX_TEMPLATE, PROCESS_TEMPLATE] {
             let path = dir.join(name);
+            if name == PROCESS_TEMPLATE && !path.exists() {
+                continue; // needed only by applications with processes (an error then)
+            }
             let src = std::fs::read_to_string(&path).map_err(|e| {
                 InputError::new(&path, None, "", format!("cannot read template: {e}"))
             })?;
@@ -145,7 +240,7 @@ impl Templates {
         })
     }
 
-    pub fn render(&self, name: &str, ctx: &Context) -> Result<String, InputError> {
+    pub fn render(&self, name: &str, ctx: &impl Serialize) -> Result<String, InputError> {
         let tmpl = self
             .env
             .get_template(name)
@@ -171,7 +266,7 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
     {
         msg.push_str(&format!(" (in `{expr}`)"));
     }
-    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir}, user");
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir,command}, user, run_as, static_files.{url,dir,max_age_secs}; in the process template: process.{name,program,command,count,stop_secs,version}");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
 }
 
@@ -244,9 +339,10 @@ mod tests {
         let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
         assert!(sup.contains("[program:hello-green]\n"));
         assert!(sup.contains(
-            "command=/bin/sh -c 'set -a && . /srv/apps/hello/shared/env && exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind unix:/srv/apps/hello/run/green@1.2.0.sock --umask 0 --workers 2 --access-logfile - hello_app:app'\n"
+            "&& exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind unix:/srv/apps/hello/run/green@1.2.0.sock --umask 0 --workers 2 --timeout 30 --access-logfile - hello_app:app'\n"
         ), "{sup}");
-        assert!(sup.contains("user=deploy\n"));
+        assert!(sup.contains("command=/bin/sh -c 'cd /srv/apps/hello/shared && set -a && . /srv/apps/hello/shared/env && set +a && export DEPLOY_APP=hello DEPLOY_RELEASE=1.2.0 "), "{sup}");
+        assert!(sup.contains("user=app-hello\n"), "{sup}");
         let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
         assert!(ngx.contains("server_name hello.example.com www.example.com;"));
         assert!(
@@ -263,6 +359,53 @@ mod tests {
             .unwrap()
         );
         assert!(ngx.ends_with("}\n"));
+    }
+
+    #[test]
+    fn processes_static_files_and_worker_class_render() {
+        let (mut app, env) = fixture();
+        app.runtime.worker_class = Some("uvicorn.workers.UvicornWorker".into());
+        app.runtime.server_args = vec!["--max-requests".into(), "100 %".into()];
+        app.runtime.static_files = Some(crate::inventory::StaticFiles {
+            url: "/static/".into(),
+            dir: "static".into(),
+            max_age_secs: 600,
+        });
+        let worker = Process {
+            name: "worker".into(),
+            command: "python -m rq worker high".into(),
+            count: 2,
+            stop_secs: 20,
+        };
+        let t = shipped();
+        let ctx = Context::new(&app, &env, "deploy", 0, "2.0");
+        let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
+        // `%` doubled for supervisord; the argument with a space quoted for the shell.
+        assert!(
+            sup.contains("--worker-class uvicorn.workers.UvicornWorker --timeout 30 --access-logfile - --max-requests '\\''100 %%'\\'' hello_app:app"),
+            "{sup}"
+        );
+        assert!(
+            sup.contains("DEPLOY_STATIC_ROOT=/srv/apps/hello/releases/2.0/static "),
+            "{sup}"
+        );
+        let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
+        assert!(
+            ngx.contains("location ^~ /static/ {\n        alias /srv/apps/hello/current/static/;\n        add_header Cache-Control \"public, max-age=600\" always;"),
+            "{ngx}"
+        );
+        let pctx = ProcessContext::new(&app, &env, &worker, "2.0");
+        let p = t.render(PROCESS_TEMPLATE, &pctx).unwrap();
+        assert!(p.contains("[program:hello-worker]\n"), "{p}");
+        assert!(
+            p.contains("numprocs=2\n") && p.contains("stopwaitsecs=20\n"),
+            "{p}"
+        );
+        assert!(p.contains("user=app-hello\n"), "{p}");
+        assert!(
+            p.contains("&& exec /bin/sh -c '\\''python -m rq worker high'\\'''\n"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -103,7 +103,10 @@ pub fn app_env_prefix(p: &AppPaths, e: &AppEnv) -> String {
     if let Some(s) = &e.static_root {
         exports.push(format!("DEPLOY_STATIC_ROOT={}", quote(s)));
     }
-    exports.push(format!("PATH={}/bin:/usr/local/bin:/usr/bin:/bin", quote(&release)));
+    exports.push(format!(
+        "PATH={}/bin:/usr/local/bin:/usr/bin:/bin",
+        quote(&release)
+    ));
     format!(
         "cd {shared} && set -a && . {env} && set +a && export {exports} &&",
         shared = quote(&p.shared()),
@@ -116,12 +119,109 @@ pub fn app_env_prefix(p: &AppPaths, e: &AppEnv) -> String {
 /// as the app user in the release's environment, with no TTY and no stdin.  The
 /// command line is one quoted argument of `sh -c`; nothing is pasted.
 pub fn run_as_app(p: &AppPaths, e: &AppEnv, command: &str) -> RemoteCmd {
-    let script = format!("{} exec /bin/sh -c {}", app_env_prefix(p, e), quote(command));
+    let script = format!(
+        "{} exec /bin/sh -c {}",
+        app_env_prefix(p, e),
+        quote(command)
+    );
     RemoteCmd::new(format!(
         "sudo -n -u {} -- /bin/sh -c {} </dev/null",
         quote(e.run_as),
         quote(&script)
     ))
+}
+
+/// Where the markers of the hooks that ran for a release live (one empty file per hook).
+pub fn hooks_dir(p: &AppPaths, version: &str) -> String {
+    format!("{}/.deploy-hooks", p.release(version))
+}
+
+/// Prints the names of the hooks that ran for the release, one per line.
+pub fn hook_markers(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "ls -1A {} 2>/dev/null || true",
+        quote(&hooks_dir(p, version))
+    ))
+}
+
+/// Records that hook `name` ran for the release.
+pub fn mark_hook(p: &AppPaths, version: &str, name: &str) -> RemoteCmd {
+    let dir = hooks_dir(p, version);
+    RemoteCmd::new(format!(
+        "mkdir -p {d} && touch {d}/{n}",
+        d = quote(&dir),
+        n = quote(name)
+    ))
+}
+
+/// A hook's command as the app user, ended after `timeout_secs` (TERM, then KILL 10 s
+/// later).
+pub fn hook(p: &AppPaths, e: &AppEnv, command: &str, timeout_secs: u32) -> RemoteCmd {
+    let line = format!(
+        "exec timeout -k 10 {timeout_secs} /bin/sh -c {}",
+        quote(command)
+    );
+    run_as_app(p, e, &line)
+}
+
+/// The static directory of a release, writable by the app user while hooks run (they
+/// collect static files into it).
+pub fn static_open(dir: &str, run_as: &str) -> RemoteCmd {
+    RemoteCmd::new(sudo_sh(
+        "install -d -m 0755 -o \"$2\" -g \"$2\" \"$1\" && chown -R \"$2:$2\" \"$1\"",
+        &[dir, run_as],
+    ))
+}
+
+/// Gives the static directory back to the deploy user (the app reads, never writes;
+/// prune can remove it).  Never fails if it does not exist.
+pub fn static_seal(dir: &str, user: &str, run_as: &str) -> RemoteCmd {
+    RemoteCmd::new(sudo_sh(
+        "if [ -e \"$1\" ]; then chown -R \"$2:$3\" \"$1\" && chmod -R go-w \"$1\"; fi",
+        &[dir, user, run_as],
+    ))
+}
+
+/// A supervisord `command=` value running `exec_line` as the program's user in the
+/// release's environment: `/bin/sh -c '<env prefix> exec <exec_line>'`, quoted for
+/// supervisord (which splits it like a POSIX shell and expands `%(...)s`, so `%` is
+/// doubled).
+pub fn supervisor_command(p: &AppPaths, e: &AppEnv, exec_line: &str) -> String {
+    let script = format!("{} exec {exec_line}", app_env_prefix(p, e));
+    format!("/bin/sh -c {}", quote(&script)).replace('%', "%%")
+}
+
+/// The web server of a slot: gunicorn from the release on the slot's socket (mode 0777
+/// through `--umask 0`, so nginx may connect), with the app's options.
+pub fn gunicorn_line(
+    p: &AppPaths,
+    version: &str,
+    socket: &str,
+    app: &crate::inventory::App,
+) -> String {
+    let r = &app.runtime;
+    let mut args = vec![
+        format!("{}/bin/gunicorn", p.release(version)),
+        "--bind".into(),
+        format!("unix:{socket}"),
+        "--umask".into(),
+        "0".into(),
+        "--workers".into(),
+        app.workers.to_string(),
+    ];
+    if let Some(k) = &r.worker_class {
+        args.extend(["--worker-class".into(), k.clone()]);
+    }
+    args.extend(["--timeout".into(), r.timeout_secs.to_string()]);
+    args.extend(["--access-logfile".into(), "-".into()]);
+    args.extend(r.server_args.iter().cloned());
+    args.push(app.wsgi.clone());
+    crate::shell::join(&args)
+}
+
+/// A process's command line (from the inventory, a shell line) under `sh -c`.
+pub fn process_line(command: &str) -> String {
+    format!("/bin/sh -c {}", quote(command))
 }
 
 #[cfg(test)]
@@ -137,13 +237,23 @@ mod tests {
             static_root: Some(p.release("1.0.0") + "/static"),
         };
         let c = run_as_app(&p, &e, "python -m django migrate; echo 'done'");
-        assert!(c.line.starts_with("sudo -n -u app-shop -- /bin/sh -c '"), "{}", c.line);
-        assert!(c.line.contains("DEPLOY_STATIC_ROOT=/srv/apps/shop/releases/1.0.0/static"));
+        assert!(
+            c.line.starts_with("sudo -n -u app-shop -- /bin/sh -c '"),
+            "{}",
+            c.line
+        );
+        assert!(
+            c.line
+                .contains("DEPLOY_STATIC_ROOT=/srv/apps/shop/releases/1.0.0/static")
+        );
         assert!(c.line.contains("PATH=/srv/apps/shop/releases/1.0.0/bin:"));
         // A real shell unquotes the script whole, and the command inside it once more.
         let printed = std::process::Command::new("sh")
             .arg("-c")
-            .arg(c.line.replace("sudo -n -u app-shop -- /bin/sh -c", "printf %s"))
+            .arg(
+                c.line
+                    .replace("sudo -n -u app-shop -- /bin/sh -c", "printf %s"),
+            )
             .output()
             .unwrap();
         let script = String::from_utf8_lossy(&printed.stdout).to_string();

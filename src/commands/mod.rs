@@ -320,8 +320,17 @@ mod tests {
     fn scripts_are_valid_posix_shell() {
         // `sh -n` parses without running: every command we build must parse.
         let cmds = [
-            layout_check(&p(), "deploy"),
-            layout_create(&p(), "deploy"),
+            app::layout_check(&p(), "deploy", "app-hello"),
+            app::layout_create(&p(), "deploy", "app-hello"),
+            app::write_env_file(&p(), "app-hello", vec![]),
+            app::hook_markers(&p(), "1.0.0"),
+            app::mark_hook(&p(), "1.0.0", "migrate"),
+            app::static_open("/srv/apps/hello/releases/1.0.0/static", "app-hello"),
+            app::static_seal(
+                "/srv/apps/hello/releases/1.0.0/static",
+                "deploy",
+                "app-hello",
+            ),
             release_state(&p(), "1.0.0"),
             venv_create(&p(), "1.0.0", &Tool::Pip),
             venv_create(

@@ -13,30 +13,6 @@ pub enum Tool {
     Uv { sha256: String },
 }
 
-/// Prints `yes` if the app's directories exist and belong to `user`, else `no`.
-pub fn layout_check(p: &AppPaths, user: &str) -> RemoteCmd {
-    RemoteCmd::new(format!(
-        "if [ -d {r} ] && [ -d {s} ] && [ -d {run} ] && [ \"$(stat -c %U {root})\" = {u} ]; then echo yes; else echo no; fi",
-        r = quote(&p.releases()),
-        s = quote(&p.shared()),
-        run = quote(&p.run_dir()),
-        root = quote(&p.root),
-        u = quote(user)
-    ))
-}
-
-/// Creates `/srv/apps/<app>/{releases,shared,run}` owned by `user`.
-pub fn layout_create(p: &AppPaths, user: &str) -> RemoteCmd {
-    RemoteCmd::new(format!(
-        "sudo -n install -d -m 0755 /srv/apps && sudo -n install -d -m 0755 -o {u} -g {u} {root} {r} {s} {run}",
-        u = quote(user),
-        root = quote(&p.root),
-        r = quote(&p.releases()),
-        s = quote(&p.shared()),
-        run = quote(&p.run_dir())
-    ))
-}
-
 /// Prints `complete` if the release's marker exists, `partial` if only its directory
 /// does, `absent` otherwise.
 pub fn release_state(p: &AppPaths, version: &str) -> RemoteCmd {

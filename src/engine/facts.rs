@@ -8,6 +8,7 @@
 //! a host into one remote command changes only this file.
 
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
+use crate::inventory::Process;
 use crate::procman::ProcessManager;
 use crate::render::SLOTS;
 
@@ -32,6 +33,10 @@ pub enum Fact {
     Nginx,
     /// Every release directory with its state, oldest first.
     Releases,
+    /// The hooks that ran for the job's release (their markers).
+    Hooks,
+    /// Each of the app's other processes: its program file and running copies.
+    Processes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +68,14 @@ pub struct Live {
     pub legacy: bool,
 }
 
+/// One of the app's other processes on the host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcState {
+    pub conf: Option<String>,
+    /// Copies running now.
+    pub running: u32,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Slot {
     pub conf: Option<String>,
@@ -81,6 +94,9 @@ pub struct Facts {
     pub nginx: Option<Option<String>>,
     /// `<mtime> <name> complete|partial|failed` per line, oldest first.
     pub releases: Option<String>,
+    pub hooks: Option<std::collections::BTreeSet<String>>,
+    /// In the inventory's order of processes.
+    pub processes: Option<Vec<ProcState>>,
 }
 
 fn known<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
@@ -113,6 +129,14 @@ impl Facts {
     pub fn releases(&self) -> Result<&str, String> {
         known(&self.releases, "releases").map(String::as_str)
     }
+    pub fn hook_ran(&self, name: &str) -> Result<bool, String> {
+        Ok(known(&self.hooks, "hooks")?.contains(name))
+    }
+    pub fn process(&self, i: usize) -> Result<&ProcState, String> {
+        known(&self.processes, "processes")?
+            .get(i)
+            .ok_or_else(|| format!("internal error: no fact for process {i}"))
+    }
 
     pub fn has(&self, f: Fact) -> bool {
         match f {
@@ -124,6 +148,8 @@ impl Facts {
             Fact::Slots => self.slots.is_some(),
             Fact::Nginx => self.nginx.is_some(),
             Fact::Releases => self.releases.is_some(),
+            Fact::Hooks => self.hooks.is_some(),
+            Fact::Processes => self.processes.is_some(),
         }
     }
 
@@ -138,6 +164,8 @@ impl Facts {
             Fact::Slots => self.slots = None,
             Fact::Nginx => self.nginx = None,
             Fact::Releases => self.releases = None,
+            Fact::Hooks => self.hooks = None,
+            Fact::Processes => self.processes = None,
         }
     }
 }
@@ -146,6 +174,10 @@ impl Facts {
 pub struct Reader<'a> {
     pub paths: &'a AppPaths,
     pub user: &'a str,
+    /// The app's own user.
+    pub run_as: &'a str,
+    /// The app's other processes.
+    pub processes: &'a [Process],
     pub version: &'a str,
     pub pm: &'a dyn ProcessManager,
     /// The pinned uv's SHA-256, if the application may use it.
@@ -157,7 +189,7 @@ impl Reader<'_> {
     pub fn commands(&self, f: Fact) -> Vec<RemoteCmd> {
         let p = self.paths;
         match f {
-            Fact::Layout => vec![cmd::layout_check(p, self.user)],
+            Fact::Layout => vec![cmd::app::layout_check(p, self.user, self.run_as)],
             Fact::Release => vec![cmd::release_state(p, self.version)],
             Fact::Uv => match self.uv_sha256 {
                 Some(sha) => vec![cmd::uv_probe(sha)],
@@ -176,6 +208,18 @@ impl Reader<'_> {
                 .collect(),
             Fact::Nginx => vec![cmd::read_file(&p.nginx_conf())],
             Fact::Releases => vec![cmd::list_releases(p)],
+            Fact::Hooks => vec![cmd::app::hook_markers(p, self.version)],
+            Fact::Processes => self
+                .processes
+                .iter()
+                .flat_map(|x| {
+                    let program = self.pm.program(&p.app, &x.name);
+                    [
+                        cmd::read_file(&self.pm.conf_path(&p.app, &x.name)),
+                        self.pm.group_status(&program),
+                    ]
+                })
+                .collect(),
         }
     }
 
@@ -217,6 +261,20 @@ impl Reader<'_> {
             }
             Fact::Nginx => facts.nginx = Some(parse_file(out(0)?)),
             Fact::Releases => facts.releases = Some(out(0)?.to_string()),
+            Fact::Hooks => {
+                facts.hooks = Some(out(0)?.split_whitespace().map(str::to_string).collect())
+            }
+            Fact::Processes => {
+                let procs = (0..self.processes.len())
+                    .map(|i| {
+                        Ok(ProcState {
+                            conf: parse_file(out(2 * i)?),
+                            running: self.pm.running_copies(out(2 * i + 1)?),
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
+                facts.processes = Some(procs);
+            }
         }
         Ok(())
     }

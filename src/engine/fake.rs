@@ -44,6 +44,8 @@ pub struct State {
     /// is cut): later commands fail and connecting is refused.
     pub die_after: Option<String>,
     pub reloads: u32,
+    /// (release, hook) markers.
+    pub hooks: BTreeSet<(String, String)>,
     pub log: Vec<String>,
     clock: u64,
 }
@@ -196,8 +198,51 @@ impl State {
         let rel = after(l, "/releases/").map(str::to_string);
         if l.contains("stat -c %U") {
             out(0, if self.layout { "yes\n" } else { "no\n" })
-        } else if l.starts_with("sudo -n install -d") {
+        } else if l.contains("useradd") {
             self.layout = true;
+            out(0, "")
+        } else if l.starts_with("ls -1A") && l.contains(".deploy-hooks") {
+            let v = rel.unwrap_or_default();
+            let done: String = self
+                .hooks
+                .iter()
+                .filter(|(r, _)| *r == v)
+                .map(|(_, h)| format!("{h}\n"))
+                .collect();
+            out(0, done)
+        } else if l.starts_with("mkdir -p") && l.contains(".deploy-hooks") {
+            let name = l.rsplit('/').next().unwrap_or_default().to_string();
+            self.hooks.insert((rel.unwrap_or_default(), name));
+            out(0, "")
+        } else if l.starts_with("sudo -n -u ") {
+            // A command as the app user (a hook): it succeeds and says so.
+            out(0, "hook ran\n")
+        } else if l.contains("supervisorctl update") && l.contains(":*") {
+            let p = after(l, "supervisorctl update ").unwrap_or_default();
+            self.running
+                .insert(p.to_string(), (1000 + self.clock as u32, String::new()));
+            out(0, format!("{p}: updated process group\n"))
+        } else if l.contains("supervisorctl restart") {
+            out(0, "")
+        } else if l.contains("supervisorctl status '") {
+            let p = after(l, "supervisorctl status '").unwrap_or_default();
+            let p = p.trim_end_matches(":*");
+            let conf = self.files.get(&format!("/etc/supervisor/conf.d/{p}.conf"));
+            let copies: u32 = conf
+                .and_then(|c| c.lines().find_map(|l| l.strip_prefix("numprocs=")))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(1);
+            match self.running.get(p) {
+                Some((pid, _)) => out(
+                    0,
+                    (0..copies)
+                        .map(|i| format!("{p}:{p}-{i} RUNNING pid {}, uptime 0:00:01\n", pid + i))
+                        .collect::<String>(),
+                ),
+                None => out(0, String::new()),
+            }
+        } else if l.starts_with("rm -f ") || l.contains("static") && l.starts_with("sudo -n sh -c")
+        {
             out(0, "")
         } else if l.contains("then echo complete; elif") {
             let state = match rel.and_then(|v| self.releases.get(&v).map(|r| r.1)) {

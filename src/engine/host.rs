@@ -39,13 +39,17 @@ impl<'a> HostRun<'a> {
         conn: &'a dyn Transport,
         sink: Arc<dyn EventSink>,
     ) -> Self {
-        let secrets = plan
+        // The index's credentials, and the app's environment values (hooks print what
+        // they like): values of 6 characters or more, so `1` or `true` stay readable.
+        let mut secrets: Vec<String> = plan
             .index
             .secrets()
             .into_iter()
             .map(|s| s.expose().to_string())
             .filter(|s| s.len() >= 4)
             .collect();
+        let env_values = plan.app.env.values().chain(plan.env.env.values());
+        secrets.extend(env_values.filter(|v| v.len() >= 6).cloned());
         HostRun {
             plan,
             index,
@@ -149,6 +153,8 @@ impl<'a> HostRun<'a> {
         let reader = Reader {
             paths: &self.paths,
             user: &self.host().user,
+            run_as: &self.plan.app.runtime.run_as,
+            processes: &self.plan.app.runtime.processes,
             version: &self.plan.spec.version,
             pm: self.plan.pm.as_ref(),
             uv_sha256: uv_sha.as_deref(),

@@ -26,6 +26,8 @@ pub mod steps;
 pub mod transport;
 
 #[cfg(test)]
+mod app_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

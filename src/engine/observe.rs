@@ -100,6 +100,8 @@ async fn ask(
     let reader = Reader {
         paths: &paths,
         user,
+        run_as: "",
+        processes: &[],
         version: "",
         pm,
         uv_sha256: None,

@@ -10,8 +10,9 @@ use super::phases::JobPhase;
 use super::{EngineConfig, IndexAccess, JobSpec};
 use crate::artifacts::ServerIndex;
 use crate::error::InputError;
+use crate::inventory::HookScope;
 use crate::inventory::{App, Delivery, Environment, Host, Inventory};
-use crate::playbook::Playbook;
+use crate::playbook::{Playbook, Step};
 use crate::procman::{self, ProcessManager};
 use crate::render::{self, Context, Templates};
 
@@ -24,6 +25,8 @@ pub struct Rendered {
     pub nginx: String,
     /// Holds secrets: never put into an event (see [`render::redact_env_file`]).
     pub env_file: String,
+    /// The program file of each of the app's other processes, in the inventory's order.
+    pub processes: Vec<String>,
 }
 
 /// A validated job, ready to run.
@@ -51,6 +54,54 @@ fn request_error(field: &str, e: impl std::fmt::Display) -> InputError {
     )
 }
 
+impl Plan {
+    /// The job runs hooks once per environment (on its first host).  A rollback runs
+    /// no hooks.
+    pub fn has_once_hooks(&self) -> bool {
+        let h = &self.app.runtime.hooks;
+        let rollback = self.spec.no_install && !self.spec.restart;
+        !rollback
+            && h.before_switch
+                .iter()
+                .chain(&h.after_switch)
+                .any(|x| x.scope == HookScope::Once)
+    }
+}
+
+/// An application with hooks or processes needs a playbook with the steps that run
+/// them (else they would silently never run).
+fn check_steps(inv: &Inventory, app: &App, playbook: &Playbook) -> Result<(), InputError> {
+    let r = &app.runtime;
+    let needs = [
+        (
+            !r.hooks.before_switch.is_empty(),
+            Step::BeforeSwitch,
+            "hooks.before_switch",
+        ),
+        (
+            !r.hooks.after_switch.is_empty(),
+            Step::AfterSwitch,
+            "hooks.after_switch",
+        ),
+        (!r.processes.is_empty(), Step::Processes, "processes"),
+    ];
+    for (has, step, field) in needs {
+        if has && !playbook.steps.contains(&step) {
+            return Err(InputError::new(
+                &inv.path,
+                None,
+                format!("applications.{}.{field}", app.name),
+                format!(
+                    "playbook `{}` has no `{}` step, so these would never run; add the step",
+                    playbook.name,
+                    step.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a request against the inventory and renders everything, touching no server.
 pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan, InputError> {
     names::check_ident("application name", &spec.app).map_err(|e| request_error("app", e))?;
@@ -59,6 +110,7 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let app = inv.app(&spec.app)?;
     let (env, hosts) = inv.hosts_for(app, &spec.env)?;
     let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
+    check_steps(inv, app, &playbook)?;
     let index = index_access(inv, app, env, spec)?;
     let pm = procman::for_kind(app.process_manager);
     let templates = Templates::load(&cfg.templates_dir)?;
@@ -129,6 +181,15 @@ fn render_host(
         ],
         nginx: t.render(render::NGINX_TEMPLATE, &ctx(0))?,
         env_file: render::env_file(&vars),
+        processes: app
+            .runtime
+            .processes
+            .iter()
+            .map(|p| {
+                let pctx = render::ProcessContext::new(app, env, p, version);
+                t.render(render::PROCESS_TEMPLATE, &pctx)
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

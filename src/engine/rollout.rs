@@ -141,9 +141,13 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
 async fn run_batches(r: &Run) -> Vec<HostResult> {
     let plan = &r.plan;
     let rollout = &plan.env.rollout;
+    // `once` hooks (migrations) run on the first host: it goes alone, and its failure
+    // halts the rollout whatever `max_failed` says (the others would switch to a
+    // release whose migration did not run).
+    let gate = plan.has_once_hooks();
     let batches = batches(
         plan.hosts.len(),
-        rollout.canary,
+        rollout.canary || gate,
         plan.spec.batch.unwrap_or(rollout.batch),
     );
     let nb = batches.len();
@@ -160,8 +164,14 @@ async fn run_batches(r: &Run) -> Vec<HostResult> {
             .iter()
             .filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
             .count() as u32;
+        let gate_failed = gate && bi == 0 && results.iter().any(|h| h.status.is_failure());
         hosts.extend(results);
-        if failed_so_far > rollout.max_failed && !plan.spec.check {
+        if gate_failed && !plan.spec.check {
+            halted = Some(format!(
+                "the rollout halted: {}, which runs the once hooks, failed",
+                plan.hosts[0].0.name
+            ));
+        } else if failed_so_far > rollout.max_failed && !plan.spec.check {
             halted = Some(format!(
                 "the rollout halted after batch {}/{nb}: {failed_so_far} host(s) failed (max_failed {})",
                 bi + 1,

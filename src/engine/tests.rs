@@ -31,11 +31,16 @@ pub(crate) struct Bed {
 
 /// Three hosts in `production` with the given `rollout:` (YAML flow mapping).
 pub(crate) fn bed(rollout: &str) -> Bed {
+    bed_with(rollout, "")
+}
+
+/// The same, with more fields for the application (YAML lines indented by 4).
+pub(crate) fn bed_with(rollout: &str, app_fields: &str) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "hosts:\n  web1: {{address: 10.0.0.1, groups: [web]}}\n  web2: {{address: 10.0.0.2, groups: [web]}}\n  web3: {{address: 10.0.0.3, groups: [web]}}\n\
          applications:\n  hello:\n    package: hello-app\n    index_url: http://index:8080/simple/\n    wsgi: hello_app:app\n    port: 8000\n    server_names: [hello.test]\n\
-         \x20   health: {{retries: 2, interval_ms: 1}}\n    keep_releases: 2\n    drain_secs: 0\n\
+         \x20   health: {{retries: 2, interval_ms: 1}}\n    keep_releases: 2\n    drain_secs: 0\n{app_fields}\
          \x20   environments:\n      production:\n        groups: [web]\n        rollout: {rollout}\n"
     );
     let path = dir.path().join("inventory.yml");
@@ -75,7 +80,7 @@ pub(crate) fn spec(version: &str) -> JobSpec {
 }
 
 impl Bed {
-    async fn run(&self, spec: JobSpec) -> (JobResult, Vec<Event>) {
+    pub(crate) async fn run(&self, spec: JobSpec) -> (JobResult, Vec<Event>) {
         let plan = super::plan(&self.inv, &self.cfg, &spec).unwrap();
         self.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
             .await
@@ -97,7 +102,7 @@ impl Bed {
         let events = sink.0.lock().unwrap().clone();
         (r, events)
     }
-    fn serving(&self, host: &str) -> Option<String> {
+    pub(crate) fn serving(&self, host: &str) -> Option<String> {
         self.fleet.server(host).serving()
     }
     fn connects(&self) -> Vec<String> {

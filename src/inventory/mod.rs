@@ -470,9 +470,15 @@ applications:
         let r = &inv.app("hello").unwrap().runtime;
         assert_eq!(r.run_as, "shop");
         assert_eq!(r.server_args, ["--max-requests", "100"]);
-        assert_eq!((r.processes[0].name.as_str(), r.processes[0].count), ("worker", 2));
+        assert_eq!(
+            (r.processes[0].name.as_str(), r.processes[0].count),
+            ("worker", 2)
+        );
         let b = &r.hooks.before_switch;
-        assert_eq!((b[0].scope, b[1].scope), (HookScope::Once, HookScope::EveryHost));
+        assert_eq!(
+            (b[0].scope, b[1].scope),
+            (HookScope::Once, HookScope::EveryHost)
+        );
         assert_eq!(r.static_files.as_ref().unwrap().dir, "static");
     }
 
@@ -489,9 +495,15 @@ applications:
         assert!(e.message.contains("cuont") && e.line == Some(13), "{e}");
         let e = add("    hooks:\n      before_switch:\n        - {name: migrate}\n");
         assert_eq!(e.field, "applications.hello.hooks.before_switch[0].command");
-        assert!(e.message.contains("expected a command") && e.line == Some(14), "{e}");
+        assert!(
+            e.message.contains("expected a command") && e.line == Some(14),
+            "{e}"
+        );
         let e = add("    static: {url: static/}\n");
-        assert_eq!((e.field.as_str(), e.line), ("applications.hello.static.url", Some(12)));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("applications.hello.static.url", Some(12))
+        );
         assert!(e.message.contains("leading and a trailing `/`"), "{e}");
         let e = add("    processes:\n      web: {command: gunicorn}\n");
         assert!(e.message.contains("blue/green"), "{e}");

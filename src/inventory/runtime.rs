@@ -319,33 +319,34 @@ impl Check<'_> {
     fn hooks(&self, field: &str, line: u64, h: Spanned<RawHooks>) -> Result<Hooks, InputError> {
         let hline = h.referenced.line().max(line);
         let mut seen = std::collections::BTreeSet::new();
-        let mut check = |when: &str, list: Vec<Spanned<RawHook>>| -> Result<Vec<Hook>, InputError> {
-            let mut out = Vec::new();
-            for (i, raw) in list.into_iter().enumerate() {
-                let l = raw.referenced.line().max(hline);
-                let hfield = format!("{field}.hooks.{when}[{i}]");
-                let raw = raw.value;
-                let name = raw.name.unwrap_or_else(|| format!("{when}-{}", i + 1));
-                names::check_ident("hook name", &name)
-                    .map_err(|e| self.err(l, format!("{hfield}.name"), e.to_string()))?;
-                if !seen.insert(name.clone()) {
-                    return Err(self.err(
-                        l,
-                        format!("{hfield}.name"),
-                        format!("two hooks are named `{name}`; hook names must be unique"),
-                    ));
+        let mut check =
+            |when: &str, list: Vec<Spanned<RawHook>>| -> Result<Vec<Hook>, InputError> {
+                let mut out = Vec::new();
+                for (i, raw) in list.into_iter().enumerate() {
+                    let l = raw.referenced.line().max(hline);
+                    let hfield = format!("{field}.hooks.{when}[{i}]");
+                    let raw = raw.value;
+                    let name = raw.name.unwrap_or_else(|| format!("{when}-{}", i + 1));
+                    names::check_ident("hook name", &name)
+                        .map_err(|e| self.err(l, format!("{hfield}.name"), e.to_string()))?;
+                    if !seen.insert(name.clone()) {
+                        return Err(self.err(
+                            l,
+                            format!("{hfield}.name"),
+                            format!("two hooks are named `{name}`; hook names must be unique"),
+                        ));
+                    }
+                    let command = check_command(raw.command.as_ref())
+                        .map_err(|m| self.err(l, format!("{hfield}.command"), m))?;
+                    out.push(Hook {
+                        name,
+                        command,
+                        scope: raw.scope,
+                        timeout_secs: raw.timeout_secs.unwrap_or(600).max(1),
+                    });
                 }
-                let command = check_command(raw.command.as_ref())
-                    .map_err(|m| self.err(l, format!("{hfield}.command"), m))?;
-                out.push(Hook {
-                    name,
-                    command,
-                    scope: raw.scope,
-                    timeout_secs: raw.timeout_secs.unwrap_or(600).max(1),
-                });
-            }
-            Ok(out)
-        };
+                Ok(out)
+            };
         let h = h.value;
         Ok(Hooks {
             before_switch: check("before_switch", h.before_switch)?,

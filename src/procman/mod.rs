@@ -46,6 +46,18 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn start_fresh(&self, program: &str) -> RemoteCmd;
     /// Stops the program gracefully; never fails if it is not running.
     fn stop(&self, program: &str) -> RemoteCmd;
+    /// The template (in `templates/`) that renders a process's program file (`count`
+    /// copies of one command).
+    fn process_template(&self) -> &'static str;
+    /// Prints the state of every copy of a process's program; never fails.
+    fn group_status(&self, program: &str) -> RemoteCmd;
+    /// How many copies run, from the output of [`Self::group_status`].
+    fn running_copies(&self, status_output: &str) -> u32;
+    /// Loads the process's current program file: copies whose config changed are
+    /// stopped gracefully and started anew; all copies run afterwards.
+    fn apply(&self, program: &str) -> RemoteCmd;
+    /// Restarts every copy gracefully (TERM, wait, start).
+    fn restart_all(&self, program: &str) -> RemoteCmd;
 }
 
 /// The only `match` on the kind: configuration to implementation.

@@ -58,6 +58,38 @@ impl ProcessManager for Supervisord {
         ))
     }
 
+    fn process_template(&self) -> &'static str {
+        crate::render::PROCESS_TEMPLATE
+    }
+
+    fn group_status(&self, program: &str) -> RemoteCmd {
+        RemoteCmd::new(format!(
+            "sudo -n supervisorctl status {} || true",
+            group(program)
+        ))
+    }
+
+    fn running_copies(&self, status_output: &str) -> u32 {
+        status_output
+            .lines()
+            .filter(|l| running_pid(l.trim()).is_some())
+            .count() as u32
+    }
+
+    /// `update` stops and restarts a group whose config changed (gracefully: TERM, then
+    /// `stopwaitsecs`) and adds a new one; `start` then starts copies that were stopped.
+    fn apply(&self, program: &str) -> RemoteCmd {
+        RemoteCmd::new(format!(
+            "sudo -n supervisorctl reread >/dev/null && sudo -n supervisorctl update {p} && {{ sudo -n supervisorctl start {g} >/dev/null 2>&1 || true; }}",
+            p = quote(program),
+            g = group(program)
+        ))
+    }
+
+    fn restart_all(&self, program: &str) -> RemoteCmd {
+        RemoteCmd::new(format!("sudo -n supervisorctl restart {}", group(program)))
+    }
+
     /// Graceful: TERM, then KILL after the program's `stopwaitsecs`.
     fn stop(&self, program: &str) -> RemoteCmd {
         RemoteCmd::new(format!(
@@ -65,6 +97,11 @@ impl ProcessManager for Supervisord {
             quote(program)
         ))
     }
+}
+
+/// `<program>:*`, every copy of a process group (quoted).
+fn group(program: &str) -> String {
+    quote(&format!("{program}:*"))
 }
 
 /// Parses one `supervisorctl status` line: Some(pid) when RUNNING.

@@ -1,4 +1,5 @@
-//! `env_file`: `shared/env` holds the application's environment (mode 0640).  Values
+//! `env_file`: `shared/env` holds the application's environment (`deploy:<run_as>`
+//! 0640: the app reads it, cannot change it).  Values
 //! may be secrets: the diff shows names only.
 
 use super::{Decided, HostState, View};
@@ -25,7 +26,8 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
             Report::changed(format!("would write {path}")).with_diff(d),
         ));
     }
-    let write = cmd::write_file(&path, "0640", false, want.clone().into_bytes());
+    let run_as = &v.plan.app.runtime.run_as;
+    let write = cmd::app::write_env_file(v.paths, run_as, want.clone().into_bytes());
     Ok(Decision::act(
         vec![Op::run(write, "writing the env file").into()],
         Report::changed(format!("wrote {path}")).with_diff(d),

@@ -7,8 +7,10 @@
 pub mod drain;
 mod env_file;
 mod health;
+pub mod hooks;
 mod install;
 mod layout;
+mod processes;
 mod prune;
 mod start;
 mod switch;
@@ -91,6 +93,8 @@ pub fn needs(step: Step, v: &View) -> Vec<Fact> {
         Step::Health => vec![],
         Step::Drain => vec![Fact::Live, Fact::Slots],
         Step::Prune => vec![Fact::Live, Fact::Releases],
+        Step::BeforeSwitch | Step::AfterSwitch => vec![Fact::Hooks],
+        Step::Processes => vec![Fact::Processes],
     }
 }
 
@@ -106,6 +110,8 @@ pub fn touches(step: Step) -> &'static [Fact] {
         Step::Health => &[Fact::Live, Fact::Nginx, Fact::Slots, Fact::Releases],
         Step::Drain => &[Fact::Slots],
         Step::Prune => &[Fact::Releases],
+        Step::BeforeSwitch | Step::AfterSwitch => &[Fact::Hooks],
+        Step::Processes => &[Fact::Processes],
     }
 }
 
@@ -121,6 +127,9 @@ pub fn decide(step: Step, v: &View, f: &Facts, st: &mut HostState) -> Decision {
         Step::Health => health::decide(v, st),
         Step::Drain => drain::decide(v, f, st),
         Step::Prune => prune::decide(v, f),
+        Step::BeforeSwitch => hooks::decide(v, f, st, hooks::When::BeforeSwitch),
+        Step::AfterSwitch => hooks::decide(v, f, st, hooks::When::AfterSwitch),
+        Step::Processes => processes::decide(v, f),
     };
     d.unwrap_or_else(|e| Decision::Done(Report::failed(e)))
 }

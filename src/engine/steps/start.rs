@@ -19,6 +19,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
             && live.version.as_deref() == Some(v.version())
             && !st.env_changed
             && !st.would_build
+            && !v.plan.spec.restart
             && let Some(pid) = slot.pid
         {
             st.target = Some(l);
@@ -52,6 +53,10 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
         actions.push(Op::run(write, "writing the slot config").into());
     }
     let stop = v.pm.stop(&program);
+    // A stale socket of this slot (another user's, from before the app had its own)
+    // would keep the new server from binding: the deploy user owns `run/`.
+    let stale = cmd::RemoteCmd::new(format!("rm -f {}", crate::shell::quote(&socket)));
+    actions.push(Op::run(stale, "removing a stale socket").into());
     actions.push(
         Op::run(v.pm.start_fresh(&program), format!("starting {program}")).or_else(Recovery {
             always: vec![Op::run(stop.clone(), "stopping")],
@@ -76,6 +81,15 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     );
     Ok(Decision::act(
         actions,
-        Report::changed(format!("started {} in {program}; {{probe}}", v.version())).with_diff(d),
+        Report::changed(format!(
+            "{} {} in {program}; {{probe}}",
+            if v.plan.spec.restart {
+                "restarted"
+            } else {
+                "started"
+            },
+            v.version()
+        ))
+        .with_diff(d),
     ))
 }
