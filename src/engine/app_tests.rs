@@ -11,9 +11,9 @@ const APP: &str = "    processes:\n      worker: {command: python -m rq worker, 
 
 /// The commands a fake host ran that contain `needle`.
 fn ran(b: &Bed, host: &str, needle: &str) -> usize {
-    let s = b.fleet.server(host);
-    let n = s.state().log.iter().filter(|l| l.contains(needle)).count();
-    n
+    let server = b.fleet.server(host);
+    let state = server.state();
+    state.log.iter().filter(|l| l.contains(needle)).count()
 }
 
 fn step_status(events: &[deploy_wire::Event], host: &str, step: &str) -> Option<StepStatus> {
