@@ -41,6 +41,10 @@ struct Json {
     artifactory_port: u16,
     uv_binary: PathBuf,
     servers: Vec<Server>,
+    #[serde(default)]
+    db_container: Option<String>,
+    #[serde(default)]
+    db_password: Option<String>,
 }
 
 pub struct Testbed {
@@ -54,6 +58,9 @@ pub struct Testbed {
     /// The pinned uv for servers (ci/testbed.sh packages).
     pub uv_binary: PathBuf,
     pub servers: Vec<Server>,
+    /// With [`Testbed::up_with_db`]: the PostgreSQL container (alias `db` on the servers'
+    /// network; role and database `shop`) and the role's password.
+    pub db: Option<(String, String)>,
 }
 
 fn require_docker() {
@@ -76,6 +83,15 @@ impl Testbed {
 
     /// With `isolated`, the servers have no route to the index (relay tests).
     pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
+        Self::up_opts(test, n, isolated, false)
+    }
+
+    /// With a PostgreSQL server all servers share (`ci/testbed.sh up --postgres`).
+    pub fn up_with_db(test: &str, n: usize) -> Testbed {
+        Self::up_opts(test, n, false, true)
+    }
+
+    fn up_opts(test: &str, n: usize, isolated: bool, postgres: bool) -> Testbed {
         require_docker();
         let name = format!("{}-{}", test.replace('_', "-"), std::process::id());
         let dir = tempfile::tempdir().unwrap();
@@ -84,6 +100,7 @@ impl Testbed {
             .arg(dir.path())
             .args(["--owner", &std::process::id().to_string()])
             .args(if isolated { &["--isolated"][..] } else { &[] })
+            .args(if postgres { &["--postgres"][..] } else { &[] })
             .output()
             .unwrap();
         assert!(
@@ -104,7 +121,28 @@ impl Testbed {
             artifactory_port: j.artifactory_port,
             uv_binary: j.uv_binary,
             servers: j.servers,
+            db: j.db_container.zip(j.db_password),
         }
+    }
+
+    /// Runs SQL in the shared database (as its superuser, over the local socket) and
+    /// returns the rows, `|`-separated.
+    pub fn sql(&self, query: &str) -> String {
+        let (db, _) = self.db.as_ref().expect("a testbed with a database");
+        let out = Command::new("docker")
+            .args(["exec", "-u", "postgres", db, "psql", "-X", "-d", "shop", "-tAc", query])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `[uv]` for gateway.toml: the test bed's uv, pinned by its SHA-256.
+    pub fn uv_config(&self) -> String {
+        let sha = deploy::engine::UvTool::load(&self.uv_binary, None)
+            .unwrap()
+            .sha256;
+        format!("[uv]\nbinary = {:?}\nsha256 = \"{sha}\"\n", self.uv_binary)
     }
 
     /// The Artifactory stub's credentials (user, password, token, api_key).
@@ -579,6 +617,17 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+impl CliRun {
+    /// The job id the CLI printed (`job <id> ...` on stderr).
+    pub fn job_id(&self) -> String {
+        self.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("job ")?.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no job id in {self:?}"))
+            .to_string()
     }
 }
 
