@@ -276,3 +276,49 @@ fn artifact_settings_with_bad_values_or_no_way_to_apply_them_are_refused() {
     let err = refused(c.apply("hello", "1.0.0"));
     assert!(err.contains("index_url"), "{err}");
 }
+
+#[test]
+fn bad_process_hook_and_static_fields_name_their_line_and_field() {
+    let with =
+        |extra: &str| INVENTORY.replace("    port: 8000\n", &format!("    port: 8000\n{extra}"));
+    let cases = [
+        (
+            "    processes:\n      worker: {command: celery, cont: 2}\n",
+            ":13:",
+            "unknown field `cont`",
+        ),
+        (
+            "    hooks:\n      before_switch:\n        - {name: migrate}\n",
+            ":14: applications.hello.hooks.before_switch[0].command:",
+            "expected a command",
+        ),
+        (
+            "    static: {url: static/}\n",
+            ":12: applications.hello.static.url:",
+            "leading and a trailing `/`",
+        ),
+    ];
+    for (extra, at, what) in cases {
+        let c = Case::new(&with(extra));
+        let err = refused(c.apply("hello", "1.0.0"));
+        assert!(
+            err.contains(&format!("{}{at}", file(&c, "inventory.yml"))),
+            "{at}: {err}"
+        );
+        assert!(err.contains(what), "{what}: {err}");
+    }
+}
+
+#[test]
+fn two_environments_sharing_a_host_are_refused_naming_both_and_the_host() {
+    let c = Case::new(&INVENTORY.replace(
+        "      staging:\n        groups: [web]\n",
+        "      staging:\n        groups: [web]\n      canary:\n        groups: [web]\n",
+    ));
+    let err = refused(c.apply("hello", "1.0.0"));
+    assert!(
+        err.contains("applications.hello.environments.staging.groups")
+            && err.contains("environments `canary` and `staging` both select host `web1`"),
+        "{err}"
+    );
+}

@@ -87,9 +87,18 @@ fn shop_serves(tb: &Testbed, version: &str, note: bool) {
     for s in &tb.servers {
         let (status, body) = http_get(s.http_port, SHOP, "/items");
         assert_eq!(status, 200, "{}: {body}", s.name);
-        assert!(body.starts_with(&format!("items {version}")), "{}: {body}", s.name);
+        assert!(
+            body.starts_with(&format!("items {version}")),
+            "{}: {body}",
+            s.name
+        );
         assert!(body.contains("apple"), "{}: {body}", s.name);
-        assert_eq!(body.contains("note=added in 2.0.0"), note, "{}: {body}", s.name);
+        assert_eq!(
+            body.contains("note=added in 2.0.0"),
+            note,
+            "{}: {body}",
+            s.name
+        );
         let head = exec(
             &s.container,
             &format!("curl -si -H 'Host: {SHOP}' http://127.0.0.1/static/shop/style.css"),
@@ -100,12 +109,19 @@ fn shop_serves(tb: &Testbed, version: &str, note: bool) {
             "{}: {head}",
             s.name
         );
-        assert!(head.contains(&format!("/* shop {version} */")), "{}: {head}", s.name);
+        assert!(
+            head.contains(&format!("/* shop {version} */")),
+            "{}: {head}",
+            s.name
+        );
     }
 }
 
 fn release(gw: &Gateway, token: &str, app: &str, version: &str) -> support::CliRun {
-    gw.run(Some(token), &["release", app, version, "-e", "staging", "--yes"])
+    gw.run(
+        Some(token),
+        &["release", app, version, "-e", "staging", "--yes"],
+    )
 }
 
 #[test]
@@ -125,7 +141,12 @@ fn a_django_app_migrates_once_serves_static_files_and_its_workers_follow_the_rel
         1,
         "{out}"
     );
-    assert_eq!(out.matches("static files copied").count(), 3, "{out}");
+    assert_eq!(
+        out.matches("copied to '/srv/apps/shop/releases/1.0.0/static'")
+            .count(),
+        3,
+        "{out}"
+    );
     assert_eq!(
         tb.sql("SELECT count(*) FROM django_migrations WHERE app = 'shop'"),
         "1"
@@ -140,7 +161,10 @@ fn a_django_app_migrates_once_serves_static_files_and_its_workers_follow_the_rel
     let r = release(&gw, &admin, "shop", "1.0.0");
     assert_eq!(r.code, 0, "{r:?}");
     let out = gw.run(Some(&admin), &["logs", &r.job_id()]).stdout;
-    assert!(!out.contains("Applying") && !out.contains("copied"), "{out}");
+    assert!(
+        !out.contains("Applying") && !out.contains("copied"),
+        "{out}"
+    );
 
     // An upgrade with a second migration; the workers move to it.
     let r = release(&gw, &admin, "shop", "2.0.0");
@@ -151,6 +175,20 @@ fn a_django_app_migrates_once_serves_static_files_and_its_workers_follow_the_rel
     );
     shop_serves(&tb, "2.0.0", true);
     workers_on(&tb, "2.0.0", 6);
+    // `status --live` shows every process per host, with the release it really runs.
+    let st = gw.run(Some(&admin), &["status", "shop", "-e", "staging", "--live"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    for s in &tb.servers {
+        let row = st
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!(" {} ", s.name)));
+        let row = row.unwrap_or_else(|| panic!("no row for {}: {}", s.name, st.stdout));
+        for p in ["shop-worker-0 running 2.0.0", "shop-worker-1 running 2.0.0"] {
+            assert!(row.contains(p), "{p}: {row}");
+        }
+        assert!(row.contains("stopped"), "the idle slot: {row}");
+    }
 
     // A release whose migration fails: no host switches, the error is in the log.
     let r = release(&gw, &admin, "shop", "2.1.0");
@@ -162,7 +200,10 @@ fn a_django_app_migrates_once_serves_static_files_and_its_workers_follow_the_rel
     workers_on(&tb, "2.0.0", 6);
 
     // A rollback puts web and workers back (on the newer schema: 0002 only adds a column).
-    let r = gw.run(Some(&admin), &["rollback", "shop", "-e", "staging", "--yes"]);
+    let r = gw.run(
+        Some(&admin),
+        &["rollback", "shop", "-e", "staging", "--yes"],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     shop_serves(&tb, "1.0.0", false);
     workers_on(&tb, "1.0.0", 6);
@@ -181,20 +222,35 @@ fn an_asgi_app_serves_under_uvicorn_and_each_app_is_walled_off_as_its_own_user()
     let web1 = tb.server("web1");
     let (status, body) = http_get(web1.http_port, "asgi.example.test", "/");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"server\":\"uvicorn\"") || body.contains("\"server\": \"uvicorn\""), "{body}");
+    assert!(
+        body.contains("\"server\":\"uvicorn\"") || body.contains("\"server\": \"uvicorn\""),
+        "{body}"
+    );
 
     // Every process runs as its app's user.
     let ps = exec(&web1.container, "ps -eo user:20,args | grep [g]unicorn");
     for line in ps.lines() {
         let user = line.split_whitespace().next().unwrap();
-        let app = if line.contains("/srv/apps/asgi/") { "app-asgi" } else { "app-hello" };
+        let app = if line.contains("/srv/apps/asgi/") {
+            "app-asgi"
+        } else {
+            "app-hello"
+        };
         assert_eq!(user, app, "{ps}");
     }
     // From inside: no sudo, no other app's secrets, no deploy user's keys, and the
     // release is read-only; shared/data is the one place it may write.
     let as_app = |script: &str| -> i32 {
         std::process::Command::new("docker")
-            .args(["exec", "-u", "app-asgi", &web1.container, "sh", "-c", script])
+            .args([
+                "exec",
+                "-u",
+                "app-asgi",
+                &web1.container,
+                "sh",
+                "-c",
+                script,
+            ])
             .output()
             .unwrap()
             .status
@@ -202,12 +258,40 @@ fn an_asgi_app_serves_under_uvicorn_and_each_app_is_walled_off_as_its_own_user()
             .unwrap_or(-1)
     };
     assert_ne!(as_app("sudo -n true"), 0, "sudo");
-    assert_ne!(as_app("cat /srv/apps/hello/shared/env"), 0, "another app's env");
-    assert_ne!(as_app("ls /srv/apps/hello/releases"), 0, "another app's releases");
-    assert_ne!(as_app("cat /home/deploy/.ssh/authorized_keys"), 0, "deploy's keys");
-    assert_ne!(as_app("touch /srv/apps/asgi/releases/1.0.0/x"), 0, "release writable");
-    assert_ne!(as_app("ln -sfn x /srv/apps/asgi/run/live.sock"), 0, "live pointer");
-    assert_eq!(as_app("cat /srv/apps/asgi/shared/env >/dev/null"), 0, "its own env");
-    assert_eq!(as_app("touch /srv/apps/asgi/shared/data/x"), 0, "shared/data");
+    assert_ne!(
+        as_app("cat /srv/apps/hello/shared/env"),
+        0,
+        "another app's env"
+    );
+    assert_ne!(
+        as_app("ls /srv/apps/hello/releases"),
+        0,
+        "another app's releases"
+    );
+    assert_ne!(
+        as_app("cat /home/deploy/.ssh/authorized_keys"),
+        0,
+        "deploy's keys"
+    );
+    assert_ne!(
+        as_app("touch /srv/apps/asgi/releases/1.0.0/x"),
+        0,
+        "release writable"
+    );
+    assert_ne!(
+        as_app("ln -sfn x /srv/apps/asgi/run/live.sock"),
+        0,
+        "live pointer"
+    );
+    assert_eq!(
+        as_app("cat /srv/apps/asgi/shared/env >/dev/null"),
+        0,
+        "its own env"
+    );
+    assert_eq!(
+        as_app("touch /srv/apps/asgi/shared/data/x"),
+        0,
+        "shared/data"
+    );
     assert_ne!(as_app("grep -q . /etc/shadow"), 0, "shadow");
 }

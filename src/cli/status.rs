@@ -56,9 +56,10 @@ pub fn live_line(r: &HostRelease) -> String {
             let procs: Vec<String> = o
                 .processes
                 .iter()
-                .map(|p| match p.pid {
-                    Some(pid) => format!("{} {} ({pid})", p.name, p.state),
-                    None => format!("{} {}", p.name, p.state),
+                .map(|p| match (p.pid, &p.release) {
+                    (Some(pid), Some(r)) => format!("{} {} {r} ({pid})", p.name, p.state),
+                    (Some(pid), None) => format!("{} {} ({pid})", p.name, p.state),
+                    _ => format!("{} {}", p.name, p.state),
                 })
                 .collect();
             format!(
@@ -160,6 +161,7 @@ mod tests {
                     name: "hello-green".into(),
                     state: "running".into(),
                     pid: Some(7),
+                    release: Some("1.1.0".into()),
                 }],
                 unreachable: None,
             }),
@@ -169,7 +171,7 @@ mod tests {
         let line = live_line(&r);
         assert!(line.starts_with("!! production"), "{line}");
         assert!(
-            line.contains("3.0") && line.contains("hello-green running (7)"),
+            line.contains("3.0") && line.contains("hello-green running 1.1.0 (7)"),
             "{line}"
         );
         let gone = HostRelease {

@@ -182,6 +182,19 @@ pub fn static_seal(dir: &str, user: &str, run_as: &str) -> RemoteCmd {
     ))
 }
 
+/// Prints `<pid> <release>` for each pid: the `DEPLOY_RELEASE` the process really
+/// runs with (from its environment, so it is what runs, not what a file says).  Read as
+/// `run_as`, the processes' own user: reading another user's environment needs
+/// `CAP_SYS_PTRACE`, which root inside a container may lack.
+pub fn process_releases(run_as: &str, pids: &[u32]) -> RemoteCmd {
+    let script = r#"for p in "$@"; do r=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | sed -n 's/^DEPLOY_RELEASE=//p' | head -n 1); echo "$p $r"; done"#;
+    let mut line = format!("sudo -n -u {} -- sh -c {} sh", quote(run_as), quote(script));
+    for p in pids {
+        line.push_str(&format!(" {p}"));
+    }
+    RemoteCmd::new(line)
+}
+
 /// A supervisord `command=` value running `exec_line` as the program's user in the
 /// release's environment: `/bin/sh -c '<env prefix> exec <exec_line>'`, quoted for
 /// supervisord (which splits it like a POSIX shell and expands `%(...)s`, so `%` is

@@ -118,3 +118,21 @@ async fn a_restart_starts_the_live_release_afresh_in_the_idle_slot_and_restarts_
         Some(StepStatus::Ok)
     );
 }
+
+#[tokio::test]
+async fn hook_output_is_streamed_with_the_apps_secrets_scrubbed() {
+    let app = "    env: {DB_PASSWORD: s3cr3t-pw-42}\n    hooks:\n      after_switch:\n        - {name: dump, command: print-env, scope: every_host}\n";
+    let b = bed_with("{}", app);
+    let (r, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{r:?}");
+    let lines: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Output { step, line, .. } if step == "after_switch" => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(lines.contains(&"DB_PASSWORD=***"), "{lines:?}");
+    let all = format!("{events:?}");
+    assert!(!all.contains("s3cr3t-pw-42"), "a secret leaked");
+}

@@ -120,10 +120,15 @@ impl Transport for Conn {
         &'a self,
         cmd: &'a RemoteCmd,
         _t: Duration,
-        _l: OnLine<'a>,
+        on_line: OnLine<'a>,
     ) -> BoxFuture<'a, Result<Output, String>> {
         *self.channels.lock().unwrap() += 1;
         let out = self.server.state().exec(cmd);
+        if let Ok(o) = &out {
+            for line in o.stdout.lines() {
+                on_line(deploy_wire::Stream::Stdout, line);
+            }
+        }
         Box::pin(async move {
             tokio::task::yield_now().await;
             out
@@ -214,9 +219,34 @@ impl State {
             let name = l.rsplit('/').next().unwrap_or_default().to_string();
             self.hooks.insert((rel.unwrap_or_default(), name));
             out(0, "")
+        } else if l.contains("/proc/$p/environ") {
+            // Which release each pid runs: the one its program file names.
+            let pids = l.rsplit("' sh ").next().unwrap_or_default();
+            debug_assert!(
+                l.starts_with("sudo -n -u app-"),
+                "read as the app user: {l}"
+            );
+            let rows: String = pids
+                .split_whitespace()
+                .map(|pid| {
+                    let release = self
+                        .running
+                        .values()
+                        .find(|(p, _)| p.to_string() == pid)
+                        .map(|(_, dir)| version_of(dir))
+                        .unwrap_or_default();
+                    format!("{pid} {release}\n")
+                })
+                .collect();
+            out(0, rows)
         } else if l.starts_with("sudo -n -u ") {
-            // A command as the app user (a hook): it succeeds and says so.
-            out(0, "hook ran\n")
+            // A command as the app user (a hook): it succeeds and says so; one that asks
+            // prints the env file (as a careless hook might).
+            let env = self.files.get("/srv/apps/hello/shared/env").cloned();
+            match env.filter(|_| l.contains("print-env")) {
+                Some(text) => out(0, text),
+                None => out(0, "hook ran\n"),
+            }
         } else if l.contains("supervisorctl update") && l.contains(":*") {
             let p = after(l, "supervisorctl update ").unwrap_or_default();
             self.running

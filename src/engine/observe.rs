@@ -9,20 +9,23 @@ use serde::Serialize;
 use super::EngineConfig;
 use super::facts::{Fact, Facts, Reader};
 use super::transport::{Connector, SshConnector, Transport};
-use crate::commands::AppPaths;
+use crate::commands::{self as cmd, AppPaths};
 use crate::error::InputError;
-use crate::inventory::Inventory;
+use crate::inventory::{App, Inventory};
 use crate::procman::{self, ProcessManager};
 use crate::render::SLOTS;
 
 /// One process of the application on a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Process {
-    /// The process manager's program name (`hello-blue`).
+    /// The process manager's program name (`hello-blue`), or a process copy's
+    /// (`hello-worker-0`).
     pub name: String,
     /// `running` or `stopped`.
     pub state: String,
     pub pid: Option<u32>,
+    /// The release it runs, from its own environment (`DEPLOY_RELEASE`).
+    pub release: Option<String>,
 }
 
 /// What a host says it runs.
@@ -75,7 +78,7 @@ pub async fn observe_with(
             let view = match connector.connect(h).await {
                 Err(e) => Err(format!("unreachable: {e}")),
                 Ok(conn) => {
-                    let v = ask(conn.as_ref(), cfg, &a.name, &h.user, pm.as_ref()).await;
+                    let v = ask(conn.as_ref(), cfg, a, &h.user, pm.as_ref()).await;
                     conn.close().await;
                     v
                 }
@@ -92,19 +95,31 @@ pub async fn observe_with(
 async fn ask(
     conn: &dyn Transport,
     cfg: &EngineConfig,
-    app: &str,
+    app: &App,
     user: &str,
     pm: &dyn ProcessManager,
 ) -> Result<HostView, String> {
-    let paths = AppPaths::new(app);
+    let paths = AppPaths::new(&app.name);
     let reader = Reader {
         paths: &paths,
         user,
-        run_as: "",
+        run_as: &app.runtime.run_as,
         processes: &[],
         version: "",
         pm,
         uv_sha256: None,
+    };
+    let run = |c: cmd::RemoteCmd| async move {
+        let out = conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?;
+        if out.ok() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "reading the host failed (exit {}): {}",
+                out.status,
+                out.tail()
+            ))
+        }
     };
     let mut facts = Facts::default();
     for f in [Fact::Live, Fact::Slots] {
@@ -115,21 +130,52 @@ async fn ask(
         reader.store(&mut facts, f, &outs)?;
     }
     let live = facts.live()?;
-    let processes = (0..SLOTS.len())
+    let mut processes: Vec<Process> = (0..SLOTS.len())
         .map(|i| {
-            let pid = facts.slot(i).ok().and_then(|s| s.pid);
-            Process {
-                name: pm.program(app, SLOTS[i]),
-                state: if pid.is_some() { "running" } else { "stopped" }.into(),
-                pid,
-            }
+            process(
+                pm.program(&app.name, SLOTS[i]),
+                facts.slot(i).ok().and_then(|s| s.pid),
+            )
         })
         .collect();
+    for p in &app.runtime.processes {
+        let out = run(pm.group_status(&pm.program(&app.name, &p.name))).await?;
+        let copies = pm.copies(&out);
+        if copies.is_empty() {
+            processes.push(process(pm.program(&app.name, &p.name), None));
+        }
+        processes.extend(copies.into_iter().map(|(name, pid)| process(name, pid)));
+    }
+    let pids: Vec<u32> = processes.iter().filter_map(|p| p.pid).collect();
+    if !pids.is_empty() {
+        let out = run(cmd::app::process_releases(&app.runtime.run_as, &pids)).await?;
+        for line in out.lines() {
+            let Some((pid, release)) = line.split_once(' ') else {
+                continue;
+            };
+            let release = release.trim();
+            if let Some(p) = processes
+                .iter_mut()
+                .find(|p| p.pid.map(|x| x.to_string()).as_deref() == Some(pid))
+            {
+                p.release = (!release.is_empty()).then(|| release.to_string());
+            }
+        }
+    }
     Ok(HostView {
         live_slot: live.slot.map(|s| SLOTS[s].to_string()),
         version: live.version.clone(),
         processes,
     })
+}
+
+fn process(name: String, pid: Option<u32>) -> Process {
+    Process {
+        name,
+        state: if pid.is_some() { "running" } else { "stopped" }.into(),
+        pid,
+        release: None,
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +204,7 @@ mod tests {
         assert_eq!(web1.live_slot.as_deref(), Some("blue"));
         assert_eq!(web1.version.as_deref(), Some("1.0.0"));
         assert_eq!(web1.processes[0].state, "running");
+        assert_eq!(web1.processes[0].release.as_deref(), Some("1.0.0"));
         assert_eq!(web1.processes[1].state, "stopped");
         assert!(
             seen[2]

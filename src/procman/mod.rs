@@ -53,6 +53,8 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn group_status(&self, program: &str) -> RemoteCmd;
     /// How many copies run, from the output of [`Self::group_status`].
     fn running_copies(&self, status_output: &str) -> u32;
+    /// Each copy's name and pid (None: not running), from [`Self::group_status`].
+    fn copies(&self, status_output: &str) -> Vec<(String, Option<u32>)>;
     /// Loads the process's current program file: copies whose config changed are
     /// stopped gracefully and started anew; all copies run afterwards.
     fn apply(&self, program: &str) -> RemoteCmd;

@@ -76,6 +76,18 @@ impl ProcessManager for Supervisord {
             .count() as u32
     }
 
+    /// `hello-worker:hello-worker-0   RUNNING   pid 12, uptime 0:01:00` per copy.
+    fn copies(&self, status_output: &str) -> Vec<(String, Option<u32>)> {
+        status_output
+            .lines()
+            .filter_map(|l| {
+                let name = l.split_whitespace().next()?;
+                let name = name.rsplit(':').next()?.to_string();
+                Some((name, running_pid(l.trim())))
+            })
+            .collect()
+    }
+
     /// `update` stops and restarts a group whose config changed (gracefully: TERM, then
     /// `stopwaitsecs`) and adds a new one; `start` then starts copies that were stopped.
     fn apply(&self, program: &str) -> RemoteCmd {
@@ -133,6 +145,20 @@ mod tests {
         );
         assert_eq!(running_pid("hello: ERROR (no such process)"), None);
         assert_eq!(running_pid(""), None);
+    }
+
+    #[test]
+    fn parses_the_copies_of_a_process() {
+        let out = "hello-worker:hello-worker-0   RUNNING   pid 12, uptime 0:01:00\nhello-worker:hello-worker-1   STOPPED   Nov 26 06:00 AM\n";
+        let s = Supervisord;
+        assert_eq!(
+            s.copies(out),
+            [
+                ("hello-worker-0".to_string(), Some(12)),
+                ("hello-worker-1".to_string(), None)
+            ]
+        );
+        assert_eq!(s.running_copies(out), 1);
     }
 
     #[test]

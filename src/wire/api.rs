@@ -110,6 +110,9 @@ pub struct ProcessState {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The release it runs, read from its own environment on the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// `GET /v1/apps/{app}/rollback?env=E`: what `deploy rollback` without `--to` would

@@ -130,10 +130,16 @@ impl Testbed {
     pub fn sql(&self, query: &str) -> String {
         let (db, _) = self.db.as_ref().expect("a testbed with a database");
         let out = Command::new("docker")
-            .args(["exec", "-u", "postgres", db, "psql", "-X", "-d", "shop", "-tAc", query])
+            .args([
+                "exec", "-u", "postgres", db, "psql", "-X", "-d", "shop", "-tAc", query,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{query}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 

@@ -93,7 +93,11 @@ pub fn needs(step: Step, v: &View) -> Vec<Fact> {
         Step::Health => vec![],
         Step::Drain => vec![Fact::Live, Fact::Slots],
         Step::Prune => vec![Fact::Live, Fact::Releases],
+        // Nothing to read for an app without hooks or other processes.
+        Step::BeforeSwitch if hooks::for_host(v, hooks::When::BeforeSwitch).is_empty() => vec![],
+        Step::AfterSwitch if hooks::for_host(v, hooks::When::AfterSwitch).is_empty() => vec![],
         Step::BeforeSwitch | Step::AfterSwitch => vec![Fact::Hooks],
+        Step::Processes if v.plan.app.runtime.processes.is_empty() => vec![],
         Step::Processes => vec![Fact::Processes],
     }
 }

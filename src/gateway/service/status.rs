@@ -25,6 +25,7 @@ pub fn observed_host(view: &std::result::Result<HostView, String>) -> ObservedHo
                     name: p.name.clone(),
                     state: p.state.clone(),
                     pid: p.pid,
+                    release: p.release.clone(),
                 })
                 .collect(),
             unreachable: None,
@@ -179,6 +180,7 @@ mod tests {
                 name: "hello-blue".into(),
                 state: "running".into(),
                 pid: Some(42),
+                release: version.map(str::to_string),
             }],
         })
     }
