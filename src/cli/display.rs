@@ -180,6 +180,11 @@ impl Display {
                 let s = status.as_str();
                 self.job_line(&ts, format!("{phase}{on} {s} {reason} ({elapsed_ms} ms)"));
             }
+            EventKind::CommandExited { host, exit_code } => {
+                if plain {
+                    println!("{ts} {host}: the command exited {exit_code}");
+                }
+            }
             EventKind::JobFinished {
                 status, elapsed_ms, ..
             } => {

@@ -4,9 +4,11 @@
 //! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
-//! application and environment); 130 detached with Ctrl-C (the job goes on).
+//! application and environment); 130 detached with Ctrl-C (the job goes on).  `deploy
+//! run` exits with its command's exit code once the command ran (see `day_two.rs`).
 
 mod client;
+mod day_two;
 mod display;
 mod settings;
 mod status;
@@ -102,6 +104,46 @@ enum Cmd {
         yes: bool,
         #[arg(long)]
         batch: Option<String>,
+    },
+    /// Restart the release an environment runs (rolling, health-gated, installs nothing).
+    Restart {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// Run a one-off command as the app user in the live release on one host; exits with its code.
+    Run {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        /// The host (default: the environment's first by name).
+        #[arg(long)]
+        host: Option<String>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Show a process's log from the servers (default: web, the live slot); -f follows it.
+    AppLogs {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        /// One host only.
+        #[arg(long)]
+        host: Option<String>,
+        /// `web` (default) or one of the application's processes.
+        #[arg(long)]
+        process: Option<String>,
+        /// Lines from the end to start with.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: u32,
+        /// Go on with new lines until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Recent jobs.
     Jobs {
@@ -272,6 +314,42 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
+        }
+        Cmd::Restart {
+            app,
+            env,
+            yes,
+            batch,
+        } => {
+            let c = client(&cli)?;
+            day_two::restart(&c, app, env, *yes, batch.clone(), mode(&cli)).await
+        }
+        Cmd::Run {
+            app,
+            env,
+            host,
+            command,
+        } => {
+            let c = client(&cli)?;
+            day_two::run(&c, app, env, host.clone(), command.clone(), cli.json).await
+        }
+        Cmd::AppLogs {
+            app,
+            env,
+            host,
+            process,
+            lines,
+            follow,
+        } => {
+            let args = day_two::LogsArgs {
+                app: app.clone(),
+                env: env.clone(),
+                host: host.clone(),
+                process: process.clone(),
+                lines: *lines,
+                follow: *follow,
+            };
+            day_two::app_logs(&client(&cli)?, args, cli.json).await
         }
         Cmd::Jobs { limit } => {
             let limit = limit.to_string();
