@@ -2,11 +2,11 @@
 //! (the live slot's for `web`, every copy's for the other processes), line by line, into
 //! a bounded channel; the gateway streams it to the client.
 //!
-//! Decision: with `follow`, the remote `tail -F` runs under a small `sh` wrapper that
-//! writes a keep-alive line to stderr every 2 s and kills `tail` as soon as that write
-//! fails.  sshd does not kill the commands of a session that went away (no TTY), and a
-//! `tail -F` of a quiet log would never write again to notice; so when the client leaves,
-//! the gateway closes the connection and the wrapper ends `tail` within seconds.
+//! When a followed log's client goes away, the gateway closes the hosts' connections.
+//! sshd does not kill the commands of a session that ended (no TTY: a `sleep` under
+//! `sudo` lives on), but GNU `tail -F` (coreutils 8.28 and later) exits as soon as the
+//! reader of its output pipe is gone, even on a quiet log, and `sudo` with it;
+//! `tests/day_two.rs` checks that no `tail` is left on the servers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,11 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use super::EngineConfig;
 use super::oneoff::live_release;
 use super::transport::{Connector, SshConnector, Transport};
-use crate::commands::{RemoteCmd, sudo_sh};
+use crate::commands::RemoteCmd;
 use crate::inventory::Host;
 use crate::procman::ProcessManager;
 use crate::shell;
 
-/// What the follow wrapper writes to stderr while its client listens (never shown).
-pub const ALIVE: &str = "deploy-tail-alive";
 /// A followed log is read for at most this long.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(12 * 3600);
 
@@ -62,20 +60,13 @@ pub fn tail_lines(files: &[String], lines: u32) -> RemoteCmd {
     RemoteCmd::new(format!("sudo -n tail -n {lines} -- {}", shell::join(files)))
 }
 
-/// `tail -n LINES -F -- FILES` as root, under the wrapper that ends it when its output
-/// can no longer be written (see the module's decision).
+/// `sudo -n tail -n LINES -F -- FILES`: the last lines, then new ones (across rotation)
+/// until the connection closes (see the module's doc).
 pub fn tail_follow(files: &[String], lines: u32) -> RemoteCmd {
-    let script = format!(
-        "n=\"$1\"; shift\n\
-         tail -n \"$n\" -F -- \"$@\" & t=$!\n\
-         trap 'kill \"$t\" 2>/dev/null' EXIT\n\
-         trap 'exit 0' HUP INT TERM PIPE\n\
-         while kill -0 \"$t\" 2>/dev/null; do sleep 2; echo {ALIVE} >&2 || exit 0; done"
-    );
-    let n = lines.to_string();
-    let mut args = vec![n.as_str()];
-    args.extend(files.iter().map(String::as_str));
-    RemoteCmd::new(sudo_sh(&script, &args))
+    RemoteCmd::new(format!(
+        "sudo -n tail -n {lines} -F -- {}",
+        shell::join(files)
+    ))
 }
 
 /// Reads the log on every host over SSH, concurrently, until each `tail` ends (or, with
@@ -179,7 +170,6 @@ async fn read_host(
     };
     let status = {
         let mut on_line = |s: Stream, line: &str| match s {
-            Stream::Stderr if line == ALIVE => {}
             Stream::Stderr => out.push(None, line.to_string(), true),
             Stream::Stdout => {
                 for (copy, l) in demux.feed(line) {
