@@ -11,24 +11,61 @@ use crate::client::{CliError, Client, Result};
 use crate::display::Mode;
 use crate::{exit, urls};
 
+#[derive(clap::Args)]
+pub struct RestartArgs {
+    app: String,
+    #[arg(long, short = 'e')]
+    env: String,
+    /// Do not ask for confirmation (environments that ask: production).
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
+    #[arg(long)]
+    batch: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    app: String,
+    #[arg(long, short = 'e')]
+    env: String,
+    /// The host (default: the environment's first by name).
+    #[arg(long)]
+    host: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    app: String,
+    #[arg(long, short = 'e')]
+    env: String,
+    /// One host only.
+    #[arg(long)]
+    host: Option<String>,
+    /// `web` (default: the live slot's log) or one of the application's processes.
+    #[arg(long)]
+    process: Option<String>,
+    /// Lines from the end to start with.
+    #[arg(long, short = 'n', default_value_t = 50)]
+    lines: u32,
+    /// Go on with new lines until interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
 /// `deploy restart`: confirmation where the environment wants it, then the job followed
 /// like a release (same display, same exit codes).
-pub async fn restart(
-    c: &Client,
-    app: &str,
-    env: &str,
-    yes: bool,
-    batch: Option<String>,
-    mode: Mode,
-) -> Result<u8> {
-    urls::app(app)?;
-    urls::env(env)?;
+pub async fn restart(c: &Client, a: &RestartArgs, mode: Mode) -> Result<u8> {
+    let (app, env) = (urls::app(&a.app)?, urls::env(&a.env)?);
     let question = format!("Restart {app} on {env}?");
-    crate::confirm(c, app, env, &question, yes).await?;
+    crate::confirm(c, app, env, &question, a.yes).await?;
     let req = RestartRequest {
         app: app.to_string(),
         env: env.to_string(),
-        batch,
+        batch: a.batch.clone(),
     };
     let job: JobInfo = c.post("/v1/restarts", &req).await?;
     crate::start_following(c, &job, mode).await
@@ -64,24 +101,17 @@ impl Ran {
 
 /// `deploy run`: the command's output, then its exit code (0-255) as the CLI's; without
 /// one (unreachable, nothing live, cancelled) 1.  Ctrl-C detaches (130).
-pub async fn run(
-    c: &Client,
-    app: &str,
-    env: &str,
-    host: Option<String>,
-    command: Vec<String>,
-    json: bool,
-) -> Result<u8> {
-    urls::app(app)?;
-    urls::env(env)?;
-    if let Some(h) = &host {
+pub async fn run(c: &Client, a: &RunArgs, json: bool) -> Result<u8> {
+    urls::app(&a.app)?;
+    urls::env(&a.env)?;
+    if let Some(h) = &a.host {
         check("host", h)?;
     }
     let req = RunRequest {
-        app: app.to_string(),
-        env: env.to_string(),
-        host,
-        command,
+        app: a.app.clone(),
+        env: a.env.clone(),
+        host: a.host.clone(),
+        command: a.command.clone(),
     };
     let job: JobInfo = c.post("/v1/runs", &req).await?;
     if !json && std::io::stderr().is_terminal() {
@@ -116,20 +146,10 @@ pub async fn run(
     Err(CliError::new(exit::FAILED, why))
 }
 
-/// What `app-logs` reads.
-pub struct LogsArgs {
-    pub app: String,
-    pub env: String,
-    pub host: Option<String>,
-    pub process: Option<String>,
-    pub lines: u32,
-    pub follow: bool,
-}
-
 /// `deploy app-logs`: `HOST | line` (`HOST[n]` for copy n of a process with several) on
 /// stdout, the gateway's notices about hosts on stderr.  Exit 1 when a host could not be
 /// read in full (a notice), 0 otherwise.
-pub async fn app_logs(c: &Client, a: LogsArgs, json: bool) -> Result<u8> {
+pub async fn app_logs(c: &Client, a: &LogsArgs, json: bool) -> Result<u8> {
     urls::app(&a.app)?;
     urls::env(&a.env)?;
     for (what, v) in [("host", &a.host), ("process", &a.process)] {

@@ -106,45 +106,11 @@ enum Cmd {
         batch: Option<String>,
     },
     /// Restart the release an environment runs (rolling, health-gated, installs nothing).
-    Restart {
-        app: String,
-        #[arg(long, short = 'e')]
-        env: String,
-        #[arg(long, short = 'y')]
-        yes: bool,
-        #[arg(long)]
-        batch: Option<String>,
-    },
+    Restart(day_two::RestartArgs),
     /// Run a one-off command as the app user in the live release on one host; exits with its code.
-    Run {
-        app: String,
-        #[arg(long, short = 'e')]
-        env: String,
-        /// The host (default: the environment's first by name).
-        #[arg(long)]
-        host: Option<String>,
-        /// The command and its arguments, after `--`.
-        #[arg(last = true, required = true, value_name = "COMMAND")]
-        command: Vec<String>,
-    },
+    Run(day_two::RunArgs),
     /// Show a process's log from the servers (default: web, the live slot); -f follows it.
-    AppLogs {
-        app: String,
-        #[arg(long, short = 'e')]
-        env: String,
-        /// One host only.
-        #[arg(long)]
-        host: Option<String>,
-        /// `web` (default) or one of the application's processes.
-        #[arg(long)]
-        process: Option<String>,
-        /// Lines from the end to start with.
-        #[arg(long, short = 'n', default_value_t = 50)]
-        lines: u32,
-        /// Go on with new lines until interrupted.
-        #[arg(long, short = 'f')]
-        follow: bool,
-    },
+    AppLogs(day_two::LogsArgs),
     /// Recent jobs.
     Jobs {
         #[arg(long, default_value_t = 20)]
@@ -315,42 +281,9 @@ async fn run(cli: Cli) -> Result<u8> {
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
-        Cmd::Restart {
-            app,
-            env,
-            yes,
-            batch,
-        } => {
-            let c = client(&cli)?;
-            day_two::restart(&c, app, env, *yes, batch.clone(), mode(&cli)).await
-        }
-        Cmd::Run {
-            app,
-            env,
-            host,
-            command,
-        } => {
-            let c = client(&cli)?;
-            day_two::run(&c, app, env, host.clone(), command.clone(), cli.json).await
-        }
-        Cmd::AppLogs {
-            app,
-            env,
-            host,
-            process,
-            lines,
-            follow,
-        } => {
-            let args = day_two::LogsArgs {
-                app: app.clone(),
-                env: env.clone(),
-                host: host.clone(),
-                process: process.clone(),
-                lines: *lines,
-                follow: *follow,
-            };
-            day_two::app_logs(&client(&cli)?, args, cli.json).await
-        }
+        Cmd::Restart(a) => day_two::restart(&client(&cli)?, a, mode(&cli)).await,
+        Cmd::Run(a) => day_two::run(&client(&cli)?, a, cli.json).await,
+        Cmd::AppLogs(a) => day_two::app_logs(&client(&cli)?, a, cli.json).await,
         Cmd::Jobs { limit } => {
             let limit = limit.to_string();
             let q = urls::query(&[("limit", Some(&limit))]);

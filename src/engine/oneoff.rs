@@ -76,8 +76,8 @@ pub async fn run_with(
         steps: vec![STEP.to_string()],
     }));
     sink.emit(Event::now(EventKind::HostStarted { host: host.clone() }));
-    let (status, exit_code, error) = match connector.connect(&o.host).await {
-        Err(e) => (HostStatus::Unreachable, None, Some(e)),
+    let ended = match connector.connect(&o.host).await {
+        Err(e) => Ended::failed(HostStatus::Unreachable, e),
         Ok(conn) => {
             sink.emit(Event::now(EventKind::Connected {
                 host: host.clone(),
@@ -89,18 +89,17 @@ pub async fn run_with(
             ended
         }
     };
-    finish(&host, started, status, exit_code, error, &sink)
+    finish(&host, started, ended, &sink)
 }
 
 /// The events and result of the end.
-fn finish(
-    host: &str,
-    started: Instant,
-    status: HostStatus,
-    exit_code: Option<u32>,
-    error: Option<String>,
-    sink: &Arc<dyn EventSink>,
-) -> Ran {
+fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>) -> Ran {
+    let Ended {
+        status,
+        exit_code,
+        error,
+        ..
+    } = ended;
     let elapsed = started.elapsed();
     if let Some(code) = exit_code {
         sink.emit(Event::now(EventKind::CommandExited {
@@ -149,51 +148,79 @@ fn finish(
     }
 }
 
-/// The live pointer, then the command: (host status, exit code, error).
+/// How the host ended: its status, the command's exit code, the error for the job's
+/// record, and the step's status and reason.
+struct Ended {
+    status: HostStatus,
+    exit_code: Option<u32>,
+    error: Option<String>,
+    step: StepStatus,
+    reason: String,
+}
+
+impl Ended {
+    fn failed(status: HostStatus, e: String) -> Ended {
+        Ended {
+            status,
+            exit_code: None,
+            error: Some(e.clone()),
+            step: StepStatus::Failed,
+            reason: e,
+        }
+    }
+}
+
+/// The live pointer, then the command, as the step `run`.
 async fn on_host(
     o: &OneOff,
     cfg: &EngineConfig,
     conn: &dyn Transport,
     sink: &Arc<dyn EventSink>,
     cancel: &CancelFlag,
-) -> (HostStatus, Option<u32>, Option<String>) {
+) -> Ended {
     let host = o.host.name.clone();
     let started = Instant::now();
     sink.emit(Event::now(EventKind::StepStarted {
         host: host.clone(),
         step: STEP.into(),
     }));
-    let step_done = |status: StepStatus, reason: String| {
-        sink.emit(Event::now(EventKind::StepFinished {
-            host: host.clone(),
-            step: STEP.into(),
-            status,
-            reason,
-            diff: None,
-            elapsed_ms: ms(started.elapsed()),
-        }));
-    };
-    let version = match live_release(conn, &o.app.name, cfg.command_timeout).await {
-        Ok(Some((_, v))) => v,
+    let ended = match live_release(conn, &o.app.name, cfg.command_timeout).await {
+        Ok(Some((_, version))) => command(o, cfg, conn, sink, cancel, &version).await,
         Ok(None) => {
             let e = format!("nothing is live on {host}: deploy {} first", o.app.name);
-            step_done(StepStatus::Failed, e.clone());
-            return (HostStatus::Failed, None, Some(e));
+            Ended::failed(HostStatus::Failed, e)
         }
-        Err(e) => {
-            step_done(StepStatus::Failed, e.clone());
-            return (HostStatus::Failed, None, Some(e));
-        }
+        Err(e) => Ended::failed(HostStatus::Failed, e),
     };
+    sink.emit(Event::now(EventKind::StepFinished {
+        host,
+        step: STEP.into(),
+        status: ended.step,
+        reason: ended.reason.clone(),
+        diff: None,
+        elapsed_ms: ms(started.elapsed()),
+    }));
+    ended
+}
+
+/// The command as the app user in `version`'s environment, its lines streamed.
+async fn command(
+    o: &OneOff,
+    cfg: &EngineConfig,
+    conn: &dyn Transport,
+    sink: &Arc<dyn EventSink>,
+    cancel: &CancelFlag,
+    version: &str,
+) -> Ended {
     let secrets = secrets(o);
     let c = cmd::run_as_app(
         &AppPaths::new(&o.app.name),
-        &crate::render::app_env(&o.app, &version),
+        &crate::render::app_env(&o.app, version),
         &o.command,
     );
     let mut on_line = |stream: Stream, line: &str| {
         sink.emit(Event::now(EventKind::Output {
-            host: host.clone(),
+            host: o.host.name.clone(),
             step: STEP.into(),
             stream,
             line: scrub(line, &secrets),
@@ -203,29 +230,30 @@ async fn on_host(
         r = conn.exec(&c, cfg.command_timeout, &mut on_line) => Some(r),
         _ = until(cancel) => None,
     };
-    let as_user = &o.app.runtime.run_as;
-    match ran {
+    let out = match ran {
         None => {
-            let e = "cancelled: the connection was closed while the command ran".to_string();
-            step_done(StepStatus::Failed, e.clone());
-            (HostStatus::Cancelled, None, Some(e))
+            let e = "cancelled: the connection was closed while the command ran";
+            return Ended::failed(HostStatus::Cancelled, e.into());
         }
-        Some(Err(e)) => {
-            let e = scrub(&e, &secrets);
-            step_done(StepStatus::Failed, e.clone());
-            (HostStatus::Failed, None, Some(e))
-        }
-        Some(Ok(out)) => {
-            let reason = format!("exited {} (release {version}, as {as_user})", out.status);
-            if out.ok() {
-                step_done(StepStatus::Ok, reason);
-                (HostStatus::Ok, Some(0), None)
-            } else {
-                step_done(StepStatus::Failed, reason);
-                let e = format!("the command exited {}", out.status);
-                (HostStatus::Failed, Some(out.status), Some(e))
-            }
-        }
+        Some(Err(e)) => return Ended::failed(HostStatus::Failed, scrub(&e, &secrets)),
+        Some(Ok(out)) => out,
+    };
+    let as_user = &o.app.runtime.run_as;
+    let reason = format!("exited {} (release {version}, as {as_user})", out.status);
+    let (status, step, error) = match out.status {
+        0 => (HostStatus::Ok, StepStatus::Ok, None),
+        n => (
+            HostStatus::Failed,
+            StepStatus::Failed,
+            Some(format!("the command exited {n}")),
+        ),
+    };
+    Ended {
+        status,
+        exit_code: Some(out.status),
+        error,
+        step,
+        reason,
     }
 }
 

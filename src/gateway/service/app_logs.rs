@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::{JobService, Result, ServiceError};
 use crate::engine::app_logs::{self, LogEvent, Source, TailSpec};
 use crate::gateway::auth::Principal;
-use crate::inventory::App;
+use crate::inventory::{App, Host};
 
 /// Log streams open at once, over all clients.
 pub const MAX_LOG_STREAMS: usize = 64;
@@ -87,6 +87,23 @@ fn source(app: &App, process: &str) -> Result<Source> {
     }
 }
 
+/// Every host of the environment, or the one asked for (unknown: the known ones).
+fn pick_hosts(all: &[&Host], wanted: Option<&str>, env: &str) -> Result<Vec<Host>> {
+    let Some(w) = wanted else {
+        return Ok(all.iter().map(|h| (*h).clone()).collect());
+    };
+    match all.iter().find(|h| h.name == w) {
+        Some(h) => Ok(vec![(*h).clone()]),
+        None => {
+            let names: Vec<&str> = all.iter().map(|h| h.name.as_str()).collect();
+            Err(ServiceError::NotFound(format!(
+                "environment {env} has no host {w}; its hosts: {}",
+                names.join(", ")
+            )))
+        }
+    }
+}
+
 impl JobService {
     /// Opens a log stream of `app` (see the module).
     pub async fn app_logs(&self, p: &Principal, app: &str, q: LogsRequest) -> Result<LogStream> {
@@ -103,20 +120,7 @@ impl JobService {
         self.readable(p, &q.env, &format!("{app}/{} logs", q.env))
             .await?;
         let (_, all) = inv.hosts_for(a, &q.env)?;
-        let hosts: Vec<_> = match &q.host {
-            None => all.into_iter().cloned().collect(),
-            Some(h) => match all.iter().find(|x| &x.name == h) {
-                Some(x) => vec![(*x).clone()],
-                None => {
-                    let names: Vec<&str> = all.iter().map(|x| x.name.as_str()).collect();
-                    return Err(ServiceError::NotFound(format!(
-                        "environment {} has no host {h}; its hosts: {}",
-                        q.env,
-                        names.join(", ")
-                    )));
-                }
-            },
-        };
+        let hosts = pick_hosts(&all, q.host.as_deref(), &q.env)?;
         let process = q.process.as_deref().unwrap_or(WEB);
         let source = source(a, process)?;
         let lines = q.lines.unwrap_or(DEFAULT_LINES);
