@@ -1,8 +1,8 @@
 //! The day-two routes without a listener or servers (`oneshot` on the real router, hosts
 //! that refuse connections): the `run` right (403 `forbidden`, audited), a restart of
 //! an environment whose hosts run different releases (409 naming them), `app-logs`
-//! (read scope, audit row, unknown process, a dead host is a line), and `token create
-//! --run` / `token list`.
+//! (read scope, audit row, unknown process, a dead host is a line; a followed log ended
+//! by a stopping gateway), and `token create --run` / `token list`.
 
 mod support;
 
@@ -400,4 +400,33 @@ fn token_create_run_is_listed_with_its_right() {
         ("true".into(), "false".into()),
         "{list}"
     );
+}
+
+#[tokio::test]
+async fn followed_logs_end_when_the_gateway_stops() {
+    // A host that accepts TCP and never speaks SSH: its log would be awaited for long.
+    let (_silent, port) = support::silent_listener();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = INVENTORY.replace("port: 1,", &format!("port: {port},"));
+    let state = support::gateway_state(dir.path(), &inventory, "0.1.0", "0.1.0");
+    let req = deploy::gateway::service::LogsRequest {
+        env: "staging".into(),
+        follow: true,
+        ..Default::default()
+    };
+    let mut logs = state
+        .svc
+        .app_logs(&admin_principal(), "hello", req)
+        .await
+        .unwrap();
+    state.svc.end_log_streams();
+    let said = tokio::time::timeout(std::time::Duration::from_secs(5), logs.next())
+        .await
+        .expect("the stream ends at once")
+        .unwrap();
+    assert!(
+        said.notice && said.line.contains("the gateway is stopping"),
+        "{said:?}"
+    );
+    assert_eq!(logs.next().await, None);
 }

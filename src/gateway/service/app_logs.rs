@@ -1,13 +1,14 @@
 //! `app-logs`: a process's log streamed from the hosts of an environment (or one of
 //! them) through the gateway ([`crate::engine::app_logs`]).  The read scope suffices;
 //! every request is one audit row; at most [`MAX_LOG_STREAMS`] are open at once.  The
-//! stream ends when every host's `tail` ended, or, when followed, with its client.
+//! stream ends when every host's `tail` ended, or, when followed, with its client or
+//! when the gateway stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deploy_wire::api::LogLine;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{JobService, Result, ServiceError};
 use crate::engine::app_logs::{self, LogEvent, Source, TailSpec};
@@ -39,13 +40,31 @@ pub struct LogsRequest {
 /// The lines of an open log stream; dropping it ends the stream (and the remote tails).
 pub struct LogStream {
     rx: mpsc::Receiver<LogEvent>,
+    /// The gateway is stopping (see [`JobService::end_log_streams`]).
+    end: watch::Receiver<bool>,
+    ended: bool,
     _open: Open,
 }
 
 impl LogStream {
-    /// The next line; None once every host's `tail` ended.
+    /// The next line; None once every host's `tail` ended, or after the notice that the
+    /// gateway stops.
     pub async fn next(&mut self) -> Option<LogLine> {
-        let e = self.rx.recv().await?;
+        if self.ended {
+            return None;
+        }
+        let e = tokio::select! {
+            e = self.rx.recv() => e?,
+            _ = self.end.wait_for(|end| *end) => {
+                self.ended = true;
+                return Some(LogLine {
+                    host: "gateway".into(),
+                    copy: None,
+                    line: "the gateway is stopping; the log stream ends".into(),
+                    notice: true,
+                });
+            }
+        };
         Some(LogLine {
             host: e.host,
             copy: e.copy,
@@ -147,7 +166,18 @@ impl JobService {
         let pm = crate::procman::for_kind(a.process_manager);
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(app_logs::tail(cfg, hosts, pm, spec, tx));
-        Ok(LogStream { rx, _open: open })
+        Ok(LogStream {
+            rx,
+            end: self.end_logs.subscribe(),
+            ended: false,
+            _open: open,
+        })
+    }
+
+    /// Ends every log stream, open or opened later (the gateway stops: a followed log
+    /// would keep its connection, and the gateway, from closing).
+    pub fn end_log_streams(&self) {
+        self.end_logs.send_replace(true);
     }
 
     /// Counts a new stream, or refuses it at the limit.

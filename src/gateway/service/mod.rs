@@ -121,6 +121,8 @@ pub struct JobService {
     refusals: std::sync::Arc<RefusalLog>,
     /// Log streams (`app-logs`) open now.
     log_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when the gateway stops: every log stream ends.
+    end_logs: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl JobService {
@@ -134,6 +136,7 @@ impl JobService {
             http,
             refusals: Default::default(),
             log_streams: Default::default(),
+            end_logs: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
