@@ -50,6 +50,7 @@ impl Api {
             read_envs: list(read),
             admin,
             expires_ms,
+            run: false,
         };
         self.state.svc.db().create_token(&new).unwrap();
         token

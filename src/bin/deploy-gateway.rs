@@ -106,6 +106,10 @@ enum TokenCmd {
         /// May act on every environment and read the audit trail.
         #[arg(long)]
         admin: bool,
+        /// May run one-off commands (`deploy run`) as the app user, in the environments
+        /// it may act on (a right of its own; admins always may).
+        #[arg(long)]
+        run: bool,
         /// Lifetime: `90d`, `12h` or `30m`; after it the token is refused (401).
         #[arg(long)]
         expires: Option<String>,
@@ -231,6 +235,7 @@ fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
             env,
             read,
             admin,
+            run,
             expires,
         } => {
             let scope = tokens::Scopes {
@@ -238,6 +243,7 @@ fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
                 envs: env,
                 read,
                 admin,
+                run,
                 expires,
             };
             tokens::create(&store, scope)?

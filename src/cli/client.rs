@@ -2,7 +2,8 @@
 //! response, JSON errors mapped to the CLI's exit codes, and the SSE event stream with
 //! resume (`Last-Event-ID`): a stream silent for [`STREAM_READ_TIMEOUT`] (the gateway
 //! sends a keep-alive every 15 s) is dropped and resumed, and after [`STREAM_RETRIES`]
-//! failed attempts in a row the CLI gives up with exit 5.
+//! failed attempts in a row the CLI gives up with exit 5; and other SSE streams (a
+//! process's log) read once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -255,6 +256,35 @@ impl Client {
             }
         }
         Ok(None)
+    }
+
+    /// Reads the Server-Sent Events at `path` once (no resume), calling `on_frame(event,
+    /// data)` for each; true when the gateway ended it with `end`, false when it broke.
+    pub async fn stream(&self, path: &str, on_frame: &mut dyn FnMut(&str, &str)) -> Result<bool> {
+        use futures_util::StreamExt;
+        let resp = self
+            .request(&self.stream_http, reqwest::Method::GET, path)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let mut stream = self.check(resp).await?.bytes_stream();
+        let mut buf = Vec::<u8>::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Ok(false);
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = find_blank_line(&buf) {
+                let frame: Vec<u8> = buf.drain(..pos).collect();
+                let (_, kind, data) = parse_frame(&frame);
+                if kind == "end" {
+                    return Ok(true);
+                }
+                on_frame(&kind, &data);
+            }
+        }
+        Ok(false)
     }
 
     fn stream_timeout_secs(&self) -> u64 {

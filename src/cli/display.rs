@@ -110,7 +110,15 @@ impl Display {
                 check,
                 steps,
                 app,
-            } => self.job_started(&ts, &app, &env, &version, hosts, check, steps.len()),
+            } => {
+                // A one-off command (`deploy run`) is a job of one step, `run`.
+                let what = match (check, steps.as_slice()) {
+                    (true, _) => "check",
+                    (false, [one]) if one == "run" => "run",
+                    _ => "deploy",
+                };
+                self.job_started(&ts, &app, &env, &version, hosts, what, steps.len())
+            }
             EventKind::HostStarted { host } => {
                 if let Some(b) = self.bars.get(&host) {
                     b.set_message("connecting");
@@ -180,6 +188,11 @@ impl Display {
                 let s = status.as_str();
                 self.job_line(&ts, format!("{phase}{on} {s} {reason} ({elapsed_ms} ms)"));
             }
+            EventKind::CommandExited { host, exit_code } => {
+                if plain {
+                    println!("{ts} {host}: the command exited {exit_code}");
+                }
+            }
             EventKind::JobFinished {
                 status, elapsed_ms, ..
             } => {
@@ -213,11 +226,10 @@ impl Display {
         env: &str,
         version: &str,
         hosts: Vec<String>,
-        check: bool,
+        what: &str,
         steps: usize,
     ) {
         self.steps_per_host = steps.max(1) as u64;
-        let what = if check { "check" } else { "deploy" };
         if self.mode == Mode::Plain {
             println!(
                 "{ts} job: {what} {app} {version} to {env} on {} host(s)",

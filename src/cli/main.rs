@@ -4,9 +4,11 @@
 //! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
-//! application and environment); 130 detached with Ctrl-C (the job goes on).
+//! application and environment); 130 detached with Ctrl-C (the job goes on).  `deploy
+//! run` exits with its command's exit code once the command ran (see `day_two.rs`).
 
 mod client;
+mod day_two;
 mod display;
 mod settings;
 mod status;
@@ -103,6 +105,12 @@ enum Cmd {
         #[arg(long)]
         batch: Option<String>,
     },
+    /// Restart the release an environment runs (rolling, health-gated, installs nothing).
+    Restart(day_two::RestartArgs),
+    /// Run a one-off command as the app user in the live release on one host; exits with its code.
+    Run(day_two::RunArgs),
+    /// Show a process's log from the servers (default: web, the live slot); -f follows it.
+    AppLogs(day_two::LogsArgs),
     /// Recent jobs.
     Jobs {
         #[arg(long, default_value_t = 20)]
@@ -273,6 +281,9 @@ async fn run(cli: Cli) -> Result<u8> {
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
+        Cmd::Restart(a) => day_two::restart(&client(&cli)?, a, mode(&cli)).await,
+        Cmd::Run(a) => day_two::run(&client(&cli)?, a, cli.json).await,
+        Cmd::AppLogs(a) => day_two::app_logs(&client(&cli)?, a, cli.json).await,
         Cmd::Jobs { limit } => {
             let limit = limit.to_string();
             let q = urls::query(&[("limit", Some(&limit))]);

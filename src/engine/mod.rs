@@ -12,12 +12,17 @@
 //!    step decides ([`steps`]) and returns [`ops`], and the engine runs them.  A host whose
 //!    step fails stops there; the other hosts of its batch go on.  An unreachable host
 //!    fails alone.
+//!
+//! Day-two work besides rollouts: [`oneoff`] (`deploy run`: one command as the app user
+//! on one host) and [`app_logs`] (`deploy app-logs`: a process's log tailed from hosts).
 
+pub mod app_logs;
 mod exec;
 pub mod facts;
 pub mod fake;
 mod host;
 pub mod observe;
+pub mod oneoff;
 pub mod ops;
 pub mod phases;
 pub mod plan;
@@ -27,6 +32,8 @@ pub mod transport;
 
 #[cfg(test)]
 mod app_tests;
+#[cfg(test)]
+mod day_two_tests;
 #[cfg(test)]
 mod tests;
 

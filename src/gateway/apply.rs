@@ -188,6 +188,9 @@ fn text_line(ev: &Event) -> Option<String> {
             *elapsed_ms as f64 / 1000.0,
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
         ),
+        EventKind::CommandExited { host, exit_code } => {
+            format!("{host}: the command exited {exit_code}")
+        }
         EventKind::JobFinished {
             status,
             elapsed_ms,

@@ -1,6 +1,7 @@
 //! Tokens: made on the bastion (`deploy-gateway token create`), shown once, stored only as
 //! SHA-256 hashes.  A token carries a user name, the environments it may act on
-//! (read+write), the environments it may only read, and an optional expiry.
+//! (read+write), the environments it may only read, the `run` right (`deploy run`), and an
+//! optional expiry.
 
 use sha2::{Digest, Sha256};
 
@@ -15,6 +16,8 @@ pub struct Principal {
     /// Environments it may only read.
     pub read_envs: Vec<String>,
     pub admin: bool,
+    /// May run one-off commands (`deploy run`) where it may act.
+    pub run: bool,
     /// Where the request came from (an address, or `local`), for the audit trail.
     pub source: String,
 }
@@ -27,6 +30,12 @@ impl Principal {
     /// May this principal deploy to, roll back or cancel jobs of `env`?
     pub fn may_act_on(&self, env: &str) -> bool {
         self.admin || covers(&self.envs, env)
+    }
+
+    /// May this principal run one-off commands (`deploy run`)?  A right of its own, on
+    /// top of acting on the environment; admins always may.
+    pub fn may_run(&self) -> bool {
+        self.admin || self.run
     }
 
     /// May this principal see jobs, releases and hosts of `env`?

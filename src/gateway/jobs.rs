@@ -20,7 +20,9 @@ use super::events::Events;
 use super::relay::{Relay, RelayCache};
 use super::store::{Db, LockHolder, NewEvent, Orphans, StoreError, now_ms};
 use crate::artifacts::{ArtifactSource, Auth, SimpleIndex};
-use crate::engine::{self, CancelFlag, EngineConfig, IndexAccess, JobSpec, Plan, UvTool};
+use crate::engine::{
+    self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, Plan, UvTool,
+};
 use crate::error::InputError;
 use crate::inventory::{App, Delivery, Inventory};
 use crate::pins::HostKeyPins;
@@ -72,6 +74,9 @@ pub struct Planned {
     plan: Plan,
     engine: EngineConfig,
 }
+
+/// The work of a job: the engine's run, ending with its result.
+pub type JobWork = futures_util::future::BoxFuture<'static, engine::JobResult>;
 
 /// The relay's upstream: connecting, and any read that gets no byte for this long, fail
 /// (a stalled upstream cannot hold a job's listing lock or a download forever).
@@ -209,13 +214,24 @@ impl Jobs {
             env: job.env.clone(),
             version: job.version.clone(),
             check: job.check,
-            no_install: job.kind == deploy_wire::api::JobKind::Rollback,
-            restart: false,
+            no_install: matches!(job.kind, JobKind::Rollback | JobKind::Restart),
+            restart: job.kind == JobKind::Restart,
             batch,
             index: self.index_access(&inv, &job)?,
         };
         let plan = engine::plan(&inv, &engine, &spec)?;
         Ok(Planned { job, plan, engine })
+    }
+
+    /// Runs a locked one-off command job (`deploy run`); `cfg` from [`Self::engine_config`],
+    /// read before the lock was taken.
+    pub fn spawn_oneoff(&self, job: JobInfo, o: engine::oneoff::OneOff, cfg: EngineConfig) {
+        self.spawn_with(job, move |sink, cancel| {
+            Box::pin(async move {
+                let ran = engine::oneoff::run(o, Arc::new(cfg), sink, cancel).await;
+                ran.result
+            })
+        });
     }
 
     /// Creates the job and takes its (application, environment) lock, unless held.
@@ -227,6 +243,23 @@ impl Jobs {
     /// Runs a locked job in a task of its own; its end frees the lock.
     pub fn spawn(&self, planned: Planned) {
         let Planned { job, plan, engine } = planned;
+        self.spawn_with(job, move |sink, cancel| {
+            Box::pin(engine::run_cancellable(
+                plan,
+                Arc::new(engine),
+                sink,
+                cancel,
+            ))
+        });
+    }
+
+    /// Runs a locked job whose work is `run` (given the job's sink and cancel flag) in
+    /// a task of its own; its end is recorded and frees the lock.
+    pub fn spawn_with(
+        &self,
+        job: JobInfo,
+        run: impl FnOnce(Arc<dyn EventSink>, CancelFlag) -> JobWork,
+    ) {
         let cancel = CancelFlag::default();
         self.cancels
             .lock()
@@ -234,10 +267,11 @@ impl Jobs {
             .insert(job.id.clone(), cancel.clone());
         let (this, sink) = (self.clone(), self.events.job_sink(&job));
         let span = tracing::info_span!("job", id = %job.id, app = %job.app, env = %job.env);
+        let work = run(sink, cancel);
         tokio::spawn(
             async move {
                 tracing::info!("{} {} started by {}", job.kind, job.version, job.user);
-                let result = engine::run_cancellable(plan, Arc::new(engine), sink, cancel).await;
+                let result = work.await;
                 this.finish(&job, result).await;
             }
             .instrument(span),
@@ -253,7 +287,8 @@ impl Jobs {
         let recorded = self
             .db
             .call(move |s| {
-                if !job.check {
+                // A one-off command changes no release: no ledger rows.
+                if !job.check && job.kind != JobKind::Run {
                     for h in &result.hosts {
                         let from = s.live(&job.app, &job.env, &h.host)?.map(|e| e.version);
                         // (The live record was kept current by `switched` events.)

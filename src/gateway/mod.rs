@@ -56,9 +56,15 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     retention::spawn(state.svc.db().clone(), days);
     lock.announce(&addr.to_string())?;
     tracing::info!("listening on http://{addr}");
+    let svc = state.svc.clone();
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Followed logs never end by themselves: they end when the gateway stops.
+    let stopping = async move {
+        shutdown().await;
+        svc.end_log_streams();
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(stopping)
         .await
         .map_err(|e| e.to_string())
 }

@@ -34,7 +34,7 @@ pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, String> {
         .await
         .map_err(|e| e.to_string())?
         .ok_or("no such job")?;
-    if job.kind == JobKind::Check {
+    if matches!(job.kind, JobKind::Check | JobKind::Run) {
         return Ok(0);
     }
     let inv = jobs.inventory().map_err(|e| e.to_string())?;

@@ -1,6 +1,6 @@
 //! `deploy-gateway token create|list` on the bastion: names checked, only the hash
-//! stored, the token printed once; the list shows scopes, expiry and last use, never a
-//! token.
+//! stored, the token printed once; the list shows scopes, rights (admin, run), expiry and
+//! last use, never a token.
 
 use super::auth;
 use super::store::{Db, NewToken, StoreError, now_ms};
@@ -17,6 +17,8 @@ pub struct Scopes {
     /// Only read.
     pub read: Vec<String>,
     pub admin: bool,
+    /// May run one-off commands (`deploy run`) where it may act.
+    pub run: bool,
     /// `90d`, `12h`, `30m`.
     pub expires: Option<String>,
 }
@@ -40,6 +42,7 @@ pub fn create(store: &Db, s: Scopes) -> Result<(), (u8, String)> {
         read_envs: s.read.clone(),
         admin: s.admin,
         expires_ms,
+        run: s.run,
     };
     store.create_token(&new).map_err(db)?;
     store
@@ -58,11 +61,15 @@ pub fn create(store: &Db, s: Scopes) -> Result<(), (u8, String)> {
     let until = expires_ms
         .map(|t| format!("; expires {} UTC", utc(t)))
         .unwrap_or_default();
+    let rights = match (s.admin, s.run) {
+        (true, _) => ", admin",
+        (false, true) => ", run",
+        (false, false) => "",
+    };
     eprintln!(
-        "token {id} for {} (environments: {}{read}{}{until}); shown once, store it now:",
+        "token {id} for {} (environments: {}{read}{rights}{until}); shown once, store it now:",
         s.user,
         s.envs.join(","),
-        if s.admin { ", admin" } else { "" }
     );
     println!("{token}");
     Ok(())
@@ -72,8 +79,15 @@ pub fn create(store: &Db, s: Scopes) -> Result<(), (u8, String)> {
 pub fn list(store: &Db) -> Result<(), StoreError> {
     let tokens = store.tokens()?;
     println!(
-        "{:<10} {:<16} {:<20} {:<16} {:<6} {:<17} {:<17} state",
-        "id", "user", "environments", "read-only", "admin", "expires (UTC)", "last used (UTC)"
+        "{:<10} {:<16} {:<20} {:<16} {:<6} {:<6} {:<17} {:<17} state",
+        "id",
+        "user",
+        "environments",
+        "read-only",
+        "admin",
+        "run",
+        "expires (UTC)",
+        "last used (UTC)"
     );
     let now = now_ms();
     for t in tokens {
@@ -83,12 +97,13 @@ pub fn list(store: &Db) -> Result<(), StoreError> {
             _ => "active",
         };
         println!(
-            "{:<10} {:<16} {:<20} {:<16} {:<6} {:<17} {:<17} {state}",
+            "{:<10} {:<16} {:<20} {:<16} {:<6} {:<6} {:<17} {:<17} {state}",
             t.id,
             t.user,
             t.envs.join(","),
             t.read_envs.join(","),
             t.admin,
+            t.run,
             t.expires_ms.map(utc).unwrap_or_else(|| "never".into()),
             t.last_used_ms.map(utc).unwrap_or_else(|| "never".into()),
         );

@@ -160,6 +160,45 @@ pub struct RollbackRequest {
     pub batch: Option<String>,
 }
 
+/// `POST /v1/restarts`: the release the environment runs, started afresh on every host
+/// (rolling, health-gated, nothing installed).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RestartRequest {
+    pub app: String,
+    pub env: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+}
+
+/// `POST /v1/runs`: a one-off command in the live release's environment on one host, as
+/// the app user.  Needs the token's `run` right.  The job's final events say the
+/// command's exit code (`command_exited`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct RunRequest {
+    pub app: String,
+    pub env: String,
+    /// Default: the environment's first host by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The command and its arguments, each quoted on its own (never pasted).
+    pub command: Vec<String>,
+}
+
+/// One `line` event of `GET /v1/apps/{app}/logs` (Server-Sent Events; the stream ends
+/// with an `end` event when every host's `tail` ended).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub host: String,
+    /// Which copy of a process that runs several (from 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<u32>,
+    pub line: String,
+    /// The line is the gateway's, about the host (unreachable, nothing live, lines
+    /// dropped), not the log's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
+}
+
 /// Defines a closed set of lowercase words: serde (`rename_all = "lowercase"`), `as_str`,
 /// `Display` (padding honoured, for tables) and `FromStr` (for the store).
 macro_rules! word_enum {
@@ -215,6 +254,11 @@ word_enum! {
         Check = "check",
         /// A deploy of a release already on disk: installs nothing.
         Rollback = "rollback",
+        /// The live release started afresh (idle slot, then the switch; processes
+        /// restarted): installs nothing.
+        Restart = "restart",
+        /// A one-off command as the app user on one host (`deploy run`).
+        Run = "run",
     }
 }
 

@@ -176,6 +176,12 @@ pub enum EventKind {
         reason: String,
         elapsed_ms: u64,
     },
+    /// A one-off command (`deploy run`) ended on `host` with this exit status; the last
+    /// event before `job_finished`.  The job succeeded when it is 0.
+    CommandExited {
+        host: String,
+        exit_code: u32,
+    },
     JobFinished {
         status: JobStatus,
         elapsed_ms: u64,

@@ -1,9 +1,11 @@
 //! The HTTP API under `/v1`: the route table (and which routes are public), the state,
 //! the layers (version handshake and request log on everything; the token check on every
 //! route not in [`PUBLIC_ROUTES`]) and the JSON fallback.  Handlers live in one file per
-//! resource and stay thin: parse, call the job service, map its error.
+//! resource (`day_two.rs`: restart, run, app logs) and stay thin: parse, call the job
+//! service, map its error.
 
 mod apps;
+mod day_two;
 mod error;
 mod handshake;
 mod jobs;
@@ -96,6 +98,9 @@ fn table() -> Table {
         )
         .add(Method::POST, "/v1/deployments", jobs::deploy)
         .add(Method::POST, "/v1/rollbacks", jobs::rollback)
+        .add(Method::POST, "/v1/restarts", day_two::restart)
+        .add(Method::POST, "/v1/runs", day_two::run)
+        .add(Method::GET, "/v1/apps/{app}/logs", day_two::logs)
         .add(Method::GET, "/v1/jobs", jobs::list)
         .add(Method::GET, "/v1/jobs/{id}", jobs::show)
         .add(Method::POST, "/v1/jobs/{id}/cancel", jobs::cancel)

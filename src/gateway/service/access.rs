@@ -1,6 +1,7 @@
 //! Who may do what: bearer tokens (unknown, revoked and expired ones get 401; last use is
-//! written at most once a minute per token), write scopes (deploy, rollback, cancel) and
-//! read scopes (every list and record), and the audit of refusals.
+//! written at most once a minute per token), write scopes (deploy, rollback, restart,
+//! run, cancel), read scopes (every list and record, `app-logs`), the `run` right, and
+//! the audit of refusals.
 //!
 //! Decision: refusals of write requests are audited one row each (they need a valid
 //! token, and each is an attempt to change something).  Refusals that anyone can cause
@@ -114,6 +115,7 @@ impl JobService {
             envs: t.envs,
             read_envs: t.read_envs,
             admin: t.admin,
+            run: t.run,
             source: source.to_string(),
         })
     }
@@ -182,7 +184,19 @@ impl JobService {
         )))
     }
 
-    /// Refuses (and audits, rate-limited) a principal that may not read `env`.
+    /// Refuses (and audits, every time) a principal without the `run` right.
+    pub(super) async fn may_run(&self, p: &Principal, target: &str) -> Result<()> {
+        if p.may_run() {
+            return Ok(());
+        }
+        self.audit(&p.user, "run", target, "refused: no run right")
+            .await;
+        Err(ServiceError::Forbidden(format!(
+            "the token of user {} lacks the `run` right (an admin makes one with `deploy-gateway token create ... --run`)",
+            p.user
+        )))
+    }
+
     /// The environments of `app` the principal may read; none at all is a refusal
     /// (audited as a read of `what`), so a caller never asks a backend for nothing.
     pub(super) async fn readable_envs(
@@ -204,6 +218,7 @@ impl JobService {
         Ok(envs)
     }
 
+    /// Refuses (and audits, rate-limited) a principal that may not read `env`.
     pub(super) async fn readable(&self, p: &Principal, env: &str, what: &str) -> Result<()> {
         if p.may_read(env) {
             return Ok(());

@@ -7,14 +7,20 @@
 //! The rest of the policy sits beside it: `access.rs` (tokens, expiry, read and write
 //! scopes, refusals audited with a rate limit), `reads.rs` (what each list shows to whom),
 //! `rollback.rs` (which release a rollback goes to) and `status.rs` (the record against
-//! what hosts say).
+//! what hosts say); the day-two commands: `restart.rs` (what the environment runs,
+//! started afresh), `run.rs` (a one-off command, with the `run` right) and `app_logs.rs`
+//! (a process's log streamed from the hosts).
 
 mod access;
+mod app_logs;
 mod reads;
+mod restart;
 mod rollback;
+mod run;
 mod status;
 
 pub use access::RefusalLog;
+pub use app_logs::{LogStream, LogsRequest};
 pub use rollback::rollback_target;
 pub use status::{disagrees, observed_host};
 
@@ -82,6 +88,8 @@ enum Wanted {
     Version { request: String, pre: bool },
     /// The release that ran on the environment before the live one (rollback).
     Previous,
+    /// The one release every host of the environment runs now (restart).
+    Live,
 }
 
 /// One request for a job, whatever its kind.
@@ -98,6 +106,7 @@ impl Order {
         let v = match &self.wanted {
             Wanted::Version { request, .. } => request.as_str(),
             Wanted::Previous => "previous",
+            Wanted::Live => "live",
         };
         format!("{}/{} {v}", self.app, self.env)
     }
@@ -110,6 +119,10 @@ pub struct JobService {
     http: reqwest::Client,
     /// Refusals already audited in the current minute, per source and reason.
     refusals: std::sync::Arc<RefusalLog>,
+    /// Log streams (`app-logs`) open now.
+    log_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when the gateway stops: every log stream ends.
+    end_logs: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl JobService {
@@ -118,11 +131,12 @@ impl JobService {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("http client");
-        let refusals = Default::default();
         JobService {
             jobs,
             http,
-            refusals,
+            refusals: Default::default(),
+            log_streams: Default::default(),
+            end_logs: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
@@ -236,6 +250,7 @@ impl JobService {
             }
             Wanted::Version { request, .. } => Ok(request.clone()),
             Wanted::Previous => self.previous_release(&order.app, &order.env).await,
+            Wanted::Live => self.live_release(&order.app, &order.env).await,
         }
     }
 

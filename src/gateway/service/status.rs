@@ -53,7 +53,7 @@ pub fn disagrees(record: &HostRelease, seen: &ObservedHost) -> bool {
 }
 
 /// One host's record: the live row, else the ledger's last good deploy.
-fn record(
+pub(super) fn record(
     s: &dyn Store,
     app: &str,
     env: &str,

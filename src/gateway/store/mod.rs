@@ -53,6 +53,8 @@ pub struct TokenRow {
     pub expires_ms: Option<u64>,
     /// Updated at most once a minute (see `JobService::authenticate`).
     pub last_used_ms: Option<u64>,
+    /// May run one-off commands (`deploy run`) in the environments it may act on.
+    pub run: bool,
 }
 
 /// A token to store: its public id, its hash and what it may do.
@@ -65,6 +67,8 @@ pub struct NewToken {
     pub read_envs: Vec<String>,
     pub admin: bool,
     pub expires_ms: Option<u64>,
+    /// The `run` right (`deploy run`).
+    pub run: bool,
 }
 
 /// Which environments a listing may show.

@@ -57,13 +57,15 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX deploys_target ON deploys (app, env, id);
      CREATE INDEX jobs_finished ON jobs (finished_ms);
      CREATE INDEX audit_ts ON audit (ts_ms);",
+    // version 3: the `run` right of tokens (`deploy run`), separate from their scopes.
+    "ALTER TABLE tokens ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
 ];
 
 const JOB_COLS: &str =
     "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error";
 const LEDGER_COLS: &str = "job_id, app, env, host, version, from_version, result, user, ts_ms";
 pub(super) const TOKEN_COLS: &str =
-    "id, user, envs, admin, created_ms, revoked_ms, read_envs, expires_ms, last_used_ms";
+    "id, user, envs, admin, created_ms, revoked_ms, read_envs, expires_ms, last_used_ms, run";
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -125,6 +127,7 @@ pub(super) fn token_from_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
         read_envs: list(&r.get::<_, String>(6)?),
         expires_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
         last_used_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        run: r.get::<_, i64>(9)? != 0,
     })
 }
 

@@ -1,5 +1,6 @@
-//! The SQLite queries of version 2 of the schema: the live record, the deploy history,
-//! tokens (scopes, expiry, last use) and retention.  Part of `sqlite.rs`'s `Store` impl.
+//! The SQLite queries of versions 2 and 3 of the schema: the live record, the deploy
+//! history, tokens (scopes, expiry, last use, the `run` right) and retention.  Part of
+//! `sqlite.rs`'s `Store` impl.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -95,8 +96,8 @@ pub(super) fn deploy_history(
 pub(super) fn create_token(s: &SqliteStore, t: &NewToken) -> Result<()> {
     s.with("adding a token", |c| {
         c.execute(
-            "INSERT INTO tokens (id, hash, user, envs, admin, created_ms, read_envs, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO tokens (id, hash, user, envs, admin, created_ms, read_envs, expires_ms, run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 t.id,
                 t.hash,
@@ -105,7 +106,8 @@ pub(super) fn create_token(s: &SqliteStore, t: &NewToken) -> Result<()> {
                 t.admin as i64,
                 now_ms() as i64,
                 t.read_envs.join(","),
-                t.expires_ms.map(|v| v as i64)
+                t.expires_ms.map(|v| v as i64),
+                t.run as i64
             ],
         )
         .map(|_| ())

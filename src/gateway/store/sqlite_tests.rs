@@ -177,10 +177,12 @@ fn tokens_keep_read_scopes_expiry_and_last_use() {
         read_envs: vec!["staging".into()],
         admin: false,
         expires_ms: Some(5),
+        run: true,
     })
     .unwrap();
     s.touch_token("t1", 7).unwrap();
     let t = s.token_by_hash("h1").unwrap().unwrap();
+    assert!(t.run, "the run right is kept");
     assert_eq!(
         (t.envs.len(), t.read_envs, t.expires_ms, t.last_used_ms),
         (0, vec!["staging".to_string()], Some(5), Some(7))
