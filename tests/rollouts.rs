@@ -1,6 +1,7 @@
-//! Safe rollouts on real servers: zero dropped requests under load, a broken release
-//! halted at the canary, rollback without installing, keep-N with a failed release, a
-//! server stopped mid-rollout, and cancel mid-rollout.
+//! Safe rollouts on real servers: zero dropped requests under load (upgrade, halt,
+//! rollback, restart), a broken release halted at the canary, rollback without
+//! installing, keep-N with a failed release, a server stopped mid-rollout, and cancel
+//! mid-rollout.
 
 mod support;
 
@@ -173,6 +174,29 @@ fn zero_downtime_upgrade_broken_release_halt_and_rollback_under_keepalive_load()
         r.stdout
     );
     assert!(r.stderr.contains("started: rollback hello 1.0.0"), "{r:?}");
+
+    // `deploy restart` under the same load: each host's other slot starts the same
+    // release and takes the traffic after its health check; zero failures, no reload.
+    let slots_before: Vec<String> = tb.servers.iter().map(|s| live_slot(&s.container)).collect();
+    let nginx_before = workers(&tb);
+    let load = Loads::start(&tb);
+    let r = gw.run(Some(&ann), &["restart", "hello", "-e", "staging", "--yes"]);
+    keepalive_sent += load.check("restart");
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        workers(&tb),
+        nginx_before,
+        "nginx reloaded during the restart"
+    );
+    for (s, before) in tb.servers.iter().zip(slots_before) {
+        assert_ne!(
+            live_slot(&s.container),
+            before,
+            "{}: the other slot took over",
+            s.name
+        );
+        assert_eq!(served_version(s), "1.0.0");
+    }
     eprintln!("keep-alive requests in all: {keepalive_sent}");
     assert!(
         keepalive_sent >= 20_000,

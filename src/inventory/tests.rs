@@ -1,0 +1,203 @@
+//! Tests of the inventory: parsing, defaults, and errors with file, line and field.
+
+use super::*;
+
+const GOOD: &str = "\
+hosts:
+  web1: {address: 10.0.0.1, groups: [web]}
+  web2: {address: 10.0.0.2, port: 2222, user: ops, groups: [canary]}
+applications:
+  hello:
+    package: hello-app
+    index_url: http://index:8080/simple/
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.com]
+    env: {GREETING: hi}
+    environments:
+      staging: {groups: [canary]}
+      production: {groups: [web], parallel: 5}
+";
+
+fn parse(text: &str) -> Result<Inventory, InputError> {
+    Inventory::parse(Path::new("inventory.yml"), text)
+}
+
+#[test]
+fn parses_hosts_apps_and_defaults() {
+    let inv = parse(GOOD).unwrap();
+    assert_eq!(inv.hosts["web1"].port, 22);
+    assert_eq!(inv.hosts["web1"].user, "deploy");
+    assert_eq!(inv.hosts["web2"].user, "ops");
+    let app = inv.app("hello").unwrap();
+    assert_eq!(app.playbook, "python-web");
+    assert_eq!(app.keep_releases, 3);
+    assert_eq!(app.health.path, "/healthz");
+    let (env, hosts) = inv.hosts_for(app, "staging").unwrap();
+    assert_eq!(env.parallel, 10);
+    assert_eq!(
+        hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["web2"]
+    );
+    let (env, hosts) = inv.hosts_for(app, "production").unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(env.rollout, Rollout::default());
+    assert_eq!(BatchSize::parse("25%").unwrap().of(10), 3);
+    assert_eq!(BatchSize::parse("2").unwrap().of(10), 2);
+    assert!(BatchSize::parse("0").is_err() && BatchSize::parse("150%").is_err());
+    assert!(
+        inv.hosts_for(app, "qa")
+            .unwrap_err()
+            .to_string()
+            .contains("no environment `qa`")
+    );
+}
+
+#[test]
+fn malformed_yaml_names_file_and_line() {
+    let err = parse("hosts:\n  web1: {address: 10.0.0.1, groups: [web]\n  web2: x\n").unwrap_err();
+    assert_eq!(err.file, Path::new("inventory.yml"));
+    assert!(err.line.is_some(), "{err}");
+    assert!(err.to_string().starts_with("inventory.yml:"), "{err}");
+}
+
+#[test]
+fn unknown_fields_are_rejected_with_their_line() {
+    let text = GOOD.replace("    port: 8000\n", "    port: 8000\n    prot: 9000\n");
+    let err = parse(&text).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("prot"), "{msg}");
+    assert_eq!(err.line, Some(10), "{msg}");
+}
+
+#[test]
+fn a_host_in_no_group_is_an_error() {
+    let text = GOOD.replace(
+        "  web1: {address: 10.0.0.1, groups: [web]}",
+        "  web1: {address: 10.0.0.1}",
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, "hosts.web1.groups");
+    assert_eq!(err.line, Some(2));
+    assert!(err.message.contains("in no group"), "{err}");
+}
+
+#[test]
+fn an_environment_naming_an_unknown_group_is_an_error() {
+    let text = GOOD.replace(
+        "staging: {groups: [canary]}",
+        "staging: {groups: [canary, db]}",
+    );
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, "applications.hello.environments.staging.groups");
+    assert_eq!(err.line, Some(13));
+    assert!(
+        err.message
+            .contains("no host is in group `db`; known groups: canary, web"),
+        "{err}"
+    );
+}
+
+#[test]
+fn names_that_could_smuggle_shell_are_refused() {
+    let text = GOOD.replace("  hello:\n", "  \"hello;id\":\n");
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid application name \"hello;id\""),
+        "{err}"
+    );
+    let text = GOOD.replace("package: hello-app", "package: \"hello-app$(id)\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, "applications.hello.package");
+    assert_eq!(err.line, Some(6));
+    let text = GOOD.replace("GREETING: hi", "\"A;B\": hi");
+    assert_eq!(parse(&text).unwrap_err().field, "applications.hello.env");
+}
+
+#[test]
+fn secret_values_are_not_echoed_in_errors() {
+    let text = GOOD.replace("GREETING: hi", "PASSWORD: \"s3cr3t\\nline\"");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("PASSWORD") && !err.contains("s3cr3t"), "{err}");
+}
+
+#[test]
+fn two_environments_sharing_a_host_are_refused() {
+    let text = GOOD.replace("groups: [canary]}", "groups: [canary, web]}");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.field, "applications.hello.environments.staging.groups");
+    assert_eq!(err.line, Some(13));
+    assert!(
+        err.message
+            .contains("environments `production` and `staging` both select host `web1`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runtime_fields_parse_with_defaults() {
+    let inv = parse(GOOD).unwrap();
+    let r = &inv.app("hello").unwrap().runtime;
+    assert_eq!(r.run_as, "app-hello");
+    assert_eq!((r.timeout_secs, r.worker_class.as_deref()), (30, None));
+    assert!(r.processes.is_empty() && r.static_files.is_none());
+    let text = GOOD.replace(
+            "    env: {GREETING: hi}\n",
+            "    env: {GREETING: hi}\n    run_as: shop\n    worker_class: uvicorn.workers.UvicornWorker\n    server_args: [--max-requests, \"100\"]\n    processes:\n      worker: {command: python -m rq worker, count: 2}\n    hooks:\n      before_switch:\n        - {name: migrate, command: python -m django migrate}\n        - {name: static, command: python -m django collectstatic, scope: every_host}\n    static: {url: /static/}\n",
+        );
+    let inv = parse(&text).unwrap();
+    let r = &inv.app("hello").unwrap().runtime;
+    assert_eq!(r.run_as, "shop");
+    assert_eq!(r.server_args, ["--max-requests", "100"]);
+    assert_eq!(
+        (r.processes[0].name.as_str(), r.processes[0].count),
+        ("worker", 2)
+    );
+    let b = &r.hooks.before_switch;
+    assert_eq!(
+        (b[0].scope, b[1].scope),
+        (HookScope::Once, HookScope::EveryHost)
+    );
+    assert_eq!(r.static_files.as_ref().unwrap().dir, "static");
+}
+
+#[test]
+fn bad_runtime_fields_name_their_line_and_field() {
+    let add = |extra: &str| {
+        let text = GOOD.replace(
+            "    env: {GREETING: hi}\n",
+            &format!("    env: {{GREETING: hi}}\n{extra}"),
+        );
+        parse(&text).unwrap_err()
+    };
+    let e = add("    processes:\n      worker: {command: celery, cuont: 2}\n");
+    assert!(e.message.contains("cuont") && e.line == Some(13), "{e}");
+    let e = add("    hooks:\n      before_switch:\n        - {name: migrate}\n");
+    assert_eq!(e.field, "applications.hello.hooks.before_switch[0].command");
+    assert!(
+        e.message.contains("expected a command") && e.line == Some(14),
+        "{e}"
+    );
+    let e = add("    static: {url: static/}\n");
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("applications.hello.static.url", Some(12))
+    );
+    assert!(e.message.contains("leading and a trailing `/`"), "{e}");
+    let e = add("    processes:\n      web: {command: gunicorn}\n");
+    assert!(e.message.contains("blue/green"), "{e}");
+    let e = add("    run_as: root\n");
+    assert_eq!(e.field, "applications.hello.run_as");
+    let e = add("    processes:\n      w: {command: \"a\\nb\"}\n");
+    assert!(e.message.contains("one line"), "{e}");
+}
+
+#[test]
+fn url_host_extracts_the_host() {
+    assert_eq!(url_host("http://index:8080/simple/"), Some("index"));
+    assert_eq!(
+        url_host("https://u:p@repo.example.com/api/pypi/simple"),
+        Some("repo.example.com")
+    );
+}
