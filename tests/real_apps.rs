@@ -165,6 +165,13 @@ fn a_django_app_migrates_once_serves_static_files_and_its_workers_follow_the_rel
         !out.contains("Applying") && !out.contains("copied"),
         "{out}"
     );
+    // ... and changes nothing: no env file written, no slot restarted.
+    let steps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(": env_file ") || l.contains(": start "))
+        .collect();
+    assert_eq!(steps.len(), 6, "{out}");
+    assert!(steps.iter().all(|l| l.contains(" ok ")), "{steps:#?}");
 
     // An upgrade with a second migration; the workers move to it.
     let r = release(&gw, &admin, "shop", "2.0.0");

@@ -135,4 +135,13 @@ async fn hook_output_is_streamed_with_the_apps_secrets_scrubbed() {
     assert!(lines.contains(&"DB_PASSWORD=***"), "{lines:?}");
     let all = format!("{events:?}");
     assert!(!all.contains("s3cr3t-pw-42"), "a secret leaked");
+    // The facts are not scrubbed: the env file read back equals the rendered one, so a
+    // re-deploy changes nothing (no restart).
+    let (r, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    assert_eq!(
+        step_status(&events, "web1", "env_file"),
+        Some(StepStatus::Ok)
+    );
+    assert_eq!(step_status(&events, "web1", "start"), Some(StepStatus::Ok));
 }

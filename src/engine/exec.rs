@@ -116,6 +116,24 @@ impl HostRun<'_> {
         Ok(out)
     }
 
+    /// Runs a read-only command whose stdout is a fact: kept as the host has it (the env
+    /// file is compared with the rendered one; facts never become events but through
+    /// redacted diffs), stderr and errors scrubbed.
+    pub(super) async fn read(&self, c: &cmd::RemoteCmd) -> Result<Output, String> {
+        let secrets = &self.secrets;
+        let mut out = self
+            .conn
+            .exec(c, self.cfg.command_timeout, &mut |_, _| {})
+            .await
+            .map_err(|e| scrub(&e, secrets))?;
+        out.stderr = scrub(&out.stderr, secrets);
+        if !out.ok() {
+            // A failed read's output may end up in an error message.
+            out.stdout = scrub(&out.stdout, secrets);
+        }
+        Ok(out)
+    }
+
     async fn must(&self, c: &cmd::RemoteCmd, stream: bool, what: &str) -> Result<Output, String> {
         let out = self.run(c, stream).await?;
         if out.ok() {

@@ -165,7 +165,7 @@ impl<'a> HostRun<'a> {
         let reads = cmds.iter().map(|(f, cs)| async move {
             let mut outs = Vec::new();
             for c in cs {
-                outs.push(this.run(c, false).await?);
+                outs.push(this.read(c).await?);
             }
             Ok::<_, String>((*f, outs))
         });
