@@ -245,9 +245,19 @@ fn a_host_that_stops_answering_after_its_switch_is_reported_then_converges() {
 }
 
 fn docker(args: &[&str]) {
-    let st = std::process::Command::new("docker")
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success(), "docker {args:?}");
+    // The cgroup freezer behind `docker pause` may fail to freeze a task caught in
+    // uninterruptible I/O ("unable to freeze" on this machine's fuse-overlayfs); it
+    // gets a few more tries, a moment apart.
+    let tries = if args.first() == Some(&"pause") { 5 } else { 1 };
+    for i in 1..=tries {
+        let st = std::process::Command::new("docker")
+            .args(args)
+            .status()
+            .unwrap();
+        if st.success() {
+            return;
+        }
+        assert!(i < tries, "docker {args:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
