@@ -115,6 +115,7 @@ impl Display {
                 let what = match (check, steps.as_slice()) {
                     (true, _) => "check",
                     (false, [one]) if one == "run" => "run",
+                    (false, [one]) if one == "build" => "build",
                     _ => "deploy",
                 };
                 self.job_started(&ts, &app, &env, &version, hosts, what, steps.len())
@@ -135,6 +136,12 @@ impl Display {
                 if let Some(b) = self.bars.get(&host) {
                     b.set_message(step);
                 }
+            }
+            EventKind::Output {
+                host, step, line, ..
+            } if host.is_empty() => {
+                // A job-level phase's output (a build's console): shown in full.
+                self.job_line(&ts, format!("{step}: | {line}"));
             }
             EventKind::Output {
                 host, step, line, ..
@@ -187,6 +194,34 @@ impl Display {
                 let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
                 let s = status.as_str();
                 self.job_line(&ts, format!("{phase}{on} {s} {reason} ({elapsed_ms} ms)"));
+            }
+            EventKind::Built {
+                commit,
+                number,
+                version,
+                file,
+                sha256,
+                ..
+            } => {
+                let short = &commit[..commit.len().min(12)];
+                let sum = &sha256[..sha256.len().min(16)];
+                self.job_line(
+                    &ts,
+                    format!("built {version} from {short} (build {number}): {file} sha256 {sum}…"),
+                );
+            }
+            EventKind::Notified {
+                notifier,
+                event,
+                attempt,
+                ok,
+                error,
+            } => {
+                let how = match (ok, error) {
+                    (true, _) => "delivered".to_string(),
+                    (false, e) => format!("not delivered: {}", e.unwrap_or_default()),
+                };
+                self.job_line(&ts, format!("{notifier} {event} (attempt {attempt}) {how}"));
             }
             EventKind::CommandExited { host, exit_code } => {
                 if plain {

@@ -158,6 +158,24 @@ fn text_line(ev: &Event) -> Option<String> {
         EventKind::Connected {
             host, elapsed_ms, ..
         } => format!("{host}: connected in {elapsed_ms} ms"),
+        EventKind::Built {
+            commit,
+            number,
+            version,
+            file,
+            sha256,
+            ..
+        } => format!("job: built {version} from {commit} (build {number}): {file} sha256 {sha256}"),
+        EventKind::Notified {
+            notifier,
+            event,
+            attempt,
+            ok,
+            error,
+        } => format!(
+            "job: {notifier} {event} attempt {attempt}: {}",
+            if *ok { "delivered" } else { error.as_deref().unwrap_or("failed") }
+        ),
         EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
         EventKind::StepFinished {
             host,

@@ -16,6 +16,8 @@ use serde::Deserialize;
 use crate::artifacts::{ArtifactSource, Artifactory, Auth, Secret, SimpleIndex};
 use crate::error::InputError;
 
+use super::pipeline_config::{AppPipeline, Pipeline, RawBuilder, RawGit};
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub path: PathBuf,
@@ -41,6 +43,8 @@ pub struct GatewayConfig {
     pub relay_cache_max_mb: u64,
     /// Finished jobs, their events and audit rows older than this are pruned.
     pub retention_days: u64,
+    /// Git hosts, builders and notifiers, and which each application uses.
+    pub pipeline: Pipeline,
 }
 
 /// `[uv]`: a uv binary for the servers, pinned by its SHA-256.
@@ -85,7 +89,16 @@ struct RawSource {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAppCfg {
-    source: String,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    git: Option<String>,
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    builder: Option<String>,
+    #[serde(default)]
+    build_job: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +132,12 @@ struct Raw {
     sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     applications: BTreeMap<String, RawAppCfg>,
+    #[serde(default)]
+    git: BTreeMap<String, RawGit>,
+    #[serde(default)]
+    builders: BTreeMap<String, RawBuilder>,
+    #[serde(default)]
+    notify: Option<toml::Value>,
     #[serde(default)]
     uv: Option<UvConfig>,
     #[serde(default)]
@@ -209,8 +228,19 @@ impl GatewayConfig {
             sources.insert(name, src);
         }
         let mut app_sources = BTreeMap::new();
+        let mut app_pipelines = BTreeMap::new();
         for (app, a) in raw.applications {
-            if !sources.contains_key(&a.source) {
+            app_pipelines.insert(
+                app.clone(),
+                AppPipeline {
+                    git: a.git,
+                    repository: a.repository,
+                    builder: a.builder,
+                    build_job: a.build_job,
+                },
+            );
+            let Some(source) = a.source else { continue };
+            if !sources.contains_key(&source) {
                 let known: Vec<&str> = sources.keys().map(String::as_str).collect();
                 return Err(InputError::new(
                     path,
@@ -218,7 +248,7 @@ impl GatewayConfig {
                     format!("applications.{app}.source"),
                     format!(
                         "no source `{}`; known: {}",
-                        a.source,
+                        source,
                         if known.is_empty() {
                             "(none: add a [sources.NAME] table)".to_string()
                         } else {
@@ -227,7 +257,7 @@ impl GatewayConfig {
                     ),
                 ));
             }
-            app_sources.insert(app, a.source);
+            app_sources.insert(app, source);
         }
         let uv = match raw.uv {
             None => None,
@@ -255,6 +285,16 @@ impl GatewayConfig {
                 "expected at least 1 day",
             ));
         }
+        let secret_of = |env, file, what: &str| secret(env, file, what, &abs);
+        let pipeline = super::pipeline_config::build(
+            raw.git,
+            raw.builders,
+            app_pipelines,
+            raw.notify,
+            base,
+            &secret_of,
+        )
+        .map_err(|(table, (field, m))| InputError::new(path, line_of(&table), field, m))?;
         let database = abs(raw.database);
         let relay_cache = match raw.relay_cache {
             Some(p) => abs(p),
@@ -280,6 +320,7 @@ impl GatewayConfig {
             relay_cache,
             relay_cache_max_mb: raw.relay_cache_max_mb,
             retention_days: raw.retention.days,
+            pipeline,
         })
     }
 

@@ -302,6 +302,7 @@ impl Jobs {
                             result: ledger_result(h.status),
                             user: job.user.clone(),
                             ts_ms: now_ms(),
+                            artifact: None,
                         })?;
                     }
                 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod jobs;
 pub mod lockfile;
+pub mod pipeline_config;
 pub mod reconcile;
 pub mod relay;
 pub mod relay_cache;

@@ -259,6 +259,9 @@ word_enum! {
         Restart = "restart",
         /// A one-off command as the app user on one host (`deploy run`).
         Run = "run",
+        /// A CI build of a commit (`deploy build`): runs on the builder, touches no host;
+        /// its environment is empty.
+        Build = "build",
     }
 }
 
@@ -312,6 +315,9 @@ pub struct LedgerEntry {
     pub result: LedgerResult,
     pub user: String,
     pub ts_ms: u64,
+    /// The file the job installed, with its SHA-256, commit and build where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<crate::pipeline::ArtifactRef>,
 }
 
 /// One stored event of a job, as `GET /v1/jobs/{id}/log` returns it.

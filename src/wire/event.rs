@@ -182,6 +182,27 @@ pub enum EventKind {
         host: String,
         exit_code: u32,
     },
+    /// A build job's result: the commit it built, the builder's build, and the wheel
+    /// found on the index (the ledger's link from a commit to a file).
+    Built {
+        commit: String,
+        number: String,
+        url: String,
+        version: String,
+        file: String,
+        sha256: String,
+    },
+    /// One delivery attempt of a notification about this job (webhook, chat, ticket),
+    /// recorded when it ended; a failed one never changes the job's result.  May come
+    /// after `job_finished` (ends are notified once the job is recorded).
+    Notified {
+        notifier: String,
+        event: String,
+        attempt: u32,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     JobFinished {
         status: JobStatus,
         elapsed_ms: u64,

@@ -8,11 +8,13 @@
 
 mod sqlite;
 mod sqlite_access;
+mod sqlite_pipeline;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
+use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 
 pub use sqlite::SqliteStore;
 
@@ -200,6 +202,21 @@ pub trait Store: Send + Sync {
     fn tokens(&self) -> Result<Vec<TokenRow>>;
     /// False if there is no active token with this id.
     fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// Records a build the gateway ran (the ledger's commit -> build -> wheel link).
+    fn add_build(&self, b: &BuildRecord) -> Result<()>;
+    /// The newest recorded build of a commit of `app`.
+    fn build_of_commit(&self, app: &str, commit: &str) -> Result<Option<BuildRecord>>;
+    /// The newest recorded build that produced `version` of `app`.
+    fn build_of_version(&self, app: &str, version: &str) -> Result<Option<BuildRecord>>;
+    /// The newest builds of `app` first.
+    fn builds(&self, app: &str, limit: u32) -> Result<Vec<BuildRecord>>;
+    /// Records the file (and its SHA-256) a job installs.
+    fn set_job_artifact(&self, job_id: &str, file: &str, sha256: &str) -> Result<()>;
+    /// The file a job installed, with the build that made it where known.
+    fn job_artifact(&self, job_id: &str) -> Result<Option<ArtifactRef>>;
+    /// The file (name, SHA-256) last recorded for a version of `app` by any job.
+    fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.

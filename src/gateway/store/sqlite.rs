@@ -11,6 +11,8 @@ use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite_access as access;
+use super::sqlite_pipeline as pipeline;
+use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use super::{
     APPLY_USER_PREFIX, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned, Result, Scope,
     Store, StoreError, TokenRow, now_ms,
@@ -59,6 +61,16 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX audit_ts ON audit (ts_ms);",
     // version 3: the `run` right of tokens (`deploy run`), separate from their scopes.
     "ALTER TABLE tokens ADD COLUMN run INTEGER NOT NULL DEFAULT 0;",
+    // version 4: the pipeline's ledger: builds (commit -> CI build -> wheel) and the
+    // file each job installed (by SHA-256, as the index gave it).
+    "CREATE TABLE builds (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, app TEXT NOT NULL, commit_id TEXT NOT NULL,
+        number TEXT NOT NULL, url TEXT NOT NULL, version TEXT NOT NULL, file TEXT NOT NULL,
+        sha256 TEXT NOT NULL, job_id TEXT NOT NULL, ts_ms INTEGER NOT NULL);
+     CREATE INDEX builds_commit ON builds (app, commit_id);
+     CREATE INDEX builds_version ON builds (app, version);
+     CREATE TABLE job_artifacts (
+        job_id TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL);",
 ];
 
 const JOB_COLS: &str =
@@ -106,6 +118,7 @@ fn ledger_from_row(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         result: word(r, 6)?,
         user: r.get(7)?,
         ts_ms: r.get::<_, i64>(8)? as u64,
+        artifact: None,
     })
 }
 
@@ -371,6 +384,15 @@ impl Store for SqliteStore {
                 "SELECT {LEDGER_COLS} FROM ledger WHERE (?1 IS NULL OR app=?1) AND {IN_SCOPE} ORDER BY id DESC LIMIT ?3"
             ))?;
             st.query_map(params![app, scope, limit], ledger_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .and_then(|rows| {
+            // Each row with the file its job installed (few rows: one query each).
+            rows.into_iter()
+                .map(|mut e| {
+                    e.artifact = pipeline::job_artifact(self, &e.job_id)?;
+                    Ok(e)
+                })
                 .collect()
         })
     }
@@ -435,6 +457,34 @@ impl Store for SqliteStore {
             )
             .map(|n| n > 0)
         })
+    }
+
+    fn add_build(&self, b: &BuildRecord) -> Result<()> {
+        pipeline::add_build(self, b)
+    }
+
+    fn build_of_commit(&self, app: &str, commit: &str) -> Result<Option<BuildRecord>> {
+        pipeline::build_by(self, app, "commit_id", commit)
+    }
+
+    fn build_of_version(&self, app: &str, version: &str) -> Result<Option<BuildRecord>> {
+        pipeline::build_by(self, app, "version", version)
+    }
+
+    fn builds(&self, app: &str, limit: u32) -> Result<Vec<BuildRecord>> {
+        pipeline::builds(self, app, limit)
+    }
+
+    fn set_job_artifact(&self, job_id: &str, file: &str, sha256: &str) -> Result<()> {
+        pipeline::set_job_artifact(self, job_id, file, sha256)
+    }
+
+    fn job_artifact(&self, job_id: &str) -> Result<Option<ArtifactRef>> {
+        pipeline::job_artifact(self, job_id)
+    }
+
+    fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>> {
+        pipeline::version_artifact(self, app, version)
     }
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()> {
