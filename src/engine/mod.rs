@@ -219,6 +219,8 @@ pub struct JobResult {
     pub status: JobStatus,
     pub hosts: Vec<HostResult>,
     pub elapsed: Duration,
+    /// Why the job failed as a whole (a job-level phase, a build), beside its hosts'.
+    pub error: Option<String>,
 }
 
 impl JobResult {

@@ -143,6 +143,7 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
             status: job_status,
             hosts: vec![host],
             elapsed,
+            error: None,
         },
         exit_code,
     }

@@ -111,6 +111,7 @@ fn finish(
         status,
         hosts,
         elapsed,
+        error: failed,
     }
 }
 

@@ -174,7 +174,11 @@ fn text_line(ev: &Event) -> Option<String> {
             error,
         } => format!(
             "job: {notifier} {event} attempt {attempt}: {}",
-            if *ok { "delivered" } else { error.as_deref().unwrap_or("failed") }
+            if *ok {
+                "delivered"
+            } else {
+                error.as_deref().unwrap_or("failed")
+            }
         ),
         EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
         EventKind::StepFinished {

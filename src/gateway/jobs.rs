@@ -234,6 +234,22 @@ impl Jobs {
         });
     }
 
+    /// The gateway's git hosts, builders and notifiers (none for `apply` without a config).
+    pub fn pipeline(&self) -> Option<&super::pipeline_config::Pipeline> {
+        match &self.settings.artifacts {
+            Artifacts::Gateway(cfg) => Some(&cfg.pipeline),
+            Artifacts::Inventory => None,
+        }
+    }
+
+    /// Runs a locked build job (`deploy build`).
+    pub fn spawn_build(&self, job: JobInfo, order: super::build_job::BuildOrder) {
+        let (db, info) = (self.db.clone(), job.clone());
+        self.spawn_with(job, move |sink, cancel| {
+            super::build_job::work(order, info, db, sink, cancel)
+        });
+    }
+
     /// Creates the job and takes its (application, environment) lock, unless held.
     pub async fn lock(&self, job: &JobInfo) -> Result<Result<(), LockHolder>, StoreError> {
         let job = job.clone();
@@ -309,7 +325,8 @@ impl Jobs {
                 if job.kind == JobKind::Deploy && state == JobState::Succeeded {
                     s.add_deploy(&job.app, &job.env, &job.version, &job.id)?;
                 }
-                let error = result.hosts.iter().find_map(|h| h.error.clone());
+                let error = (result.hosts.iter().find_map(|h| h.error.clone()))
+                    .or_else(|| result.error.clone());
                 let target = format!("{}/{} {} ({})", job.app, job.env, job.version, job.id);
                 s.audit(
                     &job.user,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod apply;
 pub mod auth;
+pub mod build_job;
 pub mod config;
 pub mod events;
 pub mod jobs;

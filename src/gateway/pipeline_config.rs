@@ -103,25 +103,42 @@ pub(super) fn build(
     apps: BTreeMap<String, AppPipeline>,
     notify: Option<toml::Value>,
     base: &Path,
-    secret: &dyn Fn(Option<String>, Option<PathBuf>, &str) -> Result<Option<crate::artifacts::Secret>, FieldError>,
+    secret: &dyn Fn(
+        Option<String>,
+        Option<PathBuf>,
+        &str,
+    ) -> Result<Option<crate::artifacts::Secret>, FieldError>,
 ) -> Result<Pipeline, (String, FieldError)> {
     let mut p = Pipeline::default();
     for (name, raw) in git {
         let token = secret(raw.token_env, raw.token_file, "token")
             .map_err(|e| (format!("[git.{name}]"), (format!("git.{name}{}", e.0), e.1)))?;
-        let host = git_host(&raw.kind, raw.url, token, base.join(".git-cache").join(&name))
-            .map_err(|m| (format!("[git.{name}]"), (format!("git.{name}.kind"), m)))?;
+        let host = git_host(
+            &raw.kind,
+            raw.url,
+            token,
+            base.join(".git-cache").join(&name),
+        )
+        .map_err(|m| (format!("[git.{name}]"), (format!("git.{name}.kind"), m)))?;
         p.git_hosts.insert(name, host);
     }
     let mut jobs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (app, a) in &apps {
-        let at = |f: &str, m: String| (format!("[applications.{app}]"), (format!("applications.{app}.{f}"), m));
+        let at = |f: &str, m: String| {
+            (
+                format!("[applications.{app}]"),
+                (format!("applications.{app}.{f}"), m),
+            )
+        };
         if let Some(g) = &a.git {
             if !p.git_hosts.contains_key(g) {
                 return Err(at("git", known("git host", g, p.git_hosts.keys())));
             }
             if a.repository.is_none() {
-                return Err(at("repository", "a git host needs the repository (e.g. `hello` or `PROJ/hello`)".into()));
+                return Err(at(
+                    "repository",
+                    "a git host needs the repository (e.g. `hello` or `PROJ/hello`)".into(),
+                ));
             }
         }
         if let Some(b) = &a.builder {
@@ -133,10 +150,25 @@ pub(super) fn build(
         }
     }
     for (name, raw) in builders {
-        let token = secret(raw.token_env, raw.token_file, "token")
-            .map_err(|e| (format!("[builders.{name}]"), (format!("builders.{name}{}", e.0), e.1)))?;
-        let b = builder(&raw.kind, raw.url, raw.user, token, jobs.remove(&name).unwrap_or_default())
-            .map_err(|e| (format!("[builders.{name}]"), (format!("builders.{name}{}", e.0), e.1)))?;
+        let token = secret(raw.token_env, raw.token_file, "token").map_err(|e| {
+            (
+                format!("[builders.{name}]"),
+                (format!("builders.{name}{}", e.0), e.1),
+            )
+        })?;
+        let b = builder(
+            &raw.kind,
+            raw.url,
+            raw.user,
+            token,
+            jobs.remove(&name).unwrap_or_default(),
+        )
+        .map_err(|e| {
+            (
+                format!("[builders.{name}]"),
+                (format!("builders.{name}{}", e.0), e.1),
+            )
+        })?;
         p.builders.insert(name, b);
     }
     if let Some(v) = notify {
@@ -151,7 +183,11 @@ fn known<'a>(what: &str, name: &str, names: impl Iterator<Item = &'a String>) ->
     let names: Vec<&str> = names.map(String::as_str).collect();
     format!(
         "no {what} `{name}`; known: {}",
-        if names.is_empty() { "(none)".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(", ")
+        }
     )
 }
 
@@ -164,8 +200,13 @@ fn git_host(
     match kind {
         // MERGE "git" => Ok(Arc::new(crate::githost::git::PlainGit::new(url, cache, token))),
         // MERGE "bitbucket" => Ok(Arc::new(crate::githost::bitbucket::Bitbucket::new(url, token))),
-        "fake" => { let _ = (url, token, cache); Ok(Arc::new(crate::githost::fake::FakeGitHost::default())) }
-        other => Err(format!("unknown git host kind `{other}`; expected git or bitbucket")),
+        "fake" => {
+            let _ = (url, token, cache);
+            Ok(Arc::new(crate::githost::fake::FakeGitHost::default()))
+        }
+        other => Err(format!(
+            "unknown git host kind `{other}`; expected git or bitbucket"
+        )),
     }
 }
 
@@ -186,6 +227,9 @@ fn builder(
             Err((".kind".into(), "MERGE".into()))
             // MERGE Ok(Arc::new(crate::builder::jenkins::Jenkins::new(url, user, token, jobs)))
         }
-        other => Err((".kind".into(), format!("unknown builder kind `{other}`; expected jenkins"))),
+        other => Err((
+            ".kind".into(),
+            format!("unknown builder kind `{other}`; expected jenkins"),
+        )),
     }
 }

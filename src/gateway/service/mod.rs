@@ -13,6 +13,7 @@
 
 mod access;
 mod app_logs;
+mod pipeline;
 mod reads;
 mod restart;
 mod rollback;
@@ -233,6 +234,7 @@ impl JobService {
         }
         let accepted = format!("{target} ({})", job.id);
         self.audit(&p.user, action, &accepted, "accepted").await;
+        self.record_artifact(&job).await;
         self.jobs.spawn(planned);
         Ok(job)
     }

@@ -12,11 +12,11 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite_access as access;
 use super::sqlite_pipeline as pipeline;
-use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use super::{
     APPLY_USER_PREFIX, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned, Result, Scope,
     Store, StoreError, TokenRow, now_ms,
 };
+use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 
 const SCHEMA: &[&str] = &[
     // version 1
