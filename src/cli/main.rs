@@ -10,6 +10,7 @@
 mod client;
 mod day_two;
 mod display;
+mod pipeline;
 mod settings;
 mod status;
 mod urls;
@@ -74,7 +75,13 @@ enum Cmd {
     /// (1.4.2), `latest`, or a PEP 440 specifier (`~=1.4`); the gateway resolves it.
     Release {
         app: String,
-        version: String,
+        /// Not with --ref.
+        #[arg(required_unless_present = "reference", conflicts_with = "reference")]
+        version: Option<String>,
+        /// Build this branch, tag or commit (unless it was built already), then deploy
+        /// the version the build made.
+        #[arg(long = "ref", value_name = "REF")]
+        reference: Option<String>,
         #[arg(long, short = 'e')]
         env: String,
         /// Report what would change, with diffs; change nothing.
@@ -90,6 +97,40 @@ enum Cmd {
         #[arg(long)]
         pre: bool,
     },
+    /// Build a branch, tag or commit on the application's CI builder (the console is
+    /// followed live); nothing is built when that commit's wheel is on record.
+    Build {
+        app: String,
+        #[arg(long = "ref", value_name = "REF")]
+        reference: String,
+    },
+    /// The commits between what an environment runs and a candidate (VERSION, --ref,
+    /// or the newest build).
+    Changes {
+        app: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        version: Option<String>,
+        #[arg(long = "ref", value_name = "REF", conflicts_with = "version")]
+        reference: Option<String>,
+    },
+    /// Deploy to one environment exactly the file (by SHA-256) another runs; refused
+    /// while the source's hosts disagree or one of them failed.
+    Promote {
+        app: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        check: bool,
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// What two environments run, and the commits the first has that the second lacks.
+    Diff { app: String, a: String, b: String },
     /// Switch back to a release still on disk; installs nothing.  Without --to: the
     /// release deployed before the current one (rollbacks do not count, so a second
     /// rollback goes one further back).
@@ -219,6 +260,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Release {
             app,
             version,
+            reference,
             env,
             check,
             yes,
@@ -228,6 +270,17 @@ async fn run(cli: Cli) -> Result<u8> {
             urls::app(app)?;
             urls::env(env)?;
             let c = client(&cli)?;
+            let Some(version) = version else {
+                let r = pipeline::ReleaseRef {
+                    app,
+                    env,
+                    reference: reference.as_deref().unwrap_or_default(),
+                    check: *check,
+                    yes: *yes,
+                    batch: batch.clone(),
+                };
+                return pipeline::release_ref(&c, r, mode(&cli)).await;
+            };
             if !check {
                 confirm(
                     &c,
@@ -281,6 +334,37 @@ async fn run(cli: Cli) -> Result<u8> {
             let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
             start_following(&c, &job, mode(&cli)).await
         }
+        Cmd::Build { app, reference } => {
+            pipeline::build(&client(&cli)?, app, reference, mode(&cli)).await
+        }
+        Cmd::Changes {
+            app,
+            env,
+            version,
+            reference,
+        } => {
+            let (v, r) = (version.as_deref(), reference.as_deref());
+            pipeline::changes(&client(&cli)?, app, env, v, r, cli.json).await
+        }
+        Cmd::Promote {
+            app,
+            from,
+            to,
+            check,
+            yes,
+            batch,
+        } => {
+            let p = pipeline::Promote {
+                app,
+                from,
+                to,
+                check: *check,
+                yes: *yes,
+                batch: batch.clone(),
+            };
+            pipeline::promote(&client(&cli)?, p, mode(&cli)).await
+        }
+        Cmd::Diff { app, a, b } => pipeline::diff(&client(&cli)?, app, a, b, cli.json).await,
         Cmd::Restart(a) => day_two::restart(&client(&cli)?, a, mode(&cli)).await,
         Cmd::Run(a) => day_two::run(&client(&cli)?, a, cli.json).await,
         Cmd::AppLogs(a) => day_two::app_logs(&client(&cli)?, a, cli.json).await,

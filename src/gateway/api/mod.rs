@@ -1,7 +1,8 @@
 //! The HTTP API under `/v1`: the route table (and which routes are public), the state,
 //! the layers (version handshake and request log on everything; the token check on every
 //! route not in [`PUBLIC_ROUTES`]) and the JSON fallback.  Handlers live in one file per
-//! resource (`day_two.rs`: restart, run, app logs) and stay thin: parse, call the job
+//! resource (`day_two.rs`: restart, run, app logs; `pipeline.rs`: builds, changes,
+//! promotions, diff) and stay thin: parse, call the job
 //! service, map its error.
 
 mod apps;
@@ -9,6 +10,7 @@ mod day_two;
 mod error;
 mod handshake;
 mod jobs;
+mod pipeline;
 mod records;
 
 use std::net::SocketAddr;
@@ -106,6 +108,10 @@ fn table() -> Table {
         .add(Method::POST, "/v1/jobs/{id}/cancel", jobs::cancel)
         .add(Method::GET, "/v1/jobs/{id}/events", jobs::events)
         .add(Method::GET, "/v1/jobs/{id}/log", jobs::log)
+        .add(Method::POST, "/v1/builds", pipeline::build)
+        .add(Method::GET, "/v1/apps/{app}/changes", pipeline::changes)
+        .add(Method::POST, "/v1/promotions", pipeline::promote)
+        .add(Method::GET, "/v1/apps/{app}/diff", pipeline::diff)
         .add(Method::GET, "/v1/ledger", records::ledger)
         .add(Method::GET, "/v1/audit", records::audit)
 }
