@@ -3,7 +3,9 @@
 //! users never see which product answered.  Adding one is adding a file here that
 //! implements [`GitHost`], plus its arm in the gateway's config.
 
+pub mod bitbucket;
 pub mod fake;
+pub mod git;
 
 use futures_util::future::BoxFuture;
 

@@ -1,0 +1,350 @@
+//! `Bitbucket`: Bitbucket Server / Data Center (and Stash) through its REST API 1.0.
+//!
+//! Follows Atlassian's published documentation:
+//! - "Bitbucket Data Center REST API" (developer.atlassian.com/server/bitbucket/rest/,
+//!   group "Repository"): `GET /rest/api/1.0/projects/{projectKey}/repos/{repositorySlug}
+//!   /commits/{commitId}` (a commit id or a ref) and `GET .../commits?since=&until=`
+//!   (`since` exclusive, `until` inclusive, newest first); a commit has `id`, `author`
+//!   (`name`, and `displayName` when Bitbucket knows the user) and `message`.
+//! - the same reference's "Paged APIs" section: `start` and `limit` query parameters;
+//!   pages carry `size`, `limit`, `isLastPage`, `start`, `nextPageStart`, `values`, and a
+//!   client must use `nextPageStart` (not start + size) for the next page.
+//! - "HTTP access tokens" (confluence.atlassian.com, Bitbucket Data Center): a personal,
+//!   project or repository token goes in `Authorization: Bearer <token>`.
+//! - errors are `{"errors": [{"message": ...}]}` with the status.
+//!
+//! Jira BSERV-4621: older servers list the whole history when `since` or `until` does not
+//! resolve, so both ends are resolved first and the list asked by commit id.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use reqwest::{StatusCode, Url};
+use serde_json::Value;
+
+use super::git::check_reference;
+use super::{Commit, GitHost};
+use crate::artifacts::Secret;
+
+/// Commits asked per page (Bitbucket may apply a lower hard limit; its `limit` says).
+const PAGE: u32 = 100;
+/// At most this many pages (100 000 commits at the default page) per question.
+const MAX_PAGES: usize = 1000;
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A Bitbucket Server / Data Center instance; repositories are `PROJECTKEY/slug`.
+#[derive(Debug, Clone)]
+pub struct Bitbucket {
+    base: String,
+    token: Option<Secret>,
+    http: reqwest::Client,
+}
+
+/// One page of a paged API.
+#[derive(Debug, PartialEq)]
+pub struct Page {
+    pub values: Vec<Commit>,
+    /// `None` on the last page.
+    pub next_start: Option<u64>,
+}
+
+impl Bitbucket {
+    /// `base_url`: e.g. `https://bitbucket.example.com` (with its context path, if any).
+    /// `token`: an HTTP access token, sent as `Authorization: Bearer`.
+    pub fn new(base_url: String, token: Option<Secret>) -> Result<Bitbucket, String> {
+        Url::parse(&base_url).map_err(|e| format!("bad Bitbucket URL {base_url}: {e}"))?;
+        let http = crate::artifacts::client(reqwest::Client::builder())
+            .timeout(TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Bitbucket {
+            base: base_url,
+            token,
+            http,
+        })
+    }
+
+    /// `{base}/rest/api/1.0/projects/{key}/repos/{slug}/commits[/{commit}]`, each segment
+    /// percent-encoded (a ref's `/` too).
+    pub fn commits_url(&self, repo: &str, commit: Option<&str>) -> Result<Url, String> {
+        let (key, slug) = split_repo(repo)?;
+        let mut url = Url::parse(&self.base).map_err(|e| format!("bad URL {}: {e}", self.base))?;
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|_| format!("{} cannot be a base URL", self.base))?;
+            path.pop_if_empty();
+            path.extend([
+                "rest", "api", "1.0", "projects", key, "repos", slug, "commits",
+            ]);
+            if let Some(c) = commit {
+                path.push(c);
+            }
+        }
+        Ok(url)
+    }
+
+    /// GETs `url` with the token; the body as JSON, or an error naming the status and
+    /// Bitbucket's own message.
+    async fn get(&self, url: Url, query: &[(&str, String)], what: &str) -> Result<Value, String> {
+        let mut req = self.http.get(url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.describe(), e.without_url()))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| {
+            format!(
+                "reading {what} from {}: {}",
+                self.describe(),
+                e.without_url()
+            )
+        })?;
+        if !status.is_success() {
+            return Err(self.scrub(error_message(&self.describe(), what, status, &body)));
+        }
+        serde_json::from_str(&body)
+            .map_err(|e| format!("{} sent bad JSON for {what}: {e}", self.describe()))
+    }
+
+    fn scrub(&self, s: String) -> String {
+        match &self.token {
+            Some(t) if !t.expose().is_empty() => s.replace(t.expose(), "***"),
+            _ => s,
+        }
+    }
+
+    async fn commit(&self, repo: &str, reference: &str) -> Result<Commit, String> {
+        check_reference(reference)?;
+        let url = self.commits_url(repo, Some(reference))?;
+        let what = format!("commit {reference} of {repo}");
+        let v = self.get(url, &[], &what).await?;
+        parse_commit(&v).ok_or_else(|| format!("{} sent no commit for {what}", self.describe()))
+    }
+
+    /// Every page of `commits?since=&until=`, following `nextPageStart`.
+    async fn list(&self, repo: &str, since: &str, until: &str) -> Result<Vec<Commit>, String> {
+        let url = self.commits_url(repo, None)?;
+        let what = format!("commits {since}..{until} of {repo}");
+        let mut commits = Vec::new();
+        let mut start = 0;
+        for _ in 0..MAX_PAGES {
+            let query = [
+                ("since", since.to_string()),
+                ("until", until.to_string()),
+                ("start", start.to_string()),
+                ("limit", PAGE.to_string()),
+            ];
+            let v = self.get(url.clone(), &query, &what).await?;
+            let page =
+                parse_page(&v).map_err(|e| format!("{} sent {e} for {what}", self.describe()))?;
+            commits.extend(page.values);
+            match page.next_start {
+                None => return Ok(commits),
+                Some(next) if next > start => start = next,
+                Some(next) => {
+                    return Err(format!(
+                        "{} sent a next page start {next} not after {start} for {what}",
+                        self.describe()
+                    ));
+                }
+            }
+        }
+        Err(format!("{what}: more than {MAX_PAGES} pages"))
+    }
+}
+
+impl GitHost for Bitbucket {
+    fn describe(&self) -> String {
+        format!("Bitbucket at {}", self.base)
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        repo: &'a str,
+        reference: &'a str,
+    ) -> BoxFuture<'a, Result<Commit, String>> {
+        Box::pin(self.commit(repo, reference))
+    }
+
+    fn commits_between<'a>(
+        &'a self,
+        repo: &'a str,
+        from: &'a str,
+        to: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Commit>, String>> {
+        Box::pin(async move {
+            let from = self.commit(repo, from).await?;
+            let to = self.commit(repo, to).await?;
+            self.list(repo, &from.id, &to.id).await
+        })
+    }
+}
+
+/// `PROJECTKEY/slug` (a personal project's key is `~user`).
+fn split_repo(repo: &str) -> Result<(&str, &str), String> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+    };
+    match repo.split_once('/') {
+        Some((key, slug)) if ok(key) && ok(slug) => Ok((key, slug)),
+        _ => Err(format!(
+            "{repo:?} is not a Bitbucket repository (PROJECTKEY/slug)"
+        )),
+    }
+}
+
+/// A commit object: `id`, author's `displayName` (or `name`), first line of `message`.
+pub fn parse_commit(v: &Value) -> Option<Commit> {
+    let id = v["id"].as_str()?;
+    let author = v["author"]["displayName"]
+        .as_str()
+        .or_else(|| v["author"]["name"].as_str())
+        .unwrap_or_default();
+    let message = v["message"].as_str().unwrap_or_default();
+    Some(Commit {
+        id: id.to_string(),
+        author: author.to_string(),
+        subject: message.lines().next().unwrap_or_default().to_string(),
+    })
+}
+
+/// A page of commits: its values and where the next page starts.
+pub fn parse_page(v: &Value) -> Result<Page, String> {
+    let values = v["values"]
+        .as_array()
+        .ok_or("a page without values")?
+        .iter()
+        .map(|c| parse_commit(c).ok_or("a commit without an id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let last = v["isLastPage"]
+        .as_bool()
+        .ok_or("a page without isLastPage")?;
+    let next_start = match last {
+        true => None,
+        false => Some(
+            v["nextPageStart"]
+                .as_u64()
+                .ok_or("a page that is not the last without nextPageStart")?,
+        ),
+    };
+    Ok(Page { values, next_start })
+}
+
+/// `<host> answered <status> for <what>: <Bitbucket's messages>`.
+fn error_message(host: &str, what: &str, status: StatusCode, body: &str) -> String {
+    let messages: Vec<String> = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["errors"].as_array().map(|errs| {
+                errs.iter()
+                    .filter_map(|e| e["message"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let hint = match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => " (check the gateway's token)",
+        _ => "",
+    };
+    match messages.is_empty() {
+        true => format!("{host} answered {status} for {what}{hint}"),
+        false => format!(
+            "{host} answered {status} for {what}{hint}: {}",
+            messages.join("; ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn builds_api_urls() {
+        let b = Bitbucket::new("https://bb.example.com/bitbucket/".into(), None).unwrap();
+        let u = b.commits_url("PROJ/my-app", Some("release/1.0")).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://bb.example.com/bitbucket/rest/api/1.0/projects/PROJ/repos/my-app/commits/release%2F1.0"
+        );
+        let u = b.commits_url("~jdoe/app", None).unwrap();
+        assert!(
+            u.as_str().ends_with("/projects/~jdoe/repos/app/commits"),
+            "{u}"
+        );
+        for bad in ["PROJ", "PROJ/a/b", "../x", "P/..", "P/a b", "/x"] {
+            assert!(b.commits_url(bad, None).is_err(), "{bad}");
+        }
+        assert!(Bitbucket::new("not a url".into(), None).is_err());
+    }
+
+    #[test]
+    fn parses_commits_and_pages() {
+        let page = json!({
+            "size": 2, "limit": 2, "isLastPage": false, "start": 0, "nextPageStart": 2,
+            "values": [
+                {"id": "a1", "displayId": "a1", "author": {"name": "jdoe", "displayName": "Jane Doe"},
+                 "message": "Add login\n\nmore"},
+                {"id": "b2", "author": {"name": "Bo Li", "emailAddress": "bo@x"}, "message": "Fix"}
+            ]
+        });
+        let p = parse_page(&page).unwrap();
+        assert_eq!(p.next_start, Some(2));
+        assert_eq!(
+            p.values[0],
+            Commit {
+                id: "a1".into(),
+                author: "Jane Doe".into(),
+                subject: "Add login".into()
+            }
+        );
+        assert_eq!(p.values[1].author, "Bo Li");
+        let last = json!({"size": 0, "isLastPage": true, "values": []});
+        assert_eq!(
+            parse_page(&last).unwrap(),
+            Page {
+                values: vec![],
+                next_start: None
+            }
+        );
+        assert!(parse_page(&json!({"isLastPage": false, "values": []})).is_err());
+        assert!(parse_page(&json!({"values": [{"message": "x"}], "isLastPage": true})).is_err());
+        assert!(parse_page(&json!({"errors": []})).is_err());
+    }
+
+    #[test]
+    fn errors_carry_bitbucket_messages() {
+        let body = r#"{"errors":[{"context":null,"message":"Commit 'nope' does not exist in repository 'app'.","exceptionName":"x"}]}"#;
+        let m = error_message(
+            "Bitbucket at h",
+            "commit nope of P/app",
+            StatusCode::NOT_FOUND,
+            body,
+        );
+        assert_eq!(
+            m,
+            "Bitbucket at h answered 404 Not Found for commit nope of P/app: Commit 'nope' does not exist in repository 'app'."
+        );
+        let m = error_message("B", "x", StatusCode::UNAUTHORIZED, "<html>");
+        assert_eq!(
+            m,
+            "B answered 401 Unauthorized for x (check the gateway's token)"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let b = Bitbucket::new("https://h".into(), Some(Secret::new("tok-123"))).unwrap();
+        assert!(!format!("{b:?}").contains("tok-123"));
+    }
+}
