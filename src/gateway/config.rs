@@ -285,6 +285,7 @@ impl GatewayConfig {
                 "expected at least 1 day",
             ));
         }
+        let database = abs(raw.database);
         let secret_of = |env, file, what: &str| secret(env, file, what, &abs);
         let pipeline = super::pipeline_config::build(
             raw.git,
@@ -292,10 +293,13 @@ impl GatewayConfig {
             app_pipelines,
             raw.notify,
             base,
+            &database
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("git-cache"),
             &secret_of,
         )
         .map_err(|(table, (field, m))| InputError::new(path, line_of(&table), field, m))?;
-        let database = abs(raw.database);
         let relay_cache = match raw.relay_cache {
             Some(p) => abs(p),
             None => database

@@ -3,6 +3,9 @@
 //! uses (`[applications.APP] git`, `repository`, `builder`, `build_job`).  Credentials come
 //! from environment variables or files, like the artifact sources'.
 //!
+//! Plain git hosts keep a bare partial mirror per repository in `git-cache/` beside
+//! the database.
+//!
 //! Decision: an application names its git host and builder by the name of their table,
 //! so moving an application from plain git to Bitbucket is one line of config; the CLI,
 //! the API and the ledger never say which product answered.
@@ -103,6 +106,7 @@ pub(super) fn build(
     apps: BTreeMap<String, AppPipeline>,
     notify: Option<toml::Value>,
     base: &Path,
+    git_cache: &Path,
     secret: &dyn Fn(
         Option<String>,
         Option<PathBuf>,
@@ -113,13 +117,8 @@ pub(super) fn build(
     for (name, raw) in git {
         let token = secret(raw.token_env, raw.token_file, "token")
             .map_err(|e| (format!("[git.{name}]"), (format!("git.{name}{}", e.0), e.1)))?;
-        let host = git_host(
-            &raw.kind,
-            raw.url,
-            token,
-            base.join(".git-cache").join(&name),
-        )
-        .map_err(|m| (format!("[git.{name}]"), (format!("git.{name}.kind"), m)))?;
+        let host = git_host(&raw.kind, raw.url, token, git_cache.join(&name))
+            .map_err(|m| (format!("[git.{name}]"), (format!("git.{name}.kind"), m)))?;
         p.git_hosts.insert(name, host);
     }
     let mut jobs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -198,12 +197,12 @@ fn git_host(
     cache: PathBuf,
 ) -> Result<Arc<dyn GitHost>, String> {
     match kind {
-        // MERGE "git" => Ok(Arc::new(crate::githost::git::PlainGit::new(url, cache, token))),
-        // MERGE "bitbucket" => Ok(Arc::new(crate::githost::bitbucket::Bitbucket::new(url, token))),
-        "fake" => {
-            let _ = (url, token, cache);
-            Ok(Arc::new(crate::githost::fake::FakeGitHost::default()))
-        }
+        "git" => Ok(Arc::new(crate::githost::git::PlainGit::new(
+            url, cache, token,
+        ))),
+        "bitbucket" => Ok(Arc::new(crate::githost::bitbucket::Bitbucket::new(
+            url, token,
+        )?)),
         other => Err(format!(
             "unknown git host kind `{other}`; expected git or bitbucket"
         )),
