@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod githost;
 pub mod inventory;
+pub mod notify;
 pub mod pins;
 pub mod playbook;
 pub mod procman;

@@ -1,0 +1,249 @@
+//! Notifications: one backend role ([`Notifier`]) told when a job starts and ends.
+//!
+//! Per application and environment, the gateway's `[[notify]]` routes ([`config::parse`])
+//! pick notifiers; the [`Dispatcher`] ([`deliver`]) sends each [`Notice`] to them in
+//! tasks of their own, with retries, and reports every attempt through a callback.  A
+//! notifier never blocks, fails or slows a deploy.
+//!
+//! One file per kind of receiver:
+//! - [`webhook`]: a generic JSON webhook, signed with HMAC-SHA256 ([`hmac`]); the body's
+//!   JSON shape is documented there.
+//! - [`slack`]: a Slack incoming webhook (`{"text": ...}`), the URL being the secret.
+//! - [`jira`]: a comment on each JIRA issue named in the released commits' subjects.
+//! - [`fake`]: records notices, fails on demand (tests).
+//!
+//! Secrets (the webhook's key, Slack's URL, JIRA's token) are [`Secret`]s: they never
+//! appear in `Debug`, [`Notifier::describe`], errors or delivery outcomes.
+
+pub mod config;
+pub mod deliver;
+pub mod fake;
+pub mod hmac;
+pub mod jira;
+pub mod slack;
+pub mod webhook;
+
+pub use config::{Filter, Route, parse};
+pub use deliver::{DeliveryOutcome, Dispatcher, Report, Retry};
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::artifacts::Secret;
+use crate::githost::Commit;
+
+/// Each HTTP request of a notifier gives up after this long.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoticeKind {
+    Started,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 4] = [
+        NoticeKind::Started,
+        NoticeKind::Succeeded,
+        NoticeKind::Failed,
+        NoticeKind::Cancelled,
+    ];
+
+    /// The name in `gateway.toml`'s `events` (`started`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            NoticeKind::Started => "started",
+            NoticeKind::Succeeded => "succeeded",
+            NoticeKind::Failed => "failed",
+            NoticeKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// The event's name on the wire (`job.started`, ...).
+    pub fn event(self) -> &'static str {
+        match self {
+            NoticeKind::Started => "job.started",
+            NoticeKind::Succeeded => "job.succeeded",
+            NoticeKind::Failed => "job.failed",
+            NoticeKind::Cancelled => "job.cancelled",
+        }
+    }
+
+    /// The job's state after this event (`running`, `succeeded`, ...).
+    pub fn state(self) -> &'static str {
+        match self {
+            NoticeKind::Started => "running",
+            other => other.name(),
+        }
+    }
+
+    /// Is this the job's end?
+    pub fn is_end(self) -> bool {
+        self != NoticeKind::Started
+    }
+
+    pub fn from_name(s: &str) -> Option<NoticeKind> {
+        NoticeKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// One thing to tell: a job started or ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub event: NoticeKind,
+    pub job_id: String,
+    /// `deploy`, `rollback`, `restart`, ...
+    pub job_kind: String,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    /// Who asked for the job.
+    pub user: String,
+    /// The commits the release adds, newest first, when known.
+    pub commits: Vec<Commit>,
+    /// When the job started (Unix milliseconds).
+    pub started_ms: u64,
+    /// When this event happened (Unix milliseconds).
+    pub ts_ms: u64,
+    /// This delivery's id: set by the [`Dispatcher`] for each notifier, the same for
+    /// every attempt (receivers may deduplicate on it).
+    pub delivery: String,
+}
+
+impl Notice {
+    /// A short human line: `deploy: hello 1.2.0 to staging by alice succeeded (job abc)`.
+    pub fn line(&self) -> String {
+        let what = match self.event {
+            NoticeKind::Started => "started",
+            NoticeKind::Succeeded => "succeeded",
+            NoticeKind::Failed => "failed",
+            NoticeKind::Cancelled => "was cancelled",
+        };
+        format!(
+            "{}: {} {} to {} by {} {what} (job {})",
+            self.job_kind, self.app, self.version, self.env, self.user, self.job_id
+        )
+    }
+}
+
+/// One backend role: tells a receiver about jobs.
+pub trait Notifier: Send + Sync + fmt::Debug {
+    /// What it is, for messages and outcomes (never a secret).
+    fn describe(&self) -> String;
+    /// Does it have anything to say about this notice (beyond the route's filter)?
+    fn wants(&self, _notice: &Notice) -> bool {
+        true
+    }
+    /// One attempt at delivering `notice`.  Errors are short and secret-free.
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>>;
+    /// Every secret it holds (the dispatcher scrubs them from errors anyway).
+    fn secrets(&self) -> Vec<Secret>;
+}
+
+/// The HTTP client notifiers share: no redirects (a secret-bearing request goes only
+/// where it was configured to), [`REQUEST_TIMEOUT`] per request.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    crate::artifacts::client(reqwest::Client::builder())
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// The host (and port) of a URL, for `describe()`: never its path, query or user info.
+pub fn host_of(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => "?".into(),
+    }
+}
+
+/// A failed response as a short line: the status and the body's first line (at most
+/// 120 characters), with `secrets` replaced by `***`.
+pub fn status_error(status: reqwest::StatusCode, body: &str, secrets: &[Secret]) -> String {
+    let first = body.lines().map(str::trim).find(|l| !l.is_empty());
+    let mut line: String = first.unwrap_or("").chars().take(120).collect();
+    line = scrub(&line, secrets);
+    if line.is_empty() {
+        format!("answered {status}")
+    } else {
+        format!("answered {status}: {line}")
+    }
+}
+
+/// `text` with every secret replaced by `***`.
+pub fn scrub(text: &str, secrets: &[Secret]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if !s.expose().is_empty() {
+            out = out.replace(s.expose(), "***");
+        }
+    }
+    out
+}
+
+/// A reqwest error without its URL (which may be the secret).
+pub fn request_error(e: reqwest::Error) -> String {
+    let timeout = e.is_timeout();
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    if timeout {
+        format!("timed out: {msg}")
+    } else {
+        msg
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_lines() {
+        assert_eq!(NoticeKind::from_name("failed"), Some(NoticeKind::Failed));
+        assert_eq!(NoticeKind::from_name("done"), None);
+        assert_eq!(NoticeKind::Started.state(), "running");
+        assert_eq!(NoticeKind::Cancelled.event(), "job.cancelled");
+        let n = fake::notice(NoticeKind::Succeeded, vec![]);
+        assert_eq!(
+            n.line(),
+            "deploy: hello 1.2.0 to staging by alice succeeded (job abc)"
+        );
+    }
+
+    #[test]
+    fn status_errors_are_short_and_scrubbed() {
+        let s = [Secret::new("s3cret")];
+        let body = "\n  token s3cret is wrong\nsecond line";
+        let e = status_error(reqwest::StatusCode::UNAUTHORIZED, body, &s);
+        assert_eq!(e, "answered 401 Unauthorized: token *** is wrong");
+        let long = "x".repeat(500);
+        assert!(status_error(reqwest::StatusCode::BAD_GATEWAY, &long, &s).len() < 160);
+        assert_eq!(
+            status_error(reqwest::StatusCode::NOT_FOUND, "", &s),
+            "answered 404 Not Found"
+        );
+        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
+    }
+}
