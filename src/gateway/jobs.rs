@@ -92,6 +92,8 @@ pub struct Jobs {
     /// The relay's client: no total timeout, a large download must not be cut.
     relay_http: reqwest::Client,
     relay_cache: Option<Arc<RelayCache>>,
+    /// Where a job's start and end are told (`[[notify]]`), if anywhere.
+    notices: Option<Arc<super::notices::Notices>>,
 }
 
 pub fn new_job_id() -> String {
@@ -108,8 +110,16 @@ impl Jobs {
             ))),
             Artifacts::Inventory => None,
         };
+        let events = Events::start(db.clone());
+        let notices = match &settings.artifacts {
+            Artifacts::Gateway(cfg) => {
+                super::notices::Notices::new(&cfg.pipeline, db.clone(), events.clone())
+            }
+            Artifacts::Inventory => None,
+        };
         Jobs {
-            events: Events::start(db.clone()),
+            events,
+            notices,
             db,
             settings: Arc::new(settings),
             cancels: Default::default(),
@@ -284,6 +294,9 @@ impl Jobs {
         let (this, sink) = (self.clone(), self.events.job_sink(&job));
         let span = tracing::info_span!("job", id = %job.id, app = %job.app, env = %job.env);
         let work = run(sink, cancel);
+        if let Some(n) = &self.notices {
+            n.started(&job);
+        }
         tokio::spawn(
             async move {
                 tracing::info!("{} {} started by {}", job.kind, job.version, job.user);
@@ -299,6 +312,7 @@ impl Jobs {
         self.events.close(&job.id).await;
         let state = job_state(result.status);
         let id = job.id.clone();
+        let info = job.clone();
         let job = job.clone();
         let recorded = self
             .db
@@ -343,6 +357,9 @@ impl Jobs {
         }
         self.cancels.lock().unwrap().remove(&id);
         self.events.wake_all();
+        if let Some(n) = &self.notices {
+            n.ended(&info, state);
+        }
     }
 
     /// Asks a running job to stop after the steps in flight.  False if it is not running here.

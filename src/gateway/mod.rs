@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 pub mod jobs;
 pub mod lockfile;
+pub mod notices;
 pub mod pipeline_config;
 pub mod reconcile;
 pub mod relay;

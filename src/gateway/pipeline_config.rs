@@ -70,7 +70,7 @@ pub struct Pipeline {
     pub git_hosts: BTreeMap<String, Arc<dyn GitHost>>,
     pub builders: BTreeMap<String, Arc<dyn Builder>>,
     pub apps: BTreeMap<String, AppPipeline>,
-    // MERGE pub notify: Vec<crate::notify::Route>,
+    pub notify: Vec<crate::notify::Route>,
 }
 
 /// What a section's error is: (field suffix, message).
@@ -171,8 +171,8 @@ pub(super) fn build(
         p.builders.insert(name, b);
     }
     if let Some(v) = notify {
-        let _ = v; // MERGE
-        // MERGE p.notify = crate::notify::config::parse(&v, base).map_err(|m| ("[[notify]]".to_string(), ("notify".to_string(), m)))?;
+        p.notify = crate::notify::parse(&v, base)
+            .map_err(|m| ("[[notify]]".to_string(), (String::new(), m)))?;
     }
     p.apps = apps;
     Ok(p)
