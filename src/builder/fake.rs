@@ -2,18 +2,29 @@
 //! per poll, and ends as told.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use futures_util::future::BoxFuture;
 
-use super::{BuildRequest, BuildState, Builder, Progress};
+use super::{BuildRef, BuildRequest, BuildState, Builder, Progress};
 
 #[derive(Debug, Default)]
 pub struct FakeBuilder {
     /// The console lines every build prints, and whether it fails.
     pub script: (Vec<String>, bool),
+    /// The file names a successful build reports as archived.
+    pub artifacts: Vec<String>,
+    /// When set, builds report a [`BuildRef`] numbered by their id under this URL
+    /// (`{base}{id}/`); when not, they never say which build they are.
+    pub build_urls: Option<String>,
     /// id -> (request, polls so far)
     pub builds: Mutex<BTreeMap<String, (BuildRequest, usize)>>,
+}
+
+impl FakeBuilder {
+    fn builds(&self) -> MutexGuard<'_, BTreeMap<String, (BuildRequest, usize)>> {
+        self.builds.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Builder for FakeBuilder {
@@ -21,14 +32,14 @@ impl Builder for FakeBuilder {
         "a fake builder".into()
     }
     fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, String>> {
-        let mut b = self.builds.lock().unwrap();
+        let mut b = self.builds();
         let id = (b.len() + 1).to_string();
         b.insert(id.clone(), (req.clone(), 0));
         Box::pin(async move { Ok(id) })
     }
     fn poll<'a>(&'a self, id: &'a str, offset: u64) -> BoxFuture<'a, Result<Progress, String>> {
         let r = (|| {
-            let mut b = self.builds.lock().unwrap();
+            let mut b = self.builds();
             let (_, polls) = b.get_mut(id).ok_or_else(|| format!("no build {id}"))?;
             *polls += 1;
             let (lines, fails) = &self.script;
@@ -38,10 +49,19 @@ impl Builder for FakeBuilder {
                 (None, true) => BuildState::Failed("the tests failed".into()),
                 (None, false) => BuildState::Succeeded,
             };
+            let artifacts = match state {
+                BuildState::Succeeded => self.artifacts.clone(),
+                _ => Vec::new(),
+            };
             Ok(Progress {
                 state,
                 console: line.map(|l| format!("{l}\n")).unwrap_or_default(),
                 next_offset: offset + 1,
+                build: self.build_urls.as_ref().map(|base| BuildRef {
+                    number: id.to_string(),
+                    url: format!("{base}{id}/"),
+                }),
+                artifacts,
             })
         })();
         Box::pin(async move { r })

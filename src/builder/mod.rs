@@ -5,6 +5,7 @@
 //! output.  Adding a builder is adding a file here that implements [`Builder`].
 
 pub mod fake;
+pub mod jenkins;
 mod phase;
 
 use futures_util::future::BoxFuture;
@@ -27,6 +28,15 @@ pub enum BuildState {
     Failed(String),
 }
 
+/// Which build of the CI server runs a request (known once it has left the queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildRef {
+    /// The CI server's build number (Jenkins: `executable.number`).
+    pub number: String,
+    /// The build's page, for people (never carries a credential).
+    pub url: String,
+}
+
 /// A build's progress since the last poll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
@@ -35,6 +45,10 @@ pub struct Progress {
     pub console: String,
     /// Pass this as `offset` next time.
     pub next_offset: u64,
+    /// The build, once it has left the queue (`None` while queued).
+    pub build: Option<BuildRef>,
+    /// The file names the build archived; filled when `state` is `Succeeded`.
+    pub artifacts: Vec<String>,
 }
 
 /// One backend role: builds releases.

@@ -43,21 +43,30 @@ impl JobPhase for BuildPhase {
                 Err(e) => return Report::failed(format!("cannot start the build of {what}: {e}")),
             };
             let mut offset = 0;
+            let mut announced = false;
             loop {
                 let p = match self.builder.poll(&id, offset).await {
                     Ok(p) => p,
                     Err(e) => return Report::failed(format!("build {id} of {what}: {e}")),
                 };
+                if let (false, Some(b)) = (announced, &p.build) {
+                    ctx.line(Stream::Stdout, &format!("build {}: {}", b.number, b.url));
+                    announced = true;
+                }
                 for line in p.console.lines() {
                     ctx.line(Stream::Stdout, line);
                 }
                 offset = p.next_offset;
+                let name = p.build.as_ref().map_or(id.as_str(), |b| b.number.as_str());
                 match p.state {
                     BuildState::Succeeded => {
-                        return Report::changed(format!("built {what} (build {id})"));
+                        return Report::changed(format!(
+                            "built {what} (build {name}){}",
+                            made(&p.artifacts)
+                        ));
                     }
                     BuildState::Failed(why) => {
-                        return Report::failed(format!("build {id} of {what} failed: {why}"));
+                        return Report::failed(format!("build {name} of {what} failed: {why}"));
                     }
                     BuildState::Queued | BuildState::Running => {
                         tokio::time::sleep(self.interval).await
@@ -65,6 +74,15 @@ impl JobPhase for BuildPhase {
                 }
             }
         })
+    }
+}
+
+/// `": a.whl, b.whl"`, or nothing when the build archived nothing.
+fn made(artifacts: &[String]) -> String {
+    if artifacts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", artifacts.join(", "))
     }
 }
 

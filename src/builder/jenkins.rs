@@ -1,0 +1,1 @@
+//! A Jenkins builder (placeholder until the implementation lands).
