@@ -19,6 +19,7 @@ use deploy::ssh::{self, SshOptions};
 use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
 
+pub mod jenkins;
 pub mod load;
 
 pub fn root() -> PathBuf {
