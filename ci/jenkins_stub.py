@@ -24,7 +24,7 @@ The upload uses the legacy PyPI upload API (multipart POST, `:action=file_upload
 `protocol_version=1`, name, version, filetype, pyversion, sha256_digest, content).
 
 --log gets one line per request, "METHOD PATH STATUS" (never a header), and one line per
-finished build, "BUILD job=J number=N commit=SHA result=R".
+finished build, "BUILD job=J number=N commit=SHA result=R" (J percent-encoded).
 
 usage: jenkins_stub.py --port 0 --user U --token-file F --jobs JOBS.json \
            --upload-url http://index/ --workdir DIR --log FILE
@@ -171,8 +171,10 @@ def run_build(state, b):
     except Exception as e:  # a bug here must still end the build
         b.say(f"ERROR: the stub failed: {e!r}")
         result = "FAILURE"
+    job = urllib.parse.quote(b.job, safe="")
+    # Logged before the build ends, so a client that saw it end finds it in the log.
+    state.log(f"BUILD job={job} number={b.number} commit={b.commit} result={result}")
     b.finish(result)
-    state.log(f"BUILD job={b.job} number={b.number} commit={b.commit} result={result}")
 
 
 def read_project(b, src):
@@ -303,6 +305,8 @@ def make_handler(state):
                 body = body.encode()
             if not isinstance(body, bytes):
                 body, ctype = json.dumps(body).encode(), "application/json;charset=utf-8"
+            # Logged before the answer, so a client that has it finds it in the log.
+            state.log(f"{self.command} {self.path} {status}")
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -310,7 +314,6 @@ def make_handler(state):
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
-            state.log(f"{self.command} {self.path} {status}")
 
         def authorized(self):
             auth = self.headers.get("Authorization", "")

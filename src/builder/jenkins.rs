@@ -116,7 +116,7 @@ impl Jenkins {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(&e)))?;
+            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(e)))?;
         self.check(resp, what)
     }
 
@@ -142,7 +142,7 @@ impl Jenkins {
         let resp = self.send(self.request(Method::GET, path), &what).await?;
         resp.text()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(&e)))
+            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))
     }
 
     /// The crumb header and the session cookie to send with a POST; `None` when the
@@ -154,7 +154,7 @@ impl Jenkins {
             .request(Method::GET, path)
             .send()
             .await
-            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(&e)))?;
+            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(e)))?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -163,7 +163,7 @@ impl Jenkins {
         let body = resp
             .text()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(&e)))?;
+            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))?;
         let (field, crumb) =
             parse_crumb(&body).map_err(|e| format!("{}: {what}: {e}", self.describe()))?;
         Ok(Some(Csrf {
@@ -296,7 +296,7 @@ impl Jenkins {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(&e)))?;
+            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))?;
         let (next, more) = progressive(&headers, offset, bytes.len());
         Ok((String::from_utf8_lossy(&bytes).into_owned(), next, more))
     }
@@ -336,9 +336,10 @@ fn encode_segment(s: &str) -> String {
 }
 
 /// A reqwest error with its causes, on one line (no URL: it is said by the caller).
-fn chain(e: &reqwest::Error) -> String {
+fn chain(e: reqwest::Error) -> String {
+    let e = e.without_url();
     let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
     while let Some(c) = cur {
         s.push_str(&format!(": {c}"));
         cur = c.source();
@@ -554,6 +555,33 @@ mod tests {
             Some("JSESSIONID.abc=node01; other=1")
         );
         assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_jenkins_is_one_line_naming_the_request() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let j = Jenkins::new(
+            format!("http://127.0.0.1:{port}"),
+            "svc".into(),
+            Secret::new("s3cret-token"),
+            BTreeMap::from([("hello".to_string(), "hello-build".to_string())]),
+        )
+        .unwrap();
+        let req = BuildRequest {
+            app: "hello".into(),
+            commit: "0123abcd".into(),
+        };
+        let e = j.start(&req).await.unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "Jenkins at http://127.0.0.1:{port}: GET /crumbIssuer/api/json: "
+            )),
+            "{e}"
+        );
+        assert!(!e.contains('\n') && !e.contains("s3cret"), "{e}");
     }
 
     #[test]

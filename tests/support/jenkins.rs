@@ -98,7 +98,7 @@ impl JenkinsStub {
                 let f: BTreeMap<&str, &str> =
                     l.split(' ').filter_map(|kv| kv.split_once('=')).collect();
                 StubBuild {
-                    job: f.get("job").unwrap_or(&"").to_string(),
+                    job: percent_decode(f.get("job").unwrap_or(&"")),
                     number: f.get("number").and_then(|n| n.parse().ok()).unwrap_or(0),
                     commit: f.get("commit").unwrap_or(&"").to_string(),
                     result: f.get("result").unwrap_or(&"").to_string(),
@@ -131,9 +131,12 @@ impl GitServer {
         run(git(dir.path(), &["init", "-q", "--bare", "-b", "main"]).arg(&bare));
         run(&mut git(dir.path(), &["init", "-q", "-b", "main", "work"]));
         let port = free_port();
-        let daemon = Command::new("git")
+        // git-daemon itself, not `git daemon`: the `git` wrapper would leave its child
+        // running when killed.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        let daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
@@ -215,6 +218,29 @@ fn run(c: &mut Command) {
         "{c:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `%XX` escapes decoded (the stub's log encodes job names).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 pub fn free_port() -> u16 {
