@@ -222,9 +222,9 @@ fn builder(
                 ".token_env".to_string(),
                 "Jenkins needs the user's API token (token_env or token_file)".to_string(),
             ))?;
-            let _ = (url, user, token, jobs);
-            Err((".kind".into(), "MERGE".into()))
-            // MERGE Ok(Arc::new(crate::builder::jenkins::Jenkins::new(url, user, token, jobs)))
+            let j = crate::builder::jenkins::Jenkins::new(url, user, token, jobs)
+                .map_err(|m| (".url".to_string(), m))?;
+            Ok(Arc::new(j))
         }
         other => Err((
             ".kind".into(),

@@ -20,6 +20,7 @@ use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
 
 pub mod git;
+pub mod jenkins;
 pub mod load;
 
 pub fn root() -> PathBuf {
