@@ -194,7 +194,11 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
                     if let Some(row) = meta.and_then(|m| live_row(&m, &job, &event)) {
                         live.push(row);
                     }
-                    let seq = seqs.entry(job.clone()).or_default();
+                    // A job's first event here, or one after its close (a notification's
+                    // outcome): numbered on from what is stored.
+                    let seq = seqs
+                        .entry(job.clone())
+                        .or_insert_with(|| db.last_seq(&job).unwrap_or(0));
                     *seq += 1;
                     let data = serde_json::to_string(&event).expect("events serialize");
                     batch.push(NewEvent {
@@ -225,6 +229,7 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
             let _ = notify.send(job.to_string());
         }
         for (job, done) in closes {
+            // (An event after the close starts from the stored last number.)
             seqs.remove(&job);
             let _ = done.send(());
         }
