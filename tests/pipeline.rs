@@ -57,23 +57,43 @@ struct Seen {
 type Shared = Arc<Mutex<Seen>>;
 
 fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 async fn hook(State(s): State<Shared>, h: HeaderMap, body: Bytes) -> StatusCode {
     let mut seen = s.lock().unwrap();
-    if !hmac::verify(HOOK_KEY.as_bytes(), &body, &header(&h, "x-deploy-signature")) {
+    if !hmac::verify(
+        HOOK_KEY.as_bytes(),
+        &body,
+        &header(&h, "x-deploy-signature"),
+    ) {
         seen.bad_signatures += 1;
         return StatusCode::UNAUTHORIZED;
     }
     let json: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let job = json["job"]["id"].as_str().or(json["job_id"].as_str()).unwrap_or_default().to_string();
-    seen.hooks.push((header(&h, "x-deploy-event"), job, header(&h, "x-deploy-delivery")));
+    let job = json["job"]["id"]
+        .as_str()
+        .or(json["job_id"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    seen.hooks.push((
+        header(&h, "x-deploy-event"),
+        job,
+        header(&h, "x-deploy-delivery"),
+    ));
     StatusCode::NO_CONTENT
 }
 
 /// JIRA's `POST /rest/api/2/issue/{key}/comment` (basic auth with the API token).
-async fn jira(State(s): State<Shared>, UrlPath(key): UrlPath<String>, h: HeaderMap, body: Bytes) -> StatusCode {
+async fn jira(
+    State(s): State<Shared>,
+    UrlPath(key): UrlPath<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     let auth = header(&h, "authorization");
     let decoded = auth.strip_prefix("Basic ").map(b64).unwrap_or_default();
     if decoded != format!("bot@acme.test:{JIRA_TOKEN}") {
@@ -90,7 +110,9 @@ fn b64(s: &str) -> String {
     let mut bits = (0u32, 0u32);
     let mut out = Vec::new();
     for c in s.bytes().filter(|&c| c != b'=') {
-        let Some(v) = A.iter().position(|&a| a == c) else { return String::new() };
+        let Some(v) = A.iter().position(|&a| a == c) else {
+            return String::new();
+        };
         bits = ((bits.0 << 6) | v as u32, bits.1 + 6);
         if bits.1 >= 8 {
             bits.1 -= 8;
@@ -132,7 +154,16 @@ fn inventory(tb: &Testbed) -> String {
     )
 }
 
-fn config(tb: &Testbed, git: &str, repo: &str, daemon: &str, bb: &str, jenkins: &JenkinsStub, rx: u16, dead: u16) -> String {
+fn config(
+    tb: &Testbed,
+    git: &str,
+    repo: &str,
+    daemon: &str,
+    bb: &str,
+    jenkins: &JenkinsStub,
+    rx: u16,
+    dead: u16,
+) -> String {
     format!(
         r#"[sources.pypi]
 kind = "simple"
@@ -184,14 +215,21 @@ fn json(out: &support::CliRun) -> Value {
 }
 
 fn commit_ids(v: &Value) -> Vec<String> {
-    v["commits"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+    v["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The index's SHA-256 of a file, from pypiserver's simple page.
 fn index_sha(tb: &Testbed, file: &str) -> String {
     let (code, page) = support::http_get(tb.index_port, "127.0.0.1", "/simple/hello-app/");
     assert_eq!(code, 200, "{page}");
-    let at = page.find(file).unwrap_or_else(|| panic!("{file} not on the index: {page}"));
+    let at = page
+        .find(file)
+        .unwrap_or_else(|| panic!("{file} not on the index: {page}"));
     let frag = &page[at..];
     let s = frag.find("#sha256=").expect("a hash in the link") + 8;
     frag[s..s + 64].to_string()
@@ -205,37 +243,82 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     let hello = "PROJ/hello";
     let mut change = |author: &'static str, message: &'static str, version: &str| {
         let py = pyproject(version);
-        repos.push(hello, &Change { author, message, files: &[("pyproject.toml", &py), ("hello_app/__init__.py", APP)] })
+        repos.push(
+            hello,
+            &Change {
+                author,
+                message,
+                files: &[("pyproject.toml", &py), ("hello_app/__init__.py", APP)],
+            },
+        )
     };
     // (create makes the repository; its first commit is c1)
     let _ = &mut change;
-    let ids = repos.create(hello, &[Change { author: "Ann Dev", message: "ACME-10 first release", files: &[("pyproject.toml", &pyproject("3.0.0")), ("hello_app/__init__.py", APP)] }]);
+    let ids = repos.create(
+        hello,
+        &[Change {
+            author: "Ann Dev",
+            message: "ACME-10 first release",
+            files: &[
+                ("pyproject.toml", &pyproject("3.0.0")),
+                ("hello_app/__init__.py", APP),
+            ],
+        }],
+    );
     let c1 = ids[0].clone();
     let c2 = change("Bob Dev", "ACME-12 say hello in 3.1", "3.1.0");
     let daemon = repos.git_daemon();
     let bb = repos.bitbucket_stub(BB_TOKEN, 2);
-    let jenkins = JenkinsStub::start(&[("hello-build", &format!("{}/{hello}", daemon.url))], &format!("http://127.0.0.1:{}/", tb.index_port));
+    let jenkins = JenkinsStub::start(
+        &[("hello-build", &format!("{}/{hello}", daemon.url))],
+        &format!("http://127.0.0.1:{}/", tb.index_port),
+    );
     let (rx, seen) = receiver();
     let dead = free_port();
-    let env = [("JENKINS_TOKEN", jenkins.token.as_str()), ("BB_TOKEN", BB_TOKEN), ("HOOK_KEY", HOOK_KEY), ("JIRA_TOKEN", JIRA_TOKEN)];
-    let cfg = config(&tb, "origin", hello, &daemon.url, &bb.url, &jenkins, rx, dead);
+    let env = [
+        ("JENKINS_TOKEN", jenkins.token.as_str()),
+        ("BB_TOKEN", BB_TOKEN),
+        ("HOOK_KEY", HOOK_KEY),
+        ("JIRA_TOKEN", JIRA_TOKEN),
+    ];
+    let cfg = config(
+        &tb,
+        "origin",
+        hello,
+        &daemon.url,
+        &bb.url,
+        &jenkins,
+        rx,
+        dead,
+    );
     let mut gw = Gateway::start_with(Some(&tb), "0.1.0", "0.1.0", Some(&cfg), &env);
     let admin = gw.token("admin", "", true);
     let t = Some(admin.as_str());
     let outputs = std::cell::RefCell::new(String::new());
     let run = |gw: &Gateway, args: &[&str]| {
         let out = gw.run(t, args);
-        outputs.borrow_mut().push_str(&format!("{}{}", out.stdout, out.stderr));
+        outputs
+            .borrow_mut()
+            .push_str(&format!("{}{}", out.stdout, out.stderr));
         out
     };
 
     // 1. release --ref: one build, the wheel on the index, three hosts serve it.
-    let out = run(&gw, &["release", "hello", "--ref", &c1[..10], "-e", "staging"]);
+    let out = run(
+        &gw,
+        &["release", "hello", "--ref", &c1[..10], "-e", "staging"],
+    );
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("built 3.0.0") || out.stdout.contains("built 3.0.0"), "{out:?}");
+    assert!(
+        out.stderr.contains("built 3.0.0") || out.stdout.contains("built 3.0.0"),
+        "{out:?}"
+    );
     let builds = jenkins.builds();
     assert_eq!(builds.len(), 1, "{builds:?}");
-    assert_eq!((builds[0].commit.as_str(), builds[0].result.as_str()), (c1.as_str(), "SUCCESS"));
+    assert_eq!(
+        (builds[0].commit.as_str(), builds[0].result.as_str()),
+        (c1.as_str(), "SUCCESS")
+    );
     let sha1 = index_sha(&tb, "hello_app-3.0.0-py3-none-any.whl");
     for s in &tb.servers[..3] {
         assert_eq!(served_version(s), "3.0.0", "{}", s.name);
@@ -255,9 +338,31 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     }
 
     // 2. promote: production gets the very file staging runs.
-    let out = run(&gw, &["promote", "hello", "--from", "staging", "--to", "production", "-y"]);
+    let out = run(
+        &gw,
+        &[
+            "promote",
+            "hello",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "-y",
+        ],
+    );
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(served_version(&tb.servers[3]), "3.0.0");
+    let (_, _, body) = gw.http("GET", "/v1/ledger?app=hello", t, None);
+    let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let prod = rows
+        .iter()
+        .find(|r| r["env"] == "production")
+        .expect("a production row");
+    assert_eq!(
+        prod["artifact"]["sha256"],
+        sha1.as_str(),
+        "the very file staging runs: {prod}"
+    );
 
     // 3. the next commit through `main`; the same commit again builds nothing.
     let out = run(&gw, &["release", "hello", "--ref", "main", "-e", "staging"]);
@@ -276,21 +381,64 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     let diff = json(&gw.run(t, &["--json", "diff", "hello", "staging", "production"]));
     assert_eq!(commit_ids(&diff), [c2.clone()], "{diff}");
     let text = gw.run(t, &["changes", "hello", "-e", "production"]);
-    assert!(text.stdout.contains("ACME-12 say hello in 3.1") && text.stdout.contains("Bob Dev"), "{text:?}");
-    std::fs::write(gw.config(), std::fs::read_to_string(gw.config()).unwrap().replace("git = \"origin\"", "git = \"stash\"")).unwrap();
+    assert!(
+        text.stdout.contains("ACME-12 say hello in 3.1") && text.stdout.contains("Bob Dev"),
+        "{text:?}"
+    );
+    assert_eq!(text.code, 0, "{text:?}");
+    std::fs::write(
+        gw.config(),
+        std::fs::read_to_string(gw.config())
+            .unwrap()
+            .replace("git = \"origin\"", "git = \"stash\""),
+    )
+    .unwrap();
     gw.restart();
     let by_bb = json(&gw.run(t, &["--json", "changes", "hello", "-e", "production"]));
-    assert_eq!(by_git["commits"], by_bb["commits"], "git: {by_git}\nbitbucket: {by_bb}");
-    assert!(bb.log().contains("/rest/api/1.0/projects/PROJ/repos/hello/commits"), "{}", bb.log());
+    assert_eq!(
+        by_git["commits"], by_bb["commits"],
+        "git: {by_git}\nbitbucket: {by_bb}"
+    );
+    let text_bb = gw.run(t, &["changes", "hello", "-e", "production"]);
+    assert_eq!(
+        text.stdout, text_bb.stdout,
+        "the same output through either git host"
+    );
+    // A release through Bitbucket: the ref resolves there, the build is on record.
+    let out = run(&gw, &["release", "hello", "--ref", "main", "-e", "staging"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("is built already"), "{out:?}");
+    assert!(
+        bb.log()
+            .contains("/rest/api/1.0/projects/PROJ/repos/hello/commits"),
+        "{}",
+        bb.log()
+    );
 
     // 5. a broken pyproject.toml: the build fails with its console's last lines, nothing deploys.
-    let c3 = repos.push(hello, &Change { author: "Cy Dev", message: "ACME-13 break the build", files: &[("pyproject.toml", "[project\nname = ")] });
+    let c3 = repos.push(
+        hello,
+        &Change {
+            author: "Cy Dev",
+            message: "ACME-13 break the build",
+            files: &[("pyproject.toml", "[project\nname = ")],
+        },
+    );
     let out = run(&gw, &["release", "hello", "--ref", &c3, "-e", "staging"]);
     assert_eq!(out.code, 1, "{out:?}");
     let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(all.contains("pyproject.toml"), "the TOML error reaches the user: {out:?}");
-    assert_eq!(jenkins.builds().last().map(|b| b.result.clone()).as_deref(), Some("FAILURE"));
-    assert!(!all.contains("deploy hello"), "nothing was deployed: {out:?}");
+    assert!(
+        all.contains("pyproject.toml"),
+        "the TOML error reaches the user: {out:?}"
+    );
+    assert_eq!(
+        jenkins.builds().last().map(|b| b.result.clone()).as_deref(),
+        Some("FAILURE")
+    );
+    assert!(
+        !all.contains("deploy hello"),
+        "nothing was deployed: {out:?}"
+    );
     for s in &tb.servers[..3] {
         assert_eq!(served_version(s), "3.1.0", "{}", s.name);
     }
@@ -300,9 +448,24 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     let out = run(&gw, &["release", "hello", "3.0.0", "-e", "staging"]);
     support::exec(&tb.servers[2].container, "pkill -CONT -x sshd || true");
     assert_eq!(out.code, 1, "web3 could not be reached: {out:?}");
-    let out = run(&gw, &["promote", "hello", "--from", "staging", "--to", "production", "-y"]);
+    let out = run(
+        &gw,
+        &[
+            "promote",
+            "hello",
+            "--from",
+            "staging",
+            "--to",
+            "production",
+            "-y",
+        ],
+    );
     assert_ne!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("staging does not run one release") || out.stderr.contains("fix it before promoting"), "{out:?}");
+    assert!(
+        out.stderr.contains("staging does not run one release")
+            || out.stderr.contains("fix it before promoting"),
+        "{out:?}"
+    );
     assert_eq!(served_version(&tb.servers[3]), "3.0.0");
 
     // 7. notifications: one signed delivery per job start and end; the dead receiver's
@@ -315,31 +478,69 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     let jobs: Vec<Value> = serde_json::from_str(&body).unwrap();
     let notified: Vec<&Value> = jobs.iter().filter(|j| j["kind"] != "check").collect();
     let deliveries: BTreeSet<&str> = seen.hooks.iter().map(|h| h.2.as_str()).collect();
-    assert_eq!(deliveries.len(), seen.hooks.len(), "each delivery once: {:?}", seen.hooks);
-    assert_eq!(seen.hooks.len(), 2 * notified.len(), "{:?} for {} jobs", seen.hooks, notified.len());
+    assert_eq!(
+        deliveries.len(),
+        seen.hooks.len(),
+        "each delivery once: {:?}",
+        seen.hooks
+    );
+    assert_eq!(
+        seen.hooks.len(),
+        2 * notified.len(),
+        "{:?} for {} jobs",
+        seen.hooks,
+        notified.len()
+    );
     let acme12: Vec<_> = seen.comments.iter().filter(|c| c.0 == "ACME-12").collect();
     assert_eq!(acme12.len(), 1, "{:?}", seen.comments);
     // The newest job: the deploy web3 missed (the older ones' retries may have been cut
     // short by the gateway's restart: pending deliveries live in its memory).
     let last = &jobs[0];
-    assert_eq!((&last["kind"], &last["state"]), (&Value::from("deploy"), &Value::from("failed")), "{last}");
+    assert_eq!(
+        (&last["kind"], &last["state"]),
+        (&Value::from("deploy"), &Value::from("failed")),
+        "{last}"
+    );
     let id = last["id"].as_str().unwrap();
     let (_, _, log) = gw.http("GET", &format!("/v1/jobs/{id}/log"), t, None);
     let dead_tries = log.matches(&format!("127.0.0.1:{dead}")).count();
-    assert_eq!(dead_tries, 4, "the failed delivery and its 3 retries are recorded: {log}");
-    assert!(log.contains("\"event\":\"job.failed\",\"attempt\":4,\"ok\":false"), "{log}");
+    assert_eq!(
+        dead_tries, 4,
+        "the failed delivery and its 3 retries are recorded: {log}"
+    );
+    assert!(
+        log.contains("\"event\":\"job.failed\",\"attempt\":4,\"ok\":false"),
+        "{log}"
+    );
 
     // 8. no credential anywhere: events, the gateway's log, the database, the CLI's output.
     let mut events = String::new();
     for j in &jobs {
-        let (_, _, l) = gw.http("GET", &format!("/v1/jobs/{}/log", j["id"].as_str().unwrap()), t, None);
+        let (_, _, l) = gw.http(
+            "GET",
+            &format!("/v1/jobs/{}/log", j["id"].as_str().unwrap()),
+            t,
+            None,
+        );
         events.push_str(&l);
     }
     let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
-    let places = [("events", &events), ("gateway log", &gw.log()), ("database", &db), ("CLI output", &outputs.borrow().clone())];
+    let places = [
+        ("events", &events),
+        ("gateway log", &gw.log()),
+        ("database", &db),
+        ("CLI output", &outputs.borrow().clone()),
+    ];
     let secrets = [jenkins.token.as_str(), BB_TOKEN, HOOK_KEY, JIRA_TOKEN];
-    // The probe can fail: each secret is in the environment the gateway got.
-    assert!(secrets.iter().all(|s| env.iter().any(|(_, v)| v == s)));
+    // The probe can fail: it finds each secret where it really is (the stub's token
+    // file, and the environment the gateway got).
+    let token_file = std::fs::read_to_string(jenkins.dir.path().join("token")).unwrap();
+    assert!(token_file.contains(&jenkins.token));
+    assert!(
+        secrets
+            .iter()
+            .all(|s| env.iter().any(|(_, v)| v.contains(s)))
+    );
     for (what, text) in places {
         assert!(!text.is_empty(), "{what} is empty");
         for s in secrets {

@@ -232,3 +232,93 @@ fn builder(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::GatewayConfig;
+    use crate::error::InputError;
+
+    const BASE: &str = "database = \"state/g.db\"\ninventory = \"inv.yml\"\nknown_hosts = \"kh\"\nssh_key = \"k\"\n\
+        [cli]\noldest = \"0.1.0\"\nnewest = \"0.1.0\"\nupgrade_command = \"x\"\n";
+    const HOSTS: &str = "[git.origin]\nkind = \"git\"\nurl = \"https://git.test/scm\"\n\
+        [git.stash]\nkind = \"bitbucket\"\nurl = \"https://stash.test\"\ntoken_file = \"tok\"\n\
+        [builders.ci]\nkind = \"jenkins\"\nurl = \"https://ci.test\"\nuser = \"bot\"\ntoken_file = \"tok\"\n";
+
+    fn load(extra: &str) -> Result<GatewayConfig, InputError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gateway.toml");
+        std::fs::write(&p, format!("{BASE}{extra}")).unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cret-from-file\n").unwrap();
+        GatewayConfig::load(&p)
+    }
+
+    #[test]
+    fn apps_name_their_git_host_and_builder_and_secrets_stay_hidden() {
+        let c = load(&format!(
+            "{HOSTS}[applications.hello]\ngit = \"stash\"\nrepository = \"PROJ/hello\"\nbuilder = \"ci\"\n\
+             [applications.shop]\ngit = \"origin\"\nrepository = \"shop\"\n"
+        ))
+        .unwrap();
+        let p = &c.pipeline;
+        let (git, repo) = p.git_for("hello").unwrap();
+        assert_eq!(repo, "PROJ/hello");
+        assert!(git.describe().contains("stash.test"), "{}", git.describe());
+        assert!(p.builder_for("hello").is_ok());
+        let e = p.builder_for("shop").err().unwrap();
+        assert!(e.contains("[applications.shop]"), "{e}");
+        let e = p.git_for("other").err().unwrap();
+        assert!(e.contains("git = \"NAME\""), "{e}");
+        assert!(!format!("{p:?}").contains("s3cret"), "{p:?}");
+        assert!(
+            format!("{BASE}{HOSTS}").contains("tok"),
+            "the probe: the secret's file is named"
+        );
+    }
+
+    #[test]
+    fn bad_pipeline_tables_name_the_field_and_line() {
+        let e = load(&format!(
+            "{HOSTS}[applications.hello]\ngit = \"gitlab\"\nrepository = \"x\"\n"
+        ))
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "applications.hello.git");
+        assert!(
+            e.message
+                .contains("no git host `gitlab`; known: origin, stash"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(21), "the line of [applications.hello]: {e}");
+        let e = load(&format!("{HOSTS}[applications.hello]\ngit = \"origin\"\n"))
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "applications.hello.repository");
+        let e = load(&format!("{HOSTS}[applications.hello]\nbuilder = \"gh\"\n"))
+            .err()
+            .unwrap();
+        assert!(e.message.contains("no builder `gh`; known: ci"), "{e}");
+        let e = load("[git.x]\nkind = \"svn\"\nurl = \"https://x\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "git.x.kind");
+        let e = load("[builders.ci]\nkind = \"jenkins\"\nurl = \"https://ci\"\nuser = \"u\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "builders.ci.token_env");
+        let e = load("[builders.ci]\nkind = \"jenkins\"\nurl = \"ftp://ci\"\nuser = \"u\"\ntoken_file = \"tok\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.field, "builders.ci.url");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = load("[[notify]]\nkind = \"webhook\"\nurl = \"https://h\"\n")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("notify[0]"), "{e}");
+        let e = load(
+            "[git.x]\nkind = \"git\"\nurl = \"https://x\"\ntoken_env = \"DEPLOY_TEST_UNSET\"\n",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.field, "git.x.token_env");
+    }
+}
