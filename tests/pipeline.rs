@@ -31,9 +31,6 @@ fn pyproject(version: &str) -> String {
 }
 
 const APP: &str = r#""""hello-app, as the pipeline test's repository holds it."""
-import os
-
-VERSION = os.path.basename(os.path.dirname(os.path.dirname(__file__)))
 
 
 def app(environ, start_response):
@@ -156,8 +153,6 @@ fn inventory(tb: &Testbed) -> String {
 
 fn config(
     tb: &Testbed,
-    git: &str,
-    repo: &str,
     daemon: &str,
     bb: &str,
     jenkins: &JenkinsStub,
@@ -183,8 +178,8 @@ user = "{juser}"
 token_env = "JENKINS_TOKEN"
 [applications.hello]
 source = "pypi"
-git = "{git}"
-repository = "{repo}"
+git = "origin"
+repository = "PROJ/hello"
 builder = "ci"
 build_job = "hello-build"
 [[notify]]
@@ -241,32 +236,25 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
     tb.set_inventory(&inventory(&tb));
     let repos = GitRepos::new();
     let hello = "PROJ/hello";
-    let mut change = |author: &'static str, message: &'static str, version: &str| {
-        let py = pyproject(version);
-        repos.push(
-            hello,
-            &Change {
-                author,
-                message,
-                files: &[("pyproject.toml", &py), ("hello_app/__init__.py", APP)],
-            },
-        )
-    };
-    // (create makes the repository; its first commit is c1)
-    let _ = &mut change;
+    // Two commits on main: c1 (3.0.0), c2 (3.1.0).
+    let (py1, py2) = (pyproject("3.0.0"), pyproject("3.1.0"));
     let ids = repos.create(
         hello,
-        &[Change {
-            author: "Ann Dev",
-            message: "ACME-10 first release",
-            files: &[
-                ("pyproject.toml", &pyproject("3.0.0")),
-                ("hello_app/__init__.py", APP),
-            ],
-        }],
+        &[
+            Change {
+                author: "Ann Dev",
+                message: "ACME-10 first release",
+                files: &[("pyproject.toml", &py1), ("hello_app/__init__.py", APP)],
+            },
+            Change {
+                author: "Bob Dev",
+                message: "ACME-12 say hello in 3.1",
+                files: &[("pyproject.toml", &py2)],
+            },
+        ],
     );
     let c1 = ids[0].clone();
-    let c2 = change("Bob Dev", "ACME-12 say hello in 3.1", "3.1.0");
+    let c2 = ids[1].clone();
     let daemon = repos.git_daemon();
     let bb = repos.bitbucket_stub(BB_TOKEN, 2);
     let jenkins = JenkinsStub::start(
@@ -281,16 +269,7 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
         ("HOOK_KEY", HOOK_KEY),
         ("JIRA_TOKEN", JIRA_TOKEN),
     ];
-    let cfg = config(
-        &tb,
-        "origin",
-        hello,
-        &daemon.url,
-        &bb.url,
-        &jenkins,
-        rx,
-        dead,
-    );
+    let cfg = config(&tb, &daemon.url, &bb.url, &jenkins, rx, dead);
     let mut gw = Gateway::start_with(Some(&tb), "0.1.0", "0.1.0", Some(&cfg), &env);
     let admin = gw.token("admin", "", true);
     let t = Some(admin.as_str());
@@ -377,9 +356,9 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
 
     // 4. changes and diff read the same commits from plain git and from Bitbucket.
     let by_git = json(&gw.run(t, &["--json", "changes", "hello", "-e", "production"]));
-    assert_eq!(commit_ids(&by_git), [c2.clone()], "{by_git}");
+    assert_eq!(commit_ids(&by_git), [c2.as_str()], "{by_git}");
     let diff = json(&gw.run(t, &["--json", "diff", "hello", "staging", "production"]));
-    assert_eq!(commit_ids(&diff), [c2.clone()], "{diff}");
+    assert_eq!(commit_ids(&diff), [c2.as_str()], "{diff}");
     let text = gw.run(t, &["changes", "hello", "-e", "production"]);
     assert!(
         text.stdout.contains("ACME-12 say hello in 3.1") && text.stdout.contains("Bob Dev"),

@@ -76,6 +76,14 @@ pub struct Pipeline {
 /// What a section's error is: (field suffix, message).
 type FieldError = (String, String);
 
+/// Reads a secret from `*_env` or `*_file` (config.rs's rules).
+pub(super) type SecretOf<'a> = dyn Fn(
+        Option<String>,
+        Option<PathBuf>,
+        &str,
+    ) -> Result<Option<crate::artifacts::Secret>, FieldError>
+    + 'a;
+
 impl Pipeline {
     /// The git host and repository of `app`, or why there is none.
     pub fn git_for(&self, app: &str) -> Result<(Arc<dyn GitHost>, String), String> {
@@ -107,11 +115,7 @@ pub(super) fn build(
     notify: Option<toml::Value>,
     base: &Path,
     git_cache: &Path,
-    secret: &dyn Fn(
-        Option<String>,
-        Option<PathBuf>,
-        &str,
-    ) -> Result<Option<crate::artifacts::Secret>, FieldError>,
+    secret: &SecretOf<'_>,
 ) -> Result<Pipeline, (String, FieldError)> {
     let mut p = Pipeline::default();
     for (name, raw) in git {
