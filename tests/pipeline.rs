@@ -365,6 +365,13 @@ fn a_commit_is_built_once_deployed_promoted_and_its_trail_written() {
         "{text:?}"
     );
     assert_eq!(text.code, 0, "{text:?}");
+    // ... with the config diffs of a check beneath.
+    let checked = run(&gw, &["changes", "hello", "-e", "production", "--check"]);
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(
+        checked.stdout.contains("ACME-12") && checked.stderr.contains("started: check hello 3.1.0"),
+        "{checked:?}"
+    );
     std::fs::write(
         gw.config(),
         std::fs::read_to_string(gw.config())

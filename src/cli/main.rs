@@ -113,6 +113,9 @@ enum Cmd {
         version: Option<String>,
         #[arg(long = "ref", value_name = "REF", conflicts_with = "version")]
         reference: Option<String>,
+        /// Then run `release --check` of the candidate: the config diffs beneath.
+        #[arg(long)]
+        check: bool,
     },
     /// Deploy to one environment exactly the file (by SHA-256) another runs; refused
     /// while the source's hosts disagree or one of them failed.
@@ -342,9 +345,19 @@ async fn run(cli: Cli) -> Result<u8> {
             env,
             version,
             reference,
+            check,
         } => {
             let (v, r) = (version.as_deref(), reference.as_deref());
-            pipeline::changes(&client(&cli)?, app, env, v, r, cli.json).await
+            let c = client(&cli)?;
+            let candidate = pipeline::changes(&c, app, env, v, r, cli.json).await?;
+            match (check, candidate) {
+                (true, Some(version)) => pipeline::check(&c, app, env, version, mode(&cli)).await,
+                (true, None) => Err(CliError::new(
+                    exit::FAILED,
+                    "the candidate has no build on record: nothing to check",
+                )),
+                (false, _) => Ok(exit::OK),
+            }
         }
         Cmd::Promote {
             app,

@@ -156,6 +156,7 @@ fn side(e: &EnvRelease) -> String {
     format!("{}: {v}{commit}{sha}", e.env)
 }
 
+/// `changes`: the candidate's version (when built), for `--check`.
 pub async fn changes(
     c: &Client,
     app: &str,
@@ -163,7 +164,7 @@ pub async fn changes(
     version: Option<&str>,
     reference: Option<&str>,
     json: bool,
-) -> Result<u8> {
+) -> Result<Option<String>> {
     let q = urls::query(&[
         ("env", Some(urls::env(env)?)),
         ("version", version),
@@ -173,7 +174,7 @@ pub async fn changes(
     let r: ChangesResponse = c.get(&path).await?;
     if json {
         print_json(&r);
-        return Ok(exit::OK);
+        return Ok(r.version);
     }
     let to = r
         .version
@@ -184,7 +185,21 @@ pub async fn changes(
     println!("candidate: {to}at {}", short(&r.commit));
     println!("{} commit(s) (newest first):", r.commits.len());
     print_commits(&r.commits);
-    Ok(exit::OK)
+    Ok(r.version)
+}
+
+/// `changes --check`: a check deploy of the candidate (its diffs are displayed).
+pub async fn check(c: &Client, app: &str, env: &str, version: String, m: Mode) -> Result<u8> {
+    let req = DeployRequest {
+        app: app.into(),
+        env: env.into(),
+        version,
+        check: true,
+        batch: None,
+        pre: true,
+    };
+    let job: JobInfo = c.post("/v1/deployments", &req).await?;
+    start_following(c, &job, m).await
 }
 
 pub async fn diff(c: &Client, app: &str, a: &str, b: &str, json: bool) -> Result<u8> {

@@ -18,6 +18,7 @@ use super::store::{Db, now_ms};
 use crate::artifacts::ArtifactSource;
 use crate::builder::{BuildRef, BuildRequest, BuildState, Builder};
 use crate::engine::{CancelFlag, EventSink, JobResult};
+use crate::githost::{BuildStatus, GitHost};
 
 /// What a build job needs, decided by the job service.
 pub struct BuildOrder {
@@ -29,6 +30,8 @@ pub struct BuildOrder {
     /// Between polls of the builder.
     pub interval: Duration,
     pub http: reqwest::Client,
+    /// Where the build's status is shown beside its commit (Bitbucket), with the repo.
+    pub git: Option<(Arc<dyn GitHost>, String)>,
 }
 
 /// Console lines kept for the failure message.
@@ -58,9 +61,18 @@ pub fn work(
             phase: "build".into(),
             host: None,
         }));
-        let outcome = match run(&order, sink.as_ref(), &cancel).await {
-            Ok((build, file)) => record(&order, &db, &job, build, file).await,
-            Err(e) => Err(e),
+        let outcome = match run(&order, &job, sink.as_ref(), &cancel).await {
+            Ok((build, file)) => {
+                let url = build.url.clone();
+                let rec = record(&order, &db, &job, build, file).await;
+                let state = if rec.is_ok() { "SUCCESSFUL" } else { "FAILED" };
+                report(&order, &job, sink.as_ref(), state, &url).await;
+                rec
+            }
+            Err((e, url)) => {
+                report(&order, &job, sink.as_ref(), "FAILED", &url).await;
+                Err(e)
+            }
         };
         let (status, reason, error) = match &outcome {
             Ok(r) => (
@@ -108,84 +120,150 @@ pub fn work(
     })
 }
 
-/// Starts the build and follows it to its end: the build and the wheel it archived.
+/// Shows the build's state beside its commit on the git host (when it has such a thing);
+/// a failure is an output line, never the build's.
+async fn report(
+    order: &BuildOrder,
+    job: &JobInfo,
+    sink: &dyn EventSink,
+    state: &'static str,
+    url: &str,
+) {
+    let Some((git, repo)) = &order.git else {
+        return;
+    };
+    let status = BuildStatus {
+        state,
+        key: format!("deploy-{}", job.id),
+        name: format!("deploy: {} build", job.app),
+        url: url.to_string(),
+    };
+    if let Err(e) = git.report_build(repo, &order.request.commit, &status).await {
+        let msg = format!(
+            "(the build status was not shown on {}: {e})",
+            git.describe()
+        );
+        line(sink, &msg);
+    }
+}
+
+/// A build's end: the build and its wheel, or why not and the build's page.
+type Ended = Result<(BuildRef, String), (String, String)>;
+
+/// What the poll loop keeps: the build once known and the console's last lines.
+struct Followed {
+    id: String,
+    build: Option<BuildRef>,
+    last: VecDeque<String>,
+}
+
+impl Followed {
+    fn number(&self) -> String {
+        self.build
+            .as_ref()
+            .map(|r| r.number.clone())
+            .unwrap_or_else(|| self.id.clone())
+    }
+    fn fail(&self, why: String) -> Ended {
+        Err((
+            why,
+            self.build
+                .as_ref()
+                .map(|r| r.url.clone())
+                .unwrap_or_default(),
+        ))
+    }
+    /// The build's end, if this poll saw it.
+    fn ended(&mut self, state: BuildState, artifacts: &[String]) -> Option<Ended> {
+        match state {
+            BuildState::Succeeded => {
+                let Some(wheel) = artifacts.iter().find(|f| f.ends_with(".whl")).cloned() else {
+                    let n = self.number();
+                    return Some(self.fail(format!(
+                        "build {n} succeeded but archived no wheel (artifacts: {artifacts:?})"
+                    )));
+                };
+                let url = self
+                    .build
+                    .as_ref()
+                    .map(|r| r.url.clone())
+                    .unwrap_or_default();
+                Some(Ok((
+                    BuildRef {
+                        number: self.number(),
+                        url,
+                    },
+                    wheel,
+                )))
+            }
+            BuildState::Failed(why) => {
+                let tail: Vec<String> = self.last.iter().cloned().collect();
+                let n = self.number();
+                Some(self.fail(format!(
+                    "build {n} failed: {why}; its console ended with:\n{}",
+                    tail.join("\n")
+                )))
+            }
+            BuildState::Queued | BuildState::Running => None,
+        }
+    }
+}
+
+/// Starts the build and follows it to its end.
 async fn run(
     order: &BuildOrder,
+    job: &JobInfo,
     sink: &dyn EventSink,
     cancel: &CancelFlag,
-) -> Result<(BuildRef, String), String> {
+) -> Ended {
     let b = &order.builder;
-    let id = b
-        .start(&order.request)
-        .await
-        .map_err(|e| format!("cannot start the build on {}: {e}", b.describe()))?;
+    let id = b.start(&order.request).await.map_err(|e| {
+        (
+            format!("cannot start the build on {}: {e}", b.describe()),
+            String::new(),
+        )
+    })?;
+    let mut f = Followed {
+        id,
+        build: None,
+        last: VecDeque::new(),
+    };
     let (mut offset, mut errors) = (0, 0);
-    let mut last: VecDeque<String> = VecDeque::new();
-    let mut build: Option<BuildRef> = None;
     loop {
         if cancel.load(Ordering::SeqCst) {
-            return Err(format!(
+            return f.fail(format!(
                 "cancelled while building (the build itself goes on on {})",
                 b.describe()
             ));
         }
-        let p = match b.poll(&id, offset).await {
+        let p = match b.poll(&f.id, offset).await {
             Ok(p) => p,
             Err(e) if errors + 1 < POLL_ERRORS => {
                 errors += 1;
-                tracing::warn!("polling build {id}: {e}");
+                tracing::warn!("polling build {}: {e}", f.id);
                 tokio::time::sleep(order.interval).await;
                 continue;
             }
-            Err(e) => return Err(format!("lost the build on {}: {e}", b.describe())),
+            Err(e) => return f.fail(format!("lost the build on {}: {e}", b.describe())),
         };
         errors = 0;
-        if build.is_none() && p.build.is_some() {
-            build = p.build.clone();
-            if let Some(r) = &build {
-                line(sink, &format!("build {} started: {}", r.number, r.url));
-            }
+        if let (None, Some(r)) = (&f.build, &p.build) {
+            line(sink, &format!("build {} started: {}", r.number, r.url));
+            report(order, job, sink, "INPROGRESS", &r.url).await;
+            f.build = p.build.clone();
         }
         for l in p.console.lines() {
             line(sink, l);
-            last.push_back(l.to_string());
-            if last.len() > LAST_LINES {
-                last.pop_front();
+            f.last.push_back(l.to_string());
+            if f.last.len() > LAST_LINES {
+                f.last.pop_front();
             }
         }
         offset = p.next_offset;
-        let number = || {
-            build
-                .as_ref()
-                .map(|r| r.number.clone())
-                .unwrap_or_else(|| id.clone())
-        };
-        match p.state {
-            BuildState::Succeeded => {
-                let wheel = p.artifacts.iter().find(|f| f.ends_with(".whl")).cloned();
-                let Some(wheel) = wheel else {
-                    return Err(format!(
-                        "build {} succeeded but archived no wheel (artifacts: {:?})",
-                        number(),
-                        p.artifacts
-                    ));
-                };
-                let r = build.clone().unwrap_or(BuildRef {
-                    number: number(),
-                    url: String::new(),
-                });
-                return Ok((r, wheel));
-            }
-            BuildState::Failed(why) => {
-                let tail: Vec<String> = last.into_iter().collect();
-                return Err(format!(
-                    "build {} failed: {why}; its console ended with:\n{}",
-                    number(),
-                    tail.join("\n")
-                ));
-            }
-            BuildState::Queued | BuildState::Running => tokio::time::sleep(order.interval).await,
+        if let Some(end) = f.ended(p.state, &p.artifacts) {
+            return end;
         }
+        tokio::time::sleep(order.interval).await;
     }
 }
 

@@ -111,6 +111,33 @@ impl Bitbucket {
             .map_err(|e| format!("{} sent bad JSON for {what}: {e}", self.describe()))
     }
 
+    /// `POST {base}/rest/build-status/1.0/commits/{commit}` (the "Build status" REST API).
+    async fn post_status(&self, commit: &str, st: &super::BuildStatus) -> Result<(), String> {
+        let mut url = Url::parse(&self.base).map_err(|e| format!("bad URL {}: {e}", self.base))?;
+        url.path_segments_mut()
+            .map_err(|_| format!("{} cannot be a base URL", self.base))?
+            .pop_if_empty()
+            .extend(["rest", "build-status", "1.0", "commits", commit]);
+        let body = serde_json::json!({
+            "state": st.state, "key": st.key, "name": st.name, "url": st.url,
+        });
+        let mut req = self.http.post(url).json(&body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {}", self.describe(), e.without_url()))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let what = format!("the build status of {commit}");
+        Err(self.scrub(error_message(&self.describe(), &what, status, &text)))
+    }
+
     fn scrub(&self, s: String) -> String {
         match &self.token {
             Some(t) if !t.expose().is_empty() => s.replace(t.expose(), "***"),
@@ -159,6 +186,18 @@ impl Bitbucket {
 }
 
 impl GitHost for Bitbucket {
+    fn report_build<'a>(
+        &'a self,
+        _repo: &'a str,
+        commit: &'a str,
+        status: &'a super::BuildStatus,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            check_reference(commit)?;
+            self.post_status(commit, status).await
+        })
+    }
+
     fn describe(&self) -> String {
         format!("Bitbucket at {}", self.base)
     }

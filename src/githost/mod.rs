@@ -19,6 +19,19 @@ pub struct Commit {
     pub subject: String,
 }
 
+/// How a CI build of a commit stands, as a git host shows it beside the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildStatus {
+    /// `INPROGRESS`, `SUCCESSFUL` or `FAILED` (Bitbucket's words).
+    pub state: &'static str,
+    /// The same for every report of one build (the gateway's job id).
+    pub key: String,
+    /// A short name for people (`deploy: hello build 12`).
+    pub name: String,
+    /// The CI build's page (never a credential).
+    pub url: String,
+}
+
 /// One backend role: answers questions about an application's repository.
 pub trait GitHost: Send + Sync + std::fmt::Debug {
     /// What it is, for messages (never a credential).
@@ -36,4 +49,13 @@ pub trait GitHost: Send + Sync + std::fmt::Debug {
         from: &'a str,
         to: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Commit>, String>>;
+    /// Shows a build's status beside `commit` (a host without such a thing: nothing).
+    fn report_build<'a>(
+        &'a self,
+        _repo: &'a str,
+        _commit: &'a str,
+        _status: &'a BuildStatus,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }

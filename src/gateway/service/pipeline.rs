@@ -115,6 +115,7 @@ impl JobService {
             },
             interval: BUILD_POLL,
             http: self.http.clone(),
+            git: Some((git, repo)),
         };
         self.jobs.spawn_build(job.clone(), order);
         Ok(BuildResponse {
