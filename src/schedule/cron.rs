@@ -139,10 +139,10 @@ impl Cron {
         let mut from = Some((wall.hour() as u8, wall.minute() as u8 + 1));
         let mut day = wall.date();
         for _ in 0..HORIZON_DAYS {
-            if self.day_matches(day) {
-                if let Some(found) = self.first_on(day, from, after_ms) {
-                    return Some(found);
-                }
+            if self.day_matches(day)
+                && let Some(found) = self.first_on(day, from, after_ms)
+            {
+                return Some(found);
             }
             from = None;
             day = day.tomorrow().ok()?;
