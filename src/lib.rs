@@ -17,6 +17,7 @@ pub mod pins;
 pub mod playbook;
 pub mod procman;
 pub mod render;
+pub mod schedule;
 pub mod shell;
 pub mod ssh;
 pub mod versions;
