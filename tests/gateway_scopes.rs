@@ -70,6 +70,7 @@ impl Api {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            triggered_by: None,
         };
         let db = self.state.svc.db();
         db.start_job(&job).unwrap().unwrap();

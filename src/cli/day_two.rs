@@ -22,6 +22,9 @@ pub struct RestartArgs {
     /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
     #[arg(long)]
     batch: Option<String>,
+    /// Restart during a freeze or outside the windows (admins only); audited.
+    #[arg(long, value_name = "REASON")]
+    force: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +69,7 @@ pub async fn restart(c: &Client, a: &RestartArgs, mode: Mode) -> Result<u8> {
         app: app.to_string(),
         env: env.to_string(),
         batch: a.batch.clone(),
+        force: a.force.clone(),
     };
     let job: JobInfo = c.post("/v1/restarts", &req).await?;
     crate::start_following(c, &job, mode).await

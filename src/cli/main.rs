@@ -96,6 +96,10 @@ enum Cmd {
         /// With `latest` or a specifier such as `~=1.4`: let pre-releases count.
         #[arg(long)]
         pre: bool,
+        /// Deploy during a freeze or outside the environment's windows (admins only);
+        /// the reason is audited.
+        #[arg(long, value_name = "REASON")]
+        force: Option<String>,
     },
     /// Build a branch, tag or commit on the application's CI builder (the console is
     /// followed live); nothing is built when that commit's wheel is on record.
@@ -269,6 +273,7 @@ async fn run(cli: Cli) -> Result<u8> {
             yes,
             batch,
             pre,
+            force,
         } => {
             urls::app(app)?;
             urls::env(env)?;
@@ -301,6 +306,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 check: *check,
                 batch: batch.clone(),
                 pre: *pre,
+                force: force.clone(),
             };
             let job: JobInfo = c.post("/v1/deployments", &req).await?;
             start_following(&c, &job, mode(&cli)).await

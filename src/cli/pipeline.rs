@@ -120,6 +120,7 @@ pub async fn release_ref(c: &Client, r: ReleaseRef<'_>, m: Mode) -> Result<u8> {
         check: r.check,
         batch: r.batch,
         pre: true,
+        force: None,
     };
     let job: JobInfo = c.post("/v1/deployments", &req).await?;
     start_following(c, &job, m).await
@@ -197,6 +198,7 @@ pub async fn check(c: &Client, app: &str, env: &str, version: String, m: Mode) -
         check: true,
         batch: None,
         pre: true,
+        force: None,
     };
     let job: JobInfo = c.post("/v1/deployments", &req).await?;
     start_following(c, &job, m).await

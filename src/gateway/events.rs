@@ -321,6 +321,7 @@ mod tests {
             created_ms: 0,
             finished_ms: None,
             error: None,
+            triggered_by: None,
         }
     }
 

@@ -147,6 +147,9 @@ pub struct DeployRequest {
     /// With `latest` or a specifier (`~=1.4`): let pre-releases count.
     #[serde(default)]
     pub pre: bool,
+    /// Past a freeze or outside the environment's windows (admins only): why.  Audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
 }
 
 /// `POST /v1/rollbacks`: back to a release still on disk (default: the previous one).
@@ -168,6 +171,9 @@ pub struct RestartRequest {
     pub env: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<String>,
+    /// Past a freeze or outside the windows (admins only): why.  Audited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force: Option<String>,
 }
 
 /// `POST /v1/runs`: a one-off command in the live release's environment on one host, as
@@ -296,6 +302,9 @@ pub struct JobInfo {
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
     pub error: Option<String>,
+    /// What started it when not a request of `user`: `schedule <id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
 }
 
 impl JobInfo {

@@ -10,3 +10,4 @@ pub mod names;
 pub use event::{Event, EventKind, HostStatus, JobStatus, StepStatus, Stream};
 pub mod api;
 pub mod pipeline;
+pub mod schedule;

@@ -217,6 +217,7 @@ impl JobService {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            triggered_by: None,
         };
         let target = format!("{}/{} {}", job.app, job.env, job.version);
         let planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;

@@ -88,6 +88,7 @@ impl JobService {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            triggered_by: None,
         };
         if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
             self.audit(&p.user, "build", &target, "refused: locked")

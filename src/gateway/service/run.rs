@@ -99,6 +99,7 @@ impl JobService {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
+            triggered_by: None,
         };
         let cfg = self.jobs.engine_config()?;
         let target = format!("{}/{} on {}: {}", job.app, job.env, host.name, shown(&line));

@@ -71,10 +71,25 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX builds_version ON builds (app, version);
      CREATE TABLE job_artifacts (
         job_id TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL);",
+    // version 5: schedules (and their runs, one per slot of time), freezes, and what
+    // started a job.
+    "ALTER TABLE jobs ADD COLUMN triggered_by TEXT;
+     CREATE TABLE schedules (
+        id TEXT PRIMARY KEY, app TEXT NOT NULL, env TEXT NOT NULL, what TEXT NOT NULL,
+        at_ms INTEGER, cron TEXT, tz TEXT NOT NULL, lock_wait_secs INTEGER NOT NULL,
+        grace_secs INTEGER NOT NULL, user TEXT NOT NULL, token_id TEXT NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL, next_ms INTEGER,
+        removed_ms INTEGER);
+     CREATE TABLE schedule_runs (
+        schedule_id TEXT NOT NULL, slot_ms INTEGER NOT NULL, state TEXT NOT NULL,
+        job_id TEXT, reason TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+        PRIMARY KEY (schedule_id, slot_ms));
+     CREATE TABLE freezes (
+        env TEXT PRIMARY KEY, until_ms INTEGER NOT NULL, reason TEXT NOT NULL,
+        user TEXT NOT NULL, created_ms INTEGER NOT NULL);",
 ];
 
-const JOB_COLS: &str =
-    "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error";
+const JOB_COLS: &str = "id, kind, app, env, version, check_mode, user, state, created_ms, finished_ms, error, triggered_by";
 const LEDGER_COLS: &str = "job_id, app, env, host, version, from_version, result, user, ts_ms";
 pub(super) const TOKEN_COLS: &str =
     "id, user, envs, admin, created_ms, revoked_ms, read_envs, expires_ms, last_used_ms, run";
@@ -104,6 +119,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<JobInfo> {
         created_ms: r.get::<_, i64>(8)? as u64,
         finished_ms: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
         error: r.get(10)?,
+        triggered_by: r.get(11)?,
     })
 }
 
@@ -278,8 +294,8 @@ impl Store for SqliteStore {
                 params![job.app, job.env, job.id, job.user, now_ms() as i64],
             )?;
             tx.execute(
-                &format!("INSERT INTO jobs ({JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"),
-                params![job.id, job.kind.as_str(), job.app, job.env, job.version, job.check as i64, job.user, job.state.as_str(), job.created_ms as i64],
+                &format!("INSERT INTO jobs ({JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL, ?10)"),
+                params![job.id, job.kind.as_str(), job.app, job.env, job.version, job.check as i64, job.user, job.state.as_str(), job.created_ms as i64, job.triggered_by],
             )?;
             tx.commit()?;
             Ok(Ok(()))

@@ -16,6 +16,7 @@ fn job(id: &str, user: &str) -> JobInfo {
         created_ms: now_ms(),
         finished_ms: None,
         error: None,
+        triggered_by: None,
     }
 }
 
