@@ -148,6 +148,7 @@ impl Client {
             401 | 403 => exit::UNAUTHORISED,
             503 => exit::UNREACHABLE,
             409 if err.code == codes::LOCKED => exit::LOCKED,
+            409 if err.code == codes::CLOSED => exit::CLOSED,
             400 | 404 | 409 => exit::USAGE,
             _ => exit::FAILED,
         };
@@ -177,6 +178,16 @@ impl Client {
         resp.json()
             .await
             .map_err(|e| CliError::new(exit::FAILED, format!("bad answer from the gateway: {e}")))
+    }
+
+    /// A DELETE whose answer has no body.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        let resp = self
+            .request(&self.http, reqwest::Method::DELETE, path)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        self.check(resp).await.map(|_| ())
     }
 
     /// Follows a job's events from `after`, calling `on_event(seq, json)` for each, and

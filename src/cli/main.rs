@@ -4,13 +4,15 @@
 //! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
-//! application and environment); 130 detached with Ctrl-C (the job goes on).  `deploy
+//! application and environment); 7 closed (a freeze, or outside the environment's
+//! deploy windows); 130 detached with Ctrl-C (the job goes on).  `deploy
 //! run` exits with its command's exit code once the command ran (see `day_two.rs`).
 
 mod client;
 mod day_two;
 mod display;
 mod pipeline;
+mod schedule;
 mod settings;
 mod status;
 mod urls;
@@ -31,6 +33,7 @@ pub mod exit {
     pub const UNAUTHORISED: u8 = 4;
     pub const UNREACHABLE: u8 = 5;
     pub const LOCKED: u8 = 6;
+    pub const CLOSED: u8 = 7;
     pub const DETACHED: u8 = 130;
 }
 
@@ -136,6 +139,25 @@ enum Cmd {
         #[arg(long)]
         batch: Option<String>,
     },
+    /// Rollouts the gateway runs at a time or on a cron line.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCmd),
+    /// Refuse deploys, restarts and scheduled runs on an environment until a time
+    /// (rollbacks stay allowed; an admin may `release --force REASON`).
+    Freeze {
+        env: String,
+        /// Local time in --tz (default UTC): 2026-12-27T00:00.
+        #[arg(long)]
+        until: String,
+        #[arg(long)]
+        tz: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift an environment's freeze.
+    Unfreeze { env: String },
+    /// The freezes in force.
+    Freezes,
     /// What two environments run, and the commits the first has that the second lacks.
     Diff { app: String, a: String, b: String },
     /// Switch back to a release still on disk; installs nothing.  Without --to: the
@@ -383,6 +405,15 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             pipeline::promote(&client(&cli)?, p, mode(&cli)).await
         }
+        Cmd::Schedule(s) => schedule::run(&client(&cli)?, s, cli.json).await,
+        Cmd::Freeze {
+            env,
+            until,
+            tz,
+            reason,
+        } => schedule::freeze(&client(&cli)?, env, until, tz.clone(), reason, cli.json).await,
+        Cmd::Unfreeze { env } => schedule::unfreeze(&client(&cli)?, env).await,
+        Cmd::Freezes => schedule::freezes(&client(&cli)?, cli.json).await,
         Cmd::Diff { app, a, b } => pipeline::diff(&client(&cli)?, app, a, b, cli.json).await,
         Cmd::Restart(a) => day_two::restart(&client(&cli)?, a, mode(&cli)).await,
         Cmd::Run(a) => day_two::run(&client(&cli)?, a, cli.json).await,

@@ -124,12 +124,12 @@ pub fn print_hosts(hosts: &[HostInfo]) {
 /// `deploy jobs`.
 pub fn print_jobs(jobs: &[JobInfo], when: fn(Option<u64>) -> String) {
     println!(
-        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} CREATED",
-        "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE"
+        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} TRIGGERED BY",
+        "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE", "CREATED"
     );
     for j in jobs {
         println!(
-            "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {}",
+            "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} {}",
             j.id,
             j.kind,
             j.app,
@@ -137,7 +137,8 @@ pub fn print_jobs(jobs: &[JobInfo], when: fn(Option<u64>) -> String) {
             j.version,
             j.user,
             j.state,
-            when(Some(j.created_ms))
+            when(Some(j.created_ms)),
+            j.triggered_by.as_deref().unwrap_or("-")
         );
     }
 }

@@ -20,6 +20,9 @@ pub struct Principal {
     pub run: bool,
     /// Where the request came from (an address, or `local`), for the audit trail.
     pub source: String,
+    /// The token's id (none for `apply` on the bastion): a schedule's runs act with the
+    /// rights of the token that made it.
+    pub token: Option<String>,
 }
 
 fn covers(list: &[String], env: &str) -> bool {

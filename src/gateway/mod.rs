@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod relay;
 pub mod relay_cache;
 pub mod retention;
+pub mod scheduler;
 pub mod service;
 pub mod store;
 pub mod tokens;
@@ -57,6 +58,7 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     let state = state(cfg)?;
     recover(state.svc.jobs(), &database).await?;
     retention::spawn(state.svc.db().clone(), days);
+    scheduler::spawn(state.svc.clone());
     lock.announce(&addr.to_string())?;
     tracing::info!("listening on http://{addr}");
     let svc = state.svc.clone();

@@ -284,7 +284,21 @@ impl Check<'_> {
             rollout.max_failed = r.max_failed.unwrap_or(0);
             rollout.on_halt = r.on_halt.unwrap_or(OnHalt::Rollback);
         }
+        let mut windows = Vec::new();
+        if let Some(w) = &e.windows {
+            for text in &w.value {
+                let window = crate::schedule::Window::parse(text).map_err(|m| {
+                    self.err(
+                        w.referenced.line().max(eline),
+                        format!("{efield}.windows"),
+                        format!("{text:?}: {m}"),
+                    )
+                })?;
+                windows.push(window);
+            }
+        }
         Ok(Environment {
+            windows,
             rollout,
             confirm: e.confirm.unwrap_or_else(|| env_name.starts_with("prod")),
             name: env_name,

@@ -64,6 +64,8 @@ pub struct Environment {
     pub rollout: Rollout,
     /// How this environment's servers get the release's artifacts.
     pub delivery: Delivery,
+    /// When deploys, restarts and scheduled runs may start (none: any time).
+    pub windows: Vec<crate::schedule::Window>,
 }
 
 /// How servers reach the artifact repository (per environment).

@@ -150,6 +150,9 @@ pub(super) struct RawEnvironment {
     pub(super) rollout: Option<RawRollout>,
     #[serde(default)]
     pub(super) delivery: Delivery,
+    /// Deploy windows: `Mon-Fri 09:00-16:00 Europe/Amsterdam`.
+    #[serde(default)]
+    pub(super) windows: Option<Spanned<Vec<String>>>,
 }
 
 fn default_parallel() -> usize {

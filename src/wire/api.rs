@@ -37,6 +37,8 @@ pub mod codes {
     pub const UPSTREAM: &str = "upstream_error";
     pub const INTERNAL: &str = "internal";
     pub const CONFLICT: &str = "conflict";
+    /// The environment is frozen, or outside its deploy windows (the message says until when).
+    pub const CLOSED: &str = "closed";
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// The gateway is at a limit (for example: too many event streams); retry later.
     pub const UNAVAILABLE: &str = "unavailable";

@@ -2,7 +2,7 @@
 //! the layers (version handshake and request log on everything; the token check on every
 //! route not in [`PUBLIC_ROUTES`]) and the JSON fallback.  Handlers live in one file per
 //! resource (`day_two.rs`: restart, run, app logs; `pipeline.rs`: builds, changes,
-//! promotions, diff) and stay thin: parse, call the job
+//! promotions, diff; `schedules.rs`: schedules and freezes) and stay thin: parse, call the job
 //! service, map its error.
 
 mod apps;
@@ -12,6 +12,7 @@ mod handshake;
 mod jobs;
 mod pipeline;
 mod records;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,6 +113,15 @@ fn table() -> Table {
         .add(Method::GET, "/v1/apps/{app}/changes", pipeline::changes)
         .add(Method::POST, "/v1/promotions", pipeline::promote)
         .add(Method::GET, "/v1/apps/{app}/diff", pipeline::diff)
+        .add(Method::POST, "/v1/schedules", schedules::add)
+        .add(Method::GET, "/v1/schedules", schedules::list)
+        .add(Method::GET, "/v1/schedules/{id}", schedules::show)
+        .add(Method::DELETE, "/v1/schedules/{id}", schedules::remove)
+        .add(Method::POST, "/v1/schedules/{id}/pause", schedules::pause)
+        .add(Method::POST, "/v1/schedules/{id}/resume", schedules::resume)
+        .add(Method::POST, "/v1/freezes", schedules::freeze)
+        .add(Method::GET, "/v1/freezes", schedules::freezes)
+        .add(Method::DELETE, "/v1/freezes/{id}", schedules::unfreeze)
         .add(Method::GET, "/v1/ledger", records::ledger)
         .add(Method::GET, "/v1/audit", records::audit)
 }

@@ -110,14 +110,27 @@ impl JobService {
                 tracing::warn!("cannot record the use of token {}: {e}", t.id);
             }
         }
-        Ok(Principal {
-            user: t.user,
-            envs: t.envs,
-            read_envs: t.read_envs,
-            admin: t.admin,
-            run: t.run,
-            source: source.to_string(),
-        })
+        Ok(principal(t, source))
+    }
+
+    /// Whether a token is usable now: its principal, or why not (revoked, expired).
+    pub(super) async fn token_principal(&self, id: &str, source: &str) -> Result<Principal> {
+        let tokens = self.db().call(|s| s.tokens()).await?;
+        let t = tokens
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ServiceError::Unauthenticated(format!("token {id} is gone")))?;
+        if t.revoked {
+            return Err(ServiceError::Unauthenticated(format!(
+                "token {id} was revoked"
+            )));
+        }
+        if t.expires_ms.is_some_and(|e| e <= now_ms()) {
+            return Err(ServiceError::Unauthenticated(format!(
+                "token {id} has expired"
+            )));
+        }
+        Ok(principal(t, source))
     }
 
     async fn refuse_anonymous(
@@ -258,5 +271,17 @@ mod tests {
             .count();
         assert!(written <= MAX_SOURCES + 1, "{written}");
         assert!(log.windows.lock().unwrap().len() <= MAX_SOURCES + 1);
+    }
+}
+
+fn principal(t: crate::gateway::store::TokenRow, source: &str) -> Principal {
+    Principal {
+        token: Some(t.id),
+        user: t.user,
+        envs: t.envs,
+        read_envs: t.read_envs,
+        admin: t.admin,
+        run: t.run,
+        source: source.to_string(),
     }
 }

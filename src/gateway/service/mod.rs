@@ -13,16 +13,19 @@
 
 mod access;
 mod app_logs;
+mod freeze;
 mod pipeline;
 mod reads;
 mod restart;
 mod rollback;
 mod run;
+mod schedules;
 mod status;
 
 pub use access::RefusalLog;
 pub use app_logs::{LogStream, LogsRequest};
 pub use rollback::rollback_target;
+pub use schedules::next_slot;
 pub use status::{disagrees, observed_host};
 
 use std::time::Duration;
@@ -62,6 +65,9 @@ pub enum ServiceError {
     /// The artifact source failed.
     #[error("{0}")]
     Upstream(String),
+    /// A freeze, or no deploy window open now: the reason and when it opens.
+    #[error("{0}")]
+    Closed(String),
     /// The gateway is at a limit (too many event streams); retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -100,6 +106,10 @@ struct Order {
     env: String,
     wanted: Wanted,
     batch: Option<String>,
+    /// Past a freeze or a closed window (admins): why.
+    force: Option<String>,
+    /// `schedule <id>` for a scheduled run.
+    triggered_by: Option<String>,
 }
 
 impl Order {
@@ -168,6 +178,8 @@ impl JobService {
                 env: req.env,
                 wanted,
                 batch: req.batch,
+                force: req.force,
+                triggered_by: None,
             },
         )
         .await
@@ -191,6 +203,8 @@ impl JobService {
                 env: req.env,
                 wanted,
                 batch: req.batch,
+                force: None,
+                triggered_by: None,
             },
         )
         .await
@@ -200,6 +214,7 @@ impl JobService {
         let action = order.kind.as_str();
         self.authorise(p, action, &order.env, &order.target())
             .await?;
+        self.through_the_door(p, &order).await?;
         let version = self.resolve(&order).await?;
         // An exact version of a deploy must be on the index (a rollback's is on disk).
         let exact = matches!(&order.wanted, Wanted::Version { request, .. }
@@ -217,7 +232,7 @@ impl JobService {
             created_ms: now_ms(),
             finished_ms: None,
             error: None,
-            triggered_by: None,
+            triggered_by: order.triggered_by,
         };
         let target = format!("{}/{} {}", job.app, job.env, job.version);
         let planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;

@@ -242,6 +242,16 @@ impl JobService {
 
     /// Deploys to `to` the very file `from` runs (by SHA-256).
     pub async fn promote(&self, p: &Principal, req: PromoteRequest) -> Result<JobInfo> {
+        self.promote_as(p, req, None).await
+    }
+
+    /// [`Self::promote`], recording what started it (`schedule <id>`).
+    pub(super) async fn promote_as(
+        &self,
+        p: &Principal,
+        req: PromoteRequest,
+        triggered_by: Option<String>,
+    ) -> Result<JobInfo> {
         let target = format!("{} {} -> {}", req.app, req.from, req.to);
         self.authorise(p, "promote", &req.to, &target).await?;
         self.readable(p, &req.from, &target).await?;
@@ -309,6 +319,8 @@ impl JobService {
                 env: req.to,
                 wanted,
                 batch: req.batch,
+                force: None,
+                triggered_by,
             },
         )
         .await

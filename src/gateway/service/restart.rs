@@ -24,6 +24,8 @@ impl JobService {
             env: req.env,
             wanted: Wanted::Live,
             batch: req.batch,
+            force: req.force,
+            triggered_by: None,
         };
         self.submit(p, order).await
     }

@@ -9,12 +9,14 @@
 mod sqlite;
 mod sqlite_access;
 mod sqlite_pipeline;
+mod sqlite_schedules;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
 use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
+use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
 pub use sqlite::SqliteStore;
 
@@ -139,6 +141,26 @@ pub enum Orphans {
     Apply,
 }
 
+/// A schedule as stored: its request, its author's token (its runs act with that
+/// token's rights) and its next slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub id: String,
+    pub app: String,
+    pub env: String,
+    pub what: String,
+    pub at_ms: Option<u64>,
+    pub cron: Option<String>,
+    pub tz: String,
+    pub lock_wait_secs: u64,
+    pub grace_secs: u64,
+    pub user: String,
+    pub token_id: String,
+    pub paused: bool,
+    pub created_ms: u64,
+    pub next_ms: Option<u64>,
+}
+
 /// The user of a job started by `deploy-gateway apply` begins with this.
 pub const APPLY_USER_PREFIX: &str = "apply:";
 
@@ -217,6 +239,26 @@ pub trait Store: Send + Sync {
     fn job_artifact(&self, job_id: &str) -> Result<Option<ArtifactRef>>;
     /// The file (name, SHA-256) last recorded for a version of `app` by any job.
     fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>>;
+
+    fn add_schedule(&self, s: &ScheduleRow) -> Result<()>;
+    /// Schedules not removed: all, or the one with `id`.
+    fn schedules(&self, id: Option<&str>) -> Result<Vec<ScheduleRow>>;
+    /// Sets a schedule's next slot; false if there is no such schedule.
+    fn set_schedule_next(&self, id: &str, next_ms: Option<u64>) -> Result<bool>;
+    fn set_schedule_paused(&self, id: &str, paused: bool) -> Result<bool>;
+    fn remove_schedule(&self, id: &str, at_ms: u64) -> Result<bool>;
+    /// Records a run for (schedule, slot) unless one exists: true if this call did
+    /// (a slot runs at most once, whatever restarts happen).
+    fn claim_run(&self, id: &str, run: &ScheduleRun) -> Result<bool>;
+    fn update_run(&self, id: &str, run: &ScheduleRun) -> Result<()>;
+    /// The newest runs first.
+    fn schedule_runs(&self, id: &str, limit: u32) -> Result<Vec<ScheduleRun>>;
+    /// Freezes `env` (replacing its freeze, if any).
+    fn set_freeze(&self, f: &FreezeInfo) -> Result<()>;
+    /// False if `env` was not frozen.
+    fn lift_freeze(&self, env: &str) -> Result<bool>;
+    /// Every freeze, expired ones too (the caller compares with its clock).
+    fn freezes(&self) -> Result<Vec<FreezeInfo>>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.

@@ -12,11 +12,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::sqlite_access as access;
 use super::sqlite_pipeline as pipeline;
+use super::sqlite_schedules as schedules;
 use super::{
     APPLY_USER_PREFIX, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned, Result, Scope,
     Store, StoreError, TokenRow, now_ms,
 };
 use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
+use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
 const SCHEMA: &[&str] = &[
     // version 1
@@ -501,6 +503,50 @@ impl Store for SqliteStore {
 
     fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>> {
         pipeline::version_artifact(self, app, version)
+    }
+
+    fn add_schedule(&self, s: &super::ScheduleRow) -> Result<()> {
+        schedules::add(self, s)
+    }
+
+    fn schedules(&self, id: Option<&str>) -> Result<Vec<super::ScheduleRow>> {
+        schedules::list(self, id)
+    }
+
+    fn set_schedule_next(&self, id: &str, next_ms: Option<u64>) -> Result<bool> {
+        schedules::set(self, id, "next_ms", next_ms.map(|v| v as i64))
+    }
+
+    fn set_schedule_paused(&self, id: &str, paused: bool) -> Result<bool> {
+        schedules::set(self, id, "paused", Some(paused as i64))
+    }
+
+    fn remove_schedule(&self, id: &str, at_ms: u64) -> Result<bool> {
+        schedules::set(self, id, "removed_ms", Some(at_ms as i64))
+    }
+
+    fn claim_run(&self, id: &str, run: &ScheduleRun) -> Result<bool> {
+        schedules::claim(self, id, run)
+    }
+
+    fn update_run(&self, id: &str, run: &ScheduleRun) -> Result<()> {
+        schedules::update_run(self, id, run)
+    }
+
+    fn schedule_runs(&self, id: &str, limit: u32) -> Result<Vec<ScheduleRun>> {
+        schedules::runs(self, id, limit)
+    }
+
+    fn set_freeze(&self, f: &FreezeInfo) -> Result<()> {
+        schedules::set_freeze(self, f)
+    }
+
+    fn lift_freeze(&self, env: &str) -> Result<bool> {
+        schedules::lift_freeze(self, env)
+    }
+
+    fn freezes(&self) -> Result<Vec<FreezeInfo>> {
+        schedules::freezes(self)
     }
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()> {

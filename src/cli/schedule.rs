@@ -1,0 +1,227 @@
+//! `deploy schedule add|list|show|pause|resume|rm` (rollouts the gateway runs at a time
+//! or on a cron line) and `deploy freeze|unfreeze|freezes` (an environment's door).
+
+use deploy_wire::schedule::{FreezeInfo, FreezeRequest, ScheduleInfo, ScheduleRequest};
+
+use crate::client::{Client, Result};
+use crate::{exit, print_json, urls};
+
+#[derive(clap::Subcommand)]
+pub enum ScheduleCmd {
+    /// A rollout at a time (--at 2026-12-01T02:00) or on a cron line (--cron "0 2 * * 1-5").
+    /// WHAT: a version, `latest`, a specifier (~=1.4), or promote:ENV.
+    Add {
+        app: String,
+        what: String,
+        #[arg(long, short = 'e')]
+        env: String,
+        #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+        at: Option<String>,
+        #[arg(long)]
+        cron: Option<String>,
+        /// IANA time zone of --at and --cron (default UTC).
+        #[arg(long)]
+        tz: Option<String>,
+        /// How long a run waits for a running job (default 10m).
+        #[arg(long, value_name = "DURATION")]
+        lock_wait: Option<String>,
+        /// A slot missed while the gateway was down still runs this late (default 15m).
+        #[arg(long, value_name = "DURATION")]
+        grace: Option<String>,
+    },
+    /// Schedules, with their next run times.
+    List,
+    /// One schedule and its recent runs.
+    Show {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Rm {
+        id: String,
+    },
+}
+
+/// `30s`, `10m`, `2h`, `1d` or plain seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration like 30s, 10m or 2h; got {text:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "expected a duration like 30s, 10m or 2h; got {text:?}"
+            ));
+        }
+    };
+    Ok(n * mult)
+}
+
+fn secs(v: &Option<String>) -> Result<Option<u64>> {
+    v.as_deref()
+        .map(|t| parse_duration(t).map_err(|e| crate::client::CliError::new(exit::USAGE, e)))
+        .transpose()
+}
+
+fn print(s: &ScheduleInfo) {
+    let when = match (&s.cron, &s.next_local.first()) {
+        (Some(c), _) => format!("cron {c:?} {}", s.tz),
+        (None, Some(t)) => format!("at {t}"),
+        (None, None) => "at (done)".into(),
+    };
+    let state = if s.paused { " (paused)" } else { "" };
+    let next = if s.next_local.is_empty() {
+        "-".into()
+    } else {
+        s.next_local.join(", ")
+    };
+    println!(
+        "{}  {} to {} {}: {when}{state}; by {}; next: {next}",
+        s.id, s.app, s.env, s.what, s.user
+    );
+}
+
+pub async fn run(c: &Client, cmd: &ScheduleCmd, json: bool) -> Result<u8> {
+    let info: ScheduleInfo = match cmd {
+        ScheduleCmd::Add {
+            app,
+            what,
+            env,
+            at,
+            cron,
+            tz,
+            lock_wait,
+            grace,
+        } => {
+            let req = ScheduleRequest {
+                app: urls::app(app)?.into(),
+                env: urls::env(env)?.into(),
+                what: what.clone(),
+                at: at.clone(),
+                cron: cron.clone(),
+                tz: tz.clone(),
+                lock_wait_secs: secs(lock_wait)?,
+                grace_secs: secs(grace)?,
+            };
+            c.post("/v1/schedules", &req).await?
+        }
+        ScheduleCmd::List => {
+            let all: Vec<ScheduleInfo> = c.get("/v1/schedules").await?;
+            if json {
+                print_json(&all);
+            }
+            all.iter().filter(|_| !json).for_each(print);
+            return Ok(exit::OK);
+        }
+        ScheduleCmd::Show { id } => c.get(&urls::path(&["/v1/schedules/", id])).await?,
+        ScheduleCmd::Pause { id } => {
+            c.post(
+                &urls::path(&["/v1/schedules/", id, "/pause"]),
+                &serde_json::json!({}),
+            )
+            .await?
+        }
+        ScheduleCmd::Resume { id } => {
+            c.post(
+                &urls::path(&["/v1/schedules/", id, "/resume"]),
+                &serde_json::json!({}),
+            )
+            .await?
+        }
+        ScheduleCmd::Rm { id } => {
+            c.delete(&urls::path(&["/v1/schedules/", id])).await?;
+            eprintln!("schedule {id} removed");
+            return Ok(exit::OK);
+        }
+    };
+    if json {
+        print_json(&info);
+        return Ok(exit::OK);
+    }
+    print(&info);
+    for r in &info.runs {
+        let job = r
+            .job_id
+            .as_deref()
+            .map(|j| format!(" job {j}"))
+            .unwrap_or_default();
+        let slot = crate::display::timestamp(r.slot_ms);
+        println!("  {slot}  {:<8}{job}  {}", r.state, r.reason);
+    }
+    Ok(exit::OK)
+}
+
+pub async fn freeze(
+    c: &Client,
+    env: &str,
+    until: &str,
+    tz: Option<String>,
+    reason: &str,
+    json: bool,
+) -> Result<u8> {
+    let req = FreezeRequest {
+        env: urls::env(env)?.into(),
+        until: until.into(),
+        tz,
+        reason: reason.into(),
+    };
+    let f: FreezeInfo = c.post("/v1/freezes", &req).await?;
+    if json {
+        print_json(&f);
+    } else {
+        eprintln!(
+            "{} is frozen until {} (UTC): {}",
+            f.env,
+            crate::display::timestamp(f.until_ms),
+            f.reason
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub async fn unfreeze(c: &Client, env: &str) -> Result<u8> {
+    c.delete(&urls::path(&["/v1/freezes/", urls::env(env)?]))
+        .await?;
+    eprintln!("{env} is open again");
+    Ok(exit::OK)
+}
+
+pub async fn freezes(c: &Client, json: bool) -> Result<u8> {
+    let all: Vec<FreezeInfo> = c.get("/v1/freezes").await?;
+    if json {
+        print_json(&all);
+    }
+    for f in all.iter().filter(|_| !json) {
+        println!(
+            "{}  until {}  by {}: {}",
+            f.env,
+            crate::display::timestamp(f.until_ms),
+            f.user,
+            f.reason
+        );
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(super::parse_duration("30s"), Ok(30));
+        assert_eq!(super::parse_duration("10m"), Ok(600));
+        assert_eq!(super::parse_duration("2h"), Ok(7200));
+        assert_eq!(super::parse_duration("45"), Ok(45));
+        assert!(super::parse_duration("soon").is_err());
+        assert!(super::parse_duration("10 parsecs").is_err());
+    }
+}

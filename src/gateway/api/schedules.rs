@@ -1,0 +1,94 @@
+//! Schedule and freeze routes: thin handlers over the job service.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use deploy_wire::schedule::{FreezeInfo, FreezeRequest, ScheduleInfo, ScheduleRequest};
+
+use super::{ApiErr, AppJson, AppPath, AppState};
+use crate::gateway::auth::Principal;
+
+pub async fn add(
+    State(st): State<AppState>,
+    p: Principal,
+    AppJson(req): AppJson<ScheduleRequest>,
+) -> Result<(StatusCode, Json<ScheduleInfo>), ApiErr> {
+    Ok((
+        StatusCode::CREATED,
+        Json(st.svc.add_schedule(&p, req).await?),
+    ))
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<ScheduleInfo>>, ApiErr> {
+    Ok(Json(st.svc.schedules_for(&p).await?))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<ScheduleInfo>, ApiErr> {
+    Ok(Json(st.svc.schedule_for(&p, &id).await?))
+}
+
+async fn change(
+    st: AppState,
+    p: Principal,
+    id: String,
+    what: &str,
+) -> Result<Json<ScheduleInfo>, ApiErr> {
+    st.svc.change_schedule(&p, &id, what).await?;
+    Ok(Json(st.svc.schedule_for(&p, &id).await?))
+}
+
+pub async fn pause(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<ScheduleInfo>, ApiErr> {
+    change(st, p, id, "pause").await
+}
+
+pub async fn resume(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<Json<ScheduleInfo>, ApiErr> {
+    change(st, p, id, "resume").await
+}
+
+pub async fn remove(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(id): AppPath<String>,
+) -> Result<StatusCode, ApiErr> {
+    st.svc.change_schedule(&p, &id, "rm").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn freeze(
+    State(st): State<AppState>,
+    p: Principal,
+    AppJson(req): AppJson<FreezeRequest>,
+) -> Result<(StatusCode, Json<FreezeInfo>), ApiErr> {
+    Ok((StatusCode::CREATED, Json(st.svc.freeze(&p, req).await?)))
+}
+
+pub async fn freezes(
+    State(st): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<FreezeInfo>>, ApiErr> {
+    Ok(Json(st.svc.freezes_for(&p).await?))
+}
+
+pub async fn unfreeze(
+    State(st): State<AppState>,
+    p: Principal,
+    AppPath(env): AppPath<String>,
+) -> Result<StatusCode, ApiErr> {
+    st.svc.unfreeze(&p, &env).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

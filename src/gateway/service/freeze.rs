@@ -1,0 +1,160 @@
+//! The door of an environment: freezes (`deploy freeze ENV --until ... --reason ...`,
+//! `deploy unfreeze ENV`) and the deploy windows of the inventory (`windows:`).  A
+//! deploy, a restart or a scheduled run that finds the door shut is refused with the
+//! reason and when it opens; an admin may force it with a reason (audited).  Rollbacks,
+//! checks and one-off commands always pass: a freeze must never keep anyone from
+//! undoing a bad release.
+
+use deploy_wire::api::JobKind;
+use deploy_wire::schedule::{FreezeInfo, FreezeRequest};
+
+use super::{JobService, Order, Result, ServiceError};
+use crate::gateway::auth::Principal;
+use crate::gateway::store::now_ms;
+use crate::schedule::{format_local, parse_at};
+
+/// The zone freezes are shown in when the request names none.
+const UTC: &str = "UTC";
+
+impl JobService {
+    pub async fn freeze(&self, p: &Principal, req: FreezeRequest) -> Result<FreezeInfo> {
+        let tz = req.tz.as_deref().unwrap_or(UTC);
+        let target = format!("{} until {} {tz}", req.env, req.until);
+        self.authorise(p, "freeze", &req.env, &target).await?;
+        self.known_env(&req.env)?;
+        let until_ms =
+            parse_at(&req.until, tz).map_err(|e| ServiceError::Invalid(format!("--until: {e}")))?;
+        if until_ms <= now_ms() {
+            return Err(ServiceError::Invalid(format!(
+                "--until {} is in the past",
+                req.until
+            )));
+        }
+        if req.reason.trim().is_empty() {
+            return Err(ServiceError::Invalid(
+                "a freeze needs a reason (--reason)".into(),
+            ));
+        }
+        let f = FreezeInfo {
+            env: req.env,
+            until_ms,
+            reason: req.reason,
+            user: p.user.clone(),
+            created_ms: now_ms(),
+        };
+        let stored = f.clone();
+        self.db().call(move |s| s.set_freeze(&stored)).await?;
+        self.audit(
+            &p.user,
+            "freeze",
+            &format!("{target}: {}", f.reason),
+            "accepted",
+        )
+        .await;
+        Ok(f)
+    }
+
+    pub async fn unfreeze(&self, p: &Principal, env: &str) -> Result<()> {
+        self.authorise(p, "unfreeze", env, env).await?;
+        let e = env.to_string();
+        if !self.db().call(move |s| s.lift_freeze(&e)).await? {
+            return Err(ServiceError::NotFound(format!("{env} is not frozen")));
+        }
+        self.audit(&p.user, "unfreeze", env, "accepted").await;
+        Ok(())
+    }
+
+    /// The freezes in force, of the environments the principal may read.
+    pub async fn freezes_for(&self, p: &Principal) -> Result<Vec<FreezeInfo>> {
+        let now = now_ms();
+        let all = self.db().call(|s| s.freezes()).await?;
+        Ok(all
+            .into_iter()
+            .filter(|f| f.until_ms > now && p.may_read(&f.env))
+            .collect())
+    }
+
+    fn known_env(&self, env: &str) -> Result<()> {
+        let inv = self.jobs.inventory()?;
+        if inv.apps.values().any(|a| a.environments.contains_key(env)) {
+            return Ok(());
+        }
+        Err(ServiceError::NotFound(format!(
+            "no application has an environment {env}"
+        )))
+    }
+
+    /// Refuses an order that the environment's door keeps out (a freeze, or no window
+    /// open now), unless an admin forces it with a reason.
+    pub(super) async fn through_the_door(&self, p: &Principal, order: &Order) -> Result<()> {
+        if !matches!(order.kind, JobKind::Deploy | JobKind::Restart) {
+            return Ok(());
+        }
+        let Some(why) = self.shut(&order.app, &order.env).await? else {
+            return Ok(());
+        };
+        let target = order.target();
+        match &order.force {
+            Some(reason) if p.admin && !reason.trim().is_empty() => {
+                self.audit(
+                    &p.user,
+                    "force",
+                    &format!("{target}: {why}"),
+                    &format!("forced: {reason}"),
+                )
+                .await;
+                Ok(())
+            }
+            Some(_) if p.admin => Err(ServiceError::Invalid("--force needs a reason".into())),
+            Some(_) => Err(ServiceError::Forbidden(format!(
+                "only an admin may force past this: {why}"
+            ))),
+            None => {
+                self.audit(
+                    &p.user,
+                    order.kind.as_str(),
+                    &target,
+                    &format!("refused: {why}"),
+                )
+                .await;
+                Err(ServiceError::Closed(why))
+            }
+        }
+    }
+
+    /// Why `env` is shut now, if it is.
+    async fn shut(&self, app: &str, env: &str) -> Result<Option<String>> {
+        let now = now_ms();
+        let freezes = self.db().call(|s| s.freezes()).await?;
+        if let Some(f) = freezes.iter().find(|f| f.env == env && f.until_ms > now) {
+            let until = format_local(f.until_ms, UTC);
+            return Ok(Some(format!(
+                "{env} is frozen until {until} by {}: {}",
+                f.user, f.reason
+            )));
+        }
+        let inv = self.jobs.inventory()?;
+        let Some(e) = inv.apps.get(app).and_then(|a| a.environments.get(env)) else {
+            return Ok(None);
+        };
+        if e.windows.is_empty() || e.windows.iter().any(|w| w.contains(now)) {
+            return Ok(None);
+        }
+        let next = e
+            .windows
+            .iter()
+            .map(|w| w.next_open(now))
+            .min()
+            .unwrap_or(u64::MAX);
+        let list: Vec<String> = e.windows.iter().map(|w| w.to_string()).collect();
+        let opens = if next == u64::MAX {
+            "not within a week".to_string()
+        } else {
+            format_local(next, UTC)
+        };
+        Ok(Some(format!(
+            "{env} is outside its deploy windows ({}); the next opens {opens}",
+            list.join("; ")
+        )))
+    }
+}
