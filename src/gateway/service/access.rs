@@ -246,6 +246,18 @@ impl JobService {
     }
 }
 
+fn principal(t: crate::gateway::store::TokenRow, source: &str) -> Principal {
+    Principal {
+        token: Some(t.id),
+        user: t.user,
+        envs: t.envs,
+        read_envs: t.read_envs,
+        admin: t.admin,
+        run: t.run,
+        source: source.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,17 +283,5 @@ mod tests {
             .count();
         assert!(written <= MAX_SOURCES + 1, "{written}");
         assert!(log.windows.lock().unwrap().len() <= MAX_SOURCES + 1);
-    }
-}
-
-fn principal(t: crate::gateway::store::TokenRow, source: &str) -> Principal {
-    Principal {
-        token: Some(t.id),
-        user: t.user,
-        envs: t.envs,
-        read_envs: t.read_envs,
-        admin: t.admin,
-        run: t.run,
-        source: source.to_string(),
     }
 }
