@@ -317,6 +317,7 @@ async fn run_apply(a: ApplyArgs) -> Outcome {
         check: a.check,
         batch: None,
         pre: false,
+        if_newer: false,
     };
     let output = if a.json { Output::Json } else { Output::Text };
     match apply::run(settings, database, req, output).await {

@@ -22,6 +22,8 @@ pub struct RestartArgs {
     /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
     #[arg(long)]
     batch: Option<String>,
+    #[command(flatten)]
+    pub cron: crate::cron::CronArgs,
 }
 
 #[derive(clap::Args)]
@@ -67,8 +69,8 @@ pub async fn restart(c: &Client, a: &RestartArgs, mode: Mode) -> Result<u8> {
         env: env.to_string(),
         batch: a.batch.clone(),
     };
-    let job: JobInfo = c.post("/v1/restarts", &req).await?;
-    crate::start_following(c, &job, mode).await
+    let what = format!("restart of {app} on {env}");
+    crate::cron::run_job(c, &a.cron, &what, "/v1/restarts", &req, mode).await
 }
 
 /// What a one-off command's events said.

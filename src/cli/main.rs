@@ -8,6 +8,7 @@
 //! run` exits with its command's exit code once the command ran (see `day_two.rs`).
 
 mod client;
+mod cron;
 mod day_two;
 mod display;
 mod pipeline;
@@ -47,6 +48,9 @@ struct Cli {
     /// Machine-readable output: JSON (one event per line for jobs).
     #[arg(long, global = true)]
     json: bool,
+    /// Read the token from this file (before DEPLOY_TOKEN and the saved login).
+    #[arg(long, global = true, env = "DEPLOY_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -96,6 +100,12 @@ enum Cmd {
         /// With `latest` or a specifier such as `~=1.4`: let pre-releases count.
         #[arg(long)]
         pre: bool,
+        /// Start nothing (exit 0) when the version (as the gateway resolves it) already
+        /// runs on every host of the environment.
+        #[arg(long, conflicts_with = "reference")]
+        if_newer: bool,
+        #[command(flatten)]
+        cron: cron::CronArgs,
     },
     /// Build a branch, tag or commit on the application's CI builder (the console is
     /// followed live); nothing is built when that commit's wheel is on record.
@@ -145,6 +155,8 @@ enum Cmd {
         yes: bool,
         #[arg(long)]
         batch: Option<String>,
+        #[command(flatten)]
+        cron: cron::CronArgs,
     },
     /// Restart the release an environment runs (rolling, health-gated, installs nothing).
     Restart(day_two::RestartArgs),
@@ -167,6 +179,17 @@ enum Cmd {
     Cancel { job: String },
 }
 
+impl Cmd {
+    /// `--quiet`: nothing on success (not even a newer CLI's notice).
+    fn quiet(&self) -> bool {
+        match self {
+            Cmd::Release { cron, .. } | Cmd::Rollback { cron, .. } => cron.quiet,
+            Cmd::Restart(a) => a.cron.quiet,
+            _ => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -187,10 +210,17 @@ fn client(cli: &Cli) -> Result<Client> {
             "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway",
         )
     })?;
-    let token = std::env::var("DEPLOY_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or(saved.token);
+    let file = cli
+        .token_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty());
+    let token = match file {
+        Some(path) => Some(cron::token_from_file(path)?),
+        None => std::env::var("DEPLOY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or(saved.token),
+    };
     Ok(Client::new(&gateway, token))
 }
 
@@ -213,6 +243,9 @@ fn when(ms: Option<u64>) -> String {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
+    if cli.cmd.quiet() {
+        client::no_notices();
+    }
     match &cli.cmd {
         Cmd::Login { url } => login(url).await,
         Cmd::Apps => {
@@ -266,11 +299,17 @@ async fn run(cli: Cli) -> Result<u8> {
             yes,
             batch,
             pre,
+            if_newer,
+            cron,
         } => {
             urls::app(app)?;
             urls::env(env)?;
             let c = client(&cli)?;
             let Some(version) = version else {
+                if cron.quiet || cron.lock_wait.is_some() {
+                    let m = "--quiet and --lock-wait work with a VERSION, not with --ref";
+                    return Err(CliError::new(exit::USAGE, m));
+                }
                 let r = pipeline::ReleaseRef {
                     app,
                     env,
@@ -282,14 +321,8 @@ async fn run(cli: Cli) -> Result<u8> {
                 return pipeline::release_ref(&c, r, mode(&cli)).await;
             };
             if !check {
-                confirm(
-                    &c,
-                    app,
-                    env,
-                    &format!("Deploy {app} {version} to {env}?"),
-                    *yes,
-                )
-                .await?;
+                let q = format!("Deploy {app} {version} to {env}?");
+                confirm(&c, app, env, &q, *yes).await?;
             }
             let req = DeployRequest {
                 app: app.clone(),
@@ -298,9 +331,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 check: *check,
                 batch: batch.clone(),
                 pre: *pre,
+                if_newer: *if_newer,
             };
-            let job: JobInfo = c.post("/v1/deployments", &req).await?;
-            start_following(&c, &job, mode(&cli)).await
+            let what = format!("release {app} {version} to {env}");
+            cron::run_job(&c, cron, &what, "/v1/deployments", &req, mode(&cli)).await
         }
         Cmd::Rollback {
             app,
@@ -308,22 +342,18 @@ async fn run(cli: Cli) -> Result<u8> {
             to,
             yes,
             batch,
+            cron,
         } => {
             urls::app(app)?;
             urls::env(env)?;
             let c = client(&cli)?;
             let target = match to {
                 Some(v) => v.clone(),
-                None => rollback_target(&c, app, env, cli.json).await?,
+                None => rollback_target(&c, app, env, cli.json || cron.quiet).await?,
             };
-            confirm(
-                &c,
-                app,
-                env,
-                &format!("Roll {app} on {env} back to {target}?"),
-                *yes,
-            )
-            .await?;
+            let q = format!("Roll {app} on {env} back to {target}?");
+            confirm(&c, app, env, &q, *yes).await?;
+            let what = format!("rollback of {app} on {env} to {target}");
             let req = RollbackRequest {
                 app: app.clone(),
                 env: env.clone(),
@@ -331,8 +361,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 to: Some(target),
                 batch: batch.clone(),
             };
-            let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
-            start_following(&c, &job, mode(&cli)).await
+            cron::run_job(&c, cron, &what, "/v1/rollbacks", &req, mode(&cli)).await
         }
         Cmd::Build { app, reference } => {
             pipeline::build(&client(&cli)?, app, reference, mode(&cli)).await

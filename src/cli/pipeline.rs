@@ -120,6 +120,7 @@ pub async fn release_ref(c: &Client, r: ReleaseRef<'_>, m: Mode) -> Result<u8> {
         check: r.check,
         batch: r.batch,
         pre: true,
+        if_newer: false,
     };
     let job: JobInfo = c.post("/v1/deployments", &req).await?;
     start_following(c, &job, m).await

@@ -43,6 +43,7 @@ impl From<ServiceError> for ApiErr {
             E::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
             E::Locked { .. } => (StatusCode::CONFLICT, codes::LOCKED),
             E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            E::UpToDate(_) => (StatusCode::CONFLICT, codes::UP_TO_DATE),
             E::Upstream(_) => (StatusCode::BAD_GATEWAY, codes::UPSTREAM),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             E::Internal(cause) => {

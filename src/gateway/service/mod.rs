@@ -59,6 +59,10 @@ pub enum ServiceError {
     /// The request contradicts the state (nothing to roll back to, job not running).
     #[error("{0}")]
     Conflict(String),
+    /// A deploy with `if_newer` of the version every host already runs: not a refusal
+    /// (not audited), nothing started.
+    #[error("{0}")]
+    UpToDate(String),
     /// The artifact source failed.
     #[error("{0}")]
     Upstream(String),
@@ -100,6 +104,8 @@ struct Order {
     env: String,
     wanted: Wanted,
     batch: Option<String>,
+    /// Start nothing when the resolved version already runs everywhere (deploys only).
+    if_newer: bool,
 }
 
 impl Order {
@@ -168,6 +174,7 @@ impl JobService {
                 env: req.env,
                 wanted,
                 batch: req.batch,
+                if_newer: req.if_newer,
             },
         )
         .await
@@ -191,6 +198,7 @@ impl JobService {
                 env: req.env,
                 wanted,
                 batch: req.batch,
+                if_newer: false,
             },
         )
         .await
@@ -201,6 +209,10 @@ impl JobService {
         self.authorise(p, action, &order.env, &order.target())
             .await?;
         let version = self.resolve(&order).await?;
+        if order.if_newer {
+            self.newer_than_live(&order.app, &order.env, &version)
+                .await?;
+        }
         // An exact version of a deploy must be on the index (a rollback's is on disk).
         let exact = matches!(&order.wanted, Wanted::Version { request, .. }
             if !crate::versions::is_request(request))
