@@ -281,7 +281,7 @@ fn a_real_crond_runs_a_quiet_release_that_succeeds_silently() {
     std::fs::create_dir(&tabs).unwrap();
     // crond runs it with /bin/sh and a minimal environment: absolute paths only.
     let line = format!(
-        "* * * * * DEPLOY_GATEWAY={} DEPLOY_TOKEN_FILE={} XDG_CONFIG_HOME={} {} release hello 1.1.0 -e staging --yes --quiet --lock-wait 1m >{} 2>&1; echo $? >{}\n",
+        "* * * * * DEPLOY_GATEWAY={} DEPLOY_TOKEN_FILE={} XDG_CONFIG_HOME={} {} release hello 1.1.0 -e staging --yes --quiet --if-newer --lock-wait 1m >{} 2>&1; echo $? >{}\n",
         gw.url,
         token_file.display(),
         dir.join("cli-config").display(),

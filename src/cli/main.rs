@@ -1,7 +1,8 @@
 //! `deploy`: the command users install.  It talks HTTP to the gateway only and never
 //! links SSH code (tests/boundaries.rs checks its dependency graph).
 //!
-//! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
+//! Exit codes (also in README.md): 0 success (also: `--if-newer` found the version
+//! running everywhere); 1 the job failed, was cancelled or
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
 //! application and environment); 130 detached with Ctrl-C (the job goes on).  `deploy
