@@ -129,8 +129,9 @@ fn quiet_if_newer_and_lock_wait_through_the_binary() {
     let tb = Testbed::up("cron-cli", 1);
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "staging", false);
+    let admin = gw.token("root", "", true);
     quiet_prints_nothing_on_success_and_one_line_on_failure(&gw, &tb, &ann);
-    if_newer_starts_nothing_when_the_version_runs_everywhere(&gw, &tb, &ann);
+    if_newer_starts_nothing_when_the_version_runs_everywhere(&gw, &tb, &ann, &admin);
     lock_wait_waits_for_the_holder_then_succeeds(&gw, &tb, &ann);
 }
 
@@ -156,6 +157,7 @@ fn quiet_prints_nothing_on_success_and_one_line_on_failure(gw: &Gateway, tb: &Te
     // A job that fails its health check: one line with the job, its host's error.
     let r = deploy(gw, ann, "release hello 1.2.0 -e staging --yes -q");
     let job = jobs(gw, ann)[0]["id"].as_str().unwrap().to_string();
+    println!("the quiet failure: {}", r.stderr);
     assert_eq!(r.code, 1, "{r:?}");
     assert_eq!(
         (r.stdout.as_str(), r.stderr.lines().count()),
@@ -167,7 +169,21 @@ fn quiet_prints_nothing_on_success_and_one_line_on_failure(gw: &Gateway, tb: &Te
     assert_eq!(served_version(&tb.servers[0]), "1.0.0", "switched back");
 }
 
-fn if_newer_starts_nothing_when_the_version_runs_everywhere(gw: &Gateway, tb: &Testbed, ann: &str) {
+/// The number of audit rows.
+fn audit_rows(gw: &Gateway, admin: &str) -> usize {
+    let (status, _, body) = gw.http("GET", "/v1/audit", Some(admin), None);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .unwrap()
+        .len()
+}
+
+fn if_newer_starts_nothing_when_the_version_runs_everywhere(
+    gw: &Gateway,
+    tb: &Testbed,
+    ann: &str,
+    admin: &str,
+) {
     // 1.0.0 runs, but the host's last job failed: that is not "runs it"; deployed.
     let before = jobs(gw, ann).len();
     let r = deploy(
@@ -187,7 +203,7 @@ fn if_newer_starts_nothing_when_the_version_runs_everywhere(gw: &Gateway, tb: &T
     );
     assert_eq!(served_version(&tb.servers[0]), "1.4.0");
 
-    let before = jobs(gw, ann).len();
+    let (before, audited) = (jobs(gw, ann).len(), audit_rows(gw, admin));
     let r = deploy(gw, ann, "release hello latest -e staging --yes --if-newer");
     assert_eq!(r.code, 0, "{r:?}");
     let said = "deploy: hello 1.4.0 already runs on every host of staging; nothing started\n";
@@ -199,6 +215,11 @@ fn if_newer_starts_nothing_when_the_version_runs_everywhere(gw: &Gateway, tb: &T
     );
     assert_silent(&r, "up to date, quietly");
     assert_eq!(jobs(gw, ann).len(), before, "no job started");
+    assert_eq!(
+        audit_rows(gw, admin),
+        audited,
+        "an up-to-date answer is not audited"
+    );
 }
 
 fn lock_wait_waits_for_the_holder_then_succeeds(gw: &Gateway, tb: &Testbed, ann: &str) {
