@@ -164,7 +164,9 @@ fn quiet_prints_nothing_on_success_and_one_line_on_failure(gw: &Gateway, tb: &Te
         ("", 1),
         "{r:?}"
     );
-    let head = format!("deploy: release hello 1.2.0 to staging failed (job {job}): web1: ");
+    let head = format!(
+        "deploy: release hello 1.2.0 to staging failed (job {job}): web1: step start failed: health check"
+    );
     assert!(r.stderr.starts_with(&head), "{r:?}");
     assert_eq!(served_version(&tb.servers[0]), "1.0.0", "switched back");
 }

@@ -162,7 +162,9 @@ async fn follow_quietly(c: &Client, job: &JobInfo, what: &str) -> Result<u8> {
                 ..
             }) = serde_json::from_str::<Event>(data)
             {
-                errors.push(format!("{host}: {e}"));
+                // The engine's errors usually name their host already.
+                let named = e.starts_with(&format!("{host}:"));
+                errors.push(if named { e } else { format!("{host}: {e}") });
             }
         };
         tokio::select! {
