@@ -318,6 +318,7 @@ async fn run_apply(a: ApplyArgs) -> Outcome {
         batch: None,
         pre: false,
         force: None,
+        if_newer: false,
     };
     let output = if a.json { Output::Json } else { Output::Text };
     match apply::run(settings, database, req, output).await {

@@ -49,6 +49,11 @@ pub struct Client {
 
 static NOTICE_SHOWN: AtomicBool = AtomicBool::new(false);
 
+/// No notice of a newer CLI from now on (`--quiet`: nothing on success).
+pub fn no_notices() {
+    NOTICE_SHOWN.store(true, Ordering::Relaxed);
+}
+
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> Client {
         Client::with_stream_timeout(base, token, STREAM_READ_TIMEOUT)
@@ -149,6 +154,8 @@ impl Client {
             503 => exit::UNREACHABLE,
             409 if err.code == codes::LOCKED => exit::LOCKED,
             409 if err.code == codes::CLOSED => exit::CLOSED,
+            // `--if-newer` and the version runs everywhere: nothing to do is success.
+            409 if err.code == codes::UP_TO_DATE => exit::OK,
             400 | 404 | 409 => exit::USAGE,
             _ => exit::FAILED,
         };

@@ -25,6 +25,8 @@ pub struct RestartArgs {
     /// Restart during a freeze or outside the windows (admins only); audited.
     #[arg(long, value_name = "REASON")]
     force: Option<String>,
+    #[command(flatten)]
+    pub cron: crate::cron::CronArgs,
 }
 
 #[derive(clap::Args)]
@@ -71,8 +73,8 @@ pub async fn restart(c: &Client, a: &RestartArgs, mode: Mode) -> Result<u8> {
         batch: a.batch.clone(),
         force: a.force.clone(),
     };
-    let job: JobInfo = c.post("/v1/restarts", &req).await?;
-    crate::start_following(c, &job, mode).await
+    let what = format!("restart of {app} on {env}");
+    crate::cron::run_job(c, &a.cron, &what, "/v1/restarts", &req, mode).await
 }
 
 /// What a one-off command's events said.

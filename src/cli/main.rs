@@ -1,7 +1,8 @@
 //! `deploy`: the command users install.  It talks HTTP to the gateway only and never
 //! links SSH code (tests/boundaries.rs checks its dependency graph).
 //!
-//! Exit codes (also in README.md): 0 success; 1 the job failed, was cancelled or
+//! Exit codes (also in README.md): 0 success (also: `--if-newer` found the version
+//! running everywhere); 1 the job failed, was cancelled or
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
 //! application and environment); 7 closed (a freeze, or outside the environment's
@@ -9,6 +10,7 @@
 //! run` exits with its command's exit code once the command ran (see `day_two.rs`).
 
 mod client;
+mod cron;
 mod day_two;
 mod display;
 mod pipeline;
@@ -50,6 +52,9 @@ struct Cli {
     /// Machine-readable output: JSON (one event per line for jobs).
     #[arg(long, global = true)]
     json: bool,
+    /// Read the token from this file (before DEPLOY_TOKEN and the saved login).
+    #[arg(long, global = true, env = "DEPLOY_TOKEN_FILE", value_name = "PATH")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -103,6 +108,12 @@ enum Cmd {
         /// the reason is audited.
         #[arg(long, value_name = "REASON")]
         force: Option<String>,
+        /// Start nothing (exit 0) when the version (as the gateway resolves it) already
+        /// runs on every host of the environment.
+        #[arg(long, conflicts_with = "reference")]
+        if_newer: bool,
+        #[command(flatten)]
+        cron: cron::CronArgs,
     },
     /// Build a branch, tag or commit on the application's CI builder (the console is
     /// followed live); nothing is built when that commit's wheel is on record.
@@ -174,6 +185,8 @@ enum Cmd {
         yes: bool,
         #[arg(long)]
         batch: Option<String>,
+        #[command(flatten)]
+        cron: cron::CronArgs,
     },
     /// Restart the release an environment runs (rolling, health-gated, installs nothing).
     Restart(day_two::RestartArgs),
@@ -196,6 +209,17 @@ enum Cmd {
     Cancel { job: String },
 }
 
+impl Cmd {
+    /// `--quiet`: nothing on success (not even a newer CLI's notice).
+    fn quiet(&self) -> bool {
+        match self {
+            Cmd::Release { cron, .. } | Cmd::Rollback { cron, .. } => cron.quiet,
+            Cmd::Restart(a) => a.cron.quiet,
+            _ => false,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -216,10 +240,17 @@ fn client(cli: &Cli) -> Result<Client> {
             "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway",
         )
     })?;
-    let token = std::env::var("DEPLOY_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-        .or(saved.token);
+    let file = cli
+        .token_file
+        .as_deref()
+        .filter(|p| !p.as_os_str().is_empty());
+    let token = match file {
+        Some(path) => Some(cron::token_from_file(path)?),
+        None => std::env::var("DEPLOY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or(saved.token),
+    };
     Ok(Client::new(&gateway, token))
 }
 
@@ -242,6 +273,9 @@ fn when(ms: Option<u64>) -> String {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
+    if cli.cmd.quiet() {
+        client::no_notices();
+    }
     match &cli.cmd {
         Cmd::Login { url } => login(url).await,
         Cmd::Apps => {
@@ -296,11 +330,17 @@ async fn run(cli: Cli) -> Result<u8> {
             batch,
             pre,
             force,
+            if_newer,
+            cron,
         } => {
             urls::app(app)?;
             urls::env(env)?;
             let c = client(&cli)?;
             let Some(version) = version else {
+                if cron.quiet || cron.lock_wait.is_some() {
+                    let m = "--quiet and --lock-wait work with a VERSION, not with --ref";
+                    return Err(CliError::new(exit::USAGE, m));
+                }
                 let r = pipeline::ReleaseRef {
                     app,
                     env,
@@ -312,14 +352,8 @@ async fn run(cli: Cli) -> Result<u8> {
                 return pipeline::release_ref(&c, r, mode(&cli)).await;
             };
             if !check {
-                confirm(
-                    &c,
-                    app,
-                    env,
-                    &format!("Deploy {app} {version} to {env}?"),
-                    *yes,
-                )
-                .await?;
+                let q = format!("Deploy {app} {version} to {env}?");
+                confirm(&c, app, env, &q, *yes).await?;
             }
             let req = DeployRequest {
                 app: app.clone(),
@@ -329,9 +363,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 batch: batch.clone(),
                 pre: *pre,
                 force: force.clone(),
+                if_newer: *if_newer,
             };
-            let job: JobInfo = c.post("/v1/deployments", &req).await?;
-            start_following(&c, &job, mode(&cli)).await
+            let what = format!("release {app} {version} to {env}");
+            cron::run_job(&c, cron, &what, "/v1/deployments", &req, mode(&cli)).await
         }
         Cmd::Rollback {
             app,
@@ -339,22 +374,18 @@ async fn run(cli: Cli) -> Result<u8> {
             to,
             yes,
             batch,
+            cron,
         } => {
             urls::app(app)?;
             urls::env(env)?;
             let c = client(&cli)?;
             let target = match to {
                 Some(v) => v.clone(),
-                None => rollback_target(&c, app, env, cli.json).await?,
+                None => rollback_target(&c, app, env, cli.json || cron.quiet).await?,
             };
-            confirm(
-                &c,
-                app,
-                env,
-                &format!("Roll {app} on {env} back to {target}?"),
-                *yes,
-            )
-            .await?;
+            let q = format!("Roll {app} on {env} back to {target}?");
+            confirm(&c, app, env, &q, *yes).await?;
+            let what = format!("rollback of {app} on {env} to {target}");
             let req = RollbackRequest {
                 app: app.clone(),
                 env: env.clone(),
@@ -362,8 +393,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 to: Some(target),
                 batch: batch.clone(),
             };
-            let job: JobInfo = c.post("/v1/rollbacks", &req).await?;
-            start_following(&c, &job, mode(&cli)).await
+            cron::run_job(&c, cron, &what, "/v1/rollbacks", &req, mode(&cli)).await
         }
         Cmd::Build { app, reference } => {
             pipeline::build(&client(&cli)?, app, reference, mode(&cli)).await

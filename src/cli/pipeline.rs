@@ -121,6 +121,7 @@ pub async fn release_ref(c: &Client, r: ReleaseRef<'_>, m: Mode) -> Result<u8> {
         batch: r.batch,
         pre: true,
         force: None,
+        if_newer: false,
     };
     let job: JobInfo = c.post("/v1/deployments", &req).await?;
     start_following(c, &job, m).await
@@ -199,6 +200,7 @@ pub async fn check(c: &Client, app: &str, env: &str, version: String, m: Mode) -
         batch: None,
         pre: true,
         force: None,
+        if_newer: false,
     };
     let job: JobInfo = c.post("/v1/deployments", &req).await?;
     start_following(c, &job, m).await

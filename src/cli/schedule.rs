@@ -46,30 +46,13 @@ pub enum ScheduleCmd {
     },
 }
 
-/// `30s`, `10m`, `2h`, `1d` or plain seconds.
-pub fn parse_duration(text: &str) -> std::result::Result<u64, String> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration like 30s, 10m or 2h; got {text:?}"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "expected a duration like 30s, 10m or 2h; got {text:?}"
-            ));
-        }
-    };
-    Ok(n * mult)
-}
-
 fn secs(v: &Option<String>) -> Result<Option<u64>> {
     v.as_deref()
-        .map(|t| parse_duration(t).map_err(|e| crate::client::CliError::new(exit::USAGE, e)))
+        .map(|t| {
+            crate::cron::parse_duration(t)
+                .map(|d| d.as_secs())
+                .map_err(|e| crate::client::CliError::new(exit::USAGE, e))
+        })
         .transpose()
 }
 
@@ -211,17 +194,4 @@ pub async fn freezes(c: &Client, json: bool) -> Result<u8> {
         );
     }
     Ok(exit::OK)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(super::parse_duration("30s"), Ok(30));
-        assert_eq!(super::parse_duration("10m"), Ok(600));
-        assert_eq!(super::parse_duration("2h"), Ok(7200));
-        assert_eq!(super::parse_duration("45"), Ok(45));
-        assert!(super::parse_duration("soon").is_err());
-        assert!(super::parse_duration("10 parsecs").is_err());
-    }
 }

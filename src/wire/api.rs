@@ -42,6 +42,8 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// The gateway is at a limit (for example: too many event streams); retry later.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// A deploy with `if_newer` whose version already runs on every host: nothing started.
+    pub const UP_TO_DATE: &str = "up_to_date";
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -152,6 +154,10 @@ pub struct DeployRequest {
     /// Past a freeze or outside the environment's windows (admins only): why.  Audited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<String>,
+    /// Start nothing (409 `up_to_date`) when every host of the environment runs the
+    /// resolved version by the gateway's record and none ended its last job failed.
+    #[serde(default)]
+    pub if_newer: bool,
 }
 
 /// `POST /v1/rollbacks`: back to a release still on disk (default: the previous one).

@@ -44,6 +44,7 @@ impl From<ServiceError> for ApiErr {
             E::Locked { .. } => (StatusCode::CONFLICT, codes::LOCKED),
             E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             E::Closed(_) => (StatusCode::CONFLICT, codes::CLOSED),
+            E::UpToDate(_) => (StatusCode::CONFLICT, codes::UP_TO_DATE),
             E::Upstream(_) => (StatusCode::BAD_GATEWAY, codes::UPSTREAM),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
             E::Internal(cause) => {

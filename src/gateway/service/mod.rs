@@ -62,6 +62,10 @@ pub enum ServiceError {
     /// The request contradicts the state (nothing to roll back to, job not running).
     #[error("{0}")]
     Conflict(String),
+    /// A deploy with `if_newer` of the version every host already runs: not a refusal
+    /// (not audited), nothing started.
+    #[error("{0}")]
+    UpToDate(String),
     /// The artifact source failed.
     #[error("{0}")]
     Upstream(String),
@@ -110,6 +114,8 @@ struct Order {
     force: Option<String>,
     /// `schedule <id>` for a scheduled run.
     triggered_by: Option<String>,
+    /// Start nothing when the resolved version already runs everywhere (deploys only).
+    if_newer: bool,
 }
 
 impl Order {
@@ -180,6 +186,7 @@ impl JobService {
                 batch: req.batch,
                 force: req.force,
                 triggered_by: None,
+                if_newer: req.if_newer,
             },
         )
         .await
@@ -205,6 +212,7 @@ impl JobService {
                 batch: req.batch,
                 force: None,
                 triggered_by: None,
+                if_newer: false,
             },
         )
         .await
@@ -216,6 +224,10 @@ impl JobService {
             .await?;
         self.through_the_door(p, &order).await?;
         let version = self.resolve(&order).await?;
+        if order.if_newer {
+            self.newer_than_live(&order.app, &order.env, &version)
+                .await?;
+        }
         // An exact version of a deploy must be on the index (a rollback's is on disk).
         let exact = matches!(&order.wanted, Wanted::Version { request, .. }
             if !crate::versions::is_request(request))

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerResult};
+use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
 use deploy_wire::pipeline::{
     BuildRequest, BuildResponse, ChangesResponse, CommitInfo, DiffResponse, EnvRelease,
     PromoteRequest,
@@ -321,6 +321,7 @@ impl JobService {
                 batch: req.batch,
                 force: None,
                 triggered_by,
+                if_newer: false,
             },
         )
         .await
@@ -328,25 +329,30 @@ impl JobService {
 
     /// Refuses when a host of `env` ended its last job failed (it may serve anything).
     async fn no_failed_hosts(&self, app: &str, env: &str) -> Result<()> {
-        let (a, e) = (app.to_string(), env.to_string());
+        match self.last_failed(app, env).await? {
+            Some(r) => Err(ServiceError::Conflict(format!(
+                "{} on {env} ended its last job {} ({}); fix it before promoting",
+                r.host, r.result, r.job_id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The ledger row of a host of `env` whose last job ended failed (cancelled jobs
+    /// excepted), if any.
+    pub(super) async fn last_failed(&self, app: &str, env: &str) -> Result<Option<LedgerEntry>> {
+        let a = app.to_string();
         let scope = crate::gateway::store::Scope::All;
         let rows = self
             .db()
             .call(move |s| s.ledger(Some(&a), 500, &scope))
             .await?;
         let mut seen = std::collections::BTreeSet::new();
-        for r in rows.iter().filter(|r| r.env == e) {
-            if seen.insert(r.host.clone())
+        Ok(rows.into_iter().filter(|r| r.env == env).find(|r| {
+            seen.insert(r.host.clone())
                 && !r.result.is_good()
                 && r.result != LedgerResult::Cancelled
-            {
-                return Err(ServiceError::Conflict(format!(
-                    "{} on {env} ended its last job {} ({}); fix it before promoting",
-                    r.host, r.result, r.job_id
-                )));
-            }
-        }
-        Ok(())
+        }))
     }
 
     /// What `env` runs by the gateway's record, with the commit and file of its release.

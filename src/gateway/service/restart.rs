@@ -5,7 +5,7 @@
 //! Which release: the gateway's record of each host (the live row of each switch, the
 //! ledger for older hosts).  An environment whose hosts run different releases, or
 //! nothing, is refused with a conflict naming them: a restart never moves a host to
-//! another release.
+//! another release.  The same record answers a deploy's `if_newer` (`newer_than_live`).
 
 use std::collections::BTreeMap;
 
@@ -26,6 +26,7 @@ impl JobService {
             batch: req.batch,
             force: req.force,
             triggered_by: None,
+            if_newer: false,
         };
         self.submit(p, order).await
     }
@@ -46,6 +47,32 @@ impl JobService {
         let runs: Vec<(String, Option<String>)> =
             rows.into_iter().map(|r| (r.host, r.version)).collect();
         one_release(app, env, &runs)
+    }
+
+    /// For a deploy with `if_newer`: `UpToDate` when every host of `env` runs `version`
+    /// by the gateway's record and none ended its last job failed (such a host may serve
+    /// anything); otherwise the deploy goes on.
+    pub(super) async fn newer_than_live(&self, app: &str, env: &str, version: &str) -> Result<()> {
+        let live = match self.live_release(app, env).await {
+            Ok(v) => v,
+            Err(ServiceError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !same_version(&live, version) || self.last_failed(app, env).await?.is_some() {
+            return Ok(());
+        }
+        Err(ServiceError::UpToDate(format!(
+            "{app} {version} already runs on every host of {env}; nothing started"
+        )))
+    }
+}
+
+/// Equal as PEP 440 versions (`1.0` is `1.0.0`), else as strings.
+fn same_version(a: &str, b: &str) -> bool {
+    use crate::versions::Version;
+    match (Version::parse(a), Version::parse(b)) {
+        (Some(x), Some(y)) => x.cmp(&y) == std::cmp::Ordering::Equal,
+        _ => a == b,
     }
 }
 
@@ -82,6 +109,13 @@ mod tests {
         v.iter()
             .map(|(h, v)| (h.to_string(), v.map(str::to_string)))
             .collect()
+    }
+
+    #[test]
+    fn versions_are_the_same_as_pep_440_versions() {
+        assert!(same_version("1.0", "1.0.0"));
+        assert!(!same_version("1.0.0", "1.1.0"));
+        assert!(same_version("not-pep-440", "not-pep-440"));
     }
 
     #[test]

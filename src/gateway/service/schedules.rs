@@ -231,6 +231,7 @@ impl JobService {
             batch: None,
             force: None,
             triggered_by: Some(source),
+            if_newer: false,
         };
         self.submit(&p, order).await
     }
