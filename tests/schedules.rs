@@ -521,3 +521,70 @@ fn a_gateway_down_at_the_time_runs_the_slot_on_start_within_grace_else_records_i
         "{shown:?}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_schedule_skips_its_slots_and_resumes_from_now_and_promote_runs_are_checked() {
+    let api = Api::new();
+    let (_, ann) = api.token("ann", &["staging", "windowed"], false);
+    let s = api
+        .schedule(
+            &ann,
+            json!({"app": "hello", "env": "staging", "what": "1.0.0", "cron": "*/5 * * * *"}),
+        )
+        .await;
+    let first = s.next_ms.unwrap();
+    let (status, v) = api
+        .send(
+            "POST",
+            &format!("/v1/schedules/{}/pause", s.id),
+            &ann,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (status, v["paused"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{v}"
+    );
+    tick(&api.state, first + 1000).await;
+    assert!(api.jobs().is_empty(), "paused: nothing runs");
+    let (status, v) = api
+        .send(
+            "POST",
+            &format!("/v1/schedules/{}/resume", s.id),
+            &ann,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(
+        v["next_ms"].as_u64().unwrap() > now_ms(),
+        "resumed from now: {v}"
+    );
+    let (status, _) = api
+        .send(
+            "DELETE",
+            &format!("/v1/schedules/{}", s.id),
+            &ann,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, v) = api.send("GET", "/v1/schedules", &ann, Value::Null).await;
+    assert_eq!(v.as_array().map(Vec::len), Some(0), "{v}");
+    // `promote:ENV` goes through promote's checks at run time.
+    let (at, t) = at_in(60);
+    let p = api
+        .schedule(
+            &ann,
+            json!({"app": "hello", "env": "staging", "what": "promote:windowed", "at": at}),
+        )
+        .await;
+    tick(&api.state, t).await;
+    let run = &api.show(&ann, &p.id).await.runs[0];
+    assert_eq!(run.state, "failed", "{run:?}");
+    assert!(
+        run.reason.contains("nothing of hello runs on windowed"),
+        "{run:?}"
+    );
+}

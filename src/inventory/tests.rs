@@ -83,6 +83,25 @@ fn a_host_in_no_group_is_an_error() {
 }
 
 #[test]
+fn deploy_windows_are_read_and_a_bad_one_names_its_field() {
+    let ok = GOOD.replace(
+        "staging: {groups: [canary]}",
+        "staging: {groups: [canary], windows: [\"Mon-Fri 09:00-16:00 Europe/Amsterdam\"]}",
+    );
+    let inv = parse(&ok).unwrap();
+    let w = &inv.apps["hello"].environments["staging"].windows;
+    assert_eq!(w.len(), 1);
+    assert_eq!(w[0].to_string(), "Mon-Fri 09:00-16:00 Europe/Amsterdam");
+    let bad = GOOD.replace(
+        "staging: {groups: [canary]}",
+        "staging: {groups: [canary], windows: [\"Mon-Fri 16:00-09:00 UTC\"]}",
+    );
+    let err = parse(&bad).unwrap_err();
+    assert_eq!(err.field, "applications.hello.environments.staging.windows");
+    assert!(err.message.contains("16:00-09:00"), "{err}");
+}
+
+#[test]
 fn an_environment_naming_an_unknown_group_is_an_error() {
     let text = GOOD.replace(
         "staging: {groups: [canary]}",
