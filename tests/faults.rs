@@ -86,10 +86,12 @@ fn a_gateway_killed_at_any_step_boundary_leaves_the_serving_slot_serving() {
         ("step_started", "health", "1.4.0"),
         ("step_finished", "health", "1.1.0"),
     ];
-    // Diagnostics: any moment the live pointer leads nowhere, with what was there.
+    // Diagnostics: any moment the live pointer leads nowhere, with what was there.  (A
+    // short sleep per look: a loop without one kept a core of this 2-core machine busy
+    // per server for the whole test, and slowed every test beside it.)
     for s in &tb.servers {
         let watch = "cd /srv/apps/hello/run && while true; do t=$(readlink live.sock); \
-            [ -S \"$t\" ] || echo \"$(date +%T.%N) live.sock -> '$t': $(ls | tr '\\n' ' ')\"; done > /tmp/watch.log 2>&1";
+            [ -S \"$t\" ] || echo \"$(date +%T.%N) live.sock -> '$t': $(ls | tr '\\n' ' ')\"; sleep 0.005; done > /tmp/watch.log 2>&1";
         docker(&["exec", "-d", &s.container, "sh", "-c", watch]);
     }
     for (kind, step, version) in boundaries {
