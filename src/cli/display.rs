@@ -170,6 +170,7 @@ impl Display {
                 changed,
                 elapsed_ms,
                 error,
+                ..
             } => self.host_finished(&ts, host, status, changed, elapsed_ms, error),
             EventKind::Switched {
                 host,

@@ -213,6 +213,7 @@ pub(super) async fn run_host(
         error: None,
         connections: 0,
         channels: 0,
+        round_trips: 0,
         previous: None,
         serving: None,
     };
@@ -236,7 +237,8 @@ pub(super) async fn run_host(
         fingerprint: conn.fingerprint(),
         elapsed_ms: ms(started.elapsed()),
     }));
-    let mut run = HostRun::new(plan, index, cfg, conn.as_ref(), sink.clone());
+    let counted = super::round_trips::Counted::new(conn.as_ref());
+    let mut run = HostRun::new(plan, index, cfg, &counted, sink.clone());
     let (changed, ending) = run_steps(&mut run, cancel).await;
     if matches!(ending, Ending::Failed(_)) && run.state.target.is_some() && !plan.spec.check {
         run.tidy().await;
@@ -245,6 +247,7 @@ pub(super) async fn run_host(
     result.previous = run.state.previous.clone();
     result.serving = run.state.serving.clone();
     drop(run);
+    result.round_trips = counted.round_trips();
     result.channels = conn.channels_opened();
     conn.close().await;
     let (status, error) = match ending {
@@ -279,6 +282,7 @@ pub(super) fn finish(
         changed: r.changed,
         elapsed_ms: ms(r.elapsed),
         error: r.error.clone(),
+        round_trips: r.round_trips,
     }));
     r
 }

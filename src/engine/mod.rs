@@ -27,6 +27,7 @@ pub mod ops;
 pub mod phases;
 pub mod plan;
 pub mod rollout;
+mod round_trips;
 pub mod steps;
 pub mod transport;
 
@@ -207,6 +208,8 @@ pub struct HostResult {
     pub connections: u32,
     /// SSH channels (one per remote command) opened on that connection.
     pub channels: u64,
+    /// Remote commands waited for in sequence (concurrent ones count once).
+    pub round_trips: u32,
     /// The release that was live before this job, if any.
     pub previous: Option<String>,
     /// The release the host serves after this job, as far as the engine knows (None if

@@ -113,6 +113,7 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
         changed: 0,
         elapsed_ms: ms(elapsed),
         error: error.clone(),
+        round_trips: 0,
     }));
     let job_status = match status {
         HostStatus::Ok => JobStatus::Succeeded,
@@ -135,6 +136,7 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
         error,
         connections: u32::from(status != HostStatus::Unreachable),
         channels: 0,
+        round_trips: 0,
         previous: None,
         serving: None,
     };

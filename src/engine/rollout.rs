@@ -125,6 +125,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
         changed: 0,
         elapsed_ms: 0,
         error: error.clone(),
+        round_trips: 0,
     }));
     HostResult {
         host: name,
@@ -134,6 +135,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
         error,
         connections: 0,
         channels: 0,
+        round_trips: 0,
         previous: None,
         serving: None,
     }
@@ -217,6 +219,7 @@ async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
             error: Some(format!("internal error: {e}")),
             connections: 0,
             channels: 0,
+            round_trips: 0,
             previous: None,
             serving: None,
         }));

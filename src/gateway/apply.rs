@@ -204,8 +204,9 @@ fn text_line(ev: &Event) -> Option<String> {
             changed,
             elapsed_ms,
             error,
+            round_trips,
         } => format!(
-            "{host}: {} ({changed} changed, {:.1}s){}",
+            "{host}: {} ({changed} changed, {:.1}s, {round_trips} round trips){}",
             status.as_str().to_uppercase(),
             *elapsed_ms as f64 / 1000.0,
             error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()

@@ -482,6 +482,7 @@ mod tests {
                 changed: 1,
                 elapsed_ms: 1,
                 error: None,
+                round_trips: 0,
             },
             EventKind::HostFinished {
                 host: "web2".into(),
@@ -489,6 +490,7 @@ mod tests {
                 changed: 0,
                 elapsed_ms: 1,
                 error: None,
+                round_trips: 0,
             },
         ]);
         let started = now_ms() - 22_000;

@@ -151,6 +151,10 @@ pub enum EventKind {
         elapsed_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// Remote commands the engine waited for one after another (commands run at the
+        /// same time count once): what latency multiplies.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        round_trips: u32,
     },
     /// Traffic on `host` now goes to `version`, running in `slot` (`blue`/`green`):
     /// emitted the moment the live pointer changed on the server (a switch, a switch
@@ -246,4 +250,8 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), ev);
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
