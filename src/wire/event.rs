@@ -226,6 +226,10 @@ impl Event {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,8 +254,4 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), ev);
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
