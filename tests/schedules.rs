@@ -588,3 +588,36 @@ async fn a_paused_schedule_skips_its_slots_and_resumes_from_now_and_promote_runs
         "{run:?}"
     );
 }
+
+#[tokio::test]
+async fn a_run_left_running_by_a_stopped_gateway_is_marked_failed_on_start_and_not_rerun() {
+    let api = Api::new();
+    let (_, ann) = api.token("ann", &["staging"], false);
+    let (at, t) = at_in(60);
+    let s = api
+        .schedule(
+            &ann,
+            json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at}),
+        )
+        .await;
+    // A gateway claimed the slot, then died before the run started its job.
+    let claimed = deploy_wire::schedule::ScheduleRun {
+        slot_ms: t,
+        state: "running".into(),
+        job_id: None,
+        reason: "claimed".into(),
+        ts_ms: t,
+    };
+    assert!(api.state.svc.db().claim_run(&s.id, &claimed).unwrap());
+    let again = api.restarted();
+    assert_eq!(scheduler::recover(&again.svc).await.unwrap(), 1);
+    tick(&again, t + 1000).await;
+    let runs = api.show(&ann, &s.id).await.runs;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].state, "failed");
+    assert!(
+        runs[0].reason.contains("stopped before this run started"),
+        "{runs:?}"
+    );
+    assert!(api.jobs().is_empty(), "never run twice: not at all");
+}

@@ -6,8 +6,9 @@
 //! waits up to the schedule's `lock_wait`, then records a skip naming the job.
 //!
 //! Decision: the clock is a parameter of [`tick`] (tests pass their own instants); the
-//! loop passes the wall clock.  A run claimed by a gateway that died before it started
-//! a job stays `running` with no job: it is never run twice, and never retried.
+//! loop passes the wall clock.  A run claimed by a gateway that stopped before the run
+//! ended (before its job started, or while it waited for a lock) is marked failed when
+//! a gateway starts again ([`recover`]): it is never run twice, and never retried.
 
 use std::time::Duration;
 
@@ -24,9 +25,26 @@ const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// At most this many missed slots of one schedule are recorded one by one per tick.
 const MISSED_ROWS: usize = 100;
 
-/// Ticks until the process ends.
+/// Marks the runs a stopped gateway left `running` failed (one gateway per database:
+/// none of them is this one's).
+pub async fn recover(svc: &JobService) -> Result<usize, ServiceError> {
+    let why = "the gateway stopped before this run started its job";
+    let n = svc
+        .db()
+        .call(move |s| s.interrupt_runs(why, now_ms()))
+        .await?;
+    if n > 0 {
+        tracing::warn!("{n} schedule run(s) were interrupted by a gateway stop");
+    }
+    Ok(n)
+}
+
+/// Recovers, then ticks until the process ends.
 pub fn spawn(svc: JobService) -> JoinHandle<()> {
     tokio::spawn(async move {
+        if let Err(e) = recover(&svc).await {
+            tracing::error!("scheduler: {e}");
+        }
         let mut every = tokio::time::interval(TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -253,6 +253,9 @@ pub trait Store: Send + Sync {
     fn update_run(&self, id: &str, run: &ScheduleRun) -> Result<()>;
     /// The newest runs first.
     fn schedule_runs(&self, id: &str, limit: u32) -> Result<Vec<ScheduleRun>>;
+    /// Marks every run still `running` failed with `reason` (a gateway that starts has
+    /// none of its own yet); how many.
+    fn interrupt_runs(&self, reason: &str, at_ms: u64) -> Result<usize>;
     /// Freezes `env` (replacing its freeze, if any).
     fn set_freeze(&self, f: &FreezeInfo) -> Result<()>;
     /// False if `env` was not frozen.

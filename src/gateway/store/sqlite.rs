@@ -537,6 +537,10 @@ impl Store for SqliteStore {
         schedules::runs(self, id, limit)
     }
 
+    fn interrupt_runs(&self, reason: &str, at_ms: u64) -> Result<usize> {
+        schedules::interrupt_runs(self, reason, at_ms)
+    }
+
     fn set_freeze(&self, f: &FreezeInfo) -> Result<()> {
         schedules::set_freeze(self, f)
     }

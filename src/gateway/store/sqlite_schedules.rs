@@ -122,6 +122,15 @@ pub(super) fn runs(s: &SqliteStore, id: &str, limit: u32) -> Result<Vec<Schedule
     })
 }
 
+pub(super) fn interrupt_runs(s: &SqliteStore, reason: &str, at_ms: u64) -> Result<usize> {
+    s.with("marking interrupted schedule runs", |c| {
+        c.execute(
+            "UPDATE schedule_runs SET state = 'failed', reason = ?1, ts_ms = ?2 WHERE state = 'running'",
+            params![reason, at_ms as i64],
+        )
+    })
+}
+
 pub(super) fn set_freeze(s: &SqliteStore, f: &FreezeInfo) -> Result<()> {
     s.with("freezing an environment", |c| {
         c.execute(
