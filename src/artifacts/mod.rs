@@ -96,8 +96,8 @@ impl ServerIndex {
             Some((user, pw)) => match self.url.split_once("://") {
                 Some((scheme, rest)) => Secret::new(format!(
                     "{scheme}://{}:{}@{rest}",
-                    userinfo_encode(user),
-                    userinfo_encode(pw.expose())
+                    percent_encode(user),
+                    percent_encode(pw.expose())
                 )),
                 None => Secret::new(self.url.clone()),
             },
@@ -105,8 +105,9 @@ impl ServerIndex {
     }
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn userinfo_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL userinfo, a
+/// path segment).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -318,21 +318,8 @@ impl Builder for Jenkins {
 fn job_path(job: &str) -> String {
     job.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| format!("/job/{}", encode_segment(s)))
+        .map(|s| format!("/job/{}", crate::artifacts::percent_encode(s)))
         .collect()
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A reqwest error with its causes, on one line (no URL: it is said by the caller).
