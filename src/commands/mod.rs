@@ -11,6 +11,7 @@
 //! commands belong to their backend in [`crate::procman`].
 
 pub mod app;
+pub mod batch;
 pub mod files;
 pub mod nginx;
 pub mod release;

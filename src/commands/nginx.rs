@@ -28,6 +28,21 @@ pub fn http_probe(
     RemoteCmd::new(join(&args))
 }
 
+/// The health check with its retries, run on the server (one round trip however many
+/// attempts it takes): prints `<status> <attempt>` and exits 0 when an attempt answers
+/// `expect`, else prints the last attempt's status (`000`: no answer) and exits 1.
+pub fn http_probe_until(probe: &RemoteCmd, expect: u16, retries: u32, interval_ms: u32) -> RemoteCmd {
+    let retries = retries.max(1);
+    let pause = format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000);
+    RemoteCmd::new(format!(
+        "i=0; while :; do i=$((i+1)); c=$({}); \
+         if [ \"$c\" = {expect} ]; then echo \"$c $i\"; exit 0; fi; \
+         if [ \"$i\" -ge {retries} ]; then echo \"${{c:-000}} $i\"; exit 1; fi; \
+         sleep {pause}; done",
+        probe.line
+    ))
+}
+
 /// The Host a health check sends: the first server name, with a wildcard made concrete
 /// (`*.example.com` -> `health-check.example.com`, `www.example.*` ->
 /// `www.example.health-check`) so that nginx picks this application's server block.

@@ -46,26 +46,40 @@ pub fn uv_path(sha256: &str) -> String {
     format!("\"$HOME/.cache/deploy/uv-{sha256}/uv\"")
 }
 
-/// Prints `present` if the server has this uv (checked against its SHA-256) and can run
-/// it, `unsupported <arch>` on a non-x86_64 server, `absent` otherwise.
+/// Where the stamp of a verified uv lives: `<sha256> <size> <mtime>` of the binary,
+/// written when its checksum was last verified.
+fn uv_stamp(sha256: &str) -> String {
+    format!("\"$HOME/.cache/deploy/uv-{sha256}/verified\"")
+}
+
+/// Prints `present` if the server has this uv and can run it, `unsupported <arch>` on a
+/// non-x86_64 server, `absent` otherwise.  A binary whose size and mtime match the stamp
+/// written when it was verified is not hashed again (44 MB per deploy otherwise); one
+/// without a stamp (shipped by an older version) is hashed once and stamped.  The stamp
+/// is only a cache of the check: whoever could change the binary could change it too.
 pub fn uv_probe(sha256: &str) -> RemoteCmd {
     let f = uv_path(sha256);
+    let stamp = uv_stamp(sha256);
+    let want = format!("\"{sha256} $(stat -c '%s %Y' {f} 2>/dev/null)\"");
     RemoteCmd::new(format!(
         "a=$(uname -m); if [ \"$a\" != x86_64 ]; then echo \"unsupported $a\"; \
+         elif [ -x {f} ] && [ \"$(cat {stamp} 2>/dev/null)\" = {want} ]; then echo present; \
          elif [ -x {f} ] && echo {sha256}'  '{f} | sha256sum -c --status 2>/dev/null \
-         && {f} --version >/dev/null 2>&1; then echo present; else echo absent; fi"
+         && {f} --version >/dev/null 2>&1; then echo {want} > {stamp} 2>/dev/null; echo present; \
+         else echo absent; fi"
     ))
 }
 
 /// Uploads uv (its bytes on stdin), checks the SHA-256 before making it executable and
-/// renames it into place, then prints its version.
+/// renames it into place, stamps it as verified, then prints its version.
 pub fn uv_upload(sha256: &str, bytes: Vec<u8>) -> RemoteCmd {
     let f = uv_path(sha256);
+    let stamp = uv_stamp(sha256);
     RemoteCmd::with_stdin(
         format!(
             "d=$(dirname {f}) && mkdir -p \"$d\" && t=\"$d/uv.tmp.$$\" && cat > \"$t\" \
              && {{ echo {sha256}'  '\"$t\" | sha256sum -c --status || {{ rm -f \"$t\"; echo 'uv upload: checksum mismatch' >&2; exit 1; }}; }} \
-             && chmod 0755 \"$t\" && mv -f \"$t\" {f} && {f} --version"
+             && chmod 0755 \"$t\" && mv -f \"$t\" {f} && echo \"{sha256} $(stat -c '%s %Y' {f})\" > {stamp} && {f} --version"
         ),
         bytes,
     )

@@ -1,8 +1,8 @@
 //! Running a step's operations on a host: commands (output scrubbed of the job's
-//! secrets, streamed as events when asked), health probes, installs (through the relay's
-//! forward when the job uses it), shipping uv, and the recovery of a failed action.
+//! secrets, streamed as events when asked), consecutive ones batched by
+//! [`super::group`], installs (through the relay's forward when the job uses it),
+//! shipping uv, and the recovery of a failed action.
 
-use std::time::Duration;
 
 use deploy_wire::{Event, EventKind, Stream};
 
@@ -15,8 +15,9 @@ use crate::artifacts::ServerIndex;
 use crate::commands as cmd;
 
 pub(super) enum Executed {
-    /// Every action succeeded; the probes' descriptions, in order.
-    Done(Vec<String>),
+    /// Every action succeeded; the probes' descriptions, in order, and the outputs of the
+    /// reads asked for after them (`None`: they could not ride in a batch, not read).
+    Done(Vec<String>, Option<Vec<Output>>),
     /// An action ended the step early with this report.
     Ended(Report),
 }
@@ -27,21 +28,47 @@ pub(super) enum Outcome {
 }
 
 impl HostRun<'_> {
-    /// Runs actions in order; the first failure runs that action's recovery and ends.
-    pub(super) async fn execute(&mut self, actions: &[Action]) -> Result<Executed, String> {
+    /// Runs actions in order, consecutive batchable ones as one command (see
+    /// [`super::group`]), then `reads` (read-only commands) in the last batch when the
+    /// last action is batchable (never as a round trip of their own); the first failure
+    /// runs that action's recovery and ends.
+    pub(super) async fn execute(
+        &mut self,
+        actions: &[Action],
+        reads: &[cmd::RemoteCmd],
+    ) -> Result<Executed, String> {
         let mut probes = Vec::new();
-        for a in actions {
-            match self.op(&a.op).await {
-                Ok(Some(Outcome::Probe(how))) => probes.push(how),
-                Ok(Some(Outcome::End(r))) => return Ok(Executed::Ended(r)),
-                Ok(None) => {}
-                Err(e) => return Err(self.recover(a, e).await),
+        let mut read_outs = None;
+        let mut i = 0;
+        while i < actions.len() {
+            let n = super::group::batchable_run(&actions[i..]);
+            if n == 0 {
+                match self.op(&actions[i].op).await {
+                    Ok(Some(Outcome::Probe(how))) => probes.push(how),
+                    Ok(Some(Outcome::End(r))) => return Ok(Executed::Ended(r)),
+                    Ok(None) => {}
+                    Err(e) => return Err(self.recover(&actions[i], e).await),
+                }
+                i += 1;
+                continue;
             }
+            let last = i + n == actions.len();
+            let with_reads = if last { reads } else { &[] };
+            match self.run_group(&actions[i..i + n], with_reads).await? {
+                super::group::GroupEnd::Done(mut p, outs) => {
+                    probes.append(&mut p);
+                    if last {
+                        read_outs = Some(outs);
+                    }
+                }
+                super::group::GroupEnd::Ended(r) => return Ok(Executed::Ended(r)),
+            }
+            i += n;
         }
-        Ok(Executed::Done(probes))
+        Ok(Executed::Done(probes, read_outs))
     }
 
-    async fn recover(&mut self, a: &Action, err: String) -> String {
+    pub(super) async fn recover(&mut self, a: &Action, err: String) -> String {
         let Some(rec) = &a.on_fail else {
             return err;
         };
@@ -63,21 +90,6 @@ impl HostRun<'_> {
 
     async fn op(&mut self, op: &Op) -> Result<Option<Outcome>, String> {
         match op {
-            Op::Run { cmd, what, stream } => self.must(cmd, *stream, what).await.map(|_| None),
-            Op::RunOrEnd {
-                cmd,
-                what,
-                marker,
-                then,
-            } => {
-                let out = self.must(cmd, true, what).await?;
-                Ok((out.stdout.trim() == *marker).then(|| Outcome::End(then.clone())))
-            }
-            Op::Probe { socket } => self
-                .probe(socket.as_deref())
-                .await
-                .map(|how| Some(Outcome::Probe(how))),
-            Op::SetLive { slot, version } => self.set_live(*slot, version).await.map(|_| None),
             Op::Sleep(d) => {
                 tokio::time::sleep(*d).await;
                 Ok(None)
@@ -86,6 +98,12 @@ impl HostRun<'_> {
             Op::ShipUv => {
                 self.state.uv_shipped = Some(self.ship_uv().await);
                 Ok(None)
+            }
+            _ => {
+                let c = self.op_cmd(op);
+                let stream = super::group::streams(op);
+                let out = self.run(&c, stream).await?;
+                self.settle(op, out)
             }
         }
     }
@@ -120,18 +138,12 @@ impl HostRun<'_> {
     /// file is compared with the rendered one; facts never become events but through
     /// redacted diffs), stderr and errors scrubbed.
     pub(super) async fn read(&self, c: &cmd::RemoteCmd) -> Result<Output, String> {
-        let secrets = &self.secrets;
-        let mut out = self
+        let out = self
             .conn
             .exec(c, self.cfg.command_timeout, &mut |_, _| {})
             .await
-            .map_err(|e| scrub(&e, secrets))?;
-        out.stderr = scrub(&out.stderr, secrets);
-        if !out.ok() {
-            // A failed read's output may end up in an error message.
-            out.stdout = scrub(&out.stdout, secrets);
-        }
-        Ok(out)
+            .map_err(|e| scrub(&e, &self.secrets))?;
+        Ok(self.scrub_read(out))
     }
 
     async fn must(&self, c: &cmd::RemoteCmd, stream: bool, what: &str) -> Result<Output, String> {
@@ -145,51 +157,6 @@ impl HostRun<'_> {
                 out.tail()
             ))
         }
-    }
-
-    /// Moves the live pointer, then tells the world: what a host serves is recorded the
-    /// moment it changes.
-    async fn set_live(&mut self, slot: usize, version: &str) -> Result<(), String> {
-        let slot_name = crate::render::SLOTS[slot];
-        let c = cmd::set_live(&self.paths, slot_name, version);
-        self.must(&c, false, "switching the live socket").await?;
-        self.state.serving = Some(version.to_string());
-        self.sink.emit(Event::now(EventKind::Switched {
-            host: self.host().name.clone(),
-            version: version.to_string(),
-            slot: slot_name.to_string(),
-        }));
-        Ok(())
-    }
-
-    /// The health check on a slot's socket, or through nginx (None), until it answers as
-    /// expected or runs out of retries.
-    async fn probe(&self, socket: Option<&str>) -> Result<String, String> {
-        let h = &self.plan.app.health;
-        let name = cmd::health_host(&self.plan.app.server_names[0]);
-        let c = cmd::http_probe(socket, &name, &h.path, h.timeout_secs);
-        let mut last = String::new();
-        for attempt in 1..=h.retries {
-            let out = self.run(&c, false).await?;
-            let code = out.stdout.trim();
-            if code == h.expect_status.to_string() {
-                return Ok(format!(
-                    "GET {} answered {code} (attempt {attempt})",
-                    h.path
-                ));
-            }
-            last = if code == "000" || code.is_empty() {
-                format!("no answer within {}s", h.timeout_secs)
-            } else {
-                format!("answered {code}, expected {}", h.expect_status)
-            };
-            tokio::time::sleep(Duration::from_millis(h.interval_ms as u64)).await;
-        }
-        let via = socket.map_or_else(|| "nginx".into(), |s| format!("socket {s}"));
-        Err(format!(
-            "health check GET {} (Host: {name}) via {via}: {last} after {} attempts",
-            h.path, h.retries
-        ))
     }
 
     /// Installs the release; with the relay, through a remote forward open for this

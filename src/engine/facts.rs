@@ -4,8 +4,10 @@
 //! (concurrently, on the host's one connection).  After a step acts, the facts it
 //! touched are forgotten and read again when next needed.
 //!
-//! Each [`Fact`] is one or more read-only commands plus a parser; batching every fact of
-//! a host into one remote command changes only this file.
+//! Each [`Fact`] is one or more read-only commands plus a parser.  The engine reads
+//! every fact the host's steps need in one batch when it starts on a host (the
+//! snapshot), and a step that acts reads what it changed, for the steps after it, in
+//! the same batch as its operations (see [`super::host`]).
 
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::inventory::Process;
@@ -197,14 +199,12 @@ impl Reader<'_> {
             },
             Fact::EnvFile => vec![cmd::read_file(&p.env_file())],
             Fact::Live => vec![cmd::read_live(p), cmd::read_current(p)],
+            // One look at the process manager for every program (deduplicated when
+            // slots and processes are read together).
             Fact::Slots => SLOTS
                 .iter()
-                .flat_map(|s| {
-                    [
-                        cmd::read_file(&self.pm.conf_path(&p.app, s)),
-                        self.pm.status(&self.pm.program(&p.app, s)),
-                    ]
-                })
+                .map(|s| cmd::read_file(&self.pm.conf_path(&p.app, s)))
+                .chain([self.pm.status_all()])
                 .collect(),
             Fact::Nginx => vec![cmd::read_file(&p.nginx_conf())],
             Fact::Releases => vec![cmd::list_releases(p)],
@@ -212,13 +212,8 @@ impl Reader<'_> {
             Fact::Processes => self
                 .processes
                 .iter()
-                .flat_map(|x| {
-                    let program = self.pm.program(&p.app, &x.name);
-                    [
-                        cmd::read_file(&self.pm.conf_path(&p.app, &x.name)),
-                        self.pm.group_status(&program),
-                    ]
-                })
+                .map(|x| cmd::read_file(&self.pm.conf_path(&p.app, &x.name)))
+                .chain([self.pm.status_all()])
                 .collect(),
         }
     }
@@ -251,10 +246,12 @@ impl Reader<'_> {
             Fact::EnvFile => facts.env_file = Some(parse_file(out(0)?)),
             Fact::Live => facts.live = Some(parse_live(out(0)?, out(1)?)),
             Fact::Slots => {
+                let all = out(SLOTS.len())?;
                 let slot = |i: usize| -> Result<Slot, String> {
+                    let program = self.pm.program(&self.paths.app, SLOTS[i]);
                     Ok(Slot {
-                        conf: parse_file(out(2 * i)?),
-                        pid: self.pm.pid(out(2 * i + 1)?),
+                        conf: parse_file(out(i)?),
+                        pid: self.pm.pid(&self.pm.status_of(all, &program)),
                     })
                 };
                 facts.slots = Some([slot(0)?, slot(1)?]);
@@ -265,11 +262,16 @@ impl Reader<'_> {
                 facts.hooks = Some(out(0)?.split_whitespace().map(str::to_string).collect())
             }
             Fact::Processes => {
-                let procs = (0..self.processes.len())
-                    .map(|i| {
+                let all = out(self.processes.len())?;
+                let procs = self
+                    .processes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        let program = self.pm.program(&self.paths.app, &x.name);
                         Ok(ProcState {
-                            conf: parse_file(out(2 * i)?),
-                            running: self.pm.running_copies(out(2 * i + 1)?),
+                            conf: parse_file(out(i)?),
+                            running: self.pm.running_copies(&self.pm.status_of(all, &program)),
                         })
                     })
                     .collect::<Result<_, String>>()?;

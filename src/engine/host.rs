@@ -1,5 +1,6 @@
-//! One host of a job: connect, then for each step read the facts it needs, let it
-//! decide, and run the operations it asked for.  Every output line is scrubbed of the
+//! One host of a job: connect, read every fact its steps need in one batch, then for
+//! each step let it decide and run the operations it asked for (with the reads of what
+//! they changed in the same batch).  Every output line is scrubbed of the
 //! job's secrets before it becomes an event or a reason.
 
 use std::sync::Arc;
@@ -78,12 +79,12 @@ impl<'a> HostRun<'a> {
         for f in [Fact::Live, Fact::Slots] {
             self.facts.forget(f);
         }
-        if self.learn(&[Fact::Live, Fact::Slots]).await.is_err() {
+        if self.read_facts(&[Fact::Live, Fact::Slots]).await.is_err() {
             return;
         }
         let v = view(self.plan, self.index, self.cfg, &self.paths);
         let line = match steps::tidy::decide(&v, &self.facts) {
-            Decision::Act { actions, report } => match self.execute(&actions).await {
+            Decision::Act { actions, report } => match self.execute(&actions, &[]).await {
                 Ok(_) => report.reason,
                 Err(e) => format!("could not stop a slot that is not live: {e}"),
             },
@@ -98,10 +99,14 @@ impl<'a> HostRun<'a> {
     }
 
     /// Runs one step to its report.  A step decides at most a few times (`Again`).
+    /// The first step reads the facts every step needs (the snapshot: one round trip);
+    /// a step that changes the host reads, in the same batch as its operations, the
+    /// facts it changed that it or a later step needs.
     pub async fn step(&mut self, step: Step) -> Report {
         self.step = step.name();
         for _round in 0..4 {
-            if let Err(e) = self.learn(&steps::needs(step, &self.view())).await {
+            let needs = steps::needs(step, &self.view());
+            if let Err(e) = self.learn(&needs, step).await {
                 return Report::failed(e);
             }
             let v = view(self.plan, self.index, self.cfg, &self.paths);
@@ -117,20 +122,43 @@ impl<'a> HostRun<'a> {
                     step.name()
                 ));
             }
-            let result = self.execute(&actions).await;
-            for f in steps::touches(step) {
-                self.facts.forget(*f);
+            // Only operations that change what facts describe make them stale (a
+            // health check that passes, or shipping uv, changes none).
+            let mutates = actions.iter().any(|a| changes_facts(&a.op));
+            let after = if mutates {
+                self.read_after(step, report.is_none())
+            } else {
+                vec![]
+            };
+            let reads: Vec<cmd::RemoteCmd> = after.iter().flat_map(|(_, c)| c.clone()).collect();
+            let result = self.execute(&actions, &reads).await;
+            if mutates {
+                for f in steps::touches(step) {
+                    self.facts.forget(*f);
+                }
             }
-            match (result, report) {
-                (Err(e), _) => return Report::failed(e),
-                (Ok(Executed::Ended(r)), _) => return r,
-                (Ok(Executed::Done(probes)), Some(mut r)) => {
+            let probes = match result {
+                Err(e) => return Report::failed(e),
+                Ok(Executed::Ended(r)) => return r,
+                Ok(Executed::Done(probes, outs)) => {
+                    // The reads ride only in a batch; else they wait for the next step
+                    // that needs them.
+                    if let Some(outs) = outs
+                        && let Err(e) = self.store_reads(&after, &outs)
+                    {
+                        return Report::failed(e);
+                    }
+                    probes
+                }
+            };
+            match report {
+                Some(mut r) => {
                     if let Some(how) = probes.first() {
                         r.reason = r.reason.replace("{probe}", how);
                     }
                     return r;
                 }
-                (Ok(Executed::Done(_)), None) => continue,
+                None => continue,
             }
         }
         Report::failed(format!(
@@ -139,42 +167,97 @@ impl<'a> HostRun<'a> {
         ))
     }
 
-    /// Reads the facts in `needs` that are not known yet, concurrently.
-    async fn learn(&mut self, needs: &[Fact]) -> Result<(), String> {
-        let missing: Vec<Fact> = needs
+    /// The facts the steps after `step` need (any of them may be read along whenever
+    /// the host is asked something anyway: reading is cheap, a round trip is not).
+    fn later_needs(&self, step: Step) -> Vec<Fact> {
+        let v = self.view();
+        let steps = &self.plan.playbook.steps;
+        let from = steps.iter().position(|s| *s == step).map_or(steps.len(), |i| i + 1);
+        steps[from..]
             .iter()
-            .copied()
-            .filter(|f| !self.facts.has(*f))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let uv_sha = self.cfg.uv.as_ref().map(|u| u.sha256.clone());
-        let reader = Reader {
-            paths: &self.paths,
-            user: &self.host().user,
-            run_as: &self.plan.app.runtime.run_as,
-            processes: &self.plan.app.runtime.processes,
-            version: &self.plan.spec.version,
-            pm: self.plan.pm.as_ref(),
-            uv_sha256: uv_sha.as_deref(),
+            .flat_map(|s| steps::needs(*s, &v))
+            .collect()
+    }
+
+    /// The facts `step` changes that are needed next (by itself deciding again, or by a
+    /// later step), with the commands that read them.
+    fn read_after(&self, step: Step, again: bool) -> Vec<(Fact, Vec<cmd::RemoteCmd>)> {
+        let wanted = if again {
+            steps::needs(step, &self.view())
+        } else {
+            self.later_needs(step)
         };
-        let cmds: Vec<(Fact, Vec<cmd::RemoteCmd>)> =
-            missing.iter().map(|f| (*f, reader.commands(*f))).collect();
-        let this = &*self;
-        let reads = cmds.iter().map(|(f, cs)| async move {
-            let mut outs = Vec::new();
-            for c in cs {
-                outs.push(this.read(c).await?);
-            }
-            Ok::<_, String>((*f, outs))
-        });
-        let results = futures_util::future::join_all(reads).await;
-        for r in results {
-            let (f, outs) = r?;
-            reader.store(&mut self.facts, f, &outs)?;
+        let reader = reader(self.plan, self.index, self.cfg, &self.paths);
+        steps::touches(step)
+            .iter()
+            .filter(|f| wanted.contains(f))
+            .map(|f| (*f, reader.commands(*f)))
+            .collect()
+    }
+
+    /// Keeps what [`Self::read_after`]'s commands printed as facts.
+    fn store_reads(
+        &mut self,
+        reads: &[(Fact, Vec<cmd::RemoteCmd>)],
+        outs: &[super::transport::Output],
+    ) -> Result<(), String> {
+        let reader = reader(self.plan, self.index, self.cfg, &self.paths);
+        let mut at = 0;
+        for (f, cs) in reads {
+            let mine = outs.get(at..at + cs.len()).unwrap_or_default();
+            reader.store(&mut self.facts, *f, mine)?;
+            at += cs.len();
         }
         Ok(())
+    }
+
+    /// Reads the facts in `needs` that are not known yet, as one batch, with every
+    /// other fact the steps after `step` need and nobody knows (on a host's first step:
+    /// everything, the snapshot).
+    async fn learn(&mut self, needs: &[Fact], step: Step) -> Result<(), String> {
+        if needs.iter().all(|f| self.facts.has(*f)) {
+            return Ok(());
+        }
+        let mut missing: Vec<Fact> = Vec::new();
+        for f in needs.iter().copied().chain(self.later_needs(step)) {
+            if !self.facts.has(f) && !missing.contains(&f) {
+                missing.push(f);
+            }
+        }
+        self.read_facts(&missing).await
+    }
+
+    async fn read_facts(&mut self, facts: &[Fact]) -> Result<(), String> {
+        let reader = reader(self.plan, self.index, self.cfg, &self.paths);
+        let reads: Vec<(Fact, Vec<cmd::RemoteCmd>)> =
+            facts.iter().map(|f| (*f, reader.commands(*f))).collect();
+        let all: Vec<cmd::RemoteCmd> = reads.iter().flat_map(|(_, c)| c.clone()).collect();
+        let outs = self.read_all(&all).await?;
+        self.store_reads(&reads, &outs)
+    }
+}
+
+/// Whether an operation can change what a fact describes.
+fn changes_facts(op: &super::ops::Op) -> bool {
+    use super::ops::Op;
+    !matches!(op, Op::Probe { .. } | Op::Sleep(_) | Op::ShipUv)
+}
+
+fn reader<'b>(
+    plan: &'b Plan,
+    index: usize,
+    cfg: &'b EngineConfig,
+    paths: &'b AppPaths,
+) -> Reader<'b> {
+    let app = &plan.app;
+    Reader {
+        paths,
+        user: &plan.hosts[index].0.user,
+        run_as: &app.runtime.run_as,
+        processes: &app.runtime.processes,
+        version: &plan.spec.version,
+        pm: plan.pm.as_ref(),
+        uv_sha256: cfg.uv.as_ref().map(|u| u.sha256.as_str()),
     }
 }
 

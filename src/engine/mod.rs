@@ -18,6 +18,7 @@
 
 pub mod app_logs;
 mod exec;
+mod group;
 pub mod facts;
 pub mod fake;
 mod host;

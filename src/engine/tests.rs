@@ -129,7 +129,11 @@ async fn a_fresh_deploy_converges_and_a_second_run_changes_nothing() {
     assert_eq!(r.changed_steps(), 0, "{events:?}");
     // Round trips are counted per host, and a no-op needs fewer than a fresh deploy.
     let noop = r.hosts[0].round_trips;
-    assert!(0 < noop && noop < fresh, "no-op {noop}, fresh {fresh}");
+    // Issue 14's budget: a snapshot and the health check on a no-op; a fresh deploy at
+    // most 12 (the fake has no uv to ship: one fewer than a real fresh uv deploy).
+    assert!(noop <= 2 && noop < fresh, "no-op {noop}, fresh {fresh}");
+    assert!(fresh <= 11, "fresh {fresh}");
+    eprintln!("round trips: fresh {fresh}, no-op {noop}");
     assert_eq!(
         b.fleet.server("web1").state().reloads,
         reloads,

@@ -51,6 +51,12 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn process_template(&self) -> &'static str;
     /// Prints the state of every copy of a process's program; never fails.
     fn group_status(&self, program: &str) -> RemoteCmd;
+    /// Prints the state of every program on the host, in one command (one look at the
+    /// process manager per snapshot, however many programs the app has); never fails.
+    fn status_all(&self) -> RemoteCmd;
+    /// The part of [`Self::status_all`]'s text about `program` (and its copies), as
+    /// [`Self::status`] or [`Self::group_status`] would print it.
+    fn status_of(&self, all: &str, program: &str) -> String;
     /// How many copies run, from the output of [`Self::group_status`].
     fn running_copies(&self, status_output: &str) -> u32;
     /// Each copy's name and pid (None: not running), from [`Self::group_status`].

@@ -69,6 +69,21 @@ impl ProcessManager for Supervisord {
         ))
     }
 
+    fn status_all(&self) -> RemoteCmd {
+        RemoteCmd::new("sudo -n supervisorctl status || true")
+    }
+
+    /// `hello-blue RUNNING ...` or `hello-worker:hello-worker-0 RUNNING ...` lines.
+    fn status_of(&self, all: &str, program: &str) -> String {
+        all.lines()
+            .filter(|l| {
+                let name = l.split_whitespace().next().unwrap_or_default();
+                name == program || name.strip_prefix(program).is_some_and(|r| r.starts_with(':'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
     fn running_copies(&self, status_output: &str) -> u32 {
         status_output
             .lines()
@@ -145,6 +160,21 @@ mod tests {
         );
         assert_eq!(running_pid("hello: ERROR (no such process)"), None);
         assert_eq!(running_pid(""), None);
+    }
+
+    #[test]
+    fn one_status_of_every_program_is_taken_apart_per_program() {
+        let all = "hello-blue                       RUNNING   pid 42, uptime 0:00:05\n\
+                   hello-blue2                      RUNNING   pid 7, uptime 0:00:05\n\
+                   hello-green                      STOPPED   Nov 25 05:00 AM\n\
+                   hello-worker:hello-worker-0      RUNNING   pid 43, uptime 0:00:05\n\
+                   hello-worker:hello-worker-1      RUNNING   pid 44, uptime 0:00:05\n";
+        let s = Supervisord;
+        assert_eq!(s.pid(&s.status_of(all, "hello-blue")), Some(42));
+        assert_eq!(s.pid(&s.status_of(all, "hello-green")), None);
+        assert_eq!(s.pid(&s.status_of(all, "hello-red")), None);
+        assert_eq!(s.running_copies(&s.status_of(all, "hello-worker")), 2);
+        assert_eq!(s.running_copies(&s.status_of(all, "hello-work")), 0);
     }
 
     #[test]
