@@ -390,7 +390,7 @@ impl State {
             )
         } else if l.contains("live.sock.deploy-new") {
             self.set_live(l)
-        } else if l.contains("supervisorctl reread") {
+        } else if l.contains("supervisorctl update") && l.contains("supervisorctl start ") {
             self.start(after(l, "supervisorctl start ").unwrap_or_default())
         } else if l.contains("supervisorctl status") {
             let p = after(l, "supervisorctl status ").unwrap_or_default();

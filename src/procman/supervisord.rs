@@ -50,11 +50,12 @@ impl ProcessManager for Supervisord {
     }
 
     /// Makes supervisord load the program's current config and (re)starts it, so it
-    /// runs what its config says now.
+    /// runs what its config says now.  `update` rereads the files itself (a separate
+    /// `reread` would start Python once more for nothing).
     fn start_fresh(&self, program: &str) -> RemoteCmd {
         let q = quote(program);
         RemoteCmd::new(format!(
-            "sudo -n supervisorctl reread >/dev/null && sudo -n supervisorctl update {q} >/dev/null && sudo -n supervisorctl stop {q} >/dev/null; sudo -n supervisorctl start {q}"
+            "sudo -n supervisorctl update {q} >/dev/null && sudo -n supervisorctl stop {q} >/dev/null; sudo -n supervisorctl start {q}"
         ))
     }
 
@@ -107,7 +108,7 @@ impl ProcessManager for Supervisord {
     /// `stopwaitsecs`) and adds a new one; `start` then starts copies that were stopped.
     fn apply(&self, program: &str) -> RemoteCmd {
         RemoteCmd::new(format!(
-            "sudo -n supervisorctl reread >/dev/null && sudo -n supervisorctl update {p} && {{ sudo -n supervisorctl start {g} >/dev/null 2>&1 || true; }}",
+            "sudo -n supervisorctl update {p} && {{ sudo -n supervisorctl start {g} >/dev/null 2>&1 || true; }}",
             p = quote(program),
             g = group(program)
         ))
