@@ -34,6 +34,8 @@ pub mod transport;
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod check_golden_tests;
+#[cfg(test)]
 mod day_two_tests;
 #[cfg(test)]
 mod tests;
