@@ -67,7 +67,11 @@ fn snapshot(b: &Bed) -> BTreeMap<String, Snapshot> {
 /// Deploys `version` for real (to reach a state); it must succeed.
 async fn deploy(b: &Bed, version: &str) {
     let (r, events) = b.run(spec(version)).await;
-    assert_eq!(r.status, JobStatus::Succeeded, "deploy {version}: {events:?}");
+    assert_eq!(
+        r.status,
+        JobStatus::Succeeded,
+        "deploy {version}: {events:?}"
+    );
 }
 
 /// `pid 1234` -> `pid <n>`: the fake's pids count the commands it ran, which is not what
@@ -164,8 +168,20 @@ async fn render_all() -> String {
 
     let b = bed("{}");
     deploy(&b, "1.0.0").await;
-    check(&b, "(b) the same release live: no-op", spec("1.0.0"), &mut out).await;
-    check(&b, "(c) an older release live: upgrade", spec("1.1.0"), &mut out).await;
+    check(
+        &b,
+        "(b) the same release live: no-op",
+        spec("1.0.0"),
+        &mut out,
+    )
+    .await;
+    check(
+        &b,
+        "(c) an older release live: upgrade",
+        spec("1.1.0"),
+        &mut out,
+    )
+    .await;
 
     let b = bed("{}");
     deploy(&b, "1.0.0").await;
@@ -239,9 +255,19 @@ async fn render_all() -> String {
 
     let b = bed_with("{canary: false}", APP);
     let t = "(i) an app with processes and hooks";
-    check(&b, &format!("{t}: nothing deployed"), spec("1.0.0"), &mut out).await;
+    check(
+        &b,
+        &format!("{t}: nothing deployed"),
+        spec("1.0.0"),
+        &mut out,
+    )
+    .await;
     deploy(&b, "1.0.0").await;
-    b.fleet.server("web2").state().running.remove("hello-worker");
+    b.fleet
+        .server("web2")
+        .state()
+        .running
+        .remove("hello-worker");
     let t2 = format!("{t}: no-op, web2's workers stopped");
     check(&b, &t2, spec("1.0.0"), &mut out).await;
     check(&b, &format!("{t}: upgrade"), spec("1.1.0"), &mut out).await;

@@ -38,6 +38,8 @@ mod check_golden_tests;
 #[cfg(test)]
 mod day_two_tests;
 #[cfg(test)]
+mod scale_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
