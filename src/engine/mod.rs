@@ -35,7 +35,11 @@ pub mod transport;
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod check_golden_tests;
+#[cfg(test)]
 mod day_two_tests;
+#[cfg(test)]
+mod scale_tests;
 #[cfg(test)]
 mod tests;
 
