@@ -21,6 +21,13 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
             "release {version} is complete"
         ))));
     }
+    // A rollback or restart builds nothing: an unfinished virtualenv left behind would
+    // be one more release on disk to prune.
+    if v.plan.spec.no_install {
+        return Err(format!(
+            "release {version} is not complete on this host; a rollback installs nothing"
+        ));
+    }
     let (tool, note) = match choose_tool(v, f, st)? {
         Choice::Ship => return Ok(Decision::Again(vec![Op::ShipUv.into()])),
         Choice::Use(tool, note) => (tool, note),
