@@ -252,7 +252,8 @@ impl State {
             } else {
                 out(1, format!("{code} {retries}\n"))
             }
-        } else if l == "sudo -n supervisorctl status || true" {
+        } else if l.contains("getAllProcessInfo") {
+            // Answered as the fallback (`supervisorctl status`) would.
             let lines: String = self
                 .running
                 .iter()
