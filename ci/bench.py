@@ -289,7 +289,7 @@ def print_table(rows, args, baseline):
                 f"{fmt(r['gw_maxrss_mib'], '.1f', 8)}{fmt(r['tgt_cpu_s'], '.2f', 10)}")
         if "vs_base" in r:
             vb = r["vs_base"]
-            line += f"{'':>12}{fmt(vb['wall'], '.2f', 6)}{fmt(vb['trips'], '.2f', 6)}{fmt(vb['tgt_cpu'], '.2f', 6)}"
+            line += f"{'':>11}{fmt(vb['wall'], '.2f', 6)}{fmt(vb['trips'], '.2f', 6)}{fmt(vb['tgt_cpu'], '.2f', 6)}"
         print(line)
 
 
