@@ -233,8 +233,10 @@ def run_size(n, args, binaries, uv, results, meta):
                             for label, gateway, cwd in order:
                                 bed.reset()
                                 for scenario, version in SCENARIOS:
-                                    results.setdefault((scenario, n, rtt, inst, label), []).append(
-                                        dict(bed.apply(gateway, cwd, version, inst, uv), run=run))
+                                    r = bed.apply(gateway, cwd, version, inst, uv)
+                                    results.setdefault((scenario, n, rtt, inst, label), []).append(dict(r, run=run))
+                                    print(f"    {scenario} {inst} {label}: {r['wall_s']:.1f} s, gw cpu "
+                                          f"{r['gw_cpu_s']:.2f} s, tgt cpu {r['tgt_cpu_s']:.1f} s", file=sys.stderr)
                         print(f"  {n} host(s), {rtt:g} ms: run {run + 1}/{args.runs} done", file=sys.stderr)
                 finally:
                     bed.close()
