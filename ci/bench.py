@@ -117,12 +117,19 @@ class Bed:
         inv = (self.tmp / "inventory.yml").read_text()
         pins = (self.tmp / "known_hosts").read_text()
         if rtt > 0:
-            mapping = {p: free_port() for p in self.ports}
-            self.proxy = subprocess.Popen(
-                [sys.executable, str(ROOT / "ci/latency_proxy.py"), "--rtt-ms", str(rtt),
-                 *[a for p, q in mapping.items() for a in ("--map", f"{q}:{p}")]],
-                stdout=subprocess.PIPE, text=True)
-            assert self.proxy.stdout.readline().strip() == "ready"
+            for attempt in range(3):
+                # A port free_port() saw free may be taken before the proxy binds it
+                # (more likely with 100 of them): then again, with other ports.
+                mapping = {p: free_port() for p in self.ports}
+                self.proxy = subprocess.Popen(
+                    [sys.executable, str(ROOT / "ci/latency_proxy.py"), "--rtt-ms", str(rtt),
+                     *[a for p, q in mapping.items() for a in ("--map", f"{q}:{p}")]],
+                    stdout=subprocess.PIPE, text=True)
+                if self.proxy.stdout.readline().strip() == "ready":
+                    break
+                self.proxy.wait()
+            else:
+                sys.exit("ci/latency_proxy.py did not start")
             for p, q in mapping.items():
                 inv = inv.replace(f"    port: {p}\n", f"    port: {q}\n")
                 pins += "".join(l.replace(f"]:{p} ", f"]:{q} ") + "\n"
