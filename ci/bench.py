@@ -46,6 +46,18 @@ the one N commits back) beside this checkout, with a target directory of its own
 (--gateway PATH: the current binary, already built; without it, `cargo build --release`
 here and $CARGO_TARGET_DIR/release/deploy-gateway.)
 
+At 100 hosts (--sizes 100): ci/testbed.sh starts the containers one after another
+(seen: 205 s for 100 on 2 cores while a build ran; 8 started 4 or 8 at once came up only
+1.4x faster than one by one: dockerd is the bottleneck); a server with the app running
+holds about 100-150 MiB; the floor opens 100 ssh connections at once (one thread each);
+the engine deploys `parallel` hosts at a time (10 unless the inventory says).  With
+--rtt-ms, ci/latency_proxy.py (one Python process) moves about 400 MiB per CPU second:
+a fresh uv deploy ships uv (44 MB) to every host, 4.4 GB at 100 hosts, some 10 s of the
+proxy's CPU on top of the engine's and the servers'.
+The servers' CPU comes from the containers' cgroups (cgroup v2 cpu.stat usage_usec or v1
+cpuacct.usage, whichever this machine has; else read inside each container); the JSON
+says which (meta.target_cpu_from).
+
 --json PATH writes every raw figure (each run of each scenario, each binary) and the
 medians as JSON.
 
