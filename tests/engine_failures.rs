@@ -101,9 +101,14 @@ fn twenty_deploys_in_a_row_each_over_one_connection() {
         "    keep_releases: 3\n    drain_secs: 0\n",
     ));
     let web1 = tb.server("web1").clone();
+    // The engine batches its commands (about 8 channels a run): sshd allows 3 sessions
+    // per connection here, so a channel left open would fail the run.
+    exec(
+        &web1.container,
+        "echo 'MaxSessions 3' >> /etc/ssh/sshd_config && pkill -HUP -o -f '^sshd: /usr/sbin/sshd' && sleep 1",
+    );
     for i in 0..20 {
-        // Alternate releases so every run starts a slot and switches (about 25 commands,
-        // more than sshd's MaxSessions of 10: a leaked channel would fail the run).
+        // Alternate releases so every run starts a slot and switches.
         let version = if i % 2 == 0 { "1.0.0" } else { "1.1.0" };
         let logins = ssh_logins(&web1.container);
         let d = tb.deploy(version, false);
@@ -115,7 +120,7 @@ fn twenty_deploys_in_a_row_each_over_one_connection() {
         );
         let h = d.host("web1");
         assert_eq!(h.connections, 1, "run {i}");
-        assert!(h.channels > 10, "run {i} used only {} channels", h.channels);
+        assert!(h.channels > 3, "run {i} used only {} channels", h.channels);
         assert_eq!(
             ssh_logins(&web1.container),
             logins + 1,

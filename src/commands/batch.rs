@@ -123,7 +123,7 @@ pub fn parse_script(script: &[u8]) -> Option<(String, bool, Vec<RemoteCmd>)> {
                 b64.push_str(b);
             }
             lines.next()?; // `} | (`
-            Some(base64_decode(&b64)?)
+            Some(bytes::Bytes::from(base64_decode(&b64)?))
         } else {
             None
         };
@@ -312,7 +312,7 @@ mod tests {
     fn file_contents_are_not_in_the_command_line() {
         let b = Batch::new(&parts(), true);
         assert!(!b.cmd.line.contains("secret"));
-        let script = String::from_utf8(b.cmd.stdin.clone().unwrap()).unwrap();
+        let script = String::from_utf8(b.cmd.stdin.clone().unwrap().to_vec()).unwrap();
         assert!(!script.contains("secret"), "base64 on stdin");
     }
 

@@ -106,7 +106,8 @@ pub fn parse_slot_socket(target: &str) -> Option<(String, String)> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct RemoteCmd {
     pub line: String,
-    pub stdin: Option<Vec<u8>>,
+    /// Shared, not copied: the same bytes go to every host.
+    pub stdin: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Debug for RemoteCmd {
@@ -129,10 +130,10 @@ impl RemoteCmd {
             stdin: None,
         }
     }
-    pub fn with_stdin(line: impl Into<String>, stdin: Vec<u8>) -> RemoteCmd {
+    pub fn with_stdin(line: impl Into<String>, stdin: impl Into<bytes::Bytes>) -> RemoteCmd {
         RemoteCmd {
             line: line.into(),
-            stdin: Some(stdin),
+            stdin: Some(stdin.into()),
         }
     }
 }

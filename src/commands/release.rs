@@ -72,7 +72,7 @@ pub fn uv_probe(sha256: &str) -> RemoteCmd {
 
 /// Uploads uv (its bytes on stdin), checks the SHA-256 before making it executable and
 /// renames it into place, stamps it as verified, then prints its version.
-pub fn uv_upload(sha256: &str, bytes: Vec<u8>) -> RemoteCmd {
+pub fn uv_upload(sha256: &str, bytes: impl Into<bytes::Bytes>) -> RemoteCmd {
     let f = uv_path(sha256);
     let stamp = uv_stamp(sha256);
     RemoteCmd::with_stdin(

@@ -202,7 +202,7 @@ impl HostRun<'_> {
     async fn ship_uv(&self) -> Result<String, String> {
         let uv = self.cfg.uv.as_ref().ok_or("no uv binary configured")?;
         let up = self
-            .run(&cmd::uv_upload(&uv.sha256, uv.bytes.to_vec()), false)
+            .run(&cmd::uv_upload(&uv.sha256, uv.bytes.clone()), false)
             .await?;
         if !up.ok() {
             return Err(up.tail());

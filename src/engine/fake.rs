@@ -391,8 +391,8 @@ impl State {
             )
         } else if l.contains("live.sock.deploy-new") {
             self.set_live(l)
-        } else if l.contains("supervisorctl update") && l.contains("supervisorctl start ") {
-            self.start(after(l, "supervisorctl start ").unwrap_or_default())
+        } else if l.contains("supervisorctl update") && l.contains("startProcess") {
+            self.start(after(l, "supervisorctl update ").unwrap_or_default())
         } else if l.contains("supervisorctl status") {
             let p = after(l, "supervisorctl status ").unwrap_or_default();
             match self.running.get(p) {

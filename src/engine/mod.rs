@@ -98,7 +98,7 @@ pub struct EngineConfig {
 /// under its SHA-256.
 #[derive(Clone)]
 pub struct UvTool {
-    pub bytes: Arc<Vec<u8>>,
+    pub bytes: bytes::Bytes,
     /// Lowercase hex SHA-256 of `bytes`.
     pub sha256: String,
 }
@@ -119,7 +119,7 @@ impl UvTool {
             ));
         }
         Ok(UvTool {
-            bytes: Arc::new(bytes),
+            bytes: bytes::Bytes::from(bytes),
             sha256: have,
         })
     }

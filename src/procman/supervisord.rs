@@ -50,13 +50,23 @@ impl ProcessManager for Supervisord {
     }
 
     /// Makes supervisord load the program's current config and (re)starts it, so it
-    /// runs what its config says now.  `update` rereads the files itself (a separate
-    /// `reread` would start Python once more for nothing).
+    /// runs what its config says now: `update` (which rereads the files itself), then
+    /// stop and start through supervisord's socket (one Python start instead of four);
+    /// `supervisorctl` for each where the socket is elsewhere.
     fn start_fresh(&self, program: &str) -> RemoteCmd {
         let q = quote(program);
-        RemoteCmd::new(format!(
-            "sudo -n supervisorctl update {q} >/dev/null && sudo -n supervisorctl stop {q} >/dev/null; sudo -n supervisorctl start {q}"
-        ))
+        let fast = format!(
+            "supervisorctl update {q} >/dev/null && {{ {stop} >/dev/null; r=$({start}); \
+             case \"$r\" in *'<boolean>1</boolean>'*) echo {started};; \
+             *) echo {q}: ERROR \"$(printf '%s' \"$r\" | tr -d '\\n' | sed -n 's|.*<name>faultString</name><value><string>\\([^<]*\\)<.*|\\1|p')\" >&2; exit 1;; esac; }}",
+            stop = rpc("stopProcess", program),
+            start = rpc("startProcess", program),
+            started = quote(&format!("{program}: started")),
+        );
+        let slow = format!(
+            "supervisorctl update {q} >/dev/null && supervisorctl stop {q} >/dev/null; supervisorctl start {q}"
+        );
+        on_socket(&fast, &slow)
     }
 
     fn process_template(&self) -> &'static str {
@@ -136,13 +146,35 @@ impl ProcessManager for Supervisord {
         RemoteCmd::new(format!("sudo -n supervisorctl restart {}", group(program)))
     }
 
-    /// Graceful: TERM, then KILL after the program's `stopwaitsecs`.
+    /// Graceful: TERM, then KILL after the program's `stopwaitsecs` (through the socket:
+    /// no Python start).  Never fails: stopping what does not run is done.
     fn stop(&self, program: &str) -> RemoteCmd {
-        RemoteCmd::new(format!(
-            "sudo -n supervisorctl stop {} || true",
-            quote(program)
-        ))
+        let fast = format!("{} >/dev/null; true", rpc("stopProcess", program));
+        let slow = format!("supervisorctl stop {} || true", quote(program));
+        on_socket(&fast, &slow)
     }
+}
+
+/// An XML-RPC call `supervisor.<method>(program, wait=true)` on supervisord's socket,
+/// printing the answer.  Program names are validated (`[a-z0-9-]`): nothing to escape.
+fn rpc(method: &str, program: &str) -> String {
+    let body = format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>supervisor.{method}</methodName><params>\
+         <param><value><string>{program}</string></value></param>\
+         <param><value><boolean>1</boolean></value></param></params></methodCall>"
+    );
+    format!(
+        "curl -s --max-time 900 --unix-socket {SOCKET} -H 'Content-Type: text/xml' --data-binary {} http://localhost/RPC2",
+        quote(&body)
+    )
+}
+
+/// As root: `fast` where supervisord's socket is, else `slow` (with `supervisorctl`).
+fn on_socket(fast: &str, slow: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "sudo -n sh -c {}",
+        quote(&format!("if [ -S {SOCKET} ]; then {fast}; else {slow}; fi"))
+    ))
 }
 
 /// supervisord's control socket (Debian's default).
@@ -289,9 +321,9 @@ mod tests {
             s.conf_path("hello", "green"),
             "/etc/supervisor/conf.d/hello-green.conf"
         );
-        assert_eq!(
-            s.stop("hello-blue").line,
-            "sudo -n supervisorctl stop hello-blue || true"
-        );
+        let stop = s.stop("hello-blue").line;
+        assert!(stop.starts_with("sudo -n sh -c 'if [ -S /var/run/supervisor.sock ]; then curl "), "{stop}");
+        assert!(stop.contains("<methodName>supervisor.stopProcess</methodName>"), "{stop}");
+        assert!(stop.contains("else supervisorctl stop hello-blue || true; fi"), "{stop}");
     }
 }

@@ -10,6 +10,8 @@ use crate::engine::ops::{Decision, Op};
 use crate::engine::plan::Plan;
 use crate::engine::tests::{bed, spec};
 use crate::playbook::Step;
+use crate::procman::ProcessManager;
+use crate::procman::supervisord::Supervisord;
 
 fn plan(check: bool, no_install: bool) -> Plan {
     let b = bed("{}");
@@ -312,7 +314,7 @@ fn drain_stops_the_old_slot_after_the_drain_and_strays_at_once() {
         panic!("{d:?}")
     };
     assert!(matches!(actions[0].op, Op::Sleep(_)));
-    assert_eq!(lines(&d), ["sudo -n supervisorctl stop hello-blue || true"]);
+    assert_eq!(lines(&d), [Supervisord.stop("hello-blue").line]);
     // A slot left running by an interrupted job, on a no-op deploy: stopped, no wait.
     let mut f = settled(&p);
     f.slots.as_mut().unwrap()[1].pid = Some(99);
