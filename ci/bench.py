@@ -58,10 +58,15 @@ The servers' CPU comes from the containers' cgroups (cgroup v2 cpu.stat usage_us
 cpuacct.usage, whichever this machine has; else read inside each container); the JSON
 says which (meta.target_cpu_from).
 
+--all-at-once deploys to every host at once (parallel = hosts, no canary), as the floor
+connects to every host at once: the engine's own cost against the floor.  Without it, the
+testbed inventory's rollout (a canary alone first, then 10 hosts at a time) adds
+sequential waves of hosts, each paying the connection and its round trips again.
+
 --json PATH writes every raw figure (each run of each scenario, each binary) and the
 medians as JSON.
 
-usage: ci/bench.py [--runs N] [--sizes 1,10] [--installers pip,uv] [--rtt-ms 0,100]
+usage: ci/bench.py [--runs N] [--sizes 1,10] [--installers pip,uv] [--rtt-ms 0,100] [--all-at-once]
                    [--gateway PATH] [--baseline-bin PATH [--baseline-root DIR]] [--json PATH]
 """
 import argparse
@@ -119,7 +124,7 @@ def cpu_seconds(text, fmt):
 class Bed:
     """A test bed of n servers, reached directly or through the latency proxy."""
 
-    def __init__(self, tmp, rtt):
+    def __init__(self, tmp, rtt, all_at_once=False):
         self.tmp = pathlib.Path(tmp)
         tb = json.loads((self.tmp / "testbed.json").read_text())
         self.containers = [s["container"] for s in tb["servers"]]
@@ -127,6 +132,13 @@ class Bed:
         self.proxy = None
         self.cgroups = self.find_cgroups()
         inv = (self.tmp / "inventory.yml").read_text()
+        if all_at_once:
+            # Like the floor (and like Ansible's forks = hosts): every host at once, no
+            # canary going first alone.
+            env = "      staging:\n        groups: [web]\n"
+            assert env in inv, "the testbed's inventory changed: update --all-at-once"
+            inv = inv.replace(env, env + f"        parallel: {len(self.containers)}\n"
+                              "        rollout: {canary: false}\n")
         pins = (self.tmp / "known_hosts").read_text()
         if rtt > 0:
             for attempt in range(3):
@@ -239,7 +251,7 @@ def run_size(n, args, binaries, uv, results, meta):
         print(f"  {n} host(s): bed up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
         try:
             for rtt in [float(x) for x in args.rtt_ms.split(",")]:
-                bed = Bed(tmp, rtt)
+                bed = Bed(tmp, rtt, args.all_at_once)
                 meta["target_cpu_from"] = bed.cgroup_method
                 try:
                     for run in range(args.runs):
@@ -326,6 +338,9 @@ def main():
                     help="a second deploy-gateway (the previous release) to run every scenario with too")
     ap.add_argument("--baseline-root", type=pathlib.Path,
                     help="the baseline's source tree, its working directory (default: this checkout)")
+    ap.add_argument("--all-at-once", action="store_true",
+                    help="every host at once (parallel = hosts, no canary), as the floor; "
+                         "default: the inventory's rollout (a canary first, then 10 at a time)")
     ap.add_argument("--json", type=pathlib.Path, help="write every raw figure and the medians here")
     args = ap.parse_args()
     sh(str(ROOT / "ci/testbed.sh"), "packages")

@@ -39,7 +39,9 @@ impl Batch {
         let mut s = format!("{HEADER}{nonce}\n");
         for (i, p) in parts.iter().enumerate() {
             let start = format!("{nonce}:{i}:start");
-            s.push_str(&format!("printf '%s\\n' '{start}'; printf '%s\\n' '{start}' >&2\n"));
+            s.push_str(&format!(
+                "printf '%s\\n' '{start}'; printf '%s\\n' '{start}' >&2\n"
+            ));
             match &p.stdin {
                 Some(bytes) => {
                     s.push_str(&format!("{{ base64 -d <<'{nonce}'\n"));
@@ -96,7 +98,10 @@ fn framed(text: &str, start: &str, end: &str) -> Option<(String, String)> {
 /// itself and answers as the shell would).
 pub fn frame(nonce: &str, i: usize, out: &PartOutput) -> (String, String) {
     (
-        format!("{nonce}:{i}:start\n{}\n{nonce}:{i}:exit:{}\n", out.stdout, out.status),
+        format!(
+            "{nonce}:{i}:start\n{}\n{nonce}:{i}:exit:{}\n",
+            out.stdout, out.status
+        ),
         format!("{nonce}:{i}:start\n{}\n{nonce}:{i}:end\n", out.stderr),
     )
 }
@@ -165,7 +170,10 @@ impl Demux {
     /// its part.
     pub fn line(&mut self, stream: usize, line: &str) -> Vec<(usize, String)> {
         let mut out = Vec::new();
-        if let Some(rest) = line.strip_prefix(&self.nonce).and_then(|r| r.strip_prefix(':')) {
+        if let Some(rest) = line
+            .strip_prefix(&self.nonce)
+            .and_then(|r| r.strip_prefix(':'))
+        {
             let mut f = rest.split(':');
             let i = f.next().and_then(|x| x.parse::<usize>().ok());
             match (i, f.next()) {
@@ -292,7 +300,10 @@ mod tests {
         let (out, err) = run(&b);
         let r = b.split(&out, &err);
         let p0 = r[0].as_ref().unwrap();
-        assert_eq!((p0.status, p0.stdout.as_str(), p0.stderr.as_str()), (0, "one\n", "err\n"));
+        assert_eq!(
+            (p0.status, p0.stdout.as_str(), p0.stderr.as_str()),
+            (0, "one\n", "err\n")
+        );
         // Its own stdin (empty after the first cat), never the script.
         assert_eq!(r[1].as_ref().unwrap().stdout, "no newline");
         assert_eq!(r[2].as_ref().unwrap().stdout.trim(), "13");
@@ -347,7 +358,13 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        for s in [&b""[..], b"a", b"ab", b"abc", b"\x00\xff\x10 long enough to wrap the line at seventy-six characters, surely"] {
+        for s in [
+            &b""[..],
+            b"a",
+            b"ab",
+            b"abc",
+            b"\x00\xff\x10 long enough to wrap the line at seventy-six characters, surely",
+        ] {
             assert_eq!(base64_decode(&base64_lines(s)).unwrap(), s);
         }
     }

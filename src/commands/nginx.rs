@@ -31,7 +31,12 @@ pub fn http_probe(
 /// The health check with its retries, run on the server (one round trip however many
 /// attempts it takes): prints `<status> <attempt>` and exits 0 when an attempt answers
 /// `expect`, else prints the last attempt's status (`000`: no answer) and exits 1.
-pub fn http_probe_until(probe: &RemoteCmd, expect: u16, retries: u32, interval_ms: u32) -> RemoteCmd {
+pub fn http_probe_until(
+    probe: &RemoteCmd,
+    expect: u16,
+    retries: u32,
+    interval_ms: u32,
+) -> RemoteCmd {
     let retries = retries.max(1);
     let pause = format!("{}.{:03}", interval_ms / 1000, interval_ms % 1000);
     RemoteCmd::new(format!(

@@ -3,7 +3,6 @@
 //! [`super::group`], installs (through the relay's forward when the job uses it),
 //! shipping uv, and the recovery of a failed action.
 
-
 use deploy_wire::{Event, EventKind, Stream};
 
 use super::IndexAccess;

@@ -238,7 +238,10 @@ impl State {
                 break;
             }
         }
-        (out(0, stdout).map(|o| Output { stderr, ..o }), String::new())
+        (
+            out(0, stdout).map(|o| Output { stderr, ..o }),
+            String::new(),
+        )
     }
 
     fn interpret(&mut self, l: &str, stdin: String) -> Result<Output, String> {
@@ -264,7 +267,9 @@ impl State {
                         .and_then(|n| n.trim().parse::<u32>().ok());
                     match copies {
                         Some(n) => (0..n)
-                            .map(|i| format!("{p}:{p}-{i} RUNNING pid {}, uptime 0:00:01\n", pid + i))
+                            .map(|i| {
+                                format!("{p}:{p}-{i} RUNNING pid {}, uptime 0:00:01\n", pid + i)
+                            })
                             .collect(),
                         None => format!("{p} RUNNING pid {pid}, uptime 0:00:01\n"),
                     }

@@ -18,15 +18,16 @@
 
 pub mod app_logs;
 mod exec;
-mod group;
 pub mod facts;
 pub mod fake;
+mod group;
 mod host;
 pub mod observe;
 pub mod oneoff;
 pub mod ops;
 pub mod phases;
 pub mod plan;
+mod reads;
 pub mod rollout;
 mod round_trips;
 pub mod steps;

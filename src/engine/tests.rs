@@ -324,7 +324,11 @@ async fn prune_never_removes_the_live_release_or_the_rollback_target() {
     let (r, _) = b.run(gone).await;
     assert_eq!(r.status, JobStatus::Failed);
     assert_eq!(b.serving("web1").as_deref(), Some("2.0.0"));
-    assert_eq!(kept(&b), ["2.0.0", "3.0.0"], "no unfinished virtualenv left");
+    assert_eq!(
+        kept(&b),
+        ["2.0.0", "3.0.0"],
+        "no unfinished virtualenv left"
+    );
 }
 
 #[tokio::test]

@@ -107,7 +107,10 @@ impl ProcessManager for Supervisord {
             .lines()
             .filter(|l| {
                 let name = l.split_whitespace().next().unwrap_or_default();
-                name == program || name.strip_prefix(program).is_some_and(|r| r.starts_with(':'))
+                name == program
+                    || name
+                        .strip_prefix(program)
+                        .is_some_and(|r| r.starts_with(':'))
             })
             .map(|l| format!("{l}\n"))
             .collect()
@@ -204,7 +207,11 @@ fn xml_status_lines(xml: &str) -> String {
         } else {
             format!("{group}:{name}")
         };
-        out.push_str(&format!("{label} {} {}\n", get("statename"), get("description")));
+        out.push_str(&format!(
+            "{label} {} {}\n",
+            get("statename"),
+            get("description")
+        ));
     }
     out
 }
@@ -284,8 +291,20 @@ mod tests {
         let xml = format!(
             "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n{}{}{}</data></array></value>\n</param>\n</params>\n</methodResponse>\n",
             process("hello-blue", "hello-blue", "STOPPED", 0, "Nov 26 01:05 PM"),
-            process("hello-green", "hello-green", "RUNNING", 314, "pid 314, uptime 0:01:05"),
-            process("hello-worker-0", "hello-worker", "RUNNING", 320, "pid 320, uptime 0:01:00"),
+            process(
+                "hello-green",
+                "hello-green",
+                "RUNNING",
+                314,
+                "pid 314, uptime 0:01:05"
+            ),
+            process(
+                "hello-worker-0",
+                "hello-worker",
+                "RUNNING",
+                320,
+                "pid 320, uptime 0:01:00"
+            ),
         );
         let s = Supervisord;
         assert_eq!(s.pid(&s.status_of(&xml, "hello-green")), Some(314));
@@ -296,7 +315,11 @@ mod tests {
             vec![("hello-worker-0".to_string(), Some(320))]
         );
         // No answer from the socket: supervisorctl's own lines.
-        assert!(s.status_all().line.contains("|| supervisorctl status || true"));
+        assert!(
+            s.status_all()
+                .line
+                .contains("|| supervisorctl status || true")
+        );
     }
 
     #[test]
@@ -322,8 +345,17 @@ mod tests {
             "/etc/supervisor/conf.d/hello-green.conf"
         );
         let stop = s.stop("hello-blue").line;
-        assert!(stop.starts_with("sudo -n sh -c 'if [ -S /var/run/supervisor.sock ]; then curl "), "{stop}");
-        assert!(stop.contains("<methodName>supervisor.stopProcess</methodName>"), "{stop}");
-        assert!(stop.contains("else supervisorctl stop hello-blue || true; fi"), "{stop}");
+        assert!(
+            stop.starts_with("sudo -n sh -c 'if [ -S /var/run/supervisor.sock ]; then curl "),
+            "{stop}"
+        );
+        assert!(
+            stop.contains("<methodName>supervisor.stopProcess</methodName>"),
+            "{stop}"
+        );
+        assert!(
+            stop.contains("else supervisorctl stop hello-blue || true; fi"),
+            "{stop}"
+        );
     }
 }
