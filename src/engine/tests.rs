@@ -661,3 +661,36 @@ async fn a_host_failing_after_its_switch_is_rolled_back_and_says_where_it_ended(
     );
     assert_eq!(r.hosts[0].serving.as_deref(), Some("1.0.0"));
 }
+
+/// The `prune` report of `host` in a job's events.
+fn prune_reason(events: &[Event], host: &str) -> String {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::StepFinished {
+                host: h,
+                step,
+                reason,
+                ..
+            } if h == host && step == "prune" => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn check_mode_names_the_releases_the_deploy_would_prune() {
+    let b = bed("{}");
+    for v in ["1.0.0", "2.0.0"] {
+        assert_eq!(b.run(spec(v)).await.0.status, JobStatus::Succeeded);
+    }
+    let mut check = spec("3.0.0");
+    check.check = true;
+    let (_, events) = b.run(check).await;
+    let would = prune_reason(&events, "web1");
+    let (r, events) = b.run(spec("3.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded);
+    let did = prune_reason(&events, "web1");
+    assert_eq!(did, "removed releases 1.0.0");
+    assert_eq!(would, "would remove releases 1.0.0");
+}

@@ -15,7 +15,16 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         .or(live.current.clone())
         .unwrap_or_default();
     let keep = v.plan.app.keep_releases as usize;
-    let remove = prune_plan(f.releases()?, &current, keep, v.version());
+    // Check mode looks at the host as this job would leave it: the release built and live.
+    let (listing, current) = if v.check() {
+        (
+            as_after_deploy(f.releases()?, v.version()),
+            v.version().to_string(),
+        )
+    } else {
+        (f.releases()?.to_string(), current)
+    };
+    let remove = prune_plan(&listing, &current, keep, v.version());
     if remove.is_empty() {
         return Ok(Decision::Done(Report::ok(format!(
             "at most {keep} releases kept"
@@ -37,6 +46,25 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         ],
         Report::changed(format!("removed releases {list}")),
     ))
+}
+
+/// A release listing with `version` complete and newest, as a deploy of it leaves it
+/// (unchanged if it is complete already).
+fn as_after_deploy(listing: &str, version: &str) -> String {
+    let complete = listing.lines().any(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        w.get(1) == Some(&version) && w.get(2) == Some(&"complete")
+    });
+    if complete {
+        return listing.to_string();
+    }
+    let mut out: String = listing
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) != Some(version))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(&format!("{} {version} complete\n", u64::MAX));
+    out
 }
 
 /// Which releases to remove: keep `keep` complete releases (the live one always among
