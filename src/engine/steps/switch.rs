@@ -28,14 +28,21 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let d = diff(&v.paths.nginx_conf(), nginx, want);
     let from = live.version.clone().unwrap_or_else(|| "(none)".into());
     if v.check() {
-        return Ok(Decision::Done(
-            Report::changed(format!(
+        let pointer_stays =
+            live.slot == Some(target) && live.version.as_deref() == Some(v.version());
+        let what = if pointer_stays {
+            format!(
+                "would install the nginx site (nginx -t) and reload; live stays on {program} ({})",
+                v.version()
+            )
+        } else {
+            format!(
                 "would point the live socket at {program} ({} -> {})",
                 from,
                 v.version()
-            ))
-            .with_diff(d),
-        ));
+            )
+        };
+        return Ok(Decision::Done(Report::changed(what).with_diff(d)));
     }
     let mut actions = Vec::new();
     let reload = nginx != Some(want.as_str());
