@@ -16,28 +16,35 @@ import time
 
 
 async def pipe(reader, writer, delay):
-    """Copies reader to writer, each chunk `delay` seconds late; EOF passed on."""
+    """Copies reader to writer, each chunk `delay` seconds late; EOF passed on.  A reset
+    connection ends the copy like an EOF (no task is left pending)."""
     queue = asyncio.Queue()
 
     async def receive():
-        while True:
-            data = await reader.read(65536)
-            await queue.put((time.monotonic() + delay, data))
-            if not data:
-                return
+        try:
+            while True:
+                data = await reader.read(65536)
+                await queue.put((time.monotonic() + delay, data))
+                if not data:
+                    return
+        except (ConnectionError, OSError):
+            await queue.put((time.monotonic(), b""))
 
     async def send():
-        while True:
-            due, data = await queue.get()
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if not data:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            writer.write(data)
-            await writer.drain()
+        try:
+            while True:
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
 
     await asyncio.gather(receive(), send())
 
@@ -48,10 +55,11 @@ async def handle(client_r, client_w, target, delay):
     except OSError:
         client_w.close()
         return
-    await asyncio.gather(pipe(client_r, server_w, delay), pipe(server_r, client_w, delay),
-                         return_exceptions=True)
-    for w in (client_w, server_w):
-        w.close()
+    try:
+        await asyncio.gather(pipe(client_r, server_w, delay), pipe(server_r, client_w, delay))
+    finally:
+        for w in (client_w, server_w):
+            w.close()
 
 
 async def main():
