@@ -95,6 +95,13 @@ impl Api {
         serde_json::from_value(v).unwrap()
     }
 
+    /// A one-shot deploy of hello 1.0.0 to staging, `secs` from now; with its time.
+    async fn one_shot(&self, token: &str, secs: u64) -> (ScheduleInfo, u64) {
+        let (at, t) = at_in(secs);
+        let body = json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at});
+        (self.schedule(token, body).await, t)
+    }
+
     async fn show(&self, token: &str, id: &str) -> ScheduleInfo {
         let (status, v) = self
             .send("GET", &format!("/v1/schedules/{id}"), token, Value::Null)
@@ -133,13 +140,7 @@ async fn tick(state: &api::AppState, now: u64) {
 async fn a_one_shot_runs_once_at_its_time_whatever_ticks_and_restarts_follow() {
     let api = Api::new();
     let (_, ann) = api.token("ann", &["staging"], false);
-    let (at, t) = at_in(120);
-    let s = api
-        .schedule(
-            &ann,
-            json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at}),
-        )
-        .await;
+    let (s, t) = api.one_shot(&ann, 120).await;
     assert_eq!(s.next_ms, Some(t), "{s:?}");
     tick(&api.state, t - 1000).await;
     assert!(api.jobs().is_empty(), "nothing before its time");
@@ -308,13 +309,7 @@ async fn a_freeze_refuses_deploys_and_scheduled_runs_not_rollbacks_and_an_admin_
         "{msg}"
     );
     // A scheduled run is refused the same way, and says so.
-    let (at, t) = at_in(60);
-    let s = api
-        .schedule(
-            &ann,
-            json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at}),
-        )
-        .await;
+    let (s, t) = api.one_shot(&ann, 60).await;
     tick(&api.state, t).await;
     let run = &api.show(&ann, &s.id).await.runs[0];
     assert_eq!(run.state, "skipped");
@@ -433,13 +428,7 @@ async fn a_schedule_stops_when_its_token_is_revoked_and_bad_schedules_are_refuse
             "{body}: {v}"
         );
     }
-    let (at, t) = at_in(60);
-    let s = api
-        .schedule(
-            &ann,
-            json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at}),
-        )
-        .await;
+    let (s, t) = api.one_shot(&ann, 60).await;
     assert!(api.state.svc.db().revoke_token(&ann_id).unwrap());
     tick(&api.state, t).await;
     let (_, root) = api.token("root", &[], true);
@@ -593,13 +582,7 @@ async fn a_paused_schedule_skips_its_slots_and_resumes_from_now_and_promote_runs
 async fn a_run_left_running_by_a_stopped_gateway_is_marked_failed_on_start_and_not_rerun() {
     let api = Api::new();
     let (_, ann) = api.token("ann", &["staging"], false);
-    let (at, t) = at_in(60);
-    let s = api
-        .schedule(
-            &ann,
-            json!({"app": "hello", "env": "staging", "what": "1.0.0", "at": at}),
-        )
-        .await;
+    let (s, t) = api.one_shot(&ann, 60).await;
     // A gateway claimed the slot, then died before the run started its job.
     let claimed = deploy_wire::schedule::ScheduleRun {
         slot_ms: t,

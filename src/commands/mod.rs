@@ -365,7 +365,7 @@ mod tests {
             write_file("/srv/a", "0640", false, vec![]),
             read_current(&p()),
             switch_current(&p(), "1.0.0"),
-            Supervisord.status("hello-blue"),
+            Supervisord.status_all(),
             Supervisord.start_fresh("hello-blue"),
             Supervisord.stop("hello-blue"),
             http_probe(

@@ -87,7 +87,7 @@ impl HostRun<'_> {
         }
     }
 
-    async fn op(&mut self, op: &Op) -> Result<Option<Outcome>, String> {
+    pub(super) async fn op(&mut self, op: &Op) -> Result<Option<Outcome>, String> {
         match op {
             Op::Sleep(d) => {
                 tokio::time::sleep(*d).await;

@@ -408,11 +408,6 @@ impl State {
             self.running
                 .remove(after(l, "supervisorctl stop ").unwrap_or_default());
             out(0, "")
-        } else if l.starts_with("curl") {
-            out(
-                0,
-                self.probe(after(l, "--unix-socket /srv/apps/hello/run/")),
-            )
         } else if l.contains("nginx -s reload") {
             self.reloads += 1;
             out(0, "")

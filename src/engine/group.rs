@@ -133,7 +133,7 @@ impl HostRun<'_> {
         reads: &[RemoteCmd],
     ) -> Result<GroupEnd, String> {
         if actions.len() == 1 && reads.is_empty() {
-            return match self.op_run_alone(&actions[0]).await {
+            return match self.op(&actions[0].op).await {
                 Ok(Some(Outcome::Probe(how))) => Ok(GroupEnd::Done(vec![how], vec![])),
                 Ok(Some(Outcome::End(r))) => Ok(GroupEnd::Ended(r)),
                 Ok(None) => Ok(GroupEnd::Done(vec![], vec![])),
@@ -182,12 +182,6 @@ impl HostRun<'_> {
             })
             .collect::<Result<Vec<Output>, String>>()?;
         Ok(GroupEnd::Done(probes, outs))
-    }
-
-    async fn op_run_alone(&mut self, a: &Action) -> Result<Option<Outcome>, String> {
-        let c = self.op_cmd(&a.op);
-        let out = self.run(&c, streams(&a.op)).await?;
-        self.settle(&a.op, out)
     }
 
     /// Runs a batch; the lines of the parts marked in `stream` become events as they

@@ -38,9 +38,8 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     /// process that runs `copies` copies, first copy first.  `program` is what
     /// [`Self::program`] gives (`<app>-<slot>`, `<app>-<process>`).
     fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String>;
-    /// Prints the program's state; never fails (its text is parsed by [`Self::pid`]).
-    fn status(&self, program: &str) -> RemoteCmd;
-    /// The pid of a running program from the output of [`Self::status`].
+    /// The pid of a running program from its part of [`Self::status_all`]'s text
+    /// ([`Self::status_of`]).
     fn pid(&self, status_output: &str) -> Option<u32>;
     /// Loads the program's current config and (re)starts it.
     fn start_fresh(&self, program: &str) -> RemoteCmd;

@@ -36,15 +36,6 @@ impl ProcessManager for Supervisord {
         }
     }
 
-    /// `supervisorctl status <program>`: e.g. `hello-blue RUNNING pid 42, uptime 0:01:02`.
-    /// Its exit status is non-zero when the program is not running, so it is ignored.
-    fn status(&self, program: &str) -> RemoteCmd {
-        RemoteCmd::new(format!(
-            "sudo -n supervisorctl status {} || true",
-            quote(program)
-        ))
-    }
-
     fn pid(&self, status_output: &str) -> Option<u32> {
         running_pid(status_output.trim())
     }
