@@ -359,15 +359,17 @@ pg_gc() { # drops test databases: idle and older than an hour, or all with --all
     # Fast when there is no server: no socket, nothing to do.
     [[ -S "$pg_base/run/.s.PGSQL.$PG_PORT" && -x "$PG_BIN/psql" ]] || return 0
     local db
-    # The age is in each database's comment (`deploy-test created <unix seconds>`, written by
-    # tests/support/pg.rs); a database without one is as old as can be.
+    # Old: created more than an hour ago by its comment (`deploy-test created <unix seconds>`,
+    # written by tests/support/pg.rs; none: as old as can be) and no file of it created or
+    # removed for an hour either (its directory's mtime: databases made by other code).
     for db in $(pg_superuser -At <<SQL 2>/dev/null
 SELECT d.datname FROM pg_database d
  WHERE d.datname LIKE 'deploy\_t\_%'
    AND ('$all' = '--all' OR (
         NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
         AND coalesce(substring(shobj_description(d.oid, 'pg_database') from 'created ([0-9]+)')::bigint, 0)
-            < extract(epoch from now()) - 3600))
+            < extract(epoch from now()) - 3600
+        AND (pg_stat_file('base/' || d.oid, true)).modification < now() - interval '1 hour'))
 SQL
     ); do
         if [[ "$all" == "--all" ]]; then

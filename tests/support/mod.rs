@@ -82,8 +82,7 @@ fn database_config(shared: Option<&str>) -> (String, Option<String>) {
         (None, TestStore::Postgres) => pg::new_database(&test_tag()),
     };
     let lines = format!(
-        "database = {url:?}\ndatabase_password_env = \"{}\"\n\
-         relay_cache = \"state/relay-cache\"\n",
+        "database = {url:?}\ndatabase_password_env = \"{}\"\n",
         pg::PASSWORD_ENV
     );
     (lines, Some(url))
@@ -636,6 +635,18 @@ impl Gateway {
         g
     }
 
+    /// `deploy-gateway WORDS... --config <this gateway's config>` with the gateway's
+    /// environment (on PostgreSQL: the database password's variable), for subcommands
+    /// such as `apply` or `token list`; add the rest of the arguments.
+    pub fn command(&self, words: &[&str]) -> Command {
+        let mut cmd = Command::new(gateway_bin());
+        cmd.args(words)
+            .arg("--config")
+            .arg(self.config())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
     /// The PostgreSQL database's URL, when the gateway keeps its state in one.
     pub fn database_url(&self) -> Option<&str> {
         self.database.as_deref()
@@ -698,11 +709,8 @@ impl Gateway {
     }
 
     pub fn token(&self, user: &str, envs: &str, admin: bool) -> String {
-        let mut cmd = Command::new(gateway_bin());
-        cmd.args(["token", "create", "--config"])
-            .arg(self.config())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(["--user", user]);
+        let mut cmd = self.command(&["token", "create"]);
+        cmd.args(["--user", user]);
         if !envs.is_empty() {
             cmd.args(["--env", envs]);
         }
