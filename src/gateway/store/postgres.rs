@@ -213,6 +213,17 @@ pub fn create_database(base_url: &str, password: &str, name: &str) -> SqlResult<
         .map_err(|e| SqlError::Db(message(&e)))
 }
 
+impl Drop for Postgres {
+    /// A client closes its connection by blocking on its runtime, which may not happen
+    /// on a thread that drives async tasks: the pool is dropped on a thread of its own.
+    fn drop(&mut self) {
+        let slots = std::mem::take(&mut self.slots);
+        std::thread::scope(|s| {
+            s.spawn(move || drop(slots));
+        });
+    }
+}
+
 /// Listens on one connection of its own, on a thread of its own; after a reconnect it
 /// wakes every follower (`""`), as news may have been missed.
 fn watch(pg: &Postgres, wake: Box<dyn Fn(&str) + Send + Sync>) {

@@ -280,7 +280,7 @@ impl<B: Backend> Store for SqlStore<B> {
         params.extend(scoped);
         let rows = self.read("reading the ledger", |c| {
             c.query(
-                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE ($1 IS NULL OR app = $1) AND {cond} ORDER BY id DESC LIMIT $2"),
+                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE (CAST($1 AS TEXT) IS NULL OR app = $1) AND {cond} ORDER BY id DESC LIMIT $2"),
                 &params,
             )?
             .iter()

@@ -46,7 +46,7 @@ pub(super) fn add<B: Backend>(s: &SqlStore<B>, x: &ScheduleRow) -> Result<()> {
 pub(super) fn list<B: Backend>(s: &SqlStore<B>, id: Option<&str>) -> Result<Vec<ScheduleRow>> {
     s.read("reading schedules", |c| {
         c.query(
-            &format!("SELECT {COLS} FROM schedules WHERE removed_ms IS NULL AND ($1 IS NULL OR id = $1) ORDER BY created_ms"),
+            &format!("SELECT {COLS} FROM schedules WHERE removed_ms IS NULL AND (CAST($1 AS TEXT) IS NULL OR id = $1) ORDER BY created_ms"),
             vals![id],
         )?
         .iter()

@@ -389,3 +389,30 @@ fn tokens_keep_read_scopes_expiry_and_last_use() {
         assert!(s.jobs(10, &Scope::Envs(vec![])).unwrap().is_empty());
     });
 }
+
+#[test]
+fn listings_with_and_without_their_optional_filter() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        let entry = |app: &str| LedgerEntry {
+            job_id: "j1".into(),
+            app: app.into(),
+            env: "staging".into(),
+            host: "web1".into(),
+            version: "1.0".into(),
+            from_version: None,
+            result: deploy_wire::api::LedgerResult::Changed,
+            user: "ann".into(),
+            ts_ms: 1,
+            artifact: None,
+        };
+        s.add_ledger(&entry("hello")).unwrap();
+        s.add_ledger(&entry("shop")).unwrap();
+        assert_eq!(s.ledger(None, 10, &Scope::All).unwrap().len(), 2);
+        let one = s.ledger(Some("shop"), 10, &Scope::All).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].app, "shop");
+        assert!(s.schedules(None).unwrap().is_empty());
+        assert!(s.schedules(Some("nope")).unwrap().is_empty());
+    });
+}
