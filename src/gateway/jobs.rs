@@ -409,6 +409,12 @@ impl Jobs {
         }
     }
 
+    /// Whether a job running here was asked to stop already.
+    pub fn is_cancelled(&self, id: &str) -> bool {
+        (self.cancels.lock().unwrap().get(id))
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// Asks a running job to stop after the steps in flight.  False if it is not running here.
     pub fn cancel(&self, id: &str) -> bool {
         match self.cancels.lock().unwrap().get(id) {

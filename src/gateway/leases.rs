@@ -10,6 +10,9 @@
 //! gateway took its job over) cancels that job: it must not go on changing hosts under
 //! a lock it no longer holds.
 //!
+//! A cancel asked of another gateway (or of an `apply` run) is left in the job's row;
+//! the process that runs the job reads such requests every second.
+//!
 //! With SQLite (one gateway per file) start-up recovery frees what a previous life left
 //! at once; leases run too and change nothing there unless an `apply` run died.
 
@@ -18,11 +21,11 @@ use std::time::Duration;
 use super::jobs::Jobs;
 use super::store::now_ms;
 
-/// Between looks for expired leases.
-const REAP_EVERY: Duration = Duration::from_secs(1);
+/// Between looks for expired leases and for cancel requests.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
-/// Renews this process's leases (and, when `reap`, takes over expired ones) until the
-/// process ends.
+/// Renews this process's leases, reads cancel requests for its jobs and, when `reap`,
+/// takes over expired leases, until the process ends.
 pub fn spawn(jobs: Jobs, reap: bool) {
     let renew_every = jobs.lease_time() / 3;
     let renewer = jobs.clone();
@@ -36,18 +39,33 @@ pub fn spawn(jobs: Jobs, reap: bool) {
             }
         }
     });
-    if reap {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(REAP_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if let Err(e) = take_over(&jobs).await {
-                    tracing::error!("taking over expired leases: {e}");
-                }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LOOK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if reap && let Err(e) = take_over(&jobs).await {
+                tracing::error!("taking over expired leases: {e}");
             }
-        });
+            if let Err(e) = cancels(&jobs).await {
+                tracing::error!("reading cancel requests: {e}");
+            }
+        }
+    });
+}
+
+/// Cancels this process's jobs that someone asked another process to cancel.
+pub async fn cancels(jobs: &Jobs) -> Result<(), super::store::StoreError> {
+    if jobs.running_here().is_empty() {
+        return Ok(());
     }
+    let owner = jobs.owner().to_string();
+    for id in jobs.db.call(move |s| s.cancel_requests(&owner)).await? {
+        if !jobs.is_cancelled(&id) && jobs.cancel(&id) {
+            tracing::info!("job {id}: cancel requested through another process");
+        }
+    }
+    Ok(())
 }
 
 /// Extends this gateway's leases; cancels its jobs whose lease another gateway took.

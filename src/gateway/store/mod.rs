@@ -366,6 +366,10 @@ pub trait Store: Send + Sync {
     /// (locks freed), their schedule runs failed.  Each job is returned to exactly one
     /// caller, with the gateway that held it.
     fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>>;
+    /// Leaves a cancel for the process that runs job `id`; false if it is not running.
+    fn request_cancel(&self, id: &str) -> Result<bool>;
+    /// The running jobs of `owner` that someone asked to cancel.
+    fn cancel_requests(&self, owner: &str) -> Result<Vec<String>>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.

@@ -97,6 +97,7 @@ const SCHEMA: &[&str] = &[
     // version 6: leases
     "ALTER TABLE jobs ADD COLUMN owner TEXT;
      ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+     ALTER TABLE jobs ADD COLUMN cancel_requested BIGINT NOT NULL DEFAULT 0;
      ALTER TABLE schedule_runs ADD COLUMN owner TEXT;
      ALTER TABLE schedule_runs ADD COLUMN lease_until BIGINT;
      CREATE INDEX jobs_state ON jobs (state);",

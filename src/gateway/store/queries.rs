@@ -432,6 +432,14 @@ impl<B: Backend> Store for SqlStore<B> {
         leases::expire(self, now_ms)
     }
 
+    fn request_cancel(&self, id: &str) -> Result<bool> {
+        leases::request_cancel(self, id)
+    }
+
+    fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
+        leases::cancel_requests(self, owner)
+    }
+
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()> {
         self.write("writing the audit trail", |c| {
             c.exec(

@@ -49,3 +49,24 @@ pub(super) fn expire<B: Backend>(s: &SqlStore<B>, at_ms: u64) -> Result<Vec<(Str
         Ok(taken)
     })
 }
+
+/// Asks the process that runs `id` to cancel it; false if it is not running.
+pub(super) fn request_cancel<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<bool> {
+    s.write("asking for a cancel", |c| {
+        c.exec(
+            "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND state = 'running'",
+            vals![id],
+        )
+        .map(|n| n == 1)
+    })
+}
+
+/// The running jobs of `owner` that someone asked to cancel.
+pub(super) fn cancel_requests<B: Backend>(s: &SqlStore<B>, owner: &str) -> Result<Vec<String>> {
+    s.read("reading cancel requests", |c| {
+        c.texts(
+            "SELECT id FROM jobs WHERE owner = $1 AND state = 'running' AND cancel_requested = 1",
+            vals![owner],
+        )
+    })
+}

@@ -85,9 +85,11 @@ const SCHEMA: &[&str] = &[
         env TEXT PRIMARY KEY, until_ms INTEGER NOT NULL, reason TEXT NOT NULL,
         user TEXT NOT NULL, created_ms INTEGER NOT NULL);",
     // version 6: leases: a running job, and a schedule's run until it started its job,
-    // belong to one gateway (`owner`) until `lease_until`, which that gateway renews.
+    // belong to one gateway (`owner`) until `lease_until`, which that gateway renews;
+    // a cancel asked of another process than the job's is left for it in the row.
     "ALTER TABLE jobs ADD COLUMN owner TEXT;
      ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+     ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE schedule_runs ADD COLUMN owner TEXT;
      ALTER TABLE schedule_runs ADD COLUMN lease_until INTEGER;
      CREATE INDEX jobs_state ON jobs (state);",

@@ -416,3 +416,23 @@ fn listings_with_and_without_their_optional_filter() {
         assert!(s.schedules(Some("nope")).unwrap().is_empty());
     });
 }
+
+#[test]
+fn a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process() {
+    each(|at| {
+        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
+        a.start_job(&job("j1", "ann"), &lease("gw-a"))
+            .unwrap()
+            .unwrap();
+        assert!(a.cancel_requests("gw-a").unwrap().is_empty());
+        assert!(b.request_cancel("j1").unwrap());
+        assert_eq!(a.cancel_requests("gw-a").unwrap(), ["j1"]);
+        assert!(
+            b.cancel_requests("gw-b").unwrap().is_empty(),
+            "only its owner's"
+        );
+        a.finish_job("j1", JobState::Cancelled, None).unwrap();
+        assert!(a.cancel_requests("gw-a").unwrap().is_empty());
+        assert!(!b.request_cancel("j1").unwrap(), "not running any more");
+    });
+}
