@@ -345,10 +345,15 @@ impl JobService {
             )));
         }
         if !self.jobs.cancel(&job.id) {
-            return Err(ServiceError::Conflict(format!(
-                "job {} runs in another process (by {}); cancel it there",
-                job.id, job.user
-            )));
+            // Another gateway (or an `apply` run) runs it: it reads the request within
+            // a second or so.
+            let id = job.id.clone();
+            if !self.db().call(move |s| s.request_cancel(&id)).await? {
+                return Err(ServiceError::Conflict(format!(
+                    "job {} is not running any more",
+                    job.id
+                )));
+            }
         }
         self.audit(&p.user, "cancel", &job.id, "accepted").await;
         Ok(job)
