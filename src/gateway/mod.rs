@@ -66,8 +66,9 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
         cfg.retention_days,
     );
     let state = state(cfg)?;
-    if let Some(file) = &file {
-        recover(state.svc.jobs(), file).await?;
+    match &file {
+        Some(file) => recover(state.svc.jobs(), file).await?,
+        None => recover_own(state.svc.jobs()).await?,
     }
     leases::spawn(state.svc.jobs().clone(), true);
     retention::spawn(state.svc.db().clone(), days);
@@ -110,6 +111,28 @@ async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
     drop(no_apply);
     for id in &ids {
         tracing::warn!("job {id} was interrupted by a gateway stop; its lock is released");
+    }
+    reconcile::spawn(jobs.clone(), ids);
+    Ok(())
+}
+
+/// On a shared database: holds this gateway's id (a second gateway with the same id
+/// stops here), then marks the jobs of its own previous life interrupted.
+async fn recover_own(jobs: &Jobs) -> Result<(), String> {
+    let owner = jobs.owner().to_string();
+    let held = (jobs.db)
+        .call(move |s| s.hold_identity(&owner))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !held {
+        return Err(format!(
+            "another gateway with the id {:?} is running on this database: each gateway sharing it needs its own `gateway_id` (the default is HOST:CONFIG-PATH)",
+            jobs.owner()
+        ));
+    }
+    let ids = jobs.recover_own().await.map_err(|e| e.to_string())?;
+    for id in &ids {
+        tracing::warn!("job {id} was interrupted by this gateway's stop; its lock is released");
     }
     reconcile::spawn(jobs.clone(), ids);
     Ok(())

@@ -408,8 +408,8 @@ impl<B: Backend> Store for SqlStore<B> {
         schedules::runs(self, id, limit)
     }
 
-    fn interrupt_runs(&self, reason: &str, at_ms: u64) -> Result<usize> {
-        schedules::interrupt_runs(self, reason, at_ms)
+    fn interrupt_runs(&self, reason: &str, at_ms: u64, owner: Option<&str>) -> Result<usize> {
+        schedules::interrupt_runs(self, reason, at_ms, owner)
     }
 
     fn set_freeze(&self, f: &FreezeInfo) -> Result<()> {
@@ -430,6 +430,16 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>> {
         leases::expire(self, now_ms)
+    }
+
+    fn hold_identity(&self, owner: &str) -> Result<bool> {
+        self.b
+            .hold_identity(owner)
+            .map_err(|e| error("holding this gateway's id", e))
+    }
+
+    fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>> {
+        leases::interrupt_owned(self, owner)
     }
 
     fn request_cancel(&self, id: &str) -> Result<bool> {

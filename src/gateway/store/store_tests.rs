@@ -436,3 +436,37 @@ fn a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process() {
         assert!(!b.request_cancel("j1").unwrap(), "not running any more");
     });
 }
+
+#[test]
+fn a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs() {
+    each(|at| {
+        let a = Db::open(at).unwrap();
+        assert!(a.hold_identity("gw-a").unwrap());
+        a.start_job(&job("j1", "ann"), &lease("gw-a"))
+            .unwrap()
+            .unwrap();
+        let mut other = job("j2", "bob");
+        other.env = "production".into();
+        a.start_job(&other, &lease("gw-b")).unwrap().unwrap();
+        if a.shared() {
+            let b = Db::open(at).unwrap();
+            assert!(!b.hold_identity("gw-a").unwrap(), "held by a live process");
+            assert!(b.hold_identity("gw-b").unwrap());
+            drop(a);
+            // The server frees a session's locks when its connection closes.
+            let again = Db::open(at).unwrap();
+            let held = (0..50).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                again.hold_identity("gw-a").unwrap()
+            });
+            assert!(held, "a dead process's id is free");
+        }
+        let s = Db::open(at).unwrap();
+        assert_eq!(s.interrupt_owned("gw-a").unwrap(), ["j1"]);
+        assert_eq!(s.job("j2").unwrap().unwrap().state, JobState::Running);
+        assert_eq!(
+            s.start_job(&job("j3", "ann"), &lease("gw-a")).unwrap(),
+            Ok(())
+        );
+    });
+}
