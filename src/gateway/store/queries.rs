@@ -213,8 +213,11 @@ impl<B: Backend> Store for SqlStore<B> {
         self.write("storing events", |c| {
             let mut jobs: Vec<&str> = Vec::new();
             for e in events {
+                // A number already taken (only by the final event of a job whose lease
+                // another gateway took over) must not lose the batch's other events.
                 c.exec(
-                    "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (job_id, seq) DO NOTHING",
                     vals![&e.job, e.seq, e.ts_ms, &e.data],
                 )?;
                 if !jobs.contains(&e.job.as_str()) {
