@@ -128,9 +128,10 @@ fn an_expired_lease_is_taken_over_once_frees_the_lock_and_stops_its_renewal() {
     each(|at| {
         // Two gateways: two handles on one database (two pools on PostgreSQL).
         let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
+        // (Times are given, not waited for: `expire_leases` takes its instant.)
         let short = Lease {
             owner: "gw-a".into(),
-            until_ms: now_ms() + 200,
+            until_ms: now_ms() + 5_000,
         };
         a.start_job(&job("j1", "ann"), &short).unwrap().unwrap();
         let mut other = job("j2", "bob");
@@ -205,7 +206,7 @@ fn a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease
         };
         let short = Lease {
             owner: "gw-a".into(),
-            until_ms: now_ms() + 100,
+            until_ms: now_ms() + 5_000,
         };
         let (x, y) = std::thread::scope(|s| {
             let x = s.spawn(|| a.claim_run("s1", &run, Some(&short)).unwrap());
@@ -213,7 +214,7 @@ fn a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease
             (x.join().unwrap(), y.join().unwrap())
         });
         assert!(x ^ y, "exactly one claim: {x} {y}");
-        b.expire_leases(now_ms() + 60_000).unwrap();
+        b.expire_leases(short.until_ms + 1).unwrap(); // gw-b's lease runs a minute
         let runs = b.schedule_runs("s1", 10).unwrap();
         let expected = if x { "failed" } else { "running" };
         assert_eq!(runs[0].state, expected, "{runs:?}");
