@@ -30,7 +30,7 @@ use config::GatewayConfig;
 use jobs::{Jobs, Settings};
 use lockfile::{GatewayLock, NoApplyAlive};
 use service::JobService;
-use store::{Db, Orphans};
+use store::{Db, Lease, Orphans};
 
 /// Opens (and migrates) the state database, checks the inventory, loads the key and uv,
 /// and builds the API's state.  Takes no lock and recovers nothing (see [`serve`]).
@@ -88,9 +88,26 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     tracing::info!("listening on http://{addr}");
     let svc = state.svc.clone();
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Followed logs never end by themselves: they end when the gateway stops.
+    // Followed logs never end by themselves: they end when the gateway stops.  On a
+    // shared database its running jobs' leases end now, so that another gateway takes
+    // them over (and reads their hosts) within a second, or this one when it restarts;
+    // on SQLite they are recovered at the next start.
     let stopping = async move {
         shutdown().await;
+        if svc.db().shared() {
+            let ended = Lease {
+                owner: svc.jobs().owner().to_string(),
+                until_ms: 0,
+            };
+            match svc.db().call(move |s| s.renew_leases(&ended)).await {
+                Ok(ids) if !ids.is_empty() => tracing::warn!(
+                    "the leases of {} running job(s) released for another gateway to take over",
+                    ids.len()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("releasing this gateway's leases: {e}"),
+            }
+        }
         svc.end_log_streams();
     };
     axum::serve(listener, app)
@@ -149,5 +166,5 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    tracing::info!("shutting down; running jobs will be marked interrupted on the next start");
+    tracing::info!("shutting down; running jobs stop here");
 }
