@@ -39,12 +39,9 @@ fn gateway(tb: Option<&Testbed>, db: &str, extra: &str) -> Gateway {
     Gateway::start_opts(
         tb,
         GatewayOpts {
-            oldest: "0.1.0".into(),
-            newest: "0.1.0".into(),
-            sources: None,
-            env: Vec::new(),
             database: Some(db.to_string()),
             extra: extra.to_string(),
+            ..GatewayOpts::default()
         },
     )
 }
