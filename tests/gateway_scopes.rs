@@ -73,7 +73,8 @@ impl Api {
             triggered_by: None,
         };
         let db = self.state.svc.db();
-        db.start_job(&job).unwrap().unwrap();
+        let lease = self.state.svc.jobs().lease();
+        db.start_job(&job, &lease).unwrap().unwrap();
         if finished {
             db.finish_job(id, JobState::Succeeded, None).unwrap();
         }

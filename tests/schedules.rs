@@ -249,7 +249,9 @@ async fn a_run_that_meets_a_running_job_waits_for_it_or_records_a_skip() {
         triggered_by: None,
     };
     let db = api.state.svc.db().clone();
-    db.start_job(&holder).unwrap().unwrap();
+    db.start_job(&holder, &api.state.svc.jobs().lease())
+        .unwrap()
+        .unwrap();
     // A short lock_wait: skipped, naming the job that held the lock.
     let (at, t) = at_in(60);
     let short = api
@@ -591,7 +593,14 @@ async fn a_run_left_running_by_a_stopped_gateway_is_marked_failed_on_start_and_n
         reason: "claimed".into(),
         ts_ms: t,
     };
-    assert!(api.state.svc.db().claim_run(&s.id, &claimed).unwrap());
+    let lease = api.state.svc.jobs().lease();
+    assert!(
+        api.state
+            .svc
+            .db()
+            .claim_run(&s.id, &claimed, Some(&lease))
+            .unwrap()
+    );
     let again = api.restarted();
     assert_eq!(scheduler::recover(&again.svc).await.unwrap(), 1);
     tick(&again, t + 1000).await;

@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 use deploy::engine;
 use deploy::gateway::apply::{self, Database, Output};
 use deploy::gateway::config::GatewayConfig;
-use deploy::gateway::jobs::{Artifacts, Settings};
+use deploy::gateway::jobs::{Artifacts, DEFAULT_LEASE, Settings};
 use deploy::gateway::service::ServiceError;
-use deploy::gateway::store::{Db, StoreError};
+use deploy::gateway::store::{Db, Location, StoreError};
 use deploy::gateway::tokens;
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
@@ -367,13 +367,16 @@ fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
         ssh: SshOptions::default(),
         key: Arc::new(ssh::load_key(&key).map_err(usage)?),
         uv,
+        lease: cfg
+            .as_ref()
+            .map_or(DEFAULT_LEASE, |c| Duration::from_secs(c.lease_secs)),
         artifacts: match &cfg {
             Some(c) => Artifacts::Gateway(c.clone()),
             None => Artifacts::Inventory,
         },
     };
     let database = match (&f.database, &cfg) {
-        (Some(d), _) => Database::Shared(d.clone()),
+        (Some(d), _) => Database::Shared(Location::Sqlite(d.clone())),
         (None, Some(c)) => Database::Shared(c.database.clone()),
         (None, None) => Database::Private,
     };

@@ -4,8 +4,6 @@
 //! What it prints (events on stdout, notices on stderr) is the command's interface, not
 //! a log.
 
-use std::path::PathBuf;
-
 use deploy_wire::api::{DeployRequest, JobState};
 use deploy_wire::{Event, EventKind};
 
@@ -14,12 +12,12 @@ use super::events::Tail;
 use super::jobs::{Jobs, Settings};
 use super::lockfile::{ApplyAlive, NoApplyAlive};
 use super::service::{JobService, ServiceError};
-use super::store::{APPLY_USER_PREFIX, Db, Orphans};
+use super::store::{APPLY_USER_PREFIX, Db, Location, Orphans};
 
 /// Which database the job is recorded in.
 pub enum Database {
     /// The gateway's: its locks and audit trail.
-    Shared(PathBuf),
+    Shared(Location),
     /// A private one in memory: no lock against the gateway.
     Private,
 }
@@ -46,6 +44,8 @@ pub async fn run(
 ) -> Result<JobState, ServiceError> {
     let (db, _alive) = open(&database).await?;
     let svc = JobService::new(Jobs::new(db, settings));
+    // Its job's lease, renewed while it runs (gateways sharing the database see it alive).
+    super::leases::spawn(svc.jobs().clone(), false);
     let p = Principal {
         user: user(),
         envs: vec!["*".into()],
@@ -87,14 +87,18 @@ pub async fn run(
     }
 }
 
-/// The database and, for the gateway's, this run's share of the apply lock (after
-/// interrupting the jobs of dead `apply` runs, when no other one is alive).
+/// The database and, for the gateway's SQLite file, this run's share of the apply lock
+/// (after interrupting the jobs of dead `apply` runs, when no other one is alive).  On
+/// PostgreSQL, leases free what a dead run held.
 async fn open(database: &Database) -> Result<(Db, Option<ApplyAlive>), ServiceError> {
-    let path = match database {
+    let at = match database {
         Database::Private => return Ok((Db::in_memory()?, None)),
-        Database::Shared(path) => path,
+        Database::Shared(at) => at,
     };
-    let db = Db::open(path)?;
+    let db = Db::open(at)?;
+    let Some(path) = at.file() else {
+        return Ok((db, None));
+    };
     let alive = match NoApplyAlive::check(path).map_err(ServiceError::Internal)? {
         Some(alone) => {
             let ids = db.call(|s| s.interrupt_running(Orphans::Apply)).await?;

@@ -17,12 +17,17 @@ use crate::artifacts::{ArtifactSource, Artifactory, Auth, Secret, SimpleIndex};
 use crate::error::InputError;
 
 use super::pipeline_config::{AppPipeline, Pipeline, RawBuilder, RawGit};
+use super::store::Location;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub path: PathBuf,
     pub listen: String,
-    pub database: PathBuf,
+    /// The state: a SQLite file, or a PostgreSQL database several gateways share.
+    pub database: Location,
+    /// How long a gateway's claim on its running jobs lasts unless renewed (a third of
+    /// it, every time); a job whose gateway died is taken over after at most this.
+    pub lease_secs: u64,
     pub inventory: PathBuf,
     pub known_hosts: PathBuf,
     pub ssh_key: PathBuf,
@@ -117,7 +122,14 @@ pub struct CliVersions {
 struct Raw {
     #[serde(default = "default_listen")]
     listen: String,
-    database: PathBuf,
+    /// A file path (SQLite) or `postgres://user@host:port/dbname`.
+    database: String,
+    #[serde(default)]
+    database_password_env: Option<String>,
+    #[serde(default)]
+    database_password_file: Option<PathBuf>,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
     inventory: PathBuf,
     known_hosts: PathBuf,
     ssh_key: PathBuf,
@@ -164,6 +176,9 @@ impl Default for Retention {
     }
 }
 
+fn default_lease_secs() -> u64 {
+    30
+}
 fn default_relay_cache_max_mb() -> u64 {
     2048
 }
@@ -285,32 +300,47 @@ impl GatewayConfig {
                 "expected at least 1 day",
             ));
         }
-        let database = abs(raw.database);
         let secret_of = |env, file, what: &str| secret(env, file, what, &abs);
+        let password = secret_of(
+            raw.database_password_env,
+            raw.database_password_file,
+            "database_password",
+        )
+        .map_err(|(f, m)| InputError::new(path, None, f.trim_start_matches('.'), m))?;
+        let database = Location::from_config(&raw.database, password, &abs)
+            .map_err(|m| InputError::new(path, line_of("database"), "database", m))?;
+        if raw.lease_secs < 3 {
+            return Err(InputError::new(
+                path,
+                line_of("lease_secs"),
+                "lease_secs",
+                "expected at least 3 (seconds)",
+            ));
+        }
+        // Caches live beside a SQLite file, else in `state/` beside the config.
+        let state_dir = match database.file() {
+            Some(f) => f.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            None => base.join("state"),
+        };
         let pipeline = super::pipeline_config::build(
             raw.git,
             raw.builders,
             app_pipelines,
             raw.notify,
             base,
-            &database
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("git-cache"),
+            &state_dir.join("git-cache"),
             &secret_of,
         )
         .map_err(|(table, (field, m))| InputError::new(path, line_of(&table), field, m))?;
         let relay_cache = match raw.relay_cache {
             Some(p) => abs(p),
-            None => database
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("relay-cache"),
+            None => state_dir.join("relay-cache"),
         };
         Ok(GatewayConfig {
             path: path.to_path_buf(),
             listen: raw.listen,
             database,
+            lease_secs: raw.lease_secs,
             inventory: abs(raw.inventory),
             known_hosts: abs(raw.known_hosts),
             ssh_key: abs(raw.ssh_key),

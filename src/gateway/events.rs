@@ -99,6 +99,11 @@ impl Events {
         let (tx, rx) = mpsc::channel();
         let (notify, _) = broadcast::channel(1024);
         let (wdb, wnotify) = (db.clone(), notify.clone());
+        // Events other gateways store (a shared database) wake followers here too.
+        let remote = notify.clone();
+        db.watch(Box::new(move |job| {
+            let _ = remote.send(job.to_string());
+        }));
         std::thread::Builder::new()
             .name("event-writer".into())
             .spawn(move || write_loop(wdb, rx, wnotify))

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::config::GatewayConfig;
 use super::events::Events;
 use super::relay::{Relay, RelayCache};
-use super::store::{Db, LockHolder, NewEvent, Orphans, StoreError, now_ms};
+use super::store::{Db, Lease, LockHolder, NewEvent, Orphans, StoreError, now_ms};
 use crate::artifacts::{ArtifactSource, Auth, SimpleIndex};
 use crate::engine::{
     self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, Plan, UvTool,
@@ -49,7 +49,12 @@ pub struct Settings {
     pub key: Arc<SshKey>,
     pub uv: Option<UvTool>,
     pub artifacts: Artifacts,
+    /// How long this process's claim on a running job lasts unless renewed.
+    pub lease: Duration,
 }
+
+/// The lease time when the config names none.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 impl Settings {
     /// The gateway's settings, from its config.
@@ -63,6 +68,7 @@ impl Settings {
             ssh: SshOptions::default(),
             key: Arc::new(key),
             uv,
+            lease: Duration::from_secs(cfg.lease_secs),
             artifacts: Artifacts::Gateway(cfg),
         }
     }
@@ -94,6 +100,21 @@ pub struct Jobs {
     relay_cache: Option<Arc<RelayCache>>,
     /// Where a job's start and end are told (`[[notify]]`), if anywhere.
     notices: Option<Arc<super::notices::Notices>>,
+    /// This process, as the owner of leases: host, pid and a random part.
+    owner: Arc<str>,
+}
+
+/// A name for this process that no other gateway has (the random part covers a pid
+/// reused after a restart).
+fn process_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let (rand, _) = super::auth::new_token().unwrap_or_default();
+    let rand: String = rand
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(6)
+        .collect();
+    format!("{}:{}:{rand}", host.trim(), std::process::id())
 }
 
 pub fn new_job_id() -> String {
@@ -129,7 +150,30 @@ impl Jobs {
                 .build()
                 .expect("http client"),
             relay_cache,
+            owner: process_id().into(),
         }
+    }
+
+    /// This process's name as the owner of leases.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    pub fn lease_time(&self) -> Duration {
+        self.settings.lease
+    }
+
+    /// A lease for this process from now.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.to_string(),
+            until_ms: now_ms() + self.settings.lease.as_millis() as u64,
+        }
+    }
+
+    /// The jobs running in this process now.
+    pub fn running_here(&self) -> Vec<String> {
+        self.cancels.lock().unwrap().keys().cloned().collect()
     }
 
     pub fn inventory(&self) -> Result<Inventory, InputError> {
@@ -262,8 +306,8 @@ impl Jobs {
 
     /// Creates the job and takes its (application, environment) lock, unless held.
     pub async fn lock(&self, job: &JobInfo) -> Result<Result<(), LockHolder>, StoreError> {
-        let job = job.clone();
-        self.db.call(move |s| s.start_job(&job)).await
+        let (job, lease) = (job.clone(), self.lease());
+        self.db.call(move |s| s.start_job(&job, &lease)).await
     }
 
     /// Runs a locked job in a task of its own; its end frees the lock.
@@ -352,7 +396,10 @@ impl Jobs {
             })
             .await;
         match recorded {
-            Ok(()) => tracing::info!("job {}", state),
+            Ok(true) => tracing::info!("job {}", state),
+            Ok(false) => tracing::error!(
+                "job {state} here, but another gateway had already marked it interrupted (this gateway's lease on it expired)"
+            ),
             Err(e) => tracing::error!("cannot record the end of the job: {e}"),
         }
         self.cancels.lock().unwrap().remove(&id);
@@ -377,9 +424,16 @@ impl Jobs {
     /// that says how long it ran and how its hosts ended) and frees their locks.
     /// Returns their ids.
     pub async fn recover(&self, which: Orphans) -> Result<Vec<String>, StoreError> {
+        let ids = self.db.call(move |s| s.interrupt_running(which)).await?;
+        self.final_events(ids.clone()).await?;
+        Ok(ids)
+    }
+
+    /// Stores the final event of each job just marked interrupted (by recovery or by a
+    /// lease taken over): how long it ran and how its hosts ended.
+    pub async fn final_events(&self, ids: Vec<String>) -> Result<(), StoreError> {
         self.db
             .call(move |s| {
-                let ids = s.interrupt_running(which)?;
                 for id in &ids {
                     let stored = s.events_after(id, 0, u32::MAX)?;
                     let started = s.job(id)?.map(|j| j.created_ms).unwrap_or_else(now_ms);
@@ -391,7 +445,7 @@ impl Jobs {
                         data: serde_json::to_string(&event).expect("events serialize"),
                     }])?;
                 }
-                Ok(ids)
+                Ok(())
             })
             .await
     }

@@ -1,6 +1,7 @@
 //! The gateway: its state ([`state`]: the store, the job runner, the job service) and
-//! `serve`, which holds the database's gateway lock, binds, recovers the jobs of a
-//! previous run and serves the API until SIGINT/SIGTERM.
+//! `serve`, which holds a SQLite database's gateway lock, binds, recovers the jobs of a
+//! previous run (SQLite) or leaves that to leases (PostgreSQL, shared by several
+//! gateways), and serves the API until SIGINT/SIGTERM.
 
 pub mod api;
 pub mod apply;
@@ -9,6 +10,7 @@ pub mod build_job;
 pub mod config;
 pub mod events;
 pub mod jobs;
+pub mod leases;
 pub mod lockfile;
 pub mod notices;
 pub mod pipeline_config;
@@ -46,20 +48,42 @@ pub fn state(cfg: GatewayConfig) -> Result<api::AppState, String> {
     Ok(api::AppState::new(JobService::new(jobs), &cfg.cli))
 }
 
-/// Runs the gateway: the lock first (a second gateway on this database stops here,
-/// touching nothing), then the listener, then recovery, then the API.
+/// Runs the gateway: on SQLite the lock first (a second gateway on this file stops
+/// here, touching nothing), then the listener, then recovery, then the API.  On
+/// PostgreSQL there is no lock and no start-up recovery: other gateways may be running
+/// their jobs; expired leases are taken over instead (`leases.rs`).
 pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
-    let mut lock = GatewayLock::acquire(&cfg.database)?;
+    let mut lock = match cfg.database.file() {
+        Some(file) => Some(GatewayLock::acquire(file)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (database, days) = (cfg.database.clone(), cfg.retention_days);
+    let (file, days) = (
+        cfg.database.file().map(Path::to_path_buf),
+        cfg.retention_days,
+    );
     let state = state(cfg)?;
-    recover(state.svc.jobs(), &database).await?;
+    if let Some(file) = &file {
+        recover(state.svc.jobs(), file).await?;
+    }
+    leases::spawn(state.svc.jobs().clone(), true);
     retention::spawn(state.svc.db().clone(), days);
     scheduler::spawn(state.svc.clone());
-    lock.announce(&addr.to_string())?;
+    if let Some(lock) = &mut lock {
+        lock.announce(&addr.to_string())?;
+    }
+    tracing::info!(
+        "gateway {} on {}",
+        state.svc.jobs().owner(),
+        if file.is_some() {
+            "SQLite"
+        } else {
+            "PostgreSQL (shared)"
+        }
+    );
     tracing::info!("listening on http://{addr}");
     let svc = state.svc.clone();
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

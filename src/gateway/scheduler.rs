@@ -25,9 +25,12 @@ const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// At most this many missed slots of one schedule are recorded one by one per tick.
 const MISSED_ROWS: usize = 100;
 
-/// Marks the runs a stopped gateway left `running` failed (one gateway per database:
-/// none of them is this one's).
+/// Marks the runs a stopped gateway left `running` failed (one gateway per SQLite
+/// file: none of them is this one's).  On a shared database leases do it instead.
 pub async fn recover(svc: &JobService) -> Result<usize, ServiceError> {
+    if svc.db().shared() {
+        return Ok(0);
+    }
     let why = "the gateway stopped before this run started its job";
     let n = svc
         .db()
@@ -75,8 +78,11 @@ pub async fn tick(svc: &JobService, now: u64) -> Result<Vec<JoinHandle<()>>, Ser
         }
         // Claim, then move on: a gateway that dies in between finds the slot claimed.
         let claim = run(slot, "running", None, "claimed");
-        let (id, c) = (row.id.clone(), claim.clone());
-        let claimed = svc.db().call(move |s| s.claim_run(&id, &c)).await?;
+        let (id, c, lease) = (row.id.clone(), claim.clone(), svc.jobs().lease());
+        let claimed = svc
+            .db()
+            .call(move |s| s.claim_run(&id, &c, Some(&lease)))
+            .await?;
         let (id, after) = (row.id.clone(), next_slot(&row, slot));
         svc.db()
             .call(move |s| s.set_schedule_next(&id, after))
@@ -150,7 +156,7 @@ fn run(slot_ms: u64, state: &str, job_id: Option<String>, reason: &str) -> Sched
 /// A new run row (a missed slot); a slot already recorded keeps its row.
 async fn record(svc: &JobService, row: &ScheduleRow, r: ScheduleRun) {
     let id = row.id.clone();
-    if let Err(e) = svc.db().call(move |s| s.claim_run(&id, &r)).await {
+    if let Err(e) = svc.db().call(move |s| s.claim_run(&id, &r, None)).await {
         tracing::error!("schedule {}: {e}", row.id);
     }
 }

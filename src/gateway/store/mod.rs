@@ -2,23 +2,109 @@
 //! ledger, (application, environment) locks, token hashes and the audit trail.
 //!
 //! Decision: the trait is synchronous and async code reaches it through [`Db::call`],
-//! which runs the closure on a blocking thread.  A backend is one more file beside
-//! `sqlite.rs` (a PostgreSQL one would use the blocking `postgres` client, or a pool)
-//! plus one arm in [`Db::open`]; nothing outside this folder names a database crate.
+//! which runs the closure on a blocking thread.  The queries are written once
+//! (`queries*.rs`, over the seam in `sql.rs`); a backend is one file (`sqlite.rs`,
+//! `postgres.rs`) plus one arm in [`Db::open`]; nothing outside this folder names a
+//! database crate.  SQLite is for one gateway; PostgreSQL may be shared by several,
+//! which agree through row locks, `ON CONFLICT` claims and leases (ARCHITECTURE.md).
 
+mod postgres;
+mod queries;
+mod queries_access;
+mod queries_leases;
+mod queries_pipeline;
+mod queries_schedules;
+pub mod sql;
 mod sqlite;
-mod sqlite_access;
-mod sqlite_pipeline;
-mod sqlite_schedules;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
 use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
-pub use sqlite::SqliteStore;
+pub use queries::SqlStore;
+
+/// Where the state lives (`database` in gateway.toml).
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file: one gateway (and its `apply` runs).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://user@host:port/name`, no password in it),
+    /// which several gateways may share.
+    Postgres {
+        url: String,
+        password: Option<crate::artifacts::Secret>,
+    },
+}
+
+impl Location {
+    /// `database` of gateway.toml: a `postgres://` URL (its password given apart), else
+    /// a SQLite file (relative to the config's directory, as `abs` makes it).
+    pub fn from_config(
+        database: &str,
+        password: Option<crate::artifacts::Secret>,
+        abs: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> std::result::Result<Location, String> {
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            return Ok(Location::Postgres {
+                url: database.to_string(),
+                password,
+            });
+        }
+        if database.contains("://") {
+            return Err(format!(
+                "expected a file path (SQLite) or a postgres:// URL, got {database:?}"
+            ));
+        }
+        if password.is_some() {
+            return Err("database_password_env/_file is for a postgres:// database".into());
+        }
+        Ok(Location::Sqlite(abs(PathBuf::from(database))))
+    }
+
+    /// The SQLite file, if the state is one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Location::Sqlite(p) => Some(p),
+            Location::Postgres { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres { url, .. } => f.write_str(&redact(url)),
+        }
+    }
+}
+
+/// A database URL as it may be shown: a password in it (which is refused anyway)
+/// becomes `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A claim that one gateway (`owner`, an id of the process) holds until `until_ms`
+/// unless it renews it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: u64,
+}
 
 /// A failure of the state database, saying what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -167,12 +253,21 @@ pub const APPLY_USER_PREFIX: &str = "apply:";
 /// The operations the gateway needs from its state database.  Every method is one
 /// short blocking call; `start_job` and `finish_job` are atomic.
 pub trait Store: Send + Sync {
+    /// Whether several gateways may share this database (then a starting gateway frees
+    /// nothing: expired leases are taken over instead).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Calls `wake(job)` whenever another gateway stored events of `job` (`""`: any).
+    fn watch(&self, _wake: Box<dyn Fn(&str) + Send + Sync>) {}
     /// Marks the running jobs of `which` interrupted and frees their locks; their ids.
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>>;
-    /// Creates a running job and takes its (app, env) lock at once, unless it is held.
-    fn start_job(&self, job: &JobInfo) -> Result<Result<(), LockHolder>>;
-    /// Records a job's end and frees its lock.
-    fn finish_job(&self, id: &str, state: JobState, error: Option<&str>) -> Result<()>;
+    /// Creates a running job held by `lease` and takes its (app, env) lock at once,
+    /// unless it is held.
+    fn start_job(&self, job: &JobInfo, lease: &Lease) -> Result<Result<(), LockHolder>>;
+    /// Records a job's end and frees its lock; false if the job was no longer running
+    /// (another gateway took its expired lease over and marked it interrupted).
+    fn finish_job(&self, id: &str, state: JobState, error: Option<&str>) -> Result<bool>;
     fn job(&self, id: &str) -> Result<Option<JobInfo>>;
     /// The newest jobs first, of the environments `scope` allows.
     fn jobs(&self, limit: u32, scope: &Scope) -> Result<Vec<JobInfo>>;
@@ -249,7 +344,8 @@ pub trait Store: Send + Sync {
     fn remove_schedule(&self, id: &str, at_ms: u64) -> Result<bool>;
     /// Records a run for (schedule, slot) unless one exists: true if this call did
     /// (a slot runs at most once, whatever restarts happen).
-    fn claim_run(&self, id: &str, run: &ScheduleRun) -> Result<bool>;
+    /// A `running` run is held by `lease` until it has started its job.
+    fn claim_run(&self, id: &str, run: &ScheduleRun, lease: Option<&Lease>) -> Result<bool>;
     fn update_run(&self, id: &str, run: &ScheduleRun) -> Result<()>;
     /// The newest runs first.
     fn schedule_runs(&self, id: &str, limit: u32) -> Result<Vec<ScheduleRun>>;
@@ -262,6 +358,14 @@ pub trait Store: Send + Sync {
     fn lift_freeze(&self, env: &str) -> Result<bool>;
     /// Every freeze, expired ones too (the caller compares with its clock).
     fn freezes(&self) -> Result<Vec<FreezeInfo>>;
+
+    /// Extends the leases `lease.owner` holds to `lease.until_ms`; the ids of the
+    /// running jobs it still holds.
+    fn renew_leases(&self, lease: &Lease) -> Result<Vec<String>>;
+    /// Takes over what leases that ended before `now_ms` held: their jobs interrupted
+    /// (locks freed), their schedule runs failed.  Each job is returned to exactly one
+    /// caller, with the gateway that held it.
+    fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.
@@ -276,16 +380,22 @@ pub trait Store: Send + Sync {
 pub struct Db(Arc<dyn Store>);
 
 impl Db {
-    /// Opens (creating and migrating) the state database at `path`: the one place that
-    /// chooses a backend.
-    pub fn open(path: &Path) -> Result<Db> {
-        Ok(Db(Arc::new(SqliteStore::open(path)?)))
+    /// Opens (creating and migrating) the state database: the one place that chooses
+    /// a backend.
+    pub fn open(at: &Location) -> Result<Db> {
+        Ok(match at {
+            Location::Sqlite(path) => Db(Arc::new(SqlStore::new(sqlite::Sqlite::open(path)?))),
+            Location::Postgres { url, password } => {
+                let pg = postgres::Postgres::open(url, password.as_ref().map(|p| p.expose()))?;
+                Db(Arc::new(SqlStore::new(pg)))
+            }
+        })
     }
 
     /// A private database that lives as long as this process (for `apply` without the
     /// gateway's database: the same code path, nothing shared).
     pub fn in_memory() -> Result<Db> {
-        Ok(Db(Arc::new(SqliteStore::in_memory()?)))
+        Ok(Db(Arc::new(SqlStore::new(sqlite::Sqlite::in_memory()?))))
     }
 
     /// Runs `f` on a blocking thread, off the async runtime.

@@ -1,0 +1,413 @@
+//! The PostgreSQL backend (the synchronous `postgres` client): a small pool of
+//! connections, the schema and its migrations (the same steps as SQLite's, in
+//! PostgreSQL's types), [`Conn`] over a connection, and `LISTEN`/`NOTIFY` so that a
+//! follower on one gateway wakes when another gateway stores its job's events.  The
+//! only file that names the `postgres` crate.
+//!
+//! Decisions: the client runs its own small runtime per connection, which may not be
+//! started on a thread that drives async tasks; so work called from such a thread runs
+//! on a scoped thread of its own (a few microseconds beside a round trip).  No TLS: the
+//! gateways reach their database over a private network or loopback (ARCHITECTURE.md).
+//! A password in the URL is refused: it comes from `database_password_env`/`_file`.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
+
+use super::sql::{Backend, Conn, Row, SqlError, SqlResult, Value};
+use super::{Result, StoreError};
+
+/// The channel followers are woken on; the payload is a job id.
+const CHANNEL: &str = "deploy_events";
+/// Connections per gateway (the writer, followers, the API and the scheduler share them).
+const POOL: usize = 6;
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, app TEXT NOT NULL, env TEXT NOT NULL,
+        version TEXT NOT NULL, check_mode BIGINT NOT NULL, \"user\" TEXT NOT NULL,
+        state TEXT NOT NULL, created_ms BIGINT NOT NULL, finished_ms BIGINT, error TEXT);
+     CREATE TABLE events (
+        job_id TEXT NOT NULL, seq BIGINT NOT NULL, ts_ms BIGINT NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (job_id, seq));
+     CREATE TABLE locks (
+        app TEXT NOT NULL, env TEXT NOT NULL, job_id TEXT NOT NULL, holder TEXT NOT NULL,
+        since_ms BIGINT NOT NULL, PRIMARY KEY (app, env));
+     CREATE TABLE tokens (
+        id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, \"user\" TEXT NOT NULL,
+        envs TEXT NOT NULL, admin BIGINT NOT NULL, created_ms BIGINT NOT NULL,
+        revoked_ms BIGINT);
+     CREATE TABLE ledger (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job_id TEXT NOT NULL,
+        app TEXT NOT NULL, env TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
+        from_version TEXT, result TEXT NOT NULL, \"user\" TEXT NOT NULL, ts_ms BIGINT NOT NULL);
+     CREATE TABLE audit (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ts_ms BIGINT NOT NULL,
+        \"user\" TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+        outcome TEXT NOT NULL);",
+    // version 2
+    "ALTER TABLE tokens ADD COLUMN read_envs TEXT NOT NULL DEFAULT '';
+     ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;
+     ALTER TABLE tokens ADD COLUMN last_used_ms BIGINT;
+     CREATE TABLE live (
+        app TEXT NOT NULL, env TEXT NOT NULL, host TEXT NOT NULL, version TEXT NOT NULL,
+        slot TEXT NOT NULL, job_id TEXT NOT NULL, \"user\" TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+        PRIMARY KEY (app, env, host));
+     CREATE TABLE deploys (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, app TEXT NOT NULL,
+        env TEXT NOT NULL, version TEXT NOT NULL, job_id TEXT NOT NULL, ts_ms BIGINT NOT NULL);
+     CREATE INDEX deploys_target ON deploys (app, env, id);
+     CREATE INDEX jobs_finished ON jobs (finished_ms);
+     CREATE INDEX audit_ts ON audit (ts_ms);",
+    // version 3
+    "ALTER TABLE tokens ADD COLUMN run BIGINT NOT NULL DEFAULT 0;",
+    // version 4
+    "CREATE TABLE builds (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, app TEXT NOT NULL,
+        commit_id TEXT NOT NULL, number TEXT NOT NULL, url TEXT NOT NULL,
+        version TEXT NOT NULL, file TEXT NOT NULL, sha256 TEXT NOT NULL,
+        job_id TEXT NOT NULL, ts_ms BIGINT NOT NULL);
+     CREATE INDEX builds_commit ON builds (app, commit_id);
+     CREATE INDEX builds_version ON builds (app, version);
+     CREATE TABLE job_artifacts (
+        job_id TEXT PRIMARY KEY, file TEXT NOT NULL, sha256 TEXT NOT NULL);",
+    // version 5
+    "ALTER TABLE jobs ADD COLUMN triggered_by TEXT;
+     CREATE TABLE schedules (
+        id TEXT PRIMARY KEY, app TEXT NOT NULL, env TEXT NOT NULL, what TEXT NOT NULL,
+        at_ms BIGINT, cron TEXT, tz TEXT NOT NULL, lock_wait_secs BIGINT NOT NULL,
+        grace_secs BIGINT NOT NULL, \"user\" TEXT NOT NULL, token_id TEXT NOT NULL,
+        paused BIGINT NOT NULL DEFAULT 0, created_ms BIGINT NOT NULL, next_ms BIGINT,
+        removed_ms BIGINT);
+     CREATE TABLE schedule_runs (
+        schedule_id TEXT NOT NULL, slot_ms BIGINT NOT NULL, state TEXT NOT NULL,
+        job_id TEXT, reason TEXT NOT NULL, ts_ms BIGINT NOT NULL,
+        PRIMARY KEY (schedule_id, slot_ms));
+     CREATE TABLE freezes (
+        env TEXT PRIMARY KEY, until_ms BIGINT NOT NULL, reason TEXT NOT NULL,
+        \"user\" TEXT NOT NULL, created_ms BIGINT NOT NULL);",
+    // version 6: leases
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;
+     ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+     ALTER TABLE schedule_runs ADD COLUMN owner TEXT;
+     ALTER TABLE schedule_runs ADD COLUMN lease_until BIGINT;
+     CREATE INDEX jobs_state ON jobs (state);",
+];
+
+/// A connection and the statements prepared on it.
+struct Slot {
+    client: Client,
+    stmts: HashMap<String, Statement>,
+}
+
+pub struct Postgres {
+    config: Config,
+    /// The URL without its password, for messages.
+    shown: String,
+    slots: Vec<Mutex<Option<Slot>>>,
+    next: AtomicUsize,
+}
+
+impl Postgres {
+    /// Connects, and creates or migrates the schema (one gateway at a time, under an
+    /// advisory lock, so gateways that start together migrate once).
+    pub fn open(url: &str, password: Option<&str>) -> Result<Postgres> {
+        let shown = super::redact(url);
+        let fail = |m: String| StoreError::Open {
+            path: shown.clone(),
+            message: m,
+        };
+        let mut config = Config::from_str(url).map_err(|e| fail(e.to_string()))?;
+        if config.get_password().is_some() {
+            return Err(fail(
+                "the URL holds a password: give it with database_password_env or database_password_file instead".into(),
+            ));
+        }
+        if let Some(p) = password {
+            config.password(p);
+        }
+        config
+            .connect_timeout(Duration::from_secs(10))
+            .application_name("deploy-gateway");
+        let pg = Postgres {
+            config,
+            shown: shown.clone(),
+            slots: (0..POOL).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        };
+        pg.run(true, |c| migrate(c))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(pg)
+    }
+
+    fn connect(&self) -> SqlResult<Client> {
+        self.config
+            .connect(NoTls)
+            .map_err(|e| SqlError::Db(format!("cannot connect to {}: {}", self.shown, message(&e))))
+    }
+
+    /// A free connection slot, else waits for one.
+    fn slot(&self) -> MutexGuard<'_, Option<Slot>> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..POOL {
+            if let Ok(g) = self.slots[(start + i) % POOL].try_lock() {
+                return g;
+            }
+        }
+        self.slots[start % POOL]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run_here<T>(&self, tx: bool, f: impl FnOnce(&mut dyn Conn) -> SqlResult<T>) -> SqlResult<T> {
+        let mut guard = self.slot();
+        if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
+            *guard = Some(Slot {
+                client: self.connect()?,
+                stmts: HashMap::new(),
+            });
+        }
+        let slot = guard.as_mut().expect("connected above");
+        let out = if tx {
+            match slot.client.transaction() {
+                Ok(mut t) => match f(&mut PgConn {
+                    c: &mut t,
+                    stmts: &mut slot.stmts,
+                }) {
+                    Ok(v) => t.commit().map(|_| v).map_err(|e| SqlError::Db(message(&e))),
+                    Err(e) => Err(e), // dropping `t` rolls back
+                },
+                Err(e) => Err(SqlError::Db(message(&e))),
+            }
+        } else {
+            f(&mut PgConn {
+                c: &mut slot.client,
+                stmts: &mut slot.stmts,
+            })
+        };
+        if slot.client.is_closed() {
+            *guard = None; // reconnect on the next call
+        }
+        out
+    }
+}
+
+/// Creates the empty database `name` on the server of `base_url` (for tests).
+#[cfg(test)]
+pub fn create_database(base_url: &str, password: &str, name: &str) -> SqlResult<()> {
+    let mut config = Config::from_str(&format!("{base_url}/postgres"))
+        .map_err(|e| SqlError::Db(e.to_string()))?;
+    config.password(password);
+    let mut c = config
+        .connect(NoTls)
+        .map_err(|e| SqlError::Db(message(&e)))?;
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .map_err(|e| SqlError::Db(message(&e)))
+}
+
+/// Listens on one connection of its own, on a thread of its own; after a reconnect it
+/// wakes every follower (`""`), as news may have been missed.
+fn watch(pg: &Postgres, wake: Box<dyn Fn(&str) + Send + Sync>) {
+    let (config, shown) = (pg.config.clone(), pg.shown.clone());
+    let spawned = std::thread::Builder::new()
+        .name("pg-listen".into())
+        .spawn(move || {
+            loop {
+                if let Err(e) = listen(&config, wake.as_ref()) {
+                    tracing::warn!("listening for events on {shown}: {e}; again in 1 s");
+                }
+                wake("");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the event listener: {e}; followers poll");
+    }
+}
+
+/// One listening connection, until it fails.
+fn listen(config: &Config, wake: &(dyn Fn(&str) + Send + Sync)) -> std::result::Result<(), String> {
+    let mut client = config.connect(NoTls).map_err(|e| message(&e))?;
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .map_err(|e| message(&e))?;
+    wake("");
+    let mut news = client.notifications();
+    let mut it = news.blocking_iter();
+    loop {
+        match postgres::fallible_iterator::FallibleIterator::next(&mut it) {
+            Ok(Some(n)) => wake(n.payload()),
+            Ok(None) => return Err("the connection closed".into()),
+            Err(e) => return Err(message(&e)),
+        }
+    }
+}
+
+fn migrate(c: &mut dyn Conn) -> SqlResult<()> {
+    c.exec("SELECT pg_advisory_xact_lock(7316)", &[])?;
+    c.exec(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)",
+        &[],
+    )?;
+    let version = match c.first("SELECT version FROM schema_version", &[])? {
+        Some(r) => r.int(0)? as usize,
+        None => {
+            c.exec("INSERT INTO schema_version (version) VALUES (0)", &[])?;
+            0
+        }
+    };
+    if version > SCHEMA.len() {
+        return Err(SqlError::Db(format!(
+            "the database's schema is version {version}, newer than this gateway's {}: upgrade this gateway",
+            SCHEMA.len()
+        )));
+    }
+    for (i, ddl) in SCHEMA.iter().enumerate().skip(version) {
+        for statement in ddl.split(';').filter(|s| !s.trim().is_empty()) {
+            c.exec(statement, &[])?;
+        }
+        c.exec(
+            "UPDATE schema_version SET version = $1",
+            &[Value::Int(i as i64 + 1)],
+        )?;
+    }
+    Ok(())
+}
+
+impl Backend for Postgres {
+    fn run<T: Send>(
+        &self,
+        tx: bool,
+        f: impl FnOnce(&mut dyn Conn) -> SqlResult<T> + Send,
+    ) -> SqlResult<T> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.run_here(tx, f);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| self.run_here(tx, f))
+                .join()
+                .unwrap_or_else(|_| Err(SqlError::Db("a database call panicked".into())))
+        })
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn watch(&self, wake: Box<dyn Fn(&str) + Send + Sync>) {
+        watch(self, wake)
+    }
+}
+
+/// An error's own words (and the server's detail), never the connection's secrets.
+fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => match e.source() {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+struct PgConn<'a, C: GenericClient> {
+    c: &'a mut C,
+    stmts: &'a mut HashMap<String, Statement>,
+}
+
+impl<C: GenericClient> PgConn<'_, C> {
+    fn statement(&mut self, sql: &str) -> SqlResult<Statement> {
+        if let Some(st) = self.stmts.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.c.prepare(sql).map_err(|e| SqlError::Db(message(&e)))?;
+        self.stmts.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+}
+
+fn params(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl<C: GenericClient> Conn for PgConn<'_, C> {
+    fn exec(&mut self, sql: &str, values: &[Value]) -> SqlResult<u64> {
+        let st = self.statement(sql)?;
+        self.c
+            .execute(&st, &params(values))
+            .map_err(|e| SqlError::Db(message(&e)))
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> SqlResult<Vec<Row>> {
+        let st = self.statement(sql)?;
+        let rows = self
+            .c
+            .query(&st, &params(values))
+            .map_err(|e| SqlError::Db(message(&e)))?;
+        rows.iter().map(row).collect()
+    }
+
+    fn notify(&mut self, job: &str) -> SqlResult<()> {
+        let sql = format!("SELECT pg_notify('{CHANNEL}', $1)");
+        self.query(&sql, &[Value::from(job)]).map(|_| ())
+    }
+}
+
+fn row(r: &postgres::Row) -> SqlResult<Row> {
+    let bad = |i: usize, e: &dyn std::fmt::Display| SqlError::Corrupt(format!("column {i}: {e}"));
+    let mut out = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let v = match *col.type_() {
+            Type::INT8 => r.try_get::<_, Option<i64>>(i).map(|v| v.map(Value::Int)),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::BOOL => r
+                .try_get::<_, Option<bool>>(i)
+                .map(|v| v.map(|v| Value::Int(v.into()))),
+            Type::VOID => Ok(None),
+            _ => r
+                .try_get::<_, Option<String>>(i)
+                .map(|v| v.map(Value::Text)),
+        }
+        .map_err(|e| bad(i, &e))?;
+        out.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(out))
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::BOOL => (*v != 0).to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
