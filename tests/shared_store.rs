@@ -134,6 +134,18 @@ fn phase(began: &mut Instant, what: &str) {
     *began = Instant::now();
 }
 
+/// Prints the warnings and errors the gateways logged (for the record: not asserted, a
+/// killed gateway's peers may rightly warn).
+fn print_problems(gws: &[(&str, &Gateway)]) {
+    for (name, gw) in gws {
+        for l in gw.log().lines() {
+            if l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("panicked") {
+                println!("gateway {name}: {l}");
+            }
+        }
+    }
+}
+
 fn reader(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -333,6 +345,7 @@ fn a_deploy_through_one_gateway_is_followed_live_through_the_other_and_locks_bot
         assert!(v == "1.0.0" || v == "1.1.0", "{}: {v}", s.name);
     }
     phase(&mut t, "20 concurrent deploys, the one job cancelled");
+    print_problems(&[("A", &a), ("B", &b)]);
     println!("test took {:.1} s", began.elapsed().as_secs_f64());
 }
 
@@ -349,17 +362,42 @@ fn a_killed_gateways_job_is_interrupted_by_the_other_within_the_lease() {
     let b = gateway(Some(&tb), &db, &lease);
     let ann = a.token("ann", "staging", false);
 
-    // A fresh deploy through A (venvs and installs: it takes a while), killed mid-job.
+    // A fresh deploy through A (venvs and installs: it takes a while), killed mid-job
+    // once A has renewed its lease twice (every lease/3 s): the kill is what stops the
+    // renewals, so the job must end one lease after the last, not one after the start.
     let id = deploy(&a, &ann, DEPLOY_100);
-    wait_until(120, "the job to reach its install step", || {
-        events(&a, &ann, &id)
-            .iter()
-            .any(|e| e["type"] == "step_started" && e["step"] == "install")
-    });
-    phase(&mut t, "gateways up, the job at its install step");
+    let created = job(&a, &ann, &id)["created_ms"].as_u64().unwrap();
     // A gateway that starts now leaves the running job alone (its owner may be alive).
     let c = gateway(Some(&tb), &db, &lease);
     assert_eq!(state(&c, &ann, &id), "running", "{}", c.log());
+    let renewed = 2 * LEASE_SECS * 1000 / 3 + 1500;
+    wait_until(
+        120,
+        "the job to be renewed twice, its hosts building",
+        || {
+            let evs = events(&a, &ann, &id);
+            now_ms() >= created + renewed
+                && tb.servers.iter().all(|s| {
+                    evs.iter().any(|e| {
+                        e["type"] == "step_started"
+                            && e["host"] == s.name.as_str()
+                            && e["step"] == "venv"
+                    })
+                })
+        },
+    );
+    assert_eq!(
+        state(&c, &ann, &id),
+        "running",
+        "the kill must come mid-job"
+    );
+    phase(
+        &mut t,
+        &format!(
+            "gateways up, the job {:.1} s old, its hosts building",
+            (now_ms() - created) as f64 / 1000.0
+        ),
+    );
     a.kill();
     let killed = Instant::now();
     let mut now = String::from("running");
@@ -427,6 +465,7 @@ fn a_killed_gateways_job_is_interrupted_by_the_other_within_the_lease() {
         assert_eq!(status, 200, "{}: {body}", s.name);
     }
     phase(&mut t, "a new deploy through B");
+    print_problems(&[("A", &a), ("B", &b), ("C", &c)]);
     println!("test took {:.1} s", began.elapsed().as_secs_f64());
 }
 
@@ -585,6 +624,8 @@ fn a_cron_schedule_runs_once_per_slot_across_two_gateways() {
         gws[kept].0,
         "the survivor ran it"
     );
+    let named: Vec<(&str, &Gateway)> = gws.iter().map(|(n, g)| (*n, g)).collect();
+    print_problems(&named);
     println!(
         "cron slot {} run by {} after {} was killed; test took {:.1} s",
         format_local(next, "UTC"),
