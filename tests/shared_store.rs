@@ -270,9 +270,11 @@ fn a_deploy_through_one_gateway_is_followed_live_through_the_other_and_locks_bot
          lag from A's event to B's follower: median {median} ms, max {max} ms",
         got.len()
     );
+    // Woken by A's notification, not found by B's once-a-second look at the store (that
+    // would make the median about 500 ms).
     assert!(
-        median < 2000,
-        "B's followers must be woken when A stores events, not find them much later: median lag {median} ms"
+        median < 300,
+        "B's followers must be woken when A stores events: median lag {median} ms"
     );
     for s in &tb.servers {
         assert_eq!(served_version(s), "1.0.0");
