@@ -10,8 +10,10 @@
 //!
 //! What the schedule test measures: cron slots are whole minutes (5 fields, no seconds),
 //! so five cron slots would take five minutes.  It runs five one-shot (`at`) schedules
-//! 3 s apart (five distinct slots, all claimed by two ticking gateways: exactly one run
-//! row, one job and one gateway's log line each) and one `* * * * *` cron schedule over
+//! 3 s apart (five distinct slots, each claimed by one of two ticking gateways: exactly
+//! one run row, one job and one gateway's log line each; each slot comes due while both
+//! gateways are stopped, SIGSTOP, and both resume together, SIGCONT, so that both tick
+//! at once and really race for the claim) and one `* * * * *` cron schedule over
 //! two consecutive minutes: its first slot runs once with both gateways up; the gateway
 //! that ran it is then killed and the next minute's slot runs once, through the
 //! survivor.  That test needs no servers (hosts on a closed port: a scheduled job fails
@@ -532,6 +534,39 @@ fn sleep_until(ms: u64) {
     }
 }
 
+/// The pid of `gw`'s `deploy-gateway serve` (the process whose command line names its
+/// config file).
+fn pid_of(gw: &Gateway) -> String {
+    let config = gw.config().to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.iter().any(|a| a == "serve") && args.iter().any(|a| *a == config) {
+            return pid;
+        }
+    }
+    panic!("no deploy-gateway serve --config {config}");
+}
+
+/// `kill -SIG` to all of `pids` at once (one call: microseconds apart).
+fn signal(pids: &[String], sig: &str) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .args(pids)
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pids:?}");
+}
+
 fn db_runs(db: &str, id: &str) -> String {
     pg::sql(
         db,
@@ -566,8 +601,16 @@ fn a_cron_schedule_runs_once_per_slot_across_two_gateways() {
             (v["id"].as_str().unwrap().to_string(), slot)
         })
         .collect();
+    // Each slot comes due while both gateways are stopped; resumed together, both tick at
+    // once (an overdue tick fires at once) and race for the claim: without this their
+    // ticks keep the phase of their start-up, and the later one finds the schedule
+    // already moved on to its next slot, never trying the claim at all.
+    let pids = [pid_of(&gws[0].1), pid_of(&gws[1].1)];
     for (id, slot) in &shots {
-        sleep_until(*slot);
+        sleep_until(slot - 600);
+        signal(&pids, "STOP");
+        sleep_until(slot + 400);
+        signal(&pids, "CONT");
         started_runs(&gws[0].1, &ann, id, 1, 20);
     }
     std::thread::sleep(Duration::from_millis(2500)); // more ticks of both gateways
