@@ -12,8 +12,12 @@
 #                                              `shop`, fresh random password); testbed.json then
 #                                              has db_container, db_password, db_port (else null)
 #   ci/testbed.sh down NAME                     remove its containers and network
-#   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all)
+#   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all);
+#                                              drop test databases (deploy_t_*) of the private
+#                                              PostgreSQL that are idle and older than an hour (or all)
 #   ci/testbed.sh packages                      build/fetch the index content into ci/.cache/packages
+#   ci/testbed.sh postgres                      ensure the gateway tests' private PostgreSQL 15 is
+#                                              running (see pg_server below); idempotent, concurrent-safe
 #
 # Every container and network carries the label deploy.testbed=NAME and
 # deploy.testbed.owner=PID; `up` first removes leftovers of dead owners, because the
@@ -205,6 +209,176 @@ YAML
         "$name" "$snet" "deploy-tb-$name-index" "$index_port" "$art_port" "$cache/uv/uv" "$dir/id_ed25519" "$json_db" "$json_servers" > "$dir/testbed.json"
 }
 
+# ---- the private PostgreSQL of the gateway tests (`postgres`, and `gc`) -------------------
+#
+# One server per machine user, shared by every checkout and test process: Debian's
+# PostgreSQL 15 (/usr/lib/postgresql/15/bin), data in $HOME/.cache/deploy/pg/data, its
+# Unix socket in $HOME/.cache/deploy/pg/run (mode 0700: only this user; `trust` there for
+# the superuser `postgres`), TCP on 127.0.0.1:55432 only with scram-sha-256 passwords.
+# Tuned for tests, not durability (fsync, synchronous_commit, full_page_writes off).
+# The role `deploy` (password deploy-test-pw, CREATEDB, not a superuser) is what the tests
+# and gateways log in as; tests/support/pg.rs makes a database per gateway (deploy_t_*).
+#
+# PostgreSQL refuses to run as root. As root the server runs in a user namespace where
+# root is mapped to the uid of `postgres` (so the data directory stays root's, under a
+# $HOME that is mode 0700 and that the real `postgres` user could not even traverse).
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_PORT=55432
+PG_ROLE=deploy
+PG_PASSWORD=deploy-test-pw   # the fixed test password (not a secret: loopback only)
+pg_base="$HOME/.cache/deploy/pg"
+
+# Runs a PostgreSQL server program as a non-root user; never with the lock's descriptor
+# (a server started here would hold the lock for its whole life).
+as_pg() {
+    if [[ "$(id -u)" != 0 ]]; then "$@"; return; fi
+    local uid gid
+    uid="$(id -u postgres 2>/dev/null || echo 70)"; gid="$(id -g postgres 2>/dev/null || echo 70)"
+    unshare --user --map-user="$uid" --map-group="$gid" -- "$@"
+} 9>&-
+
+pg_superuser() { # psql as the superuser over the private socket: pg_superuser ARGS...
+    PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$pg_base/run" -p "$PG_PORT" \
+        -U postgres -d postgres "$@"
+}
+
+pg_ready() { # the server accepts connections on its socket
+    "$PG_BIN/pg_isready" -q -t 3 -h "$pg_base/run" -p "$PG_PORT" >/dev/null 2>&1
+}
+
+pg_role_ok() { # a real login as the tests make it
+    PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -q -At -h 127.0.0.1 -p "$PG_PORT" \
+        -U "$PG_ROLE" -d postgres -c 'select 1' >/dev/null 2>&1
+}
+
+pg_config() { # the settings this script owns, included from postgresql.conf
+    cat <<CONF
+# Written by ci/testbed.sh postgres; rewritten (and the server restarted) when it changes.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$pg_base/run'
+unix_socket_permissions = 0700
+max_connections = 300
+shared_buffers = 128MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = minimal
+max_wal_senders = 0
+checkpoint_timeout = 30min
+max_wal_size = 2GB
+password_encryption = 'scram-sha-256'
+log_min_messages = warning
+log_connections = off
+log_line_prefix = '%m [%p] %q%u@%d '
+CONF
+}
+
+pg_hba() {
+    cat <<HBA
+# Written by ci/testbed.sh postgres.
+# TYPE  DATABASE  USER      ADDRESS        METHOD
+local   all       postgres                 trust
+host    all       all       127.0.0.1/32   scram-sha-256
+HBA
+}
+
+pg_fail() { # pg_fail MESSAGE: dies with the end of the server's log
+    echo "testbed: $*" >&2
+    if [[ -f "$pg_base/server.log" ]]; then
+        echo "--- last lines of $pg_base/server.log:" >&2
+        tail -n 20 "$pg_base/server.log" >&2
+    fi
+    exit 1
+}
+
+pg_server() {
+    [[ -x "$PG_BIN/initdb" ]] || die "PostgreSQL 15 is not installed ($PG_BIN/initdb is missing): apt-get install postgresql"
+    local data="$pg_base/data" stamp want
+    want="$( (pg_config; pg_hba) | sha256sum | cut -c1-16)"
+    stamp="$pg_base/.stamp"
+    # Fast path, without the lock: running, configured as this script says, and the role logs in.
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && pg_role_ok; then return; fi
+
+    mkdir -p "$pg_base"
+    exec 9>"$pg_base/.lock"
+    flock -w 300 9 || die "timed out waiting for $pg_base/.lock"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && pg_role_ok; then return; fi
+
+    local started=""
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+        rm -rf "$data"
+        mkdir -m 0700 "$data"
+        as_pg "$PG_BIN/initdb" -D "$data" -U postgres --auth-local=trust --auth-host=reject \
+            -E UTF8 --locale=C.UTF-8 --no-sync >"$pg_base/initdb.log" 2>&1 ||
+            { cat "$pg_base/initdb.log" >&2; pg_fail "initdb of $data failed"; }
+        echo "include_if_exists = 'deploy-test.conf'" >> "$data/postgresql.conf"
+    fi
+    mkdir -p -m 0700 "$pg_base/run"
+    local conf_changed=""
+    if [[ "$(cat "$data/deploy-test.conf" 2>/dev/null)" != "$(pg_config)" ]] ||
+       [[ "$(cat "$data/pg_hba.conf" 2>/dev/null)" != "$(pg_hba)" ]]; then
+        pg_config > "$data/deploy-test.conf"
+        pg_hba > "$data/pg_hba.conf"
+        conf_changed=1
+    fi
+    if pg_ready; then
+        if [[ -n "$conf_changed" ]]; then
+            as_pg "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 60 restart -l "$pg_base/server.log" >/dev/null ||
+                pg_fail "restarting PostgreSQL failed"
+            started=1
+        fi
+    else
+        # Tried again for a while: a server killed a moment ago may still be a zombie whose
+        # pid holds postmaster.pid (the server refuses to start), or still shutting down.
+        # A stale postmaster.pid of a server that is gone is cleared by the server itself;
+        # a port taken by something else fails here, loudly.
+        local try
+        for try in $(seq 1 15); do
+            if pg_ready; then break; fi
+            if as_pg "$PG_BIN/pg_ctl" -D "$data" -w -t 60 start -l "$pg_base/server.log" >/dev/null 2>&1; then
+                started=1; break
+            fi
+            sleep 2
+        done
+        pg_ready || pg_fail "PostgreSQL did not start on 127.0.0.1:$PG_PORT"
+    fi
+    pg_superuser >/dev/null <<SQL || pg_fail "could not set up the role $PG_ROLE"
+SELECT format('CREATE ROLE %I', '$PG_ROLE') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE') \gexec
+ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB NOSUPERUSER NOCREATEROLE PASSWORD '$PG_PASSWORD';
+SQL
+    pg_role_ok || pg_fail "a login as $PG_ROLE on 127.0.0.1:$PG_PORT failed"
+    echo "$want" > "$stamp"
+    if [[ -n "$started" ]]; then
+        echo "testbed: PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $data)" >&2
+    fi
+}
+
+pg_gc() { # drops test databases: idle and older than an hour, or all with --all
+    local all="${1:-}"
+    # Fast when there is no server: no socket, nothing to do.
+    [[ -S "$pg_base/run/.s.PGSQL.$PG_PORT" && -x "$PG_BIN/psql" ]] || return 0
+    local db
+    # The age is in each database's comment (`deploy-test created <unix seconds>`, written by
+    # tests/support/pg.rs); a database without one is as old as can be.
+    for db in $(pg_superuser -At <<SQL 2>/dev/null
+SELECT d.datname FROM pg_database d
+ WHERE d.datname LIKE 'deploy\_t\_%'
+   AND ('$all' = '--all' OR (
+        NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)
+        AND coalesce(substring(shobj_description(d.oid, 'pg_database') from 'created ([0-9]+)')::bigint, 0)
+            < extract(epoch from now()) - 3600))
+SQL
+    ); do
+        if [[ "$all" == "--all" ]]; then
+            pg_superuser -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+        else
+            # Not forced: a database that came into use since the query stays.
+            pg_superuser -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true
+        fi
+    done
+}
+
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
@@ -221,7 +395,8 @@ case "$cmd" in
         done
         up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
-    gc) gc "${1:-}" ;;
+    gc) gc "${1:-}"; pg_gc "${1:-}" ;;
     packages) packages; uv_binary ;;
-    *) die "usage: testbed.sh up|down|gc|packages (see the header of this file)" ;;
+    postgres) pg_server ;;
+    *) die "usage: testbed.sh up|down|gc|packages|postgres (see the header of this file)" ;;
 esac

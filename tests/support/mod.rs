@@ -1,5 +1,7 @@
 //! Test support: a testbed of real servers (Docker containers made by `ci/testbed.sh`)
-//! and helpers to deploy to them with the engine and to look at them from outside.
+//! and helpers to deploy to them with the engine and to look at them from outside; the
+//! gateway as a real process or as in-process state, on the store `DEPLOY_TEST_STORE`
+//! names (SQLite, or PostgreSQL through [`pg`]).
 //!
 //! Docker is required: a missing engine or image fails the test (never a skip).
 
@@ -22,9 +24,90 @@ use serde::Deserialize;
 pub mod git;
 pub mod jenkins;
 pub mod load;
+pub mod pg;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The store the gateways of a test run keep their state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestStore {
+    /// `database = "state/gateway.db"` in the gateway's directory (the default).
+    Sqlite,
+    /// A fresh database per gateway on the test PostgreSQL server ([`pg::new_database`]).
+    Postgres,
+}
+
+/// `DEPLOY_TEST_STORE`: `postgres`, or `sqlite` (also when unset or empty).
+pub fn test_store() -> TestStore {
+    match std::env::var("DEPLOY_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => TestStore::Sqlite,
+        Ok("postgres") => TestStore::Postgres,
+        Ok(other) => panic!("DEPLOY_TEST_STORE={other:?}: expected `sqlite` or `postgres`"),
+    }
+}
+
+/// A name for this test's database: the test binary and the test's name.
+fn test_tag() -> String {
+    let bin = std::env::args()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let bin = bin
+        .rsplit_once('-')
+        .map_or(bin.as_str(), |(b, _)| b)
+        .to_string();
+    let thread = std::thread::current();
+    let test = thread
+        .name()
+        .unwrap_or("")
+        .rsplit("::")
+        .next()
+        .unwrap_or("");
+    match test {
+        "" | "main" => bin,
+        t => format!("{bin}_{t}"),
+    }
+}
+
+/// gateway.toml's top-level lines that name the database: the SQLite file in `state/`,
+/// or `database` (a PostgreSQL URL, made for this test unless `shared` names one) with
+/// its password's environment variable. Returns the lines and the URL.
+fn database_config(shared: Option<&str>) -> (String, Option<String>) {
+    let url = match (shared, test_store()) {
+        (Some(url), _) => url.to_string(),
+        (None, TestStore::Sqlite) => return ("database = \"state/gateway.db\"\n".into(), None),
+        (None, TestStore::Postgres) => pg::new_database(&test_tag()),
+    };
+    let lines = format!(
+        "database = {url:?}\ndatabase_password_env = \"{}\"\n\
+         relay_cache = \"state/relay-cache\"\n",
+        pg::PASSWORD_ENV
+    );
+    (lines, Some(url))
+}
+
+/// What a gateway started in `dir` (by [`Gateway`] or [`gateway_state`]) has stored, in
+/// bytes: its SQLite file and WAL, or its PostgreSQL database's size.
+pub fn database_size(dir: &Path) -> u64 {
+    match database_url_of(&dir.join("gateway.toml")) {
+        Some(url) => pg::size(&url),
+        None => ["gateway.db", "gateway.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.join("state").join(f)).ok())
+            .map(|m| m.len())
+            .sum(),
+    }
+}
+
+/// The PostgreSQL URL a gateway.toml names, if it names one.
+pub fn database_url_of(config: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(config).unwrap();
+    let value: toml::Table = toml::from_str(&text).unwrap();
+    let db = value.get("database")?.as_str()?;
+    (db.starts_with("postgres://") || db.starts_with("postgresql://")).then(|| db.to_string())
 }
 
 #[derive(Deserialize, Debug, Clone)]
@@ -372,12 +455,54 @@ pub fn read_to_string(path: &Path) -> String {
 
 // ---- the gateway and the CLI, as real processes ------------------------------------
 
-/// A running `deploy-gateway serve` on a free loopback port, with its own state file.
+/// A running `deploy-gateway serve` on a free loopback port, with its own state file
+/// (or its own PostgreSQL database, or one shared with other gateways).
 pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub url: String,
     child: Option<std::process::Child>,
     env: Vec<(String, String)>,
+    /// The PostgreSQL database's URL (None: the SQLite file `state/gateway.db`).
+    database: Option<String>,
+}
+
+/// How to start a [`Gateway`] ([`Gateway::start_opts`]).
+#[derive(Debug, Clone)]
+pub struct GatewayOpts {
+    /// The CLI versions the gateway accepts (`[cli]`).
+    pub oldest: String,
+    pub newest: String,
+    /// TOML for `[sources.*]` and `[applications.*]` (and `[uv]`...) instead of the
+    /// default (the testbed's pypiserver, or nothing without a testbed).
+    pub sources: Option<String>,
+    /// The gateway's environment (also given to `deploy-gateway token`).
+    pub env: Vec<(String, String)>,
+    /// A PostgreSQL URL (from [`pg::new_database`]) to share between gateways; None:
+    /// the store [`test_store`] says, a database or file of this gateway's own.
+    pub database: Option<String>,
+    /// Top-level TOML lines (e.g. `"lease_secs = 6\n"`), placed before any table.
+    pub extra: String,
+}
+
+impl GatewayOpts {
+    /// CLI versions `oldest`..`newest`, everything else as by default.
+    pub fn new(oldest: &str, newest: &str) -> GatewayOpts {
+        GatewayOpts {
+            oldest: oldest.into(),
+            newest: newest.into(),
+            sources: None,
+            env: Vec::new(),
+            database: None,
+            extra: String::new(),
+        }
+    }
+}
+
+impl Default for GatewayOpts {
+    /// CLI versions 0.1.0..0.1.0, as most tests use.
+    fn default() -> GatewayOpts {
+        GatewayOpts::new("0.1.0", "0.1.0")
+    }
 }
 
 /// The `deploy` CLI binary (built on demand: it lives in another package).
@@ -430,6 +555,30 @@ impl Gateway {
         sources: Option<&str>,
         env: &[(&str, &str)],
     ) -> Gateway {
+        Self::start_opts(
+            tb,
+            GatewayOpts {
+                sources: sources.map(str::to_string),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ..GatewayOpts::new(oldest, newest)
+            },
+        )
+    }
+
+    /// Starts a gateway as `o` says (see [`GatewayOpts`]).
+    pub fn start_opts(tb: Option<&Testbed>, o: GatewayOpts) -> Gateway {
+        let GatewayOpts {
+            oldest,
+            newest,
+            sources,
+            mut env,
+            database,
+            mut extra,
+        } = o;
+        let sources = sources.as_deref();
         let dir = tempfile::tempdir().unwrap();
         let (inventory, known_hosts, key, index) = match tb {
             Some(tb) => (
@@ -458,8 +607,15 @@ impl Gateway {
                 )
             }
         };
+        let (database, database_url) = database_config(database.as_deref());
+        if database_url.is_some() && !env.iter().any(|(k, _)| k == pg::PASSWORD_ENV) {
+            env.push((pg::PASSWORD_ENV.into(), pg::password()));
+        }
+        if !extra.is_empty() && !extra.ends_with('\n') {
+            extra.push('\n');
+        }
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase = \"state/gateway.db\"\ninventory = {:?}\nknown_hosts = {:?}\nssh_key = {:?}\nplaybooks = {:?}\ntemplates = {:?}\n\
+            "listen = \"127.0.0.1:0\"\n{database}{extra}inventory = {:?}\nknown_hosts = {:?}\nssh_key = {:?}\nplaybooks = {:?}\ntemplates = {:?}\n\
              [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install --locked --git https://git.example.com/deploy deploy-cli --tag v{{version}}\"\n\
              {index}\n",
             inventory,
@@ -473,13 +629,16 @@ impl Gateway {
             dir,
             url: String::new(),
             child: None,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env,
+            database: database_url,
         };
         g.spawn();
         g
+    }
+
+    /// The PostgreSQL database's URL, when the gateway keeps its state in one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_deref()
     }
 
     pub fn config(&self) -> PathBuf {
@@ -613,7 +772,13 @@ impl Gateway {
         (status, head.to_string(), body.to_string())
     }
 
+    /// Everything the gateway stored: the SQLite file and its WAL as they are on disk, or
+    /// every row of the PostgreSQL database ([`pg::dump`]); for tests that look for
+    /// secrets that must not be there.
     pub fn db_bytes(&self) -> Vec<u8> {
+        if let Some(url) = &self.database {
+            return pg::dump(url);
+        }
         let mut all = Vec::new();
         for f in ["gateway.db", "gateway.db-wal"] {
             all.extend(std::fs::read(self.dir.path().join("state").join(f)).unwrap_or_default());
@@ -812,7 +977,10 @@ impl Gateway {
 // ---- a gateway's state without a listener, for `oneshot` tests ----------------------
 
 /// A gateway's state over files in `dir` (inventory, a fresh key, `gateway.toml`, the
-/// SQLite file), accepting CLIs from `oldest` on.
+/// SQLite file or a fresh PostgreSQL database as [`test_store`] says), accepting CLIs
+/// from `oldest` on. On PostgreSQL the test process must have `DEPLOY_TEST_PG_PASSWORD`
+/// in its environment (`ci/test.sh` exports it), as must any `deploy-gateway` the test
+/// runs on this config (children inherit it).
 pub fn gateway_state(
     dir: &Path,
     inventory: &str,
@@ -827,8 +995,16 @@ pub fn gateway_state(
         .status()
         .unwrap();
     assert!(st.success());
+    let (database, url) = database_config(None);
+    if url.is_some() {
+        assert!(
+            std::env::var_os(pg::PASSWORD_ENV).is_some(),
+            "DEPLOY_TEST_STORE=postgres: set {} in the tests' environment (ci/test.sh does)",
+            pg::PASSWORD_ENV
+        );
+    }
     let config = format!(
-        "database = \"state/gateway.db\"\ninventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
+        "{database}inventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
          ssh_key = \"key\"\nplaybooks = {:?}\ntemplates = {:?}\n\
          [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install deploy-cli --tag v{{version}}\"\n",
         root().join("playbooks"),
