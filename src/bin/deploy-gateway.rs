@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use deploy::engine;
 use deploy::gateway::apply::{self, Database, Output};
 use deploy::gateway::config::GatewayConfig;
-use deploy::gateway::jobs::{Artifacts, DEFAULT_LEASE, Settings};
+use deploy::gateway::jobs::{self, Artifacts, DEFAULT_LEASE, Settings};
 use deploy::gateway::service::ServiceError;
 use deploy::gateway::store::{Db, Location, StoreError};
 use deploy::gateway::tokens;
@@ -370,6 +370,7 @@ fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
         lease: cfg
             .as_ref()
             .map_or(DEFAULT_LEASE, |c| Duration::from_secs(c.lease_secs)),
+        owner: jobs::one_off_owner(),
         artifacts: match &cfg {
             Some(c) => Artifacts::Gateway(c.clone()),
             None => Artifacts::Inventory,

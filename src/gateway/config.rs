@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     /// How long a gateway's claim on its running jobs lasts unless renewed (a third of
     /// it, every time); a job whose gateway died is taken over after at most this.
     pub lease_secs: u64,
+    /// This gateway among those sharing a database: its leases' owner, the same across
+    /// restarts (so a restart frees its own jobs at once); default `HOST:CONFIG-PATH`.
+    pub gateway_id: String,
     pub inventory: PathBuf,
     pub known_hosts: PathBuf,
     pub ssh_key: PathBuf,
@@ -130,6 +133,8 @@ struct Raw {
     database_password_file: Option<PathBuf>,
     #[serde(default = "default_lease_secs")]
     lease_secs: u64,
+    #[serde(default)]
+    gateway_id: Option<String>,
     inventory: PathBuf,
     known_hosts: PathBuf,
     ssh_key: PathBuf,
@@ -341,6 +346,10 @@ impl GatewayConfig {
             listen: raw.listen,
             database,
             lease_secs: raw.lease_secs,
+            gateway_id: raw.gateway_id.unwrap_or_else(|| {
+                let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+                format!("{}:{}", super::jobs::hostname(), file.display())
+            }),
             inventory: abs(raw.inventory),
             known_hosts: abs(raw.known_hosts),
             ssh_key: abs(raw.ssh_key),

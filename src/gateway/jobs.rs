@@ -51,6 +51,9 @@ pub struct Settings {
     pub artifacts: Artifacts,
     /// How long this process's claim on a running job lasts unless renewed.
     pub lease: Duration,
+    /// The owner of this process's leases: a gateway's id (the same across its
+    /// restarts), or a fresh one per `apply` run ([`one_off_owner`]).
+    pub owner: String,
 }
 
 /// The lease time when the config names none.
@@ -69,6 +72,7 @@ impl Settings {
             key: Arc::new(key),
             uv,
             lease: Duration::from_secs(cfg.lease_secs),
+            owner: cfg.gateway_id.clone(),
             artifacts: Artifacts::Gateway(cfg),
         }
     }
@@ -100,21 +104,25 @@ pub struct Jobs {
     relay_cache: Option<Arc<RelayCache>>,
     /// Where a job's start and end are told (`[[notify]]`), if anywhere.
     notices: Option<Arc<super::notices::Notices>>,
-    /// This process, as the owner of leases: host, pid and a random part.
-    owner: Arc<str>,
 }
 
-/// A name for this process that no other gateway has (the random part covers a pid
-/// reused after a restart).
-fn process_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+/// An owner of leases for a process that runs one job and ends (`apply`): its host,
+/// pid and a random part, never the same twice.
+pub fn one_off_owner() -> String {
     let (rand, _) = super::auth::new_token().unwrap_or_default();
     let rand: String = rand
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .take(6)
         .collect();
-    format!("{}:{}:{rand}", host.trim(), std::process::id())
+    format!("apply:{}:{}:{rand}", hostname(), std::process::id())
+}
+
+/// This machine's name, for owners of leases.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 pub fn new_job_id() -> String {
@@ -150,13 +158,12 @@ impl Jobs {
                 .build()
                 .expect("http client"),
             relay_cache,
-            owner: process_id().into(),
         }
     }
 
     /// This process's name as the owner of leases.
     pub fn owner(&self) -> &str {
-        &self.owner
+        &self.settings.owner
     }
 
     pub fn lease_time(&self) -> Duration {
@@ -166,7 +173,7 @@ impl Jobs {
     /// A lease for this process from now.
     pub fn lease(&self) -> Lease {
         Lease {
-            owner: self.owner.to_string(),
+            owner: self.settings.owner.clone(),
             until_ms: now_ms() + self.settings.lease.as_millis() as u64,
         }
     }
@@ -431,6 +438,15 @@ impl Jobs {
     /// Returns their ids.
     pub async fn recover(&self, which: Orphans) -> Result<Vec<String>, StoreError> {
         let ids = self.db.call(move |s| s.interrupt_running(which)).await?;
+        self.final_events(ids.clone()).await?;
+        Ok(ids)
+    }
+
+    /// Marks the running jobs of this gateway's previous life interrupted (a shared
+    /// database: other gateways' jobs are left to their leases).  Their ids.
+    pub async fn recover_own(&self) -> Result<Vec<String>, StoreError> {
+        let owner = self.owner().to_string();
+        let ids = self.db.call(move |s| s.interrupt_owned(&owner)).await?;
         self.final_events(ids.clone()).await?;
         Ok(ids)
     }

@@ -30,7 +30,7 @@ use config::GatewayConfig;
 use jobs::{Jobs, Settings};
 use lockfile::{GatewayLock, NoApplyAlive};
 use service::JobService;
-use store::{Db, Orphans};
+use store::{Db, Lease, Orphans};
 
 /// Opens (and migrates) the state database, checks the inventory, loads the key and uv,
 /// and builds the API's state.  Takes no lock and recovers nothing (see [`serve`]).
@@ -66,8 +66,9 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
         cfg.retention_days,
     );
     let state = state(cfg)?;
-    if let Some(file) = &file {
-        recover(state.svc.jobs(), file).await?;
+    match &file {
+        Some(file) => recover(state.svc.jobs(), file).await?,
+        None => recover_own(state.svc.jobs()).await?,
     }
     leases::spawn(state.svc.jobs().clone(), true);
     retention::spawn(state.svc.db().clone(), days);
@@ -87,9 +88,26 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     tracing::info!("listening on http://{addr}");
     let svc = state.svc.clone();
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Followed logs never end by themselves: they end when the gateway stops.
+    // Followed logs never end by themselves: they end when the gateway stops.  On a
+    // shared database its running jobs' leases end now, so that another gateway takes
+    // them over (and reads their hosts) within a second, or this one when it restarts;
+    // on SQLite they are recovered at the next start.
     let stopping = async move {
         shutdown().await;
+        if svc.db().shared() {
+            let ended = Lease {
+                owner: svc.jobs().owner().to_string(),
+                until_ms: 0,
+            };
+            match svc.db().call(move |s| s.renew_leases(&ended)).await {
+                Ok(ids) if !ids.is_empty() => tracing::warn!(
+                    "the leases of {} running job(s) released for another gateway to take over",
+                    ids.len()
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::error!("releasing this gateway's leases: {e}"),
+            }
+        }
         svc.end_log_streams();
     };
     axum::serve(listener, app)
@@ -115,6 +133,28 @@ async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// On a shared database: holds this gateway's id (a second gateway with the same id
+/// stops here), then marks the jobs of its own previous life interrupted.
+async fn recover_own(jobs: &Jobs) -> Result<(), String> {
+    let owner = jobs.owner().to_string();
+    let held = (jobs.db)
+        .call(move |s| s.hold_identity(&owner))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !held {
+        return Err(format!(
+            "another gateway with the id {:?} is running on this database: each gateway sharing it needs its own `gateway_id` (the default is HOST:CONFIG-PATH)",
+            jobs.owner()
+        ));
+    }
+    let ids = jobs.recover_own().await.map_err(|e| e.to_string())?;
+    for id in &ids {
+        tracing::warn!("job {id} was interrupted by this gateway's stop; its lock is released");
+    }
+    reconcile::spawn(jobs.clone(), ids);
+    Ok(())
+}
+
 async fn shutdown() {
     let term = async {
         use tokio::signal::unix::{SignalKind, signal};
@@ -126,5 +166,5 @@ async fn shutdown() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
-    tracing::info!("shutting down; running jobs will be marked interrupted on the next start");
+    tracing::info!("shutting down; running jobs stop here");
 }

@@ -25,16 +25,15 @@ const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// At most this many missed slots of one schedule are recorded one by one per tick.
 const MISSED_ROWS: usize = 100;
 
-/// Marks the runs a stopped gateway left `running` failed (one gateway per SQLite
-/// file: none of them is this one's).  On a shared database leases do it instead.
+/// Marks the runs a stopped gateway left `running` failed: on SQLite all of them (one
+/// gateway per file: none is this one's); on a shared database those of this gateway's
+/// previous life (other gateways' are left to their leases).
 pub async fn recover(svc: &JobService) -> Result<usize, ServiceError> {
-    if svc.db().shared() {
-        return Ok(0);
-    }
     let why = "the gateway stopped before this run started its job";
+    let owner = (svc.db().shared()).then(|| svc.jobs().owner().to_string());
     let n = svc
         .db()
-        .call(move |s| s.interrupt_runs(why, now_ms()))
+        .call(move |s| s.interrupt_runs(why, now_ms(), owner.as_deref()))
         .await?;
     if n > 0 {
         tracing::warn!("{n} schedule run(s) were interrupted by a gateway stop");

@@ -106,7 +106,13 @@ impl JobService {
             _ => return Err(ServiceError::Invalid("give either --at or --cron".into())),
         };
         let mut row = ScheduleRow {
-            id: format!("s{}", &crate::gateway::jobs::new_job_id()[..12]),
+            // Random, not the clock: gateways sharing a database create schedules too.
+            id: format!(
+                "s{}",
+                crate::gateway::auth::new_token()
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?
+                    .0
+            ),
             app: req.app,
             env: req.env,
             what: req.what,

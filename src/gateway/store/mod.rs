@@ -350,8 +350,8 @@ pub trait Store: Send + Sync {
     /// The newest runs first.
     fn schedule_runs(&self, id: &str, limit: u32) -> Result<Vec<ScheduleRun>>;
     /// Marks every run still `running` failed with `reason` (a gateway that starts has
-    /// none of its own yet); how many.
-    fn interrupt_runs(&self, reason: &str, at_ms: u64) -> Result<usize>;
+    /// none of its own yet): all of them, or those `owner` claimed; how many.
+    fn interrupt_runs(&self, reason: &str, at_ms: u64, owner: Option<&str>) -> Result<usize>;
     /// Freezes `env` (replacing its freeze, if any).
     fn set_freeze(&self, f: &FreezeInfo) -> Result<()>;
     /// False if `env` was not frozen.
@@ -366,6 +366,12 @@ pub trait Store: Send + Sync {
     /// (locks freed), their schedule runs failed.  Each job is returned to exactly one
     /// caller, with the gateway that held it.
     fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>>;
+    /// Holds `owner` as this process's while it lives; false if a live process holds it
+    /// (two gateways with one id on a shared database).
+    fn hold_identity(&self, owner: &str) -> Result<bool>;
+    /// Marks the running jobs of `owner` (a gateway's previous life) interrupted and
+    /// frees their locks; their ids.
+    fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>>;
     /// Leaves a cancel for the process that runs job `id`; false if it is not running.
     fn request_cancel(&self, id: &str) -> Result<bool>;
     /// The running jobs of `owner` that someone asked to cancel.

@@ -115,6 +115,8 @@ pub struct Postgres {
     shown: String,
     slots: Vec<Mutex<Option<Slot>>>,
     next: AtomicUsize,
+    /// The session that holds this gateway's id (an advisory lock) while it lives.
+    identity: Mutex<Option<Client>>,
 }
 
 impl Postgres {
@@ -143,6 +145,7 @@ impl Postgres {
             shown: shown.clone(),
             slots: (0..POOL).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            identity: Mutex::new(None),
         };
         pg.run(true, |c| migrate(c))
             .map_err(|e| fail(e.to_string()))?;
@@ -219,8 +222,9 @@ impl Drop for Postgres {
     /// on a thread that drives async tasks: the pool is dropped on a thread of its own.
     fn drop(&mut self) {
         let slots = std::mem::take(&mut self.slots);
+        let identity = self.identity.get_mut().map(Option::take).unwrap_or(None);
         std::thread::scope(|s| {
-            s.spawn(move || drop(slots));
+            s.spawn(move || drop((slots, identity)));
         });
     }
 }
@@ -312,6 +316,27 @@ impl Backend for Postgres {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    /// A session-level advisory lock on the id's hash, on a connection of its own: the
+    /// server frees it when the process dies and its connection closes.
+    fn hold_identity(&self, owner: &str) -> SqlResult<bool> {
+        let hold = || {
+            let mut c = self.connect()?;
+            let got: bool = c
+                .query_one("SELECT pg_try_advisory_lock(7317, hashtext($1))", &[&owner])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| SqlError::Db(message(&e)))?;
+            if got {
+                *self.identity.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+            }
+            Ok(got)
+        };
+        std::thread::scope(|s| {
+            s.spawn(hold)
+                .join()
+                .unwrap_or_else(|_| Err(SqlError::Db("a database call panicked".into())))
+        })
     }
 
     fn watch(&self, wake: Box<dyn Fn(&str) + Send + Sync>) {

@@ -213,8 +213,11 @@ impl<B: Backend> Store for SqlStore<B> {
         self.write("storing events", |c| {
             let mut jobs: Vec<&str> = Vec::new();
             for e in events {
+                // A number already taken (only by the final event of a job whose lease
+                // another gateway took over) must not lose the batch's other events.
                 c.exec(
-                    "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (job_id, seq) DO NOTHING",
                     vals![&e.job, e.seq, e.ts_ms, &e.data],
                 )?;
                 if !jobs.contains(&e.job.as_str()) {
@@ -408,8 +411,8 @@ impl<B: Backend> Store for SqlStore<B> {
         schedules::runs(self, id, limit)
     }
 
-    fn interrupt_runs(&self, reason: &str, at_ms: u64) -> Result<usize> {
-        schedules::interrupt_runs(self, reason, at_ms)
+    fn interrupt_runs(&self, reason: &str, at_ms: u64, owner: Option<&str>) -> Result<usize> {
+        schedules::interrupt_runs(self, reason, at_ms, owner)
     }
 
     fn set_freeze(&self, f: &FreezeInfo) -> Result<()> {
@@ -430,6 +433,16 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>> {
         leases::expire(self, now_ms)
+    }
+
+    fn hold_identity(&self, owner: &str) -> Result<bool> {
+        self.b
+            .hold_identity(owner)
+            .map_err(|e| error("holding this gateway's id", e))
+    }
+
+    fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>> {
+        leases::interrupt_owned(self, owner)
     }
 
     fn request_cancel(&self, id: &str) -> Result<bool> {

@@ -70,3 +70,18 @@ pub(super) fn cancel_requests<B: Backend>(s: &SqlStore<B>, owner: &str) -> Resul
         )
     })
 }
+
+/// Marks the running jobs of `owner` (a gateway's previous life) interrupted and frees
+/// their locks; their ids.
+pub(super) fn interrupt_owned<B: Backend>(s: &SqlStore<B>, owner: &str) -> Result<Vec<String>> {
+    s.write(
+        "interrupting the jobs of this gateway's previous life",
+        |c| {
+            let ids = c.texts(
+                "SELECT id FROM jobs WHERE owner = $1 AND state = 'running'",
+                vals![owner],
+            )?;
+            interrupt(c, &ids, "the gateway stopped while this job ran")
+        },
+    )
+}

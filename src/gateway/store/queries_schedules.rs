@@ -137,15 +137,18 @@ pub(super) fn runs<B: Backend>(s: &SqlStore<B>, id: &str, limit: u32) -> Result<
     })
 }
 
+/// Marks the runs still `running` failed: all of them, or those `owner` claimed.
 pub(super) fn interrupt_runs<B: Backend>(
     s: &SqlStore<B>,
     reason: &str,
     at_ms: u64,
+    owner: Option<&str>,
 ) -> Result<usize> {
     s.write("marking interrupted schedule runs", |c| {
         c.exec(
-            "UPDATE schedule_runs SET state = 'failed', reason = $1, ts_ms = $2 WHERE state = 'running'",
-            vals![reason, at_ms],
+            "UPDATE schedule_runs SET state = 'failed', reason = $1, ts_ms = $2
+             WHERE state = 'running' AND (CAST($3 AS TEXT) IS NULL OR owner = $3)",
+            vals![reason, at_ms, owner],
         )
         .map(|n| n as usize)
     })

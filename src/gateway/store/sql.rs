@@ -195,6 +195,12 @@ pub trait Backend: Send + Sync {
     /// Calls `wake(job)` whenever another gateway stored events of `job` (`""`: maybe
     /// any job).  A database only one gateway uses has nothing to watch.
     fn watch(&self, _wake: Box<dyn Fn(&str) + Send + Sync>) {}
+
+    /// Holds `owner` as this process's for as long as it lives; false if another live
+    /// process holds it.  (SQLite: the lock file beside it does this.)
+    fn hold_identity(&self, _owner: &str) -> SqlResult<bool> {
+        Ok(true)
+    }
 }
 
 /// `env IN ($n, $n+1, ...)` for the environments of a scope, with their values (`1=1`

@@ -128,9 +128,10 @@ fn an_expired_lease_is_taken_over_once_frees_the_lock_and_stops_its_renewal() {
     each(|at| {
         // Two gateways: two handles on one database (two pools on PostgreSQL).
         let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
+        // (Times are given, not waited for: `expire_leases` takes its instant.)
         let short = Lease {
             owner: "gw-a".into(),
-            until_ms: now_ms() + 200,
+            until_ms: now_ms() + 5_000,
         };
         a.start_job(&job("j1", "ann"), &short).unwrap().unwrap();
         let mut other = job("j2", "bob");
@@ -205,7 +206,7 @@ fn a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease
         };
         let short = Lease {
             owner: "gw-a".into(),
-            until_ms: now_ms() + 100,
+            until_ms: now_ms() + 5_000,
         };
         let (x, y) = std::thread::scope(|s| {
             let x = s.spawn(|| a.claim_run("s1", &run, Some(&short)).unwrap());
@@ -213,7 +214,7 @@ fn a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease
             (x.join().unwrap(), y.join().unwrap())
         });
         assert!(x ^ y, "exactly one claim: {x} {y}");
-        b.expire_leases(now_ms() + 60_000).unwrap();
+        b.expire_leases(short.until_ms + 1).unwrap(); // gw-b's lease runs a minute
         let runs = b.schedule_runs("s1", 10).unwrap();
         let expected = if x { "failed" } else { "running" };
         assert_eq!(runs[0].state, expected, "{runs:?}");
@@ -434,5 +435,39 @@ fn a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process() {
         a.finish_job("j1", JobState::Cancelled, None).unwrap();
         assert!(a.cancel_requests("gw-a").unwrap().is_empty());
         assert!(!b.request_cancel("j1").unwrap(), "not running any more");
+    });
+}
+
+#[test]
+fn a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs() {
+    each(|at| {
+        let a = Db::open(at).unwrap();
+        assert!(a.hold_identity("gw-a").unwrap());
+        a.start_job(&job("j1", "ann"), &lease("gw-a"))
+            .unwrap()
+            .unwrap();
+        let mut other = job("j2", "bob");
+        other.env = "production".into();
+        a.start_job(&other, &lease("gw-b")).unwrap().unwrap();
+        if a.shared() {
+            let b = Db::open(at).unwrap();
+            assert!(!b.hold_identity("gw-a").unwrap(), "held by a live process");
+            assert!(b.hold_identity("gw-b").unwrap());
+            drop(a);
+            // The server frees a session's locks when its connection closes.
+            let again = Db::open(at).unwrap();
+            let held = (0..50).any(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                again.hold_identity("gw-a").unwrap()
+            });
+            assert!(held, "a dead process's id is free");
+        }
+        let s = Db::open(at).unwrap();
+        assert_eq!(s.interrupt_owned("gw-a").unwrap(), ["j1"]);
+        assert_eq!(s.job("j2").unwrap().unwrap().state, JobState::Running);
+        assert_eq!(
+            s.start_job(&job("j3", "ann"), &lease("gw-a")).unwrap(),
+            Ok(())
+        );
     });
 }
