@@ -89,12 +89,9 @@ impl Api {
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
+    /// What the gateway has stored, on either store.
     fn db_bytes(&self) -> u64 {
-        ["gateway.db", "gateway.db-wal"]
-            .iter()
-            .filter_map(|f| std::fs::metadata(self.dir.path().join("state").join(f)).ok())
-            .map(|m| m.len())
-            .sum()
+        support::database_size(self.dir.path())
     }
 }
 

@@ -153,7 +153,12 @@ impl Backend for Sqlite {
         if !tx {
             return f(&mut Lite3(&c));
         }
-        let t = c.transaction().map_err(db)?;
+        // IMMEDIATE: a transaction that reads, then writes, waits for another writer
+        // (`busy_timeout`) instead of failing on the upgrade (an `apply` run and the
+        // gateway write one file).
+        let t = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db)?;
         let out = f(&mut Lite3(&t));
         match out {
             Ok(v) => t.commit().map(|_| v).map_err(db),
