@@ -342,11 +342,12 @@ fn a_deploy_through_one_gateway_is_followed_live_through_the_other_and_locks_bot
         "1"
     );
     assert_eq!(pg::sql(&db, "SELECT job_id FROM locks"), winner);
-    // Enough: cancelled (by the gateway that runs it), it stops after the steps in flight.
-    let owner = if accepted[0].0 == "A" { &a } else { &b };
-    let (status, v) = post(owner, &ann, &format!("/v1/jobs/{winner}/cancel"), "");
+    // Enough: cancelled through the gateway that does NOT run it (the request waits in
+    // the job's row for its own gateway), it stops after the steps in flight.
+    let other = if accepted[0].0 == "A" { &b } else { &a };
+    let (status, v) = post(other, &ann, &format!("/v1/jobs/{winner}/cancel"), "");
     assert_eq!(status, 200, "{v}");
-    assert_eq!(wait_ended(&b, &ann, &winner, 240), "cancelled");
+    assert_eq!(wait_ended(&a, &ann, &winner, 240), "cancelled");
     for s in &tb.servers {
         let v = served_version(s);
         assert!(v == "1.0.0" || v == "1.1.0", "{}: {v}", s.name);

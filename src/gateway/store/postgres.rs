@@ -307,11 +307,7 @@ impl Backend for Postgres {
         if tokio::runtime::Handle::try_current().is_err() {
             return self.run_here(tx, f);
         }
-        std::thread::scope(|s| {
-            s.spawn(|| self.run_here(tx, f))
-                .join()
-                .unwrap_or_else(|_| Err(SqlError::Db("a database call panicked".into())))
-        })
+        off_runtime(|| self.run_here(tx, f))
     }
 
     fn shared(&self) -> bool {
@@ -332,16 +328,22 @@ impl Backend for Postgres {
             }
             Ok(got)
         };
-        std::thread::scope(|s| {
-            s.spawn(hold)
-                .join()
-                .unwrap_or_else(|_| Err(SqlError::Db("a database call panicked".into())))
-        })
+        off_runtime(hold)
     }
 
     fn watch(&self, wake: Box<dyn Fn(&str) + Send + Sync>) {
         watch(self, wake)
     }
+}
+
+/// Runs `f` on a scoped thread of its own: the client's runtime may not block a
+/// thread that drives async tasks.
+fn off_runtime<T: Send>(f: impl FnOnce() -> SqlResult<T> + Send) -> SqlResult<T> {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|_| Err(SqlError::Db("a database call panicked".into())))
+    })
 }
 
 /// An error's own words (and the server's detail), never the connection's secrets.
