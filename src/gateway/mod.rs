@@ -1,7 +1,8 @@
 //! The gateway: its state ([`state`]: the store, the job runner, the job service) and
-//! `serve`, which holds a SQLite database's gateway lock, binds, recovers the jobs of a
-//! previous run (SQLite) or leaves that to leases (PostgreSQL, shared by several
-//! gateways), and serves the API until SIGINT/SIGTERM.
+//! `serve`, which holds a SQLite database's gateway lock (or, on PostgreSQL, this
+//! gateway's id), binds, recovers the jobs of a previous run (SQLite: every dead
+//! runner's; PostgreSQL: only its own, others' are left to their leases), and serves
+//! the API until SIGINT/SIGTERM.
 
 pub mod api;
 pub mod apply;
@@ -50,8 +51,9 @@ pub fn state(cfg: GatewayConfig) -> Result<api::AppState, String> {
 
 /// Runs the gateway: on SQLite the lock first (a second gateway on this file stops
 /// here, touching nothing), then the listener, then recovery, then the API.  On
-/// PostgreSQL there is no lock and no start-up recovery: other gateways may be running
-/// their jobs; expired leases are taken over instead (`leases.rs`).
+/// PostgreSQL there is no lock file: the gateway holds its id, frees only its own
+/// previous life's jobs (others may be running theirs), and expired leases of dead
+/// gateways are taken over (`leases.rs`).
 pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
     let mut lock = match cfg.database.file() {
         Some(file) => Some(GatewayLock::acquire(file)?),
