@@ -9,6 +9,7 @@ pub mod apply;
 pub mod auth;
 pub mod build_job;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 pub mod jobs;
 pub mod leases;

@@ -1,4 +1,4 @@
-//! The HTTP API under `/v1`: the route table (and which routes are public), the state,
+//! The HTTP API under `/v1` (and the dashboard's pages under `/ui`, `dashboard/`): the route table (and which routes are public), the state,
 //! the layers (version handshake and request log on everything; the token check on every
 //! route not in [`PUBLIC_ROUTES`]) and the JSON fallback.  Handlers live in one file per
 //! resource (`day_two.rs`: restart, run, app logs; `pipeline.rs`: builds, changes,
@@ -28,6 +28,7 @@ use axum::{Json, Router};
 use deploy_wire::api::codes;
 
 pub use error::{ApiErr, AppJson, AppPath, AppQuery};
+pub use jobs::KEEP_ALIVE;
 
 use super::auth::{self, Principal};
 use super::config::CliVersions;
@@ -40,6 +41,8 @@ pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
 pub struct AppState {
     pub svc: JobService,
     cli: Arc<Handshake>,
+    /// The dashboard's signed-in browsers.
+    pub sessions: Arc<super::dashboard::Sessions>,
 }
 
 /// The CLI versions this gateway accepts, and how to upgrade.
@@ -57,7 +60,8 @@ impl AppState {
             newest: cli.newest.clone(),
             upgrade_command,
         });
-        AppState { svc, cli }
+        let sessions = Arc::default();
+        AppState { svc, cli, sessions }
     }
 }
 
@@ -138,6 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     t.public
         .merge(protected)
+        .merge(super::dashboard::routes())
         .fallback(error::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

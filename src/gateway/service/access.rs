@@ -113,8 +113,28 @@ impl JobService {
         Ok(principal(t, source))
     }
 
+    /// A dashboard sign-in: the token's principal (refusals audited as for any request)
+    /// and when the token expires; the sign-in itself is audited.
+    pub async fn sign_in(&self, token: &str, source: &str) -> Result<(Principal, Option<u64>)> {
+        let p = self
+            .authenticate(Some(token), "/ui/sign-in", source)
+            .await?;
+        let hash = auth::hash(token);
+        let row = self.db().call(move |s| s.token_by_hash(&hash)).await?;
+        let expires_ms = row.and_then(|t| t.expires_ms);
+        let id = p.token.clone().unwrap_or_default();
+        self.audit(
+            &p.user,
+            "sign-in",
+            &format!("dashboard from {source} (token {id})"),
+            "ok",
+        )
+        .await;
+        Ok((p, expires_ms))
+    }
+
     /// Whether a token is usable now: its principal, or why not (revoked, expired).
-    pub(super) async fn token_principal(&self, id: &str, source: &str) -> Result<Principal> {
+    pub async fn token_principal(&self, id: &str, source: &str) -> Result<Principal> {
         let tokens = self.db().call(|s| s.tokens()).await?;
         let t = tokens
             .into_iter()
