@@ -21,6 +21,7 @@ use deploy::ssh::{self, SshOptions};
 use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
 
+pub mod browser;
 pub mod git;
 pub mod jenkins;
 pub mod load;
