@@ -17,21 +17,27 @@
 #     gateway only submits their jobs and stores their events, as in the files below, and
 #     one heavy Docker file more each would break the budget (the pass below already
 #     takes ~16 min on 2 cores, as pass 1 does; CI's budget for both is ~35 min);
+#   - tests/faults.rs and tests/artifacts.rs (both passed on PostgreSQL at stop 21, then
+#     left out to keep CI under 45 min): the gateway SIGKILLed at each step boundary,
+#     and the relay; what differs on PostgreSQL there, recovery after a gateway's death,
+#     is tests/shared_store.rs's (lease take-over) and the store's unit tests';
 #   - tests/shared_store.rs: always on PostgreSQL, already run in pass 1;
+#   - tests/dashboard.rs: its pages read through the same service as the API;
 #   and except one test of tests/gateway_lock.rs (PG_SKIP): `a_second_gateway_on_the_
 #     same_database_fails...` checks SQLite's lock file (one `serve` per file); on
 #     PostgreSQL gateways share a database. Its other tests (the lock row against `apply`,
 #     a gateway starting while `apply` runs) concern every store and do run.
 # Measured (2 cores shared with other work, load 2-15, warm build, 2026-11-26):
-#   `cargo test --lib gateway::store` 3 s; the suite 947 s: faults 249, artifacts 164,
-#   pipeline 157, cron 137, gateway_jobs 119, day_two 55, gateway_versions 29, schedules
-#   12, gateway_lock 11, gateway_scopes 9, the rest < 3 each.
+#   `cargo test --lib gateway::store` 3 s; the suite 947 s with faults (249) and
+#   artifacts (164), so ~530 s without them: pipeline 157, cron 137, gateway_jobs 119,
+#   day_two 55, gateway_versions 29, schedules 12, gateway_lock 11, gateway_scopes 9, the
+#   rest < 3 each.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PG_SUITE=(
     gateway_api gateway_auth gateway_jobs gateway_lock gateway_scopes gateway_versions
-    day_two_api day_two schedules cron artifacts pipeline faults
+    day_two_api day_two schedules cron pipeline
 )
 PG_SKIP=(a_second_gateway_on_the_same_database_fails_and_the_first_keeps_its_job_and_lock)
 

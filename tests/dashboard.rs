@@ -7,7 +7,8 @@
 //! is the sign-in page; the token is in no URL, page source or log.
 //!
 //! Screenshots go to `target/tmp/dashboard/` (`CARGO_TARGET_TMPDIR`): `sign-in.png`,
-//! `job-live.png` (a deploy in flight), `matrix.png` (after it), `job-10k.png`,
+//! `job-live.png` (a deploy in flight), `matrix.png` (after it), `matrix-drift.png` (a host
+//! changed behind the gateway's back, seen by the live check), `job-10k.png`,
 //! `staging-only.png`.
 
 mod support;
@@ -50,7 +51,10 @@ impl Seen {
         for s in &self.sources {
             assert!(!s.contains(token), "the token is in a page source");
         }
-        assert!(!gw.log().contains(token), "the token is in the gateway's log");
+        assert!(
+            !gw.log().contains(token),
+            "the token is in the gateway's log"
+        );
         println!(
             "token absent from {} URLs, {} page sources and the gateway's log ({} bytes)",
             self.urls.len(),
@@ -83,7 +87,11 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 /// Signs in through the form; the browser starts on a page that needs a session.
 fn sign_in(b: &Browser, gw: &Gateway, token: &str, seen: &mut Seen) {
     b.goto(&format!("{}/ui/", gw.url));
-    assert!(b.wait_for("#sign-in", Duration::from_secs(10)), "{}", b.source());
+    assert!(
+        b.wait_for("#sign-in", Duration::from_secs(10)),
+        "{}",
+        b.source()
+    );
     seen.look(b);
     b.fill("#token", token);
     b.click("#sign-in button");
@@ -170,15 +178,25 @@ fn a_live_deploy_streams_to_the_job_page_and_a_long_job_keeps_up() {
         .unwrap()
         .as_secs();
     let expiry = session["expiry"].as_u64().expect("the cookie expires");
-    assert!(expiry > now_s && expiry <= now_s + 8 * 3600 + 60, "{session}");
+    assert!(
+        expiry > now_s && expiry <= now_s + 8 * 3600 + 60,
+        "{session}"
+    );
 
-    live_deploy(&b, &gw, &root, &out, &mut seen);
+    live_deploy(&tb, &b, &gw, &root, &out, &mut seen);
     ten_thousand_lines(&b, &gw, &root, &out, &mut seen);
     seen.assert_never(&root, &gw);
 }
 
 /// A deploy to three hosts, followed live; reloaded mid-job; then the matrix.
-fn live_deploy(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, seen: &mut Seen) {
+fn live_deploy(
+    tb: &Testbed,
+    b: &Browser,
+    gw: &Gateway,
+    token: &str,
+    out: &std::path::Path,
+    seen: &mut Seen,
+) {
     let body = json!({"app": "hello", "env": "staging", "version": "1.0.0"});
     let job = post(gw, "/v1/deployments", token, body);
     let id = job["id"].as_str().unwrap().to_string();
@@ -186,7 +204,11 @@ fn live_deploy(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, se
     wait_until("live lines", Duration::from_secs(120), || {
         page_lines(b).iter().filter(|l| l.2 > 0).count() >= 5 || state(b) != "running"
     });
-    assert_eq!(state(b), "running", "the deploy ended before the page saw it live");
+    assert_eq!(
+        state(b),
+        "running",
+        "the deploy ended before the page saw it live"
+    );
     b.screenshot(&out.join("job-live.png"));
     seen.look(b);
     let before = page_lines(b);
@@ -206,7 +228,10 @@ fn live_deploy(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, se
         .iter()
         .map(|e| e["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, stored, "the page after a reload is not the stored log");
+    assert_eq!(
+        seqs, stored,
+        "the page after a reload is not the stored log"
+    );
     let mut all = delays(&before);
     all.extend(delays(&lines));
     all.sort();
@@ -225,10 +250,16 @@ fn live_deploy(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, se
         percentile(&all, 0.95),
         all.last().unwrap()
     );
-    assert!(*all.last().unwrap() < 1000, "an event took over 1 s to reach the page: {all:?}");
+    assert!(
+        *all.last().unwrap() < 1000,
+        "an event took over 1 s to reach the page: {all:?}"
+    );
     let host_states = b.texts("#hosts tr.host .state");
     assert_eq!(host_states.len(), 3, "{host_states:?}");
-    assert!(host_states.iter().all(|s| s == "changed" || s == "ok"), "{host_states:?}");
+    assert!(
+        host_states.iter().all(|s| s == "changed" || s == "ok"),
+        "{host_states:?}"
+    );
 
     b.goto(&format!("{}/ui/", gw.url));
     let cells = b.execute(
@@ -238,16 +269,47 @@ fn live_deploy(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, se
     );
     assert_eq!(
         cells,
-        json!([["web1", "1.0.0", false], ["web2", "1.0.0", false], ["web3", "1.0.0", false]]),
+        json!([
+            ["web1", "1.0.0", false],
+            ["web2", "1.0.0", false],
+            ["web3", "1.0.0", false]
+        ]),
         "{}",
         b.source()
     );
     b.screenshot(&out.join("matrix.png"));
     seen.look(b);
+
+    // Drift: web3's live pointer is changed behind the gateway's back; the record still
+    // says 1.0.0, and only the live check (`?live=1`, over SSH) sees the host differ.
+    let web3 = tb.server("web3").container.clone();
+    support::exec(
+        &web3,
+        "ln -sfn green@9.9.9.sock /srv/apps/hello/run/live.sock",
+    );
+    b.goto(&format!("{}/ui/?live=1", gw.url));
+    let drift = b.execute(
+        "return Array.from(document.querySelectorAll('.cell.drift')).map(c => [c.dataset.host, c.textContent.trim().replace(/\\s+/g, ' ')]);",
+        json!([]),
+    );
+    assert_eq!(
+        drift,
+        json!([["web3", "web3 1.0.0 (host says 9.9.9)"]]),
+        "{}",
+        b.source()
+    );
+    b.screenshot(&out.join("matrix-drift.png"));
+    seen.look(b);
 }
 
 /// A one-off command printing 10,000 lines in bursts: the page keeps up, and stays small.
-fn ten_thousand_lines(b: &Browser, gw: &Gateway, token: &str, out: &std::path::Path, seen: &mut Seen) {
+fn ten_thousand_lines(
+    b: &Browser,
+    gw: &Gateway,
+    token: &str,
+    out: &std::path::Path,
+    seen: &mut Seen,
+) {
     let script = "sleep 1; seq 1 10000 | while read i; do echo \"line $i of the long job\"; \
                   case $i in *000) sleep 0.3;; esac; done";
     let body = json!({"app": "hello", "env": "staging", "host": "web1",
@@ -269,7 +331,9 @@ fn ten_thousand_lines(b: &Browser, gw: &Gateway, token: &str, out: &std::path::P
     assert!(last.2 > 0, "the job's end came with the page, not live");
     let end_delay = last.2.saturating_sub(last.1);
     let d = delays(&lines);
-    let mb = |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0) / 1e6;
+    let mb = |m: &std::collections::HashMap<String, f64>, k: &str| {
+        m.get(k).copied().unwrap_or(0.0) / 1e6
+    };
     println!(
         "10,000 lines: {} live; delay event -> page: median {} ms, p95 {} ms, max {} ms; the end {} ms after the job's last event; \
          browser JS heap {:.1} MB -> {:.1} MB, DOM nodes {} -> {}",
@@ -283,8 +347,14 @@ fn ten_thousand_lines(b: &Browser, gw: &Gateway, token: &str, out: &std::path::P
         before.get("Nodes").copied().unwrap_or(0.0),
         after.get("Nodes").copied().unwrap_or(0.0),
     );
-    assert!(end_delay < 1000, "the page was {end_delay} ms behind at the job's end");
-    assert!(mb(&after, "JSHeapUsedSize") < 200.0, "the page's heap grew past 200 MB: {after:?}");
+    assert!(
+        end_delay < 1000,
+        "the page was {end_delay} ms behind at the job's end"
+    );
+    assert!(
+        mb(&after, "JSHeapUsedSize") < 200.0,
+        "the page's heap grew past 200 MB: {after:?}"
+    );
     b.screenshot(&out.join("job-10k.png"));
     seen.look(b);
 }
@@ -299,7 +369,12 @@ fn a_staging_only_sign_in_sees_no_production_and_no_session_gets_the_sign_in_pag
     let mut ids = Vec::new();
     for env in ["production", "staging"] {
         let body = json!({"app": "hello", "env": env, "version": "1.0.0"});
-        let (status, _, body) = gw.http("POST", "/v1/deployments", Some(&root), Some(&body.to_string()));
+        let (status, _, body) = gw.http(
+            "POST",
+            "/v1/deployments",
+            Some(&root),
+            Some(&body.to_string()),
+        );
         // The offline inventory's index does not answer: the job may be refused at once
         // (502) or fail on its unreachable host; a job with events is what is needed.
         assert_eq!(status, 202, "{body}");
@@ -313,14 +388,25 @@ fn a_staging_only_sign_in_sees_no_production_and_no_session_gets_the_sign_in_pag
     });
 
     // Without a session: every page is the sign-in page (401), with the security headers.
-    for path in ["/ui/", &format!("/ui/jobs/{prod}"), &format!("/ui/jobs/{prod}/events"), "/ui/audit"] {
+    for path in [
+        "/ui/",
+        &format!("/ui/jobs/{prod}"),
+        &format!("/ui/jobs/{prod}/events"),
+        "/ui/audit",
+    ] {
         let (status, head, body) = gw.http("GET", path, None, None);
         assert_eq!(status, 401, "{path}: {head}");
         assert!(body.contains("id=\"sign-in\""), "{path}: {body}");
-        assert!(!body.contains(&prod) || path.contains(&prod) && !body.contains("prod1"), "{path}");
+        assert!(
+            !body.contains(&prod) || path.contains(&prod) && !body.contains("prod1"),
+            "{path}"
+        );
         let head = head.to_ascii_lowercase();
         assert!(head.contains("frame-ancestors 'none'"), "{head}");
-        assert!(head.contains("script-src 'self'") && !head.contains("unsafe-inline"), "{head}");
+        assert!(
+            head.contains("script-src 'self'") && !head.contains("unsafe-inline"),
+            "{head}"
+        );
     }
 
     let b = Browser::start(&out);
@@ -347,11 +433,18 @@ fn a_staging_only_sign_in_sees_no_production_and_no_session_gets_the_sign_in_pag
         }
     }
     b.goto(&format!("{}/ui/jobs", gw.url));
-    assert!(b.source().contains(&staging), "ann's own environment's job is listed");
+    assert!(
+        b.source().contains(&staging),
+        "ann's own environment's job is listed"
+    );
     b.screenshot(&out.join("staging-only.png"));
     b.goto(&format!("{}/ui/jobs/{prod}", gw.url));
     seen.look(&b);
-    assert!(b.source().contains("may not read environment production"), "{}", b.source());
+    assert!(
+        b.source().contains("may not read environment production"),
+        "{}",
+        b.source()
+    );
     assert!(!b.source().contains("prod1"));
     let status = b.execute(
         "const x = new XMLHttpRequest(); x.open('GET', arguments[0], false); x.send(); return x.status;",
@@ -368,6 +461,10 @@ fn a_staging_only_sign_in_sees_no_production_and_no_session_gets_the_sign_in_pag
     b.click(".who button");
     assert!(b.wait_for("#sign-in", Duration::from_secs(10)));
     b.goto(&format!("{}/ui/jobs", gw.url));
-    assert!(b.wait_for("#sign-in", Duration::from_secs(10)), "{}", b.source());
+    assert!(
+        b.wait_for("#sign-in", Duration::from_secs(10)),
+        "{}",
+        b.source()
+    );
     seen.assert_never(&ann, &gw);
 }

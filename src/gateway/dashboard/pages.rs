@@ -79,6 +79,9 @@ pub struct JobFilter {
     state: Option<String>,
 }
 
+/// A filter of the history: its name, the value asked for, and the job's value.
+type FilterField<'a> = (&'static str, &'a Option<String>, fn(&JobInfo) -> String);
+
 #[derive(Serialize)]
 struct Filter {
     name: &'static str,
@@ -93,7 +96,7 @@ pub async fn jobs(
     Query(f): Query<JobFilter>,
 ) -> Page {
     let all = st.svc.jobs_for(&p, HISTORY_SCAN).await?;
-    let fields: [(&'static str, &Option<String>, fn(&JobInfo) -> String); 4] = [
+    let fields: [FilterField; 4] = [
         ("app", &f.app, |j| j.app.clone()),
         ("env", &f.env, |j| j.env.clone()),
         ("user", &f.user, |j| j.user.clone()),

@@ -1,4 +1,4 @@
-//! The dashboard's HTML: the templates (`templates/dashboard/`, built into the binary,
+//! The dashboard's HTML: the templates (`templates/` beside this file, built into the binary,
 //! auto-escaped as HTML), the filters they use, and the matrix model (which release each
 //! host serves, and which hosts stand out).  Pure: a page is a template and a context.
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 
 macro_rules! templates {
     ($($name:literal),+ $(,)?) => {
-        &[$(($name, include_str!(concat!("../../../templates/dashboard/", $name)))),+]
+        &[$(($name, include_str!(concat!("templates/", $name)))),+]
     };
 }
 
