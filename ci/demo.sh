@@ -108,6 +108,7 @@ Try the CLI yourself:
   $bin/deploy versions hello
   $bin/deploy release hello 1.1.0 -e staging --check
   $bin/deploy jobs
+The dashboard:            $DEPLOY_GATEWAY/ui/  (sign in with the token in .demo/token)
 Deploy another release:   bash ci/demo.sh 1.1.0
 Stop the demo:            kill \$(cat .demo/gateway.pid); ci/testbed.sh down demo
 EOF2

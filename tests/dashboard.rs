@@ -357,6 +357,20 @@ fn ten_thousand_lines(
     );
     b.screenshot(&out.join("job-10k.png"));
     seen.look(b);
+
+    // The finished job loaded afresh: its newest lines, the rest behind a link.
+    b.goto(&format!("{}/ui/jobs/{id}", gw.url));
+    let load_ms = b.execute(
+        "const t = performance.getEntriesByType('navigation')[0]; return Math.round(t.loadEventEnd - t.startTime);",
+        json!([]),
+    );
+    let shown = page_lines(b).len();
+    assert_eq!(shown, 5000, "lines the page comes with");
+    assert!(
+        b.text("#earlier")
+            .is_some_and(|t| t.contains("earlier events"))
+    );
+    println!("the finished 10,000-line job's page: {shown} lines, loaded in {load_ms} ms");
 }
 
 #[test]
@@ -467,4 +481,57 @@ fn a_staging_only_sign_in_sees_no_production_and_no_session_gets_the_sign_in_pag
         b.source()
     );
     seen.assert_never(&ann, &gw);
+
+    // A read-only token signs in too, and revoking it ends its session at once.
+    let out = gw
+        .command(&["token", "create", "--user", "rita", "--read", "staging"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rita = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    sign_in(&b, &gw, &rita, &mut seen);
+    b.goto(&format!("{}/ui/jobs", gw.url));
+    assert!(b.source().contains(&staging));
+    let id = rita.split('_').nth(1).unwrap();
+    let st = gw.command(&["token", "revoke", id]).status().unwrap();
+    assert!(st.success());
+    b.goto(&format!("{}/ui/jobs", gw.url));
+    assert!(
+        b.wait_for("#sign-in", Duration::from_secs(10)),
+        "a revoked token's session still works"
+    );
+    seen.assert_never(&rita, &gw);
+
+    // A sign-in posted from another site's page is refused (and makes no session).
+    let form = format!("token={ann}&next=%2Fui%2F");
+    let (status, head) = post_form(&gw, "https://evil.test", &form);
+    assert_eq!(status, 403, "{head}");
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+    let (status, head) = post_form(&gw, &gw.url, &form);
+    assert_eq!(
+        status, 303,
+        "the same form from the gateway's own page: {head}"
+    );
+}
+
+/// POSTs a sign-in form as a browser on `origin` would: (status, head).
+fn post_form(gw: &Gateway, origin: &str, form: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = gw.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "POST /ui/sign-in HTTP/1.0\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let head = buf.split("\r\n\r\n").next().unwrap_or_default().to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head)
 }

@@ -176,6 +176,10 @@ async fn sign_in(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
+    if !same_origin(&headers) {
+        let page = sign_in_html(&form.next, Some(CROSS_SITE));
+        return (StatusCode::FORBIDDEN, page).into_response();
+    }
     let now = now_ms();
     let (p, token_expires) = match st.svc.sign_in(form.token.trim(), &source).await {
         Ok(found) => found,
@@ -205,6 +209,9 @@ async fn sign_in(
 
 /// POST /ui/sign-out: ends the session here and in the browser.
 async fn sign_out(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, CROSS_SITE).into_response();
+    }
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     if let Some(id) = session::from_cookie_header(cookie) {
         st.sessions.remove(id);
@@ -214,6 +221,21 @@ async fn sign_out(State(st): State<AppState>, headers: HeaderMap) -> Response {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+const CROSS_SITE: &str = "a sign-in or sign-out sent from another site is refused";
+
+/// Whether a browser's POST comes from a page of this gateway: its `Origin` (browsers send
+/// one with every POST) names the host it was sent to (`X-Forwarded-Host` behind a proxy,
+/// else `Host`).  Without `Origin` (not a browser) there is no other site to fear.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(origin) = text("origin") else {
+        return true;
+    };
+    let host = text("x-forwarded-host").or(text("host")).unwrap_or("");
+    let authority = origin.split_once("://").map_or("", |(_, a)| a);
+    !host.is_empty() && authority.eq_ignore_ascii_case(host)
 }
 
 /// The static assets, built into the binary.
@@ -232,7 +254,9 @@ async fn asset(Path(file): Path<String>) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// The headers of every dashboard response.
+/// The headers of every dashboard response.  `Referrer-Policy: same-origin`, not
+/// `no-referrer`: with the latter a browser's form POST says `Origin: null`, and the
+/// sign-in's origin check could not tell the gateway's own page from another site.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
@@ -242,7 +266,7 @@ async fn security_headers(mut resp: Response) -> Response {
         ("content-security-policy", CSP),
         ("x-frame-options", "DENY"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("cache-control", "no-store"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
@@ -253,6 +277,37 @@ async fn security_headers(mut resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_from_another_site_is_refused() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let same = headers(&[("host", "gw:8700"), ("origin", "http://gw:8700")]);
+        assert!(same_origin(&same));
+        assert!(same_origin(&headers(&[("host", "gw:8700")])), "curl");
+        for bad in [
+            headers(&[("host", "gw:8700"), ("origin", "https://evil.test")]),
+            headers(&[("host", "gw:8700"), ("origin", "null")]),
+            headers(&[
+                ("host", "127.0.0.1:1"),
+                ("origin", "https://deploy.example"),
+                ("x-forwarded-host", "other"),
+            ]),
+        ] {
+            assert!(!same_origin(&bad), "{bad:?}");
+        }
+        let proxied = headers(&[
+            ("host", "127.0.0.1:8700"),
+            ("x-forwarded-host", "deploy.example"),
+            ("origin", "https://deploy.example"),
+        ]);
+        assert!(same_origin(&proxied));
+    }
 
     #[test]
     fn a_sign_in_only_sends_the_browser_back_to_a_dashboard_page() {
