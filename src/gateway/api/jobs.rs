@@ -18,7 +18,6 @@ use serde::Deserialize;
 use super::{ApiErr, AppJson, AppPath, AppQuery, AppState};
 use crate::gateway::auth::Principal;
 use crate::gateway::events::Tail;
-use crate::gateway::service::ServiceError;
 
 type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
 
@@ -89,18 +88,7 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiErr> {
     st.svc.job_for(&p, &id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(q.after)
-        .unwrap_or(0);
-    let tail = st.svc.jobs().events.follow(id, after).map_err(|_| {
-        let max = crate::gateway::events::MAX_FOLLOWERS;
-        ServiceError::Unavailable(format!(
-            "the gateway already streams {max} jobs' events; retry later"
-        ))
-    })?;
+    let tail = st.svc.follow_events(id, resume_after(&headers, q.after))?;
     let stream = futures_util::stream::unfold(tail, |mut rx| async move {
         let event = match rx.recv().await? {
             Tail::Event { seq, data } => SseEvent::default()
@@ -117,6 +105,17 @@ pub async fn events(
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// Where a resumed event stream starts: after `Last-Event-ID` (what a browser's
+/// EventSource sends on a reconnect), else after `?after=`, else from the start.
+pub fn resume_after(headers: &HeaderMap, after: Option<u64>) -> u64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .or(after)
+        .unwrap_or(0)
 }
 
 /// The stored events of a job, as JSON (no streaming).

@@ -28,7 +28,7 @@ use axum::{Json, Router};
 use deploy_wire::api::codes;
 
 pub use error::{ApiErr, AppJson, AppPath, AppQuery};
-pub use jobs::KEEP_ALIVE;
+pub use jobs::{KEEP_ALIVE, resume_after};
 
 use super::auth::{self, Principal};
 use super::config::CliVersions;

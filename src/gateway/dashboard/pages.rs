@@ -21,7 +21,6 @@ use super::{PageErr, Viewer};
 use crate::gateway::api::AppState;
 use crate::gateway::auth::Principal;
 use crate::gateway::events::Tail;
-use crate::gateway::service::ServiceError;
 
 type Page = Result<Html<String>, PageErr>;
 
@@ -207,19 +206,9 @@ pub async fn job_events(
     headers: HeaderMap,
 ) -> Result<Response, PageErr> {
     st.svc.job_for(&p, &id).await?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .or(q.after)
-        .unwrap_or(0);
+    let after = crate::gateway::api::resume_after(&headers, q.after);
     // From the first event: the progress rows need every event before `after` too.
-    let tail = st.svc.jobs().events.follow(id, 0).map_err(|_| {
-        let max = crate::gateway::events::MAX_FOLLOWERS;
-        ServiceError::Unavailable(format!(
-            "the gateway already streams {max} jobs' events; retry later"
-        ))
-    })?;
+    let tail = st.svc.follow_events(id, 0)?;
     let stream = futures_util::stream::unfold(
         (tail, Progress::default()),
         move |(mut rx, mut progress)| async move {

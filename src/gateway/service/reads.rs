@@ -90,6 +90,21 @@ impl JobService {
         Ok(job)
     }
 
+    /// Follows a job's events after `after` (the principal was checked by [`Self::job_for`]);
+    /// refused while the gateway already streams its maximum of jobs.
+    pub fn follow_events(
+        &self,
+        id: String,
+        after: u64,
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::gateway::events::Tail>> {
+        self.jobs.events.follow(id, after).map_err(|_| {
+            let max = crate::gateway::events::MAX_FOLLOWERS;
+            ServiceError::Unavailable(format!(
+                "the gateway already streams {max} jobs' events; retry later"
+            ))
+        })
+    }
+
     pub async fn ledger_for(
         &self,
         p: &Principal,
