@@ -16,6 +16,7 @@ pub mod notify;
 pub mod pins;
 pub mod playbook;
 pub mod procman;
+pub mod random;
 pub mod render;
 pub mod schedule;
 pub mod shell;

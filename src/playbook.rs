@@ -33,8 +33,9 @@ pub enum Step {
     /// idle slot, started and health-checked on its own port.  Users see no change yet;
     /// a failure stops the new slot and leaves the live one alone.
     Start,
-    /// nginx points at that slot (validated with `nginx -t`, graceful reload), and
-    /// `live-slot` and `current` record it.
+    /// The live pointer (`run/live.sock`, which nginx proxies through) is renamed to
+    /// that slot's socket: no nginx reload, no client connection closed; `current`
+    /// follows it.
     Switch,
     /// The application answers its health check through nginx; if not, the host is
     /// switched back to the previous slot, which still runs.

@@ -18,9 +18,7 @@ use crate::commands::app as app_cmd;
 use crate::error::InputError;
 use crate::inventory::{App, Environment as Env, Process};
 
-pub const SUPERVISOR_TEMPLATE: &str = "supervisor.conf.j2";
 pub const NGINX_TEMPLATE: &str = "nginx-site.conf.j2";
-pub const PROCESS_TEMPLATE: &str = "supervisor-process.conf.j2";
 
 /// What templates can use.  Adding a field here is how a template gets a new variable.
 #[derive(Serialize, Debug, Clone)]
@@ -215,7 +213,14 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn load(dir: &Path) -> Result<Templates, InputError> {
+    /// Loads the nginx site's template and the process manager's two (a slot's program,
+    /// and a worker process's: needed only by applications with processes, an error then)
+    /// from `dir`; the process manager names them ([`crate::procman::ProcessManager`]).
+    pub fn load(
+        dir: &Path,
+        slot_template: &str,
+        process_template: &str,
+    ) -> Result<Templates, InputError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -223,10 +228,14 @@ impl Templates {
             .build()
             .expect("static syntax config");
         env.set_syntax(syntax);
-        for name in [SUPERVISOR_TEMPLATE, NGINX_TEMPLATE, PROCESS_TEMPLATE] {
+        for (name, required) in [
+            (slot_template, true),
+            (NGINX_TEMPLATE, true),
+            (process_template, false),
+        ] {
             let path = dir.join(name);
-            if name == PROCESS_TEMPLATE && !path.exists() {
-                continue; // needed only by applications with processes (an error then)
+            if !required && !path.exists() {
+                continue; // rendering it is the error, for an application that needs it
             }
             let src = std::fs::read_to_string(&path).map_err(|e| {
                 InputError::new(&path, None, "", format!("cannot read template: {e}"))
@@ -315,6 +324,7 @@ pub fn diff(path: &str, old: Option<&str>, new: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::inventory::Inventory;
+    use crate::procman::supervisord::{PROCESS_TEMPLATE, SLOT_TEMPLATE as SUPERVISOR_TEMPLATE};
 
     fn fixture() -> (App, Env) {
         let inv = Inventory::parse(
@@ -328,7 +338,12 @@ mod tests {
     }
 
     fn shipped() -> Templates {
-        Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap()
+        Templates::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            SUPERVISOR_TEMPLATE,
+            PROCESS_TEMPLATE,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -417,7 +432,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join(NGINX_TEMPLATE), "# ok\nserver_name {{ app.server_names | join(' ') }};\nlisten {{ app.listen_port }};\n").unwrap();
-        let t = Templates::load(dir.path()).unwrap();
+        let t = Templates::load(dir.path(), SUPERVISOR_TEMPLATE, PROCESS_TEMPLATE).unwrap();
         let (app, env) = fixture();
         let err = t
             .render(

@@ -108,15 +108,7 @@ impl ServerIndex {
 /// Percent-encodes everything but RFC 3986 unreserved characters (URL userinfo, a
 /// path segment).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::wire::url::encode_component(s)
 }
 
 /// A repository of Python distributions.

@@ -8,15 +8,7 @@ use crate::{client, exit};
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    deploy_wire::url::encode_component(s)
 }
 
 /// A path from literal parts and encoded segments: `path(&["/v1/jobs/", id, "/log"])`

@@ -10,6 +10,8 @@
 //! line, so a part's lines can still be streamed as they come.
 
 use super::RemoteCmd;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 /// The first line of every batch script (the fake server recognises batches by it).
 pub const HEADER: &str = "# deploy batch ";
@@ -201,41 +203,12 @@ impl Demux {
 
 /// 128 random bits, hex: unpredictable to whatever a server prints.
 fn nonce() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 16];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if random.is_err() {
-        // No /dev/urandom: the clock and a counter, hashed (still unknown to the server).
-        use sha2::Digest;
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let h = sha2::Sha256::digest(format!("{t}:{n}:{}", std::process::id()));
-        b.copy_from_slice(&h[..16]);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random::hex(16)
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Base64 in lines of 76 characters, each ending with a newline.
+/// Base64 in lines of 76 characters, each ending with a newline (as `base64 -d` reads).
 fn base64_lines(bytes: &[u8]) -> String {
-    let mut enc = String::with_capacity(bytes.len() * 4 / 3 + 4);
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            if k <= c.len() {
-                enc.push(B64[(n >> (18 - 6 * k) & 63) as usize] as char);
-            } else {
-                enc.push('=');
-            }
-        }
-    }
+    let enc = BASE64.encode(bytes);
     let mut out = String::with_capacity(enc.len() + enc.len() / 76 + 1);
     for chunk in enc.as_bytes().chunks(76) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
@@ -244,20 +217,10 @@ fn base64_lines(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of [`base64_lines`]' text (line breaks ignored); `None` if it is not base64.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for ch in s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=') {
-        let v = B64.iter().position(|x| *x == ch)? as u32;
-        acc = acc << 6 | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits & 0xff) as u8);
-        }
-    }
-    Some(out)
+    let joined: String = s.split_ascii_whitespace().collect();
+    BASE64.decode(joined).ok()
 }
 
 #[cfg(test)]

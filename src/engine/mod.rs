@@ -110,7 +110,7 @@ impl UvTool {
         use sha2::Digest;
         let bytes = std::fs::read(path)
             .map_err(|e| format!("cannot read the uv binary {}: {e}", path.display()))?;
-        let have = format!("{:x}", sha2::Sha256::digest(&bytes));
+        let have = hex::encode(sha2::Sha256::digest(&bytes));
         if let Some(want) = sha256
             && !want.eq_ignore_ascii_case(&have)
         {

@@ -113,7 +113,7 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     check_steps(inv, app, &playbook)?;
     let index = index_access(inv, app, env, spec)?;
     let pm = procman::for_kind(app.process_manager);
-    let templates = Templates::load(&cfg.templates_dir)?;
+    let templates = Templates::load(&cfg.templates_dir, pm.template(), pm.process_template())?;
     let mut rendered = Vec::new();
     for h in hosts {
         rendered.push((
@@ -187,7 +187,7 @@ fn render_host(
             .iter()
             .map(|p| {
                 let pctx = render::ProcessContext::new(app, env, p, version);
-                t.render(render::PROCESS_TEMPLATE, &pctx)
+                t.render(pm.process_template(), &pctx)
             })
             .collect::<Result<_, _>>()?,
     })
@@ -196,7 +196,8 @@ fn render_host(
 /// The same plan for another release of the same application (a halt rollback): host
 /// files rendered for `version`, nothing installed.
 pub fn for_rollback(plan: &Plan, cfg: &EngineConfig, version: &str) -> Result<Plan, InputError> {
-    let templates = Templates::load(&cfg.templates_dir)?;
+    let pm = plan.pm.as_ref();
+    let templates = Templates::load(&cfg.templates_dir, pm.template(), pm.process_template())?;
     let mut out = plan.clone();
     out.spec.version = version.to_string();
     out.spec.no_install = true;

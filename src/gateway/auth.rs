@@ -74,23 +74,17 @@ pub fn parse_lifetime(text: &str) -> Result<u64, String> {
     n.checked_mul(ms).ok_or_else(bad)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The stored form of a token.
 pub fn hash(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A new token and its public id: `dpl_<id>_<secret>`; the id (not secret) names the token
 /// in `token list` and `token revoke`.
 pub fn new_token() -> std::io::Result<(String, String)> {
-    use std::io::Read;
-    let mut bytes = [0u8; 28];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    let id = hex(&bytes[..4]);
-    Ok((id.clone(), format!("dpl_{id}_{}", hex(&bytes[4..]))))
+    let random = crate::random::hex(28);
+    let (id, secret) = random.split_at(8);
+    Ok((id.to_string(), format!("dpl_{id}_{secret}")))
 }
 
 /// Reads `Authorization: Bearer <token>`.

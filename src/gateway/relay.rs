@@ -352,7 +352,7 @@ async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(Stri
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     }
     out.flush().await.map_err(|e| e.to_string())?;
-    Ok((format!("{:x}", hasher.finalize()), size))
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 #[cfg(test)]

@@ -299,7 +299,7 @@ fn mirror_name(url: &str) -> String {
         .take(40)
         .collect();
     let hash = Sha256::digest(url.as_bytes());
-    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&hash[..8]);
     format!("{}-{hex}.git", tail.trim_start_matches('.'))
 }
 

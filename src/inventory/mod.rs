@@ -22,6 +22,15 @@ mod runtime;
 
 use check::Check;
 use raw::RawInventory;
+
+/// The process managers an application may name (`process_manager:`); the seam
+/// (`procman::for_kind`) turns one into its implementation.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessManagerKind {
+    #[default]
+    Supervisord,
+}
 pub use runtime::{Hook, HookScope, Hooks, Process, Runtime, StaticFiles};
 
 /// A server the gateway can SSH to.
@@ -177,7 +186,7 @@ pub struct App {
     pub index_url: Option<String>,
     pub installer: Installer,
     /// What keeps the slots running (`process_manager:`, default supervisord).
-    pub process_manager: crate::procman::Kind,
+    pub process_manager: ProcessManagerKind,
     /// Name of the playbook under `playbooks/` (without `.yml`).
     pub playbook: String,
     /// WSGI entry point gunicorn serves, `module:callable`.

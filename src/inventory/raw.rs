@@ -67,7 +67,7 @@ pub(super) struct RawApp {
     #[serde(default)]
     pub(super) installer: Installer,
     #[serde(default)]
-    pub(super) process_manager: crate::procman::Kind,
+    pub(super) process_manager: super::ProcessManagerKind,
     #[serde(default = "default_playbook")]
     pub(super) playbook: Spanned<String>,
     pub(super) wsgi: Spanned<String>,

@@ -4,11 +4,9 @@
 //! failure (or panic) and never fails a job.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::FutureExt;
-use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use super::{Notice, NoticeKind, Notifier, Route, scrub};
@@ -152,25 +150,9 @@ async fn attempt_once(n: &dyn Notifier, notice: &Notice, timeout: Duration) -> R
     }
 }
 
-/// A fresh delivery id: 32 hex digits (random; from the clock and a counter if the
-/// system has no `/dev/urandom`).
+/// A fresh delivery id: 32 random hex digits.
 pub fn new_delivery_id() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if random.is_err() {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(nanos.to_le_bytes());
-        h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-        h.update(std::process::id().to_le_bytes());
-        bytes.copy_from_slice(&h.finalize()[..16]);
-    }
-    super::hex(&bytes)
+    crate::random::hex(16)
 }
 
 #[cfg(test)]
@@ -263,7 +245,7 @@ mod tests {
             seen.iter()
                 .all(|o| o.error.as_deref() == Some("timed out after 200ms"))
         );
-        assert_eq!(other.attempts.load(Ordering::SeqCst), 0);
+        assert_eq!(other.attempts.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

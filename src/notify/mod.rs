@@ -204,17 +204,6 @@ pub fn request_error(e: reqwest::Error) -> String {
     }
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +233,5 @@ mod tests {
             status_error(reqwest::StatusCode::NOT_FOUND, "", &s),
             "answered 404 Not Found"
         );
-        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
     }
 }

@@ -10,19 +10,13 @@ pub mod supervisord;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
 pub use supervisord::Supervisord;
 
 use crate::commands::RemoteCmd;
 
-/// The process managers an application may name (`process_manager:` in the inventory).
-#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    #[default]
-    Supervisord,
-}
+/// The process managers an application may name: the inventory's value
+/// ([`crate::inventory::ProcessManagerKind`]; the inventory does not depend on this seam).
+pub use crate::inventory::ProcessManagerKind as Kind;
 
 /// One backend role: keeps programs running.  Pure: every method builds data.
 pub trait ProcessManager: Send + Sync + std::fmt::Debug {

@@ -5,6 +5,11 @@ use super::ProcessManager;
 use crate::commands::RemoteCmd;
 use crate::shell::quote;
 
+/// The template (in `templates/`) of a web slot's `[program:]` file.
+pub const SLOT_TEMPLATE: &str = "supervisor.conf.j2";
+/// The template of a worker process's `[program:]` file (`count` copies).
+pub const PROCESS_TEMPLATE: &str = "supervisor-process.conf.j2";
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Supervisord;
 
@@ -14,7 +19,7 @@ impl ProcessManager for Supervisord {
     }
 
     fn template(&self) -> &'static str {
-        crate::render::SUPERVISOR_TEMPLATE
+        SLOT_TEMPLATE
     }
 
     fn program(&self, app: &str, slot: &str) -> String {
@@ -61,7 +66,7 @@ impl ProcessManager for Supervisord {
     }
 
     fn process_template(&self) -> &'static str {
-        crate::render::PROCESS_TEMPLATE
+        PROCESS_TEMPLATE
     }
 
     fn group_status(&self, program: &str) -> RemoteCmd {

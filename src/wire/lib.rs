@@ -11,3 +11,4 @@ pub use event::{Event, EventKind, HostStatus, JobStatus, StepStatus, Stream};
 pub mod api;
 pub mod pipeline;
 pub mod schedule;
+pub mod url;

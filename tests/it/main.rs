@@ -1,0 +1,31 @@
+//! The integration tests, as one test binary (one build and link of `support` instead of one
+//! per file): each file is a module named after its concern. Run one with
+//! `cargo nextest run -E "test(/^rollouts::/)"`; the groups that may not share the machine
+//! are in `.config/nextest.toml`.
+
+mod support;
+
+mod artifacts;
+mod bad_input;
+mod boundaries;
+mod cron;
+mod dashboard;
+mod day_two;
+mod day_two_api;
+mod engine_deploy;
+mod engine_failures;
+mod faults;
+mod gateway_api;
+mod gateway_auth;
+mod gateway_jobs;
+mod gateway_lock;
+mod gateway_scopes;
+mod gateway_versions;
+mod githosts;
+mod jenkins;
+mod notify;
+mod pipeline;
+mod real_apps;
+mod rollouts;
+mod schedules;
+mod shared_store;
