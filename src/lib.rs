@@ -1,26 +1,21 @@
-//! deploy: the gateway side of the deployer: inventory and playbooks, templates, remote
-//! command building, the SSH transport and the engine that runs a playbook on hosts.
+//! deploy: the gateway. The HTTP API and the job service behind it, the store, the
+//! dashboard, schedules, and the backends it alone holds credentials for (artifact
+//! sources, git hosts, CI builders, notifiers), on top of `deploy-engine`.
 //!
-//! The `deploy` CLI is a separate package (`src/cli`) that never depends on this one; the
-//! shared vocabulary (events, names) is in `deploy-wire` (`src/wire`).  See ARCHITECTURE.md.
+//! The engine's modules are re-exported under their names (`deploy::engine`,
+//! `deploy::inventory`, ...), so the gateway and the tests name them as before the split.
+//! The `deploy` CLI is a separate package (`src/cli`) that depends on neither; the shared
+//! vocabulary (events, names) is in `deploy-wire` (`src/wire`).  See ARCHITECTURE.md.
 
 pub mod artifacts;
 pub mod builder;
-pub mod commands;
-pub mod engine;
-pub mod error;
 pub mod gateway;
 pub mod githost;
-pub mod inventory;
 pub mod notify;
-pub mod pins;
-pub mod playbook;
-pub mod procman;
-pub mod random;
-pub mod render;
-pub mod schedule;
-pub mod shell;
-pub mod ssh;
-pub mod versions;
 
+pub use deploy_engine as engine;
+pub use deploy_engine::{
+    commands, error, inventory, pins, playbook, procman, random, render, schedule, shell, ssh,
+    versions,
+};
 pub use deploy_wire as wire;

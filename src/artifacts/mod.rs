@@ -23,26 +23,9 @@ pub use simple::SimpleIndex;
 
 use std::fmt;
 
+pub use deploy_engine::index::{Secret, ServerIndex, percent_encode};
+
 use reqwest::RequestBuilder;
-
-/// A credential.  `Debug` and `Display` print `***`; only [`Secret::expose`] reveals it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// How the gateway authenticates to a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,38 +60,6 @@ impl Auth {
             Auth::Bearer(t) | Auth::ApiKey(t) => vec![t.clone()],
         }
     }
-}
-
-/// The index as servers reach it (direct delivery), with the basic credentials their
-/// installer may send.  pip and uv speak only basic auth to an index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerIndex {
-    pub url: String,
-    pub credentials: Option<(String, Secret)>,
-}
-
-impl ServerIndex {
-    /// The URL with the credentials in it (percent-encoded), for the installer's
-    /// environment.  Never log this.
-    pub fn url_with_credentials(&self) -> Secret {
-        match &self.credentials {
-            None => Secret::new(self.url.clone()),
-            Some((user, pw)) => match self.url.split_once("://") {
-                Some((scheme, rest)) => Secret::new(format!(
-                    "{scheme}://{}:{}@{rest}",
-                    percent_encode(user),
-                    percent_encode(pw.expose())
-                )),
-                None => Secret::new(self.url.clone()),
-            },
-        }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters (URL userinfo, a
-/// path segment).
-pub fn percent_encode(s: &str) -> String {
-    crate::wire::url::encode_component(s)
 }
 
 /// A repository of Python distributions.

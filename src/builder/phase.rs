@@ -89,3 +89,57 @@ fn made(artifacts: &[String]) -> String {
 fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deploy_engine::testbed::{bed, spec};
+    use deploy_engine::{CancelFlag, Collect};
+    use deploy_wire::{EventKind, JobStatus};
+
+    use super::BuildPhase;
+    use crate::builder::{BuildRequest, fake::FakeBuilder};
+
+    #[tokio::test]
+    async fn a_build_phase_streams_its_console_and_a_failed_build_deploys_nothing() {
+        for fails in [false, true] {
+            let b = bed("{}");
+            let builder = Arc::new(FakeBuilder {
+                script: (
+                    vec!["collecting".into(), "built hello_app-1.0.0.whl".into()],
+                    fails,
+                ),
+                ..Default::default()
+            });
+            let mut plan = deploy_engine::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+            plan.phases = vec![Arc::new(BuildPhase {
+                builder: builder.clone(),
+                request: BuildRequest {
+                    app: "hello".into(),
+                    commit: "0123456789abcdef".into(),
+                },
+                interval: std::time::Duration::from_millis(1),
+            })];
+            let (r, events) = b
+                .run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
+                .await;
+            let console: Vec<&str> = events
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Output { step, line, .. } if step == "build" => Some(line.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(console, ["collecting", "built hello_app-1.0.0.whl"]);
+            assert_eq!(builder.builds.lock().unwrap().len(), 1, "one build per job");
+            if fails {
+                assert_eq!(r.status, JobStatus::Failed);
+                assert!(b.connects().is_empty());
+            } else {
+                assert_eq!(r.status, JobStatus::Succeeded);
+                assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"));
+            }
+        }
+    }
+}

@@ -13,7 +13,7 @@ use super::JobResult;
 use super::fake::Rel;
 use super::tests::{Bed, bed, bed_with, spec};
 
-const GOLDEN: &str = "src/engine/testdata/check_mode.golden";
+const GOLDEN: &str = "testdata/check_mode.golden";
 
 /// An application with other processes and hooks (as in `app_tests.rs`).
 const APP: &str = "    processes:\n      worker: {command: python -m rq worker, count: 2}\n\
@@ -297,7 +297,7 @@ async fn render_all() -> String {
 /// Check mode reports the same steps and diffs as before, and changes nothing.
 ///
 /// The expected output is `src/engine/testdata/check_mode.golden`.  Regenerate it with
-/// `UPDATE_GOLDEN=1 cargo test --lib -p deploy engine::check_golden`, and only when a
+/// `UPDATE_GOLDEN=1 cargo test --lib -p deploy-engine check_golden`, and only when a
 /// change of check mode's output is intended (review the file's diff).  Pids are written
 /// `<n>`: the fake's come from a count of the commands it ran.
 #[tokio::test]

@@ -10,7 +10,7 @@ use super::host::HostRun;
 use super::ops::{Action, Op, Report};
 use super::steps::scrub;
 use super::transport::Output;
-use crate::artifacts::ServerIndex;
+use crate::index::ServerIndex;
 use crate::commands as cmd;
 
 pub(super) enum Executed {

@@ -181,14 +181,14 @@ fn process(name: String, pid: Option<u32>) -> Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tests::{bed, spec};
+    use crate::tests::{bed, spec};
 
     #[tokio::test]
     async fn hosts_say_what_they_serve_and_a_dead_one_is_named() {
         let b = bed("{}");
-        let plan = crate::engine::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
-        let sink = Arc::new(crate::engine::Collect::default());
-        crate::engine::run_with(
+        let plan = crate::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+        let sink = Arc::new(crate::Collect::default());
+        crate::run_with(
             plan,
             b.cfg.clone(),
             b.fleet.clone(),

@@ -8,7 +8,7 @@ use deploy_wire::names;
 
 use super::phases::JobPhase;
 use super::{EngineConfig, IndexAccess, JobSpec};
-use crate::artifacts::ServerIndex;
+use crate::index::ServerIndex;
 use crate::error::InputError;
 use crate::inventory::HookScope;
 use crate::inventory::{App, Delivery, Environment, Host, Inventory};

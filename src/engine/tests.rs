@@ -6,109 +6,11 @@ use std::sync::Arc;
 
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
 
-use super::fake::Fleet;
+use super::testbed::{Bed, bed, bed_with, spec};
 use super::ops::Report;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
 use super::{CancelFlag, Collect, EngineConfig, EventSink, JobResult, JobSpec};
 use crate::inventory::Inventory;
-
-/// A key for tests only; it opens nothing.
-const TEST_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
-b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
-QyNTUxOQAAACCvvtXbjRIrBjj4Of41zMSihPmiPE/I06p4fIlGwtrI4wAAAJC1z86jtc/O
-owAAAAtzc2gtZWQyNTUxOQAAACCvvtXbjRIrBjj4Of41zMSihPmiPE/I06p4fIlGwtrI4w
-AAAEDkwqHvoXQUPA1lWzPZKFW4usBlQmrVfsNWALAurhI0RK++1duNEisGOPg5/jXMxKKE
-+aI8T8jTqnh8iUbC2sjjAAAACXRlc3Qtb25seQECAwQ=
------END OPENSSH PRIVATE KEY-----
-";
-
-pub(crate) struct Bed {
-    _dir: tempfile::TempDir,
-    pub inv: Inventory,
-    pub cfg: Arc<EngineConfig>,
-    pub fleet: Arc<Fleet>,
-}
-
-/// Three hosts in `production` with the given `rollout:` (YAML flow mapping).
-pub(crate) fn bed(rollout: &str) -> Bed {
-    bed_with(rollout, "")
-}
-
-/// The same, with more fields for the application (YAML lines indented by 4).
-pub(crate) fn bed_with(rollout: &str, app_fields: &str) -> Bed {
-    let dir = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "hosts:\n  web1: {{address: 10.0.0.1, groups: [web]}}\n  web2: {{address: 10.0.0.2, groups: [web]}}\n  web3: {{address: 10.0.0.3, groups: [web]}}\n\
-         applications:\n  hello:\n    package: hello-app\n    index_url: http://index:8080/simple/\n    wsgi: hello_app:app\n    port: 8000\n    server_names: [hello.test]\n\
-         \x20   health: {{retries: 2, interval_ms: 1}}\n    keep_releases: 2\n    drain_secs: 0\n{app_fields}\
-         \x20   environments:\n      production:\n        groups: [web]\n        rollout: {rollout}\n"
-    );
-    let path = dir.path().join("inventory.yml");
-    std::fs::write(&path, yaml).unwrap();
-    let inv = Inventory::load(&path).unwrap();
-    let key_path = dir.path().join("key");
-    std::fs::write(&key_path, TEST_KEY).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cfg = EngineConfig {
-        playbooks_dir: root.join("playbooks"),
-        templates_dir: root.join("templates"),
-        key: Arc::new(crate::ssh::load_key(&key_path).unwrap()),
-        pins: Default::default(),
-        ssh: Default::default(),
-        command_timeout: std::time::Duration::from_secs(5),
-        uv: None,
-    };
-    Bed {
-        _dir: dir,
-        inv,
-        cfg: Arc::new(cfg),
-        fleet: Arc::new(Fleet::default()),
-    }
-}
-
-pub(crate) fn spec(version: &str) -> JobSpec {
-    JobSpec {
-        app: "hello".into(),
-        env: "production".into(),
-        version: version.into(),
-        check: false,
-        no_install: false,
-        restart: false,
-        batch: None,
-        index: None,
-    }
-}
-
-impl Bed {
-    pub(crate) async fn run(&self, spec: JobSpec) -> (JobResult, Vec<Event>) {
-        let plan = super::plan(&self.inv, &self.cfg, &spec).unwrap();
-        self.run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
-            .await
-    }
-    async fn run_plan(
-        &self,
-        plan: super::Plan,
-        cancel: CancelFlag,
-        sink: Arc<Collect>,
-    ) -> (JobResult, Vec<Event>) {
-        let r = super::run_with(
-            plan,
-            self.cfg.clone(),
-            self.fleet.clone(),
-            sink.clone(),
-            cancel,
-        )
-        .await;
-        let events = sink.0.lock().unwrap().clone();
-        (r, events)
-    }
-    pub(crate) fn serving(&self, host: &str) -> Option<String> {
-        self.fleet.server(host).serving()
-    }
-    fn connects(&self) -> Vec<String> {
-        std::mem::take(&mut *self.fleet.connects.lock().unwrap())
-    }
-}
 
 fn status(r: &JobResult, host: &str) -> HostStatus {
     r.hosts.iter().find(|h| h.host == host).unwrap().status
@@ -455,49 +357,6 @@ async fn job_phases_run_once_and_a_failed_before_phase_touches_no_host() {
             ..
         }
     )));
-}
-
-#[tokio::test]
-async fn a_build_phase_streams_its_console_and_a_failed_build_deploys_nothing() {
-    use crate::builder::{BuildPhase, BuildRequest, fake::FakeBuilder};
-    for fails in [false, true] {
-        let b = bed("{}");
-        let builder = Arc::new(FakeBuilder {
-            script: (
-                vec!["collecting".into(), "built hello_app-1.0.0.whl".into()],
-                fails,
-            ),
-            ..Default::default()
-        });
-        let mut plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
-        plan.phases = vec![Arc::new(BuildPhase {
-            builder: builder.clone(),
-            request: BuildRequest {
-                app: "hello".into(),
-                commit: "0123456789abcdef".into(),
-            },
-            interval: std::time::Duration::from_millis(1),
-        })];
-        let (r, events) = b
-            .run_plan(plan, CancelFlag::default(), Arc::new(Collect::default()))
-            .await;
-        let console: Vec<&str> = events
-            .iter()
-            .filter_map(|e| match &e.kind {
-                EventKind::Output { step, line, .. } if step == "build" => Some(line.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(console, ["collecting", "built hello_app-1.0.0.whl"]);
-        assert_eq!(builder.builds.lock().unwrap().len(), 1, "one build per job");
-        if fails {
-            assert_eq!(r.status, JobStatus::Failed);
-            assert!(b.connects().is_empty());
-        } else {
-            assert_eq!(r.status, JobStatus::Succeeded);
-            assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"));
-        }
-    }
 }
 
 fn last_host_finished(events: &[Event], host: &str) -> (HostStatus, String) {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::{Decided, HostState, View};
-use crate::engine::facts::Facts;
-use crate::engine::ops::{Decision, Op, Report};
+use crate::facts::Facts;
+use crate::ops::{Decision, Op, Report};
 
 pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     // What is live once this job is done: the slot `start` chose (in check mode the

@@ -3,7 +3,7 @@
 
 use super::{HostState, View};
 use crate::commands as cmd;
-use crate::engine::ops::{Decision, Op, Recovery, Report};
+use crate::ops::{Decision, Op, Recovery, Report};
 
 pub fn decide(v: &View, st: &HostState) -> super::Decided {
     if v.check() {

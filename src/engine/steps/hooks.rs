@@ -8,8 +8,8 @@
 
 use super::{Decided, HostState, View};
 use crate::commands::app as app_cmd;
-use crate::engine::facts::Facts;
-use crate::engine::ops::{Decision, Op, Recovery, Report};
+use crate::facts::Facts;
+use crate::ops::{Decision, Op, Recovery, Report};
 use crate::inventory::{Hook, HookScope};
 use crate::render::app_env;
 

@@ -4,8 +4,8 @@
 
 use super::{Decided, HostState, View};
 use crate::commands::Tool;
-use crate::engine::facts::{Facts, ReleaseState};
-use crate::engine::ops::{Decision, Op, Report};
+use crate::facts::{Facts, ReleaseState};
+use crate::ops::{Decision, Op, Report};
 
 pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     let version = v.version();

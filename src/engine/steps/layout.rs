@@ -4,8 +4,8 @@
 
 use super::{Decided, View};
 use crate::commands as cmd;
-use crate::engine::facts::Facts;
-use crate::engine::ops::{Decision, Op, Report};
+use crate::facts::Facts;
+use crate::ops::{Decision, Op, Report};
 
 pub fn decide(v: &View, f: &Facts) -> Decided {
     let root = &v.paths.root;

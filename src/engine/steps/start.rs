@@ -4,8 +4,8 @@
 
 use super::{Decided, HostState, View};
 use crate::commands as cmd;
-use crate::engine::facts::Facts;
-use crate::engine::ops::{Decision, Op, Recovery, Report};
+use crate::facts::Facts;
+use crate::ops::{Decision, Op, Recovery, Report};
 use crate::render::{SLOTS, diff};
 
 pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {

@@ -5,8 +5,8 @@
 
 use super::{Decided, HostState, View};
 use crate::commands as cmd;
-use crate::engine::facts::Facts;
-use crate::engine::ops::{Action, Decision, Op, Report};
+use crate::facts::Facts;
+use crate::ops::{Action, Decision, Op, Report};
 use crate::render::diff;
 
 pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {

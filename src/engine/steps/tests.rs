@@ -5,10 +5,10 @@ use deploy_wire::StepStatus;
 
 use super::{HostState, View, decide, prune_plan};
 use crate::commands::AppPaths;
-use crate::engine::facts::{Facts, Live, ReleaseState, Slot};
-use crate::engine::ops::{Decision, Op};
-use crate::engine::plan::Plan;
-use crate::engine::tests::{bed, spec};
+use crate::facts::{Facts, Live, ReleaseState, Slot};
+use crate::ops::{Decision, Op};
+use crate::plan::Plan;
+use crate::tests::{bed, spec};
 use crate::playbook::Step;
 use crate::procman::ProcessManager;
 use crate::procman::supervisord::Supervisord;
@@ -18,7 +18,7 @@ fn plan(check: bool, no_install: bool) -> Plan {
     let mut s = spec("1.1.0");
     s.check = check;
     s.no_install = no_install;
-    crate::engine::plan(&b.inv, &b.cfg, &s).unwrap()
+    crate::plan(&b.inv, &b.cfg, &s).unwrap()
 }
 
 fn with<R>(plan: &Plan, f: impl FnOnce(&View) -> R) -> R {

@@ -3,11 +3,11 @@
 //! `switch`, say).  It decides like the strays part of [`super::drain`], without waiting.
 
 use super::{HostState, View, drain};
-use crate::engine::facts::Facts;
-use crate::engine::ops::Decision;
+use crate::facts::Facts;
+use crate::ops::Decision;
 
 pub fn decide(v: &View, f: &Facts) -> Decision {
     let st = HostState::default();
     drain::decide(v, f, &st)
-        .unwrap_or_else(|e| Decision::Done(crate::engine::ops::Report::failed(e)))
+        .unwrap_or_else(|e| Decision::Done(crate::ops::Report::failed(e)))
 }

@@ -4,8 +4,8 @@
 
 use super::{Decided, HostState, View};
 use crate::commands::{self as cmd, Tool};
-use crate::engine::facts::{Facts, ReleaseState, UvState};
-use crate::engine::ops::{Decision, Op, Report};
+use crate::facts::{Facts, ReleaseState, UvState};
+use crate::ops::{Decision, Op, Report};
 use crate::inventory::Installer;
 
 /// The application asks for uv and the engine has a binary to ship.

@@ -168,11 +168,11 @@ mod tests {
         assert_eq!(p().nginx_conf(), "/etc/nginx/sites-enabled/hello.conf");
     }
 
-    fn index(url: &str, credentials: Option<(&str, &str)>) -> crate::artifacts::ServerIndex {
-        crate::artifacts::ServerIndex {
+    fn index(url: &str, credentials: Option<(&str, &str)>) -> crate::index::ServerIndex {
+        crate::index::ServerIndex {
             url: url.into(),
             credentials: credentials
-                .map(|(u, p)| (u.to_string(), crate::artifacts::Secret::new(p))),
+                .map(|(u, p)| (u.to_string(), crate::index::Secret::new(p))),
         }
     }
 

@@ -118,7 +118,7 @@ pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
 pub fn install(
     p: &AppPaths,
     tool: &Tool,
-    index: &crate::artifacts::ServerIndex,
+    index: &crate::index::ServerIndex,
     package: &str,
     version: &str,
 ) -> RemoteCmd {

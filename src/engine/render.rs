@@ -339,7 +339,7 @@ mod tests {
 
     fn shipped() -> Templates {
         Templates::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+            &crate::repo_root().join("templates"),
             SUPERVISOR_TEMPLATE,
             PROCESS_TEMPLATE,
         )

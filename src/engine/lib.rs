@@ -1,10 +1,13 @@
-//! The engine: runs a playbook for one application, environment and release on hosts
-//! and reports every step as an [`Event`].  It knows nothing about HTTP.
+//! deploy-engine: everything a deploy to hosts needs, and nothing of HTTP or a database:
+//! the inventory and playbooks, templates, remote commands as data, the process-manager
+//! seam, SSH (the only russh user) and the engine that runs a playbook on hosts and
+//! reports every step as an [`Event`]. Its dependencies have no HTTP client or server and
+//! no database driver, so Cargo keeps that wall (the gateway, `deploy`, builds on it).
 //!
 //! A job has two parts:
-//! 1. [`plan`] ([`plan.rs`](plan)): every check that needs no server (names, application,
-//!    environment, playbook, templates rendered per host).  Bad input fails before any
-//!    connection is opened.
+//! 1. [`plan()`] ([`plan.rs`](mod@plan)): every check that needs no server (names,
+//!    application, environment, playbook, templates rendered per host).  Bad input fails
+//!    before any connection is opened.
 //! 2. [`run`] ([`rollout`]): job-level [`phases`] before the hosts, then the hosts in
 //!    batches (canary, batch size, pause, `max_failed`, halt and halt-rollback, cancel),
 //!    then the `after` phases.  Each host ([`host`]) gets one connection ([`transport`])
@@ -15,11 +18,35 @@
 //!
 //! Day-two work besides rollouts: [`oneoff`] (`deploy run`: one command as the app user
 //! on one host) and [`app_logs`] (`deploy app-logs`: a process's log tailed from hosts).
+//!
+//! The scripted fake server ([`fake`]) is compiled for this crate's tests and, with the
+//! `fake` feature, for other crates' tests; never into a binary.
 
+// What a host deploy is made of (see ARCHITECTURE.md's codemap).
+pub mod commands;
+pub mod error;
+pub mod index;
+pub mod inventory;
+pub mod pins;
+pub mod playbook;
+pub mod procman;
+pub mod random;
+pub mod render;
+pub mod schedule;
+pub mod shell;
+pub mod ssh;
+pub mod versions;
+
+pub use deploy_wire as wire;
+
+// The engine proper.
 pub mod app_logs;
 mod exec;
 pub mod facts;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod testbed;
 mod group;
 mod host;
 pub mod observe;
@@ -50,7 +77,7 @@ use std::time::Duration;
 
 use deploy_wire::{Event, HostStatus, JobStatus};
 
-use crate::artifacts::{Secret, ServerIndex};
+use crate::index::{Secret, ServerIndex};
 use crate::inventory::BatchSize;
 use crate::pins::HostKeyPins;
 use crate::playbook::Step;
@@ -289,6 +316,12 @@ pub async fn run_with(
 }
 
 /// The step names, for messages.
+/// The repository's root (its `playbooks/` and `templates/`), for tests.
+#[cfg(any(test, feature = "fake"))]
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
 pub fn step_names() -> Vec<&'static str> {
     Step::ALL.iter().map(|s| s.name()).collect()
 }

@@ -1,6 +1,6 @@
 //! Playbooks: an ordered list of built-in, idempotent steps (`playbooks/<name>.yml`).
 //!
-//! A playbook names steps; what each step does is code in [`crate::engine::steps`].  An
+//! A playbook names steps; what each step does is code in [`crate::steps`].  An
 //! unknown step is an error that lists the valid ones.  Steps guard their own
 //! preconditions (for example `switch` refuses a release without its completion marker),
 //! so an odd order can fail but never half-switch a server.
@@ -152,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_shipped_default_playbook_parses() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+        let dir = crate::repo_root().join("playbooks");
         let pb = Playbook::load(&dir, "python-web").unwrap();
         assert_eq!(pb.steps, Step::ALL.to_vec());
     }
