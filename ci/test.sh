@@ -59,7 +59,7 @@ pg_pass() {
 
 # The CLI binary the integration tests drive (it lives in another package, so a test
 # cannot name it with CARGO_BIN_EXE; building it once here spares every test the wait).
-build_cli() { cargo build --locked --quiet -p deploy-cli --bin deploy; }
+build_cli() { cargo build --locked --quiet -p deploy-cli --bin deploy && export DEPLOY_TEST_CLI_BUILT=1; }
 
 case "${1:-all}" in
     fast)

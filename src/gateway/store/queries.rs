@@ -487,3 +487,15 @@ impl<B: Backend> Store for SqlStore<B> {
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;
+#[cfg(test)]
+#[path = "store_tests_access.rs"]
+mod tests_access;
+#[cfg(test)]
+#[path = "store_tests_leases.rs"]
+mod tests_leases;
+#[cfg(test)]
+#[path = "store_tests_pipeline.rs"]
+mod tests_pipeline;
+#[cfg(test)]
+#[path = "store_tests_schedules.rs"]
+mod tests_schedules;

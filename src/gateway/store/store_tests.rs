@@ -1,8 +1,51 @@
-//! Unit tests of the store, run on every backend at hand: SQLite always; PostgreSQL
-//! too when `DEPLOY_TEST_PG_URL` names a server (`ci/test.sh` sets it, with
-//! `DEPLOY_TEST_PG_PASSWORD`, for its PostgreSQL pass; `DEPLOY_TEST_STORE=postgres`
-//! without it is a failure, not a skip).  Locks, recovery by runner, leases and
-//! claims under contention, event order, enum columns.
+//! The store's contract tests: their helpers (`each`), jobs, locks, recovery and events.
+//!
+//! Every method of the `Store` trait is called by a test asserting what its doc says
+//! (`every_store_method_is_named_by_a_contract_test` fails when one is called by none),
+//! through `each`: on SQLite always, on PostgreSQL too when `DEPLOY_TEST_PG_URL` names a
+//! server (`ci/test.sh` sets it, with `DEPLOY_TEST_PG_PASSWORD`, for its PostgreSQL pass;
+//! `DEPLOY_TEST_STORE=postgres` without it is a failure, not a skip).  Instants are
+//! given (`at_ms`, `now_ms`, leases, `created_ms`), never waited for.
+//!
+//! Which test covers which methods:
+//! - start_job, finish_job, job: `a_job_reads_back_as_started_and_as_finished_once`;
+//!   jobs: `jobs_are_listed_newest_first_within_the_limit_and_the_scope`; locks and
+//!   interrupt_running: `one_job_per_app_and_env_and_recovery_frees_the_lock`,
+//!   `recovery_of_one_runner_leaves_the_other_runners_jobs_and_locks`;
+//! - append_events, last_seq, events_after:
+//!   `events_come_back_in_order_after_a_sequence_number_per_job`; shared, watch:
+//!   `only_a_shared_store_wakes_followers_with_another_handles_events`;
+//! - `store_tests_access.rs`: add_ledger, ledger, live:
+//!   `the_ledger_is_newest_first_by_app_and_scope_with_the_file_each_job_installed`,
+//!   `live_is_the_newest_good_ledger_entry_of_one_host`; set_live, live_row, add_deploy,
+//!   deploy_history:
+//!   `the_live_record_is_one_row_per_host_and_the_deploy_history_is_newest_first`;
+//!   create_token, add_token, token_by_hash, touch_token:
+//!   `tokens_keep_read_scopes_expiry_last_use_and_the_run_right`; tokens, revoke_token:
+//!   `a_revoked_token_is_listed_but_never_found_again`; audit, audit_log:
+//!   `the_audit_trail_is_newest_first_within_its_limit`; prune:
+//!   `retention_prunes_old_finished_jobs_their_events_and_audit_rows_only`;
+//! - `store_tests_pipeline.rs`: add_build, build_of_commit, build_of_version, builds:
+//!   `builds_are_found_by_commit_and_by_version_newest_first_per_app`; set_job_artifact,
+//!   job_artifact:
+//!   `a_jobs_artifact_is_replaced_and_joined_with_the_newest_build_of_its_version`;
+//!   version_artifact: `a_versions_artifact_is_the_one_of_its_newest_job_of_that_app`;
+//! - `store_tests_schedules.rs`: add_schedule, schedules, set_schedule_next,
+//!   set_schedule_paused, remove_schedule:
+//!   `a_schedule_reads_back_whole_and_each_change_says_whether_it_found_it`; claim_run,
+//!   update_run, schedule_runs: `a_slot_is_claimed_once_and_the_runs_are_listed_newest_slot_first`,
+//!   `a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease`;
+//!   interrupt_runs: `interrupted_runs_fail_all_or_only_those_their_gateway_claimed`;
+//!   set_freeze, lift_freeze, freezes:
+//!   `a_freeze_replaces_the_last_one_and_lifting_says_whether_there_was_one`;
+//! - `store_tests_leases.rs`: renew_leases, expire_leases:
+//!   `an_expired_lease_is_taken_over_once_frees_the_lock_and_stops_its_renewal`,
+//!   `a_renewal_extends_its_gateways_running_jobs_and_claimed_runs_only`; hold_identity,
+//!   interrupt_owned:
+//!   `a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs`;
+//!   request_cancel, cancel_requests:
+//!   `a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process`; start_job
+//!   raced on two handles: `twenty_racing_starts_on_two_handles_take_one_lock`.
 
 use super::super::postgres::Postgres;
 use super::super::sql::{Backend, vals};
@@ -12,7 +55,7 @@ use super::*;
 use deploy_wire::api::JobKind;
 
 /// A fresh, empty database on PostgreSQL, if the tests have a server: (URL, password).
-fn pg_database() -> Option<(String, String)> {
+pub(super) fn pg_database() -> Option<(String, String)> {
     let Ok(base) = std::env::var("DEPLOY_TEST_PG_URL") else {
         assert!(
             std::env::var("DEPLOY_TEST_STORE").as_deref() != Ok("postgres"),
@@ -35,7 +78,7 @@ fn pg_database() -> Option<(String, String)> {
 
 /// Runs `test` once per backend, each time on a fresh database (SQLite's in a
 /// temporary directory).
-fn each(test: impl Fn(&Location)) {
+pub(super) fn each(test: impl Fn(&Location)) {
     let dir = tempfile::tempdir().unwrap();
     let mut all = vec![("sqlite", Location::Sqlite(dir.path().join("state.db")))];
     if let Some((url, password)) = pg_database() {
@@ -48,14 +91,23 @@ fn each(test: impl Fn(&Location)) {
     }
 }
 
-fn lease(owner: &str) -> Lease {
+/// The end of a lease that no test reaches (leases are compared with the instants the
+/// tests give, never with the clock).
+pub(super) const FAR_MS: u64 = 1_000_000_000;
+
+pub(super) fn lease(owner: &str) -> Lease {
+    lease_until(owner, FAR_MS)
+}
+
+pub(super) fn lease_until(owner: &str, until_ms: u64) -> Lease {
     Lease {
         owner: owner.into(),
-        until_ms: now_ms() + 60_000,
+        until_ms,
     }
 }
 
-fn job(id: &str, user: &str) -> JobInfo {
+/// A running deploy of `hello` 1.0.0 to staging, created at 1 000 ms.
+pub(super) fn job(id: &str, user: &str) -> JobInfo {
     JobInfo {
         id: id.into(),
         kind: JobKind::Deploy,
@@ -65,18 +117,137 @@ fn job(id: &str, user: &str) -> JobInfo {
         check: false,
         user: user.into(),
         state: JobState::Running,
-        created_ms: now_ms(),
+        created_ms: 1_000,
         finished_ms: None,
         error: None,
         triggered_by: None,
     }
 }
 
-fn holder(user: &str, job: &str) -> LockHolder {
+/// `job(id, "ann")` in another environment (so it takes another lock).
+pub(super) fn job_in(id: &str, env: &str) -> JobInfo {
+    JobInfo {
+        env: env.into(),
+        ..job(id, "ann")
+    }
+}
+
+pub(super) fn holder(user: &str, job: &str) -> LockHolder {
     LockHolder {
         holder: user.into(),
         job_id: job.into(),
     }
+}
+
+pub(super) fn event(job: &str, seq: u64, data: &str) -> NewEvent {
+    NewEvent {
+        job: job.into(),
+        seq,
+        ts_ms: seq * 10,
+        data: data.into(),
+    }
+}
+
+pub(super) fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+fn ids(jobs: Vec<JobInfo>) -> Vec<String> {
+    jobs.into_iter().map(|j| j.id).collect()
+}
+
+#[test]
+fn every_store_method_is_named_by_a_contract_test() {
+    let module = include_str!("mod.rs");
+    let code = |text: &'static str| text.lines().filter(|l| !l.trim_start().starts_with("//"));
+    let start = module.find("pub trait Store").expect("the trait");
+    let end = start + module[start..].find("\n}\n").expect("the trait's end");
+    let names: Vec<&str> = code(&module[start..end])
+        .filter_map(|l| l.split_once("fn ")?.1.split_once('('))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        names.len() > 40 && names.contains(&"start_job") && names.contains(&"prune"),
+        "the trait's methods were not found: {names:?}"
+    );
+    let tests: String = [
+        include_str!("store_tests.rs"),
+        include_str!("store_tests_access.rs"),
+        include_str!("store_tests_pipeline.rs"),
+        include_str!("store_tests_schedules.rs"),
+        include_str!("store_tests_leases.rs"),
+    ]
+    .into_iter()
+    .flat_map(code)
+    .collect::<Vec<_>>()
+    .join("\n");
+    let untested: Vec<&&str> = names
+        .iter()
+        .filter(|n| !tests.contains(&format!(".{n}(")))
+        .collect();
+    assert!(untested.is_empty(), "no contract test calls {untested:?}");
+}
+
+#[test]
+fn a_job_reads_back_as_started_and_as_finished_once() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        assert_eq!(s.job("j1").unwrap(), None);
+        let started = JobInfo {
+            kind: JobKind::Rollback,
+            check: true,
+            created_ms: 1_234,
+            triggered_by: Some("schedule s1".into()),
+            ..job("j1", "ann")
+        };
+        s.start_job(&started, &lease("g")).unwrap().unwrap();
+        assert_eq!(s.job("j1").unwrap(), Some(started.clone()));
+        assert!(s.finish_job("j1", JobState::Failed, Some("boom")).unwrap());
+        let done = s.job("j1").unwrap().unwrap();
+        assert!(done.finished_ms.is_some(), "{done:?}");
+        let expected = JobInfo {
+            state: JobState::Failed,
+            error: Some("boom".into()),
+            finished_ms: done.finished_ms,
+            ..started
+        };
+        assert_eq!(done, expected);
+        // Only a running job ends: a second end, or an unknown job's, changes nothing.
+        assert!(!s.finish_job("j1", JobState::Succeeded, None).unwrap());
+        assert_eq!(s.job("j1").unwrap(), Some(expected));
+        assert!(!s.finish_job("nope", JobState::Succeeded, None).unwrap());
+        assert_eq!(s.start_job(&job("j2", "bob"), &lease("g")).unwrap(), Ok(()));
+    });
+}
+
+#[test]
+fn jobs_are_listed_newest_first_within_the_limit_and_the_scope() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        assert!(s.jobs(10, &Scope::All).unwrap().is_empty());
+        for (id, env, created_ms) in [
+            ("a", "staging", 1),
+            ("b", "production", 3),
+            ("c", "qa", 2),
+            ("d", "dev", 3),
+        ] {
+            let j = JobInfo {
+                created_ms,
+                ..job_in(id, env)
+            };
+            s.start_job(&j, &lease("g")).unwrap().unwrap();
+        }
+        // Newest first; on the same instant, the greater id first.
+        assert_eq!(ids(s.jobs(10, &Scope::All).unwrap()), ["d", "b", "c", "a"]);
+        assert_eq!(ids(s.jobs(2, &Scope::All).unwrap()), ["d", "b"]);
+        let two = Scope::Envs(vec!["staging".into(), "production".into()]);
+        assert_eq!(ids(s.jobs(10, &two).unwrap()), ["b", "a"]);
+        assert_eq!(ids(s.jobs(1, &two).unwrap()), ["b"]);
+        assert!(s.jobs(10, &Scope::Envs(vec![])).unwrap().is_empty());
+        let unknown = Scope::Envs(vec!["nowhere".into()]);
+        assert!(s.jobs(10, &unknown).unwrap().is_empty());
+    });
 }
 
 #[test]
@@ -86,14 +257,29 @@ fn one_job_per_app_and_env_and_recovery_frees_the_lock() {
         let l = lease("g1");
         assert_eq!(s.start_job(&job("j1", "ann"), &l).unwrap(), Ok(()));
         assert_eq!(
-            s.start_job(&job("j2", "ann"), &l).unwrap(),
+            s.start_job(&job("j2", "bob"), &l).unwrap(),
             Err(holder("ann", "j1"))
         );
+        assert_eq!(s.job("j2").unwrap(), None, "the loser left no job");
+        let shop = JobInfo {
+            app: "shop".into(),
+            ..job("s1", "bob")
+        };
+        assert_eq!(s.start_job(&shop, &l).unwrap(), Ok(()), "another app");
         drop(s);
-        // A restart: the running job is interrupted and the lock is free.
+        // A restart: the running jobs are interrupted and their locks are free.
         let s = Db::open(at).unwrap();
-        assert_eq!(s.interrupt_running(Orphans::All).unwrap(), ["j1"]);
-        assert_eq!(s.job("j1").unwrap().unwrap().state, JobState::Interrupted);
+        assert_eq!(
+            sorted(s.interrupt_running(Orphans::All).unwrap()),
+            ["j1", "s1"]
+        );
+        let j1 = s.job("j1").unwrap().unwrap();
+        assert_eq!(j1.state, JobState::Interrupted);
+        assert!(j1.finished_ms.is_some() && j1.error.is_some(), "{j1:?}");
+        assert!(
+            s.interrupt_running(Orphans::All).unwrap().is_empty(),
+            "once"
+        );
         assert_eq!(s.start_job(&job("j3", "ann"), &l).unwrap(), Ok(()));
         assert!(s.finish_job("j3", JobState::Succeeded, None).unwrap());
         assert_eq!(s.job("j3").unwrap().unwrap().state, JobState::Succeeded);
@@ -106,8 +292,10 @@ fn recovery_of_one_runner_leaves_the_other_runners_jobs_and_locks() {
     each(|at| {
         let s = Db::open(at).unwrap();
         let l = lease("g1");
-        let mut other = job("a1", "apply:root");
-        other.env = "production".into();
+        let mut other = JobInfo {
+            user: "apply:root".into(),
+            ..job_in("a1", "production")
+        };
         s.start_job(&job("g1", "ann"), &l).unwrap().unwrap();
         s.start_job(&other, &l).unwrap().unwrap();
         assert_eq!(s.interrupt_running(Orphans::Gateway).unwrap(), ["g1"]);
@@ -118,131 +306,61 @@ fn recovery_of_one_runner_leaves_the_other_runners_jobs_and_locks() {
             Err(holder("apply:root", "a1")),
             "the apply job keeps its lock"
         );
+        assert!(s.interrupt_running(Orphans::Gateway).unwrap().is_empty());
         assert_eq!(s.interrupt_running(Orphans::Apply).unwrap(), ["a1"]);
         assert_eq!(s.start_job(&other, &l).unwrap(), Ok(()));
     });
 }
 
 #[test]
-fn an_expired_lease_is_taken_over_once_frees_the_lock_and_stops_its_renewal() {
-    each(|at| {
-        // Two gateways: two handles on one database (two pools on PostgreSQL).
-        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
-        // (Times are given, not waited for: `expire_leases` takes its instant.)
-        let short = Lease {
-            owner: "gw-a".into(),
-            until_ms: now_ms() + 5_000,
-        };
-        a.start_job(&job("j1", "ann"), &short).unwrap().unwrap();
-        let mut other = job("j2", "bob");
-        other.env = "production".into();
-        b.start_job(&other, &lease("gw-b")).unwrap().unwrap();
-        assert_eq!(
-            a.renew_leases(&short).unwrap(),
-            ["j1"],
-            "renewed while alive"
-        );
-        assert!(b.expire_leases(now_ms()).unwrap().is_empty(), "not yet");
-        // gw-a stops renewing; both gateways look at once, later than its lease.
-        let later = short.until_ms + 1;
-        let (ta, tb) = std::thread::scope(|s| {
-            let x = s.spawn(|| a.expire_leases(later).unwrap());
-            let y = s.spawn(|| b.expire_leases(later).unwrap());
-            (x.join().unwrap(), y.join().unwrap())
-        });
-        let mut taken = [ta, tb].concat();
-        taken.sort();
-        assert_eq!(taken, [("j1".to_string(), "gw-a".to_string())], "once");
-        let j1 = b.job("j1").unwrap().unwrap();
-        assert_eq!(j1.state, JobState::Interrupted);
-        assert!(j1.error.unwrap().contains("gw-a"));
-        assert_eq!(b.job("j2").unwrap().unwrap().state, JobState::Running);
-        assert_eq!(
-            b.start_job(&job("j3", "bob"), &lease("gw-b")).unwrap(),
-            Ok(())
-        );
-        // gw-a wakes up: its renewal no longer holds j1, and its end changes nothing.
-        assert!(a.renew_leases(&lease("gw-a")).unwrap().is_empty());
-        assert!(!a.finish_job("j1", JobState::Succeeded, None).unwrap());
-        assert_eq!(b.job("j1").unwrap().unwrap().state, JobState::Interrupted);
-    });
-}
-
-#[test]
-fn twenty_racing_starts_on_two_handles_take_one_lock() {
-    each(|at| {
-        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
-        let won: Vec<bool> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..20)
-                .map(|i| {
-                    let db = if i % 2 == 0 { &a } else { &b };
-                    s.spawn(move || {
-                        let j = job(&format!("j{i}"), "ann");
-                        db.start_job(&j, &lease(&format!("gw{}", i % 2)))
-                            .unwrap()
-                            .is_ok()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
-        let running = a.jobs(100, &Scope::All).unwrap();
-        assert_eq!(running.len(), 1, "the losers left no job row");
-    });
-}
-
-#[test]
-fn a_schedule_slot_is_claimed_once_and_a_dead_claimers_run_fails_after_its_lease() {
-    use deploy_wire::schedule::ScheduleRun;
-    each(|at| {
-        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
-        let run = ScheduleRun {
-            slot_ms: 60_000,
-            state: "running".into(),
-            job_id: None,
-            reason: "claimed".into(),
-            ts_ms: now_ms(),
-        };
-        let short = Lease {
-            owner: "gw-a".into(),
-            until_ms: now_ms() + 5_000,
-        };
-        let (x, y) = std::thread::scope(|s| {
-            let x = s.spawn(|| a.claim_run("s1", &run, Some(&short)).unwrap());
-            let y = s.spawn(|| b.claim_run("s1", &run, Some(&lease("gw-b"))).unwrap());
-            (x.join().unwrap(), y.join().unwrap())
-        });
-        assert!(x ^ y, "exactly one claim: {x} {y}");
-        b.expire_leases(short.until_ms + 1).unwrap(); // gw-b's lease runs a minute
-        let runs = b.schedule_runs("s1", 10).unwrap();
-        let expected = if x { "failed" } else { "running" };
-        assert_eq!(runs[0].state, expected, "{runs:?}");
-    });
-}
-
-#[test]
-fn events_come_back_in_order_after_a_sequence_number() {
+fn events_come_back_in_order_after_a_sequence_number_per_job() {
     each(|at| {
         let s = Db::open(at).unwrap();
-        let events: Vec<NewEvent> = (1..=5)
-            .map(|seq| NewEvent {
-                job: "j".into(),
-                seq,
-                ts_ms: 0,
-                data: format!("e{seq}"),
-            })
-            .collect();
-        s.append_events(&events).unwrap();
-        let got: Vec<u64> = s
-            .events_after("j", 2, 100)
-            .unwrap()
+        assert_eq!(s.last_seq("j").unwrap(), 0);
+        assert!(s.events_after("j", 0, 100).unwrap().is_empty());
+        // One batch, two jobs, out of order.
+        let batch: Vec<NewEvent> = [5, 1, 3, 2, 4]
             .into_iter()
-            .map(|(q, _)| q)
+            .map(|seq| event("j", seq, &format!("e{seq}")))
+            .chain([event("k", 1, "k1")])
             .collect();
-        assert_eq!(got, [3, 4, 5]);
-        assert_eq!(s.last_seq("j").unwrap(), 5);
-        assert_eq!(s.last_seq("none").unwrap(), 0);
+        s.append_events(&batch).unwrap();
+        s.append_events(&[]).unwrap();
+        let after = |job: &str, after: u64, limit: u32| s.events_after(job, after, limit).unwrap();
+        let seqs = |got: Vec<(u64, String)>| got.into_iter().map(|(q, _)| q).collect::<Vec<_>>();
+        assert_eq!(seqs(after("j", 2, 100)), [3, 4, 5]);
+        assert_eq!(after("j", 0, 2), [(1, "e1".into()), (2, "e2".into())]);
+        assert!(after("j", 5, 100).is_empty());
+        assert_eq!(after("k", 0, 100), [(1, "k1".into())]);
+        assert_eq!((s.last_seq("j").unwrap(), s.last_seq("k").unwrap()), (5, 1));
+        // A number already taken keeps its first event and loses none of the batch's others.
+        s.append_events(&[event("j", 5, "again"), event("j", 6, "e6")])
+            .unwrap();
+        assert_eq!(after("j", 4, 100), [(5, "e5".into()), (6, "e6".into())]);
+        assert_eq!(s.last_seq("j").unwrap(), 6);
+    });
+}
+
+#[test]
+fn only_a_shared_store_wakes_followers_with_another_handles_events() {
+    use std::time::Duration;
+    each(|at| {
+        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
+        assert_eq!(a.shared(), matches!(at, Location::Postgres { .. }));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        a.watch(Box::new(move |job| {
+            let _ = tx.send(job.to_string());
+        }));
+        if !a.shared() {
+            b.append_events(&[event("j", 1, "{}")]).unwrap();
+            assert!(rx.try_recv().is_err(), "one gateway: nobody to wake");
+            return;
+        }
+        // A bound on a failure, not a pause: each wait ends with the wake it expects.
+        let next = || rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(next(), "", "the follower listens, having maybe missed news");
+        b.append_events(&[event("j", 1, "{}")]).unwrap();
+        while next() != "j" {}
     });
 }
 
@@ -279,195 +397,4 @@ fn a_password_in_the_url_is_refused_before_connecting_and_not_repeated() {
         .to_string();
     assert!(err.contains("database_password_env"), "{err}");
     assert!(!err.contains("s3cret-pw"), "the password leaked: {err}");
-}
-
-#[test]
-fn the_live_record_is_one_row_per_host_and_the_deploy_history_is_newest_first() {
-    each(|at| {
-        let s = Db::open(at).unwrap();
-        let row = |version: &str, slot: &str| LiveRow {
-            app: "hello".into(),
-            env: "staging".into(),
-            host: "web1".into(),
-            version: version.into(),
-            slot: slot.into(),
-            job_id: format!("j{version}"),
-            user: "ann".into(),
-            ts_ms: 1,
-        };
-        s.set_live(&[row("1.0", "blue")]).unwrap();
-        s.set_live(&[row("2.0", "green")]).unwrap();
-        assert_eq!(
-            s.live_row("hello", "staging", "web1").unwrap(),
-            Some(row("2.0", "green"))
-        );
-        assert_eq!(s.live_row("hello", "production", "web1").unwrap(), None);
-        for v in ["1.0", "2.0", "3.0"] {
-            s.add_deploy("hello", "staging", v, &format!("j{v}"))
-                .unwrap();
-        }
-        s.add_deploy("hello", "production", "9.0", "jp").unwrap();
-        assert_eq!(
-            s.deploy_history("hello", "staging", 10).unwrap(),
-            ["3.0", "2.0", "1.0"]
-        );
-    });
-}
-
-#[test]
-fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
-    each(|at| {
-        let s = Db::open(at).unwrap();
-        let l = lease("g");
-        s.start_job(&job("old", "ann"), &l).unwrap().unwrap();
-        s.append_events(&[NewEvent {
-            job: "old".into(),
-            seq: 1,
-            ts_ms: 1,
-            data: "{}".into(),
-        }])
-        .unwrap();
-        s.finish_job("old", JobState::Succeeded, None).unwrap();
-        let mut running = job("running", "ann");
-        running.env = "production".into();
-        s.start_job(&running, &l).unwrap().unwrap();
-        s.audit("ann", "deploy", "x", "accepted").unwrap();
-        let pruned = s.prune(now_ms() + 1).unwrap();
-        assert_eq!(
-            pruned,
-            Pruned {
-                jobs: 1,
-                events: 1,
-                audit: 1
-            }
-        );
-        assert!(s.job("old").unwrap().is_none());
-        assert!(s.job("running").unwrap().is_some(), "a running job stays");
-        assert_eq!(
-            s.prune(1).unwrap(),
-            Pruned::default(),
-            "nothing that new goes"
-        );
-    });
-}
-
-#[test]
-fn tokens_keep_read_scopes_expiry_and_last_use() {
-    each(|at| {
-        let s = Db::open(at).unwrap();
-        s.create_token(&NewToken {
-            id: "t1".into(),
-            hash: "h1".into(),
-            user: "ann".into(),
-            envs: vec![],
-            read_envs: vec!["staging".into()],
-            admin: false,
-            expires_ms: Some(5),
-            run: true,
-        })
-        .unwrap();
-        s.touch_token("t1", 7).unwrap();
-        let t = s.token_by_hash("h1").unwrap().unwrap();
-        assert!(t.run, "the run right is kept");
-        assert_eq!(
-            (t.envs.len(), t.read_envs, t.expires_ms, t.last_used_ms),
-            (0, vec!["staging".to_string()], Some(5), Some(7))
-        );
-        let mut other = job("j2", "ann");
-        other.env = "production".into();
-        let l = lease("g");
-        s.start_job(&job("j1", "ann"), &l).unwrap().unwrap();
-        s.start_job(&other, &l).unwrap().unwrap();
-        let scope = Scope::Envs(vec!["staging".into()]);
-        let ids: Vec<String> = s
-            .jobs(10, &scope)
-            .unwrap()
-            .into_iter()
-            .map(|j| j.id)
-            .collect();
-        assert_eq!(ids, ["j1"]);
-        assert_eq!(s.jobs(10, &Scope::All).unwrap().len(), 2);
-        assert!(s.jobs(10, &Scope::Envs(vec![])).unwrap().is_empty());
-    });
-}
-
-#[test]
-fn listings_with_and_without_their_optional_filter() {
-    each(|at| {
-        let s = Db::open(at).unwrap();
-        let entry = |app: &str| LedgerEntry {
-            job_id: "j1".into(),
-            app: app.into(),
-            env: "staging".into(),
-            host: "web1".into(),
-            version: "1.0".into(),
-            from_version: None,
-            result: deploy_wire::api::LedgerResult::Changed,
-            user: "ann".into(),
-            ts_ms: 1,
-            artifact: None,
-        };
-        s.add_ledger(&entry("hello")).unwrap();
-        s.add_ledger(&entry("shop")).unwrap();
-        assert_eq!(s.ledger(None, 10, &Scope::All).unwrap().len(), 2);
-        let one = s.ledger(Some("shop"), 10, &Scope::All).unwrap();
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].app, "shop");
-        assert!(s.schedules(None).unwrap().is_empty());
-        assert!(s.schedules(Some("nope")).unwrap().is_empty());
-    });
-}
-
-#[test]
-fn a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process() {
-    each(|at| {
-        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
-        a.start_job(&job("j1", "ann"), &lease("gw-a"))
-            .unwrap()
-            .unwrap();
-        assert!(a.cancel_requests("gw-a").unwrap().is_empty());
-        assert!(b.request_cancel("j1").unwrap());
-        assert_eq!(a.cancel_requests("gw-a").unwrap(), ["j1"]);
-        assert!(
-            b.cancel_requests("gw-b").unwrap().is_empty(),
-            "only its owner's"
-        );
-        a.finish_job("j1", JobState::Cancelled, None).unwrap();
-        assert!(a.cancel_requests("gw-a").unwrap().is_empty());
-        assert!(!b.request_cancel("j1").unwrap(), "not running any more");
-    });
-}
-
-#[test]
-fn a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs() {
-    each(|at| {
-        let a = Db::open(at).unwrap();
-        assert!(a.hold_identity("gw-a").unwrap());
-        a.start_job(&job("j1", "ann"), &lease("gw-a"))
-            .unwrap()
-            .unwrap();
-        let mut other = job("j2", "bob");
-        other.env = "production".into();
-        a.start_job(&other, &lease("gw-b")).unwrap().unwrap();
-        if a.shared() {
-            let b = Db::open(at).unwrap();
-            assert!(!b.hold_identity("gw-a").unwrap(), "held by a live process");
-            assert!(b.hold_identity("gw-b").unwrap());
-            drop(a);
-            // The server frees a session's locks when its connection closes.
-            let again = Db::open(at).unwrap();
-            let held = (0..50).any(|_| {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                again.hold_identity("gw-a").unwrap()
-            });
-            assert!(held, "a dead process's id is free");
-        }
-        let s = Db::open(at).unwrap();
-        assert_eq!(s.interrupt_owned("gw-a").unwrap(), ["j1"]);
-        assert_eq!(s.job("j2").unwrap().unwrap().state, JobState::Running);
-        assert_eq!(
-            s.start_job(&job("j3", "ann"), &lease("gw-a")).unwrap(),
-            Ok(())
-        );
-    });
 }
