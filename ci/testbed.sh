@@ -79,14 +79,14 @@ PY
     echo "$UV_VERSION" > "$out/.version"
 }
 
-gc() {
+gc() { # tests run in parallel: a container or network may vanish (its owner's `down`) mid-loop
     local all="${1:-}" c pid
     for c in $(docker ps -aq --filter label=deploy.testbed.owner); do
-        pid="$(docker inspect -f '{{index .Config.Labels "deploy.testbed.owner"}}' "$c")"
-        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker rm -f -v "$c" >/dev/null; fi
+        pid="$(docker inspect -f '{{index .Config.Labels "deploy.testbed.owner"}}' "$c" 2>/dev/null)" || continue
+        if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker rm -f -v "$c" >/dev/null 2>&1 || true; fi
     done
     for c in $(docker network ls -q --filter label=deploy.testbed.owner); do
-        pid="$(docker network inspect -f '{{index .Labels "deploy.testbed.owner"}}' "$c")"
+        pid="$(docker network inspect -f '{{index .Labels "deploy.testbed.owner"}}' "$c" 2>/dev/null)" || continue
         if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker network rm "$c" >/dev/null 2>&1 || true; fi
     done
 }
@@ -178,12 +178,17 @@ up() {
             "$i" "$ssh_port" >> "$dir/inventory.yml"
         json_servers+="${json_servers:+,}{\"name\":\"web$i\",\"container\":\"$c\",\"ssh_port\":$ssh_port,\"http_port\":$http_port}"
     done
+    # `installer: uv`: the tests' default (a fresh release costs a server ~0.5 s with uv,
+    # ~9 s with pip on this machine, and most tests deploy fresh servers many times);
+    # tests/it/support gives every engine config and gateway the pinned uv. pip's whole
+    # path is the test of tests/it/engine_deploy.rs and of tests/it/artifacts.rs.
     cat >> "$dir/inventory.yml" <<YAML
 applications:
   hello:
     package: hello-app
     index_url: http://index:8080/simple/
     wsgi: hello_app:app
+    installer: uv
     port: 8000
     server_names: [hello.example.test]
     health:

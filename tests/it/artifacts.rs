@@ -168,6 +168,7 @@ fn assert_no_leak(
 #[test]
 fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secret_leaks() {
     let tb = Testbed::up_with("art-relay", 3, true);
+    tb.use_pip(); // pip unless the test names uv (the test bed's default is uv)
     // No route: the servers cannot even resolve the index.
     let probe = std::process::Command::new("docker")
         .args(["exec", &tb.server("web1").container])
@@ -241,6 +242,7 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
 #[test]
 fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
     let tb = Testbed::up("art-direct", 2);
+    tb.use_pip(); // pip unless the test names uv (the test bed's default is uv)
     let password = tb.artifactory_credential("password");
     std::fs::write(tb.path("art-password"), format!("{password}\n")).unwrap();
     let auth = format!(
@@ -282,6 +284,7 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
 #[test]
 fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
     let tb = Testbed::up("art-hash", 1);
+    tb.use_pip(); // pip unless the test names uv (the test bed's default is uv)
     // hello: pip, directly; hello-relay: pip through the relay (an application of its
     // own: two environments may not share a host); hello-uv: uv.
     let inv = tb.inventory_text()
@@ -405,6 +408,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
     let tb = Testbed::up("art-uv", 2);
+    tb.use_pip(); // pip unless the test names uv (the test bed's default is uv)
     // One application with `installer: uv`, two environments of one host each.
     let inv = tb
         .inventory_text()
@@ -422,8 +426,8 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
     tb.set_inventory(&inv);
     let deploy = |env: &str, version: &str, uv: bool| {
         let mut cfg = tb.config();
-        if uv {
-            cfg.uv = Some(deploy::engine::UvTool::load(&tb.uv_binary, None).unwrap());
+        if !uv {
+            cfg.uv = None;
         }
         let inv = deploy::inventory::Inventory::load(&tb.path("inventory.yml")).unwrap();
         let spec = deploy::engine::JobSpec {

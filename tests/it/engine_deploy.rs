@@ -9,6 +9,8 @@ use support::*;
 #[test]
 fn deploy_redeploy_check_and_upgrade_on_three_servers() {
     let tb = Testbed::up("engine-deploy", 3);
+    // pip, the product's default installer, end to end (the test bed's default is uv).
+    tb.use_pip();
 
     // 1. Fresh deploy of 1.0.0: every server's nginx answers 1.0.0.
     let d = tb.deploy("1.0.0", false);

@@ -275,8 +275,14 @@ impl Testbed {
                 ..Default::default()
             },
             command_timeout: Duration::from_secs(300),
-            uv: None,
+            uv: Some(engine::UvTool::load(&self.uv_binary, None).unwrap()),
         }
+    }
+
+    /// The test bed's inventory and engine config back on pip (the product's default
+    /// installer; the test bed's is uv): for the tests of pip's own path.
+    pub fn use_pip(&self) {
+        self.set_inventory(&self.inventory_text().replace("    installer: uv\n", ""));
     }
 
     /// Runs the engine: deploy (or check) `version` of hello to staging.
@@ -622,6 +628,14 @@ impl Gateway {
         if !extra.is_empty() && !extra.ends_with('\n') {
             extra.push('\n');
         }
+        // The test bed's servers install with uv: the gateway ships the pinned one
+        // (unless the test configures uv itself).
+        let index = match tb {
+            Some(tb) if !index.contains("[uv]") && !extra.contains("[uv]") => {
+                format!("{index}\n{}", tb.uv_config())
+            }
+            _ => index,
+        };
         let config = format!(
             "listen = \"127.0.0.1:0\"\n{database}{extra}inventory = {:?}\nknown_hosts = {:?}\nssh_key = {:?}\nplaybooks = {:?}\ntemplates = {:?}\n\
              [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install --locked --git https://git.example.com/deploy deploy-cli --tag v{{version}}\"\n\
