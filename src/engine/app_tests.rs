@@ -3,7 +3,7 @@
 
 use deploy_wire::{EventKind, HostStatus, JobStatus, StepStatus};
 
-use super::tests::{Bed, bed_with, spec};
+use crate::testbed::{Bed, bed_with, spec};
 
 const APP: &str = "    processes:\n      worker: {command: python -m rq worker, count: 2}\n\
     \x20   hooks:\n      before_switch:\n        - {name: migrate, command: python -m django migrate}\n\

@@ -11,7 +11,7 @@ use deploy_wire::{Event, EventKind, JobStatus};
 
 use super::JobResult;
 use super::fake::Rel;
-use super::tests::{Bed, bed, bed_with, spec};
+use crate::testbed::{Bed, bed, bed_with, spec};
 
 const GOLDEN: &str = "testdata/check_mode.golden";
 

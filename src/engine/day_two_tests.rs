@@ -11,12 +11,12 @@ use tokio::sync::mpsc;
 
 use super::app_logs::{self, Demux, LogEvent, Source, TailSpec};
 use super::oneoff::{self, OneOff};
-use super::tests::bed_with;
 use super::transport::{Connector, OnLine, Output, Transport};
 use super::{CancelFlag, Collect};
 use crate::commands::RemoteCmd;
 use crate::inventory::Host;
 use crate::procman::Supervisord;
+use crate::testbed::bed_with;
 
 const SECRET: &str = "sekrit-api-key-42";
 

@@ -10,8 +10,8 @@ use super::host::HostRun;
 use super::ops::{Action, Op, Report};
 use super::steps::scrub;
 use super::transport::Output;
-use crate::index::ServerIndex;
 use crate::commands as cmd;
+use crate::index::ServerIndex;
 
 pub(super) enum Executed {
     /// Every action succeeded; the probes' descriptions, in order, and the outputs of the

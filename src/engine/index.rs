@@ -55,4 +55,3 @@ impl ServerIndex {
 pub fn percent_encode(s: &str) -> String {
     deploy_wire::url::encode_component(s)
 }
-

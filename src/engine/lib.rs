@@ -45,8 +45,6 @@ mod exec;
 pub mod facts;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
-#[cfg(any(test, feature = "fake"))]
-pub mod testbed;
 mod group;
 mod host;
 pub mod observe;
@@ -58,6 +56,8 @@ mod reads;
 pub mod rollout;
 mod round_trips;
 pub mod steps;
+#[cfg(any(test, feature = "fake"))]
+pub mod testbed;
 pub mod transport;
 
 #[cfg(test)]

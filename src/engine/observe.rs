@@ -181,7 +181,7 @@ fn process(name: String, pid: Option<u32>) -> Process {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tests::{bed, spec};
+    use crate::testbed::{bed, spec};
 
     #[tokio::test]
     async fn hosts_say_what_they_serve_and_a_dead_one_is_named() {

@@ -8,8 +8,8 @@ use deploy_wire::names;
 
 use super::phases::JobPhase;
 use super::{EngineConfig, IndexAccess, JobSpec};
-use crate::index::ServerIndex;
 use crate::error::InputError;
+use crate::index::ServerIndex;
 use crate::inventory::HookScope;
 use crate::inventory::{App, Delivery, Environment, Host, Inventory};
 use crate::playbook::{Playbook, Step};

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
 
-use super::tests::{Bed, bed, spec};
 use crate::inventory::{BatchSize, Inventory};
+use crate::testbed::{Bed, bed, spec};
 
 const HOSTS: usize = 1000;
 const BATCH: u32 = 100;

@@ -108,4 +108,3 @@ impl Bed {
         std::mem::take(&mut *self.fleet.connects.lock().unwrap())
     }
 }
-

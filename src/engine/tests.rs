@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
 
-use super::testbed::{Bed, bed, bed_with, spec};
 use super::ops::Report;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
-use super::{CancelFlag, Collect, EngineConfig, EventSink, JobResult, JobSpec};
-use crate::inventory::Inventory;
+use super::testbed::{Bed, bed, spec};
+use super::{CancelFlag, Collect, EventSink, JobResult};
 
 fn status(r: &JobResult, host: &str) -> HostStatus {
     r.hosts.iter().find(|h| h.host == host).unwrap().status

@@ -115,7 +115,13 @@ fn every_source_file_says_what_it_owns() {
 #[test]
 fn the_engine_crate_depends_on_no_http_or_database_crate() {
     const FORBIDDEN: [&str; 7] = [
-        "axum", "hyper", "hyper-util", "reqwest", "rusqlite", "postgres", "tokio-postgres",
+        "axum",
+        "hyper",
+        "hyper-util",
+        "reqwest",
+        "rusqlite",
+        "postgres",
+        "tokio-postgres",
     ];
     let has = |tree: &str, krate: &str| tree.lines().any(|l| l.starts_with(&format!("{krate} ")));
     let gateway = normal_deps("deploy");
@@ -123,7 +129,10 @@ fn the_engine_crate_depends_on_no_http_or_database_crate() {
         assert!(has(&gateway, krate), "expected {krate} under the gateway");
     }
     let engine = normal_deps("deploy-engine");
-    assert!(has(&engine, "russh"), "expected russh under the engine:\n{engine}");
+    assert!(
+        has(&engine, "russh"),
+        "expected russh under the engine:\n{engine}"
+    );
     let bad: Vec<&str> = FORBIDDEN.into_iter().filter(|k| has(&engine, k)).collect();
     assert!(bad.is_empty(), "deploy-engine depends on {bad:?}");
 }

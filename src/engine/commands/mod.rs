@@ -171,8 +171,7 @@ mod tests {
     fn index(url: &str, credentials: Option<(&str, &str)>) -> crate::index::ServerIndex {
         crate::index::ServerIndex {
             url: url.into(),
-            credentials: credentials
-                .map(|(u, p)| (u.to_string(), crate::index::Secret::new(p))),
+            credentials: credentials.map(|(u, p)| (u.to_string(), crate::index::Secret::new(p))),
         }
     }
 

@@ -9,8 +9,8 @@
 use super::{Decided, HostState, View};
 use crate::commands::app as app_cmd;
 use crate::facts::Facts;
-use crate::ops::{Decision, Op, Recovery, Report};
 use crate::inventory::{Hook, HookScope};
+use crate::ops::{Decision, Op, Recovery, Report};
 use crate::render::app_env;
 
 #[derive(Clone, Copy, PartialEq, Eq)]

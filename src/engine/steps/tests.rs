@@ -8,10 +8,10 @@ use crate::commands::AppPaths;
 use crate::facts::{Facts, Live, ReleaseState, Slot};
 use crate::ops::{Decision, Op};
 use crate::plan::Plan;
-use crate::tests::{bed, spec};
 use crate::playbook::Step;
 use crate::procman::ProcessManager;
 use crate::procman::supervisord::Supervisord;
+use crate::testbed::{bed, spec};
 
 fn plan(check: bool, no_install: bool) -> Plan {
     let b = bed("{}");

@@ -8,6 +8,5 @@ use crate::ops::Decision;
 
 pub fn decide(v: &View, f: &Facts) -> Decision {
     let st = HostState::default();
-    drain::decide(v, f, &st)
-        .unwrap_or_else(|e| Decision::Done(crate::ops::Report::failed(e)))
+    drain::decide(v, f, &st).unwrap_or_else(|e| Decision::Done(crate::ops::Report::failed(e)))
 }

@@ -5,8 +5,8 @@
 use super::{Decided, HostState, View};
 use crate::commands::{self as cmd, Tool};
 use crate::facts::{Facts, ReleaseState, UvState};
-use crate::ops::{Decision, Op, Report};
 use crate::inventory::Installer;
+use crate::ops::{Decision, Op, Report};
 
 /// The application asks for uv and the engine has a binary to ship.
 pub fn wants_uv(v: &View) -> bool {
