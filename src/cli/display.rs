@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use deploy_wire::present::{self, Tone};
 use deploy_wire::{Event, EventKind, HostStatus, StepStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -100,36 +101,36 @@ impl Display {
         let Ok(ev) = serde_json::from_str::<Event>(json) else {
             return;
         };
-        let ts = timestamp(ev.ts_ms);
-        let plain = self.mode == Mode::Plain;
-        match ev.kind {
+        // The words are deploy-wire's (present.rs), shared with `apply` and the dashboard.
+        let line = present::line(&ev.kind);
+        if self.mode == Mode::Plain && line.tone != Tone::Progress {
+            let (ts, who) = (timestamp(ev.ts_ms), line.subject());
+            println!("{ts} {who}: {}", line.text);
+            for d in &line.detail {
+                println!("{ts} {who}:     {d}");
+            }
+        }
+        self.track(ev.kind, &line);
+        let _ = seq;
+    }
+
+    /// Bars, the summary's bookkeeping, and the lines a terminal shows above its bars.
+    fn track(&mut self, kind: EventKind, line: &present::Line) {
+        let tty = self.mode == Mode::Tty;
+        match kind {
             EventKind::JobStarted {
-                env,
                 version,
                 hosts,
                 check,
                 steps,
-                app,
+                ..
             } => {
-                // A one-off command (`deploy run`) is a job of one step, `run`.
-                let what = match (check, steps.as_slice()) {
-                    (true, _) => "check",
-                    (false, [one]) if one == "run" => "run",
-                    (false, [one]) if one == "build" => "build",
-                    _ => "deploy",
-                };
-                self.job_started(&ts, &app, &env, &version, hosts, what, steps.len())
+                let what = present::job_kind(check, &steps);
+                self.job_started(&version, hosts, what, steps.len())
             }
             EventKind::HostStarted { host } => {
                 if let Some(b) = self.bars.get(&host) {
                     b.set_message("connecting");
-                }
-            }
-            EventKind::Connected {
-                host, elapsed_ms, ..
-            } => {
-                if plain {
-                    println!("{ts} {host}: connected ({elapsed_ms} ms)");
                 }
             }
             EventKind::StepStarted { host, step } => {
@@ -139,30 +140,24 @@ impl Display {
             }
             EventKind::Output {
                 host, step, line, ..
-            } if host.is_empty() => {
-                // A job-level phase's output (a build's console): shown in full.
-                self.job_line(&ts, format!("{step}: | {line}"));
-            }
-            EventKind::Output {
-                host, step, line, ..
-            } => {
-                if plain {
-                    println!("{ts} {host}: {step}: | {line}");
-                } else if let Some(b) = self.bars.get(&host) {
+            } if !host.is_empty() => {
+                if let Some(b) = self.bars.get(&host) {
                     let short: String = line.chars().take(60).collect();
                     b.set_message(format!("{step}: {short}"));
                 }
             }
-            EventKind::StepFinished {
-                host,
-                step,
-                status,
-                reason,
-                diff,
-                elapsed_ms,
-            } => {
-                let text = format!("{step} {} {reason}", status.as_str());
-                self.step_finished(&ts, &host, text, status, diff, elapsed_ms)
+            EventKind::StepFinished { host, status, .. } => {
+                if let Some(o) = &self.overall {
+                    o.inc(1);
+                }
+                *self.steps_done.entry(host.clone()).or_default() += 1;
+                if tty && (status == StepStatus::Failed || !line.detail.is_empty()) {
+                    let mut out = format!("{host}: {}", line.text);
+                    for l in &line.detail {
+                        out.push_str(&format!("\n    {l}"));
+                    }
+                    self.line(out);
+                }
             }
             EventKind::HostFinished {
                 host,
@@ -171,107 +166,32 @@ impl Display {
                 elapsed_ms,
                 error,
                 ..
-            } => self.host_finished(&ts, host, status, changed, elapsed_ms, error),
-            EventKind::Switched {
-                host,
-                version,
-                slot,
-            } => {
-                if plain {
-                    println!("{ts} {host}: now serving {version} ({slot})");
+            } => self.host_finished(host, status, changed, elapsed_ms, error),
+            // A job-level phase and its output (a build's console), a build, a notice:
+            // shown in full above the bars.
+            EventKind::Output { .. }
+            | EventKind::PhaseStarted { .. }
+            | EventKind::PhaseFinished { .. }
+            | EventKind::Built { .. }
+            | EventKind::Notified { .. } => {
+                if tty {
+                    self.line(format!("job: {}", line.text));
                 }
             }
-            EventKind::PhaseStarted { phase, host } => {
-                let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
-                self.job_line(&ts, format!("{phase}{on} started"));
-            }
-            EventKind::PhaseFinished {
-                phase,
-                host,
-                status,
-                reason,
-                elapsed_ms,
-            } => {
-                let on = host.map(|h| format!(" on {h}")).unwrap_or_default();
-                let s = status.as_str();
-                self.job_line(&ts, format!("{phase}{on} {s} {reason} ({elapsed_ms} ms)"));
-            }
-            EventKind::Built {
-                commit,
-                number,
-                version,
-                file,
-                sha256,
-                ..
-            } => {
-                let short = &commit[..commit.len().min(12)];
-                let sum = &sha256[..sha256.len().min(16)];
-                self.job_line(
-                    &ts,
-                    format!("built {version} from {short} (build {number}): {file} sha256 {sum}…"),
-                );
-            }
-            EventKind::Notified {
-                notifier,
-                event,
-                attempt,
-                ok,
-                error,
-            } => {
-                let how = match (ok, error) {
-                    (true, _) => "delivered".to_string(),
-                    (false, e) => format!("not delivered: {}", e.unwrap_or_default()),
-                };
-                self.job_line(&ts, format!("{notifier} {event} (attempt {attempt}) {how}"));
-            }
-            EventKind::CommandExited { host, exit_code } => {
-                if plain {
-                    println!("{ts} {host}: the command exited {exit_code}");
-                }
-            }
-            EventKind::JobFinished {
-                status, elapsed_ms, ..
-            } => {
+            EventKind::JobFinished { .. } => {
                 if let Some(o) = &self.overall {
                     o.set_position(o.length().unwrap_or(0));
                     o.finish();
                 }
-                if plain {
-                    let secs = elapsed_ms as f64 / 1000.0;
-                    println!("{ts} job: {} in {secs:.1}s", status.as_str());
-                }
             }
-        }
-        let _ = seq;
-    }
-
-    /// A line about the job as a whole (job-level phases).
-    fn job_line(&self, ts: &str, text: String) {
-        match self.mode {
-            Mode::Plain => println!("{ts} job: {text}"),
-            Mode::Tty => self.line(format!("job: {text}")),
-            Mode::Json => {}
+            EventKind::Connected { .. }
+            | EventKind::Switched { .. }
+            | EventKind::CommandExited { .. } => {}
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn job_started(
-        &mut self,
-        ts: &str,
-        app: &str,
-        env: &str,
-        version: &str,
-        hosts: Vec<String>,
-        what: &str,
-        steps: usize,
-    ) {
+    fn job_started(&mut self, version: &str, hosts: Vec<String>, what: &str, steps: usize) {
         self.steps_per_host = steps.max(1) as u64;
-        if self.mode == Mode::Plain {
-            println!(
-                "{ts} job: {what} {app} {version} to {env} on {} host(s)",
-                hosts.len()
-            );
-        }
         if self.mode == Mode::Tty {
             let style = ProgressStyle::with_template(
                 "{prefix:>12.bold} [{bar:30.cyan/blue}] {pos}/{len} steps  {elapsed}",
@@ -302,36 +222,8 @@ impl Display {
         }
     }
 
-    fn step_finished(
-        &mut self,
-        ts: &str,
-        host: &str,
-        text: String,
-        status: StepStatus,
-        diff: Option<String>,
-        elapsed_ms: u64,
-    ) {
-        if let Some(o) = &self.overall {
-            o.inc(1);
-        }
-        *self.steps_done.entry(host.to_string()).or_default() += 1;
-        if self.mode == Mode::Plain {
-            println!("{ts} {host}: {text} ({elapsed_ms} ms)");
-            for l in diff.iter().flat_map(|d| d.lines()) {
-                println!("{ts} {host}:     {l}");
-            }
-        } else if self.mode == Mode::Tty && (status == StepStatus::Failed || diff.is_some()) {
-            let mut out = format!("{host}: {text}");
-            for l in diff.iter().flat_map(|d| d.lines()) {
-                out.push_str(&format!("\n    {l}"));
-            }
-            self.line(out);
-        }
-    }
-
     fn host_finished(
         &mut self,
-        ts: &str,
         host: String,
         status: HostStatus,
         changed: u32,
@@ -339,13 +231,6 @@ impl Display {
         error: Option<String>,
     ) {
         let secs = elapsed_ms as f64 / 1000.0;
-        if self.mode == Mode::Plain {
-            let why = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-            println!(
-                "{ts} {host}: {} ({changed} changed, {secs:.1}s){why}",
-                status.as_str()
-            );
-        }
         if let Some(b) = self.bars.get(&host) {
             b.finish_with_message(format!(
                 "{} ({changed} changed, {secs:.1}s)",

@@ -5,7 +5,7 @@
 //! a log.
 
 use deploy_wire::api::{DeployRequest, JobState};
-use deploy_wire::{Event, EventKind};
+use deploy_wire::{Event, present};
 
 use super::auth::Principal;
 use super::events::Tail;
@@ -117,117 +117,22 @@ async fn open(database: &Database) -> Result<(Db, Option<ApplyAlive>), ServiceEr
 fn print(data: &str, output: Output) {
     if output == Output::Json {
         println!("{data}");
-    } else if let Some(line) = serde_json::from_str(data).ok().as_ref().and_then(text_line) {
-        println!("{line}");
+    } else if let Ok(ev) = serde_json::from_str::<Event>(data) {
+        for line in text_lines(&ev) {
+            println!("{line}");
+        }
     }
 }
 
-/// One human line per event (output lines of long commands are indented).
-fn text_line(ev: &Event) -> Option<String> {
-    Some(match &ev.kind {
-        EventKind::JobStarted {
-            app,
-            env,
-            version,
-            hosts,
-            check,
-            ..
-        } => format!(
-            "{} {app} {version} to {env} on {} host(s){}",
-            if *check { "CHECK" } else { "DEPLOY" },
-            hosts.len(),
-            if *check { " (nothing will change)" } else { "" }
-        ),
-        EventKind::HostStarted { .. }
-        | EventKind::StepStarted { .. }
-        | EventKind::PhaseStarted { .. } => return None,
-        EventKind::Switched {
-            host,
-            version,
-            slot,
-        } => format!("{host}: now serving {version} ({slot})"),
-        EventKind::PhaseFinished {
-            phase,
-            host,
-            status,
-            reason,
-            elapsed_ms,
-        } => format!(
-            "job: {phase}{} {:<8} {reason} ({elapsed_ms} ms)",
-            host.as_ref()
-                .map(|h| format!(" on {h}"))
-                .unwrap_or_default(),
-            status.as_str()
-        ),
-        EventKind::Connected {
-            host, elapsed_ms, ..
-        } => format!("{host}: connected in {elapsed_ms} ms"),
-        EventKind::Built {
-            commit,
-            number,
-            version,
-            file,
-            sha256,
-            ..
-        } => format!("job: built {version} from {commit} (build {number}): {file} sha256 {sha256}"),
-        EventKind::Notified {
-            notifier,
-            event,
-            attempt,
-            ok,
-            error,
-        } => format!(
-            "job: {notifier} {event} attempt {attempt}: {}",
-            if *ok {
-                "delivered"
-            } else {
-                error.as_deref().unwrap_or("failed")
-            }
-        ),
-        EventKind::Output { host, line, .. } => format!("{host}:   | {line}"),
-        EventKind::StepFinished {
-            host,
-            step,
-            status,
-            reason,
-            diff,
-            elapsed_ms,
-        } => {
-            let mut s = format!(
-                "{host}: {step:<10} {:<8} {reason} ({elapsed_ms} ms)",
-                status.as_str()
-            );
-            for l in diff.iter().flat_map(|d| d.lines()) {
-                s.push_str(&format!("\n{host}:     {l}"));
-            }
-            s
-        }
-        EventKind::HostFinished {
-            host,
-            status,
-            changed,
-            elapsed_ms,
-            error,
-            round_trips,
-        } => format!(
-            "{host}: {} ({changed} changed, {:.1}s, {round_trips} round trips){}",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0,
-            error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
-        ),
-        EventKind::CommandExited { host, exit_code } => {
-            format!("{host}: the command exited {exit_code}")
-        }
-        EventKind::JobFinished {
-            status,
-            elapsed_ms,
-            hosts_ok,
-            hosts_changed,
-            hosts_failed,
-        } => format!(
-            "{} in {:.1}s: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-            status.as_str().to_uppercase(),
-            *elapsed_ms as f64 / 1000.0
-        ),
-    })
+/// An event as plain lines, in the words of [`deploy_wire::present`] (as the CLI prints
+/// them without a terminal, less the timestamp); progress-only events print nothing.
+fn text_lines(ev: &Event) -> Vec<String> {
+    let line = present::line(&ev.kind);
+    if line.tone == present::Tone::Progress {
+        return vec![];
+    }
+    let who = line.subject().to_string();
+    std::iter::once(format!("{who}: {}", line.text))
+        .chain(line.detail.iter().map(|d| format!("{who}:     {d}")))
+        .collect()
 }

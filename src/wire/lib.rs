@@ -11,4 +11,5 @@ pub use event::{Event, EventKind, HostStatus, JobStatus, StepStatus, Stream};
 pub mod api;
 pub mod pipeline;
 pub mod schedule;
+pub mod present;
 pub mod url;

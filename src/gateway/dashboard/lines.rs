@@ -1,12 +1,12 @@
-//! A job's events as the job page shows them: one line per event (its text, its host, a
-//! class for its kind, a folded diff) and each host's progress (steps done of the
-//! plan, the step running, how it ended), folded from the events in order.  Pure: the
+//! A job's events as the job page shows them: one line per event (deploy-wire's words,
+//! its host, a class for its tone, a folded diff) and each host's progress (steps done of
+//! the plan, the step running, how it ended), folded from the events in order.  Pure: the
 //! page's first render and its live stream both use it, so the page shows the same thing
 //! whether an event came with the page or after it.
 
 use std::collections::BTreeMap;
 
-use deploy_wire::{Event, EventKind, Stream};
+use deploy_wire::{Event, EventKind, present};
 use serde::Serialize;
 
 /// One event as a line of the job page.
@@ -123,177 +123,17 @@ impl Progress {
     }
 }
 
-fn secs(ms: u64) -> String {
-    format!("{:.1}s", ms as f64 / 1000.0)
-}
-
-/// The line of one event.
+/// The line of one event, in the words of [`deploy_wire::present`] (the CLI's and
+/// `apply`'s words too); the class is its tone.
 pub fn line(seq: u64, ev: &Event) -> Line {
-    use EventKind as K;
-    let mk = |host: &str, class: &'static str, text: String| Line {
+    let l = present::line(&ev.kind);
+    Line {
         seq,
         ts_ms: ev.ts_ms,
-        host: host.to_string(),
-        class,
-        text,
-        diff: None,
-    };
-    match &ev.kind {
-        K::JobStarted {
-            app,
-            env,
-            version,
-            hosts,
-            check,
-            ..
-        } => {
-            let mode = if *check { " (check)" } else { "" };
-            let text = format!("{app} {version} to {env}{mode}: {}", hosts.join(", "));
-            mk("", "job", text)
-        }
-        K::HostStarted { host } => mk(host, "step", "started".into()),
-        K::Connected {
-            host, elapsed_ms, ..
-        } => mk(host, "step", format!("connected in {}", secs(*elapsed_ms))),
-        K::StepStarted { host, step } => mk(host, "step", format!("{step} ...")),
-        K::Output {
-            host,
-            step,
-            stream,
-            line,
-        } => {
-            let class = if *stream == Stream::Stderr {
-                "err"
-            } else {
-                "out"
-            };
-            let prefix = if step.is_empty() {
-                String::new()
-            } else {
-                format!("{step}| ")
-            };
-            mk(host, class, format!("{prefix}{line}"))
-        }
-        K::StepFinished {
-            host,
-            step,
-            status,
-            reason,
-            diff,
-            elapsed_ms,
-        } => {
-            let mut l = mk(
-                host,
-                status.as_str(),
-                format!(
-                    "{step}: {} ({}) {}",
-                    status.as_str(),
-                    secs(*elapsed_ms),
-                    reason
-                ),
-            );
-            l.diff = diff.clone().filter(|d| !d.is_empty());
-            l
-        }
-        K::HostFinished {
-            host,
-            status,
-            changed,
-            error,
-            ..
-        } => {
-            let error = error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            let class = if status.is_failure() { "failed" } else { "ok" };
-            mk(
-                host,
-                class,
-                format!("host {}, {changed} changed{error}", status.as_str()),
-            )
-        }
-        K::Switched {
-            host,
-            version,
-            slot,
-        } => mk(
-            host,
-            "changed",
-            format!("traffic switched to {version} ({slot})"),
-        ),
-        K::PhaseStarted { phase, host } => mk(
-            host.as_deref().unwrap_or(""),
-            "step",
-            format!("{phase} ..."),
-        ),
-        K::PhaseFinished {
-            phase,
-            host,
-            status,
-            reason,
-            elapsed_ms,
-        } => mk(
-            host.as_deref().unwrap_or(""),
-            status.as_str(),
-            format!(
-                "{phase}: {} ({}) {reason}",
-                status.as_str(),
-                secs(*elapsed_ms)
-            ),
-        ),
-        K::CommandExited { host, exit_code } => {
-            let class = if *exit_code == 0 { "ok" } else { "failed" };
-            mk(host, class, format!("exited with {exit_code}"))
-        }
-        K::Built {
-            commit,
-            number,
-            version,
-            file,
-            ..
-        } => mk(
-            "",
-            "changed",
-            format!("built {version} ({file}) from {commit}, build {number}"),
-        ),
-        K::Notified {
-            notifier,
-            event,
-            attempt,
-            ok,
-            error,
-        } => {
-            let how = if *ok {
-                "delivered".to_string()
-            } else {
-                format!("failed: {}", error.as_deref().unwrap_or("?"))
-            };
-            let class = if *ok { "ok" } else { "failed" };
-            mk(
-                "",
-                class,
-                format!("notify {notifier} ({event}, attempt {attempt}): {how}"),
-            )
-        }
-        K::JobFinished {
-            status,
-            elapsed_ms,
-            hosts_ok,
-            hosts_changed,
-            hosts_failed,
-        } => {
-            let class = match status.as_str() {
-                "succeeded" => "ok",
-                _ => "failed",
-            };
-            let text = format!(
-                "job {} in {}: {hosts_ok} ok, {hosts_changed} changed, {hosts_failed} failed",
-                status.as_str(),
-                secs(*elapsed_ms)
-            );
-            mk("", class, text)
-        }
+        host: l.host.unwrap_or_default(),
+        class: l.tone.as_str(),
+        text: l.text,
+        diff: (!l.detail.is_empty()).then(|| l.detail.join("\n")),
     }
 }
 
@@ -351,15 +191,15 @@ mod tests {
         });
         let l = line(4, &finished);
         assert_eq!((l.seq, l.ts_ms, l.class), (4, 7, "changed"));
-        assert_eq!(l.text, "config: changed (0.2s) rewritten");
+        assert_eq!(l.text, "config changed rewritten (250 ms)");
         assert_eq!(l.diff.as_deref(), Some("-a\n+b"));
         let out = ev(EventKind::Output {
             host: "web1".into(),
             step: "hook".into(),
-            stream: Stream::Stderr,
+            stream: deploy_wire::Stream::Stderr,
             line: "<b>warning</b>".into(),
         });
         let l = line(5, &out);
-        assert_eq!((l.class, l.text.as_str()), ("err", "hook| <b>warning</b>"));
+        assert_eq!((l.class, l.text.as_str()), ("err", "hook: | <b>warning</b>"));
     }
 }

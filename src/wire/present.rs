@@ -1,0 +1,354 @@
+//! One presentation of a job's events: the words every front end shows (the CLI's lines,
+//! `deploy-gateway apply`, the dashboard's job page), so a step, a switch or a host's end
+//! reads the same wherever it is seen. Pure: an event in, a [`Line`] out; each front end
+//! adds its own timestamp, progress bar, colour or HTML.
+
+use crate::event::{EventKind, HostStatus, Stream};
+
+/// What a line is, for a front end's colour or CSS class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Something began (a host, a step, a phase): front ends with progress bars show it
+    /// there, plain ones not at all; the dashboard shows it as a line.
+    Progress,
+    /// A command's standard output.
+    Output,
+    /// A command's standard error.
+    ErrorOutput,
+    Ok,
+    Changed,
+    Skipped,
+    Failed,
+    /// About the job as a whole, neither good nor bad (its start).
+    Job,
+}
+
+impl Tone {
+    /// Its name, also the dashboard's CSS class: `step`, `out`, `err`, `ok`, `changed`,
+    /// `skipped`, `failed`, `job`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tone::Progress => "step",
+            Tone::Output => "out",
+            Tone::ErrorOutput => "err",
+            Tone::Ok => "ok",
+            Tone::Changed => "changed",
+            Tone::Skipped => "skipped",
+            Tone::Failed => "failed",
+            Tone::Job => "job",
+        }
+    }
+}
+
+/// One event, worded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The host it concerns; `None` for the job as a whole.
+    pub host: Option<String>,
+    /// What happened, without the host or a timestamp.
+    pub text: String,
+    /// Lines shown under it (a step's diff), in order.
+    pub detail: Vec<String>,
+    pub tone: Tone,
+}
+
+impl Line {
+    /// `web1` or `job`: who the line is about, as the plain front ends prefix it.
+    pub fn subject(&self) -> &str {
+        self.host.as_deref().unwrap_or("job")
+    }
+}
+
+/// Seconds with one decimal: `3.2s`.
+pub fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// What a job does, from its start event: `check`, `run` (a one-off command), `build` or
+/// `deploy`.
+pub fn job_kind(check: bool, steps: &[String]) -> &'static str {
+    match (check, steps) {
+        (true, _) => "check",
+        (false, [one]) if one == "run" => "run",
+        (false, [one]) if one == "build" => "build",
+        _ => "deploy",
+    }
+}
+
+/// The tone of a status word (`ok`, `changed`, `skipped`, `failed`, or a host's or job's
+/// end: `unreachable`, `cancelled`, `succeeded`...).
+pub fn tone_of(status: &str) -> Tone {
+    match status {
+        "ok" | "succeeded" => Tone::Ok,
+        "changed" => Tone::Changed,
+        "skipped" => Tone::Skipped,
+        _ => Tone::Failed,
+    }
+}
+
+fn on(host: &Option<String>) -> String {
+    host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default()
+}
+
+/// The line of one event.
+pub fn line(kind: &EventKind) -> Line {
+    use EventKind as K;
+    let job = |tone, text| Line {
+        host: None,
+        text,
+        detail: vec![],
+        tone,
+    };
+    let host = |h: &str, tone, text| Line {
+        host: Some(h.to_string()),
+        text,
+        detail: vec![],
+        tone,
+    };
+    match kind {
+        K::JobStarted {
+            app,
+            env,
+            version,
+            hosts,
+            check,
+            steps,
+        } => job(
+            Tone::Job,
+            format!(
+                "{} {app} {version} to {env} on {} host(s)",
+                job_kind(*check, steps),
+                hosts.len()
+            ),
+        ),
+        K::HostStarted { host: h } => host(h, Tone::Progress, "started".into()),
+        K::Connected {
+            host: h,
+            elapsed_ms,
+            ..
+        } => host(h, Tone::Ok, format!("connected ({elapsed_ms} ms)")),
+        K::StepStarted { host: h, step } => host(h, Tone::Progress, format!("{step} ...")),
+        K::Output {
+            host: h,
+            step,
+            stream,
+            line,
+        } => {
+            let tone = match stream {
+                Stream::Stderr => Tone::ErrorOutput,
+                Stream::Stdout => Tone::Output,
+            };
+            let text = format!("{step}: | {line}");
+            if h.is_empty() {
+                job(tone, text)
+            } else {
+                host(h, tone, text)
+            }
+        }
+        K::StepFinished {
+            host: h,
+            step,
+            status,
+            reason,
+            diff,
+            elapsed_ms,
+        } => Line {
+            detail: diff.iter().flat_map(|d| d.lines()).map(String::from).collect(),
+            ..host(
+                h,
+                tone_of(status.as_str()),
+                format!("{step} {} {reason} ({elapsed_ms} ms)", status.as_str()),
+            )
+        },
+        K::HostFinished {
+            host: h,
+            status,
+            changed,
+            elapsed_ms,
+            error,
+            ..
+        } => {
+            let why = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+            let tone = match status {
+                HostStatus::Ok => Tone::Ok,
+                HostStatus::Changed => Tone::Changed,
+                HostStatus::Cancelled => Tone::Skipped,
+                _ => Tone::Failed,
+            };
+            let text = format!(
+                "{} ({changed} changed, {}){why}",
+                status.as_str(),
+                secs(*elapsed_ms)
+            );
+            host(h, tone, text)
+        }
+        K::Switched {
+            host: h,
+            version,
+            slot,
+        } => host(h, Tone::Changed, format!("now serving {version} ({slot})")),
+        K::PhaseStarted { phase, host: h } => {
+            job(Tone::Progress, format!("{phase}{} started", on(h)))
+        }
+        K::PhaseFinished {
+            phase,
+            host: h,
+            status,
+            reason,
+            elapsed_ms,
+        } => job(
+            tone_of(status.as_str()),
+            format!(
+                "{phase}{} {} {reason} ({elapsed_ms} ms)",
+                on(h),
+                status.as_str()
+            ),
+        ),
+        K::Built {
+            commit,
+            number,
+            version,
+            file,
+            sha256,
+            ..
+        } => {
+            let short = &commit[..commit.len().min(12)];
+            let sum = &sha256[..sha256.len().min(16)];
+            job(
+                Tone::Changed,
+                format!("built {version} from {short} (build {number}): {file} sha256 {sum}…"),
+            )
+        }
+        K::Notified {
+            notifier,
+            event,
+            attempt,
+            ok,
+            error,
+        } => {
+            let (tone, how) = match (ok, error) {
+                (true, _) => (Tone::Ok, "delivered".to_string()),
+                (false, e) => (
+                    Tone::Failed,
+                    format!("not delivered: {}", e.as_deref().unwrap_or_default()),
+                ),
+            };
+            job(tone, format!("{notifier} {event} (attempt {attempt}) {how}"))
+        }
+        K::CommandExited { host: h, exit_code } => {
+            let tone = if *exit_code == 0 { Tone::Ok } else { Tone::Failed };
+            host(h, tone, format!("the command exited {exit_code}"))
+        }
+        K::JobFinished {
+            status,
+            elapsed_ms,
+            hosts_ok,
+            hosts_changed,
+            hosts_failed,
+        } => job(
+            tone_of(status.as_str()),
+            format!(
+                "{} in {}: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
+                status.as_str(),
+                secs(*elapsed_ms)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{JobStatus, StepStatus};
+
+    #[test]
+    fn a_step_a_switch_and_the_ends_read_the_same_everywhere() {
+        let step = line(&EventKind::StepFinished {
+            host: "web1".into(),
+            step: "switch".into(),
+            status: StepStatus::Changed,
+            reason: "live -> hello-green: 1.0.0 -> 1.1.0 (no reload)".into(),
+            diff: Some("-a\n+b".into()),
+            elapsed_ms: 12,
+        });
+        assert_eq!(step.subject(), "web1");
+        assert_eq!(
+            step.text,
+            "switch changed live -> hello-green: 1.0.0 -> 1.1.0 (no reload) (12 ms)"
+        );
+        assert_eq!(step.detail, ["-a", "+b"]);
+        assert_eq!(step.tone, Tone::Changed);
+
+        let switched = line(&EventKind::Switched {
+            host: "web1".into(),
+            version: "1.1.0".into(),
+            slot: "green".into(),
+        });
+        assert_eq!(switched.text, "now serving 1.1.0 (green)");
+
+        let host = line(&EventKind::HostFinished {
+            host: "web2".into(),
+            status: HostStatus::Unreachable,
+            changed: 0,
+            elapsed_ms: 10_000,
+            error: Some("connecting timed out".into()),
+            round_trips: 0,
+        });
+        assert_eq!(
+            (host.text.as_str(), host.tone),
+            ("unreachable (0 changed, 10.0s): connecting timed out", Tone::Failed)
+        );
+
+        let end = line(&EventKind::JobFinished {
+            status: JobStatus::Failed,
+            elapsed_ms: 3_250,
+            hosts_ok: 1,
+            hosts_changed: 1,
+            hosts_failed: 1,
+        });
+        assert_eq!(end.subject(), "job");
+        assert_eq!(end.text, "failed in 3.2s: 1 changed, 1 ok, 1 failed");
+    }
+
+    #[test]
+    fn a_job_says_what_it_does_and_a_phase_where_it_ran() {
+        let started = |check, steps: &[&str]| {
+            line(&EventKind::JobStarted {
+                app: "hello".into(),
+                env: "staging".into(),
+                version: "1.0".into(),
+                hosts: vec!["web1".into()],
+                check,
+                steps: steps.iter().map(|s| s.to_string()).collect(),
+            })
+            .text
+        };
+        assert_eq!(
+            started(false, &["venv", "install"]),
+            "deploy hello 1.0 to staging on 1 host(s)"
+        );
+        assert!(started(true, &["venv"]).starts_with("check "));
+        assert!(started(false, &["run"]).starts_with("run "));
+        let phase = line(&EventKind::PhaseFinished {
+            phase: "migrate".into(),
+            host: Some("web1".into()),
+            status: StepStatus::Failed,
+            reason: "exit 1".into(),
+            elapsed_ms: 40,
+        });
+        assert_eq!(
+            (phase.subject(), phase.text.as_str(), phase.tone),
+            ("job", "migrate on web1 failed exit 1 (40 ms)", Tone::Failed)
+        );
+        let out = line(&EventKind::Output {
+            host: "web1".into(),
+            step: "hook".into(),
+            stream: Stream::Stderr,
+            line: "<b>warning</b>".into(),
+        });
+        assert_eq!(
+            (out.text.as_str(), out.tone.as_str()),
+            ("hook: | <b>warning</b>", "err")
+        );
+    }
+}
