@@ -61,7 +61,7 @@ pg_pass() {
     export DEPLOY_TEST_PG_PASSWORD=deploy-test-pw # the fixed test password of ci/testbed.sh
     if ci/testbed.sh postgres; then
         pass "pass 2: the store contract and the gateway tests, PostgreSQL" \
-            nextest -E "(package(deploy) & kind(lib) & test(/^gateway::store::/)) | ($PG_SUITE & !($PG_SKIP))" "$@"
+            nextest --profile pg -E "(package(deploy) & kind(lib) & test(/^gateway::store::/)) | ($PG_SUITE & !($PG_SKIP))" "$@"
     else
         echo "== pass 2: FAILED: the test PostgreSQL server did not start (ci/testbed.sh postgres)"
         failed+=("pass 2: PostgreSQL server")

@@ -175,6 +175,8 @@ impl Client {
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        // It may start a job: from here Ctrl-C detaches instead of ending the CLI.
+        crate::interrupt::detachable();
         let resp = self
             .request(&self.http, reqwest::Method::POST, path)
             .json(body)

@@ -169,7 +169,7 @@ async fn follow_quietly(c: &Client, job: &JobInfo, what: &str) -> Result<u8> {
         };
         tokio::select! {
             r = c.follow(&job.id, 0, &mut on_event) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::interrupt::pressed() => None,
         }
     };
     let id = &job.id;

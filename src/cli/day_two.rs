@@ -131,7 +131,7 @@ pub async fn run(c: &Client, a: &RunArgs, json: bool) -> Result<u8> {
         let mut on_event = |_: u64, data: &str| ran.event(data, json);
         tokio::select! {
             r = c.follow(&job.id, 0, &mut on_event) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::interrupt::pressed() => None,
         }
     };
     let Some(state) = outcome else {

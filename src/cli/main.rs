@@ -13,6 +13,7 @@ mod client;
 mod cron;
 mod day_two;
 mod display;
+mod interrupt;
 mod pipeline;
 mod schedule;
 mod settings;
@@ -223,7 +224,10 @@ impl Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(cli)) {
+    match rt.block_on(async {
+        interrupt::install();
+        run(cli).await
+    }) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("deploy: {}", e.message);
@@ -564,7 +568,7 @@ async fn follow(c: &Client, job: &str, mode: Mode) -> Result<u8> {
         let mut on_event = |seq: u64, data: &str| display.event(seq, data);
         tokio::select! {
             r = c.follow(job, 0, &mut on_event) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = crate::interrupt::pressed() => None,
         }
     };
     match outcome {

@@ -10,6 +10,6 @@ pub mod names;
 pub use event::{Event, EventKind, HostStatus, JobStatus, StepStatus, Stream};
 pub mod api;
 pub mod pipeline;
-pub mod schedule;
 pub mod present;
+pub mod schedule;
 pub mod url;

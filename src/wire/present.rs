@@ -87,7 +87,9 @@ pub fn tone_of(status: &str) -> Tone {
 }
 
 fn on(host: &Option<String>) -> String {
-    host.as_ref().map(|h| format!(" on {h}")).unwrap_or_default()
+    host.as_ref()
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default()
 }
 
 /// The line of one event.
@@ -153,7 +155,11 @@ pub fn line(kind: &EventKind) -> Line {
             diff,
             elapsed_ms,
         } => Line {
-            detail: diff.iter().flat_map(|d| d.lines()).map(String::from).collect(),
+            detail: diff
+                .iter()
+                .flat_map(|d| d.lines())
+                .map(String::from)
+                .collect(),
             ..host(
                 h,
                 tone_of(status.as_str()),
@@ -233,10 +239,17 @@ pub fn line(kind: &EventKind) -> Line {
                     format!("not delivered: {}", e.as_deref().unwrap_or_default()),
                 ),
             };
-            job(tone, format!("{notifier} {event} (attempt {attempt}) {how}"))
+            job(
+                tone,
+                format!("{notifier} {event} (attempt {attempt}) {how}"),
+            )
         }
         K::CommandExited { host: h, exit_code } => {
-            let tone = if *exit_code == 0 { Tone::Ok } else { Tone::Failed };
+            let tone = if *exit_code == 0 {
+                Tone::Ok
+            } else {
+                Tone::Failed
+            };
             host(h, tone, format!("the command exited {exit_code}"))
         }
         K::JobFinished {
@@ -296,7 +309,10 @@ mod tests {
         });
         assert_eq!(
             (host.text.as_str(), host.tone),
-            ("unreachable (0 changed, 10.0s): connecting timed out", Tone::Failed)
+            (
+                "unreachable (0 changed, 10.0s): connecting timed out",
+                Tone::Failed
+            )
         );
 
         let end = line(&EventKind::JobFinished {

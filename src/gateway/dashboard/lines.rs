@@ -200,6 +200,9 @@ mod tests {
             line: "<b>warning</b>".into(),
         });
         let l = line(5, &out);
-        assert_eq!((l.class, l.text.as_str()), ("err", "hook: | <b>warning</b>"));
+        assert_eq!(
+            (l.class, l.text.as_str()),
+            ("err", "hook: | <b>warning</b>")
+        );
     }
 }
