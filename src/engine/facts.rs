@@ -11,7 +11,7 @@
 
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::inventory::Process;
-use crate::procman::ProcessManager;
+use crate::procman::{self, ProcessManager};
 use crate::render::SLOTS;
 
 use super::transport::Output;
@@ -245,40 +245,53 @@ impl Reader<'_> {
             }
             Fact::EnvFile => facts.env_file = Some(parse_file(out(0)?)),
             Fact::Live => facts.live = Some(parse_live(out(0)?, out(1)?)),
-            Fact::Slots => {
-                let all = out(SLOTS.len())?;
-                let slot = |i: usize| -> Result<Slot, String> {
-                    let program = self.pm.program(&self.paths.app, SLOTS[i]);
-                    Ok(Slot {
-                        conf: parse_file(out(i)?),
-                        pid: self.pm.pid(&self.pm.status_of(all, &program)),
-                    })
-                };
-                facts.slots = Some([slot(0)?, slot(1)?]);
-            }
+            Fact::Slots => facts.slots = Some(self.slots(&out)?),
             Fact::Nginx => facts.nginx = Some(parse_file(out(0)?)),
             Fact::Releases => facts.releases = Some(out(0)?.to_string()),
             Fact::Hooks => {
                 facts.hooks = Some(out(0)?.split_whitespace().map(str::to_string).collect())
             }
-            Fact::Processes => {
-                let all = out(self.processes.len())?;
-                let procs = self
-                    .processes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| {
-                        let program = self.pm.program(&self.paths.app, &x.name);
-                        Ok(ProcState {
-                            conf: parse_file(out(i)?),
-                            running: self.pm.running_copies(&self.pm.status_of(all, &program)),
-                        })
-                    })
-                    .collect::<Result<_, String>>()?;
-                facts.processes = Some(procs);
-            }
+            Fact::Processes => facts.processes = Some(self.procs(&out)?),
         }
         Ok(())
+    }
+
+    /// Each slot's program file and pid: the outputs of [`Fact::Slots`]'s commands.
+    fn slots<'o>(
+        &self,
+        out: &dyn Fn(usize) -> Result<&'o str, String>,
+    ) -> Result<[Slot; 2], String> {
+        let all = self.pm.parse_status(out(SLOTS.len())?);
+        let slot = |i: usize| -> Result<Slot, String> {
+            let program = self.pm.program(&self.paths.app, SLOTS[i]);
+            let status = procman::status_of(&all, &program).next();
+            Ok(Slot {
+                conf: parse_file(out(i)?),
+                pid: status.filter(|s| s.running()).and_then(|s| s.pid),
+            })
+        };
+        Ok([slot(0)?, slot(1)?])
+    }
+
+    /// Each process's program file and running copies: the outputs of
+    /// [`Fact::Processes`]'s commands.
+    fn procs<'o>(
+        &self,
+        out: &dyn Fn(usize) -> Result<&'o str, String>,
+    ) -> Result<Vec<ProcState>, String> {
+        let all = self.pm.parse_status(out(self.processes.len())?);
+        self.processes
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let program = self.pm.program(&self.paths.app, &x.name);
+                let copies = procman::status_of(&all, &program);
+                Ok(ProcState {
+                    conf: parse_file(out(i)?),
+                    running: copies.filter(|s| s.running()).count() as u32,
+                })
+            })
+            .collect()
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::EngineConfig;
 use super::facts::{Fact, Facts, Reader};
 use super::transport::{Connector, SshConnector, Transport};
-use crate::commands::{self as cmd, AppPaths};
+use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::error::InputError;
 use crate::inventory::{App, Inventory};
 use crate::procman::{self, ProcessManager};
@@ -109,18 +109,6 @@ async fn ask(
         pm,
         uv_sha256: None,
     };
-    let run = |c: cmd::RemoteCmd| async move {
-        let out = conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?;
-        if out.ok() {
-            Ok(out.stdout)
-        } else {
-            Err(format!(
-                "reading the host failed (exit {}): {}",
-                out.status,
-                out.tail()
-            ))
-        }
-    };
     let mut facts = Facts::default();
     for f in [Fact::Live, Fact::Slots] {
         let mut outs = Vec::new();
@@ -139,34 +127,71 @@ async fn ask(
         })
         .collect();
     for p in &app.runtime.processes {
-        let out = run(pm.group_status(&pm.program(&app.name, &p.name))).await?;
-        let copies = pm.copies(&out);
-        if copies.is_empty() {
-            processes.push(process(pm.program(&app.name, &p.name), None));
-        }
-        processes.extend(copies.into_iter().map(|(name, pid)| process(name, pid)));
+        let program = pm.program(&app.name, &p.name);
+        let out = read(conn, cfg, pm.group_status(&program)).await?;
+        processes.extend(copies(pm, &program, &out));
     }
-    let pids: Vec<u32> = processes.iter().filter_map(|p| p.pid).collect();
-    if !pids.is_empty() {
-        let out = run(cmd::app::process_releases(&app.runtime.run_as, &pids)).await?;
-        for line in out.lines() {
-            let Some((pid, release)) = line.split_once(' ') else {
-                continue;
-            };
-            let release = release.trim();
-            if let Some(p) = processes
-                .iter_mut()
-                .find(|p| p.pid.map(|x| x.to_string()).as_deref() == Some(pid))
-            {
-                p.release = (!release.is_empty()).then(|| release.to_string());
-            }
-        }
-    }
+    add_releases(conn, cfg, &app.runtime.run_as, &mut processes).await?;
     Ok(HostView {
         live_slot: live.slot.map(|s| SLOTS[s].to_string()),
         version: live.version.clone(),
         processes,
     })
+}
+
+/// The output of a read-only command; a failure is the host's answer.
+async fn read(conn: &dyn Transport, cfg: &EngineConfig, c: RemoteCmd) -> Result<String, String> {
+    let out = conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?;
+    if out.ok() {
+        Ok(out.stdout)
+    } else {
+        Err(format!(
+            "reading the host failed (exit {}): {}",
+            out.status,
+            out.tail()
+        ))
+    }
+}
+
+/// The copies of a process's `program` in its status (`out`); the program itself,
+/// stopped, when the process manager knows no copy of it.
+fn copies(pm: &dyn ProcessManager, program: &str, out: &str) -> Vec<Process> {
+    let all = pm.parse_status(out);
+    let copies: Vec<Process> = procman::status_of(&all, program)
+        .map(|s| process(s.name().to_string(), s.pid.filter(|_| s.running())))
+        .collect();
+    if copies.is_empty() {
+        vec![process(program.to_string(), None)]
+    } else {
+        copies
+    }
+}
+
+/// Each running process's release, from its own environment (`DEPLOY_RELEASE`).
+async fn add_releases(
+    conn: &dyn Transport,
+    cfg: &EngineConfig,
+    run_as: &str,
+    processes: &mut [Process],
+) -> Result<(), String> {
+    let pids: Vec<u32> = processes.iter().filter_map(|p| p.pid).collect();
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let out = read(conn, cfg, cmd::app::process_releases(run_as, &pids)).await?;
+    for line in out.lines() {
+        let Some((pid, release)) = line.split_once(' ') else {
+            continue;
+        };
+        let release = release.trim();
+        if let Some(p) = processes
+            .iter_mut()
+            .find(|p| p.pid.map(|x| x.to_string()).as_deref() == Some(pid))
+        {
+            p.release = (!release.is_empty()).then(|| release.to_string());
+        }
+    }
+    Ok(())
 }
 
 fn process(name: String, pid: Option<u32>) -> Process {
@@ -181,7 +206,32 @@ fn process(name: String, pid: Option<u32>) -> Process {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procman::Supervisord;
     use crate::testbed::{bed, spec};
+
+    #[test]
+    fn a_process_the_process_manager_does_not_know_is_itself_stopped() {
+        let stopped = vec![process("hello-worker".into(), None)];
+        for out in [
+            "",
+            "hello-worker: ERROR (no such group)\n",
+            "unix:///var/run/supervisor.sock no such file\n",
+        ] {
+            assert_eq!(copies(&Supervisord, "hello-worker", out), stopped, "{out}");
+        }
+        let out = "hello-worker:hello-worker-0       RUNNING    pid 12, uptime 0:01:00\n\
+                   hello-worker:hello-worker-1       FATAL      Exited too quickly (process log may have details)\n";
+        let seen = copies(&Supervisord, "hello-worker", out);
+        assert_eq!(
+            seen.iter()
+                .map(|p| (p.name.as_str(), p.state.as_str(), p.pid))
+                .collect::<Vec<_>>(),
+            [
+                ("hello-worker-0", "running", Some(12)),
+                ("hello-worker-1", "stopped", None)
+            ]
+        );
+    }
 
     #[tokio::test]
     async fn hosts_say_what_they_serve_and_a_dead_one_is_named() {

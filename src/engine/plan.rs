@@ -20,7 +20,7 @@ use crate::render::{self, Context, Templates};
 #[derive(Debug, Clone)]
 pub struct Rendered {
     /// The process manager's program file per slot (index into [`render::SLOTS`]).
-    pub supervisor: [String; 2],
+    pub slots: [String; 2],
     /// The nginx site: the same whatever the slot (it proxies to the live pointer).
     pub nginx: String,
     /// Holds secrets: never put into an event (see [`render::redact_env_file`]).
@@ -113,7 +113,7 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     check_steps(inv, app, &playbook)?;
     let index = index_access(inv, app, env, spec)?;
     let pm = procman::for_kind(app.process_manager);
-    let templates = Templates::load(&cfg.templates_dir, pm.template(), pm.process_template())?;
+    let templates = Templates::load(&cfg.templates_dir, pm.as_ref())?;
     let mut rendered = Vec::new();
     for h in hosts {
         rendered.push((
@@ -171,11 +171,11 @@ fn render_host(
     h: &Host,
     version: &str,
 ) -> Result<Rendered, InputError> {
-    let ctx = |slot| Context::new(app, env, &h.user, slot, version);
+    let ctx = |slot| Context::new(pm, app, env, &h.user, slot, version);
     let mut vars = app.env.clone();
     vars.extend(env.env.clone());
     Ok(Rendered {
-        supervisor: [
+        slots: [
             t.render(pm.template(), &ctx(0))?,
             t.render(pm.template(), &ctx(1))?,
         ],
@@ -186,7 +186,7 @@ fn render_host(
             .processes
             .iter()
             .map(|p| {
-                let pctx = render::ProcessContext::new(app, env, p, version);
+                let pctx = render::ProcessContext::new(pm, app, env, p, version);
                 t.render(pm.process_template(), &pctx)
             })
             .collect::<Result<_, _>>()?,
@@ -196,8 +196,7 @@ fn render_host(
 /// The same plan for another release of the same application (a halt rollback): host
 /// files rendered for `version`, nothing installed.
 pub fn for_rollback(plan: &Plan, cfg: &EngineConfig, version: &str) -> Result<Plan, InputError> {
-    let pm = plan.pm.as_ref();
-    let templates = Templates::load(&cfg.templates_dir, pm.template(), pm.process_template())?;
+    let templates = Templates::load(&cfg.templates_dir, plan.pm.as_ref())?;
     let mut out = plan.clone();
     out.spec.version = version.to_string();
     out.spec.no_install = true;

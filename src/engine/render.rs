@@ -1,8 +1,10 @@
-//! Rendering: the supervisord and nginx configs from `templates/` (minijinja, strict
-//! undefined variables) and the env file, all pure functions of the inventory.
+//! Rendering: the process manager's program files and the nginx site from `templates/`
+//! (minijinja, strict undefined variables) and the env file, all pure functions of the
+//! inventory and the process manager (which names its templates, its programs and
+//! quotes the command they run).
 //!
-//! Each application has two slots (blue, green) per host; a slot's supervisord program
-//! runs one release on its own port, and nginx points at the live slot.  Templates are
+//! Each application has two slots (blue, green) per host; a slot's program runs one
+//! release on its own socket, and nginx points at the live slot.  Templates are
 //! rendered for both slots at plan time, so a template error stops a job before it
 //! touches a host; a re-deploy of the live release renders byte-identical files (which
 //! is what makes "nothing changed" detectable).
@@ -17,6 +19,7 @@ use crate::commands::AppPaths;
 use crate::commands::app as app_cmd;
 use crate::error::InputError;
 use crate::inventory::{App, Environment as Env, Process};
+use crate::procman::ProcessManager;
 
 pub const NGINX_TEMPLATE: &str = "nginx-site.conf.j2";
 
@@ -57,9 +60,10 @@ pub struct ProcessContext {
 #[derive(Serialize, Debug, Clone)]
 pub struct ProcessCtx {
     pub name: String,
-    /// The process manager's program, `<app>-<process>`.
+    /// The process manager's program (`hello-worker`).
     pub program: String,
-    /// The complete `command=` value (quoted; the release's environment first).
+    /// The command the program file runs: the release's environment, then the
+    /// process's command, quoted by the process manager.
     pub command: String,
     pub count: u32,
     pub stop_secs: u32,
@@ -75,7 +79,7 @@ pub const SLOTS: [&str; 2] = ["blue", "green"];
 pub struct SlotCtx {
     /// `blue` or `green`.
     pub name: String,
-    /// The supervisord program, `<app>-<slot>`.
+    /// The process manager's program (`hello-blue`).
     pub program: String,
     /// Loopback port: the app's `port` for blue, `port + 1` for green (kept for
     /// templates that want one; the shipped ones listen on `socket`).
@@ -84,8 +88,9 @@ pub struct SlotCtx {
     pub socket: String,
     /// The release directory the slot runs.
     pub release_dir: String,
-    /// The complete `command=` value: gunicorn with the app's options, as `run_as`, in
-    /// the release's environment (quoted by [`crate::commands::app`]).
+    /// The command the program file runs: gunicorn with the app's options in the
+    /// release's environment ([`crate::commands::app::program_script`]), quoted by the
+    /// process manager ([`ProcessManager::command_line`]).
     pub command: String,
 }
 
@@ -135,10 +140,18 @@ pub struct PathsCtx {
 }
 
 impl Context {
-    pub fn new(app: &App, env: &Env, user: &str, slot: usize, version: &str) -> Context {
+    pub fn new(
+        pm: &dyn ProcessManager,
+        app: &App,
+        env: &Env,
+        user: &str,
+        slot: usize,
+        version: &str,
+    ) -> Context {
         let p = AppPaths::new(&app.name);
         let socket = p.slot_socket(SLOTS[slot], version);
         let gunicorn = app_cmd::gunicorn_line(&p, version, &socket, app);
+        let script = app_cmd::program_script(&p, &app_env(app, version), &gunicorn);
         Context {
             run_as: app.runtime.run_as.clone(),
             static_files: app.runtime.static_files.as_ref().map(|s| StaticCtx {
@@ -147,9 +160,9 @@ impl Context {
                 max_age_secs: s.max_age_secs,
             }),
             slot: SlotCtx {
-                command: app_cmd::supervisor_command(&p, &app_env(app, version), &gunicorn),
+                command: pm.command_line(&script),
                 name: SLOTS[slot].to_string(),
-                program: format!("{}-{}", app.name, SLOTS[slot]),
+                program: pm.program(&app.name, SLOTS[slot]),
                 port: slot_port(app, slot),
                 socket,
                 release_dir: p.release(version),
@@ -185,9 +198,16 @@ pub fn app_env<'a>(app: &'a App, version: &'a str) -> app_cmd::AppEnv<'a> {
 }
 
 impl ProcessContext {
-    pub fn new(app: &App, env: &Env, process: &Process, version: &str) -> ProcessContext {
+    pub fn new(
+        pm: &dyn ProcessManager,
+        app: &App,
+        env: &Env,
+        process: &Process,
+        version: &str,
+    ) -> ProcessContext {
         let p = AppPaths::new(&app.name);
         let line = app_cmd::process_line(&process.command);
+        let script = app_cmd::program_script(&p, &app_env(app, version), &line);
         ProcessContext {
             app: AppCtx::of(app),
             env: EnvCtx {
@@ -195,8 +215,8 @@ impl ProcessContext {
             },
             process: ProcessCtx {
                 name: process.name.clone(),
-                program: format!("{}-{}", app.name, process.name),
-                command: app_cmd::supervisor_command(&p, &app_env(app, version), &line),
+                program: pm.program(&app.name, &process.name),
+                command: pm.command_line(&script),
                 count: process.count,
                 stop_secs: process.stop_secs,
                 version: version.to_string(),
@@ -213,14 +233,10 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Loads the nginx site's template and the process manager's two (a slot's program,
-    /// and a worker process's: needed only by applications with processes, an error then)
-    /// from `dir`; the process manager names them ([`crate::procman::ProcessManager`]).
-    pub fn load(
-        dir: &Path,
-        slot_template: &str,
-        process_template: &str,
-    ) -> Result<Templates, InputError> {
+    /// Loads the nginx site's template and the two `pm` names (a slot's program, and a
+    /// worker process's: needed only by applications with processes, an error then) from
+    /// `dir`.
+    pub fn load(dir: &Path, pm: &dyn ProcessManager) -> Result<Templates, InputError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let syntax = minijinja::syntax::SyntaxConfig::builder()
@@ -229,9 +245,9 @@ impl Templates {
             .expect("static syntax config");
         env.set_syntax(syntax);
         for (name, required) in [
-            (slot_template, true),
+            (pm.template(), true),
             (NGINX_TEMPLATE, true),
-            (process_template, false),
+            (pm.process_template(), false),
         ] {
             let path = dir.join(name);
             if !required && !path.exists() {
@@ -321,155 +337,5 @@ pub fn diff(path: &str, old: Option<&str>, new: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inventory::Inventory;
-    use crate::procman::supervisord::{PROCESS_TEMPLATE, SLOT_TEMPLATE as SUPERVISOR_TEMPLATE};
-
-    fn fixture() -> (App, Env) {
-        let inv = Inventory::parse(
-            Path::new("inv.yml"),
-            "hosts: {web1: {address: 10.0.0.1, groups: [web]}}\napplications:\n  hello:\n    package: hello-app\n    index_url: http://index/simple/\n    wsgi: hello_app:app\n    port: 8000\n    server_names: [hello.example.com, www.example.com]\n    environments: {staging: {groups: [web]}}\n",
-        )
-        .unwrap();
-        let app = inv.apps["hello"].clone();
-        let env = app.environments["staging"].clone();
-        (app, env)
-    }
-
-    fn shipped() -> Templates {
-        Templates::load(
-            &crate::repo_root().join("templates"),
-            SUPERVISOR_TEMPLATE,
-            PROCESS_TEMPLATE,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn renders_the_shipped_templates() {
-        let (app, env) = fixture();
-        let ctx = Context::new(&app, &env, "deploy", 1, "1.2.0");
-        let t = shipped();
-        let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
-        assert!(sup.contains("[program:hello-green]\n"));
-        assert!(sup.contains(
-            "&& exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind unix:/srv/apps/hello/run/green@1.2.0.sock --umask 0 --workers 2 --timeout 30 --access-logfile - hello_app:app'\n"
-        ), "{sup}");
-        assert!(sup.contains("command=/bin/sh -c 'cd /srv/apps/hello/shared && set -a && . /srv/apps/hello/shared/env && set +a && export DEPLOY_APP=hello DEPLOY_RELEASE=1.2.0 "), "{sup}");
-        assert!(sup.contains("user=app-hello\n"), "{sup}");
-        let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
-        assert!(ngx.contains("server_name hello.example.com www.example.com;"));
-        assert!(
-            ngx.contains("server unix:/srv/apps/hello/run/live.sock max_fails=0;\n    server unix:/srv/apps/hello/run/live.sock max_fails=0 backup;"),
-            "{ngx}"
-        );
-        // The same site whatever the slot or release: a switch never reloads nginx.
-        assert_eq!(
-            ngx,
-            t.render(
-                NGINX_TEMPLATE,
-                &Context::new(&app, &env, "deploy", 0, "9.9")
-            )
-            .unwrap()
-        );
-        assert!(ngx.ends_with("}\n"));
-    }
-
-    #[test]
-    fn processes_static_files_and_worker_class_render() {
-        let (mut app, env) = fixture();
-        app.runtime.worker_class = Some("uvicorn.workers.UvicornWorker".into());
-        app.runtime.server_args = vec!["--max-requests".into(), "100 %".into()];
-        app.runtime.static_files = Some(crate::inventory::StaticFiles {
-            url: "/static/".into(),
-            dir: "static".into(),
-            max_age_secs: 600,
-        });
-        let worker = Process {
-            name: "worker".into(),
-            command: "python -m rq worker high".into(),
-            count: 2,
-            stop_secs: 20,
-        };
-        let t = shipped();
-        let ctx = Context::new(&app, &env, "deploy", 0, "2.0");
-        let sup = t.render(SUPERVISOR_TEMPLATE, &ctx).unwrap();
-        // `%` doubled for supervisord; the argument with a space quoted for the shell.
-        assert!(
-            sup.contains("--worker-class uvicorn.workers.UvicornWorker --timeout 30 --access-logfile - --max-requests '\\''100 %%'\\'' hello_app:app"),
-            "{sup}"
-        );
-        assert!(
-            sup.contains("DEPLOY_STATIC_ROOT=/srv/apps/hello/releases/2.0/static "),
-            "{sup}"
-        );
-        let ngx = t.render(NGINX_TEMPLATE, &ctx).unwrap();
-        assert!(
-            ngx.contains("location ^~ /static/ {\n        alias /srv/apps/hello/current/static/;\n        add_header Cache-Control \"public, max-age=600\" always;"),
-            "{ngx}"
-        );
-        let pctx = ProcessContext::new(&app, &env, &worker, "2.0");
-        let p = t.render(PROCESS_TEMPLATE, &pctx).unwrap();
-        assert!(p.contains("[program:hello-worker]\n"), "{p}");
-        assert!(
-            p.contains("numprocs=2\n") && p.contains("stopwaitsecs=20\n"),
-            "{p}"
-        );
-        assert!(p.contains("user=app-hello\n"), "{p}");
-        assert!(
-            p.contains("&& exec /bin/sh -c '\\''python -m rq worker high'\\'''\n"),
-            "{p}"
-        );
-    }
-
-    #[test]
-    fn a_missing_variable_names_template_line_and_expression() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(SUPERVISOR_TEMPLATE),
-            "[program:{{ app.name }}]\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join(NGINX_TEMPLATE), "# ok\nserver_name {{ app.server_names | join(' ') }};\nlisten {{ app.listen_port }};\n").unwrap();
-        let t = Templates::load(dir.path(), SUPERVISOR_TEMPLATE, PROCESS_TEMPLATE).unwrap();
-        let (app, env) = fixture();
-        let err = t
-            .render(
-                NGINX_TEMPLATE,
-                &Context::new(&app, &env, "deploy", 0, "1.0.0"),
-            )
-            .unwrap_err();
-        assert_eq!(err.file, dir.path().join(NGINX_TEMPLATE));
-        assert_eq!(err.line, Some(3));
-        assert!(err.message.contains("undefined"), "{err}");
-        assert!(err.message.contains("app.listen_port"), "{err}");
-    }
-
-    #[test]
-    fn env_file_is_quoted_and_redactable() {
-        let mut vars = BTreeMap::new();
-        vars.insert("GREETING".to_string(), "it's $HOME".to_string());
-        vars.insert("TOKEN".to_string(), "s3cr3t".to_string());
-        let text = env_file(&vars);
-        assert!(text.contains("GREETING='it'\\''s $HOME'\n"));
-        let red = redact_env_file(&text);
-        assert!(!red.contains("s3cr3t") && !red.contains("HOME"));
-        assert!(red.contains("TOKEN=***\n"));
-    }
-
-    #[test]
-    fn diff_is_none_when_equal_and_unified_otherwise() {
-        assert_eq!(diff("/etc/x", Some("a\n"), "a\n"), None);
-        let d = diff("/etc/x", Some("a\nb\n"), "a\nc\n").unwrap();
-        assert!(
-            d.contains("--- a/etc/x")
-                && d.contains("+++ b/etc/x")
-                && d.contains("-b\n")
-                && d.contains("+c\n"),
-            "{d}"
-        );
-        let d = diff("/etc/x", None, "a\n").unwrap();
-        assert!(d.contains("--- /dev/null"), "{d}");
-    }
-}
+#[path = "render_tests.rs"]
+mod tests;

@@ -53,7 +53,7 @@ fn check(
 }
 
 /// Application, environment and host names: `[a-z0-9][a-z0-9_-]*`, at most 63 characters.
-/// They become directory names (`/srv/apps/<app>`) and supervisord program names.
+/// They become directory names (`/srv/apps/<app>`) and the process manager's program names.
 pub fn check_ident(kind: &'static str, value: &str) -> Result<(), NameError> {
     check(
         kind,

@@ -1,6 +1,6 @@
 //! Commands on the application's side of the wall: its unprivileged user and the
 //! directories it may read or write, and running a command line as that user in a
-//! release's environment (hooks, `deploy run`).
+//! release's environment (hooks, `deploy run`, the script a program runs).
 //!
 //! The wall (decided here, documented in ARCHITECTURE.md): the app user `run_as` owns
 //! nothing but `shared/data`; `/srv/apps/<app>` is `deploy:<run_as>` 0751 (other users may
@@ -195,13 +195,12 @@ pub fn process_releases(run_as: &str, pids: &[u32]) -> RemoteCmd {
     RemoteCmd::new(line)
 }
 
-/// A supervisord `command=` value running `exec_line` as the program's user in the
-/// release's environment: `/bin/sh -c '<env prefix> exec <exec_line>'`, quoted for
-/// supervisord (which splits it like a POSIX shell and expands `%(...)s`, so `%` is
-/// doubled).
-pub fn supervisor_command(p: &AppPaths, e: &AppEnv, exec_line: &str) -> String {
-    let script = format!("{} exec {exec_line}", app_env_prefix(p, e));
-    format!("/bin/sh -c {}", quote(&script)).replace('%', "%%")
+/// The script a program of the app runs (a slot's server, a process): `exec_line` in
+/// the release's environment, `<env prefix> exec <exec_line>`, for `/bin/sh -c`.  The
+/// process manager quotes it into its program file
+/// ([`crate::procman::ProcessManager::command_line`]) and runs it as `run_as`.
+pub fn program_script(p: &AppPaths, e: &AppEnv, exec_line: &str) -> String {
+    format!("{} exec {exec_line}", app_env_prefix(p, e))
 }
 
 /// The web server of a slot: gunicorn from the release on the slot's socket (mode 0777

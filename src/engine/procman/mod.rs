@@ -1,10 +1,12 @@
-//! The process-manager seam: what keeps an application's slots running on a server
-//! (supervisord today; systemd is one more file beside it).
+//! The process-manager seam: what keeps an application's slots and processes running on
+//! a server (supervisord today; systemd would be one more file beside it, and its
+//! templates).
 //!
 //! A process manager *generates* and never executes: it names a slot's program and its
-//! config file, says which template renders that file, builds the remote commands that
-//! start, stop and query a program, and parses their output.  The engine runs the
-//! commands.  Adding one is adding a file here and a variant to [`Kind`].
+//! config file, says which templates render those files, quotes the command a program
+//! runs into them, builds the remote commands that start, stop and query a program, and
+//! parses their answer into [`ProgramStatus`].  The engine runs the commands.  Adding
+//! one is adding a file here and a variant to [`Kind`].
 
 pub mod supervisord;
 
@@ -18,47 +20,97 @@ use crate::commands::RemoteCmd;
 /// ([`crate::inventory::ProcessManagerKind`]; the inventory does not depend on this seam).
 pub use crate::inventory::ProcessManagerKind as Kind;
 
-/// One backend role: keeps programs running.  Pure: every method builds data.
+/// One backend role: keeps programs running.  Pure: every method builds or parses data.
 pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     /// Its name in messages (`supervisord`).
     fn name(&self) -> &'static str;
     /// The template (in `templates/`) that renders one slot's program file.
     fn template(&self) -> &'static str;
-    /// The program that runs `slot` (`blue`/`green`) of `app`.
+    /// The template (in `templates/`) that renders a process's program file (`count`
+    /// copies of one command).
+    fn process_template(&self) -> &'static str;
+    /// The program that runs `slot` of `app`: a slot (`blue`/`green`) or one of its
+    /// processes (`worker`).
     fn program(&self, app: &str, slot: &str) -> String;
-    /// Where the program's config file lives on the server.
+    /// Where that program's config file lives on the server.
     fn conf_path(&self, app: &str, slot: &str) -> String;
     /// The log files of a program: a slot's one (`copies` None), or one per copy of a
     /// process that runs `copies` copies, first copy first.  `program` is what
     /// [`Self::program`] gives (`<app>-<slot>`, `<app>-<process>`).
     fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String>;
-    /// The pid of a running program from its part of [`Self::status_all`]'s text
-    /// ([`Self::status_of`]).
-    fn pid(&self, status_output: &str) -> Option<u32>;
+    /// The command a program file runs (the templates' `slot.command` and
+    /// `process.command`): `script`, a POSIX shell script, run by `/bin/sh -c`, quoted
+    /// by this process manager's rules for its file.
+    fn command_line(&self, script: &str) -> String;
     /// Loads the program's current config and (re)starts it.
     fn start_fresh(&self, program: &str) -> RemoteCmd;
     /// Stops the program gracefully; never fails if it is not running.
     fn stop(&self, program: &str) -> RemoteCmd;
-    /// The template (in `templates/`) that renders a process's program file (`count`
-    /// copies of one command).
-    fn process_template(&self) -> &'static str;
-    /// Prints the state of every copy of a process's program; never fails.
-    fn group_status(&self, program: &str) -> RemoteCmd;
-    /// Prints the state of every program on the host, in one command (one look at the
-    /// process manager per snapshot, however many programs the app has); never fails.
-    fn status_all(&self) -> RemoteCmd;
-    /// The part of [`Self::status_all`]'s text about `program` (and its copies), as
-    /// [`Self::status`] or [`Self::group_status`] would print it.
-    fn status_of(&self, all: &str, program: &str) -> String;
-    /// How many copies run, from the output of [`Self::group_status`].
-    fn running_copies(&self, status_output: &str) -> u32;
-    /// Each copy's name and pid (None: not running), from [`Self::group_status`].
-    fn copies(&self, status_output: &str) -> Vec<(String, Option<u32>)>;
     /// Loads the process's current program file: copies whose config changed are
     /// stopped gracefully and started anew; all copies run afterwards.
     fn apply(&self, program: &str) -> RemoteCmd;
     /// Restarts every copy gracefully (TERM, wait, start).
     fn restart_all(&self, program: &str) -> RemoteCmd;
+    /// Prints the state of every copy of a process's program; never fails.
+    fn group_status(&self, program: &str) -> RemoteCmd;
+    /// Prints the state of every program on the host, in one command (one look at the
+    /// process manager per snapshot, however many programs the app has); never fails.
+    fn status_all(&self) -> RemoteCmd;
+    /// Every program (or copy of one) that the output of [`Self::status_all`] or
+    /// [`Self::group_status`] describes, in its order.  What describes none (an error
+    /// about a program that does not exist, a process manager that is down) is left out.
+    fn parse_status(&self, output: &str) -> Vec<ProgramStatus>;
+}
+
+/// The state of one program, or of one copy of a process's program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramStatus {
+    /// The program, as [`ProcessManager::program`] names it (`hello-blue`,
+    /// `hello-worker`).
+    pub program: String,
+    /// The copy's own name when the program runs copies (`hello-worker-0`).
+    pub copy: Option<String>,
+    pub state: ProgramState,
+    /// Its pid while it runs.
+    pub pid: Option<u32>,
+}
+
+impl ProgramStatus {
+    /// The copy's name, else the program's.
+    pub fn name(&self) -> &str {
+        self.copy.as_deref().unwrap_or(&self.program)
+    }
+
+    pub fn running(&self) -> bool {
+        self.state == ProgramState::Running
+    }
+}
+
+/// Where a program is in its life, in the process manager's own terms mapped onto one
+/// vocabulary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramState {
+    Starting,
+    Running,
+    /// Failed to start and is being retried.
+    Backoff,
+    Stopping,
+    /// Stopped on request (or never started).
+    Stopped,
+    /// Ended by itself.
+    Exited,
+    /// Failed to start and given up on.
+    Fatal,
+    /// Any other state, as the process manager names it.
+    Unknown(String),
+}
+
+/// The statuses of `program` (itself, or each of its copies) among `all`.
+pub fn status_of<'a>(
+    all: &'a [ProgramStatus],
+    program: &'a str,
+) -> impl Iterator<Item = &'a ProgramStatus> + 'a {
+    all.iter().filter(move |s| s.program == program)
 }
 
 /// The only `match` on the kind: configuration to implementation.

@@ -1,7 +1,9 @@
-//! supervisord: one `[program:<app>-<slot>]` file per slot in `/etc/supervisor/conf.d/`,
-//! driven with `sudo -n supervisorctl`.
+//! supervisord: one `[program:<app>-<slot>]` file per slot (and per process) in
+//! `/etc/supervisor/conf.d/`, its `command=` quoting, driven through its socket or
+//! `sudo -n supervisorctl`, and its status (`supervisorctl status` lines or its XML-RPC
+//! answer) read into [`ProgramStatus`].
 
-use super::ProcessManager;
+use super::{ProcessManager, ProgramState, ProgramStatus};
 use crate::commands::RemoteCmd;
 use crate::shell::quote;
 
@@ -20,6 +22,10 @@ impl ProcessManager for Supervisord {
 
     fn template(&self) -> &'static str {
         SLOT_TEMPLATE
+    }
+
+    fn process_template(&self) -> &'static str {
+        PROCESS_TEMPLATE
     }
 
     fn program(&self, app: &str, slot: &str) -> String {
@@ -41,8 +47,10 @@ impl ProcessManager for Supervisord {
         }
     }
 
-    fn pid(&self, status_output: &str) -> Option<u32> {
-        running_pid(status_output.trim())
+    /// `/bin/sh -c '<script>'`: supervisord splits `command=` like a POSIX shell and
+    /// expands `%(name)s`, so the script is quoted for the shell and every `%` doubled.
+    fn command_line(&self, script: &str) -> String {
+        format!("/bin/sh -c {}", quote(script)).replace('%', "%%")
     }
 
     /// Makes supervisord load the program's current config and (re)starts it, so it
@@ -63,10 +71,6 @@ impl ProcessManager for Supervisord {
             "supervisorctl update {q} >/dev/null && supervisorctl stop {q} >/dev/null; supervisorctl start {q}"
         );
         on_socket(&fast, &slow)
-    }
-
-    fn process_template(&self) -> &'static str {
-        PROCESS_TEMPLATE
     }
 
     fn group_status(&self, program: &str) -> RemoteCmd {
@@ -91,44 +95,14 @@ impl ProcessManager for Supervisord {
         RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
     }
 
-    /// `hello-blue RUNNING ...` or `hello-worker:hello-worker-0 RUNNING ...` lines (the
-    /// XML-RPC answer is read as the same lines).
-    fn status_of(&self, all: &str, program: &str) -> String {
-        let lines = if all.trim_start().starts_with("<?xml") {
-            xml_status_lines(all)
+    /// `hello-blue RUNNING pid 42, ...` or `hello-worker:hello-worker-0 FATAL ...` lines
+    /// (`supervisorctl status`), or the XML-RPC answer of [`Self::status_all`].
+    fn parse_status(&self, output: &str) -> Vec<ProgramStatus> {
+        if output.trim_start().starts_with("<?xml") {
+            xml_statuses(output)
         } else {
-            all.to_string()
-        };
-        lines
-            .lines()
-            .filter(|l| {
-                let name = l.split_whitespace().next().unwrap_or_default();
-                name == program
-                    || name
-                        .strip_prefix(program)
-                        .is_some_and(|r| r.starts_with(':'))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect()
-    }
-
-    fn running_copies(&self, status_output: &str) -> u32 {
-        status_output
-            .lines()
-            .filter(|l| running_pid(l.trim()).is_some())
-            .count() as u32
-    }
-
-    /// `hello-worker:hello-worker-0   RUNNING   pid 12, uptime 0:01:00` per copy.
-    fn copies(&self, status_output: &str) -> Vec<(String, Option<u32>)> {
-        status_output
-            .lines()
-            .filter_map(|l| {
-                let name = l.split_whitespace().next()?;
-                let name = name.rsplit(':').next()?.to_string();
-                Some((name, running_pid(l.trim())))
-            })
-            .collect()
+            output.lines().filter_map(status_line).collect()
+        }
     }
 
     /// `update` stops and restarts a group whose config changed (gracefully: TERM, then
@@ -179,10 +153,10 @@ fn on_socket(fast: &str, slow: &str) -> RemoteCmd {
 /// supervisord's control socket (Debian's default).
 const SOCKET: &str = "/var/run/supervisor.sock";
 
-/// `getAllProcessInfo`'s answer as `supervisorctl status` prints it: one line per
-/// process, `<name> <STATE> <description>`, the name as `<group>:<name>` in a group.
-fn xml_status_lines(xml: &str) -> String {
-    let mut out = String::new();
+/// `getAllProcessInfo`'s answer: a struct per process (`name`, `group`, `statename`,
+/// `pid`, ...); a process of a group of copies has the group's name as its `group`.
+fn xml_statuses(xml: &str) -> Vec<ProgramStatus> {
+    let mut out = Vec::new();
     for s in xml.split("<struct>").skip(1) {
         let s = s.split("</struct>").next().unwrap_or_default();
         let mut field = std::collections::HashMap::new();
@@ -198,16 +172,22 @@ fn xml_status_lines(xml: &str) -> String {
         if name.is_empty() {
             continue;
         }
-        let label = if group.is_empty() || group == name {
-            name.to_string()
+        let state = state(get("statename"));
+        let pid = (state == ProgramState::Running)
+            .then(|| get("pid").parse().ok())
+            .flatten()
+            .filter(|p| *p > 0);
+        let (program, copy) = if group.is_empty() || group == name {
+            (name, None)
         } else {
-            format!("{group}:{name}")
+            (group, Some(name.to_string()))
         };
-        out.push_str(&format!(
-            "{label} {} {}\n",
-            get("statename"),
-            get("description")
-        ));
+        out.push(ProgramStatus {
+            program: program.to_string(),
+            copy,
+            state,
+            pid,
+        });
     }
     out
 }
@@ -223,135 +203,48 @@ fn group(program: &str) -> String {
     quote(&format!("{program}:*"))
 }
 
-/// Parses one `supervisorctl status` line: Some(pid) when RUNNING.
-pub fn running_pid(status_line: &str) -> Option<u32> {
-    let mut words = status_line.split_whitespace();
-    let _name = words.next()?;
-    if words.next()? != "RUNNING" {
+/// One `supervisorctl status` line, `<name> <STATE> <description>` (`%-32s %-10s %s`),
+/// the name `<group>:<copy>` for a copy; the description of a running program starts
+/// with `pid <n>,`.  Errors (`hello-red: ERROR (no such process)`) and anything else
+/// describe no program: None.
+fn status_line(line: &str) -> Option<ProgramStatus> {
+    let mut words = line.split_whitespace();
+    let name = words.next()?;
+    let word = words.next()?;
+    if name.ends_with(':') || !word.bytes().all(|b| b.is_ascii_uppercase()) {
         return None;
     }
-    if words.next()? != "pid" {
-        return None;
+    let state = state(word);
+    let pid = match (&state, words.next(), words.next()) {
+        (ProgramState::Running, Some("pid"), Some(n)) => n.trim_end_matches(',').parse().ok(),
+        _ => None,
+    };
+    let (program, copy) = match name.split_once(':') {
+        Some((group, copy)) => (group, Some(copy.to_string())),
+        None => (name, None),
+    };
+    Some(ProgramStatus {
+        program: program.to_string(),
+        copy,
+        state,
+        pid,
+    })
+}
+
+/// supervisord's state names (`supervisor.states.ProcessStates`).
+fn state(name: &str) -> ProgramState {
+    match name {
+        "STARTING" => ProgramState::Starting,
+        "RUNNING" => ProgramState::Running,
+        "BACKOFF" => ProgramState::Backoff,
+        "STOPPING" => ProgramState::Stopping,
+        "STOPPED" => ProgramState::Stopped,
+        "EXITED" => ProgramState::Exited,
+        "FATAL" => ProgramState::Fatal,
+        other => ProgramState::Unknown(other.to_string()),
     }
-    words.next()?.trim_end_matches(',').parse().ok()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_supervisor_status() {
-        assert_eq!(
-            running_pid("hello                            RUNNING   pid 42, uptime 0:00:05"),
-            Some(42)
-        );
-        assert_eq!(
-            running_pid("hello                            STOPPED   Nov 25 05:00 AM"),
-            None
-        );
-        assert_eq!(running_pid("hello: ERROR (no such process)"), None);
-        assert_eq!(running_pid(""), None);
-    }
-
-    #[test]
-    fn one_status_of_every_program_is_taken_apart_per_program() {
-        let all = "hello-blue                       RUNNING   pid 42, uptime 0:00:05\n\
-                   hello-blue2                      RUNNING   pid 7, uptime 0:00:05\n\
-                   hello-green                      STOPPED   Nov 25 05:00 AM\n\
-                   hello-worker:hello-worker-0      RUNNING   pid 43, uptime 0:00:05\n\
-                   hello-worker:hello-worker-1      RUNNING   pid 44, uptime 0:00:05\n";
-        let s = Supervisord;
-        assert_eq!(s.pid(&s.status_of(all, "hello-blue")), Some(42));
-        assert_eq!(s.pid(&s.status_of(all, "hello-green")), None);
-        assert_eq!(s.pid(&s.status_of(all, "hello-red")), None);
-        assert_eq!(s.running_copies(&s.status_of(all, "hello-worker")), 2);
-        assert_eq!(s.running_copies(&s.status_of(all, "hello-work")), 0);
-    }
-
-    #[test]
-    fn supervisords_own_answer_reads_as_status_lines() {
-        let member = |k: &str, t: &str, v: &str| {
-            format!("<member>\n<name>{k}</name>\n<value><{t}>{v}</{t}></value>\n</member>\n")
-        };
-        let process = |name: &str, group: &str, state: &str, pid: u32, desc: &str| {
-            format!(
-                "<value><struct>\n{}{}{}{}{}</struct></value>\n",
-                member("name", "string", name),
-                member("group", "string", group),
-                member("statename", "string", state),
-                member("pid", "int", &pid.to_string()),
-                member("description", "string", desc),
-            )
-        };
-        let xml = format!(
-            "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n{}{}{}</data></array></value>\n</param>\n</params>\n</methodResponse>\n",
-            process("hello-blue", "hello-blue", "STOPPED", 0, "Nov 26 01:05 PM"),
-            process(
-                "hello-green",
-                "hello-green",
-                "RUNNING",
-                314,
-                "pid 314, uptime 0:01:05"
-            ),
-            process(
-                "hello-worker-0",
-                "hello-worker",
-                "RUNNING",
-                320,
-                "pid 320, uptime 0:01:00"
-            ),
-        );
-        let s = Supervisord;
-        assert_eq!(s.pid(&s.status_of(&xml, "hello-green")), Some(314));
-        assert_eq!(s.pid(&s.status_of(&xml, "hello-blue")), None);
-        assert_eq!(s.running_copies(&s.status_of(&xml, "hello-worker")), 1);
-        assert_eq!(
-            s.copies(&s.status_of(&xml, "hello-worker")),
-            vec![("hello-worker-0".to_string(), Some(320))]
-        );
-        // No answer from the socket: supervisorctl's own lines.
-        assert!(
-            s.status_all()
-                .line
-                .contains("|| supervisorctl status || true")
-        );
-    }
-
-    #[test]
-    fn parses_the_copies_of_a_process() {
-        let out = "hello-worker:hello-worker-0   RUNNING   pid 12, uptime 0:01:00\nhello-worker:hello-worker-1   STOPPED   Nov 26 06:00 AM\n";
-        let s = Supervisord;
-        assert_eq!(
-            s.copies(out),
-            [
-                ("hello-worker-0".to_string(), Some(12)),
-                ("hello-worker-1".to_string(), None)
-            ]
-        );
-        assert_eq!(s.running_copies(out), 1);
-    }
-
-    #[test]
-    fn names_programs_and_files_per_slot() {
-        let s = Supervisord;
-        assert_eq!(s.program("hello", "blue"), "hello-blue");
-        assert_eq!(
-            s.conf_path("hello", "green"),
-            "/etc/supervisor/conf.d/hello-green.conf"
-        );
-        let stop = s.stop("hello-blue").line;
-        assert!(
-            stop.starts_with("sudo -n sh -c 'if [ -S /var/run/supervisor.sock ]; then curl "),
-            "{stop}"
-        );
-        assert!(
-            stop.contains("<methodName>supervisor.stopProcess</methodName>"),
-            "{stop}"
-        );
-        assert!(
-            stop.contains("else supervisorctl stop hello-blue || true; fi"),
-            "{stop}"
-        );
-    }
-}
+#[path = "supervisord_tests.rs"]
+mod tests;

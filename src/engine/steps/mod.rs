@@ -28,8 +28,6 @@ use super::facts::{Fact, Facts};
 use super::ops::{Decision, Report};
 use super::plan::{Plan, Rendered};
 
-/// Kept for callers that parse `supervisorctl status` themselves (tests).
-pub use crate::procman::supervisord::running_pid;
 pub use prune::prune_plan;
 
 /// What a step may look at: the job and this host's files, rendered at plan time.

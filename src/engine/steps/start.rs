@@ -15,7 +15,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     // Already live and unchanged: nothing to start, nothing to restart.
     if let Some(l) = live.slot {
         let slot = f.slot(l)?;
-        if slot.conf.as_deref() == Some(v.rendered.supervisor[l].as_str())
+        if slot.conf.as_deref() == Some(v.rendered.slots[l].as_str())
             && live.version.as_deref() == Some(v.version())
             && !st.env_changed
             && !st.would_build
@@ -35,7 +35,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     st.old_slot = live.slot.filter(|l| *l != target);
     let program = v.program(target);
     let conf_path = v.conf_path(target);
-    let want = &v.rendered.supervisor[target];
+    let want = &v.rendered.slots[target];
     let d = diff(&conf_path, f.slot(target)?.conf.as_deref(), want);
     let socket = v.paths.slot_socket(SLOTS[target], v.version());
     if v.check() {

@@ -50,7 +50,7 @@ fn settled(plan: &Plan) -> Facts {
         }),
         slots: Some([
             Slot {
-                conf: Some(r.supervisor[0].clone()),
+                conf: Some(r.slots[0].clone()),
                 pid: Some(42),
             },
             Slot::default(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use deploy::engine::{self, Collect, EngineConfig, JobResult, JobSpec};
 use deploy::inventory::Inventory;
 use deploy::pins::HostKeyPins;
+use deploy::procman::ProcessManager;
 use deploy::ssh::{self, SshOptions};
 use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
@@ -397,7 +398,8 @@ pub fn app_pid(container: &str) -> Option<u32> {
         container,
         &format!("supervisorctl status hello-{slot} || true"),
     );
-    deploy::engine::steps::running_pid(s.trim())
+    let all = deploy::procman::Supervisord.parse_status(&s);
+    all.into_iter().find(|p| p.running()).and_then(|p| p.pid)
 }
 
 /// `blue` or `green`: the slot the live pointer (`run/live.sock`) names.

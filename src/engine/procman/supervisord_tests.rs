@@ -1,0 +1,228 @@
+//! Tests of supervisord's side of the seam: names and commands, `command=` quoting, and
+//! its status (real `supervisorctl status` lines and its XML-RPC answer) read into
+//! [`ProgramStatus`].
+
+use super::*;
+use crate::procman::status_of;
+
+/// `supervisorctl status` prints `'%-32s %-10s %s' % (name, state, description)`.
+fn line(name: &str, state: &str, desc: &str) -> String {
+    format!("{name:<32} {state:<10} {desc}\n")
+}
+
+fn status(
+    program: &str,
+    copy: Option<&str>,
+    state: ProgramState,
+    pid: Option<u32>,
+) -> ProgramStatus {
+    ProgramStatus {
+        program: program.into(),
+        copy: copy.map(str::to_string),
+        state,
+        pid,
+    }
+}
+
+#[test]
+fn reads_supervisorctl_status_lines_of_every_state() {
+    let out = [
+        line("hello-blue", "RUNNING", "pid 42, uptime 0:00:05"),
+        line("hello-green", "STOPPED", "Nov 25 05:00 AM"),
+        line("hello-next", "STOPPED", "Not started"),
+        line(
+            "hello-worker:hello-worker-0",
+            "RUNNING",
+            "pid 43, uptime 1 day, 2:03:04",
+        ),
+        line(
+            "hello-worker:hello-worker-1",
+            "FATAL",
+            "Exited too quickly (process log may have details)",
+        ),
+        line(
+            "hello-beat:hello-beat-0",
+            "BACKOFF",
+            "can't find command '/srv/apps/hello/releases/1.0.0/bin/celery'",
+        ),
+        line("hello-once", "EXITED", "Nov 25 05:01 AM"),
+        line("hello-boot", "STARTING", ""),
+        line("hello-halt", "STOPPING", ""),
+        line("hello-odd", "UNKNOWN", ""),
+    ]
+    .concat();
+    use ProgramState::*;
+    assert_eq!(
+        Supervisord.parse_status(&out),
+        [
+            status("hello-blue", None, Running, Some(42)),
+            status("hello-green", None, Stopped, None),
+            status("hello-next", None, Stopped, None),
+            status("hello-worker", Some("hello-worker-0"), Running, Some(43)),
+            status("hello-worker", Some("hello-worker-1"), Fatal, None),
+            status("hello-beat", Some("hello-beat-0"), Backoff, None),
+            status("hello-once", None, Exited, None),
+            status("hello-boot", None, Starting, None),
+            status("hello-halt", None, Stopping, None),
+            status("hello-odd", None, Unknown("UNKNOWN".into()), None),
+        ]
+    );
+    let all = Supervisord.parse_status(&out);
+    assert_eq!(all[3].name(), "hello-worker-0");
+    assert_eq!(all[0].name(), "hello-blue");
+    assert!(all[0].running() && !all[4].running());
+}
+
+#[test]
+fn a_program_that_does_not_exist_or_a_supervisord_that_is_down_describes_nothing() {
+    for out in [
+        "hello-red: ERROR (no such process)\n",
+        "hello-worker: ERROR (no such group)\n",
+        "unix:///var/run/supervisor.sock no such file\n",
+        "unix:///var/run/supervisor.sock refused connection\n",
+        "error: <class 'ConnectionRefusedError'>, [Errno 111] Connection refused: file: /usr/lib/python3/dist-packages/supervisor/xmlrpc.py line: 560\n",
+        "sudo: a password is required\n",
+        "",
+        "\n",
+    ] {
+        assert_eq!(Supervisord.parse_status(out), [], "{out}");
+    }
+    // An error about one program leaves the others' lines as they are.
+    let out = format!(
+        "hello-red: ERROR (no such process)\n{}",
+        line("hello-blue", "RUNNING", "pid 7, uptime 0:01:00")
+    );
+    let all = Supervisord.parse_status(&out);
+    assert_eq!(all.len(), 1);
+    assert_eq!(status_of(&all, "hello-blue").next().unwrap().pid, Some(7));
+    assert_eq!(status_of(&all, "hello-red").count(), 0);
+}
+
+#[test]
+fn one_status_of_every_program_is_taken_apart_per_program() {
+    let out = [
+        line("hello-blue", "RUNNING", "pid 42, uptime 0:00:05"),
+        line("hello-blue2", "RUNNING", "pid 7, uptime 0:00:05"),
+        line("hello-green", "STOPPED", "Nov 25 05:00 AM"),
+        line(
+            "hello-worker:hello-worker-0",
+            "RUNNING",
+            "pid 43, uptime 0:00:05",
+        ),
+        line(
+            "hello-worker:hello-worker-1",
+            "RUNNING",
+            "pid 44, uptime 0:00:05",
+        ),
+    ]
+    .concat();
+    let all = Supervisord.parse_status(&out);
+    let pid = |p| status_of(&all, p).next().and_then(|s| s.pid);
+    let running = |p| status_of(&all, p).filter(|s| s.running()).count();
+    assert_eq!(pid("hello-blue"), Some(42));
+    assert_eq!(pid("hello-green"), None);
+    assert_eq!(pid("hello-red"), None);
+    assert_eq!(running("hello-worker"), 2);
+    assert_eq!(running("hello-work"), 0);
+}
+
+#[test]
+fn supervisords_own_answer_reads_as_the_same_statuses() {
+    let member = |k: &str, t: &str, v: &str| {
+        format!("<member>\n<name>{k}</name>\n<value><{t}>{v}</{t}></value>\n</member>\n")
+    };
+    let process = |name: &str, group: &str, state: &str, pid: u32, desc: &str| {
+        format!(
+            "<value><struct>\n{}{}{}{}{}</struct></value>\n",
+            member("name", "string", name),
+            member("group", "string", group),
+            member("statename", "string", state),
+            member("pid", "int", &pid.to_string()),
+            member("description", "string", desc),
+        )
+    };
+    let xml = format!(
+        "<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n<value><array><data>\n{}{}{}{}</data></array></value>\n</param>\n</params>\n</methodResponse>\n",
+        process("hello-blue", "hello-blue", "STOPPED", 0, "Nov 26 01:05 PM"),
+        process(
+            "hello-green",
+            "hello-green",
+            "RUNNING",
+            314,
+            "pid 314, uptime 0:01:05"
+        ),
+        process(
+            "hello-worker-0",
+            "hello-worker",
+            "RUNNING",
+            320,
+            "pid 320, uptime 0:01:00"
+        ),
+        process(
+            "hello-worker-1",
+            "hello-worker",
+            "FATAL",
+            0,
+            "Exited too quickly"
+        ),
+    );
+    use ProgramState::*;
+    assert_eq!(
+        Supervisord.parse_status(&xml),
+        [
+            status("hello-blue", None, Stopped, None),
+            status("hello-green", None, Running, Some(314)),
+            status("hello-worker", Some("hello-worker-0"), Running, Some(320)),
+            status("hello-worker", Some("hello-worker-1"), Fatal, None),
+        ]
+    );
+    // No answer from the socket: supervisorctl's own lines.
+    assert!(
+        Supervisord
+            .status_all()
+            .line
+            .contains("|| supervisorctl status || true")
+    );
+}
+
+#[test]
+fn the_command_line_is_quoted_for_the_shell_and_every_percent_doubled() {
+    let script = "cd /srv && exec gunicorn --max-requests '100 %' app:app";
+    let value = Supervisord.command_line(script);
+    assert_eq!(
+        value,
+        "/bin/sh -c 'cd /srv && exec gunicorn --max-requests '\\''100 %%'\\'' app:app'"
+    );
+    // supervisord expands `%%` to `%`, then splits the value like a POSIX shell.
+    let words = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\0' {}", value.replace("%%", "%")))
+        .output()
+        .unwrap();
+    let words = String::from_utf8(words.stdout).unwrap();
+    let argv: Vec<&str> = words.trim_end_matches('\0').split('\0').collect();
+    assert_eq!(argv, ["/bin/sh", "-c", script]);
+}
+
+#[test]
+fn names_programs_and_files_per_slot() {
+    let s = Supervisord;
+    assert_eq!(s.program("hello", "blue"), "hello-blue");
+    assert_eq!(
+        s.conf_path("hello", "green"),
+        "/etc/supervisor/conf.d/hello-green.conf"
+    );
+    let stop = s.stop("hello-blue").line;
+    assert!(
+        stop.starts_with("sudo -n sh -c 'if [ -S /var/run/supervisor.sock ]; then curl "),
+        "{stop}"
+    );
+    assert!(
+        stop.contains("<methodName>supervisor.stopProcess</methodName>"),
+        "{stop}"
+    );
+    assert!(
+        stop.contains("else supervisorctl stop hello-blue || true; fi"),
+        "{stop}"
+    );
+}
