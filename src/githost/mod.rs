@@ -4,6 +4,7 @@
 //! implements [`GitHost`], plus its arm in the gateway's config.
 
 pub mod bitbucket;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod git;
 

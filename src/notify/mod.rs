@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod deliver;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod hmac;
 pub mod jira;
