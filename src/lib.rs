@@ -8,6 +8,7 @@
 //! vocabulary (events, names) is in `deploy-wire` (`src/wire`).  See ARCHITECTURE.md.
 
 pub mod artifacts;
+pub mod backend;
 pub mod builder;
 pub mod gateway;
 pub mod githost;

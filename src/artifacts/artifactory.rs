@@ -3,6 +3,7 @@
 use reqwest::RequestBuilder;
 
 use super::{ArtifactSource, Auth, Secret, ServerIndex};
+use crate::backend::BackendError;
 
 /// JFrog Artifactory's PyPI repositories.  Follows JFrog's published documentation:
 /// - "PyPI Repositories" / "Resolve PyPI packages": the simple API of repository `KEY`
@@ -46,7 +47,7 @@ impl ArtifactSource for Artifactory {
     fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
         self.auth.apply(req)
     }
-    fn servers_index(&self) -> Result<ServerIndex, String> {
+    fn servers_index(&self) -> Result<ServerIndex, BackendError> {
         let url = self.simple_of(self.servers_base.as_deref().unwrap_or(&self.base));
         let credentials = match &self.auth {
             Auth::None => None,
@@ -54,10 +55,10 @@ impl ArtifactSource for Artifactory {
             Auth::Bearer(s) | Auth::ApiKey(s) => match &self.user {
                 Some(u) => Some((u.clone(), s.clone())),
                 None => {
-                    return Err(format!(
+                    return Err(BackendError::permanent(format!(
                         "{}: direct delivery sends the token as a basic-auth password, which needs `username` in the source's config (or use `delivery: relay`)",
                         self.describe()
-                    ));
+                    )));
                 }
             },
         };

@@ -4,7 +4,9 @@
 //!
 //! A source is a small, synchronous description ([`ArtifactSource`]: URLs and
 //! credentials); the HTTP work is shared ([`list_files`], [`list_versions`], [`get`]), so a
-//! new kind of repository is one more impl of the trait.  Credentials are [`Secret`]s: they
+//! new kind of repository is one more impl of the trait.  All of it fails with a
+//! [`BackendError`]: the network and 5xx/429 are retryable, refusals (4xx), what does not
+//! parse and a source that cannot serve direct delivery are not.  Credentials are [`Secret`]s: they
 //! go into request headers, never into URLs, messages or `Debug` output.
 //!
 //! One file per kind of repository: [`simple`] (any PyPI simple index) and
@@ -26,6 +28,8 @@ use std::fmt;
 pub use deploy_engine::index::{Secret, ServerIndex, percent_encode};
 
 use reqwest::RequestBuilder;
+
+use crate::backend::BackendError;
 
 /// How the gateway authenticates to a source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +74,9 @@ pub trait ArtifactSource: Send + Sync + fmt::Debug {
     fn simple_url(&self) -> String;
     /// Adds its credentials to a request to it.
     fn authorize(&self, req: RequestBuilder) -> RequestBuilder;
-    /// The index as servers reach it in direct delivery.
-    fn servers_index(&self) -> Result<ServerIndex, String>;
+    /// The index as servers reach it in direct delivery; a source that cannot give one
+    /// (its credentials cannot travel to a server) is a permanent error.
+    fn servers_index(&self) -> Result<ServerIndex, BackendError>;
     /// Every secret it holds (for scrubbing output).
     fn secrets(&self) -> Vec<Secret>;
 }
@@ -169,12 +174,14 @@ mod tests {
         );
         assert!(!format!("{s:?} {a:?}").contains("t0k"));
         let no_user = Artifactory { user: None, ..a };
-        assert!(no_user.servers_index().unwrap_err().contains("username"));
+        let e = no_user.servers_index().unwrap_err();
+        assert!(e.to_string().contains("username") && !e.is_retryable());
         let bearer = SimpleIndex {
             url: "http://idx/simple".into(),
             servers_url: None,
             auth: Auth::Bearer(Secret::new("x")),
         };
-        assert!(bearer.servers_index().unwrap_err().contains("relay"));
+        let e = bearer.servers_index().unwrap_err();
+        assert!(e.to_string().contains("relay") && !e.is_retryable());
     }
 }

@@ -4,6 +4,7 @@
 use reqwest::Url;
 
 use super::ArtifactSource;
+use crate::backend::{BackendError, request_kind, status_kind};
 
 /// One distribution file a source lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +70,14 @@ pub fn project_url(src: &dyn ArtifactSource, project: &str) -> String {
     format!("{}{}/", src.simple_url(), normalize(project))
 }
 
-/// Lists a project's files (an unknown project has none).
+/// Lists a project's files (an unknown project has none).  Retryable: the index could
+/// not be reached or answered 5xx/429; permanent: it refused the credentials, answered
+/// another 4xx, or sent what does not parse.
 pub async fn list_files(
     http: &reqwest::Client,
     src: &dyn ArtifactSource,
     project: &str,
-) -> Result<Vec<DistFile>, String> {
+) -> Result<Vec<DistFile>, BackendError> {
     let url = project_url(src, project);
     let accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1";
     let resp = super::send(http, src, &url, Some(accept)).await?;
@@ -83,13 +86,14 @@ pub async fn list_files(
         return Ok(Vec::new());
     }
     if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-        return Err(format!(
+        return Err(BackendError::permanent(format!(
             "{} refused the gateway's credentials ({status}) for {url}",
             src.describe()
-        ));
+        )));
     }
     if !status.is_success() {
-        return Err(format!("{} answered {status} for {url}", src.describe()));
+        let msg = format!("{} answered {status} for {url}", src.describe());
+        return Err(BackendError::new(status_kind(status), msg));
     }
     let json = resp
         .headers()
@@ -97,13 +101,15 @@ pub async fn list_files(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .contains("json");
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| format!("reading {url}: {}", e.without_url()))?;
-    let base = Url::parse(&url).map_err(|e| format!("bad URL {url}: {e}"))?;
+    let body = resp.text().await.map_err(|e| {
+        let kind = request_kind(&e);
+        BackendError::new(kind, format!("reading {url}: {}", e.without_url()))
+    })?;
+    let base =
+        Url::parse(&url).map_err(|e| BackendError::permanent(format!("bad URL {url}: {e}")))?;
     if json {
-        parse_json(&body, &base).map_err(|e| format!("bad JSON from {url}: {e}"))
+        parse_json(&body, &base)
+            .map_err(|e| BackendError::permanent(format!("bad JSON from {url}: {e}")))
     } else {
         Ok(parse_html(&body, &base))
     }
@@ -114,7 +120,7 @@ pub async fn list_versions(
     http: &reqwest::Client,
     src: &dyn ArtifactSource,
     project: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, BackendError> {
     let files = list_files(http, src, project).await?;
     let mut v: Vec<String> = files
         .iter()
@@ -132,16 +138,14 @@ pub async fn get(
     http: &reqwest::Client,
     src: &dyn ArtifactSource,
     url: &str,
-) -> Result<reqwest::Response, String> {
+) -> Result<reqwest::Response, BackendError> {
     let resp = super::send(http, src, url, None)
         .await
-        .map_err(|e| format!("cannot download: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!(
-            "{} answered {} for {url}",
-            src.describe(),
-            resp.status()
-        ));
+        .map_err(|e| e.map_message(|m| format!("cannot download: {m}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let msg = format!("{} answered {status} for {url}", src.describe());
+        return Err(BackendError::new(status_kind(status), msg));
     }
     Ok(resp)
 }

@@ -7,6 +7,7 @@
 use reqwest::{ClientBuilder, Response, StatusCode, Url};
 
 use super::ArtifactSource;
+use crate::backend::{BackendError, request_kind};
 
 /// At most this many redirects per request.
 const MAX_HOPS: usize = 10;
@@ -22,14 +23,16 @@ pub fn same_origin(url: &Url, src: &dyn ArtifactSource) -> bool {
 }
 
 /// GETs `url` of `src`, following redirects: credentials only on the source's origin.
-/// `accept`: the `Accept` header, if any.  Errors say what failed, never a credential.
+/// `accept`: the `Accept` header, if any.  Errors say what failed, never a credential;
+/// the network's failures are retryable, a bad URL or redirect is not.
 pub async fn send(
     http: &reqwest::Client,
     src: &dyn ArtifactSource,
     url: &str,
     accept: Option<&str>,
-) -> Result<Response, String> {
-    let mut url = Url::parse(url).map_err(|e| format!("bad URL {url}: {e}"))?;
+) -> Result<Response, BackendError> {
+    let mut url =
+        Url::parse(url).map_err(|e| BackendError::permanent(format!("bad URL {url}: {e}")))?;
     for _ in 0..=MAX_HOPS {
         let mut req = http.get(url.clone());
         if same_origin(&url, src) {
@@ -38,10 +41,11 @@ pub async fn send(
         if let Some(a) = accept {
             req = req.header("Accept", a);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {}: {}", src.describe(), e.without_url()))?;
+        let resp = req.send().await.map_err(|e| {
+            let kind = request_kind(&e);
+            let msg = format!("cannot reach {}: {}", src.describe(), e.without_url());
+            BackendError::new(kind, msg)
+        })?;
         if !is_redirect(resp.status()) {
             return Ok(resp);
         }
@@ -49,15 +53,19 @@ pub async fn send(
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| format!("{} redirected {url} without a Location", src.describe()))?;
-        url = url
-            .join(location)
-            .map_err(|e| format!("{} redirected {url} to a bad URL: {e}", src.describe()))?;
+            .ok_or_else(|| {
+                let msg = format!("{} redirected {url} without a Location", src.describe());
+                BackendError::permanent(msg)
+            })?;
+        url = url.join(location).map_err(|e| {
+            let msg = format!("{} redirected {url} to a bad URL: {e}", src.describe());
+            BackendError::permanent(msg)
+        })?;
     }
-    Err(format!(
+    Err(BackendError::permanent(format!(
         "{} redirected more than {MAX_HOPS} times",
         src.describe()
-    ))
+    )))
 }
 
 fn is_redirect(s: StatusCode) -> bool {
@@ -148,5 +156,68 @@ mod tests {
                 "a credential went to another origin: {head}"
             );
         }
+    }
+
+    /// An index answering every request with this status line and no body.
+    macro_rules! answering {
+        ($status:literal) => {{
+            let (port, _) = server(|_| {
+                concat!(
+                    "HTTP/1.1 ",
+                    $status,
+                    "\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .to_string()
+            })
+            .await;
+            artifactory(port, Auth::None)
+        }};
+    }
+
+    #[tokio::test]
+    async fn an_index_that_is_down_or_busy_is_retryable_and_one_that_refuses_is_not() {
+        use crate::artifacts::{get, list_files};
+        let http = client(reqwest::Client::builder()).build().unwrap();
+        for src in [
+            answering!("503 Service Unavailable"),
+            answering!("429 Too Many Requests"),
+        ] {
+            let e = list_files(&http, &src, "hello-app").await.unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{} answered ", src.describe()))
+            );
+        }
+        let src = answering!("401 Unauthorized");
+        let e = list_files(&http, &src, "hello-app").await.unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(
+            e.to_string()
+                .contains("refused the gateway's credentials (401 Unauthorized)")
+        );
+        let src = answering!("404 Not Found");
+        assert_eq!(list_files(&http, &src, "hello-app").await.unwrap(), vec![]);
+        let url = format!(
+            "{}hello-app/hello_app-1.0-py3-none-any.whl",
+            src.simple_url()
+        );
+        let e = get(&http, &src, &url).await.unwrap_err();
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("answered 404 Not Found"), "{e}");
+
+        // Nobody listening: retryable, and the message is what it was.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let src = artifactory(port, Auth::None);
+        let e = list_files(&http, &src, "hello-app").await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot reach {}: ", src.describe())),
+            "{e}"
+        );
     }
 }

@@ -210,7 +210,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             let cfg = GatewayConfig::load(&config).map_err(usage)?;
             deploy::gateway::serve(cfg)
                 .await
-                .map_err(|e| (EXIT_FAILED, e))?;
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
             Ok(0)
         }
         Cmd::Token { config, cmd } => run_token(&config, cmd),

@@ -1,12 +1,13 @@
 //! A scripted builder for tests: each build runs through the given console lines, one
-//! per poll, and ends as told.
+//! per poll, and ends as told; polls can be made to fail first (retryably or not).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use futures_util::future::BoxFuture;
 
 use super::{BuildRef, BuildRequest, BuildState, Builder, Progress};
+use crate::backend::BackendError;
 
 #[derive(Debug, Default)]
 pub struct FakeBuilder {
@@ -19,6 +20,8 @@ pub struct FakeBuilder {
     pub build_urls: Option<String>,
     /// id -> (request, polls so far)
     pub builds: Mutex<BTreeMap<String, (BuildRequest, usize)>>,
+    /// What the next polls fail with, in order (a failed poll does not count).
+    pub poll_errors: Mutex<VecDeque<BackendError>>,
 }
 
 impl FakeBuilder {
@@ -31,16 +34,25 @@ impl Builder for FakeBuilder {
     fn describe(&self) -> String {
         "a fake builder".into()
     }
-    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, String>> {
+    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, BackendError>> {
         let mut b = self.builds();
         let id = (b.len() + 1).to_string();
         b.insert(id.clone(), (req.clone(), 0));
         Box::pin(async move { Ok(id) })
     }
-    fn poll<'a>(&'a self, id: &'a str, offset: u64) -> BoxFuture<'a, Result<Progress, String>> {
+    fn poll<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<Progress, BackendError>> {
         let r = (|| {
+            if let Some(e) = self.poll_errors.lock().ok().and_then(|mut q| q.pop_front()) {
+                return Err(e);
+            }
             let mut b = self.builds();
-            let (_, polls) = b.get_mut(id).ok_or_else(|| format!("no build {id}"))?;
+            let (_, polls) = b
+                .get_mut(id)
+                .ok_or_else(|| BackendError::permanent(format!("no build {id}")))?;
             *polls += 1;
             let (lines, fails) = &self.script;
             let line = lines.get(offset as usize).cloned();

@@ -24,19 +24,24 @@
 //! (the URLs Jenkins hands back, which name its configured root URL, are shown to people
 //! but never requested; redirects are not followed).  Errors are one line with the
 //! request's method and path and the status; the token is a [`Secret`] and appears in no
-//! message.
+//! message.  They are [`BackendError`]s: retryable when Jenkins could not be reached or
+//! answered 5xx/429, permanent for other statuses, answers that do not parse and a bad
+//! config.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
-use serde::Deserialize;
 
+use super::jenkins_api::{
+    QueueState, chain, job_path, parse_build, parse_crumb, parse_queue_item, progressive,
+    queue_number, session_cookie,
+};
 use super::{BuildRef, BuildRequest, BuildState, Builder, Progress};
 use crate::artifacts::Secret;
+use crate::backend::{BackendError, request_kind, status_kind};
 
 /// Every request's deadline (a console chunk or a JSON document is small).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,18 +82,21 @@ impl Jenkins {
         user: String,
         api_token: Secret,
         jobs: BTreeMap<String, String>,
-    ) -> Result<Jenkins, String> {
+    ) -> Result<Jenkins, BackendError> {
         let base = base_url.trim_end_matches('/').to_string();
         match Url::parse(&base) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => return Err(format!("Jenkins URL {base_url:?} is not an http(s) URL")),
+            _ => {
+                let msg = format!("Jenkins URL {base_url:?} is not an http(s) URL");
+                return Err(BackendError::permanent(msg));
+            }
         }
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+            .map_err(|e| BackendError::permanent(format!("cannot make an HTTP client: {e}")))?;
         Ok(Jenkins {
             base,
             user,
@@ -111,16 +119,25 @@ impl Jenkins {
             .timeout(REQUEST_TIMEOUT)
     }
 
+    /// `e`, said as `<describe>: <what>: <e>`.
+    fn about(&self, what: &str, e: BackendError) -> BackendError {
+        e.map_message(|m| format!("{}: {what}: {m}", self.describe()))
+    }
+
+    /// A request that got no answer, or whose body could not be read (retryable as the
+    /// network's failures are).
+    fn unanswered(&self, what: &str, e: reqwest::Error) -> BackendError {
+        let kind = request_kind(&e);
+        BackendError::new(kind, format!("{}: {what}: {}", self.describe(), chain(e)))
+    }
+
     /// Sends, and turns a transport error or a status that is not 2xx into one line.
-    async fn send(&self, req: RequestBuilder, what: &str) -> Result<Response, String> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(e)))?;
+    async fn send(&self, req: RequestBuilder, what: &str) -> Result<Response, BackendError> {
+        let resp = req.send().await.map_err(|e| self.unanswered(what, e))?;
         self.check(resp, what)
     }
 
-    fn check(&self, resp: Response, what: &str) -> Result<Response, String> {
+    fn check(&self, resp: Response, what: &str) -> Result<Response, BackendError> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -131,30 +148,28 @@ impl Jenkins {
             StatusCode::NOT_FOUND => " (no such job, queue item or build)",
             _ => "",
         };
-        Err(format!(
-            "{}: {what} answered {status}{hint}",
-            self.describe()
-        ))
+        let msg = format!("{}: {what} answered {status}{hint}", self.describe());
+        Err(BackendError::new(status_kind(status), msg))
     }
 
-    async fn get_text(&self, path: &str) -> Result<String, String> {
+    async fn get_text(&self, path: &str) -> Result<String, BackendError> {
         let what = format!("GET {path}");
         let resp = self.send(self.request(Method::GET, path), &what).await?;
         resp.text()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))
+            .map_err(|e| self.unanswered(&format!("reading {what}"), e))
     }
 
     /// The crumb header and the session cookie to send with a POST; `None` when the
     /// crumb issuer is off (404).
-    async fn crumb(&self) -> Result<Option<Csrf>, String> {
+    async fn crumb(&self) -> Result<Option<Csrf>, BackendError> {
         let path = "/crumbIssuer/api/json";
         let what = format!("GET {path}");
         let resp = self
             .request(Method::GET, path)
             .send()
             .await
-            .map_err(|e| format!("{}: {what}: {}", self.describe(), chain(e)))?;
+            .map_err(|e| self.unanswered(&what, e))?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -163,9 +178,8 @@ impl Jenkins {
         let body = resp
             .text()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))?;
-        let (field, crumb) =
-            parse_crumb(&body).map_err(|e| format!("{}: {what}: {e}", self.describe()))?;
+            .map_err(|e| self.unanswered(&format!("reading {what}"), e))?;
+        let (field, crumb) = parse_crumb(&body).map_err(|e| self.about(&what, e))?;
         Ok(Some(Csrf {
             field,
             crumb,
@@ -173,13 +187,13 @@ impl Jenkins {
         }))
     }
 
-    async fn start_build(&self, req: &BuildRequest) -> Result<String, String> {
+    async fn start_build(&self, req: &BuildRequest) -> Result<String, BackendError> {
         let job = self.jobs.get(&req.app).ok_or_else(|| {
-            format!(
+            BackendError::permanent(format!(
                 "{} has no job for app {} in the builder's config",
                 self.describe(),
                 req.app
-            )
+            ))
         })?;
         let crumb = self.crumb().await?;
         let path = format!("{}/buildWithParameters", job_path(job));
@@ -205,11 +219,11 @@ impl Jenkins {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let n = queue_number(location).ok_or_else(|| {
-            format!(
+            BackendError::permanent(format!(
                 "{}: {what} answered {} without a queue item in Location ({location:?})",
                 self.describe(),
                 resp.status()
-            )
+            ))
         })?;
         let id = format!("{}/queue/item/{n}/", self.base);
         let tracked = Tracked {
@@ -225,11 +239,11 @@ impl Jenkins {
         &self,
         id: &str,
         offset: u64,
-    ) -> Result<Result<BuildRef, Progress>, String> {
+    ) -> Result<Result<BuildRef, Progress>, BackendError> {
         let path = id.strip_prefix(&self.base).unwrap_or(id);
         let body = self.get_text(&format!("{path}api/json")).await?;
-        let item = parse_queue_item(&body)
-            .map_err(|e| format!("{}: queue item {path}: {e}", self.describe()))?;
+        let item =
+            parse_queue_item(&body).map_err(|e| self.about(&format!("queue item {path}"), e))?;
         let state = match item {
             QueueState::Started(b) => return Ok(Ok(b)),
             QueueState::Waiting => BuildState::Queued,
@@ -247,12 +261,12 @@ impl Jenkins {
         }))
     }
 
-    async fn poll_build(&self, id: &str, offset: u64) -> Result<Progress, String> {
+    async fn poll_build(&self, id: &str, offset: u64) -> Result<Progress, BackendError> {
         let t = self.tracked().get(id).cloned().ok_or_else(|| {
-            format!(
+            BackendError::permanent(format!(
                 "{} did not start build {id} (builds are followed by the process that started them)",
                 self.describe()
-            )
+            ))
         })?;
         let build = match t.build {
             Some(b) => b,
@@ -277,15 +291,14 @@ impl Jenkins {
         };
         if !more {
             let body = self.get_text(&format!("{run}/api/json")).await?;
-            let r =
-                parse_build(&body).map_err(|e| format!("{}: build {run}: {e}", self.describe()))?;
+            let r = parse_build(&body).map_err(|e| self.about(&format!("build {run}"), e))?;
             (p.state, p.artifacts) = r.outcome();
         }
         Ok(p)
     }
 
     /// Console text from `offset`: (text, next offset, more to come).
-    async fn console(&self, run: &str, offset: u64) -> Result<(String, u64, bool), String> {
+    async fn console(&self, run: &str, offset: u64) -> Result<(String, u64, bool), BackendError> {
         let path = format!("{run}/logText/progressiveText");
         let what = format!("GET {path}?start={offset}");
         let req = self
@@ -296,7 +309,7 @@ impl Jenkins {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| format!("{}: reading {what}: {}", self.describe(), chain(e)))?;
+            .map_err(|e| self.unanswered(&format!("reading {what}"), e))?;
         let (next, more) = progressive(&headers, offset, bytes.len());
         Ok((String::from_utf8_lossy(&bytes).into_owned(), next, more))
     }
@@ -306,281 +319,18 @@ impl Builder for Jenkins {
     fn describe(&self) -> String {
         format!("Jenkins at {}", self.base)
     }
-    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, String>> {
+    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(self.start_build(req))
     }
-    fn poll<'a>(&'a self, id: &'a str, offset: u64) -> BoxFuture<'a, Result<Progress, String>> {
+    fn poll<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<Progress, BackendError>> {
         Box::pin(self.poll_build(id, offset))
     }
 }
 
-/// A job's path: `/job/NAME`, each folder its own `/job/SEGMENT`, percent-encoded.
-fn job_path(job: &str) -> String {
-    job.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("/job/{}", crate::artifacts::percent_encode(s)))
-        .collect()
-}
-
-/// A reqwest error with its causes, on one line (no URL: it is said by the caller).
-fn chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut s = e.to_string();
-    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
-}
-
-/// `N` of a `.../queue/item/N/` Location.
-fn queue_number(location: &str) -> Option<u64> {
-    let (_, rest) = location.split_once("/queue/item/")?;
-    rest.trim_end_matches('/').parse().ok()
-}
-
-/// The `name=value` pairs of `Set-Cookie` headers, as one `Cookie` header value.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
-    let pairs: Vec<&str> = headers
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .map(str::trim)
-        .filter(|p| p.contains('='))
-        .collect();
-    (!pairs.is_empty()).then(|| pairs.join("; "))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Crumb {
-    crumb_request_field: String,
-    crumb: String,
-}
-
-/// `(header name, crumb)` from `/crumbIssuer/api/json`.
-fn parse_crumb(body: &str) -> Result<(String, String), String> {
-    let c: Crumb = serde_json::from_str(body).map_err(|e| format!("not a crumb: {e}"))?;
-    if c.crumb_request_field.is_empty() || c.crumb.is_empty() {
-        return Err("an empty crumb".into());
-    }
-    Ok((c.crumb_request_field, c.crumb))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum QueueState {
-    Waiting,
-    Cancelled(Option<String>),
-    Started(BuildRef),
-}
-
-#[derive(Deserialize)]
-struct QueueItem {
-    /// Not used, but every queue item has one (so an unrelated JSON is an error).
-    #[serde(rename = "id")]
-    _id: u64,
-    #[serde(default)]
-    cancelled: bool,
-    #[serde(default)]
-    why: Option<String>,
-    #[serde(default)]
-    executable: Option<Executable>,
-}
-
-#[derive(Deserialize)]
-struct Executable {
-    number: u64,
-    #[serde(default)]
-    url: String,
-}
-
-fn parse_queue_item(body: &str) -> Result<QueueState, String> {
-    let q: QueueItem = serde_json::from_str(body).map_err(|e| format!("not a queue item: {e}"))?;
-    Ok(match (q.executable, q.cancelled) {
-        (Some(e), _) => QueueState::Started(BuildRef {
-            number: e.number.to_string(),
-            url: e.url,
-        }),
-        (None, true) => QueueState::Cancelled(q.why),
-        (None, false) => QueueState::Waiting,
-    })
-}
-
-/// From progressiveText's headers: the next offset (`X-Text-Size`; without it, the
-/// offset plus what was read) and whether more is coming (`X-More-Data: true`).
-fn progressive(headers: &HeaderMap, offset: u64, read: usize) -> (u64, bool) {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let next = header("X-Text-Size")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(offset + read as u64);
-    let more = header("X-More-Data").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    (next, more)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Artifact {
-    file_name: String,
-}
-
-#[derive(Deserialize)]
-struct BuildJson {
-    #[serde(default)]
-    building: bool,
-    #[serde(default)]
-    result: Option<String>,
-    #[serde(default)]
-    artifacts: Vec<Artifact>,
-}
-
-fn parse_build(body: &str) -> Result<BuildJson, String> {
-    serde_json::from_str(body).map_err(|e| format!("not a build: {e}"))
-}
-
-impl BuildJson {
-    /// The state this build is in, and its artifacts when it succeeded.
-    fn outcome(self) -> (BuildState, Vec<String>) {
-        match (self.building, self.result.as_deref()) {
-            (true, _) | (false, None) => (BuildState::Running, Vec::new()),
-            (false, Some("SUCCESS")) => (
-                BuildState::Succeeded,
-                self.artifacts.into_iter().map(|a| a.file_name).collect(),
-            ),
-            (false, Some(r)) => (BuildState::Failed(format!("Jenkins says {r}")), Vec::new()),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-
-    #[test]
-    fn crumbs_parse_and_empty_ones_are_refused() {
-        let body = r#"{"_class":"hudson.security.csrf.DefaultCrumbIssuer","crumb":"ab12","crumbRequestField":"Jenkins-Crumb"}"#;
-        assert_eq!(
-            parse_crumb(body),
-            Ok(("Jenkins-Crumb".to_string(), "ab12".to_string()))
-        );
-        assert!(parse_crumb(r#"{"crumb":"","crumbRequestField":"X"}"#).is_err());
-        assert!(parse_crumb("<html>").is_err());
-    }
-
-    #[test]
-    fn queue_items_wait_start_or_are_cancelled() {
-        let waiting = r#"{"_class":"hudson.model.Queue$WaitingItem","id":7,"why":"In the quiet period","executable":null}"#;
-        assert_eq!(parse_queue_item(waiting), Ok(QueueState::Waiting));
-        let started = r#"{"_class":"hudson.model.Queue$LeftItem","id":7,"cancelled":false,
-            "executable":{"_class":"hudson.model.FreeStyleBuild","number":42,"url":"http://ci/job/app/42/"}}"#;
-        assert_eq!(
-            parse_queue_item(started),
-            Ok(QueueState::Started(BuildRef {
-                number: "42".into(),
-                url: "http://ci/job/app/42/".into()
-            }))
-        );
-        let cancelled =
-            r#"{"_class":"hudson.model.Queue$LeftItem","id":7,"cancelled":true,"executable":null}"#;
-        assert_eq!(parse_queue_item(cancelled), Ok(QueueState::Cancelled(None)));
-        assert!(parse_queue_item("[]").is_err());
-        assert!(parse_queue_item("<html>").is_err());
-    }
-
-    #[test]
-    fn progressive_headers_give_the_next_offset_and_whether_more_comes() {
-        let mut h = HeaderMap::new();
-        h.insert("X-Text-Size", HeaderValue::from_static("1234"));
-        h.insert("X-More-Data", HeaderValue::from_static("true"));
-        assert_eq!(progressive(&h, 1000, 234), (1234, true));
-        h.remove("X-More-Data");
-        assert_eq!(progressive(&h, 1000, 234), (1234, false));
-        assert_eq!(progressive(&HeaderMap::new(), 10, 5), (15, false));
-    }
-
-    #[test]
-    fn build_results_map_to_states_with_artifacts_on_success() {
-        let ok = r#"{"building":false,"result":"SUCCESS","url":"http://ci/job/a/3/",
-            "artifacts":[{"displayPath":"x","fileName":"hello_app-1.0.0-py3-none-any.whl","relativePath":"dist/hello_app-1.0.0-py3-none-any.whl"}]}"#;
-        let (s, a) = parse_build(ok).map(BuildJson::outcome).unwrap();
-        assert_eq!(s, BuildState::Succeeded);
-        assert_eq!(a, ["hello_app-1.0.0-py3-none-any.whl"]);
-        let running = r#"{"building":true,"result":null,"artifacts":[]}"#;
-        assert_eq!(
-            parse_build(running).map(BuildJson::outcome).unwrap().0,
-            BuildState::Running
-        );
-        for r in ["FAILURE", "ABORTED", "UNSTABLE"] {
-            let body = format!(r#"{{"building":false,"result":"{r}"}}"#);
-            let (s, a) = parse_build(&body).map(BuildJson::outcome).unwrap();
-            assert_eq!(s, BuildState::Failed(format!("Jenkins says {r}")));
-            assert!(a.is_empty());
-        }
-        assert!(parse_build("{").is_err());
-    }
-
-    #[test]
-    fn paths_encode_jobs_and_queue_locations_parse() {
-        assert_eq!(job_path("hello app"), "/job/hello%20app");
-        assert_eq!(job_path("team/hello"), "/job/team/job/hello");
-        assert_eq!(queue_number("http://ci/queue/item/17/"), Some(17));
-        assert_eq!(queue_number("http://ci/job/x/"), None);
-    }
-
-    #[test]
-    fn session_cookies_are_forwarded_without_attributes() {
-        let mut h = HeaderMap::new();
-        h.append(
-            "set-cookie",
-            HeaderValue::from_static("JSESSIONID.abc=node01; Path=/; HttpOnly"),
-        );
-        h.append("set-cookie", HeaderValue::from_static("other=1"));
-        assert_eq!(
-            session_cookie(&h).as_deref(),
-            Some("JSESSIONID.abc=node01; other=1")
-        );
-        assert_eq!(session_cookie(&HeaderMap::new()), None);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_jenkins_is_one_line_naming_the_request() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap();
-        let j = Jenkins::new(
-            format!("http://127.0.0.1:{port}"),
-            "svc".into(),
-            Secret::new("s3cret-token"),
-            BTreeMap::from([("hello".to_string(), "hello-build".to_string())]),
-        )
-        .unwrap();
-        let req = BuildRequest {
-            app: "hello".into(),
-            commit: "0123abcd".into(),
-        };
-        let e = j.start(&req).await.unwrap_err();
-        assert!(
-            e.starts_with(&format!(
-                "Jenkins at http://127.0.0.1:{port}: GET /crumbIssuer/api/json: "
-            )),
-            "{e}"
-        );
-        assert!(!e.contains('\n') && !e.contains("s3cret"), "{e}");
-    }
-
-    #[test]
-    fn the_token_stays_out_of_debug_and_needs_a_job() {
-        let j = Jenkins::new(
-            "http://ci.example/".into(),
-            "svc".into(),
-            Secret::new("s3cret-token"),
-            BTreeMap::new(),
-        )
-        .unwrap();
-        assert!(!format!("{j:?} {}", j.describe()).contains("s3cret"));
-        assert!(Jenkins::new("ci".into(), "u".into(), Secret::new("t"), BTreeMap::new()).is_err());
-    }
-}
+#[path = "jenkins_tests.rs"]
+mod tests;

@@ -2,14 +2,19 @@
 //! (Jenkins).  The gateway starts a build, follows its console and learns its result;
 //! [`BuildPhase`] runs that as a job-level phase before the hosts, so a release that
 //! needs a build gets it in the same job, with its console streamed like any step's
-//! output.  Adding a builder is adding a file here that implements [`Builder`].
+//! output.  Adding a builder is adding a file here that implements [`Builder`].  Its
+//! failures are [`BackendError`]s: a CI server that could not be reached or was busy is
+//! retryable, a refusal or an answer that does not parse is not.
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod jenkins;
+mod jenkins_api;
 mod phase;
 
 use futures_util::future::BoxFuture;
+
+use crate::backend::BackendError;
 
 pub use phase::BuildPhase;
 
@@ -57,7 +62,13 @@ pub trait Builder: Send + Sync + std::fmt::Debug {
     /// What it is, for messages (never a credential).
     fn describe(&self) -> String;
     /// Starts (or queues) a build; returns its id.
-    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, String>>;
-    /// The build's state and the console text after `offset`.
-    fn poll<'a>(&'a self, id: &'a str, offset: u64) -> BoxFuture<'a, Result<Progress, String>>;
+    fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, BackendError>>;
+    /// The build's state and the console text after `offset`.  A failed poll that is
+    /// retryable may be polled again (the build goes on without us); a permanent one
+    /// ends the following.
+    fn poll<'a>(
+        &'a self,
+        id: &'a str,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<Progress, BackendError>>;
 }

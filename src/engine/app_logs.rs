@@ -148,7 +148,10 @@ async fn read_host(
 ) -> Result<(), String> {
     let files = match &spec.source {
         Source::Web => {
-            let Some((slot, _)) = live_release(conn, &spec.app, cfg.command_timeout).await? else {
+            let Some((slot, _)) = live_release(conn, &spec.app, cfg.command_timeout)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
                 return Err(format!("nothing is live on {}", h.name));
             };
             pm.log_files(&pm.program(&spec.app, &slot), None)
@@ -177,7 +180,10 @@ async fn read_host(
                 }
             }
         };
-        conn.exec(&c, limit, &mut on_line).await?.status
+        conn.exec(&c, limit, &mut on_line)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
     };
     if out.dropped > 0 {
         let n = out.dropped;

@@ -14,6 +14,7 @@ use super::oneoff::{self, OneOff};
 use super::transport::{Connector, OnLine, Output, Transport};
 use super::{CancelFlag, Collect};
 use crate::commands::RemoteCmd;
+use crate::error::BackendError;
 use crate::inventory::Host;
 use crate::procman::Supervisord;
 use crate::testbed::bed_with;
@@ -50,14 +51,17 @@ impl Hosts {
 }
 
 impl Connector for Hosts {
-    fn connect<'a>(&'a self, host: &'a Host) -> BoxFuture<'a, Result<Box<dyn Transport>, String>> {
+    fn connect<'a>(
+        &'a self,
+        host: &'a Host,
+    ) -> BoxFuture<'a, Result<Box<dyn Transport>, BackendError>> {
         let s = self.get(&host.name);
         Box::pin(async move {
             if s.lock().unwrap().down {
-                return Err(format!(
+                return Err(BackendError::retryable(format!(
                     "cannot connect to {}: connection refused",
                     host.address
-                ));
+                )));
             }
             Ok(Box::new(Conn(s)) as Box<dyn Transport>)
         })
@@ -72,7 +76,7 @@ impl Transport for Conn {
         cmd: &'a RemoteCmd,
         _t: Duration,
         on_line: OnLine<'a>,
-    ) -> BoxFuture<'a, Result<Output, String>> {
+    ) -> BoxFuture<'a, Result<Output, BackendError>> {
         Box::pin(async move {
             let l = cmd.line.clone();
             let (reply, lines, hang, exit) = {
@@ -100,8 +104,8 @@ impl Transport for Conn {
             })
         })
     }
-    fn remote_forward(&self, _a: crate::ssh::Acceptor) -> BoxFuture<'_, Result<u16, String>> {
-        Box::pin(async { Err("no forwards".to_string()) })
+    fn remote_forward(&self, _a: crate::ssh::Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
+        Box::pin(async { Err(BackendError::permanent("no forwards")) })
     }
     fn cancel_remote_forward(&self, _p: u16) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -125,7 +125,7 @@ impl HostRun<'_> {
             .conn
             .exec(c, self.cfg.command_timeout, &mut on_line)
             .await
-            .map_err(|e| scrub(&e, secrets))?;
+            .map_err(|e| scrub(&e.to_string(), secrets))?;
         if !secrets.is_empty() {
             out.stdout = scrub(&out.stdout, secrets);
             out.stderr = scrub(&out.stderr, secrets);
@@ -141,7 +141,7 @@ impl HostRun<'_> {
             .conn
             .exec(c, self.cfg.command_timeout, &mut |_, _| {})
             .await
-            .map_err(|e| scrub(&e, &self.secrets))?;
+            .map_err(|e| scrub(&e.to_string(), &self.secrets))?;
         Ok(self.scrub_read(out))
     }
 
@@ -171,7 +171,8 @@ impl HostRun<'_> {
                 let port = self
                     .conn
                     .remote_forward(relay.acceptor(&self.host().name))
-                    .await?;
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let url = format!("http://127.0.0.1:{port}{}", relay.index_path());
                 (
                     ServerIndex {

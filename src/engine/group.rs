@@ -217,7 +217,7 @@ impl HostRun<'_> {
                 stdout,
                 stderr,
             };
-            (scrub(&e, secrets), partial)
+            (scrub(&e.to_string(), secrets), partial)
         })
     }
 

@@ -10,7 +10,7 @@ use super::EngineConfig;
 use super::facts::{Fact, Facts, Reader};
 use super::transport::{Connector, SshConnector, Transport};
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
-use crate::error::InputError;
+use crate::error::{BackendError, InputError};
 use crate::inventory::{App, Inventory};
 use crate::procman::{self, ProcessManager};
 use crate::render::SLOTS;
@@ -38,11 +38,12 @@ pub struct HostView {
     pub processes: Vec<Process>,
 }
 
-/// One host's answer, or why there was none (unreachable, refused, timed out).
+/// One host's answer, or why there was none (unreachable, refused, timed out: retryable
+/// as the transport says; a read that failed on the host: permanent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub host: String,
-    pub view: Result<HostView, String>,
+    pub view: Result<HostView, BackendError>,
 }
 
 /// Asks every host of `app` in `env`, concurrently, over SSH.  Err: the app or
@@ -76,7 +77,7 @@ pub async fn observe_with(
         let pm = pm.clone();
         async move {
             let view = match connector.connect(h).await {
-                Err(e) => Err(format!("unreachable: {e}")),
+                Err(e) => Err(e.map_message(|m| format!("unreachable: {m}"))),
                 Ok(conn) => {
                     let v = ask(conn.as_ref(), cfg, a, &h.user, pm.as_ref()).await;
                     conn.close().await;
@@ -98,7 +99,7 @@ async fn ask(
     app: &App,
     user: &str,
     pm: &dyn ProcessManager,
-) -> Result<HostView, String> {
+) -> Result<HostView, BackendError> {
     let paths = AppPaths::new(&app.name);
     let reader = Reader {
         paths: &paths,
@@ -115,9 +116,11 @@ async fn ask(
         for c in reader.commands(f) {
             outs.push(conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?);
         }
-        reader.store(&mut facts, f, &outs)?;
+        reader
+            .store(&mut facts, f, &outs)
+            .map_err(BackendError::permanent)?;
     }
-    let live = facts.live()?;
+    let live = facts.live().map_err(BackendError::permanent)?;
     let mut processes: Vec<Process> = (0..SLOTS.len())
         .map(|i| {
             process(
@@ -140,16 +143,20 @@ async fn ask(
 }
 
 /// The output of a read-only command; a failure is the host's answer.
-async fn read(conn: &dyn Transport, cfg: &EngineConfig, c: RemoteCmd) -> Result<String, String> {
+async fn read(
+    conn: &dyn Transport,
+    cfg: &EngineConfig,
+    c: RemoteCmd,
+) -> Result<String, BackendError> {
     let out = conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?;
     if out.ok() {
         Ok(out.stdout)
     } else {
-        Err(format!(
+        Err(BackendError::permanent(format!(
             "reading the host failed (exit {}): {}",
             out.status,
             out.tail()
-        ))
+        )))
     }
 }
 
@@ -173,7 +180,7 @@ async fn add_releases(
     cfg: &EngineConfig,
     run_as: &str,
     processes: &mut [Process],
-) -> Result<(), String> {
+) -> Result<(), BackendError> {
     let pids: Vec<u32> = processes.iter().filter_map(|p| p.pid).collect();
     if pids.is_empty() {
         return Ok(());
@@ -261,7 +268,12 @@ mod tests {
                 .view
                 .clone()
                 .unwrap_err()
+                .to_string()
                 .starts_with("unreachable: ")
+        );
+        assert!(
+            seen[2].view.as_ref().unwrap_err().is_retryable(),
+            "a host that refused the connection may answer later"
         );
         assert!(
             observe_with(&b.inv, &b.cfg, b.fleet.as_ref(), "nope", "production")

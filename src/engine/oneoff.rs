@@ -16,6 +16,7 @@ use super::steps::scrub;
 use super::transport::{Connector, SshConnector, Transport};
 use super::{CancelFlag, EngineConfig, EventSink, HostResult, JobResult, cancelled, ms};
 use crate::commands::{self as cmd, AppPaths};
+use crate::error::BackendError;
 use crate::inventory::{App, Environment, Host};
 
 /// The step name of a one-off command in events.
@@ -77,7 +78,7 @@ pub async fn run_with(
     }));
     sink.emit(Event::now(EventKind::HostStarted { host: host.clone() }));
     let ended = match connector.connect(&o.host).await {
-        Err(e) => Ended::failed(HostStatus::Unreachable, e),
+        Err(e) => Ended::failed(HostStatus::Unreachable, e.to_string()),
         Ok(conn) => {
             sink.emit(Event::now(EventKind::Connected {
                 host: host.clone(),
@@ -193,7 +194,7 @@ async fn on_host(
             let e = format!("nothing is live on {host}: deploy {} first", o.app.name);
             Ended::failed(HostStatus::Failed, e)
         }
-        Err(e) => Ended::failed(HostStatus::Failed, e),
+        Err(e) => Ended::failed(HostStatus::Failed, e.to_string()),
     };
     sink.emit(Event::now(EventKind::StepFinished {
         host,
@@ -238,7 +239,7 @@ async fn command(
             let e = "cancelled: the connection was closed while the command ran";
             return Ended::failed(HostStatus::Cancelled, e.into());
         }
-        Some(Err(e)) => return Ended::failed(HostStatus::Failed, scrub(&e, &secrets)),
+        Some(Err(e)) => return Ended::failed(HostStatus::Failed, scrub(&e.to_string(), &secrets)),
         Some(Ok(out)) => out,
     };
     let as_user = &o.app.runtime.run_as;
@@ -274,22 +275,23 @@ fn secrets(o: &OneOff) -> Vec<String> {
     values.filter(|v| v.len() >= 6).cloned().collect()
 }
 
-/// The host's live slot and release, from its live pointer; None: nothing is live.
+/// The host's live slot and release, from its live pointer; None: nothing is live.  A
+/// read that exits non-zero is a permanent failure (the transport's own are as it says).
 pub async fn live_release(
     conn: &dyn Transport,
     app: &str,
     timeout: Duration,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, BackendError> {
     let p = AppPaths::new(app);
     let mut outs = Vec::new();
     for c in [cmd::read_live(&p), cmd::read_current(&p)] {
         let out = conn.exec(&c, timeout, &mut |_, _| {}).await?;
         if !out.ok() {
-            return Err(format!(
+            return Err(BackendError::permanent(format!(
                 "reading the live pointer failed (exit {}): {}",
                 out.status,
                 out.tail()
-            ));
+            )));
         }
         outs.push(out.stdout);
     }

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::transport::{OnLine, Transport};
 use crate::commands::RemoteCmd;
+use crate::error::BackendError;
 use crate::ssh::{Acceptor, Output};
 
 pub(super) struct Counted<'a> {
@@ -47,7 +48,7 @@ impl Transport for Counted<'_> {
         cmd: &'b RemoteCmd,
         timeout: Duration,
         on_line: OnLine<'b>,
-    ) -> BoxFuture<'b, Result<Output, String>> {
+    ) -> BoxFuture<'b, Result<Output, BackendError>> {
         Box::pin(async move {
             if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
                 self.trips.fetch_add(1, Ordering::SeqCst);
@@ -56,7 +57,7 @@ impl Transport for Counted<'_> {
             self.inner.exec(cmd, timeout, on_line).await
         })
     }
-    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, String>> {
+    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
         self.inner.remote_forward(acceptor)
     }
     fn cancel_remote_forward(&self, port: u16) -> BoxFuture<'_, ()> {
@@ -87,7 +88,7 @@ mod tests {
             _: &'b RemoteCmd,
             _: Duration,
             _: OnLine<'b>,
-        ) -> BoxFuture<'b, Result<Output, String>> {
+        ) -> BoxFuture<'b, Result<Output, BackendError>> {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(Output {
@@ -97,8 +98,8 @@ mod tests {
                 })
             })
         }
-        fn remote_forward(&self, _: Acceptor) -> BoxFuture<'_, Result<u16, String>> {
-            Box::pin(async { Err("no".into()) })
+        fn remote_forward(&self, _: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
+            Box::pin(async { Err(BackendError::permanent("no")) })
         }
         fn cancel_remote_forward(&self, _: u16) -> BoxFuture<'_, ()> {
             Box::pin(async {})

@@ -2,6 +2,10 @@
 //! lines, and can offer the gateway's relay on a remote forward.  [`SshConnector`] makes
 //! real ones (over [`crate::ssh`], the only module that speaks russh); tests use the
 //! scripted [`super::fake`] server instead, so rollout logic runs without Docker.
+//!
+//! Both traits fail with a [`BackendError`]: a host that refused or dropped the
+//! connection, or a command that timed out, is retryable; a refused host key or login,
+//! or an SSH protocol refusal (a remote forward turned off), is permanent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +14,10 @@ use deploy_wire::Stream;
 use futures_util::future::BoxFuture;
 
 use crate::commands::RemoteCmd;
+use crate::error::{BackendError, ErrorKind};
 use crate::inventory::Host;
 use crate::pins::HostKeyPins;
-use crate::ssh::{Acceptor, Connection, SshKey, SshOptions};
+use crate::ssh::{Acceptor, Connection, SshError, SshKey, SshOptions};
 
 pub use crate::ssh::Output;
 
@@ -28,10 +33,10 @@ pub trait Transport: Send + Sync {
         cmd: &'a RemoteCmd,
         timeout: Duration,
         on_line: OnLine<'a>,
-    ) -> BoxFuture<'a, Result<Output, String>>;
+    ) -> BoxFuture<'a, Result<Output, BackendError>>;
     /// Asks the host to listen on a free loopback port and hand each connection to
     /// `acceptor`; returns the port.
-    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, String>>;
+    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>>;
     fn cancel_remote_forward(&self, port: u16) -> BoxFuture<'_, ()>;
     /// The host key's fingerprint (for the `connected` event).
     fn fingerprint(&self) -> String;
@@ -42,7 +47,26 @@ pub trait Transport: Send + Sync {
 
 /// Opens transports.  One per engine run.
 pub trait Connector: Send + Sync {
-    fn connect<'a>(&'a self, host: &'a Host) -> BoxFuture<'a, Result<Box<dyn Transport>, String>>;
+    fn connect<'a>(
+        &'a self,
+        host: &'a Host,
+    ) -> BoxFuture<'a, Result<Box<dyn Transport>, BackendError>>;
+}
+
+impl From<SshError> for BackendError {
+    fn from(e: SshError) -> BackendError {
+        let kind = match e {
+            SshError::Connect { .. }
+            | SshError::ConnectTimeout { .. }
+            | SshError::CommandTimeout { .. }
+            | SshError::Lost(_) => ErrorKind::Retryable,
+            SshError::HostKeyUnknown { .. }
+            | SshError::HostKeyChanged { .. }
+            | SshError::AuthRejected { .. }
+            | SshError::Protocol(_) => ErrorKind::Permanent,
+        };
+        BackendError::new(kind, e.to_string())
+    }
 }
 
 /// Real hosts over SSH, with the gateway's key and pinned host keys.
@@ -53,7 +77,10 @@ pub struct SshConnector {
 }
 
 impl Connector for SshConnector {
-    fn connect<'a>(&'a self, host: &'a Host) -> BoxFuture<'a, Result<Box<dyn Transport>, String>> {
+    fn connect<'a>(
+        &'a self,
+        host: &'a Host,
+    ) -> BoxFuture<'a, Result<Box<dyn Transport>, BackendError>> {
         Box::pin(async move {
             let pinned = self.pins.get(&host.address, host.port);
             let conn = Connection::connect(
@@ -64,8 +91,7 @@ impl Connector for SshConnector {
                 pinned,
                 &self.opts,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             Ok(Box::new(conn) as Box<dyn Transport>)
         })
     }
@@ -77,18 +103,18 @@ impl Transport for Connection {
         cmd: &'a RemoteCmd,
         timeout: Duration,
         on_line: OnLine<'a>,
-    ) -> BoxFuture<'a, Result<Output, String>> {
+    ) -> BoxFuture<'a, Result<Output, BackendError>> {
         Box::pin(async move {
             Connection::exec(self, cmd, timeout, on_line)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(BackendError::from)
         })
     }
-    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, String>> {
+    fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
         Box::pin(async move {
             Connection::remote_forward(self, acceptor)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(BackendError::from)
         })
     }
     fn cancel_remote_forward(&self, port: u16) -> BoxFuture<'_, ()> {
@@ -102,5 +128,55 @@ impl Transport for Connection {
     }
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(Connection::close(*self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_failures_of_the_network_are_retryable_and_refusals_permanent() {
+        let addr = || "web1:22".to_string();
+        let retryable = [
+            SshError::Connect {
+                addr: addr(),
+                reason: "connection refused".into(),
+            },
+            SshError::ConnectTimeout {
+                addr: addr(),
+                secs: 10,
+            },
+            SshError::CommandTimeout { secs: 600 },
+            SshError::Lost("connection reset by peer".into()),
+        ];
+        for e in retryable {
+            let text = e.to_string();
+            let b = BackendError::from(e);
+            assert!(b.is_retryable(), "{text}");
+            assert_eq!(b.to_string(), text);
+        }
+        let permanent = [
+            SshError::HostKeyUnknown {
+                addr: addr(),
+                offered: "SHA256:x".into(),
+            },
+            SshError::HostKeyChanged {
+                addr: addr(),
+                pinned: "SHA256:a".into(),
+                offered: "SHA256:b".into(),
+            },
+            SshError::AuthRejected {
+                addr: addr(),
+                user: "deploy".into(),
+            },
+            SshError::Protocol("the server refused a remote port forward".into()),
+        ];
+        for e in permanent {
+            let text = e.to_string();
+            let b = BackendError::from(e);
+            assert!(!b.is_retryable(), "{text}");
+            assert_eq!(b.to_string(), text);
+        }
     }
 }

@@ -10,7 +10,7 @@ use deploy_wire::{Event, present};
 use super::auth::Principal;
 use super::events::Tail;
 use super::jobs::{Jobs, Settings};
-use super::lockfile::{ApplyAlive, NoApplyAlive};
+use super::lockfile::{ApplyAlive, LockError, NoApplyAlive};
 use super::service::{JobService, ServiceError};
 use super::store::{APPLY_USER_PREFIX, Db, Location, Orphans};
 
@@ -99,7 +99,8 @@ async fn open(database: &Database) -> Result<(Db, Option<ApplyAlive>), ServiceEr
     let Some(path) = at.file() else {
         return Ok((db, None));
     };
-    let alive = match NoApplyAlive::check(path).map_err(ServiceError::Internal)? {
+    let internal = |e: LockError| ServiceError::Internal(e.to_string());
+    let alive = match NoApplyAlive::check(path).map_err(internal)? {
         Some(alone) => {
             let ids = db.call(|s| s.interrupt_running(Orphans::Apply)).await?;
             for id in ids {
@@ -111,7 +112,7 @@ async fn open(database: &Database) -> Result<(Db, Option<ApplyAlive>), ServiceEr
         }
         None => ApplyAlive::acquire(path),
     };
-    Ok((db, Some(alive.map_err(ServiceError::Internal)?)))
+    Ok((db, Some(alive.map_err(internal)?)))
 }
 
 fn print(data: &str, output: Output) {

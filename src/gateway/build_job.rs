@@ -36,7 +36,8 @@ pub struct BuildOrder {
 
 /// Console lines kept for the failure message.
 const LAST_LINES: usize = 8;
-/// Consecutive failed polls before the build is given up.
+/// Consecutive failed polls before the build is given up (a permanent failure gives it
+/// up at once).
 const POLL_ERRORS: u32 = 5;
 
 pub fn work(
@@ -238,7 +239,7 @@ async fn run(
         }
         let p = match b.poll(&f.id, offset).await {
             Ok(p) => p,
-            Err(e) if errors + 1 < POLL_ERRORS => {
+            Err(e) if e.is_retryable() && errors + 1 < POLL_ERRORS => {
                 errors += 1;
                 tracing::warn!("polling build {}: {e}", f.id);
                 tokio::time::sleep(order.interval).await;
@@ -276,8 +277,8 @@ fn line(sink: &dyn EventSink, text: &str) {
     }));
 }
 
-/// Finds the wheel on the index (a few tries: an index may list a new file late) and
-/// records the build.
+/// Finds the wheel on the index (a few tries: an index may list a new file late, or be
+/// briefly unreachable) and records the build.
 async fn record(
     order: &BuildOrder,
     db: &Db,
@@ -290,7 +291,17 @@ async fn record(
         .ok_or_else(|| format!("the build archived {file}, which is not a file of {pkg}"))?;
     let mut tries = 0;
     let sha256 = loop {
-        let files = crate::artifacts::list_files(&order.http, order.source.as_ref(), pkg).await?;
+        let listed = crate::artifacts::list_files(&order.http, order.source.as_ref(), pkg).await;
+        let files = match listed {
+            Ok(files) => files,
+            Err(e) if e.is_retryable() && tries < 5 => {
+                tracing::warn!("listing {pkg} for build {}: {e}", build.number);
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         match files.into_iter().find(|f| f.filename == file) {
             Some(f) => {
                 break f.sha256.ok_or_else(|| {
@@ -326,3 +337,7 @@ async fn record(
         .map_err(|e| e.to_string())?;
     Ok(rec)
 }
+
+#[cfg(test)]
+#[path = "build_job_tests.rs"]
+mod tests;

@@ -242,7 +242,7 @@ impl Jobs {
                 self.events.sink(&job.id),
             ))),
             // (The relay cache exists whenever the gateway's sources do.)
-            _ => IndexAccess::Direct(source.servers_index().map_err(bad)?),
+            _ => IndexAccess::Direct(source.servers_index().map_err(|e| bad(e.to_string()))?),
         }))
     }
 

@@ -6,10 +6,50 @@
 //! - `<db>.apply.lock`: held shared by every `apply` run while its job may exist.  Jobs
 //!   of `apply` runs are interrupted by recovery only under the exclusive lock, that is
 //!   when no `apply` is alive, so a gateway starting never frees a live `apply`'s lock.
+//!
+//! Errors are one [`LockError`]: another gateway holds the database, or a file could not
+//! be made, opened, locked or written.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+
+/// Why a lock beside the database was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another gateway serves the database; `holder` is what its lock file says.
+    #[error(
+        "{holder} already serves {}: its lock file {} is held; one gateway per database",
+        db.display(),
+        path.display()
+    )]
+    Held {
+        holder: String,
+        db: PathBuf,
+        path: PathBuf,
+    },
+    /// A file operation failed: `cannot <action> <what>: <source>`.
+    #[error("cannot {action} {what}: {source}")]
+    Io {
+        action: &'static str,
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl LockError {
+    fn io(
+        action: &'static str,
+        what: impl Into<String>,
+    ) -> impl FnOnce(std::io::Error) -> LockError {
+        let what = what.into();
+        move |source| LockError::Io {
+            action,
+            what,
+            source,
+        }
+    }
+}
 
 fn beside(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.file_name().unwrap_or_default().to_os_string();
@@ -17,10 +57,9 @@ fn beside(db: &Path, suffix: &str) -> PathBuf {
     db.with_file_name(name)
 }
 
-fn open(path: &Path) -> Result<File, String> {
+fn open(path: &Path) -> Result<File, LockError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(LockError::io("create", dir.display().to_string()))?;
     }
     OpenOptions::new()
         .read(true)
@@ -28,7 +67,7 @@ fn open(path: &Path) -> Result<File, String> {
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+        .map_err(LockError::io("open", path.display().to_string()))
 }
 
 /// The exclusive lock of the one gateway serving a database.
@@ -39,7 +78,7 @@ pub struct GatewayLock {
 
 impl GatewayLock {
     /// Takes `<db>.lock`, or says which gateway holds it.
-    pub fn acquire(db: &Path) -> Result<GatewayLock, String> {
+    pub fn acquire(db: &Path) -> Result<GatewayLock, LockError> {
         let path = beside(db, ".lock");
         let mut file = open(&path)?;
         match file.try_lock() {
@@ -51,14 +90,14 @@ impl GatewayLock {
                     "" => "another gateway".to_string(),
                     h => format!("another gateway ({h})"),
                 };
-                return Err(format!(
-                    "{holder} already serves {}: its lock file {} is held; one gateway per database",
-                    db.display(),
-                    path.display()
-                ));
+                return Err(LockError::Held {
+                    holder,
+                    db: db.to_path_buf(),
+                    path,
+                });
             }
             Err(TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", path.display()));
+                return Err(LockError::io("lock", path.display().to_string())(e));
             }
         }
         let mut lock = GatewayLock { file, path };
@@ -67,15 +106,15 @@ impl GatewayLock {
     }
 
     /// Records the address the gateway listens on, for the message a second one prints.
-    pub fn announce(&mut self, addr: &str) -> Result<(), String> {
+    pub fn announce(&mut self, addr: &str) -> Result<(), LockError> {
         self.write(&format!(
             "pid {}, listening on http://{addr}",
             std::process::id()
         ))
     }
 
-    fn write(&mut self, text: &str) -> Result<(), String> {
-        let fail = |e: std::io::Error| format!("cannot write {}: {e}", self.path.display());
+    fn write(&mut self, text: &str) -> Result<(), LockError> {
+        let fail = |e| LockError::io("write", self.path.display().to_string())(e);
         self.file.set_len(0).map_err(fail)?;
         self.file.rewind().map_err(fail)?;
         writeln!(self.file, "{text}").map_err(fail)
@@ -87,21 +126,23 @@ pub struct NoApplyAlive(#[allow(dead_code)] File);
 
 impl NoApplyAlive {
     /// Some when no `apply` holds the lock now (and none can start until it is dropped).
-    pub fn check(db: &Path) -> Result<Option<NoApplyAlive>, String> {
+    pub fn check(db: &Path) -> Result<Option<NoApplyAlive>, LockError> {
         let path = beside(db, ".apply.lock");
         let file = open(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(NoApplyAlive(file))),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(format!("cannot lock {}: {e}", path.display())),
+            Err(TryLockError::Error(e)) => {
+                Err(LockError::io("lock", path.display().to_string())(e))
+            }
         }
     }
 
     /// Lets `apply` runs start again (and keeps this one's share): the lock of an `apply`.
-    pub fn share(self) -> Result<ApplyAlive, String> {
+    pub fn share(self) -> Result<ApplyAlive, LockError> {
         let file = self.0;
         file.unlock()
-            .map_err(|e| format!("cannot unlock the apply lock: {e}"))?;
+            .map_err(LockError::io("unlock", "the apply lock"))?;
         ApplyAlive::hold(file)
     }
 }
@@ -111,13 +152,13 @@ pub struct ApplyAlive(#[allow(dead_code)] File);
 
 impl ApplyAlive {
     /// Waits (briefly: a gateway holds it exclusively only during its recovery) for a share.
-    pub fn acquire(db: &Path) -> Result<ApplyAlive, String> {
+    pub fn acquire(db: &Path) -> Result<ApplyAlive, LockError> {
         ApplyAlive::hold(open(&beside(db, ".apply.lock"))?)
     }
 
-    fn hold(file: File) -> Result<ApplyAlive, String> {
+    fn hold(file: File) -> Result<ApplyAlive, LockError> {
         file.lock_shared()
-            .map_err(|e| format!("cannot lock the apply lock: {e}"))?;
+            .map_err(LockError::io("lock", "the apply lock"))?;
         Ok(ApplyAlive(file))
     }
 }
@@ -133,6 +174,8 @@ mod tests {
         let mut first = GatewayLock::acquire(&db).unwrap();
         first.announce("127.0.0.1:8700").unwrap();
         let err = GatewayLock::acquire(&db).err().unwrap();
+        assert!(matches!(&err, LockError::Held { path, .. } if path.ends_with("gateway.db.lock")));
+        let err = err.to_string();
         let pid = std::process::id();
         assert!(
             err.contains(&format!(

@@ -30,19 +30,50 @@ use std::sync::Arc;
 
 use config::GatewayConfig;
 use jobs::{Jobs, Settings};
-use lockfile::{GatewayLock, NoApplyAlive};
+use lockfile::{GatewayLock, LockError, NoApplyAlive};
 use service::JobService;
-use store::{Db, Lease, Orphans};
+use store::{Db, Lease, Orphans, StoreError};
+
+use crate::error::InputError;
+
+/// Why the gateway did not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The inventory (or another input) is broken: its file and line.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The SSH key or the uv binary could not be loaded (the message names the file).
+    #[error("{0}")]
+    Load(String),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// On a shared database, another live gateway has this gateway's id.
+    #[error(
+        "another gateway with the id {0:?} is running on this database: each gateway sharing it needs its own `gateway_id` (the default is HOST:CONFIG-PATH)"
+    )]
+    IdTaken(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// Opens (and migrates) the state database, checks the inventory, loads the key and uv,
 /// and builds the API's state.  Takes no lock and recovers nothing (see [`serve`]).
-pub fn state(cfg: GatewayConfig) -> Result<api::AppState, String> {
-    let db = Db::open(&cfg.database).map_err(|e| e.to_string())?;
-    let key = crate::ssh::load_key(&cfg.ssh_key)?;
+pub fn state(cfg: GatewayConfig) -> Result<api::AppState, StartError> {
+    let db = Db::open(&cfg.database)?;
+    let key = crate::ssh::load_key(&cfg.ssh_key).map_err(StartError::Load)?;
     // Fail early on a broken inventory, with its file and line.
-    crate::inventory::Inventory::load(&cfg.inventory).map_err(|e| e.to_string())?;
+    crate::inventory::Inventory::load(&cfg.inventory)?;
     let uv = match &cfg.uv {
-        Some(u) => Some(crate::engine::UvTool::load(&u.binary, Some(&u.sha256))?),
+        Some(u) => Some(
+            crate::engine::UvTool::load(&u.binary, Some(&u.sha256)).map_err(StartError::Load)?,
+        ),
         None => None,
     };
     let cfg = Arc::new(cfg);
@@ -55,15 +86,18 @@ pub fn state(cfg: GatewayConfig) -> Result<api::AppState, String> {
 /// PostgreSQL there is no lock file: the gateway holds its id, frees only its own
 /// previous life's jobs (others may be running theirs), and expired leases of dead
 /// gateways are taken over (`leases.rs`).
-pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
+pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
     let mut lock = match cfg.database.file() {
         Some(file) => Some(GatewayLock::acquire(file)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
     let (file, days) = (
         cfg.database.file().map(Path::to_path_buf),
         cfg.retention_days,
@@ -113,21 +147,20 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), String> {
         }
         svc.end_log_streams();
     };
-    axum::serve(listener, app)
+    Ok(axum::serve(listener, app)
         .with_graceful_shutdown(stopping)
-        .await
-        .map_err(|e| e.to_string())
+        .await?)
 }
 
 /// Marks the jobs of a previous run interrupted and frees their locks: every running
 /// job when no `apply` is alive, else only the gateways' (a live `apply` owns its job).
-async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
+async fn recover(jobs: &Jobs, database: &Path) -> Result<(), StartError> {
     let no_apply = NoApplyAlive::check(database)?;
     let which = match &no_apply {
         Some(_) => Orphans::All,
         None => Orphans::Gateway,
     };
-    let ids = jobs.recover(which).await.map_err(|e| e.to_string())?;
+    let ids = jobs.recover(which).await?;
     drop(no_apply);
     for id in &ids {
         tracing::warn!("job {id} was interrupted by a gateway stop; its lock is released");
@@ -138,19 +171,13 @@ async fn recover(jobs: &Jobs, database: &Path) -> Result<(), String> {
 
 /// On a shared database: holds this gateway's id (a second gateway with the same id
 /// stops here), then marks the jobs of its own previous life interrupted.
-async fn recover_own(jobs: &Jobs) -> Result<(), String> {
+async fn recover_own(jobs: &Jobs) -> Result<(), StartError> {
     let owner = jobs.owner().to_string();
-    let held = (jobs.db)
-        .call(move |s| s.hold_identity(&owner))
-        .await
-        .map_err(|e| e.to_string())?;
+    let held = (jobs.db).call(move |s| s.hold_identity(&owner)).await?;
     if !held {
-        return Err(format!(
-            "another gateway with the id {:?} is running on this database: each gateway sharing it needs its own `gateway_id` (the default is HOST:CONFIG-PATH)",
-            jobs.owner()
-        ));
+        return Err(StartError::IdTaken(jobs.owner().to_string()));
     }
-    let ids = jobs.recover_own().await.map_err(|e| e.to_string())?;
+    let ids = jobs.recover_own().await?;
     for id in &ids {
         tracing::warn!("job {id} was interrupted by this gateway's stop; its lock is released");
     }

@@ -204,9 +204,9 @@ fn git_host(
         "git" => Ok(Arc::new(crate::githost::git::PlainGit::new(
             url, cache, token,
         ))),
-        "bitbucket" => Ok(Arc::new(crate::githost::bitbucket::Bitbucket::new(
-            url, token,
-        )?)),
+        "bitbucket" => Ok(Arc::new(
+            crate::githost::bitbucket::Bitbucket::new(url, token).map_err(|e| e.to_string())?,
+        )),
         other => Err(format!(
             "unknown git host kind `{other}`; expected git or bitbucket"
         )),
@@ -227,7 +227,7 @@ fn builder(
                 "Jenkins needs the user's API token (token_env or token_file)".to_string(),
             ))?;
             let j = crate::builder::jenkins::Jenkins::new(url, user, token, jobs)
-                .map_err(|m| (".url".to_string(), m))?;
+                .map_err(|m| (".url".to_string(), m.to_string()))?;
             Ok(Arc::new(j))
         }
         other => Err((

@@ -9,7 +9,20 @@ use std::sync::Arc;
 use deploy_wire::api::JobKind;
 
 use super::jobs::Jobs;
-use super::store::{LiveRow, now_ms};
+use super::store::{LiveRow, StoreError, now_ms};
+use crate::error::InputError;
+
+/// Why a job's hosts were not read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The inventory or the engine's files (key, pins) are broken.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("no such job")]
+    NoSuchJob,
+}
 
 /// Reconciles the interrupted jobs in the background (the API is already serving).
 pub fn spawn(jobs: Jobs, ids: Vec<String>) {
@@ -26,22 +39,19 @@ pub fn spawn(jobs: Jobs, ids: Vec<String>) {
 }
 
 /// Returns how many hosts answered (and were recorded).
-pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, String> {
+pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, ReconcileError> {
     let job_id = id.to_string();
     let job = jobs
         .db
         .call(move |s| s.job(&job_id))
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no such job")?;
+        .await?
+        .ok_or(ReconcileError::NoSuchJob)?;
     if matches!(job.kind, JobKind::Check | JobKind::Run) {
         return Ok(0);
     }
-    let inv = jobs.inventory().map_err(|e| e.to_string())?;
-    let cfg = Arc::new(jobs.engine_config().map_err(|e| e.to_string())?);
-    let seen = crate::engine::observe::observe(&inv, cfg, &job.app, &job.env)
-        .await
-        .map_err(|e| e.to_string())?;
+    let inv = jobs.inventory()?;
+    let cfg = Arc::new(jobs.engine_config()?);
+    let seen = crate::engine::observe::observe(&inv, cfg, &job.app, &job.env).await?;
     let rows: Vec<LiveRow> = seen
         .into_iter()
         .filter_map(|o| {
@@ -59,9 +69,6 @@ pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, String> {
         })
         .collect();
     let n = rows.len();
-    jobs.db
-        .call(move |s| s.set_live(&rows))
-        .await
-        .map_err(|e| e.to_string())?;
+    jobs.db.call(move |s| s.set_live(&rows)).await?;
     Ok(n)
 }

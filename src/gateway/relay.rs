@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::artifacts::{self, ArtifactSource, DistFile};
+use crate::backend::BackendError;
 use crate::engine::EventSink;
 
 pub use super::relay_cache::RelayCache;
@@ -165,11 +166,11 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
                 let listed = tokio::time::timeout(LISTING_TIMEOUT, listing)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(format!(
+                        Err(BackendError::retryable(format!(
                             "listing {name} on {} took over {}s",
                             src.describe(),
                             LISTING_TIMEOUT.as_secs()
-                        ))
+                        )))
                     });
                 match listed {
                     Ok(f) => {
@@ -179,7 +180,7 @@ async fn project(State(cx): State<Ctx>, Path(project): Path<String>) -> Response
                     }
                     Err(e) => {
                         cx.say(format!("cannot list {name}: {e}"));
-                        return err(StatusCode::BAD_GATEWAY, e);
+                        return err(StatusCode::BAD_GATEWAY, e.to_string());
                     }
                 }
             }
@@ -335,7 +336,9 @@ async fn fetch_verified(cx: &Ctx, f: &DistFile, sha256: &str) -> Result<PathBuf,
 }
 
 async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(String, u64), String> {
-    let resp = artifacts::get(&cx.inner.http, cx.inner.source.as_ref(), &f.url).await?;
+    let resp = artifacts::get(&cx.inner.http, cx.inner.source.as_ref(), &f.url)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = tokio::fs::File::create(tmp)
         .await
         .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;

@@ -15,6 +15,9 @@
 //!
 //! Jira BSERV-4621: older servers list the whole history when `since` or `until` does not
 //! resolve, so both ends are resolved first and the list asked by commit id.
+//!
+//! Errors: the network's failures and 5xx/429 are retryable; other statuses (401, 404),
+//! bad JSON, bad names and a bad URL in the config are permanent.
 
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ use serde_json::Value;
 use super::git::check_reference;
 use super::{Commit, GitHost};
 use crate::artifacts::Secret;
+use crate::backend::{BackendError, request_kind, status_kind};
 
 /// Commits asked per page (Bitbucket may apply a lower hard limit; its `limit` says).
 const PAGE: u32 = 100;
@@ -51,12 +55,12 @@ pub struct Page {
 impl Bitbucket {
     /// `base_url`: e.g. `https://bitbucket.example.com` (with its context path, if any).
     /// `token`: an HTTP access token, sent as `Authorization: Bearer`.
-    pub fn new(base_url: String, token: Option<Secret>) -> Result<Bitbucket, String> {
-        Url::parse(&base_url).map_err(|e| format!("bad Bitbucket URL {base_url}: {e}"))?;
+    pub fn new(base_url: String, token: Option<Secret>) -> Result<Bitbucket, BackendError> {
+        Url::parse(&base_url).map_err(|e| bad(format!("bad Bitbucket URL {base_url}: {e}")))?;
         let http = crate::artifacts::client(reqwest::Client::builder())
             .timeout(TIMEOUT)
             .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+            .map_err(|e| bad(format!("cannot make an HTTP client: {e}")))?;
         Ok(Bitbucket {
             base: base_url,
             token,
@@ -66,13 +70,13 @@ impl Bitbucket {
 
     /// `{base}/rest/api/1.0/projects/{key}/repos/{slug}/commits[/{commit}]`, each segment
     /// percent-encoded (a ref's `/` too).
-    pub fn commits_url(&self, repo: &str, commit: Option<&str>) -> Result<Url, String> {
-        let (key, slug) = split_repo(repo)?;
-        let mut url = Url::parse(&self.base).map_err(|e| format!("bad URL {}: {e}", self.base))?;
+    pub fn commits_url(&self, repo: &str, commit: Option<&str>) -> Result<Url, BackendError> {
+        let (key, slug) = split_repo(repo).map_err(bad)?;
+        let mut url = self.base_url()?;
         {
             let mut path = url
                 .path_segments_mut()
-                .map_err(|_| format!("{} cannot be a base URL", self.base))?;
+                .map_err(|_| bad(format!("{} cannot be a base URL", self.base)))?;
             path.pop_if_empty();
             path.extend([
                 "rest", "api", "1.0", "projects", key, "repos", slug, "commits",
@@ -84,9 +88,25 @@ impl Bitbucket {
         Ok(url)
     }
 
+    fn base_url(&self) -> Result<Url, BackendError> {
+        Url::parse(&self.base).map_err(|e| bad(format!("bad URL {}: {e}", self.base)))
+    }
+
+    /// The request's failure to get an answer, retryable as the network's are.
+    fn unreachable(&self, e: reqwest::Error) -> BackendError {
+        let kind = request_kind(&e);
+        let msg = format!("cannot reach {}: {}", self.describe(), e.without_url());
+        BackendError::new(kind, msg)
+    }
+
     /// GETs `url` with the token; the body as JSON, or an error naming the status and
     /// Bitbucket's own message.
-    async fn get(&self, url: Url, query: &[(&str, String)], what: &str) -> Result<Value, String> {
+    async fn get(
+        &self,
+        url: Url,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<Value, BackendError> {
         let mut req = self.http.get(url).query(query);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose());
@@ -95,27 +115,30 @@ impl Bitbucket {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| format!("cannot reach {}: {}", self.describe(), e.without_url()))?;
+            .map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| {
-            format!(
+            let kind = request_kind(&e);
+            let msg = format!(
                 "reading {what} from {}: {}",
                 self.describe(),
                 e.without_url()
-            )
+            );
+            BackendError::new(kind, msg)
         })?;
         if !status.is_success() {
-            return Err(self.scrub(error_message(&self.describe(), what, status, &body)));
+            let msg = self.scrub(error_message(&self.describe(), what, status, &body));
+            return Err(BackendError::new(status_kind(status), msg));
         }
         serde_json::from_str(&body)
-            .map_err(|e| format!("{} sent bad JSON for {what}: {e}", self.describe()))
+            .map_err(|e| bad(format!("{} sent bad JSON for {what}: {e}", self.describe())))
     }
 
     /// `POST {base}/rest/build-status/1.0/commits/{commit}` (the "Build status" REST API).
-    async fn post_status(&self, commit: &str, st: &super::BuildStatus) -> Result<(), String> {
-        let mut url = Url::parse(&self.base).map_err(|e| format!("bad URL {}: {e}", self.base))?;
+    async fn post_status(&self, commit: &str, st: &super::BuildStatus) -> Result<(), BackendError> {
+        let mut url = self.base_url()?;
         url.path_segments_mut()
-            .map_err(|_| format!("{} cannot be a base URL", self.base))?
+            .map_err(|_| bad(format!("{} cannot be a base URL", self.base)))?
             .pop_if_empty()
             .extend(["rest", "build-status", "1.0", "commits", commit]);
         let body = serde_json::json!({
@@ -125,17 +148,15 @@ impl Bitbucket {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach {}: {}", self.describe(), e.without_url()))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
         let text = resp.text().await.unwrap_or_default();
         let what = format!("the build status of {commit}");
-        Err(self.scrub(error_message(&self.describe(), &what, status, &text)))
+        let msg = self.scrub(error_message(&self.describe(), &what, status, &text));
+        Err(BackendError::new(status_kind(status), msg))
     }
 
     fn scrub(&self, s: String) -> String {
@@ -145,16 +166,22 @@ impl Bitbucket {
         }
     }
 
-    async fn commit(&self, repo: &str, reference: &str) -> Result<Commit, String> {
+    async fn commit(&self, repo: &str, reference: &str) -> Result<Commit, BackendError> {
         check_reference(reference)?;
         let url = self.commits_url(repo, Some(reference))?;
         let what = format!("commit {reference} of {repo}");
         let v = self.get(url, &[], &what).await?;
-        parse_commit(&v).ok_or_else(|| format!("{} sent no commit for {what}", self.describe()))
+        parse_commit(&v)
+            .ok_or_else(|| bad(format!("{} sent no commit for {what}", self.describe())))
     }
 
     /// Every page of `commits?since=&until=`, following `nextPageStart`.
-    async fn list(&self, repo: &str, since: &str, until: &str) -> Result<Vec<Commit>, String> {
+    async fn list(
+        &self,
+        repo: &str,
+        since: &str,
+        until: &str,
+    ) -> Result<Vec<Commit>, BackendError> {
         let url = self.commits_url(repo, None)?;
         let what = format!("commits {since}..{until} of {repo}");
         let mut commits = Vec::new();
@@ -167,21 +194,21 @@ impl Bitbucket {
                 ("limit", PAGE.to_string()),
             ];
             let v = self.get(url.clone(), &query, &what).await?;
-            let page =
-                parse_page(&v).map_err(|e| format!("{} sent {e} for {what}", self.describe()))?;
+            let page = parse_page(&v)
+                .map_err(|e| bad(format!("{} sent {e} for {what}", self.describe())))?;
             commits.extend(page.values);
             match page.next_start {
                 None => return Ok(commits),
                 Some(next) if next > start => start = next,
                 Some(next) => {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "{} sent a next page start {next} not after {start} for {what}",
                         self.describe()
-                    ));
+                    )));
                 }
             }
         }
-        Err(format!("{what}: more than {MAX_PAGES} pages"))
+        Err(bad(format!("{what}: more than {MAX_PAGES} pages")))
     }
 }
 
@@ -191,7 +218,7 @@ impl GitHost for Bitbucket {
         _repo: &'a str,
         commit: &'a str,
         status: &'a super::BuildStatus,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             check_reference(commit)?;
             self.post_status(commit, status).await
@@ -206,7 +233,7 @@ impl GitHost for Bitbucket {
         &'a self,
         repo: &'a str,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<Commit, String>> {
+    ) -> BoxFuture<'a, Result<Commit, BackendError>> {
         Box::pin(self.commit(repo, reference))
     }
 
@@ -215,13 +242,18 @@ impl GitHost for Bitbucket {
         repo: &'a str,
         from: &'a str,
         to: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Commit>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Commit>, BackendError>> {
         Box::pin(async move {
             let from = self.commit(repo, from).await?;
             let to = self.commit(repo, to).await?;
             self.list(repo, &from.id, &to.id).await
         })
     }
+}
+
+/// A permanent failure: a bad name, URL or answer.
+fn bad(message: String) -> BackendError {
+    BackendError::permanent(message)
 }
 
 /// `PROJECTKEY/slug` (a personal project's key is `~user`).
@@ -257,7 +289,7 @@ pub fn parse_commit(v: &Value) -> Option<Commit> {
 }
 
 /// A page of commits: its values and where the next page starts.
-pub fn parse_page(v: &Value) -> Result<Page, String> {
+fn parse_page(v: &Value) -> Result<Page, String> {
     let values = v["values"]
         .as_array()
         .ok_or("a page without values")?
@@ -304,86 +336,5 @@ fn error_message(host: &str, what: &str, status: StatusCode, body: &str) -> Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn builds_api_urls() {
-        let b = Bitbucket::new("https://bb.example.com/bitbucket/".into(), None).unwrap();
-        let u = b.commits_url("PROJ/my-app", Some("release/1.0")).unwrap();
-        assert_eq!(
-            u.as_str(),
-            "https://bb.example.com/bitbucket/rest/api/1.0/projects/PROJ/repos/my-app/commits/release%2F1.0"
-        );
-        let u = b.commits_url("~jdoe/app", None).unwrap();
-        assert!(
-            u.as_str().ends_with("/projects/~jdoe/repos/app/commits"),
-            "{u}"
-        );
-        for bad in ["PROJ", "PROJ/a/b", "../x", "P/..", "P/a b", "/x"] {
-            assert!(b.commits_url(bad, None).is_err(), "{bad}");
-        }
-        assert!(Bitbucket::new("not a url".into(), None).is_err());
-    }
-
-    #[test]
-    fn parses_commits_and_pages() {
-        let page = json!({
-            "size": 2, "limit": 2, "isLastPage": false, "start": 0, "nextPageStart": 2,
-            "values": [
-                {"id": "a1", "displayId": "a1", "author": {"name": "jdoe", "displayName": "Jane Doe"},
-                 "message": "Add login\n\nmore"},
-                {"id": "b2", "author": {"name": "Bo Li", "emailAddress": "bo@x"}, "message": "Fix"}
-            ]
-        });
-        let p = parse_page(&page).unwrap();
-        assert_eq!(p.next_start, Some(2));
-        assert_eq!(
-            p.values[0],
-            Commit {
-                id: "a1".into(),
-                author: "Jane Doe".into(),
-                subject: "Add login".into()
-            }
-        );
-        assert_eq!(p.values[1].author, "Bo Li");
-        let last = json!({"size": 0, "isLastPage": true, "values": []});
-        assert_eq!(
-            parse_page(&last).unwrap(),
-            Page {
-                values: vec![],
-                next_start: None
-            }
-        );
-        assert!(parse_page(&json!({"isLastPage": false, "values": []})).is_err());
-        assert!(parse_page(&json!({"values": [{"message": "x"}], "isLastPage": true})).is_err());
-        assert!(parse_page(&json!({"errors": []})).is_err());
-    }
-
-    #[test]
-    fn errors_carry_bitbucket_messages() {
-        let body = r#"{"errors":[{"context":null,"message":"Commit 'nope' does not exist in repository 'app'.","exceptionName":"x"}]}"#;
-        let m = error_message(
-            "Bitbucket at h",
-            "commit nope of P/app",
-            StatusCode::NOT_FOUND,
-            body,
-        );
-        assert_eq!(
-            m,
-            "Bitbucket at h answered 404 Not Found for commit nope of P/app: Commit 'nope' does not exist in repository 'app'."
-        );
-        let m = error_message("B", "x", StatusCode::UNAUTHORIZED, "<html>");
-        assert_eq!(
-            m,
-            "B answered 401 Unauthorized for x (check the gateway's token)"
-        );
-    }
-
-    #[test]
-    fn debug_hides_the_token() {
-        let b = Bitbucket::new("https://h".into(), Some(Secret::new("tok-123"))).unwrap();
-        assert!(!format!("{b:?}").contains("tok-123"));
-    }
-}
+#[path = "bitbucket_tests.rs"]
+mod tests;

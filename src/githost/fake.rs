@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 
 use super::{Commit, GitHost};
+use crate::backend::BackendError;
 
 /// A linear history (oldest first) and refs (name -> commit id).
 type Repo = (Vec<Commit>, BTreeMap<String, String>);
@@ -29,16 +30,15 @@ impl FakeGitHost {
         refs.insert(branch.to_string(), id.to_string());
     }
 
-    fn position(&self, repo: &str, reference: &str) -> Result<(Vec<Commit>, usize), String> {
+    fn position(&self, repo: &str, reference: &str) -> Result<(Vec<Commit>, usize), BackendError> {
         let repos = self.repos.lock().unwrap();
         let (history, refs) = repos
             .get(repo)
-            .ok_or_else(|| format!("no repository {repo}"))?;
+            .ok_or_else(|| BackendError::permanent(format!("no repository {repo}")))?;
         let id = refs.get(reference).map(String::as_str).unwrap_or(reference);
-        let i = history
-            .iter()
-            .position(|c| c.id == id)
-            .ok_or_else(|| format!("{repo} has no ref or commit {reference}"))?;
+        let i = history.iter().position(|c| c.id == id).ok_or_else(|| {
+            BackendError::permanent(format!("{repo} has no ref or commit {reference}"))
+        })?;
         Ok((history.clone(), i))
     }
 }
@@ -51,7 +51,7 @@ impl GitHost for FakeGitHost {
         &'a self,
         repo: &'a str,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<Commit, String>> {
+    ) -> BoxFuture<'a, Result<Commit, BackendError>> {
         let r = self.position(repo, reference).map(|(h, i)| h[i].clone());
         Box::pin(async move { r })
     }
@@ -60,7 +60,7 @@ impl GitHost for FakeGitHost {
         repo: &'a str,
         from: &'a str,
         to: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Commit>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Commit>, BackendError>> {
         let r = (|| {
             let (h, start) = self.position(repo, from)?;
             let (_, end) = self.position(repo, to)?;
@@ -93,11 +93,7 @@ mod tests {
             .map(|c| c.id)
             .collect();
         assert_eq!(ids, ["c3", "b2"]);
-        assert!(
-            g.resolve("hello", "nope")
-                .await
-                .unwrap_err()
-                .contains("no ref or commit nope")
-        );
+        let e = g.resolve("hello", "nope").await.unwrap_err();
+        assert!(e.to_string().contains("no ref or commit nope") && !e.is_retryable());
     }
 }

@@ -5,21 +5,24 @@
 //! lock, so answers are never staler than the question.  `git` runs with an argument
 //! vector (never a shell), no terminal prompt and a timeout.  A token for HTTPS travels in
 //! the environment (`GIT_CONFIG_COUNT` with `http.extraHeader`), never in argv, a URL or
-//! a message; redirects are then refused, so the header goes nowhere else.
+//! a message; redirects are then refused, so the header goes nowhere else.  Running git
+//! is [`super::git_process`]'s; a failure there is retryable when git's words say the
+//! network failed, else permanent (as are refused references and names).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
+use super::git_process::{Ran, auth_hint, configure, failure_kind, last_line, run};
 use super::{Commit, GitHost};
 use crate::artifacts::Secret;
+use crate::backend::BackendError;
 
 /// How long one git command may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,7 +67,7 @@ impl PlainGit {
     }
 
     /// Brings the mirror of `url` up to date (cloning it the first time): its path.
-    async fn sync(&self, url: &str) -> Result<PathBuf, String> {
+    async fn sync(&self, url: &str) -> Result<PathBuf, BackendError> {
         let mirror = self.cache_dir.join(mirror_name(url));
         if !mirror.join("objects").is_dir() {
             self.clone_mirror(url, &mirror).await?;
@@ -87,10 +90,12 @@ impl PlainGit {
     }
 
     /// `git clone --bare --filter=blob:none` into a temporary name, then renamed.
-    async fn clone_mirror(&self, url: &str, mirror: &Path) -> Result<(), String> {
+    async fn clone_mirror(&self, url: &str, mirror: &Path) -> Result<(), BackendError> {
         let what = format!("git clone of {}", shown(url));
-        std::fs::create_dir_all(&self.cache_dir)
-            .map_err(|e| format!("{what} failed: cannot create {:?}: {e}", self.cache_dir))?;
+        std::fs::create_dir_all(&self.cache_dir).map_err(|e| {
+            let msg = format!("{what} failed: cannot create {:?}: {e}", self.cache_dir);
+            BackendError::permanent(msg)
+        })?;
         let tmp = mirror.with_extension(format!("tmp{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let _ = std::fs::remove_dir_all(mirror);
@@ -105,40 +110,52 @@ impl PlainGit {
             let _ = std::fs::remove_dir_all(&tmp);
             return r.map(|_| ());
         }
-        std::fs::rename(&tmp, mirror).map_err(|e| format!("{what} failed: {e}"))
+        std::fs::rename(&tmp, mirror)
+            .map_err(|e| BackendError::permanent(format!("{what} failed: {e}")))
     }
 
     /// The full id `reference` points at in `mirror`, or a clear error.
-    async fn rev_parse(&self, mirror: &Path, url: &str, reference: &str) -> Result<String, String> {
+    async fn rev_parse(
+        &self,
+        mirror: &Path,
+        url: &str,
+        reference: &str,
+    ) -> Result<String, BackendError> {
         check_reference(reference)?;
         let spec = format!("{reference}^{{commit}}");
         let args = ["rev-parse", "--verify", "--quiet", spec.as_str()];
         let what = format!("git rev-parse in the mirror of {}", shown(url));
         match self.git(Some(mirror), &args, &what).await {
             Ok(out) if is_full_id(out.trim()) => Ok(out.trim().to_string()),
-            _ => Err(format!(
+            _ => Err(BackendError::permanent(format!(
                 "{} has no branch, tag or commit {reference}",
                 shown(url)
-            )),
+            ))),
         }
     }
 
     /// Commits `git log` lists for `args` (after the format), newest first.
-    async fn log(&self, mirror: &Path, url: &str, range: &[&str]) -> Result<Vec<Commit>, String> {
+    async fn log(
+        &self,
+        mirror: &Path,
+        url: &str,
+        range: &[&str],
+    ) -> Result<Vec<Commit>, BackendError> {
         let mut args = vec!["log", "-z", LOG_FORMAT];
         args.extend_from_slice(range);
         let what = format!("git log in the mirror of {}", shown(url));
         let out = self.git(Some(mirror), &args, &what).await?;
-        parse_log(&out).map_err(|e| format!("{what}: {e}"))
+        parse_log(&out).map_err(|e| BackendError::permanent(format!("{what}: {e}")))
     }
 
-    /// Runs git (in `dir`, if any); stdout, or `<what> failed: <stderr's last line>`.
+    /// Runs git (in `dir`, if any); stdout, or `<what> failed: <stderr's last line>`
+    /// (retryable when stderr says the network failed), or a timeout (retryable).
     async fn git<S: AsRef<std::ffi::OsStr>>(
         &self,
         dir: Option<&Path>,
         args: &[S],
         what: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, BackendError> {
         let mut cmd = Command::new("git");
         if let Some(d) = dir {
             cmd.arg("-C").arg(d);
@@ -148,7 +165,7 @@ impl PlainGit {
         let timeout = self.timeout;
         let outcome = tokio::task::spawn_blocking(move || run(cmd, timeout))
             .await
-            .map_err(|e| format!("{what} failed: {e}"))?;
+            .map_err(|e| BackendError::permanent(format!("{what} failed: {e}")))?;
         let scrub = |s: String| match &self.token {
             Some(t) if !t.expose().is_empty() => s.replace(t.expose(), "***"),
             _ => s,
@@ -159,10 +176,16 @@ impl PlainGit {
             } => Ok(stdout),
             Ran::Exited { stderr, .. } => {
                 let line = last_line(&stderr).unwrap_or("git exited with an error");
-                Err(scrub(format!("{what} failed: {line}{}", auth_hint(line))))
+                let msg = scrub(format!("{what} failed: {line}{}", auth_hint(line)));
+                Err(BackendError::new(failure_kind(&stderr), msg))
             }
-            Ran::TimedOut => Err(format!("{what} timed out after {} s", timeout.as_secs())),
-            Ran::NotStarted(e) => Err(format!("{what} failed: cannot run git: {e}")),
+            Ran::TimedOut => Err(BackendError::retryable(format!(
+                "{what} timed out after {} s",
+                timeout.as_secs()
+            ))),
+            Ran::NotStarted(e) => Err(BackendError::permanent(format!(
+                "{what} failed: cannot run git: {e}"
+            ))),
         }
     }
 }
@@ -176,7 +199,7 @@ impl GitHost for PlainGit {
         &'a self,
         repo: &'a str,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<Commit, String>> {
+    ) -> BoxFuture<'a, Result<Commit, BackendError>> {
         Box::pin(async move {
             check_reference(reference)?;
             let url = remote_url(&self.base_url, repo)?;
@@ -185,9 +208,10 @@ impl GitHost for PlainGit {
             let mirror = self.sync(&url).await?;
             let id = self.rev_parse(&mirror, &url, reference).await?;
             let mut commits = self.log(&mirror, &url, &["-1", id.as_str()]).await?;
-            commits
-                .pop()
-                .ok_or_else(|| format!("git log in the mirror of {} showed nothing", shown(&url)))
+            commits.pop().ok_or_else(|| {
+                let msg = format!("git log in the mirror of {} showed nothing", shown(&url));
+                BackendError::permanent(msg)
+            })
         })
     }
 
@@ -196,7 +220,7 @@ impl GitHost for PlainGit {
         repo: &'a str,
         from: &'a str,
         to: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Commit>, String>> {
+    ) -> BoxFuture<'a, Result<Vec<Commit>, BackendError>> {
         Box::pin(async move {
             check_reference(from)?;
             check_reference(to)?;
@@ -214,7 +238,7 @@ impl GitHost for PlainGit {
 
 /// Refuses a reference that git (or a URL) could read as something else: empty, too
 /// long, an option (`-x`), a range (`..`), revision syntax (`~^:@{`), globs, whitespace.
-pub fn check_reference(reference: &str) -> Result<(), String> {
+pub fn check_reference(reference: &str) -> Result<(), BackendError> {
     let bad = reference.is_empty()
         || reference.len() > 255
         || reference.starts_with('-')
@@ -227,28 +251,29 @@ pub fn check_reference(reference: &str) -> Result<(), String> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
     if bad {
-        return Err(format!(
+        return Err(BackendError::permanent(format!(
             "{reference:?} is not a branch, tag or commit id this gateway accepts"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// `{base}/{repo}`, or `repo` itself when it is a full URL (`scheme://...` or
 /// `user@host:path`).  Refuses what could escape the base or read as an option.
-pub fn remote_url(base: &str, repo: &str) -> Result<String, String> {
+pub fn remote_url(base: &str, repo: &str) -> Result<String, BackendError> {
+    let refused = |msg: String| Err(BackendError::permanent(msg));
     let bad = repo.is_empty()
         || repo.starts_with('-')
         || repo.chars().any(|c| c.is_whitespace() || c.is_control())
         || repo.split('/').any(|s| s == "..");
     if bad {
-        return Err(format!("{repo:?} is not a repository name"));
+        return refused(format!("{repo:?} is not a repository name"));
     }
     if is_full_url(repo) {
         return Ok(repo.to_string());
     }
     if base.is_empty() || base.starts_with('-') {
-        return Err(format!(
+        return refused(format!(
             "{repo:?} is not a full URL and the git host has no base URL"
         ));
     }
@@ -307,26 +332,8 @@ fn is_full_id(s: &str) -> bool {
     matches!(s.len(), 40 | 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A hint when git's words for a refused credential do not say so.
-fn auth_hint(line: &str) -> &'static str {
-    let refused = [
-        "could not read Username",
-        "Authentication failed",
-        "error: 401",
-        "error: 403",
-    ];
-    match refused.iter().any(|r| line.contains(r)) {
-        true => " (the remote refused the gateway's credentials, or needs some)",
-        false => "",
-    }
-}
-
-fn last_line(s: &str) -> Option<&str> {
-    s.lines().map(str::trim).rev().find(|l| !l.is_empty())
-}
-
 /// Parses `git log -z --format=%H%x1f%an%x1f%B`: newest first, as git printed them.
-pub fn parse_log(out: &str) -> Result<Vec<Commit>, String> {
+fn parse_log(out: &str) -> Result<Vec<Commit>, String> {
     out.split('\0')
         .map(|r| r.trim_start_matches('\n'))
         .filter(|r| !r.is_empty())
@@ -349,202 +356,6 @@ pub fn parse_log(out: &str) -> Result<Vec<Commit>, String> {
         .collect()
 }
 
-/// The environment every git command gets: no prompt, no inherited repository, and the
-/// token (if any) as an extra HTTP header with redirects off.
-fn configure(cmd: &mut Command, token: Option<&Secret>) {
-    for var in [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_CONFIG_PARAMETERS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("GIT_TERMINAL_PROMPT", "0");
-    cmd.env("GCM_INTERACTIVE", "never");
-    cmd.env("LC_ALL", "C");
-    match token {
-        Some(t) => {
-            cmd.env("GIT_CONFIG_COUNT", "2");
-            cmd.env("GIT_CONFIG_KEY_0", "http.extraHeader");
-            cmd.env(
-                "GIT_CONFIG_VALUE_0",
-                format!("Authorization: Bearer {}", t.expose()),
-            );
-            cmd.env("GIT_CONFIG_KEY_1", "http.followRedirects");
-            cmd.env("GIT_CONFIG_VALUE_1", "false");
-        }
-        None => {
-            cmd.env("GIT_CONFIG_COUNT", "0");
-        }
-    }
-}
-
-/// What running a command came to.
-enum Ran {
-    Exited {
-        ok: bool,
-        stdout: String,
-        stderr: String,
-    },
-    TimedOut,
-    NotStarted(std::io::Error),
-}
-
-/// Runs `cmd` (blocking) in its own process group, killed whole after `timeout`.
-fn run(mut cmd: Command, timeout: Duration) -> Ran {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Ran::NotStarted(e),
-    };
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Ok(None) | Err(_) => break None,
-        }
-    };
-    let Some(status) = status else {
-        // The group: git's helpers (remote-https, index-pack) hold the pipes too.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .status();
-        let _ = child.kill();
-        let _ = child.wait();
-        return Ran::TimedOut;
-    };
-    Ran::Exited {
-        ok: status.success(),
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-    }
-}
-
-fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn joins_base_and_repo() {
-        let j = |b, r| remote_url(b, r).unwrap();
-        assert_eq!(
-            j("https://git.example.com/scm/", "/PROJ/app"),
-            "https://git.example.com/scm/PROJ/app"
-        );
-        assert_eq!(
-            j("git://127.0.0.1:9418", "PROJ/app.git"),
-            "git://127.0.0.1:9418/PROJ/app.git"
-        );
-        assert_eq!(j("git@host:", "team/app.git"), "git@host:team/app.git");
-        assert_eq!(j("ssh://git@host/srv", "app"), "ssh://git@host/srv/app");
-        assert_eq!(
-            j("https://x/scm", "https://other/app.git"),
-            "https://other/app.git"
-        );
-        assert_eq!(j("https://x/scm", "git@other:app.git"), "git@other:app.git");
-        assert_eq!(j("", "git@other:app.git"), "git@other:app.git");
-        for bad in ["", "-uhack", "a/../b", "a b", "a\nb"] {
-            assert!(remote_url("https://x", bad).is_err(), "{bad:?}");
-        }
-        assert!(remote_url("", "PROJ/app").is_err());
-    }
-
-    #[test]
-    fn refuses_references_git_could_misread() {
-        for ok in ["main", "release/1.0", "v1.0.0", "0123abc", "feature/x_y-z"] {
-            assert!(check_reference(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "-n",
-            "--upload-pack=x",
-            "a..b",
-            "main~1",
-            "a b",
-            "HEAD@{1}",
-            "x:y",
-            "a\tb",
-            "/x",
-        ] {
-            assert!(check_reference(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn parses_log_records() {
-        let a = "a".repeat(40);
-        let b = "b".repeat(40);
-        let out = format!(
-            "{a}\x1fJane Doe\x1fAdd login\n\nLonger text.\n\0\n{b}\x1fBo\x1fFirst line\nsecond line\n\0"
-        );
-        let commits = parse_log(&out).unwrap();
-        assert_eq!(commits.len(), 2);
-        assert_eq!(
-            commits[0],
-            Commit {
-                id: a,
-                author: "Jane Doe".into(),
-                subject: "Add login".into()
-            }
-        );
-        assert_eq!(commits[1].subject, "First line");
-        assert_eq!(parse_log("").unwrap(), vec![]);
-        assert!(parse_log("nonsense").is_err());
-        assert!(parse_log("xyz\x1fa\x1fb").is_err());
-    }
-
-    #[test]
-    fn hides_passwords_and_names_mirrors_safely() {
-        assert_eq!(shown("https://u:secret@h/x"), "https://u:***@h/x");
-        assert_eq!(shown("ssh://git@h/x"), "ssh://git@h/x");
-        let n = mirror_name("https://h/scm/PROJ/my-app.git");
-        assert!(n.starts_with("my-app-") && n.ends_with(".git"), "{n}");
-        assert_ne!(n, mirror_name("https://other/scm/PROJ/my-app.git"));
-        assert!(!mirror_name("git@h:..").contains('/'));
-    }
-
-    #[test]
-    fn the_token_goes_in_the_environment_only() {
-        let mut cmd = Command::new("git");
-        configure(&mut cmd, Some(&Secret::new("tok-123")));
-        assert!(
-            cmd.get_args()
-                .all(|a| !a.to_string_lossy().contains("tok-123"))
-        );
-        let header = cmd
-            .get_envs()
-            .find(|(k, _)| *k == "GIT_CONFIG_VALUE_0")
-            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
-        assert_eq!(header.as_deref(), Some("Authorization: Bearer tok-123"));
-    }
-
-    #[test]
-    fn a_command_that_hangs_is_killed() {
-        let mut cmd = Command::new("sleep");
-        cmd.arg("5");
-        let t = Instant::now();
-        assert!(matches!(
-            run(cmd, Duration::from_millis(200)),
-            Ran::TimedOut
-        ));
-        assert!(t.elapsed() < Duration::from_secs(3));
-    }
-}
+#[path = "git_tests.rs"]
+mod tests;

@@ -1,14 +1,19 @@
 //! The git-host seam: where an application's source lives (a plain git remote, Bitbucket
 //! Server).  The gateway asks it what a ref points at and which commits a release adds;
 //! users never see which product answered.  Adding one is adding a file here that
-//! implements [`GitHost`], plus its arm in the gateway's config.
+//! implements [`GitHost`], plus its arm in the gateway's config.  Every question fails
+//! with a [`BackendError`]: retryable when the host could not be reached or was busy,
+//! permanent when it said no (unknown ref or repository, refused credentials).
 
 pub mod bitbucket;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod git;
+mod git_process;
 
 use futures_util::future::BoxFuture;
+
+use crate::backend::BackendError;
 
 /// One commit, as the release ledger and `deploy changes` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,21 +47,21 @@ pub trait GitHost: Send + Sync + std::fmt::Debug {
         &'a self,
         repo: &'a str,
         reference: &'a str,
-    ) -> BoxFuture<'a, Result<Commit, String>>;
+    ) -> BoxFuture<'a, Result<Commit, BackendError>>;
     /// Commits reachable from `to` but not from `from`, newest first.
     fn commits_between<'a>(
         &'a self,
         repo: &'a str,
         from: &'a str,
         to: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Commit>, String>>;
+    ) -> BoxFuture<'a, Result<Vec<Commit>, BackendError>>;
     /// Shows a build's status beside `commit` (a host without such a thing: nothing).
     fn report_build<'a>(
         &'a self,
         _repo: &'a str,
         _commit: &'a str,
         _status: &'a BuildStatus,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async { Ok(()) })
     }
 }

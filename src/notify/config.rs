@@ -81,7 +81,7 @@ pub fn parse(value: &Value, base_dir: &Path) -> Result<Vec<Route>, String> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let http = super::http_client()?;
+    let http = super::http_client().map_err(|e| e.to_string())?;
     let mut routes = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let at = format!("notify[{i}]");

@@ -1,6 +1,8 @@
 //! Delivery: the [`Dispatcher`] sends a notice to every route that wants it, each in a
 //! task of its own, with retries and backoff, and reports every attempt's outcome
-//! through a callback.  It never blocks its caller, never panics on a notifier's
+//! through a callback.  Only a retryable failure is retried (a timeout, a receiver that
+//! is down or answers 5xx/429); a permanent one (a 4xx, a panicking notifier) ends the
+//! delivery at once.  It never blocks its caller, never panics on a notifier's
 //! failure (or panic) and never fails a job.
 
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use futures_util::FutureExt;
 use tokio::task::JoinHandle;
 
 use super::{Notice, NoticeKind, Notifier, Route, scrub};
+use crate::backend::BackendError;
 
 /// Receives each attempt's outcome (the gateway turns them into job events).  Called
 /// from the delivery tasks; it should be quick.
@@ -31,12 +34,14 @@ pub struct DeliveryOutcome {
     pub ok: bool,
     /// Why it failed: short and secret-free.
     pub error: Option<String>,
-    /// When the next attempt follows; `None` when this was the last one.
+    /// When the next attempt follows; `None` when this was the last one (it succeeded,
+    /// failed permanently, or was the last allowed).
     pub retry_in: Option<Duration>,
 }
 
-/// Retries: `attempts` in all; after attempt k fails, wait `base_delay * 2^(k-1)`
-/// (0.5 s, 1 s, 2 s by default); each attempt as a whole gives up after `timeout`.
+/// Retries: `attempts` in all; after attempt k fails retryably, wait
+/// `base_delay * 2^(k-1)` (0.5 s, 1 s, 2 s by default); each attempt as a whole gives up
+/// after `timeout` (a retryable failure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     pub attempts: u32,
@@ -110,14 +115,16 @@ impl Dispatcher {
     }
 }
 
-/// Up to `retry.attempts` attempts of one delivery, each reported.
+/// Up to `retry.attempts` attempts of one delivery, each reported; a permanent failure
+/// is the last.
 async fn deliver(notifier: Arc<dyn Notifier>, notice: Notice, retry: Retry, report: Report) {
     let attempts = retry.attempts.max(1);
     let name = notifier.describe();
     for attempt in 1..=attempts {
         let result = attempt_once(notifier.as_ref(), &notice, retry.timeout).await;
         let ok = result.is_ok();
-        let retry_in = (!ok && attempt < attempts).then(|| retry.delay_after(attempt));
+        let again = result.as_ref().is_err_and(BackendError::is_retryable);
+        let retry_in = (again && attempt < attempts).then(|| retry.delay_after(attempt));
         let outcome = DeliveryOutcome {
             notifier: name.clone(),
             event: notice.event,
@@ -126,7 +133,9 @@ async fn deliver(notifier: Arc<dyn Notifier>, notice: Notice, retry: Retry, repo
             attempt,
             attempts,
             ok,
-            error: result.err().map(|e| scrub(&e, &notifier.secrets())),
+            error: result
+                .err()
+                .map(|e| scrub(&e.to_string(), &notifier.secrets())),
             retry_in,
         };
         if let Some(e) = &outcome.error {
@@ -140,13 +149,20 @@ async fn deliver(notifier: Arc<dyn Notifier>, notice: Notice, retry: Retry, repo
     }
 }
 
-/// One attempt: bounded by `timeout`; a panicking notifier is a failed attempt.
-async fn attempt_once(n: &dyn Notifier, notice: &Notice, timeout: Duration) -> Result<(), String> {
+/// One attempt: bounded by `timeout` (retryable); a panicking notifier is a permanent
+/// failure (it is a bug, and would panic again).
+async fn attempt_once(
+    n: &dyn Notifier,
+    notice: &Notice,
+    timeout: Duration,
+) -> Result<(), BackendError> {
     let send = std::panic::AssertUnwindSafe(n.send(notice)).catch_unwind();
     match tokio::time::timeout(timeout, send).await {
         Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err("the notifier panicked".into()),
-        Err(_) => Err(format!("timed out after {timeout:?}")),
+        Ok(Err(_)) => Err(BackendError::permanent("the notifier panicked")),
+        Err(_) => Err(BackendError::retryable(format!(
+            "timed out after {timeout:?}"
+        ))),
     }
 }
 
@@ -212,6 +228,72 @@ mod tests {
         assert_eq!(seen[2].retry_in, None);
         assert_eq!(seen[0].delivery, seen[2].delivery);
         assert_eq!(fake.notices()[0].delivery, seen[0].delivery);
+    }
+
+    #[tokio::test]
+    async fn a_permanent_failure_ends_the_delivery_and_a_retryable_one_is_retried() {
+        let refusing = Arc::new(FakeNotifier::new("refusing").refusing(5));
+        let flaky = Arc::new(FakeNotifier::new("flaky").failing(1));
+        let d = Dispatcher::new(vec![
+            route(refusing.clone(), Filter::default()),
+            route(flaky.clone(), Filter::default()),
+        ])
+        .with_retry(quick());
+        let (report, seen) = collector();
+        for h in d.dispatch(notice(NoticeKind::Succeeded, vec![]), report) {
+            h.await.unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        let of = |name: &str| -> Vec<_> {
+            seen.iter()
+                .filter(|o| o.notifier == format!("fake ({name})"))
+                .map(|o| (o.attempt, o.ok, o.retry_in.is_some()))
+                .collect()
+        };
+        assert_eq!(of("refusing"), [(1, false, false)], "not asked twice");
+        assert_eq!(
+            refusing.attempts.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(of("flaky"), [(1, false, true), (2, true, false)]);
+        let first = seen
+            .iter()
+            .find(|o| o.notifier == "fake (refusing)")
+            .unwrap();
+        assert_eq!(first.error.as_deref(), Some("told to fail (key )"));
+        assert_eq!(first.attempts, 3);
+    }
+
+    #[derive(Debug)]
+    struct Panics;
+
+    impl Notifier for Panics {
+        fn describe(&self) -> String {
+            "panics".into()
+        }
+        fn send<'a>(
+            &'a self,
+            _: &'a Notice,
+        ) -> futures_util::future::BoxFuture<'a, Result<(), BackendError>> {
+            Box::pin(async { panic!("a bug") })
+        }
+        fn secrets(&self) -> Vec<Secret> {
+            vec![]
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_notifier_is_a_permanent_failure() {
+        let d =
+            Dispatcher::new(vec![route(Arc::new(Panics), Filter::default())]).with_retry(quick());
+        let (report, seen) = collector();
+        for h in d.dispatch(notice(NoticeKind::Failed, vec![]), report) {
+            h.await.unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].error.as_deref(), Some("the notifier panicked"));
+        assert_eq!(seen[0].retry_in, None);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! A fake notifier for tests: records every notice it is sent and can be told to fail
-//! its first N attempts (or to hang, for timeouts); plus a sample [`notice`].
+//! its first N attempts, retryably or not (or to hang, for timeouts); plus a sample
+//! [`notice`].
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,6 +10,7 @@ use futures_util::future::BoxFuture;
 
 use super::{Notice, NoticeKind, Notifier};
 use crate::artifacts::Secret;
+use crate::backend::BackendError;
 use crate::githost::Commit;
 
 /// Records notices; fails the first `fail_first` attempts.
@@ -17,6 +19,8 @@ pub struct FakeNotifier {
     pub name: String,
     /// Attempts still to fail.
     pub fail_first: AtomicU32,
+    /// Whether those failures are permanent (by default they are retryable).
+    pub fail_permanently: bool,
     /// Each attempt sleeps this long first (to exercise the dispatcher's timeout).
     pub delay: Option<Duration>,
     /// A secret it "holds", which its errors mention (to test scrubbing).
@@ -41,12 +45,18 @@ impl FakeNotifier {
         self
     }
 
+    /// Fails the first `n` attempts with a permanent error.
+    pub fn refusing(mut self, n: u32) -> FakeNotifier {
+        self.fail_permanently = true;
+        self.failing(n)
+    }
+
     /// The notices delivered so far.
     pub fn notices(&self) -> Vec<Notice> {
         self.delivered.lock().map(|d| d.clone()).unwrap_or_default()
     }
 
-    async fn attempt(&self, notice: &Notice) -> Result<(), String> {
+    async fn attempt(&self, notice: &Notice) -> Result<(), BackendError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(d) = self.delay {
             tokio::time::sleep(d).await;
@@ -57,7 +67,11 @@ impl FakeNotifier {
             .is_ok();
         if fail {
             let leak = self.secret.as_ref().map(Secret::expose).unwrap_or("");
-            return Err(format!("told to fail (key {leak})"));
+            let msg = format!("told to fail (key {leak})");
+            return Err(match self.fail_permanently {
+                true => BackendError::permanent(msg),
+                false => BackendError::retryable(msg),
+            });
         }
         if let Ok(mut d) = self.delivered.lock() {
             d.push(notice.clone());
@@ -71,7 +85,7 @@ impl Notifier for FakeNotifier {
         format!("fake ({})", self.name)
     }
 
-    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.attempt(notice))
     }
 

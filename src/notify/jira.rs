@@ -11,7 +11,8 @@
 //! Issue keys are what matches `[A-Z][A-Z0-9]+-[0-9]+` (as a whole word) in the commits'
 //! subjects, each once.  By default only a job's end is commented (the route's
 //! `events`); a notice with no issue key is not wanted.  A retried notice does not
-//! comment again on an issue that already has its comment.
+//! comment again on an issue that already has its comment; a notice is retried when any
+//! issue's failure is retryable (an unknown issue's 404 alone is not).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,6 +24,7 @@ use serde_json::json;
 
 use super::{Notice, Notifier, host_of, request_error, status_error};
 use crate::artifacts::Secret;
+use crate::backend::{BackendError, ErrorKind};
 use crate::githost::Commit;
 
 /// At most this many issues are commented per notice.
@@ -98,7 +100,7 @@ impl Jira {
         }
     }
 
-    async fn comment(&self, key: &str, body: &str) -> Result<(), String> {
+    async fn comment(&self, key: &str, body: &str) -> Result<(), BackendError> {
         let req = self
             .http
             .post(self.comment_url(key))
@@ -116,23 +118,29 @@ impl Jira {
         Err(status_error(status, &text, &self.secrets()))
     }
 
-    async fn post(&self, notice: &Notice) -> Result<(), String> {
+    async fn post(&self, notice: &Notice) -> Result<(), BackendError> {
         let body = comment_text(notice);
         let mut errors = Vec::new();
+        let mut kind = ErrorKind::Permanent;
         for key in issue_keys(&notice.commits) {
             if self.is_done(&notice.delivery, &key) {
                 continue;
             }
             match self.comment(&key, &body).await {
                 Ok(()) => self.remember(&notice.delivery, &key),
-                Err(e) => errors.push(format!("{key}: {e}")),
+                Err(e) => {
+                    if e.is_retryable() {
+                        kind = ErrorKind::Retryable;
+                    }
+                    errors.push(format!("{key}: {e}"));
+                }
             }
         }
         if errors.is_empty() {
             self.forget(&notice.delivery);
             Ok(())
         } else {
-            Err(errors.join("; "))
+            Err(BackendError::new(kind, errors.join("; ")))
         }
     }
 }
@@ -146,7 +154,7 @@ impl Notifier for Jira {
         !issue_keys(&notice.commits).is_empty()
     }
 
-    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.post(notice))
     }
 

@@ -14,6 +14,11 @@
 //!
 //! Secrets (the webhook's key, Slack's URL, JIRA's token) are [`Secret`]s: they never
 //! appear in `Debug`, [`Notifier::describe`], errors or delivery outcomes.
+//!
+//! A failed attempt is a [`BackendError`]: retryable when the receiver could not be
+//! reached, timed out or answered 5xx/429/408 (the dispatcher tries again), permanent
+//! when it answered another status (the dispatcher stops: asking again gets the same
+//! "no").
 
 pub mod config;
 pub mod deliver;
@@ -33,6 +38,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::artifacts::Secret;
+use crate::backend::{BackendError, request_kind, status_kind};
 use crate::githost::Commit;
 
 /// Each HTTP request of a notifier gives up after this long.
@@ -140,19 +146,20 @@ pub trait Notifier: Send + Sync + fmt::Debug {
     fn wants(&self, _notice: &Notice) -> bool {
         true
     }
-    /// One attempt at delivering `notice`.  Errors are short and secret-free.
-    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>>;
+    /// One attempt at delivering `notice`.  Errors are short and secret-free, and say
+    /// whether another attempt may succeed.
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>>;
     /// Every secret it holds (the dispatcher scrubs them from errors anyway).
     fn secrets(&self) -> Vec<Secret>;
 }
 
 /// The HTTP client notifiers share: no redirects (a secret-bearing request goes only
 /// where it was configured to), [`REQUEST_TIMEOUT`] per request.
-pub fn http_client() -> Result<reqwest::Client, String> {
+pub fn http_client() -> Result<reqwest::Client, BackendError> {
     crate::artifacts::client(reqwest::Client::builder())
         .timeout(REQUEST_TIMEOUT)
         .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+        .map_err(|e| BackendError::permanent(format!("cannot build an HTTP client: {e}")))
 }
 
 /// The host (and port) of a URL, for `describe()`: never its path, query or user info.
@@ -165,16 +172,17 @@ pub fn host_of(url: &reqwest::Url) -> String {
 }
 
 /// A failed response as a short line: the status and the body's first line (at most
-/// 120 characters), with `secrets` replaced by `***`.
-pub fn status_error(status: reqwest::StatusCode, body: &str, secrets: &[Secret]) -> String {
+/// 120 characters), with `secrets` replaced by `***`; retryable for 5xx, 429 and 408.
+pub fn status_error(status: reqwest::StatusCode, body: &str, secrets: &[Secret]) -> BackendError {
     let first = body.lines().map(str::trim).find(|l| !l.is_empty());
     let mut line: String = first.unwrap_or("").chars().take(120).collect();
     line = scrub(&line, secrets);
-    if line.is_empty() {
+    let message = if line.is_empty() {
         format!("answered {status}")
     } else {
         format!("answered {status}: {line}")
-    }
+    };
+    BackendError::new(status_kind(status), message)
 }
 
 /// `text` with every secret replaced by `***`.
@@ -188,9 +196,10 @@ pub fn scrub(text: &str, secrets: &[Secret]) -> String {
     out
 }
 
-/// A reqwest error without its URL (which may be the secret).
-pub fn request_error(e: reqwest::Error) -> String {
-    let timeout = e.is_timeout();
+/// A reqwest error without its URL (which may be the secret); retryable as the
+/// network's failures are.
+pub fn request_error(e: reqwest::Error) -> BackendError {
+    let (timeout, kind) = (e.is_timeout(), request_kind(&e));
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -199,10 +208,9 @@ pub fn request_error(e: reqwest::Error) -> String {
         src = s.source();
     }
     if timeout {
-        format!("timed out: {msg}")
-    } else {
-        msg
+        msg = format!("timed out: {msg}");
     }
+    BackendError::new(kind, msg)
 }
 
 #[cfg(test)]
@@ -227,12 +235,18 @@ mod tests {
         let s = [Secret::new("s3cret")];
         let body = "\n  token s3cret is wrong\nsecond line";
         let e = status_error(reqwest::StatusCode::UNAUTHORIZED, body, &s);
-        assert_eq!(e, "answered 401 Unauthorized: token *** is wrong");
-        let long = "x".repeat(500);
-        assert!(status_error(reqwest::StatusCode::BAD_GATEWAY, &long, &s).len() < 160);
         assert_eq!(
-            status_error(reqwest::StatusCode::NOT_FOUND, "", &s),
-            "answered 404 Not Found"
+            e.to_string(),
+            "answered 401 Unauthorized: token *** is wrong"
         );
+        assert!(!e.is_retryable() && !format!("{e:?}").contains("s3cret"));
+        let long = "x".repeat(500);
+        let e = status_error(reqwest::StatusCode::BAD_GATEWAY, &long, &s);
+        assert!(e.to_string().len() < 160 && e.is_retryable());
+        let e = status_error(reqwest::StatusCode::NOT_FOUND, "", &s);
+        assert_eq!(e.to_string(), "answered 404 Not Found");
+        assert!(!e.is_retryable());
+        let e = status_error(reqwest::StatusCode::SERVICE_UNAVAILABLE, "busy", &s);
+        assert!(e.is_retryable());
     }
 }

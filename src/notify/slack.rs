@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::{Notice, Notifier, request_error, status_error};
 use crate::artifacts::Secret;
+use crate::backend::BackendError;
 
 /// A Slack-compatible incoming webhook.
 pub struct Slack {
@@ -27,18 +28,19 @@ pub struct Slack {
 }
 
 impl Slack {
-    /// A webhook at `url`; the error never shows the URL.
-    pub fn new(url: Secret, http: reqwest::Client) -> Result<Slack, String> {
+    /// A webhook at `url`; the error (permanent: a bad config) never shows the URL.
+    pub fn new(url: Secret, http: reqwest::Client) -> Result<Slack, BackendError> {
         let parsed = reqwest::Url::parse(url.expose())
-            .map_err(|_| "the webhook URL is not a valid URL".to_string())?;
+            .map_err(|_| BackendError::permanent("the webhook URL is not a valid URL"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err("the webhook URL must be an http(s) URL with a host".into());
+            let msg = "the webhook URL must be an http(s) URL with a host";
+            return Err(BackendError::permanent(msg));
         }
         let host = super::host_of(&parsed);
         Ok(Slack { url, host, http })
     }
 
-    async fn post(&self, notice: &Notice) -> Result<(), String> {
+    async fn post(&self, notice: &Notice) -> Result<(), BackendError> {
         let resp = self
             .http
             .post(self.url.expose())
@@ -95,7 +97,7 @@ impl Notifier for Slack {
         format!("slack ({})", self.host)
     }
 
-    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.post(notice))
     }
 
@@ -127,6 +129,7 @@ mod tests {
         assert_eq!(s.describe(), "slack (hooks.slack.com)");
         assert!(!format!("{s:?}").contains("XXXXsecret"));
         let e = Slack::new(Secret::new("not a url XXXXsecret"), reqwest::Client::new());
-        assert!(!e.unwrap_err().contains("XXXXsecret"));
+        let e = e.unwrap_err();
+        assert!(!format!("{e} {e:?}").contains("XXXXsecret") && !e.is_retryable());
     }
 }

@@ -30,7 +30,9 @@
 //! `state` is `running` for `job.started`, else the end (`succeeded`, `failed`,
 //! `cancelled`); times are Unix milliseconds (`ts_ms`: when the event happened);
 //! `commits` (newest first) is empty when the release's commits are not known.
-//! Any 2xx answer is a delivery; anything else is retried by the dispatcher.
+//! Any 2xx answer is a delivery; no answer, a timeout, a 5xx, 429 or 408 is retried by
+//! the dispatcher; any other status is not (the receiver refused it: a bad signature is
+//! bad on every attempt).
 
 use std::fmt;
 
@@ -40,6 +42,7 @@ use serde_json::json;
 
 use super::{Notice, Notifier, hmac, host_of, request_error, status_error};
 use crate::artifacts::Secret;
+use crate::backend::BackendError;
 
 /// A signed JSON webhook.
 pub struct Webhook {
@@ -82,8 +85,9 @@ pub fn body(notice: &Notice) -> serde_json::Value {
 }
 
 impl Webhook {
-    async fn post(&self, notice: &Notice) -> Result<(), String> {
-        let body = serde_json::to_vec(&body(notice)).map_err(|e| e.to_string())?;
+    async fn post(&self, notice: &Notice) -> Result<(), BackendError> {
+        let body = serde_json::to_vec(&body(notice))
+            .map_err(|e| BackendError::permanent(e.to_string()))?;
         let sig = hmac::signature(self.secret.expose().as_bytes(), &body);
         let resp = self
             .http
@@ -110,7 +114,7 @@ impl Notifier for Webhook {
         format!("webhook ({})", host_of(&self.url))
     }
 
-    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), String>> {
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.post(notice))
     }
 

@@ -176,16 +176,21 @@ async fn unknown_refs_and_repositories_are_clear_errors() {
     for host in w.hosts() {
         let d = host.describe();
         let e = host.resolve(REPO, "no-such-branch").await.unwrap_err();
+        assert!(!e.is_retryable(), "{d}: {e}");
+        let e = e.to_string();
         assert!(e.contains("no-such-branch"), "{d}: {e}");
         let e = host
             .commits_between(REPO, "no-such-tag", "main")
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no-such-tag"), "{d}: {e}");
         let e = host.resolve("PROJ/nothing", "main").await.unwrap_err();
+        assert!(!e.is_retryable(), "{d}: {e}");
+        let e = e.to_string();
         assert!(e.contains("nothing"), "{d}: {e}");
         for bad in ["-h", "--upload-pack=touch /tmp/x", "main..v1.0", "a b"] {
-            let e = host.resolve(REPO, bad).await.unwrap_err();
+            let e = host.resolve(REPO, bad).await.unwrap_err().to_string();
             assert!(e.contains("not a branch, tag or commit id"), "{d}: {e}");
         }
     }
@@ -193,9 +198,15 @@ async fn unknown_refs_and_repositories_are_clear_errors() {
         .bitbucket(TOKEN)
         .resolve(REPO, "no-such-branch")
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("404") && e.contains("does not exist"), "{e}");
-    let e = w.git().resolve(REPO, "no-such-branch").await.unwrap_err();
+    let e = w
+        .git()
+        .resolve(REPO, "no-such-branch")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("has no branch, tag or commit no-such-branch"),
         "{e}"
@@ -212,12 +223,16 @@ async fn unknown_refs_and_repositories_are_clear_errors() {
 async fn a_wrong_token_is_a_clear_error_that_never_shows_the_token() {
     let w = World::new();
     let e = w.bitbucket(WRONG).resolve(REPO, "main").await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    let e = e.to_string();
     assert!(
         e.contains("401") && e.contains("Authentication failed"),
         "{e}"
     );
     assert!(!e.contains(WRONG), "{e}");
     let e = w.http(WRONG).resolve(REPO, "main").await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    let e = e.to_string();
     assert!(
         e.starts_with("git clone of http://127.0.0.1:") && e.contains("refused"),
         "{e}"

@@ -224,6 +224,8 @@ async fn a_wrong_token_is_a_clear_error_without_the_token_and_the_right_one_buil
     assert!(!format!("{b:?}").contains(wrong));
 
     let err = b.start(&request(&"ab".repeat(20))).await.unwrap_err();
+    assert!(!err.is_retryable(), "a 401 is permanent: {err}");
+    let err = err.to_string();
     assert!(err.contains("GET /crumbIssuer/api/json"), "{err}");
     assert!(
         err.contains("401") && err.contains("API token is wrong"),
@@ -243,7 +245,8 @@ async fn a_wrong_token_is_a_clear_error_without_the_token_and_the_right_one_buil
             commit: "ab".repeat(20),
         })
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no job for app other"), "{err}");
     assert!(b.poll("nope", 0).await.is_err());
 

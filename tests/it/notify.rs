@@ -1,6 +1,7 @@
 //! Notifications over real HTTP: a receiver in this process (a signed webhook that
 //! checks the HMAC, a Slack-shaped hook, a JIRA stub with auth and unknown issues, a
-//! flaky route), routes parsed from `[[notify]]` TOML, and the dispatcher's retries.
+//! flaky route), routes parsed from `[[notify]]` TOML, and the dispatcher's retries (of
+//! what may go away: no answer, a 5xx; never of a refusal: a 4xx is asked once).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -270,7 +271,7 @@ async fn every_event_reaches_the_webhook_and_slack_and_ends_reach_jira() {
 }
 
 #[tokio::test]
-async fn a_webhook_signed_with_another_key_is_refused_by_the_receiver() {
+async fn a_webhook_signed_with_another_key_is_refused_by_the_receiver_once() {
     let (base, seen) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("k"), "not-the-shared-key").unwrap();
@@ -280,13 +281,12 @@ async fn a_webhook_signed_with_another_key_is_refused_by_the_receiver() {
     let (report, got) = collector();
     run(&d, notice(NoticeKind::Started, vec![]), &report).await;
     let outs = outcomes(&got);
-    assert_eq!(
-        outs.iter().map(|o| o.ok).collect::<Vec<_>>(),
-        [false, false]
-    );
-    assert_eq!(outs[1].error.as_deref(), Some("answered 401 Unauthorized"));
+    // A 401 is permanent: not retried, although two attempts were allowed.
+    assert_eq!(outs.iter().map(|o| o.ok).collect::<Vec<_>>(), [false]);
+    assert_eq!(outs[0].error.as_deref(), Some("answered 401 Unauthorized"));
+    assert_eq!((outs[0].attempts, outs[0].retry_in), (2, None));
     assert!(!format!("{outs:?}").contains("not-the-shared-key"));
-    assert_eq!(seen.lock().unwrap().bad_signatures, 2);
+    assert_eq!(seen.lock().unwrap().bad_signatures, 1);
 }
 
 #[tokio::test]
@@ -297,13 +297,14 @@ async fn jira_refuses_bad_credentials_and_unknown_issues() {
             "[[notify]]\nkind = \"jira\"\nurl = \"{base}/\"\nuser = \"{JIRA_USER}\"\ntoken_file = \"jira-token\"\n"
         )
     };
-    // A wrong token: 401 on every attempt, the token in no outcome.
+    // A wrong token: 401, not retried (permanent), the token in no outcome.
     let dir = secrets_dir(&base, "wrong-T0KEN");
     let d = dispatcher(&jira_only(&base), dir.path(), quick(2, 5));
     let (report, got) = collector();
     run(&d, notice(NoticeKind::Failed, commits()), &report).await;
     let outs = outcomes(&got);
-    assert_eq!(outs.len(), 2);
+    assert_eq!(outs.len(), 1);
+    assert_eq!(outs[0].retry_in, None);
     let e = outs[0].error.as_deref().unwrap();
     assert!(
         e.starts_with("ACME-12: answered 401 Unauthorized: {\"errorMessages\""),
@@ -311,8 +312,8 @@ async fn jira_refuses_bad_credentials_and_unknown_issues() {
     );
     assert!(!format!("{outs:?}").contains("wrong-T0KEN"));
 
-    // The right token: ACME-12 is commented once, although ACME-99 (unknown) fails
-    // every attempt.
+    // The right token: ACME-12 is commented once; ACME-99 (unknown: 404, permanent)
+    // fails, and the notice is not retried for it.
     let dir = secrets_dir(&base, JIRA_TOKEN);
     let d = dispatcher(&jira_only(&base), dir.path(), quick(3, 5));
     let (report, got) = collector();
@@ -324,9 +325,9 @@ async fn jira_refuses_bad_credentials_and_unknown_issues() {
     });
     run(&d, notice(NoticeKind::Succeeded, cs), &report).await;
     let outs = outcomes(&got);
-    assert_eq!(outs.iter().map(|o| o.ok).collect::<Vec<_>>(), [false; 3]);
+    assert_eq!(outs.iter().map(|o| o.ok).collect::<Vec<_>>(), [false]);
     assert_eq!(
-        outs[2].error.as_deref(),
+        outs[0].error.as_deref(),
         Some(
             "ACME-99: answered 404 Not Found: {\"errorMessages\":[\"Issue Does Not Exist\"],\"errors\":{}}"
         )

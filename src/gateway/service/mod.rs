@@ -35,6 +35,7 @@ use deploy_wire::api::{DeployRequest, JobInfo, JobKind, JobState, RollbackReques
 use super::auth::Principal;
 use super::jobs::{Jobs, new_job_id};
 use super::store::{Db, LockHolder, StoreError, now_ms};
+use crate::backend::BackendError;
 use crate::error::InputError;
 use crate::inventory::App;
 
@@ -66,9 +67,9 @@ pub enum ServiceError {
     /// (not audited), nothing started.
     #[error("{0}")]
     UpToDate(String),
-    /// The artifact source failed.
+    /// A backend failed (the artifact source, the git host); its message as it said it.
     #[error("{0}")]
-    Upstream(String),
+    Upstream(BackendError),
     /// A freeze, or no deploy window open now: the reason and when it opens.
     #[error("{0}")]
     Closed(String),

@@ -9,11 +9,12 @@ use deploy_wire::api::{HostRelease, ObservedHost, ProcessState};
 
 use super::{JobService, Result, ServiceError};
 use crate::engine::observe::{HostView, Observed};
+use crate::error::BackendError;
 use crate::gateway::auth::Principal;
 use crate::gateway::store::Store;
 
 /// The wire form of a host's answer (or of why it gave none).
-pub fn observed_host(view: &std::result::Result<HostView, String>) -> ObservedHost {
+pub fn observed_host(view: &std::result::Result<HostView, BackendError>) -> ObservedHost {
     match view {
         Ok(v) => ObservedHost {
             live_slot: v.live_slot.clone(),
@@ -31,7 +32,7 @@ pub fn observed_host(view: &std::result::Result<HostView, String>) -> ObservedHo
             unreachable: None,
         },
         Err(e) => ObservedHost {
-            unreachable: Some(e.clone()),
+            unreachable: Some(e.to_string()),
             ..ObservedHost::default()
         },
     }
@@ -172,7 +173,10 @@ mod tests {
         }
     }
 
-    fn view(version: Option<&str>, slot: Option<&str>) -> std::result::Result<HostView, String> {
+    fn view(
+        version: Option<&str>,
+        slot: Option<&str>,
+    ) -> std::result::Result<HostView, BackendError> {
         Ok(HostView {
             live_slot: slot.map(str::to_string),
             version: version.map(str::to_string),
@@ -216,7 +220,7 @@ mod tests {
 
     #[test]
     fn an_unreachable_host_is_shown_with_why_and_not_as_a_disagreement() {
-        let seen = observed_host(&Err("web1 stopped answering".into()));
+        let seen = observed_host(&Err(BackendError::retryable("web1 stopped answering")));
         assert_eq!(seen.unreachable.as_deref(), Some("web1 stopped answering"));
         assert!(!disagrees(&recorded("2.0", Some("blue")), &seen));
     }
