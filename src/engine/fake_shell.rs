@@ -162,6 +162,9 @@ impl State {
         } else if l.contains("nginx -t") {
             self.files
                 .insert("/etc/nginx/sites-enabled/hello.conf".into(), stdin);
+            if l.contains("nginx -s reload") {
+                self.reloads += 1;
+            }
             out(0, "")
         } else if l.contains(".deploy-new") && l.contains("cat >") {
             let words: Vec<&str> = l.split_whitespace().collect();

@@ -376,8 +376,7 @@ mod tests {
             read_live(&p()),
             set_live(&p(), "green", "1.1.0"),
             mark_failed(&p(), "1.2.0"),
-            nginx_install_validated("/etc/nginx/sites-enabled/hello.conf", vec![]),
-            nginx_reload(),
+            nginx_install_and_reload("/etc/nginx/sites-enabled/hello.conf", vec![]),
             list_releases(&p()),
             remove_releases(&p(), &["1.0.0".into(), "0.9".into()]),
         ];

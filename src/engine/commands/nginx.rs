@@ -1,5 +1,5 @@
-//! Commands for nginx and HTTP: install a site only if `nginx -t` passes, reload, and
-//! probe a loopback port the way a health check does.
+//! Commands for nginx and HTTP: install a site only if `nginx -t` passes and reload, in one
+//! command; probe a loopback port the way a health check does.
 
 use super::{RemoteCmd, sudo_sh};
 use crate::shell::join;
@@ -62,12 +62,18 @@ pub fn health_host(first_server_name: &str) -> String {
 }
 
 /// Installs a new nginx site config only if the whole nginx configuration still passes
-/// `nginx -t` with it; otherwise puts the old file back (or removes the new one) and fails
-/// with nginx's message.  Does not reload.
-pub fn nginx_install_validated(path: &str, contents: Vec<u8>) -> RemoteCmd {
+/// `nginx -t` with it (otherwise puts the old file back, or removes the new one, and fails
+/// with nginx's message), then reloads nginx gracefully.
+///
+/// One command, deaf to a dropped connection (`trap '' HUP PIPE`, inherited by nginx):
+/// sshd lets a command whose client died run on, so a gateway killed mid-switch cannot
+/// leave a site installed but never loaded, which the next deploy would take for done
+/// (the file is as wanted) and not reload.
+pub fn nginx_install_and_reload(path: &str, contents: Vec<u8>) -> RemoteCmd {
     // Temp and backup files live beside `sites-enabled`, never in it: nginx includes
     // everything there.
     let script = r#"set -e
+trap '' HUP PIPE
 p="$1"
 side="${p%/*}/../.${p##*/}"
 if [ -f "$p" ]; then cp -p "$p" "$side.deploy-old"; else rm -f "$side.deploy-old"; fi
@@ -78,11 +84,7 @@ if ! nginx -t 2>"$side.nginx-t"; then
   echo "nginx -t failed; the previous config was put back" >&2
   exit 1
 fi
-rm -f "$side.deploy-old" "$side.nginx-t""#;
+rm -f "$side.deploy-old" "$side.nginx-t"
+nginx -s reload"#;
     RemoteCmd::with_stdin(sudo_sh(script, &[path]), contents)
-}
-
-/// Graceful reload: new workers take the new config; in-flight requests finish.
-pub fn nginx_reload() -> RemoteCmd {
-    RemoteCmd::new("sudo -n nginx -s reload")
 }

@@ -73,11 +73,14 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
 }
 
 /// Installs `site` if the whole nginx configuration passes `nginx -t` with it, then
-/// reloads (gracefully).
+/// reloads (gracefully), in one command a dropped connection cannot split.
 pub fn install_site(v: &View, site: &str) -> Vec<Action> {
-    let install = cmd::nginx_install_validated(&v.paths.nginx_conf(), site.as_bytes().to_vec());
+    let install = cmd::nginx_install_and_reload(&v.paths.nginx_conf(), site.as_bytes().to_vec());
     vec![
-        Op::run(install, "installing the nginx site (nginx -t)").into(),
-        Op::run(cmd::nginx_reload(), "nginx reload").into(),
+        Op::run(
+            install,
+            "installing the nginx site (nginx -t) and reloading",
+        )
+        .into(),
     ]
 }
