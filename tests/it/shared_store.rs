@@ -363,6 +363,14 @@ fn a_killed_gateways_job_is_interrupted_by_the_other_within_the_lease() {
     cli_bin();
     let tb = Testbed::up("shared-lease", 3);
     all_at_once(&tb);
+    // The job must outlive two lease renewals whatever the installer's speed (uv builds
+    // a release in well under a second): every host holds 15 s in a hook before its switch.
+    let held = tb.inventory_text().replace(
+        "    keep_releases: 3\n",
+        "    keep_releases: 3\n    hooks:\n      before_switch:\n        - {name: hold, command: sleep 15, scope: every_host}\n",
+    );
+    assert_ne!(held, tb.inventory_text());
+    tb.set_inventory(&held);
     phase(&mut t, "test bed up");
     let db = pg::new_database("shared_lease");
     let lease = format!("lease_secs = {LEASE_SECS}\n");
@@ -370,7 +378,7 @@ fn a_killed_gateways_job_is_interrupted_by_the_other_within_the_lease() {
     let b = gateway(Some(&tb), &db, &lease);
     let ann = a.token("ann", "staging", false);
 
-    // A fresh deploy through A (venvs and installs: it takes a while), killed mid-job
+    // A fresh deploy through A (venvs, installs, the hook: it takes a while), killed mid-job
     // once A has renewed its lease twice (every lease/3 s): the kill is what stops the
     // renewals, so the job must end one lease after the last, not one after the start.
     let id = deploy(&a, &ann, DEPLOY_100);
