@@ -36,7 +36,11 @@ if [[ ! -f "$demo/testbed.json" ]] || ! docker ps --format '{{.Names}}' | grep -
 import sys
 p = sys.argv[1]
 s = open(p).read()
-s = s.replace("    index_url: http://index:8080/simple/\n", "    installer: uv\n")
+# (the test bed's inventory already says `installer: uv`; the gateway's source replaces
+# the index URL)
+s = s.replace("    index_url: http://index:8080/simple/\n", "")
+if "    installer: uv\n" not in s:
+    s = s.replace("    wsgi: hello_app:app\n", "    wsgi: hello_app:app\n    installer: uv\n")
 s = s.replace("        groups: [web]\n", "        groups: [web]\n        delivery: relay\n")
 open(p, "w").write(s)
 PY
