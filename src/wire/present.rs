@@ -8,8 +8,8 @@ use crate::event::{EventKind, HostStatus, Stream};
 /// What a line is, for a front end's colour or CSS class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tone {
-    /// Something began (a host, a step, a phase): front ends with progress bars show it
-    /// there, plain ones not at all; the dashboard shows it as a line.
+    /// A host or a step began: front ends with progress bars show it there, plain ones
+    /// not at all; the dashboard shows it as a line.
     Progress,
     /// A command's standard output.
     Output,
@@ -19,7 +19,7 @@ pub enum Tone {
     Changed,
     Skipped,
     Failed,
-    /// About the job as a whole, neither good nor bad (its start).
+    /// About the job as a whole, neither good nor bad (its start, a phase's start).
     Job,
 }
 
@@ -193,9 +193,8 @@ pub fn line(kind: &EventKind) -> Line {
             version,
             slot,
         } => host(h, Tone::Changed, format!("now serving {version} ({slot})")),
-        K::PhaseStarted { phase, host: h } => {
-            job(Tone::Progress, format!("{phase}{} started", on(h)))
-        }
+        // A phase may take minutes (a build): its start is a line of its own everywhere.
+        K::PhaseStarted { phase, host: h } => job(Tone::Job, format!("{phase}{} started", on(h))),
         K::PhaseFinished {
             phase,
             host: h,

@@ -75,14 +75,6 @@ fn job_log(gw: &Gateway, token: &str, r: &CliRun) -> String {
     gw.http("GET", &path, Some(token), None).2
 }
 
-/// `[uv]` for gateway.toml: the test bed's uv, pinned by its SHA-256.
-fn uv_config(tb: &Testbed) -> String {
-    let sha = deploy::engine::UvTool::load(&tb.uv_binary, None)
-        .unwrap()
-        .sha256;
-    format!("[uv]\nbinary = {:?}\nsha256 = \"{sha}\"\n", tb.uv_binary)
-}
-
 /// `deploy release hello VERSION -e staging` while `ps` is captured on every server;
 /// asserts it succeeded and every server serves VERSION.
 fn release_watching_ps(
@@ -254,7 +246,7 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
         "    wsgi: hello_app:app\n",
         "    wsgi: hello_app:app\n    installer: uv\n",
     ));
-    let sources = artifactory_source(&tb, &auth, true) + &uv_config(&tb);
+    let sources = artifactory_source(&tb, &auth, true) + &tb.uv_config();
     let gw = Gateway::start_with(Some(&tb), "0.1.0", "0.1.0", Some(&sources), &[]);
     let ann = gw.token("ann", "staging", false);
     let admin = gw.token("root", "", true);
@@ -300,7 +292,7 @@ fn a_wheel_whose_hash_does_not_match_the_index_is_refused_and_the_host_stays() {
         true,
     ) + "[applications.hello-uv]\nsource = \"artifactory\"\n"
         + "[applications.hello-relay]\nsource = \"artifactory\"\n"
-        + &uv_config(&tb);
+        + &tb.uv_config();
     let gw = Gateway::start_with(
         Some(&tb),
         "0.1.0",
