@@ -52,6 +52,8 @@ pub struct State {
     /// (release, hook) markers.
     pub hooks: BTreeSet<(String, String)>,
     pub log: Vec<String>,
+    /// The highest job epoch seen per (application, environment), as the fence keeps it.
+    pub fences: BTreeMap<String, u64>,
     clock: u64,
 }
 
@@ -165,6 +167,21 @@ impl State {
     /// Runs a command (a batch: its parts); on a lost connection, also what it had
     /// printed before (a batch's finished parts).
     fn run(&mut self, cmd: &RemoteCmd) -> (Result<Output, BackendError>, String) {
+        if let Some((key, epoch, line)) = crate::fence::parse(&cmd.line) {
+            // The guard, as the host's shell runs it: an older epoch changes nothing.
+            let seen = self.fences.entry(key).or_insert(0);
+            if *seen > epoch {
+                let refused = Output {
+                    status: crate::fence::REFUSED,
+                    stdout: String::new(),
+                    stderr: format!("deploy: refused: this host has seen job epoch {seen}"),
+                };
+                return (Ok(refused), String::new());
+            }
+            *seen = epoch;
+            let stdin = cmd.stdin.clone();
+            return self.run(&RemoteCmd { line, stdin });
+        }
         if cmd.line == "sh -s"
             && let Some((nonce, stop, parts)) = cmd.stdin.as_deref().and_then(batch::parse_script)
         {

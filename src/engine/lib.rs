@@ -45,6 +45,7 @@ mod exec;
 pub mod facts;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
+pub mod fence;
 mod group;
 mod host;
 pub mod observe;
@@ -120,6 +121,9 @@ pub struct EngineConfig {
     /// The uv binary shipped to servers of applications with `installer: uv`; without
     /// it they are built with pip.
     pub uv: Option<UvTool>,
+    /// The job's fence (its epoch on the hosts, and the lease it must hold before each
+    /// command); None for work that belongs to no job (`observe`, tests).
+    pub fence: Option<fence::Fence>,
 }
 
 /// A pinned uv executable (static Linux x86_64), shipped once per server and kept there
@@ -305,6 +309,7 @@ pub async fn run_with(
     sink: Arc<dyn EventSink>,
     cancel: CancelFlag,
 ) -> JobResult {
+    let connector = fence::connector(connector, cfg.fence.as_ref());
     rollout::run(rollout::Run {
         plan: Arc::new(plan),
         cfg,

@@ -50,12 +50,13 @@ pub async fn run(
     sink: Arc<dyn EventSink>,
     cancel: CancelFlag,
 ) -> Ran {
-    let connector = SshConnector {
+    let connector = Arc::new(SshConnector {
         key: cfg.key.clone(),
         pins: cfg.pins.clone(),
         opts: cfg.ssh.clone(),
-    };
-    run_with(o, &cfg, &connector, sink, cancel).await
+    });
+    let connector = crate::fence::connector(connector, cfg.fence.as_ref());
+    run_with(o, &cfg, connector.as_ref(), sink, cancel).await
 }
 
 /// [`run`] through any [`Connector`].

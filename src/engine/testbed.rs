@@ -56,6 +56,7 @@ pub fn bed_with(rollout: &str, app_fields: &str) -> Bed {
         ssh: Default::default(),
         command_timeout: std::time::Duration::from_secs(5),
         uv: None,
+        fence: None,
     };
     Bed {
         _dir: dir,

@@ -45,7 +45,7 @@ pub async fn run(
     let (db, _alive) = open(&database).await?;
     let svc = JobService::new(Jobs::new(db, settings));
     // Its job's lease, renewed while it runs (gateways sharing the database see it alive).
-    super::leases::spawn(svc.jobs().clone(), false);
+    super::job_life::spawn(svc.jobs().clone(), false);
     let p = Principal {
         user: user(),
         envs: vec!["*".into()],

@@ -3,6 +3,14 @@
 //! followers), the engine's sink that feeds it, and the follower that tails a job from
 //! the store (a live tail and a replay are the same code).
 //!
+//! The writer never loses events to a database outage: a batch that cannot be stored is
+//! tried again (backing off to 2 s) until the database answers, while new events wait
+//! in order in the writer's queue behind it.  The queue is bounded: past
+//! [`MAX_QUEUED`] events waiting, a job's output lines are dropped (counted in the
+//! gateway's log) while every event of its story is still kept.  A batch the database
+//! refuses while it answers (bad data) is stored one event at a time, and the events it
+//! refuses are logged and dropped, so one bad line never blocks the writer.
+//!
 //! A job's `switched` events also update the live record (which release each host serves)
 //! in the writer, right after the events are stored and before followers wake, so an
 //! interrupted job leaves the truth behind.  Followers are counted (a gauge) and capped;
@@ -18,11 +26,13 @@ use deploy_wire::api::{JobInfo, JobState};
 use deploy_wire::{Event, EventKind};
 use tokio::sync::{broadcast, oneshot};
 
-use super::store::{Db, LiveRow, NewEvent};
+use super::store::{Db, LiveRow, NewEvent, StoreError};
 use crate::engine::EventSink;
 
 /// At most this many events go into one transaction.
 const BATCH: usize = 512;
+/// Events waiting for the store beyond which output lines are dropped.
+pub const MAX_QUEUED: usize = 100_000;
 /// At most this many followers (SSE streams, `apply` tails) at once.
 pub const MAX_FOLLOWERS: usize = 256;
 
@@ -50,24 +60,50 @@ enum Msg {
 #[derive(Clone)]
 pub struct Events {
     db: Db,
-    tx: mpsc::Sender<Msg>,
+    tx: Queue,
     /// A job id when it has new events or ended; "" to wake every follower.
     notify: broadcast::Sender<String>,
     /// Followers alive now (the gauge `/v1/health` shows).
     followers: Arc<AtomicUsize>,
 }
 
+/// The writer's queue, and how many events wait in it.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn send(&self, msg: Msg) -> bool {
+        if let Msg::Event { event, .. } = &msg {
+            let waiting = self.queued.fetch_add(1, Ordering::SeqCst);
+            if waiting >= MAX_QUEUED && matches!(event.kind, EventKind::Output { .. }) {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                if self.dropped.fetch_add(1, Ordering::SeqCst) % 10_000 == 0 {
+                    tracing::error!(
+                        "{MAX_QUEUED} events wait for the database: output lines are dropped"
+                    );
+                }
+                return true;
+            }
+        }
+        self.tx.send(msg).is_ok()
+    }
+}
+
 /// The engine's sink for one job: hands events to the writer, never blocks.
 struct WriterSink {
     job: String,
     meta: Option<Arc<JobMeta>>,
-    tx: mpsc::Sender<Msg>,
+    tx: Queue,
 }
 
 impl EventSink for WriterSink {
     fn emit(&self, event: Event) {
         let (job, meta) = (self.job.clone(), self.meta.clone());
-        if self.tx.send(Msg::Event { job, event, meta }).is_err() {
+        if !self.tx.send(Msg::Event { job, event, meta }) {
             tracing::error!(job = %self.job, "the event writer has stopped; an event is lost");
         }
     }
@@ -97,8 +133,13 @@ impl Events {
     /// Starts the writer thread; it ends when the last handle and sink are gone.
     pub fn start(db: Db) -> Events {
         let (tx, rx) = mpsc::channel();
+        let tx = Queue {
+            tx,
+            queued: Arc::default(),
+            dropped: Arc::default(),
+        };
         let (notify, _) = broadcast::channel(1024);
-        let (wdb, wnotify) = (db.clone(), notify.clone());
+        let (wdb, wnotify, queued) = (db.clone(), notify.clone(), tx.queued.clone());
         // Events other gateways store (a shared database) wake followers here too.
         let remote = notify.clone();
         db.watch(Box::new(move |job| {
@@ -106,7 +147,7 @@ impl Events {
         }));
         std::thread::Builder::new()
             .name("event-writer".into())
-            .spawn(move || write_loop(wdb, rx, wnotify))
+            .spawn(move || write_loop(wdb, rx, wnotify, queued))
             .expect("spawning the event writer thread");
         let followers = Arc::new(AtomicUsize::new(0));
         Events {
@@ -152,7 +193,7 @@ impl Events {
     pub async fn close(&self, job: &str) {
         let (done, wait) = oneshot::channel();
         let job = job.to_string();
-        if self.tx.send(Msg::Close { job, done }).is_ok() {
+        if self.tx.send(Msg::Close { job, done }) {
             let _ = wait.await;
         }
     }
@@ -188,7 +229,12 @@ impl Events {
 }
 
 /// The writer: drains what is queued, stores it in one transaction, then wakes.
-fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>) {
+fn write_loop(
+    db: Db,
+    rx: mpsc::Receiver<Msg>,
+    notify: broadcast::Sender<String>,
+    queued: Arc<AtomicUsize>,
+) {
     let mut seqs: HashMap<String, u64> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let (mut batch, mut closes, mut live) = (Vec::new(), Vec::new(), Vec::new());
@@ -201,16 +247,24 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
                     }
                     // A job's first event here, or one after its close (a notification's
                     // outcome): numbered on from what is stored.
-                    let seq = seqs
-                        .entry(job.clone())
-                        .or_insert_with(|| db.last_seq(&job).unwrap_or(0));
+                    let seq = match seqs.get_mut(&job) {
+                        Some(seq) => seq,
+                        None => {
+                            let id = job.clone();
+                            let last =
+                                persist(&db, "reading the last event number", || db.last_seq(&id));
+                            seqs.entry(job.clone()).or_insert(last.unwrap_or(0))
+                        }
+                    };
                     *seq += 1;
                     let data = serde_json::to_string(&event).expect("events serialize");
+                    let note = matches!(event.kind, EventKind::Notified { .. });
                     batch.push(NewEvent {
                         seq: *seq,
                         ts_ms: event.ts_ms,
                         job,
                         data,
+                        note,
                     });
                 }
                 Msg::Close { job, done } => closes.push((job, done)),
@@ -219,15 +273,14 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty()
-            && let Err(e) = db.append_events(&batch)
-        {
-            tracing::error!("{} event(s) not stored: {e}", batch.len());
+        if !batch.is_empty() {
+            store_events(&db, &batch);
+            queued.fetch_sub(batch.len(), Ordering::SeqCst);
         }
         if !live.is_empty()
-            && let Err(e) = db.set_live(&live)
+            && persist(&db, "recording what hosts serve", || db.set_live(&live)).is_none()
         {
-            tracing::error!("the live record of {} host(s) not stored: {e}", live.len());
+            tracing::error!("the live record of {} host(s) not stored", live.len());
         }
         let jobs: BTreeSet<&str> = batch.iter().map(|e| e.job.as_str()).collect();
         for job in jobs {
@@ -237,6 +290,62 @@ fn write_loop(db: Db, rx: mpsc::Receiver<Msg>, notify: broadcast::Sender<String>
             // (An event after the close starts from the stored last number.)
             seqs.remove(&job);
             let _ = done.send(());
+        }
+    }
+}
+
+/// Stores a batch, through any outage; events the database refuses while it answers
+/// are logged and dropped, one by one.
+fn store_events(db: &Db, batch: &[NewEvent]) {
+    let refused = match persist(db, "storing events", || db.append_events(batch)) {
+        Some(refused) => refused,
+        None => batch
+            .iter()
+            .map(|e| {
+                persist(db, "storing an event", || db.append_events(std::slice::from_ref(e)))
+                    .unwrap_or_else(|| {
+                        tracing::error!(job = %e.job, seq = e.seq, "an event the database refuses is dropped");
+                        1
+                    })
+            })
+            .sum(),
+    };
+    if refused > 0 {
+        tracing::warn!(
+            "{refused} event(s) not stored: their job had already ended (its final event is final)"
+        );
+    }
+}
+
+/// Runs `f` until it succeeds while the database cannot be reached (backing off up to
+/// 2 s); None once it failed three times while the database answered (the operation
+/// itself is refused).
+fn persist<T>(db: &Db, doing: &str, f: impl Fn() -> Result<T, StoreError>) -> Option<T> {
+    let (mut wait, mut refused, mut said) = (Duration::from_millis(100), 0, false);
+    loop {
+        match f() {
+            Ok(v) => {
+                if said {
+                    tracing::info!("{doing}: the database answers again; nothing was lost");
+                }
+                return Some(v);
+            }
+            Err(e) => {
+                if db.clock_ms().is_ok() {
+                    refused += 1;
+                    if refused >= 3 {
+                        tracing::error!("{doing}: {e}");
+                        return None;
+                    }
+                } else if !said {
+                    tracing::error!(
+                        "{doing}: {e}; kept, and tried again until the database answers"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
         }
     }
 }
@@ -330,6 +439,17 @@ mod tests {
         }
     }
 
+    /// A store holding job `j1`, running (events of other jobs are refused).
+    fn store_with_job() -> Db {
+        let db = Db::in_memory().unwrap();
+        let lease = crate::gateway::store::Lease {
+            owner: "test".into(),
+            until_ms: u64::MAX / 2,
+        };
+        db.start_job(&job(false), &lease).unwrap().unwrap();
+        db
+    }
+
     fn switched(host: &str, version: &str, slot: &str) -> Event {
         Event::now(EventKind::Switched {
             host: host.into(),
@@ -340,7 +460,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_switched_event_records_what_the_host_serves_before_followers_see_it() {
-        let db = Db::in_memory().unwrap();
+        let db = store_with_job();
         let events = Events::start(db.clone());
         let sink = events.job_sink(&job(false));
         sink.emit(switched("web1", "2.0", "green"));
@@ -365,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_record_is_written_without_waiting_for_the_job_to_end() {
-        let db = Db::in_memory().unwrap();
+        let db = store_with_job();
         let events = Events::start(db.clone());
         events
             .job_sink(&job(false))
@@ -384,7 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn check_mode_and_the_relay_sink_record_nothing() {
-        let db = Db::in_memory().unwrap();
+        let db = store_with_job();
         let events = Events::start(db.clone());
         events
             .job_sink(&job(true))

@@ -1,24 +1,26 @@
-//! Running jobs: the engine configuration and plan for a request, the (application,
-//! environment) lock, the job's own task (a span per job) whose events go to the one
-//! writer, the record of its end (ledger rows, audit, state; the lock freed), cancel
-//! flags, and start-up recovery.  Policy (who may, which version) is the job service's.
+//! Running jobs: the engine configuration and plan for a request, the job's own task
+//! (a span per job) whose events go to the one writer, its fence, and cancel flags.
+//! Every change of a job's state (claim, end, take-over, recovery) is `job_life`'s;
+//! policy (who may, which version) is the job service's.
 //!
 //! A job does not belong to the request that made it: a client that goes away changes
 //! nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
-use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
+use deploy_wire::api::{JobInfo, JobKind, JobState};
+use deploy_wire::{Event, EventKind, JobStatus};
 use tracing::Instrument;
 
 use super::config::GatewayConfig;
 use super::events::Events;
+use super::job_life::Claim;
+use super::job_life::clock::LeaseClock;
 use super::relay::{Relay, RelayCache};
-use super::store::{Db, Lease, LockHolder, NewEvent, Orphans, StoreError, now_ms};
+use super::store::{Db, LockHolder, Orphans, StoreError, now_ms};
 use crate::artifacts::{ArtifactSource, Auth, SimpleIndex};
 use crate::engine::{
     self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, Plan, UvTool,
@@ -27,6 +29,21 @@ use crate::error::InputError;
 use crate::inventory::{App, Delivery, Inventory};
 use crate::pins::HostKeyPins;
 use crate::ssh::{SshKey, SshOptions};
+
+/// A job's sink that keeps its `job_finished` event back for the end's transaction.
+struct HoldFinal {
+    inner: Arc<dyn EventSink>,
+    last: Mutex<Option<Event>>,
+}
+
+impl EventSink for HoldFinal {
+    fn emit(&self, event: Event) {
+        match event.kind {
+            EventKind::JobFinished { .. } => *self.last.lock().unwrap() = Some(event),
+            _ => self.inner.emit(event),
+        }
+    }
+}
 
 /// Where the servers of a job get the application's artifacts from.
 pub enum Artifacts {
@@ -104,6 +121,8 @@ pub struct Jobs {
     relay_cache: Option<Arc<RelayCache>>,
     /// Where a job's start and end are told (`[[notify]]`), if anywhere.
     notices: Option<Arc<super::notices::Notices>>,
+    /// What this process may believe about its leases (the gates of its jobs).
+    pub clock: Arc<LeaseClock>,
 }
 
 /// An owner of leases for a process that runs one job and ends (`apply`): its host,
@@ -147,6 +166,7 @@ impl Jobs {
             Artifacts::Inventory => None,
         };
         Jobs {
+            clock: LeaseClock::new(settings.lease),
             events,
             notices,
             db,
@@ -170,9 +190,10 @@ impl Jobs {
         self.settings.lease
     }
 
-    /// A lease for this process from now.
-    pub fn lease(&self) -> Lease {
-        Lease {
+    /// A lease for this process from now, by this process's clock (tests; jobs are
+    /// claimed by the database's clock: [`super::job_life::claim`]).
+    pub fn lease(&self) -> super::store::Lease {
+        super::store::Lease {
             owner: self.settings.owner.clone(),
             until_ms: now_ms() + self.settings.lease.as_millis() as u64,
         }
@@ -257,6 +278,7 @@ impl Jobs {
             ssh: s.ssh.clone(),
             command_timeout: s.command_timeout,
             uv: s.uv.clone(),
+            fence: None,
         })
     }
 
@@ -286,7 +308,14 @@ impl Jobs {
 
     /// Runs a locked one-off command job (`deploy run`); `cfg` from [`Self::engine_config`],
     /// read before the lock was taken.
-    pub fn spawn_oneoff(&self, job: JobInfo, o: engine::oneoff::OneOff, cfg: EngineConfig) {
+    pub fn spawn_oneoff(
+        &self,
+        job: JobInfo,
+        o: engine::oneoff::OneOff,
+        mut cfg: EngineConfig,
+        claim: Claim,
+    ) {
+        cfg.fence = Some(self.fence(&job, claim));
         self.spawn_with(job, move |sink, cancel| {
             Box::pin(async move {
                 let ran = engine::oneoff::run(o, Arc::new(cfg), sink, cancel).await;
@@ -311,15 +340,20 @@ impl Jobs {
         });
     }
 
-    /// Creates the job and takes its (application, environment) lock, unless held.
-    pub async fn lock(&self, job: &JobInfo) -> Result<Result<(), LockHolder>, StoreError> {
-        let (job, lease) = (job.clone(), self.lease());
-        self.db.call(move |s| s.start_job(&job, &lease)).await
+    /// Creates the job and takes its (application, environment) lock, unless held
+    /// ([`super::job_life::claim`]).
+    pub async fn lock(&self, job: &JobInfo) -> Result<Result<Claim, LockHolder>, StoreError> {
+        super::job_life::claim(self, job).await
     }
 
     /// Runs a locked job in a task of its own; its end frees the lock.
-    pub fn spawn(&self, planned: Planned) {
-        let Planned { job, plan, engine } = planned;
+    pub fn spawn(&self, planned: Planned, claim: Claim) {
+        let Planned {
+            job,
+            plan,
+            mut engine,
+        } = planned;
+        engine.fence = Some(self.fence(&job, claim));
         self.spawn_with(job, move |sink, cancel| {
             Box::pin(engine::run_cancellable(
                 plan,
@@ -328,6 +362,16 @@ impl Jobs {
                 cancel,
             ))
         });
+    }
+
+    /// The fence of a claimed job: its epoch on the hosts, and the gate of its lease.
+    fn fence(&self, job: &JobInfo, claim: Claim) -> engine::fence::Fence {
+        engine::fence::Fence {
+            app: job.app.clone(),
+            env: job.env.clone(),
+            epoch: claim.epoch,
+            gate: self.clock.gate(&job.id),
+        }
     }
 
     /// Runs a locked job whose work is `run` (given the job's sink and cancel flag) in
@@ -343,8 +387,13 @@ impl Jobs {
             .unwrap()
             .insert(job.id.clone(), cancel.clone());
         let (this, sink) = (self.clone(), self.events.job_sink(&job));
+        // The final event is held back: the transaction that records the end stores it.
+        let held = Arc::new(HoldFinal {
+            inner: sink,
+            last: Mutex::new(None),
+        });
         let span = tracing::info_span!("job", id = %job.id, app = %job.app, env = %job.env);
-        let work = run(sink, cancel);
+        let work = run(held.clone(), cancel);
         if let Some(n) = &self.notices {
             n.started(&job);
         }
@@ -352,68 +401,16 @@ impl Jobs {
             async move {
                 tracing::info!("{} {} started by {}", job.kind, job.version, job.user);
                 let result = work.await;
-                this.finish(&job, result).await;
+                let last = held.last.lock().unwrap().take();
+                let state = job_state(result.status);
+                super::job_life::finish(&this, &job, result, last).await;
+                this.cancels.lock().unwrap().remove(&job.id);
+                if let Some(n) = &this.notices {
+                    n.ended(&job, state);
+                }
             }
             .instrument(span),
         );
-    }
-
-    async fn finish(&self, job: &JobInfo, result: engine::JobResult) {
-        // Every event first, so a follower that sees the job ended has seen them all.
-        self.events.close(&job.id).await;
-        let state = job_state(result.status);
-        let id = job.id.clone();
-        let info = job.clone();
-        let job = job.clone();
-        let recorded = self
-            .db
-            .call(move |s| {
-                // A one-off command changes no release: no ledger rows.
-                if !job.check && job.kind != JobKind::Run {
-                    for h in &result.hosts {
-                        let from = s.live(&job.app, &job.env, &h.host)?.map(|e| e.version);
-                        // (The live record was kept current by `switched` events.)
-                        s.add_ledger(&LedgerEntry {
-                            job_id: job.id.clone(),
-                            app: job.app.clone(),
-                            env: job.env.clone(),
-                            host: h.host.clone(),
-                            version: job.version.clone(),
-                            from_version: from,
-                            result: ledger_result(h.status),
-                            user: job.user.clone(),
-                            ts_ms: now_ms(),
-                            artifact: None,
-                        })?;
-                    }
-                }
-                if job.kind == JobKind::Deploy && state == JobState::Succeeded {
-                    s.add_deploy(&job.app, &job.env, &job.version, &job.id)?;
-                }
-                let error = (result.hosts.iter().find_map(|h| h.error.clone()))
-                    .or_else(|| result.error.clone());
-                let target = format!("{}/{} {} ({})", job.app, job.env, job.version, job.id);
-                s.audit(
-                    &job.user,
-                    &format!("{} finished", job.kind),
-                    &target,
-                    state.as_str(),
-                )?;
-                s.finish_job(&job.id, state, error.as_deref())
-            })
-            .await;
-        match recorded {
-            Ok(true) => tracing::info!("job {}", state),
-            Ok(false) => tracing::error!(
-                "job {state} here, but another gateway had already marked it interrupted (this gateway's lease on it expired)"
-            ),
-            Err(e) => tracing::error!("cannot record the end of the job: {e}"),
-        }
-        self.cancels.lock().unwrap().remove(&id);
-        self.events.wake_all();
-        if let Some(n) = &self.notices {
-            n.ended(&info, state);
-        }
     }
 
     /// Whether a job running here was asked to stop already.
@@ -433,71 +430,14 @@ impl Jobs {
         }
     }
 
-    /// Marks the running jobs of stopped runners interrupted (each with a final event
-    /// that says how long it ran and how its hosts ended) and frees their locks.
-    /// Returns their ids.
+    /// Marks the running jobs of stopped runners interrupted and frees their locks.
     pub async fn recover(&self, which: Orphans) -> Result<Vec<String>, StoreError> {
-        let ids = self.db.call(move |s| s.interrupt_running(which)).await?;
-        self.final_events(ids.clone()).await?;
-        Ok(ids)
+        super::job_life::recover(self, which).await
     }
 
-    /// Marks the running jobs of this gateway's previous life interrupted (a shared
-    /// database: other gateways' jobs are left to their leases).  Their ids.
+    /// Marks the running jobs of this gateway's previous life interrupted.
     pub async fn recover_own(&self) -> Result<Vec<String>, StoreError> {
-        let owner = self.owner().to_string();
-        let ids = self.db.call(move |s| s.interrupt_owned(&owner)).await?;
-        self.final_events(ids.clone()).await?;
-        Ok(ids)
-    }
-
-    /// Stores the final event of each job just marked interrupted (by recovery or by a
-    /// lease taken over): how long it ran and how its hosts ended.
-    pub async fn final_events(&self, ids: Vec<String>) -> Result<(), StoreError> {
-        self.db
-            .call(move |s| {
-                for id in &ids {
-                    let stored = s.events_after(id, 0, u32::MAX)?;
-                    let started = s.job(id)?.map(|j| j.created_ms).unwrap_or_else(now_ms);
-                    let event = Event::now(interrupted(started, &stored));
-                    s.append_events(&[NewEvent {
-                        job: id.clone(),
-                        seq: stored.last().map(|(seq, _)| *seq).unwrap_or(0) + 1,
-                        ts_ms: event.ts_ms,
-                        data: serde_json::to_string(&event).expect("events serialize"),
-                    }])?;
-                }
-                Ok(())
-            })
-            .await
-    }
-}
-
-/// The final event of a job found running after a restart: its time from `started` to
-/// now, and its hosts as their stored `host_finished` events say (a host without one
-/// counts as failed: nobody knows where it stopped).
-pub fn interrupted(started_ms: u64, stored: &[(u64, String)]) -> EventKind {
-    // Each host's last word (a halt rollback may finish a host twice).
-    let mut last: BTreeMap<String, Option<HostStatus>> = BTreeMap::new();
-    for (_, data) in stored {
-        match serde_json::from_str::<Event>(data).map(|e| e.kind) {
-            Ok(EventKind::JobStarted { hosts, .. }) => {
-                last.extend(hosts.into_iter().map(|h| (h, None)));
-            }
-            Ok(EventKind::HostFinished { host, status, .. }) => {
-                last.insert(host, Some(status));
-            }
-            _ => {}
-        }
-    }
-    let count = |want: HostStatus| last.values().filter(|s| **s == Some(want)).count() as u32;
-    let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
-    EventKind::JobFinished {
-        status: JobStatus::Interrupted,
-        elapsed_ms: now_ms().saturating_sub(started_ms),
-        hosts_ok: ok,
-        hosts_changed: changed,
-        hosts_failed: last.len() as u32 - ok - changed,
+        super::job_life::recover_own(self).await
     }
 }
 
@@ -507,81 +447,5 @@ pub fn job_state(status: JobStatus) -> JobState {
         JobStatus::Failed => JobState::Failed,
         JobStatus::Cancelled => JobState::Cancelled,
         JobStatus::Interrupted => JobState::Interrupted,
-    }
-}
-
-fn ledger_result(status: HostStatus) -> LedgerResult {
-    match status {
-        HostStatus::Ok => LedgerResult::Ok,
-        HostStatus::Changed => LedgerResult::Changed,
-        HostStatus::Failed => LedgerResult::Failed,
-        HostStatus::Unreachable => LedgerResult::Unreachable,
-        HostStatus::Cancelled => LedgerResult::Cancelled,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use deploy_wire::StepStatus;
-
-    fn stored(kinds: Vec<EventKind>) -> Vec<(u64, String)> {
-        kinds
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| (i as u64 + 1, serde_json::to_string(&Event::now(k)).unwrap()))
-            .collect()
-    }
-
-    #[test]
-    fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
-        let events = stored(vec![
-            EventKind::JobStarted {
-                app: "hello".into(),
-                env: "staging".into(),
-                version: "2.0".into(),
-                hosts: vec!["web1".into(), "web2".into(), "web3".into()],
-                check: false,
-                steps: vec!["switch".into()],
-            },
-            EventKind::StepFinished {
-                host: "web1".into(),
-                step: "switch".into(),
-                status: StepStatus::Changed,
-                reason: String::new(),
-                diff: None,
-                elapsed_ms: 1,
-            },
-            EventKind::HostFinished {
-                host: "web1".into(),
-                status: HostStatus::Changed,
-                changed: 1,
-                elapsed_ms: 1,
-                error: None,
-                round_trips: 0,
-            },
-            EventKind::HostFinished {
-                host: "web2".into(),
-                status: HostStatus::Ok,
-                changed: 0,
-                elapsed_ms: 1,
-                error: None,
-                round_trips: 0,
-            },
-        ]);
-        let started = now_ms() - 22_000;
-        let EventKind::JobFinished {
-            status,
-            elapsed_ms,
-            hosts_ok,
-            hosts_changed,
-            hosts_failed,
-        } = interrupted(started, &events)
-        else {
-            panic!("not a job_finished event");
-        };
-        assert_eq!(status, JobStatus::Interrupted);
-        assert!((22_000..30_000).contains(&elapsed_ms), "{elapsed_ms}");
-        assert_eq!((hosts_ok, hosts_changed, hosts_failed), (1, 1, 1));
     }
 }

@@ -11,8 +11,8 @@ pub mod build_job;
 pub mod config;
 pub mod dashboard;
 pub mod events;
+pub mod job_life;
 pub mod jobs;
-pub mod leases;
 pub mod lockfile;
 pub mod notices;
 pub mod pipeline_config;
@@ -85,7 +85,7 @@ pub fn state(cfg: GatewayConfig) -> Result<api::AppState, StartError> {
 /// here, touching nothing), then the listener, then recovery, then the API.  On
 /// PostgreSQL there is no lock file: the gateway holds its id, frees only its own
 /// previous life's jobs (others may be running theirs), and expired leases of dead
-/// gateways are taken over (`leases.rs`).
+/// gateways are taken over (`job_life`).
 pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
     let mut lock = match cfg.database.file() {
         Some(file) => Some(GatewayLock::acquire(file)?),
@@ -107,7 +107,7 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
         Some(file) => recover(state.svc.jobs(), file).await?,
         None => recover_own(state.svc.jobs()).await?,
     }
-    leases::spawn(state.svc.jobs().clone(), true);
+    job_life::spawn(state.svc.jobs().clone(), true);
     retention::spawn(state.svc.db().clone(), days);
     scheduler::spawn(state.svc.clone());
     if let Some(lock) = &mut lock {

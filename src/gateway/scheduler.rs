@@ -16,7 +16,7 @@ use deploy_wire::schedule::ScheduleRun;
 use tokio::task::JoinHandle;
 
 use super::service::{JobService, ServiceError, next_slot};
-use super::store::{ScheduleRow, now_ms};
+use super::store::{Lease, ScheduleRow, now_ms};
 
 /// Between ticks.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -77,10 +77,15 @@ pub async fn tick(svc: &JobService, now: u64) -> Result<Vec<JoinHandle<()>>, Ser
         }
         // Claim, then move on: a gateway that dies in between finds the slot claimed.
         let claim = run(slot, "running", None, "claimed");
-        let (id, c, lease) = (row.id.clone(), claim.clone(), svc.jobs().lease());
+        let (id, c) = (row.id.clone(), claim.clone());
+        let (owner, lease) = (svc.jobs().owner().to_string(), svc.jobs().lease_time());
         let claimed = svc
             .db()
-            .call(move |s| s.claim_run(&id, &c, Some(&lease)))
+            .call(move |s| {
+                // Leases end by the database's clock (`job_life`).
+                let until_ms = s.clock_ms()? + lease.as_millis() as u64;
+                s.claim_run(&id, &c, Some(&Lease { owner, until_ms }))
+            })
             .await?;
         let (id, after) = (row.id.clone(), next_slot(&row, slot));
         svc.db()

@@ -11,7 +11,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use deploy::gateway::api;
 use deploy::gateway::auth;
-use deploy::gateway::store::{NewToken, now_ms};
+use deploy::gateway::store::{JobEnd, NewToken, now_ms};
 use deploy_wire::api::{ApiError, JobInfo, JobKind, JobState};
 use tower::ServiceExt;
 
@@ -76,7 +76,8 @@ impl Api {
         let lease = self.state.svc.jobs().lease();
         db.start_job(&job, &lease).unwrap().unwrap();
         if finished {
-            db.finish_job(id, JobState::Succeeded, None).unwrap();
+            db.finish_job(id, &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap();
         }
     }
 

@@ -23,6 +23,7 @@ mod gateway_scopes;
 mod gateway_versions;
 mod githosts;
 mod jenkins;
+mod job_life;
 mod notify;
 mod pipeline;
 mod real_apps;

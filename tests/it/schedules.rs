@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use deploy::gateway::store::{NewToken, now_ms};
+use deploy::gateway::store::{JobEnd, NewToken, now_ms};
 use deploy::gateway::{api, auth, scheduler};
 use deploy::schedule::format_local;
 use deploy_wire::api::{JobInfo, JobKind, JobState};
@@ -273,7 +273,8 @@ async fn a_run_that_meets_a_running_job_waits_for_it_or_records_a_skip() {
         "running",
         "waiting for the lock"
     );
-    db.finish_job("held-1", JobState::Succeeded, None).unwrap();
+    db.finish_job("held-1", &JobEnd::plain(JobState::Succeeded, None))
+        .unwrap();
     for h in handles {
         h.await.unwrap();
     }

@@ -32,14 +32,14 @@ use deploy::schedule::format_local;
 use serde_json::{Value, json};
 use support::*;
 
-const DEPLOY_100: &str = r#"{"app":"hello","env":"staging","version":"1.0.0"}"#;
-const DEPLOY_110: &str = r#"{"app":"hello","env":"staging","version":"1.1.0"}"#;
+pub(crate) const DEPLOY_100: &str = r#"{"app":"hello","env":"staging","version":"1.0.0"}"#;
+pub(crate) const DEPLOY_110: &str = r#"{"app":"hello","env":"staging","version":"1.1.0"}"#;
 /// The lease of the kill test: short, so that the test is, but several renewals long.
 const LEASE_SECS: u64 = 10;
 
 /// A gateway on the shared database `db` (the testbed's files when `tb` is given);
 /// `extra`: top-level TOML lines.
-fn gateway(tb: Option<&Testbed>, db: &str, extra: &str) -> Gateway {
+pub(crate) fn gateway(tb: Option<&Testbed>, db: &str, extra: &str) -> Gateway {
     Gateway::start_opts(
         tb,
         GatewayOpts {
@@ -50,11 +50,11 @@ fn gateway(tb: Option<&Testbed>, db: &str, extra: &str) -> Gateway {
     )
 }
 
-fn json_of(body: &str) -> Value {
+pub(crate) fn json_of(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
         if f() {
@@ -66,17 +66,17 @@ fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// `GET path` through `gw`: the JSON body (asserting 200).
-fn get(gw: &Gateway, token: &str, path: &str) -> Value {
+pub(crate) fn get(gw: &Gateway, token: &str, path: &str) -> Value {
     let (status, _, body) = gw.http("GET", path, Some(token), None);
     assert_eq!(status, 200, "GET {path} on {}: {body}", gw.url);
     json_of(&body)
 }
 
-fn job(gw: &Gateway, token: &str, id: &str) -> Value {
+pub(crate) fn job(gw: &Gateway, token: &str, id: &str) -> Value {
     get(gw, token, &format!("/v1/jobs/{id}"))
 }
 
-fn state(gw: &Gateway, token: &str, id: &str) -> String {
+pub(crate) fn state(gw: &Gateway, token: &str, id: &str) -> String {
     job(gw, token, id)["state"]
         .as_str()
         .unwrap_or_default()
@@ -84,7 +84,7 @@ fn state(gw: &Gateway, token: &str, id: &str) -> String {
 }
 
 /// A job's stored events, as JSON values.
-fn events(gw: &Gateway, token: &str, id: &str) -> Vec<Value> {
+pub(crate) fn events(gw: &Gateway, token: &str, id: &str) -> Vec<Value> {
     let log = get(gw, token, &format!("/v1/jobs/{id}/log"));
     log.as_array()
         .unwrap()
@@ -104,18 +104,18 @@ fn running_jobs(gw: &Gateway, token: &str) -> Vec<String> {
         .collect()
 }
 
-fn post(gw: &Gateway, token: &str, path: &str, body: &str) -> (u16, Value) {
+pub(crate) fn post(gw: &Gateway, token: &str, path: &str, body: &str) -> (u16, Value) {
     let (status, _, body) = gw.http("POST", path, Some(token), Some(body));
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
-fn deploy(gw: &Gateway, token: &str, body: &str) -> String {
+pub(crate) fn deploy(gw: &Gateway, token: &str, body: &str) -> String {
     let (status, v) = post(gw, token, "/v1/deployments", body);
     assert_eq!(status, 202, "{v}");
     v["id"].as_str().unwrap().to_string()
 }
 
-fn wait_ended(gw: &Gateway, token: &str, id: &str, secs: u64) -> String {
+pub(crate) fn wait_ended(gw: &Gateway, token: &str, id: &str, secs: u64) -> String {
     wait_until(secs, &format!("job {id} to end"), || {
         state(gw, token, id) != "running"
     });
@@ -123,7 +123,7 @@ fn wait_ended(gw: &Gateway, token: &str, id: &str, secs: u64) -> String {
 }
 
 /// Every host at once (no canary): a deploy takes one host's time.
-fn all_at_once(tb: &Testbed) {
+pub(crate) fn all_at_once(tb: &Testbed) {
     let text = tb.inventory_text().replace(
         "        groups: [web]\n",
         "        groups: [web]\n        rollout: {batch: \"3\", canary: false}\n",
@@ -133,14 +133,14 @@ fn all_at_once(tb: &Testbed) {
 }
 
 /// Prints how long a phase took (the file's runtime is a claim too).
-fn phase(began: &mut Instant, what: &str) {
+pub(crate) fn phase(began: &mut Instant, what: &str) {
     println!("[{:5.1} s] {what}", began.elapsed().as_secs_f64());
     *began = Instant::now();
 }
 
 /// Prints the warnings and errors the gateways logged (for the record: not asserted, a
 /// killed gateway's peers may rightly warn), but the offline inventory's unreachable index.
-fn print_problems(gws: &[(&str, &Gateway)]) {
+pub(crate) fn print_problems(gws: &[(&str, &Gateway)]) {
     for (name, gw) in gws {
         for l in gw.log().lines() {
             let noise = l.contains("cannot reach the index http://127.0.0.1:1/");

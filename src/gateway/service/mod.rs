@@ -252,19 +252,22 @@ impl JobService {
         if exact {
             self.check_listed(&job.app, &job.version).await?;
         }
-        if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
-            self.audit(&p.user, action, &target, "refused: locked")
-                .await;
-            return Err(ServiceError::Locked {
-                target,
-                holder,
-                job_id,
-            });
-        }
+        let claim = match self.jobs.lock(&job).await? {
+            Ok(claim) => claim,
+            Err(LockHolder { holder, job_id }) => {
+                self.audit(&p.user, action, &target, "refused: locked")
+                    .await;
+                return Err(ServiceError::Locked {
+                    target,
+                    holder,
+                    job_id,
+                });
+            }
+        };
         let accepted = format!("{target} ({})", job.id);
         self.audit(&p.user, action, &accepted, "accepted").await;
         self.record_artifact(&job).await;
-        self.jobs.spawn(planned);
+        self.jobs.spawn(planned, claim);
         Ok(job)
     }
 

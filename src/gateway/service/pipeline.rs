@@ -90,15 +90,18 @@ impl JobService {
             error: None,
             triggered_by: None,
         };
-        if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
-            self.audit(&p.user, "build", &target, "refused: locked")
-                .await;
-            return Err(ServiceError::Locked {
-                target,
-                holder,
-                job_id,
-            });
-        }
+        let _claim = match self.jobs.lock(&job).await? {
+            Ok(claim) => claim,
+            Err(LockHolder { holder, job_id }) => {
+                self.audit(&p.user, "build", &target, "refused: locked")
+                    .await;
+                return Err(ServiceError::Locked {
+                    target,
+                    holder,
+                    job_id,
+                });
+            }
+        };
         self.audit(
             &p.user,
             "build",

@@ -103,15 +103,18 @@ impl JobService {
         };
         let cfg = self.jobs.engine_config()?;
         let target = format!("{}/{} on {}: {}", job.app, job.env, host.name, shown(&line));
-        if let Err(LockHolder { holder, job_id }) = self.jobs.lock(&job).await? {
-            self.audit(&p.user, "run", &target, "refused: locked").await;
-            let target = format!("{}/{}", job.app, job.env);
-            return Err(ServiceError::Locked {
-                target,
-                holder,
-                job_id,
-            });
-        }
+        let claim = match self.jobs.lock(&job).await? {
+            Ok(claim) => claim,
+            Err(LockHolder { holder, job_id }) => {
+                self.audit(&p.user, "run", &target, "refused: locked").await;
+                let target = format!("{}/{}", job.app, job.env);
+                return Err(ServiceError::Locked {
+                    target,
+                    holder,
+                    job_id,
+                });
+            }
+        };
         let accepted = format!("{target} ({})", job.id);
         self.audit(&p.user, "run", &accepted, "accepted").await;
         let o = OneOff {
@@ -121,7 +124,7 @@ impl JobService {
             command: line,
             recorded,
         };
-        self.jobs.spawn_oneoff(job.clone(), o, cfg);
+        self.jobs.spawn_oneoff(job.clone(), o, cfg, claim);
         Ok(job)
     }
 

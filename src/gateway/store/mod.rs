@@ -207,12 +207,47 @@ pub struct LockHolder {
 }
 
 /// One event to store: its job, sequence number (from 1, per job), time and JSON.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewEvent {
     pub job: String,
     pub seq: u64,
     pub ts_ms: u64,
     pub data: String,
+    /// A note about the job stored even after its end (a notification's delivery), not
+    /// a step of its story.
+    pub note: bool,
+}
+
+/// How a job ended: its state, its error and its final event (`job_finished`).
+#[derive(Debug, Clone)]
+pub struct JobEnd {
+    pub state: JobState,
+    pub error: Option<String>,
+    pub event: deploy_wire::Event,
+}
+
+impl JobEnd {
+    /// An end whose final event says only its state (tests, and jobs whose work ended
+    /// without one).
+    pub fn plain(state: JobState, error: Option<&str>) -> JobEnd {
+        let status = match state {
+            JobState::Succeeded => deploy_wire::JobStatus::Succeeded,
+            JobState::Cancelled => deploy_wire::JobStatus::Cancelled,
+            JobState::Interrupted => deploy_wire::JobStatus::Interrupted,
+            _ => deploy_wire::JobStatus::Failed,
+        };
+        JobEnd {
+            state,
+            error: error.map(str::to_string),
+            event: deploy_wire::Event::now(deploy_wire::EventKind::JobFinished {
+                status,
+                elapsed_ms: 0,
+                hosts_ok: 0,
+                hosts_changed: 0,
+                hosts_failed: 0,
+            }),
+        }
+    }
 }
 
 /// Whose running jobs start-up recovery marks interrupted.  A job belongs to `apply`
@@ -263,17 +298,22 @@ pub trait Store: Send + Sync {
     /// Marks the running jobs of `which` interrupted and frees their locks; their ids.
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>>;
     /// Creates a running job held by `lease` and takes its (app, env) lock at once,
-    /// unless it is held.
-    fn start_job(&self, job: &JobInfo, lease: &Lease) -> Result<Result<(), LockHolder>>;
-    /// Records a job's end and frees its lock; false if the job was no longer running
-    /// (another gateway took its expired lease over and marked it interrupted).
-    fn finish_job(&self, id: &str, state: JobState, error: Option<&str>) -> Result<bool>;
+    /// unless it is held; the job's fencing epoch (greater than any before it).
+    fn start_job(&self, job: &JobInfo, lease: &Lease) -> Result<Result<u64, LockHolder>>;
+    /// Records a job's end with its final event and frees its lock, in one transaction;
+    /// false (and nothing stored) if the job was no longer running (another gateway
+    /// took its expired lease over and marked it interrupted).
+    fn finish_job(&self, id: &str, end: &JobEnd) -> Result<bool>;
+    /// The fencing epoch a job was started with (None before version 7 of the schema).
+    fn job_epoch(&self, id: &str) -> Result<Option<u64>>;
     fn job(&self, id: &str) -> Result<Option<JobInfo>>;
     /// The newest jobs first, of the environments `scope` allows.
     fn jobs(&self, limit: u32, scope: &Scope) -> Result<Vec<JobInfo>>;
 
-    /// Stores events (of any jobs) in one transaction.
-    fn append_events(&self, events: &[NewEvent]) -> Result<()>;
+    /// Stores events (of any jobs) in one transaction; an event of a job that is no
+    /// longer running is refused (unless it is a note), and so is a number already
+    /// taken.  How many were refused.
+    fn append_events(&self, events: &[NewEvent]) -> Result<u64>;
     fn last_seq(&self, job: &str) -> Result<u64>;
     /// Events with `seq > after`, in order: (seq, JSON).
     fn events_after(&self, job: &str, after: u64, limit: u32) -> Result<Vec<(u64, String)>>;
@@ -369,6 +409,12 @@ pub trait Store: Send + Sync {
     /// Holds `owner` as this process's while it lives; false if a live process holds it
     /// (two gateways with one id on a shared database).
     fn hold_identity(&self, owner: &str) -> Result<bool>;
+    /// Whether this process still holds `owner`, taking it again on a new session when
+    /// the database lost the old one (a restart); false if another process holds it now.
+    fn check_identity(&self, owner: &str) -> Result<bool>;
+    /// The database's clock (ms since the epoch): leases are judged by it, never by the
+    /// clocks of the gateways.
+    fn clock_ms(&self) -> Result<u64>;
     /// Marks the running jobs of `owner` (a gateway's previous life) interrupted and
     /// frees their locks; their ids.
     fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>>;

@@ -101,6 +101,10 @@ const SCHEMA: &[&str] = &[
      ALTER TABLE schedule_runs ADD COLUMN owner TEXT;
      ALTER TABLE schedule_runs ADD COLUMN lease_until BIGINT;
      CREATE INDEX jobs_state ON jobs (state);",
+    // version 7: fencing epochs
+    "ALTER TABLE jobs ADD COLUMN epoch BIGINT;
+     CREATE TABLE epochs (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
+     INSERT INTO epochs (id, value) VALUES (1, 0);",
 ];
 
 /// A connection and the statements prepared on it.
@@ -329,6 +333,27 @@ impl Backend for Postgres {
             Ok(got)
         };
         off_runtime(hold)
+    }
+
+    /// The identity's connection answers, or a new one takes the lock again (after the
+    /// server restarted, the old session and its lock are gone).
+    fn check_identity(&self, owner: &str) -> SqlResult<bool> {
+        let alive = || {
+            let mut held = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(match held.as_mut() {
+                Some(c) => !c.is_closed() && c.simple_query("SELECT 1").is_ok(),
+                None => false,
+            })
+        };
+        if off_runtime(alive)? {
+            return Ok(true);
+        }
+        tracing::warn!("the session that held this gateway's id is gone; taking the id again");
+        self.hold_identity(owner)
+    }
+
+    fn clock_query(&self) -> Option<&'static str> {
+        Some("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)")
     }
 
     fn watch(&self, wake: Box<dyn Fn(&str) + Send + Sync>) {

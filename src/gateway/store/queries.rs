@@ -3,7 +3,7 @@
 //! rest in `queries_*.rs`.  Atomic claims (`start_job`, `claim_run`, `expire_leases`)
 //! are single statements or one transaction, so they hold with several gateways.
 
-use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
+use deploy_wire::api::{AuditEntry, JobInfo, LedgerEntry};
 use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
@@ -13,8 +13,8 @@ use super::queries_pipeline as pipeline;
 use super::queries_schedules as schedules;
 use super::sql::{Backend, Conn, Row, SqlError, SqlResult, in_scope, vals};
 use super::{
-    APPLY_USER_PREFIX, Lease, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned, Result,
-    Scope, Store, StoreError, TokenRow, now_ms,
+    APPLY_USER_PREFIX, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned,
+    Result, Scope, Store, StoreError, TokenRow, now_ms,
 };
 
 pub(super) const JOB_COLS: &str = "id, kind, app, env, version, check_mode, \"user\", state, created_ms, finished_ms, error, triggered_by";
@@ -70,8 +70,10 @@ fn orphans_sql(which: Orphans) -> String {
     }
 }
 
-/// Marks the running jobs `ids` interrupted with `error` and frees their locks; the
-/// ones this call changed (another gateway may have been first).
+/// Marks the running jobs `ids` interrupted with `error`, stores each one's final event
+/// (how long it ran and how its hosts ended, from its stored events) and frees their
+/// locks, in the caller's transaction; the ones this call changed (another gateway may
+/// have been first).
 pub(super) fn interrupt(c: &mut dyn Conn, ids: &[String], error: &str) -> SqlResult<Vec<String>> {
     let mut done = Vec::new();
     for id in ids {
@@ -80,12 +82,38 @@ pub(super) fn interrupt(c: &mut dyn Conn, ids: &[String], error: &str) -> SqlRes
             vals![id, now_ms(), error],
         )?;
         if n == 1 {
+            let started = match c.first("SELECT created_ms FROM jobs WHERE id = $1", vals![id])? {
+                Some(r) => r.u64(0)?,
+                None => now_ms(),
+            };
+            let stored: Vec<(u64, String)> = c
+                .query(
+                    "SELECT seq, data FROM events WHERE job_id = $1 ORDER BY seq",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| Ok((r.u64(0)?, r.text(1)?)))
+                .collect::<SqlResult<_>>()?;
+            let last = stored.last().map(|(seq, _)| *seq).unwrap_or(0);
+            let event =
+                deploy_wire::Event::now(crate::gateway::job_life::interrupted(started, &stored));
+            store_final(c, id, last + 1, &event)?;
             c.exec("DELETE FROM locks WHERE job_id = $1", vals![id])?;
             c.notify(id)?;
             done.push(id.clone());
         }
     }
     Ok(done)
+}
+
+/// Stores a job's final event (`job_finished`) as number `seq`.
+fn store_final(c: &mut dyn Conn, id: &str, seq: u64, event: &deploy_wire::Event) -> SqlResult<()> {
+    let data = serde_json::to_string(event).map_err(|e| SqlError::Corrupt(e.to_string()))?;
+    c.exec(
+        "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)",
+        vals![id, seq, event.ts_ms, &data],
+    )?;
+    Ok(())
 }
 
 impl<B: Backend> SqlStore<B> {
@@ -136,7 +164,7 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn start_job(&self, job: &JobInfo, lease: &Lease) -> Result<Result<(), LockHolder>> {
+    fn start_job(&self, job: &JobInfo, lease: &Lease) -> Result<Result<u64, LockHolder>> {
         self.write("starting a job", |c| {
             // One statement takes the lock or finds it taken, whoever else tries now.
             let took = c.exec(
@@ -162,22 +190,35 @@ impl<B: Backend> Store for SqlStore<B> {
                 };
                 return Ok(Err(holder));
             }
+            // The fencing epoch: one counter for every job, so it only grows per target.
+            let epoch = c
+                .first("UPDATE epochs SET value = value + 1 WHERE id = 1 RETURNING value", &[])?
+                .ok_or_else(|| SqlError::Corrupt("the epochs table has no row".into()))?
+                .u64(0)?;
             c.exec(
-                &format!("INSERT INTO jobs ({JOB_COLS}, owner, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12)"),
-                vals![&job.id, job.kind.as_str(), &job.app, &job.env, &job.version, job.check, &job.user, job.state.as_str(), job.created_ms, &job.triggered_by, &lease.owner, lease.until_ms],
+                &format!("INSERT INTO jobs ({JOB_COLS}, owner, lease_until, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12, $13)"),
+                vals![&job.id, job.kind.as_str(), &job.app, &job.env, &job.version, job.check, &job.user, job.state.as_str(), job.created_ms, &job.triggered_by, &lease.owner, lease.until_ms, epoch],
             )?;
-            Ok(Ok(()))
+            Ok(Ok(epoch))
         })
     }
 
-    fn finish_job(&self, id: &str, state: JobState, error: Option<&str>) -> Result<bool> {
+    fn finish_job(&self, id: &str, end: &JobEnd) -> Result<bool> {
         self.write("finishing a job", |c| {
             // A job whose lease another gateway took over stays as that one marked it.
             let n = c.exec(
                 "UPDATE jobs SET state = $2, finished_ms = $3, error = $4 WHERE id = $1 AND state = 'running'",
-                vals![id, state.as_str(), now_ms(), error],
+                vals![id, end.state.as_str(), now_ms(), &end.error],
             )?;
-            c.exec("DELETE FROM locks WHERE job_id = $1", vals![id])?;
+            if n == 1 {
+                let last = c
+                    .first("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = $1", vals![id])?
+                    .map(|r| r.u64(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                store_final(c, id, last + 1, &end.event)?;
+                c.exec("DELETE FROM locks WHERE job_id = $1", vals![id])?;
+            }
             c.notify(id)?;
             Ok(n == 1)
         })
@@ -209,25 +250,31 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn append_events(&self, events: &[NewEvent]) -> Result<()> {
+    fn append_events(&self, events: &[NewEvent]) -> Result<u64> {
         self.write("storing events", |c| {
             let mut jobs: Vec<&str> = Vec::new();
+            let mut refused = 0;
             for e in events {
-                // A number already taken (only by the final event of a job whose lease
-                // another gateway took over) must not lose the batch's other events.
-                c.exec(
-                    "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)
+                // Only a running job gets events (its final one ended its story), but for
+                // notes about it (a notification's delivery).  A number already taken
+                // must not lose the batch's other events.
+                let n = c.exec(
+                    "INSERT INTO events (job_id, seq, ts_ms, data)
+                     SELECT $1, $2, $3, $4 WHERE $5 = 1 OR EXISTS
+                        (SELECT 1 FROM jobs WHERE id = $1 AND state = 'running')
                      ON CONFLICT (job_id, seq) DO NOTHING",
-                    vals![&e.job, e.seq, e.ts_ms, &e.data],
+                    vals![&e.job, e.seq, e.ts_ms, &e.data, e.note as i64],
                 )?;
-                if !jobs.contains(&e.job.as_str()) {
+                if n == 0 {
+                    refused += 1;
+                } else if !jobs.contains(&e.job.as_str()) {
                     jobs.push(&e.job);
                 }
             }
             for job in jobs {
                 c.notify(job)?;
             }
-            Ok(())
+            Ok(refused)
         })
     }
 
@@ -433,6 +480,33 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn expire_leases(&self, now_ms: u64) -> Result<Vec<(String, String)>> {
         leases::expire(self, now_ms)
+    }
+
+    fn check_identity(&self, owner: &str) -> Result<bool> {
+        self.b
+            .check_identity(owner)
+            .map_err(|e| error("checking this gateway's id", e))
+    }
+
+    fn clock_ms(&self) -> Result<u64> {
+        let Some(q) = self.b.clock_query() else {
+            return Ok(now_ms());
+        };
+        self.read("reading the database's clock", |c| {
+            match c.first(q, &[])? {
+                Some(r) => r.u64(0),
+                None => Err(SqlError::Corrupt("no clock".into())),
+            }
+        })
+    }
+
+    fn job_epoch(&self, id: &str) -> Result<Option<u64>> {
+        self.read("reading a job's epoch", |c| {
+            match c.first("SELECT epoch FROM jobs WHERE id = $1", vals![id])? {
+                Some(r) => r.opt_u64(0),
+                None => Ok(None),
+            }
+        })
     }
 
     fn hold_identity(&self, owner: &str) -> Result<bool> {

@@ -201,6 +201,18 @@ pub trait Backend: Send + Sync {
     fn hold_identity(&self, _owner: &str) -> SqlResult<bool> {
         Ok(true)
     }
+
+    /// Whether this process still holds `owner` (taking it again on a new session if
+    /// the old one was lost); false if another process holds it now.
+    fn check_identity(&self, _owner: &str) -> SqlResult<bool> {
+        Ok(true)
+    }
+
+    /// The query that reads the database's clock in ms since the epoch; None: the
+    /// database is a file on this machine, whose clock is this process's.
+    fn clock_query(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// `env IN ($n, $n+1, ...)` for the environments of a scope, with their values (`1=1`

@@ -93,6 +93,11 @@ const SCHEMA: &[&str] = &[
      ALTER TABLE schedule_runs ADD COLUMN owner TEXT;
      ALTER TABLE schedule_runs ADD COLUMN lease_until INTEGER;
      CREATE INDEX jobs_state ON jobs (state);",
+    // version 7: fencing epochs: one counter that only grows, and the epoch each job
+    // was claimed with (its commands carry it to the hosts).
+    "ALTER TABLE jobs ADD COLUMN epoch INTEGER;
+     CREATE TABLE epochs (id INTEGER PRIMARY KEY, value INTEGER NOT NULL);
+     INSERT INTO epochs (id, value) VALUES (1, 0);",
 ];
 
 pub struct Sqlite {

@@ -43,6 +43,11 @@
 //!   `a_renewal_extends_its_gateways_running_jobs_and_claimed_runs_only`; hold_identity,
 //!   interrupt_owned:
 //!   `a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs`;
+//!   check_identity: `a_gateway_id_is_taken_again_after_its_session_is_lost_unless_another_took_it`;
+//!   clock_ms: `the_database_clock_is_read_from_the_database`; job_epoch:
+//!   `each_job_gets_a_greater_epoch_than_every_job_before_it`; the final event:
+//!   `a_jobs_final_event_is_stored_with_its_end_and_nothing_is_stored_after_it`,
+//!   `an_interrupted_job_gets_its_final_event_in_the_same_transaction`;
 //!   request_cancel, cancel_requests:
 //!   `a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process`; start_job
 //!   raced on two handles: `twenty_racing_starts_on_two_handles_take_one_lock`.
@@ -52,7 +57,7 @@ use super::super::sql::{Backend, vals};
 use super::super::sqlite::Sqlite;
 use super::super::{Db, Location};
 use super::*;
-use deploy_wire::api::JobKind;
+use deploy_wire::api::{JobKind, JobState};
 
 /// A fresh, empty database on PostgreSQL, if the tests have a server: (URL, password).
 pub(super) fn pg_database() -> Option<(String, String)> {
@@ -145,6 +150,7 @@ pub(super) fn event(job: &str, seq: u64, data: &str) -> NewEvent {
         seq,
         ts_ms: seq * 10,
         data: data.into(),
+        note: false,
     }
 }
 
@@ -203,7 +209,10 @@ fn a_job_reads_back_as_started_and_as_finished_once() {
         };
         s.start_job(&started, &lease("g")).unwrap().unwrap();
         assert_eq!(s.job("j1").unwrap(), Some(started.clone()));
-        assert!(s.finish_job("j1", JobState::Failed, Some("boom")).unwrap());
+        assert!(
+            s.finish_job("j1", &JobEnd::plain(JobState::Failed, Some("boom")))
+                .unwrap()
+        );
         let done = s.job("j1").unwrap().unwrap();
         assert!(done.finished_ms.is_some(), "{done:?}");
         let expected = JobInfo {
@@ -214,10 +223,16 @@ fn a_job_reads_back_as_started_and_as_finished_once() {
         };
         assert_eq!(done, expected);
         // Only a running job ends: a second end, or an unknown job's, changes nothing.
-        assert!(!s.finish_job("j1", JobState::Succeeded, None).unwrap());
+        assert!(
+            !s.finish_job("j1", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
         assert_eq!(s.job("j1").unwrap(), Some(expected));
-        assert!(!s.finish_job("nope", JobState::Succeeded, None).unwrap());
-        assert_eq!(s.start_job(&job("j2", "bob"), &lease("g")).unwrap(), Ok(()));
+        assert!(
+            !s.finish_job("nope", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
+        assert!(s.start_job(&job("j2", "bob"), &lease("g")).unwrap().is_ok());
     });
 }
 
@@ -255,7 +270,7 @@ fn one_job_per_app_and_env_and_recovery_frees_the_lock() {
     each(|at| {
         let s = Db::open(at).unwrap();
         let l = lease("g1");
-        assert_eq!(s.start_job(&job("j1", "ann"), &l).unwrap(), Ok(()));
+        assert!(s.start_job(&job("j1", "ann"), &l).unwrap().is_ok());
         assert_eq!(
             s.start_job(&job("j2", "bob"), &l).unwrap(),
             Err(holder("ann", "j1"))
@@ -265,7 +280,7 @@ fn one_job_per_app_and_env_and_recovery_frees_the_lock() {
             app: "shop".into(),
             ..job("s1", "bob")
         };
-        assert_eq!(s.start_job(&shop, &l).unwrap(), Ok(()), "another app");
+        assert!(s.start_job(&shop, &l).unwrap().is_ok(), "another app");
         drop(s);
         // A restart: the running jobs are interrupted and their locks are free.
         let s = Db::open(at).unwrap();
@@ -280,10 +295,13 @@ fn one_job_per_app_and_env_and_recovery_frees_the_lock() {
             s.interrupt_running(Orphans::All).unwrap().is_empty(),
             "once"
         );
-        assert_eq!(s.start_job(&job("j3", "ann"), &l).unwrap(), Ok(()));
-        assert!(s.finish_job("j3", JobState::Succeeded, None).unwrap());
+        assert!(s.start_job(&job("j3", "ann"), &l).unwrap().is_ok());
+        assert!(
+            s.finish_job("j3", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
         assert_eq!(s.job("j3").unwrap().unwrap().state, JobState::Succeeded);
-        assert_eq!(s.start_job(&job("j4", "ann"), &l).unwrap(), Ok(()));
+        assert!(s.start_job(&job("j4", "ann"), &l).unwrap().is_ok());
     });
 }
 
@@ -308,7 +326,7 @@ fn recovery_of_one_runner_leaves_the_other_runners_jobs_and_locks() {
         );
         assert!(s.interrupt_running(Orphans::Gateway).unwrap().is_empty());
         assert_eq!(s.interrupt_running(Orphans::Apply).unwrap(), ["a1"]);
-        assert_eq!(s.start_job(&other, &l).unwrap(), Ok(()));
+        assert!(s.start_job(&other, &l).unwrap().is_ok());
     });
 }
 
@@ -318,6 +336,10 @@ fn events_come_back_in_order_after_a_sequence_number_per_job() {
         let s = Db::open(at).unwrap();
         assert_eq!(s.last_seq("j").unwrap(), 0);
         assert!(s.events_after("j", 0, 100).unwrap().is_empty());
+        s.start_job(&job("j", "ann"), &lease("g")).unwrap().unwrap();
+        s.start_job(&job_in("k", "production"), &lease("g"))
+            .unwrap()
+            .unwrap();
         // One batch, two jobs, out of order.
         let batch: Vec<NewEvent> = [5, 1, 3, 2, 4]
             .into_iter()
@@ -342,6 +364,105 @@ fn events_come_back_in_order_after_a_sequence_number_per_job() {
 }
 
 #[test]
+fn a_jobs_final_event_is_stored_with_its_end_and_nothing_is_stored_after_it() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        s.start_job(&job("j", "ann"), &lease("g")).unwrap().unwrap();
+        assert_eq!(
+            s.append_events(&[event("j", 1, "e1"), event("j", 2, "e2")])
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.append_events(&[event("nope", 1, "x")]).unwrap(),
+            1,
+            "no such job"
+        );
+        let end = JobEnd::plain(JobState::Succeeded, None);
+        assert!(s.finish_job("j", &end).unwrap());
+        let stored = s.events_after("j", 0, 100).unwrap();
+        assert_eq!(stored.len(), 3, "{stored:?}");
+        assert!(stored[2].1.contains("job_finished"), "{stored:?}");
+        // A stalled owner's late events, and a second end, are refused.
+        assert_eq!(
+            s.append_events(&[event("j", 3, "late"), event("j", 4, "late")])
+                .unwrap(),
+            2
+        );
+        assert!(!s.finish_job("j", &end).unwrap());
+        assert_eq!(s.last_seq("j").unwrap(), 3);
+        // A note (a notification's delivery) is still kept.
+        let note = NewEvent {
+            note: true,
+            ..event("j", 4, "notified")
+        };
+        assert_eq!(s.append_events(&[note]).unwrap(), 0);
+        assert_eq!(s.last_seq("j").unwrap(), 4);
+    });
+}
+
+#[test]
+fn an_interrupted_job_gets_its_final_event_in_the_same_transaction() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        s.start_job(&job("j", "ann"), &lease("g")).unwrap().unwrap();
+        s.append_events(&[event("j", 1, "{}")]).unwrap();
+        assert_eq!(s.interrupt_owned("g").unwrap(), ["j"]);
+        let stored = s.events_after("j", 0, 100).unwrap();
+        assert_eq!(stored.len(), 2);
+        assert!(stored[1].1.contains("interrupted"), "{stored:?}");
+        assert_eq!(s.append_events(&[event("j", 3, "late")]).unwrap(), 1);
+    });
+}
+
+#[test]
+fn each_job_gets_a_greater_epoch_than_every_job_before_it() {
+    each(|at| {
+        let (a, b) = (Db::open(at).unwrap(), Db::open(at).unwrap());
+        let e1 = a
+            .start_job(&job("j1", "ann"), &lease("g"))
+            .unwrap()
+            .unwrap();
+        let e2 = b
+            .start_job(&job_in("j2", "production"), &lease("h"))
+            .unwrap()
+            .unwrap();
+        assert!(e2 > e1, "{e1} {e2}");
+        assert!(
+            a.finish_job("j1", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
+        let e3 = b
+            .start_job(&job("j3", "ann"), &lease("h"))
+            .unwrap()
+            .unwrap();
+        assert!(e3 > e2, "{e2} {e3}");
+        assert_eq!(a.job_epoch("j3").unwrap(), Some(e3));
+        assert_eq!(a.job_epoch("nope").unwrap(), None);
+        let refused = b.start_job(&job("j4", "bob"), &lease("h")).unwrap();
+        assert!(refused.is_err(), "locked");
+        let e5 = b
+            .start_job(&job_in("j5", "qa"), &lease("h"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            e5 > e3,
+            "a refused start may use a number, never reuses one"
+        );
+    });
+}
+
+#[test]
+fn the_database_clock_is_read_from_the_database() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        let (db, here) = (s.clock_ms().unwrap(), now_ms());
+        // The test's database runs on this machine: the two clocks agree closely.
+        assert!(db.abs_diff(here) < 5_000, "{db} {here}");
+    });
+}
+
+#[test]
 fn only_a_shared_store_wakes_followers_with_another_handles_events() {
     use std::time::Duration;
     each(|at| {
@@ -351,6 +472,7 @@ fn only_a_shared_store_wakes_followers_with_another_handles_events() {
         a.watch(Box::new(move |job| {
             let _ = tx.send(job.to_string());
         }));
+        b.start_job(&job("j", "ann"), &lease("g")).unwrap().unwrap();
         if !a.shared() {
             b.append_events(&[event("j", 1, "{}")]).unwrap();
             assert!(rx.try_recv().is_err(), "one gateway: nobody to wake");

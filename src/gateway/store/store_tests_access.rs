@@ -4,7 +4,7 @@
 use super::super::Db;
 use super::tests::{each, event, job, job_in, lease};
 use super::*;
-use deploy_wire::api::LedgerResult;
+use deploy_wire::api::{JobState, LedgerResult};
 use deploy_wire::pipeline::ArtifactRef;
 
 fn entry(job_id: &str, app: &str, env: &str, host: &str, version: &str) -> LedgerEntry {
@@ -291,7 +291,8 @@ fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
         s.start_job(&job("old", "ann"), &l).unwrap().unwrap();
         s.append_events(&[event("old", 1, "{}"), event("old", 2, "{}")])
             .unwrap();
-        s.finish_job("old", JobState::Succeeded, None).unwrap();
+        s.finish_job("old", &JobEnd::plain(JobState::Succeeded, None))
+            .unwrap();
         s.start_job(&job_in("running", "production"), &l)
             .unwrap()
             .unwrap();
@@ -325,7 +326,7 @@ fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
             pruned,
             Pruned {
                 jobs: 1,
-                events: 2,
+                events: 3, // its two, and the final one its end stored
                 audit: 1
             }
         );

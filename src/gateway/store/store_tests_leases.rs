@@ -6,6 +6,7 @@ use super::super::sql::vals;
 use super::super::{Db, Location};
 use super::tests::{each, holder, job, job_in, lease, lease_until, sorted};
 use super::*;
+use deploy_wire::api::JobState;
 
 fn taken(owner: &str, ids: &[&str]) -> Vec<(String, String)> {
     ids.iter()
@@ -44,13 +45,17 @@ fn an_expired_lease_is_taken_over_once_frees_the_lock_and_stops_its_renewal() {
         assert_eq!(j1.state, JobState::Interrupted);
         assert!(j1.error.unwrap().contains("gw-a"));
         assert_eq!(b.job("j2").unwrap().unwrap().state, JobState::Running);
-        assert_eq!(
-            b.start_job(&job("j3", "bob"), &lease("gw-b")).unwrap(),
-            Ok(())
+        assert!(
+            b.start_job(&job("j3", "bob"), &lease("gw-b"))
+                .unwrap()
+                .is_ok()
         );
         // gw-a wakes up: its renewal no longer holds j1, and its end changes nothing.
         assert!(a.renew_leases(&lease("gw-a")).unwrap().is_empty());
-        assert!(!a.finish_job("j1", JobState::Succeeded, None).unwrap());
+        assert!(
+            !a.finish_job("j1", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
         assert_eq!(b.job("j1").unwrap().unwrap().state, JobState::Interrupted);
     });
 }
@@ -66,7 +71,10 @@ fn a_renewal_extends_its_gateways_running_jobs_and_claimed_runs_only() {
             .unwrap();
         s.start_job(&job_in("j3", "qa"), &a).unwrap().unwrap();
         s.start_job(&job_in("j4", "dev"), &a).unwrap().unwrap();
-        assert!(s.finish_job("j3", JobState::Succeeded, None).unwrap());
+        assert!(
+            s.finish_job("j3", &JobEnd::plain(JobState::Succeeded, None))
+                .unwrap()
+        );
         let claim = |slot: u64, l: Option<&Lease>| {
             let r = ScheduleRun {
                 slot_ms: slot,
@@ -105,9 +113,10 @@ fn a_renewal_extends_its_gateways_running_jobs_and_claimed_runs_only() {
             ["running", "failed", "failed"],
             "no lease, no end"
         );
-        assert_eq!(
-            s.start_job(&job_in("j5", "production"), &b).unwrap(),
-            Ok(())
+        assert!(
+            s.start_job(&job_in("j5", "production"), &b)
+                .unwrap()
+                .is_ok()
         );
         assert_eq!(
             s.job("j4").unwrap().unwrap().state,
@@ -167,7 +176,8 @@ fn a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process() {
             b.cancel_requests("gw-b").unwrap().is_empty(),
             "only its owner's"
         );
-        a.finish_job("j1", JobState::Cancelled, None).unwrap();
+        a.finish_job("j1", &JobEnd::plain(JobState::Cancelled, None))
+            .unwrap();
         assert!(a.cancel_requests("gw-a").unwrap().is_empty());
         assert!(!b.request_cancel("j1").unwrap(), "not running any more");
     });
@@ -206,7 +216,8 @@ fn a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs()
         a.start_job(&job_in("j3", "qa"), &lease("gw-a"))
             .unwrap()
             .unwrap();
-        a.finish_job("j3", JobState::Succeeded, None).unwrap();
+        a.finish_job("j3", &JobEnd::plain(JobState::Succeeded, None))
+            .unwrap();
         if a.shared() {
             let b = Db::open(at).unwrap();
             assert!(!b.hold_identity("gw-a").unwrap(), "held by a live process");
@@ -230,14 +241,59 @@ fn a_gateway_id_is_held_by_one_live_process_and_its_restart_frees_its_own_jobs()
         assert_eq!(s.job("j1").unwrap().unwrap().state, JobState::Interrupted);
         assert_eq!(s.job("j2").unwrap().unwrap().state, JobState::Running);
         assert_eq!(s.job("j3").unwrap().unwrap().state, JobState::Succeeded);
-        assert_eq!(
-            s.start_job(&job("j4", "ann"), &lease("gw-a")).unwrap(),
-            Ok(())
+        assert!(
+            s.start_job(&job("j4", "ann"), &lease("gw-a"))
+                .unwrap()
+                .is_ok()
         );
         assert_eq!(
             s.start_job(&job_in("j5", "production"), &lease("gw-a"))
                 .unwrap(),
             Err(holder("ann", "j2"))
+        );
+    });
+}
+
+/// Ends the database session that holds `owner`'s id, as a restart of the server does.
+fn kill_identity_session(at: &Location, owner: &str) {
+    let Location::Postgres { url, password } = at else {
+        return;
+    };
+    let pg = Postgres::open(url, password.as_ref().map(|p| p.expose())).unwrap();
+    let killed = SqlStore::new(pg)
+        .read("ending a session", |c| {
+            c.texts(
+                "SELECT CAST(pg_terminate_backend(pid) AS TEXT) FROM pg_locks
+                 WHERE locktype = 'advisory' AND CAST(classid AS BIGINT) = 7317
+                   AND CAST(objid AS BIGINT) = (CAST(hashtext($1) AS BIGINT) & 4294967295)",
+                vals![owner],
+            )
+        })
+        .unwrap();
+    assert_eq!(killed, ["true"], "one session held {owner}");
+}
+
+#[test]
+fn a_gateway_id_is_taken_again_after_its_session_is_lost_unless_another_took_it() {
+    each(|at| {
+        let a = Db::open(at).unwrap();
+        assert!(a.hold_identity("gw-a").unwrap());
+        assert!(a.check_identity("gw-a").unwrap(), "held");
+        if !a.shared() {
+            return; // SQLite: the lock file beside the database holds the id
+        }
+        // The database lost the session (a restart): the next check takes it again, and
+        // a second process with the same id is refused.
+        kill_identity_session(at, "gw-a");
+        assert!(a.check_identity("gw-a").unwrap(), "taken again");
+        let b = Db::open(at).unwrap();
+        assert!(!b.hold_identity("gw-a").unwrap(), "a duplicate never acts");
+        // Lost again, and this time the duplicate is first: the old holder learns it.
+        kill_identity_session(at, "gw-a");
+        assert!(b.hold_identity("gw-a").unwrap());
+        assert!(
+            !a.check_identity("gw-a").unwrap(),
+            "another process holds it now"
         );
     });
 }

@@ -27,6 +27,7 @@ pub mod git;
 pub mod jenkins;
 pub mod load;
 pub mod pg;
+pub mod proxy;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -277,6 +278,7 @@ impl Testbed {
             },
             command_timeout: Duration::from_secs(300),
             uv: Some(engine::UvTool::load(&self.uv_binary, None).unwrap()),
+            fence: None,
         }
     }
 
@@ -731,6 +733,17 @@ impl Gateway {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`, ...) to the gateway's process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the gateway runs").id();
+        let st = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill -{sig} {pid}");
     }
 
     pub fn token(&self, user: &str, envs: &str, admin: bool) -> String {

@@ -1,0 +1,323 @@
+//! A job's life, in one place: the only code that changes a job's state.
+//!
+//! ```text
+//!   claim ──> running ──> finishing ──> finished (succeeded, failed, cancelled)
+//!                │                         ^
+//!                └── lease taken over, ────┘ interrupted
+//!                    or recovered at start
+//! ```
+//!
+//! - **claim** ([`claim`]): one store transaction creates the job, takes its
+//!   (application, environment) lock and gives it a lease (this process's, until the
+//!   database's clock passes its end) and a fencing *epoch*, greater than any before.
+//!   The API accepts a job and the same process claims it at once: a gateway is API and
+//!   runner in one (a queue of accepted jobs that separate runners claim is the next
+//!   step, for runners per network segment).
+//! - **running**: the job's commands carry its epoch to the hosts and wait, before each
+//!   one, until this process holds the lease ([`clock::JobGate`]; see
+//!   `crate::engine::fence`).  The renewer ([`spawn`]) extends this process's leases every
+//!   third of the lease time; a job missing from a renewal's answer was taken over, so
+//!   it is cancelled and its gate refuses every further command.
+//! - **finishing** ([`finish`]): every event the job emitted is stored first; then one
+//!   transaction records the end: the state, the final event (`job_finished`) and the
+//!   lock freed, only if the job is still running.  The store refuses any event of a job
+//!   after that (but notes: a notification's delivery).
+//! - **interrupted**: a job whose owner stopped renewing (judged by the database's clock
+//!   and the [`clock::Reaper`]), or that a gateway's previous life left running, is
+//!   marked interrupted with its final event (how its hosts ended) in one transaction,
+//!   then its hosts are read (`reconcile`).
+//!
+//! The gateway's id: on a shared database each check before a renewal makes sure this
+//! process still holds it (taking it again after the database restarted); if another
+//! process holds it, this one stops acting: every gate closes and the process exits.
+
+pub mod clock;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
+
+use super::jobs::{self, Jobs};
+use super::store::{JobEnd, Lease, LockHolder, Orphans, StoreError, now_ms};
+use crate::engine;
+
+/// Between looks for expired leases and for cancel requests.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// What a claim gives the job: its fencing epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub epoch: u64,
+}
+
+/// Creates the job and takes its (application, environment) lock, unless held.
+pub async fn claim(jobs: &Jobs, job: &JobInfo) -> Result<Result<Claim, LockHolder>, StoreError> {
+    let (job, owner, lease) = (job.clone(), jobs.owner().to_string(), jobs.lease_time());
+    let job_id = job.id.clone();
+    let started = Instant::now();
+    let claimed = jobs
+        .db
+        .call(move |s| {
+            let until_ms = s.clock_ms()? + lease.as_millis() as u64;
+            s.start_job(&job, &Lease { owner, until_ms })
+        })
+        .await?;
+    Ok(claimed.map(|epoch| {
+        jobs.clock.claimed(&job_id, started);
+        Claim { epoch }
+    }))
+}
+
+/// Records a job's end: its events stored, then its state and final event in one
+/// transaction, then (if it was still this process's) its ledger rows, its place in the
+/// deploy history and the audit trail.
+pub async fn finish(jobs: &Jobs, job: &JobInfo, result: engine::JobResult, last: Option<Event>) {
+    // Every event first, so a follower that sees the job ended has seen them all.
+    jobs.events.close(&job.id).await;
+    let state = jobs::job_state(result.status);
+    let error =
+        (result.hosts.iter().find_map(|h| h.error.clone())).or_else(|| result.error.clone());
+    let event = last.unwrap_or_else(|| Event::now(final_kind(&result)));
+    let end = JobEnd {
+        state,
+        error,
+        event,
+    };
+    let job2 = job.clone();
+    let recorded = jobs
+        .db
+        .call(move |s| {
+            let job = job2;
+            if !s.finish_job(&job.id, &end)? {
+                return Ok(false);
+            }
+            // A one-off command changes no release: no ledger rows.
+            if !job.check && job.kind != JobKind::Run {
+                for h in &result.hosts {
+                    let from = s.live(&job.app, &job.env, &h.host)?.map(|e| e.version);
+                    s.add_ledger(&LedgerEntry {
+                        job_id: job.id.clone(),
+                        app: job.app.clone(),
+                        env: job.env.clone(),
+                        host: h.host.clone(),
+                        version: job.version.clone(),
+                        from_version: from,
+                        result: ledger_result(h.status),
+                        user: job.user.clone(),
+                        ts_ms: now_ms(),
+                        artifact: None,
+                    })?;
+                }
+            }
+            if job.kind == JobKind::Deploy && state == JobState::Succeeded {
+                s.add_deploy(&job.app, &job.env, &job.version, &job.id)?;
+            }
+            let target = format!("{}/{} {} ({})", job.app, job.env, job.version, job.id);
+            s.audit(
+                &job.user,
+                &format!("{} finished", job.kind),
+                &target,
+                state.as_str(),
+            )?;
+            Ok(true)
+        })
+        .await;
+    match recorded {
+        Ok(true) => tracing::info!("job {}", state),
+        Ok(false) => tracing::error!(
+            "job {state} here, but another gateway had already marked it interrupted (this gateway's lease on it expired); nothing more is recorded"
+        ),
+        Err(e) => tracing::error!("cannot record the end of the job: {e}"),
+    }
+    jobs.clock.forget(&job.id);
+    jobs.events.wake_all();
+}
+
+/// A final event from the engine's result, for work that emitted none.
+fn final_kind(r: &engine::JobResult) -> EventKind {
+    let count = |s: HostStatus| r.hosts.iter().filter(|h| h.status == s).count() as u32;
+    let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
+    EventKind::JobFinished {
+        status: r.status,
+        elapsed_ms: r.elapsed.as_millis() as u64,
+        hosts_ok: ok,
+        hosts_changed: changed,
+        hosts_failed: r.hosts.len() as u32 - ok - changed,
+    }
+}
+
+/// Marks the running jobs of stopped runners interrupted (each with its final event)
+/// and frees their locks; their ids.
+pub async fn recover(jobs: &Jobs, which: Orphans) -> Result<Vec<String>, StoreError> {
+    jobs.db.call(move |s| s.interrupt_running(which)).await
+}
+
+/// Marks the running jobs of this gateway's previous life interrupted (a shared
+/// database: other gateways' jobs are left to their leases); their ids.
+pub async fn recover_own(jobs: &Jobs) -> Result<Vec<String>, StoreError> {
+    let owner = jobs.owner().to_string();
+    jobs.db.call(move |s| s.interrupt_owned(&owner)).await
+}
+
+/// Renews this process's leases, reads cancel requests for its jobs and, when `reap`,
+/// takes over expired leases, until the process ends.
+pub fn spawn(jobs: Jobs, reap: bool) {
+    let renew_every = jobs.lease_time() / 3;
+    let renewer = jobs.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(renew_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = renew(&renewer).await {
+                tracing::error!("renewing leases: {e}");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(LOOK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reaper = clock::Reaper::new(jobs.lease_time());
+        loop {
+            every.tick().await;
+            if reap && let Err(e) = take_over(&jobs, &mut reaper).await {
+                reaper.failed();
+                tracing::error!("taking over expired leases: {e}");
+            }
+            if let Err(e) = cancels(&jobs).await {
+                tracing::error!("reading cancel requests: {e}");
+            }
+        }
+    });
+}
+
+/// Cancels this process's jobs that someone asked another process to cancel.
+pub async fn cancels(jobs: &Jobs) -> Result<(), StoreError> {
+    if jobs.running_here().is_empty() {
+        return Ok(());
+    }
+    let owner = jobs.owner().to_string();
+    for id in jobs.db.call(move |s| s.cancel_requests(&owner)).await? {
+        if !jobs.is_cancelled(&id) && jobs.cancel(&id) {
+            tracing::info!("job {id}: cancel requested through another process");
+        }
+    }
+    Ok(())
+}
+
+/// Holds the gateway's id still, then extends this process's leases (by the database's
+/// clock); cancels and fences off its jobs whose lease another gateway took.
+pub async fn renew(jobs: &Jobs) -> Result<(), StoreError> {
+    let (owner, lease) = (jobs.owner().to_string(), jobs.lease_time());
+    let started = Instant::now();
+    let renewed = jobs
+        .db
+        .call(move |s| {
+            if s.shared() && !s.check_identity(&owner)? {
+                return Ok(None);
+            }
+            let until_ms = s.clock_ms()? + lease.as_millis() as u64;
+            s.renew_leases(&Lease { owner, until_ms }).map(Some)
+        })
+        .await?;
+    let Some(held) = renewed else {
+        identity_lost(jobs);
+        return Ok(());
+    };
+    jobs.clock.renewed(started);
+    for id in jobs.running_here() {
+        if !held.contains(&id) && jobs.clock.claimed_before(&id, started) {
+            jobs.clock.lost(&id);
+            if jobs.cancel(&id) {
+                tracing::error!(
+                    "job {id}: this gateway's lease on it expired and another gateway marked it interrupted; it sends nothing more"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Another process took this gateway's id (after the database lost this one's
+/// session): nothing here may act again.  Every job's gate closes now and the process
+/// ends in two seconds (a supervisor restarts it, and it then finds the id taken).
+fn identity_lost(jobs: &Jobs) {
+    jobs.clock.identity_lost();
+    for id in jobs.running_here() {
+        jobs.cancel(&id);
+    }
+    tracing::error!(
+        "another gateway process holds this gateway's id ({}): this one stops acting and exits",
+        jobs.owner()
+    );
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        std::process::exit(3);
+    });
+}
+
+/// Takes over the jobs of expired leases (final events written by the store), then
+/// reads their hosts.
+pub async fn take_over(jobs: &Jobs, reaper: &mut clock::Reaper) -> Result<Vec<String>, StoreError> {
+    let db_now = jobs.db.call(|s| s.clock_ms()).await?;
+    let Some(before) = reaper.look(db_now) else {
+        return Ok(Vec::new());
+    };
+    let taken = jobs.db.call(move |s| s.expire_leases(before)).await?;
+    if taken.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = taken.iter().map(|(id, _)| id.clone()).collect();
+    for (id, owner) in &taken {
+        tracing::warn!(
+            "job {id}: the lease of gateway {owner} expired; marked interrupted, lock released"
+        );
+    }
+    jobs.events.wake_all();
+    super::reconcile::spawn(jobs.clone(), ids.clone());
+    Ok(ids)
+}
+
+/// The final event of a job found running after its owner stopped: its time from
+/// `started` to now, and its hosts as their stored `host_finished` events say (a host
+/// without one counts as failed: nobody knows where it stopped).  Pure; the store calls
+/// it inside the transaction that marks the job interrupted.
+pub fn interrupted(started_ms: u64, stored: &[(u64, String)]) -> EventKind {
+    // Each host's last word (a halt rollback may finish a host twice).
+    let mut last: BTreeMap<String, Option<HostStatus>> = BTreeMap::new();
+    for (_, data) in stored {
+        match serde_json::from_str::<Event>(data).map(|e| e.kind) {
+            Ok(EventKind::JobStarted { hosts, .. }) => {
+                last.extend(hosts.into_iter().map(|h| (h, None)));
+            }
+            Ok(EventKind::HostFinished { host, status, .. }) => {
+                last.insert(host, Some(status));
+            }
+            _ => {}
+        }
+    }
+    let count = |want: HostStatus| last.values().filter(|s| **s == Some(want)).count() as u32;
+    let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
+    EventKind::JobFinished {
+        status: JobStatus::Interrupted,
+        elapsed_ms: now_ms().saturating_sub(started_ms),
+        hosts_ok: ok,
+        hosts_changed: changed,
+        hosts_failed: last.len() as u32 - ok - changed,
+    }
+}
+
+fn ledger_result(status: HostStatus) -> LedgerResult {
+    match status {
+        HostStatus::Ok => LedgerResult::Ok,
+        HostStatus::Changed => LedgerResult::Changed,
+        HostStatus::Failed => LedgerResult::Failed,
+        HostStatus::Unreachable => LedgerResult::Unreachable,
+        HostStatus::Cancelled => LedgerResult::Cancelled,
+    }
+}
+
+#[cfg(test)]
+mod tests;
