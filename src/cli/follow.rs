@@ -182,7 +182,11 @@ impl Client {
             .header("Last-Event-ID", after.to_string())
             .send()
             .await
-            .map_err(|e| Failure::Lost(format!("cannot reach the gateway: {}", root_cause(&e))))?;
+            .map_err(|e| {
+                // reqwest's words may hold the URL, never a header: no token here.
+                let why = root_cause(&e);
+                Failure::Lost(format!("cannot reach the gateway at {}: {why}", self.base))
+            })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
