@@ -1,9 +1,7 @@
 //! The CLI's HTTP client: the gateway URL and token, the version handshake on every
-//! response, JSON errors mapped to the CLI's exit codes, and the SSE event stream with
-//! resume (`Last-Event-ID`): a stream silent for [`STREAM_READ_TIMEOUT`] (the gateway
-//! sends a keep-alive every 15 s) is dropped and resumed, and after [`STREAM_RETRIES`]
-//! failed attempts in a row the CLI gives up with exit 5; and other SSE streams (a
-//! process's log) read once.
+//! response, JSON errors mapped to the CLI's exit codes, a job's event stream followed
+//! and re-attached until the job's end (`follow.rs`), and other SSE streams (a process's
+//! log) read once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,10 +14,12 @@ use crate::exit;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// An event stream that sends no byte for this long is considered dead.
+#[path = "follow.rs"]
+mod follow;
+pub use follow::Seen;
+
+/// An event stream that sends no byte for this long is considered dead (and re-attached).
 pub const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Attempts in a row that make no progress before following gives up (exit 5).
-pub const STREAM_RETRIES: u32 = 5;
 
 /// A failure, with the exit code it maps to.  Never holds the token.
 #[derive(Debug)]
@@ -45,6 +45,8 @@ pub struct Client {
     http: reqwest::Client,
     stream_http: reqwest::Client,
     stream_timeout: Duration,
+    /// When following a job re-attaches and when it gives up.
+    reattach: follow::Reattach,
 }
 
 static NOTICE_SHOWN: AtomicBool = AtomicBool::new(false);
@@ -82,6 +84,7 @@ impl Client {
             http,
             stream_http,
             stream_timeout: read_timeout,
+            reattach: follow::Reattach::from_env(),
         }
     }
 
@@ -199,85 +202,6 @@ impl Client {
         self.check(resp).await.map(|_| ())
     }
 
-    /// Follows a job's events from `after`, calling `on_event(seq, json)` for each, and
-    /// reconnecting with `Last-Event-ID` when the stream drops or goes silent.  Returns
-    /// the job's final state once the gateway sends `end`; exit 5 after
-    /// [`STREAM_RETRIES`] attempts in a row without progress.
-    pub async fn follow(
-        &self,
-        job: &str,
-        mut after: u64,
-        on_event: &mut dyn FnMut(u64, &str),
-    ) -> Result<String> {
-        let mut failures = 0u32;
-        loop {
-            let before = after;
-            let why = match self.follow_once(job, &mut after, on_event).await {
-                Ok(Some(state)) => return Ok(state),
-                Ok(None) => "the event stream ended early".to_string(),
-                Err(e) if e.code == exit::UNREACHABLE => e.message,
-                Err(e) => return Err(e),
-            };
-            failures = if after > before { 1 } else { failures + 1 };
-            if failures >= STREAM_RETRIES {
-                return Err(CliError::new(
-                    exit::UNREACHABLE,
-                    format!(
-                        "lost the events of job {job} after {failures} attempts ({why}); the job goes on: `deploy logs {job} --follow`"
-                    ),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250 << failures.min(5))).await;
-        }
-    }
-
-    /// One connection to the event stream: Some(state) at `end`, None if it ended
-    /// before; a silent or broken stream is an `UNREACHABLE` error.
-    async fn follow_once(
-        &self,
-        job: &str,
-        after: &mut u64,
-        on_event: &mut dyn FnMut(u64, &str),
-    ) -> Result<Option<String>> {
-        use futures_util::StreamExt;
-        let path = format!("/v1/jobs/{}/events", crate::urls::encode(job));
-        let resp = self
-            .request(&self.stream_http, reqwest::Method::GET, &path)
-            .header("Accept", "text/event-stream")
-            .header("Last-Event-ID", after.to_string())
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let resp = self.check(resp).await?;
-        let mut stream = resp.bytes_stream();
-        let mut buf = Vec::<u8>::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                let what = if e.is_timeout() {
-                    format!("no data for {}s", self.stream_timeout_secs())
-                } else {
-                    root_cause(&e)
-                };
-                CliError::new(exit::UNREACHABLE, format!("event stream: {what}"))
-            })?;
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = find_blank_line(&buf) {
-                let frame: Vec<u8> = buf.drain(..pos).collect();
-                let (id, kind, data) = parse_frame(&frame);
-                if kind == "end" {
-                    return Ok(Some(data));
-                }
-                if let (Some(seq), "event") = (id, kind.as_str())
-                    && seq > *after
-                {
-                    *after = seq;
-                    on_event(seq, &data);
-                }
-            }
-        }
-        Ok(None)
-    }
-
     /// Reads the Server-Sent Events at `path` once (no resume), calling `on_frame(event,
     /// data)` for each; true when the gateway ended it with `end`, false when it broke.
     pub async fn stream(&self, path: &str, on_frame: &mut dyn FnMut(&str, &str)) -> Result<bool> {
@@ -305,10 +229,6 @@ impl Client {
             }
         }
         Ok(false)
-    }
-
-    fn stream_timeout_secs(&self) -> u64 {
-        self.stream_timeout.as_secs()
     }
 }
 
@@ -374,16 +294,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_silent_event_stream_is_resumed_then_given_up_with_exit_5() {
+    async fn a_silent_event_stream_is_dropped_and_opened_again_while_the_gateway_answers() {
         let (url, connects) = stalled_gateway().await;
-        let c = Client::with_stream_timeout(&url, None, Duration::from_millis(300));
-        let started = std::time::Instant::now();
-        let mut on_event = |_: u64, _: &str| {};
-        let err = c.follow("j1", 0, &mut on_event).await.unwrap_err();
-        assert_eq!(err.code, exit::UNREACHABLE, "{}", err.message);
-        assert!(err.message.contains("no data for"), "{}", err.message);
-        assert_eq!(connects.load(Ordering::SeqCst), STREAM_RETRIES);
-        assert!(started.elapsed() < Duration::from_secs(30));
+        let mut c = Client::with_stream_timeout(&url, None, Duration::from_millis(300));
+        c.reattach = follow::Reattach {
+            limit: Duration::from_millis(500),
+            first: Duration::from_millis(10),
+            cap: Duration::from_millis(50),
+        };
+        let mut notes = Vec::new();
+        let mut seen = |s: Seen| {
+            if let Seen::Note(t) = s {
+                notes.push(t.to_string());
+            }
+        };
+        let followed = c.follow("j1", 0, &mut seen);
+        // Each stream opens (the gateway answers: contact), then stays silent: it is
+        // dropped after the read timeout and opened again, past the limit, which counts
+        // time without contact only.
+        let r = tokio::time::timeout(Duration::from_millis(2500), followed).await;
+        assert!(r.is_err(), "still following: {r:?}");
+        assert!(connects.load(Ordering::SeqCst) >= 4);
+        assert!(notes[0].contains("(no data for 0 s)"), "{notes:?}");
+        assert!(notes[1].starts_with("re-attached to job j1"), "{notes:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use deploy_wire::api::JobInfo;
 use deploy_wire::{Event, EventKind};
 use serde::Serialize;
 
-use crate::client::{CliError, Client, Result};
+use crate::client::{CliError, Client, Result, Seen};
 use crate::display::Mode;
 use crate::exit;
 
@@ -151,7 +151,9 @@ async fn post_waiting<B: Serialize>(
 async fn follow_quietly(c: &Client, job: &JobInfo, what: &str) -> Result<u8> {
     let mut errors: Vec<String> = Vec::new();
     let followed = {
-        let mut on_event = |_: u64, data: &str| {
+        // Notes (a lost and re-attached stream) are not failures: not a word of them.
+        let mut seen = |s: Seen| {
+            let Seen::Event { data, .. } = s else { return };
             if let Ok(Event {
                 kind:
                     EventKind::HostFinished {
@@ -168,7 +170,7 @@ async fn follow_quietly(c: &Client, job: &JobInfo, what: &str) -> Result<u8> {
             }
         };
         tokio::select! {
-            r = c.follow(&job.id, 0, &mut on_event) => Some(r),
+            r = c.follow(&job.id, 0, &mut seen) => Some(r),
             _ = crate::interrupt::pressed() => None,
         }
     };

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use deploy_wire::api::{JobInfo, LogLine, RestartRequest, RunRequest};
 use deploy_wire::{Event, EventKind, Stream};
 
-use crate::client::{CliError, Client, Result};
+use crate::client::{CliError, Client, Result, Seen};
 use crate::display::Mode;
 use crate::{exit, urls};
 
@@ -128,9 +128,12 @@ pub async fn run(c: &Client, a: &RunArgs, json: bool) -> Result<u8> {
     }
     let mut ran = Ran::default();
     let outcome = {
-        let mut on_event = |_: u64, data: &str| ran.event(data, json);
+        let mut seen = |s: Seen| match s {
+            Seen::Event { data, .. } => ran.event(data, json),
+            Seen::Note(text) => eprintln!("deploy: {text}"),
+        };
         tokio::select! {
-            r = c.follow(&job.id, 0, &mut on_event) => Some(r),
+            r = c.follow(&job.id, 0, &mut seen) => Some(r),
             _ = crate::interrupt::pressed() => None,
         }
     };

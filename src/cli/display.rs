@@ -94,6 +94,16 @@ impl Display {
         }
     }
 
+    /// A line about the following itself (the stream lost, re-attached) on stderr, above
+    /// the bars on a terminal; never on stdout, which `--json` keeps for events.
+    pub fn note(&self, text: &str) {
+        let line = format!("deploy: {text}");
+        match self.mode {
+            Mode::Tty => self.mp.suspend(|| eprintln!("{line}")),
+            Mode::Plain | Mode::Json => eprintln!("{line}"),
+        }
+    }
+
     pub fn event(&mut self, seq: u64, json: &str) {
         if self.mode == Mode::Json {
             println!("{json}");

@@ -6,8 +6,10 @@
 //! interrupted; 2 usage or configuration error; 3 this CLI is too old for the gateway;
 //! 4 not authorised; 5 gateway unreachable; 6 locked (another job runs on that
 //! application and environment); 7 closed (a freeze, or outside the environment's
-//! deploy windows); 130 detached with Ctrl-C (the job goes on).  `deploy
-//! run` exits with its command's exit code once the command ran (see `day_two.rs`).
+//! deploy windows); 8 the followed job no longer exists on the gateway; 130 detached
+//! with Ctrl-C (the job goes on).  `deploy run` exits with its command's exit code once
+//! the command ran (see `day_two.rs`).  Following a job re-attaches across gateway and
+//! database restarts (`follow.rs`): exit 5 only after 15 minutes without contact.
 
 mod client;
 mod cron;
@@ -37,6 +39,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 5;
     pub const LOCKED: u8 = 6;
     pub const CLOSED: u8 = 7;
+    /// The job being followed is gone from the gateway (404): pruned, or another store.
+    pub const GONE: u8 = 8;
     pub const DETACHED: u8 = 130;
 }
 
@@ -565,9 +569,12 @@ fn job_exit(state: &str) -> u8 {
 async fn follow(c: &Client, job: &str, mode: Mode) -> Result<u8> {
     let mut display = Display::new(mode);
     let outcome = {
-        let mut on_event = |seq: u64, data: &str| display.event(seq, data);
+        let mut seen = |s: client::Seen| match s {
+            client::Seen::Event { seq, data } => display.event(seq, data),
+            client::Seen::Note(text) => display.note(text),
+        };
         tokio::select! {
-            r = c.follow(job, 0, &mut on_event) => Some(r),
+            r = c.follow(job, 0, &mut seen) => Some(r),
             _ = crate::interrupt::pressed() => None,
         }
     };

@@ -42,6 +42,9 @@ pub mod codes {
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     /// The gateway is at a limit (for example: too many event streams); retry later.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// The gateway cannot reach its state database right now (503 with `Retry-After`):
+    /// nothing was done; ask again shortly.
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     /// A deploy with `if_newer` whose version already runs on every host: nothing started.
     pub const UP_TO_DATE: &str = "up_to_date";
 }

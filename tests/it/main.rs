@@ -15,6 +15,7 @@ mod day_two_api;
 mod engine_deploy;
 mod engine_failures;
 mod faults;
+mod followers;
 mod gateway_api;
 mod gateway_auth;
 mod gateway_jobs;

@@ -1,12 +1,15 @@
 //! Every error the API answers, as `{code, message}` JSON: the one mapping from
 //! [`ServiceError`] to a status and a stable code, and the extractor wrappers (`AppJson`,
-//! `AppPath`, `AppQuery`) that turn axum's rejections into the same shape.
+//! `AppPath`, `AppQuery`) that turn axum's rejections into the same shape.  A 503 (a
+//! limit, or `store_unavailable`: the state database cannot be reached) carries
+//! `Retry-After`; the CLI's followers wait and ask again instead of giving up.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deploy_wire::api::{ApiError, codes};
 use serde::de::DeserializeOwned;
@@ -47,6 +50,15 @@ impl From<ServiceError> for ApiErr {
             E::UpToDate(_) => (StatusCode::CONFLICT, codes::UP_TO_DATE),
             E::Upstream(_) => (StatusCode::BAD_GATEWAY, codes::UPSTREAM),
             E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE),
+            E::StoreUnavailable(cause) => {
+                tracing::warn!("answered 503: {cause}");
+                let message = "the gateway cannot reach its state database; try again shortly";
+                return ApiErr::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::STORE_UNAVAILABLE,
+                    message,
+                );
+            }
             E::Internal(cause) => {
                 tracing::error!("internal error: {cause}");
                 let message = "internal error; see the gateway's log";
@@ -62,9 +74,17 @@ impl From<ServiceError> for ApiErr {
     }
 }
 
+/// Seconds a 503 asks its client to wait before asking again (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 2;
+
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
-        (self.0, Json(*self.1)).into_response()
+        let mut resp = (self.0, Json(*self.1)).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        resp
     }
 }
 
@@ -137,5 +157,48 @@ impl From<crate::gateway::store::StoreError> for ApiErr {
 impl From<crate::error::InputError> for ApiErr {
     fn from(e: crate::error::InputError) -> ApiErr {
         ServiceError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::store::StoreError;
+
+    #[test]
+    fn an_unreachable_database_is_503_store_unavailable_with_retry_after_and_no_detail() {
+        let e = StoreError::Unavailable {
+            doing: "reading a job",
+            message: "cannot connect to postgres://deploy@db:5432/deploy: connection refused"
+                .into(),
+        };
+        let resp = ApiErr::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some(RETRY_AFTER_SECS.to_string().as_str())
+        );
+        let err = ApiErr::from(StoreError::Unavailable {
+            doing: "reading a job",
+            message: "connection closed".into(),
+        });
+        assert_eq!(err.1.code, codes::STORE_UNAVAILABLE);
+        assert!(!err.1.message.contains("connection"), "{}", err.1.message);
+    }
+
+    #[test]
+    fn a_refused_statement_stays_an_internal_error() {
+        let e = StoreError::Query {
+            doing: "reading a job",
+            message: "relation \"jobs\" does not exist".into(),
+        };
+        let err = ApiErr::from(e);
+        assert_eq!(
+            (err.0, err.1.code.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL)
+        );
+        assert!(err.into_response().headers().get(RETRY_AFTER).is_none());
     }
 }

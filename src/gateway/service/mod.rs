@@ -76,12 +76,20 @@ pub enum ServiceError {
     /// The gateway is at a limit (too many event streams); retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The state database cannot be reached right now (restarting, a broken connection):
+    /// nothing was decided, asking again shortly may succeed.  Holds the store's message
+    /// (for the log; the answer is generic).
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("{0}")]
     Internal(String),
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> ServiceError {
+        if e.is_unavailable() {
+            return ServiceError::StoreUnavailable(e.to_string());
+        }
         ServiceError::Internal(e.to_string())
     }
 }

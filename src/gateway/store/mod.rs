@@ -121,8 +121,23 @@ pub enum StoreError {
         doing: &'static str,
         message: String,
     },
+    /// The database could not be reached or the connection broke (a restart, a network
+    /// cut): asking again shortly may succeed.  The API answers it with 503
+    /// `store_unavailable` and `Retry-After`, so that followers wait instead of giving up.
+    #[error("state database unavailable: {doing}: {message}")]
+    Unavailable {
+        doing: &'static str,
+        message: String,
+    },
     #[error("state database: a store task panicked")]
     Panicked,
+}
+
+impl StoreError {
+    /// The database was unreachable (not: it refused the statement, or a value is bad).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

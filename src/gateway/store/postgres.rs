@@ -9,6 +9,10 @@
 //! on a scoped thread of its own (a few microseconds beside a round trip).  No TLS: the
 //! gateways reach their database over a private network or loopback (ARCHITECTURE.md).
 //! A password in the URL is refused: it comes from `database_password_env`/`_file`.
+//! A database that cannot be reached, or a connection that broke, is
+//! [`SqlError::Unavailable`] (the API's 503 `store_unavailable`), never a refusal; a
+//! pooled connection that a restart broke is replaced and its first round trip tried
+//! once more (`run_here`), so a database restart costs no request after it.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -157,9 +161,22 @@ impl Postgres {
     }
 
     fn connect(&self) -> SqlResult<Client> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| SqlError::Db(format!("cannot connect to {}: {}", self.shown, message(&e))))
+        self.config.connect(NoTls).map_err(|e| {
+            let m = format!("cannot connect to {}: {}", self.shown, message(&e));
+            if unavailable(&e) {
+                SqlError::Unavailable(m)
+            } else {
+                SqlError::Db(m)
+            }
+        })
+    }
+
+    /// A slot on a new connection (no statement prepared on it yet).
+    fn fresh(&self) -> SqlResult<Slot> {
+        Ok(Slot {
+            client: self.connect()?,
+            stmts: HashMap::new(),
+        })
     }
 
     /// A free connection slot, else waits for one.
@@ -175,36 +192,107 @@ impl Postgres {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on a pooled connection (in a transaction when `tx`; without one, the
+    /// store only reads).  A connection that sat in the pool may have been broken
+    /// meanwhile (the database restarted): its first round trip (`BEGIN`, or a read's
+    /// first statement) then fails before anything ran, so it is replaced by a fresh
+    /// connection and that round trip is tried once more.  A failure after that, or on a
+    /// fresh connection, is returned as it is ([`SqlError::Unavailable`] when the
+    /// database is away): a transaction's closure runs once, never twice.
     fn run_here<T>(&self, tx: bool, f: impl FnOnce(&mut dyn Conn) -> SqlResult<T>) -> SqlResult<T> {
         let mut guard = self.slot();
-        if guard.as_ref().is_none_or(|s| s.client.is_closed()) {
-            *guard = Some(Slot {
-                client: self.connect()?,
-                stmts: HashMap::new(),
-            });
+        let pooled = guard.as_ref().is_some_and(|s| !s.client.is_closed());
+        if !pooled {
+            *guard = Some(self.fresh()?);
         }
         let slot = guard.as_mut().expect("connected above");
         let out = if tx {
-            match slot.client.transaction() {
-                Ok(mut t) => match f(&mut PgConn {
-                    c: &mut t,
-                    stmts: &mut slot.stmts,
-                }) {
-                    Ok(v) => t.commit().map(|_| v).map_err(|e| SqlError::Db(message(&e))),
-                    Err(e) => Err(e), // dropping `t` rolls back
-                },
-                Err(e) => Err(SqlError::Db(message(&e))),
-            }
+            self.in_transaction(slot, pooled, f)
         } else {
-            f(&mut PgConn {
-                c: &mut slot.client,
-                stmts: &mut slot.stmts,
+            f(&mut FirstTry {
+                pg: self,
+                slot,
+                retry: pooled,
             })
         };
-        if slot.client.is_closed() {
+        if guard.as_ref().is_some_and(|s| s.client.is_closed()) {
             *guard = None; // reconnect on the next call
         }
         out
+    }
+
+    fn in_transaction<T>(
+        &self,
+        slot: &mut Slot,
+        pooled: bool,
+        f: impl FnOnce(&mut dyn Conn) -> SqlResult<T>,
+    ) -> SqlResult<T> {
+        let broken = match slot.client.transaction() {
+            Ok(t) => return commit_after(t, &mut slot.stmts, f),
+            Err(e) if pooled && unavailable(&e) => e,
+            Err(e) => return Err(sql_error(&e)),
+        };
+        tracing::debug!(
+            "a pooled connection was broken ({}); reconnecting",
+            message(&broken)
+        );
+        *slot = self.fresh()?;
+        let t = slot.client.transaction().map_err(|e| sql_error(&e))?;
+        commit_after(t, &mut slot.stmts, f)
+    }
+}
+
+/// Runs `f` in the transaction `t` and commits it; an error rolls it back (dropping `t`).
+fn commit_after<T>(
+    mut t: postgres::Transaction<'_>,
+    stmts: &mut HashMap<String, Statement>,
+    f: impl FnOnce(&mut dyn Conn) -> SqlResult<T>,
+) -> SqlResult<T> {
+    let v = f(&mut PgConn { c: &mut t, stmts })?;
+    t.commit().map_err(|e| sql_error(&e))?;
+    Ok(v)
+}
+
+/// A connection outside a transaction, taken from the pool: its first statement, when it
+/// fails because the connection is broken, is tried once more on a fresh connection
+/// (nothing ran before it, so nothing was committed); later statements are not.
+struct FirstTry<'a> {
+    pg: &'a Postgres,
+    slot: &'a mut Slot,
+    retry: bool,
+}
+
+impl FirstTry<'_> {
+    fn again<R>(&mut self, mut op: impl FnMut(&mut dyn Conn) -> SqlResult<R>) -> SqlResult<R> {
+        let retry = std::mem::take(&mut self.retry);
+        let first = op(&mut PgConn {
+            c: &mut self.slot.client,
+            stmts: &mut self.slot.stmts,
+        });
+        match first {
+            Err(SqlError::Unavailable(_)) if retry => {
+                *self.slot = self.pg.fresh()?;
+                op(&mut PgConn {
+                    c: &mut self.slot.client,
+                    stmts: &mut self.slot.stmts,
+                })
+            }
+            other => other,
+        }
+    }
+}
+
+impl Conn for FirstTry<'_> {
+    fn exec(&mut self, sql: &str, values: &[Value]) -> SqlResult<u64> {
+        self.again(|c| c.exec(sql, values))
+    }
+
+    fn query(&mut self, sql: &str, values: &[Value]) -> SqlResult<Vec<Row>> {
+        self.again(|c| c.query(sql, values))
+    }
+
+    fn notify(&mut self, job: &str) -> SqlResult<()> {
+        self.again(|c| c.notify(job))
     }
 }
 
@@ -371,6 +459,39 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> SqlResult<T> + Send) -> SqlResult<T>
     })
 }
 
+/// A client's error as the store's: [`SqlError::Unavailable`] when the database could
+/// not be reached or the connection broke, else a refusal.
+fn sql_error(e: &postgres::Error) -> SqlError {
+    if unavailable(e) {
+        SqlError::Unavailable(message(e))
+    } else {
+        SqlError::Db(message(e))
+    }
+}
+
+/// Whether a failure is the database's absence rather than its answer: a closed
+/// connection, an I/O error (refused, reset, timed out, broken pipe), or the server
+/// saying so itself (SQLSTATE class 08, connection exception; 57P01-57P03: shut down by
+/// an administrator, crashed, cannot connect now while it starts or stops).  A refused
+/// login or statement is not: asking again gets the same answer.
+fn unavailable(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// An error's own words (and the server's detail), never the connection's secrets.
 fn message(e: &postgres::Error) -> String {
     match e.as_db_error() {
@@ -392,7 +513,7 @@ impl<C: GenericClient> PgConn<'_, C> {
         if let Some(st) = self.stmts.get(sql) {
             return Ok(st.clone());
         }
-        let st = self.c.prepare(sql).map_err(|e| SqlError::Db(message(&e)))?;
+        let st = self.c.prepare(sql).map_err(|e| sql_error(&e))?;
         self.stmts.insert(sql.to_string(), st.clone());
         Ok(st)
     }
@@ -407,7 +528,7 @@ impl<C: GenericClient> Conn for PgConn<'_, C> {
         let st = self.statement(sql)?;
         self.c
             .execute(&st, &params(values))
-            .map_err(|e| SqlError::Db(message(&e)))
+            .map_err(|e| sql_error(&e))
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> SqlResult<Vec<Row>> {
@@ -415,7 +536,7 @@ impl<C: GenericClient> Conn for PgConn<'_, C> {
         let rows = self
             .c
             .query(&st, &params(values))
-            .map_err(|e| SqlError::Db(message(&e)))?;
+            .map_err(|e| sql_error(&e))?;
         rows.iter().map(row).collect()
     }
 
@@ -474,4 +595,67 @@ impl ToSql for Value {
     }
 
     postgres::types::to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_that_refuses_connections_is_unavailable_not_a_refusal() {
+        let Err(refused) = Config::from_str("postgres://deploy@127.0.0.1:1/none")
+            .unwrap()
+            .connect(NoTls)
+        else {
+            panic!("port 1 took a connection");
+        };
+        assert!(unavailable(&refused), "{refused}");
+        assert!(matches!(sql_error(&refused), SqlError::Unavailable(_)));
+    }
+
+    /// A fresh database on the tests' server (`DEPLOY_TEST_PG_URL`), if they have one.
+    fn database() -> Option<(String, String)> {
+        let base = std::env::var("DEPLOY_TEST_PG_URL").ok()?;
+        let password = std::env::var("DEPLOY_TEST_PG_PASSWORD").unwrap_or_default();
+        let name = format!("deploy_t_unit_pool_{}", crate::random::hex(5));
+        create_database(&base, &password, &name).unwrap();
+        Some((format!("{base}/{name}"), password))
+    }
+
+    /// Ends every other session on the database, as a restart of the server does.
+    fn terminate_others(pg: &Postgres) {
+        let mut c = pg.connect().unwrap();
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn pooled_connections_the_database_ended_are_replaced_before_anything_runs() {
+        let Some((url, password)) = database() else {
+            return; // SQLite only: no PostgreSQL server named (ci/test.sh's pass 2 has one)
+        };
+        let pg = Postgres::open(&url, Some(&password)).unwrap();
+        let read = |pg: &Postgres| pg.run(false, |c| c.first("SELECT 1", &[]).map(|_| ()));
+        let write = |pg: &Postgres| {
+            pg.run(true, |c| {
+                c.exec("UPDATE schema_version SET version = version", &[])
+                    .map(|_| ())
+            })
+        };
+        for _ in 0..POOL {
+            read(&pg).unwrap(); // every slot holds a connection
+        }
+        terminate_others(&pg);
+        for i in 0..POOL {
+            read(&pg).unwrap_or_else(|e| panic!("read {i} after the sessions ended: {e}"));
+        }
+        terminate_others(&pg);
+        for i in 0..POOL {
+            write(&pg).unwrap_or_else(|e| panic!("write {i} after the sessions ended: {e}"));
+        }
+    }
 }

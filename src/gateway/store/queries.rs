@@ -144,6 +144,7 @@ fn error(doing: &'static str, e: SqlError) -> StoreError {
     match e {
         SqlError::Corrupt(message) => StoreError::Corrupt { doing, message },
         SqlError::Db(message) => StoreError::Query { doing, message },
+        SqlError::Unavailable(message) => StoreError::Unavailable { doing, message },
     }
 }
 

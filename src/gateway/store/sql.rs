@@ -74,18 +74,20 @@ macro_rules! vals {
 }
 pub(crate) use vals;
 
-/// What went wrong under a query: the database refused it, or a value read back is not
-/// what the schema promises.
+/// What went wrong under a query: the database refused it, a value read back is not
+/// what the schema promises, or the database could not be reached (its connection
+/// refused, broken or closed: asking again later may succeed).
 #[derive(Debug)]
 pub enum SqlError {
     Db(String),
     Corrupt(String),
+    Unavailable(String),
 }
 
 impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SqlError::Db(m) | SqlError::Corrupt(m) => f.write_str(m),
+            SqlError::Db(m) | SqlError::Corrupt(m) | SqlError::Unavailable(m) => f.write_str(m),
         }
     }
 }

@@ -23,6 +23,7 @@ use deploy::wire::{Event, EventKind, StepStatus};
 use serde::Deserialize;
 
 pub mod browser;
+pub mod front;
 pub mod git;
 pub mod jenkins;
 pub mod load;

@@ -205,3 +205,139 @@ pub fn size(url: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// A PostgreSQL server of one test's own (Debian's version 15, as `ci/testbed.sh`'s):
+/// its data in a temporary directory, its own port on the loopback, the role `deploy`
+/// (the superuser) logging in without a password.  For a test that stops, starts or
+/// stalls its server, which the shared one (other tests' databases) must never be.
+/// Dropping it stops the server at once.
+pub struct PrivateServer {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl PrivateServer {
+    /// A fresh cluster, started (`initdb` and `pg_ctl start`: a few seconds).
+    pub fn start() -> PrivateServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let server = PrivateServer { dir, port };
+        let data = server.data();
+        let mut initdb = as_server_user(&tool("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "deploy",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ])
+            .arg("--no-sync");
+        run(initdb, "initdb of a private PostgreSQL server");
+        std::fs::create_dir_all(server.dir.path().join("run")).unwrap();
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             max_connections = 60\nshared_buffers = 16MB\nfsync = off\n\
+             synchronous_commit = off\nfull_page_writes = off\nlog_min_messages = warning\n",
+            server.dir.path().join("run").display()
+        );
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, conf.as_bytes()).unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "host all all 127.0.0.1/32 trust\nlocal all all trust\n",
+        )
+        .unwrap();
+        server.start_again();
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn pg_ctl(&self, args: &[&str], what: &str) {
+        let mut cmd = as_server_user(&tool("pg_ctl"));
+        cmd.arg("-D").arg(self.data()).args(args);
+        run(cmd, what);
+    }
+
+    /// Starts the (stopped) server and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let log = self.dir.path().join("server.log");
+        let log = log.to_string_lossy();
+        self.pg_ctl(
+            &["-w", "-t", "60", "-l", &log, "start"],
+            "starting PostgreSQL",
+        );
+    }
+
+    /// A fast shutdown (`pg_ctl stop -m fast`): every session is ended, then the server
+    /// stops; waits until it has.
+    pub fn stop(&self) {
+        self.pg_ctl(
+            &["-w", "-t", "60", "-m", "fast", "stop"],
+            "stopping PostgreSQL",
+        );
+    }
+
+    /// The server's URL without a database.
+    pub fn base_url(&self) -> String {
+        format!("postgres://deploy@127.0.0.1:{}", self.port)
+    }
+
+    /// A new empty database on it; its URL.
+    pub fn new_database(&self, name: &str) -> String {
+        let mut cmd = client("psql");
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!("{}/postgres", self.base_url()))
+            .arg("-c")
+            .arg(format!("CREATE DATABASE \"{name}\""));
+        run(cmd, &format!("creating {name} on a private server"));
+        format!("{}/{name}", self.base_url())
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            let mut cmd = as_server_user(&tool("pg_ctl"));
+            cmd.arg("-D")
+                .arg(self.data())
+                .args(["-w", "-m", "immediate", "stop"]);
+            let _ = cmd.stdin(Stdio::null()).output();
+        }
+    }
+}
+
+/// A server program run as a user that is not root (the server refuses root): as root,
+/// in a user namespace that maps root to the `postgres` user (as `ci/testbed.sh` does).
+fn as_server_user(program: &std::path::Path) -> Command {
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, "postgres"]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        text.ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "70".into())
+    };
+    let me = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&me.stdout).trim() != "0" {
+        return Command::new(program);
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.arg("--user")
+        .arg(format!("--map-user={}", id("-u")))
+        .arg(format!("--map-group={}", id("-g")))
+        .arg("--")
+        .arg(program);
+    cmd
+}
