@@ -252,7 +252,7 @@ fn write_loop(
                         None => {
                             let id = job.clone();
                             let last =
-                                persist(&db, "reading the last event number", || db.last_seq(&id));
+                                persist("reading the last event number", || db.last_seq(&id));
                             seqs.entry(job.clone()).or_insert(last.unwrap_or(0))
                         }
                     };
@@ -278,7 +278,7 @@ fn write_loop(
             queued.fetch_sub(batch.len(), Ordering::SeqCst);
         }
         if !live.is_empty()
-            && persist(&db, "recording what hosts serve", || db.set_live(&live)).is_none()
+            && persist("recording what hosts serve", || db.set_live(&live)).is_none()
         {
             tracing::error!("the live record of {} host(s) not stored", live.len());
         }
@@ -297,12 +297,12 @@ fn write_loop(
 /// Stores a batch, through any outage; events the database refuses while it answers
 /// are logged and dropped, one by one.
 fn store_events(db: &Db, batch: &[NewEvent]) {
-    let refused = match persist(db, "storing events", || db.append_events(batch)) {
+    let refused = match persist("storing events", || db.append_events(batch)) {
         Some(refused) => refused,
         None => batch
             .iter()
             .map(|e| {
-                persist(db, "storing an event", || db.append_events(std::slice::from_ref(e)))
+                persist("storing an event", || db.append_events(std::slice::from_ref(e)))
                     .unwrap_or_else(|| {
                         tracing::error!(job = %e.job, seq = e.seq, "an event the database refuses is dropped");
                         1
@@ -320,7 +320,7 @@ fn store_events(db: &Db, batch: &[NewEvent]) {
 /// Runs `f` until it succeeds while the database cannot be reached (backing off up to
 /// 2 s); None once it failed three times while the database answered (the operation
 /// itself is refused).
-fn persist<T>(db: &Db, doing: &str, f: impl Fn() -> Result<T, StoreError>) -> Option<T> {
+fn persist<T>(doing: &str, f: impl Fn() -> Result<T, StoreError>) -> Option<T> {
     let (mut wait, mut refused, mut said) = (Duration::from_millis(100), 0, false);
     loop {
         match f() {
@@ -330,23 +330,24 @@ fn persist<T>(db: &Db, doing: &str, f: impl Fn() -> Result<T, StoreError>) -> Op
                 }
                 return Some(v);
             }
-            Err(e) => {
-                if db.clock_ms().is_ok() {
-                    refused += 1;
-                    if refused >= 3 {
-                        tracing::error!("{doing}: {e}");
-                        return None;
-                    }
-                } else if !said {
+            Err(e) if e.is_unavailable() => {
+                if !said {
                     tracing::error!(
                         "{doing}: {e}; kept, and tried again until the database answers"
                     );
                     said = true;
                 }
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                refused += 1;
+                if refused >= 3 {
+                    tracing::error!("{doing}: {e}");
+                    return None;
+                }
             }
         }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
 }
 
