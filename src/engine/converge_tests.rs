@@ -1,10 +1,13 @@
 //! Fast tests of hosts converging after an interrupted job, on [`super::fake`] servers: a
 //! slot left running is stopped (and said) by the next job that reaches the host, and
-//! said as a would-change by a check.
+//! said as a would-change by a check; the live view ([`super::observe`]) flags it, and a
+//! live slot that fails its health check.
 
 use deploy_wire::{Event, EventKind, JobStatus, StepStatus};
 
+use crate::observe::{ask, observe_with};
 use crate::testbed::{Bed, bed, spec};
+use crate::transport::Connector;
 
 /// The line of `host`'s last `step`.
 fn step_line(events: &[Event], host: &str, step: &str) -> (StepStatus, String) {
@@ -135,4 +138,76 @@ async fn a_rollback_and_a_restart_stop_a_leftover_too() {
         );
         assert_eq!(b.fleet.server("web1").running(), 1, "{kind}");
     }
+}
+
+#[tokio::test]
+async fn the_live_view_says_which_slot_runs_without_being_live_and_how_the_live_one_answers() {
+    let b = cut_off_after_its_switch().await;
+    // web2's live slot died (stopped by hand): nginx would answer 502.
+    b.fleet.server("web2").state().running.remove("hello-blue");
+    let seen = observe_with(&b.inv, &b.cfg, b.fleet.as_ref(), "hello", "production")
+        .await
+        .unwrap();
+    let view = |h: &str| {
+        seen.iter()
+            .find(|o| o.host == h)
+            .unwrap()
+            .view
+            .clone()
+            .unwrap()
+    };
+    let web1 = view("web1");
+    assert_eq!(web1.live_slot.as_deref(), Some("green"));
+    let blue = &web1.processes[0];
+    assert_eq!(
+        (
+            blue.name.as_str(),
+            blue.slot.as_deref(),
+            blue.state.as_str()
+        ),
+        ("hello-blue", Some("blue"), "running")
+    );
+    assert_eq!(blue.release.as_deref(), Some("1.0.0"));
+    assert!(web1.health.as_ref().is_some_and(|h| h.ok), "{web1:?}");
+    let pid = blue.pid.unwrap();
+    assert_eq!(
+        web1.problems(),
+        [format!(
+            "slot blue runs 1.0.0 (pid {pid}) but is not live: left running by an \
+             interrupted job; the next deploy, rollback or restart stops it"
+        )]
+    );
+    let web2 = view("web2");
+    let health = web2.health.clone().unwrap();
+    assert!(!health.ok, "{web2:?}");
+    assert_eq!(
+        web2.problems(),
+        [format!(
+            "the live slot blue (1.0.0) fails its health check: {}",
+            health.said
+        )]
+    );
+    assert!(health.said.contains("502"), "{health:?}");
+    assert!(view("web3").problems().is_empty(), "{:?}", view("web3"));
+}
+
+#[tokio::test]
+async fn the_live_view_reads_a_host_in_two_round_trips() {
+    let b = bed("{}");
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    let host = &b.inv.hosts["web1"];
+    let conn = b.fleet.connect(host).await.unwrap();
+    let app = b.inv.app("hello").unwrap();
+    let pm = crate::procman::for_kind(app.process_manager);
+    let view = ask(conn.as_ref(), &b.cfg, app, &host.user, pm.as_ref())
+        .await
+        .unwrap();
+    assert!(view.health.as_ref().is_some_and(|h| h.ok), "{view:?}");
+    assert_eq!(
+        view.health.unwrap().said,
+        "GET /healthz answered 200".to_string()
+    );
+    // One batch (pointer, program files, the process manager, the health check), then
+    // the releases of what runs.
+    assert_eq!(conn.channels_opened(), 2);
 }

@@ -185,7 +185,9 @@ mod tests {
                 state: "running".into(),
                 pid: Some(42),
                 release: version.map(str::to_string),
+                slot: Some("blue".into()),
             }],
+            health: None,
         })
     }
 
