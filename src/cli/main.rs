@@ -37,6 +37,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 5;
     pub const LOCKED: u8 = 6;
     pub const CLOSED: u8 = 7;
+    /// `status --live` flagged a host (`!!`).
+    pub const FLAGGED: u8 = 8;
     pub const DETACHED: u8 = 130;
 }
 
@@ -73,8 +75,9 @@ enum Cmd {
         app: String,
         #[arg(long, short = 'e')]
         env: Option<String>,
-        /// Also ask each host what it serves (slot, version, processes); `!!` marks a
-        /// host where the record and the host disagree.
+        /// Also ask each host what it serves (slot, version, processes, the live slot's
+        /// health); `!!` marks what needs a look (the record and the host disagree, a
+        /// slot runs that is not live, the live slot fails its health check): exit 8.
         #[arg(long)]
         live: bool,
     },
@@ -312,7 +315,11 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 status::print_status(&rows, *live, when);
             }
-            Ok(exit::OK)
+            Ok(if *live && rows.iter().any(status::flagged) {
+                exit::FLAGGED
+            } else {
+                exit::OK
+            })
         }
         Cmd::Versions { app } => {
             let path = urls::path(&["/v1/apps/", urls::app(app)?, "/versions"]);
