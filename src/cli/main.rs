@@ -41,6 +41,8 @@ pub mod exit {
     pub const CLOSED: u8 = 7;
     /// The job being followed is gone from the gateway (404): pruned, or another store.
     pub const GONE: u8 = 8;
+    /// `status --live` flagged a host (`!!`).
+    pub const FLAGGED: u8 = 9;
     pub const DETACHED: u8 = 130;
 }
 
@@ -77,8 +79,9 @@ enum Cmd {
         app: String,
         #[arg(long, short = 'e')]
         env: Option<String>,
-        /// Also ask each host what it serves (slot, version, processes); `!!` marks a
-        /// host where the record and the host disagree.
+        /// Also ask each host what it serves (slot, version, processes, the live slot's
+        /// health); `!!` marks what needs a look (the record and the host disagree, a
+        /// slot runs that is not live, the live slot fails its health check): exit 9.
         #[arg(long)]
         live: bool,
     },
@@ -316,7 +319,11 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 status::print_status(&rows, *live, when);
             }
-            Ok(exit::OK)
+            Ok(if *live && rows.iter().any(status::flagged) {
+                exit::FLAGGED
+            } else {
+                exit::OK
+            })
         }
         Cmd::Versions { app } => {
             let path = urls::path(&["/v1/apps/", urls::app(app)?, "/versions"]);

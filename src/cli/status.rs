@@ -1,6 +1,8 @@
 //! The CLI's tables: `deploy status`, `versions`, `apps`, `hosts`, `jobs`.  With `--live`, each host's own
-//! answer (slot, version, processes) sits beside the gateway's record, and a host where
-//! the two disagree is marked `!!`.
+//! answer (slot, version, processes) sits beside the gateway's record; a host with flags
+//! (the gateway's words for what needs a look: the two disagree, a slot runs that is not
+//! live, the live slot fails its health check) is marked `!!`, each flag on a `!!` line
+//! of its own under it, and the command exits 8 (`main.rs`).
 
 use deploy_wire::api::{AppInfo, HostInfo, HostRelease, JobInfo, ObservedHost, VersionInfo};
 
@@ -29,15 +31,36 @@ pub fn print_status(rows: &[HostRelease], live: bool, when: fn(Option<u64>) -> S
     );
     for r in rows {
         println!("{}", live_line(r));
+        for l in flag_lines(r) {
+            println!("{l}");
+        }
     }
-    if rows.iter().any(|r| r.disagrees) {
-        println!("!! the gateway's record and the host disagree");
+    let flagged = rows.iter().filter(|r| flagged(r)).count();
+    if flagged > 0 {
+        println!("!! {flagged} of {} host(s) need a look", rows.len());
     }
+}
+
+/// A host `status --live` marks `!!`: it has flags (or, from a gateway older than
+/// flags, it disagrees with the record).
+pub fn flagged(r: &HostRelease) -> bool {
+    r.disagrees || !r.flags.is_empty()
+}
+
+/// The lines under a row: one `!!` line per flag.
+pub fn flag_lines(r: &HostRelease) -> Vec<String> {
+    let older = r.disagrees && r.flags.is_empty();
+    let flags = if older {
+        vec!["the gateway's record and the host disagree".to_string()]
+    } else {
+        r.flags.clone()
+    };
+    flags.iter().map(|f| format!("!!   {f}")).collect()
 }
 
 /// One row of `status --live`.
 pub fn live_line(r: &HostRelease) -> String {
-    let mark = if r.disagrees { "!!" } else { "  " };
+    let mark = if flagged(r) { "!!" } else { "  " };
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let head = format!(
         "{mark} {:<12} {:<14} {:<12} {:<7}",
@@ -163,7 +186,9 @@ mod tests {
                     state: "running".into(),
                     pid: Some(7),
                     release: Some("1.1.0".into()),
+                    slot: Some("green".into()),
                 }],
+                health: None,
                 unreachable: None,
             }),
             disagrees: true,
@@ -186,5 +211,53 @@ mod tests {
         let line = live_line(&gone);
         assert!(line.starts_with("   production"), "{line}");
         assert!(line.ends_with("unreachable: not implemented yet"), "{line}");
+    }
+
+    #[test]
+    fn each_flag_is_a_line_under_its_host_and_a_flagged_host_is_marked() {
+        let ok = HostRelease {
+            env: "staging".into(),
+            host: "web2".into(),
+            version: Some("1.1.0".into()),
+            observed: Some(ObservedHost::default()),
+            ..HostRelease::default()
+        };
+        assert!(!flagged(&ok) && flag_lines(&ok).is_empty());
+        assert!(
+            live_line(&ok).starts_with("   staging"),
+            "{}",
+            live_line(&ok)
+        );
+        let web1 = HostRelease {
+            host: "web1".into(),
+            flags: vec![
+                "slot blue runs 1.0.0 (pid 12) but is not live".into(),
+                "the live slot green (1.1.0) fails its health check: GET /healthz answered 502, expected 200".into(),
+            ],
+            ..ok.clone()
+        };
+        assert!(flagged(&web1));
+        assert!(
+            live_line(&web1).starts_with("!! staging      web1 "),
+            "{}",
+            live_line(&web1)
+        );
+        assert_eq!(
+            flag_lines(&web1),
+            [
+                "!!   slot blue runs 1.0.0 (pid 12) but is not live",
+                "!!   the live slot green (1.1.0) fails its health check: GET /healthz answered 502, expected 200",
+            ]
+        );
+        // A gateway from before flags says only that the record and the host disagree.
+        let older = HostRelease {
+            disagrees: true,
+            ..ok
+        };
+        assert!(flagged(&older));
+        assert_eq!(
+            flag_lines(&older),
+            ["!!   the gateway's record and the host disagree"]
+        );
     }
 }

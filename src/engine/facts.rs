@@ -84,6 +84,13 @@ pub struct Slot {
     pub pid: Option<u32>,
 }
 
+impl Slot {
+    /// The release its program file names (see [`cmd::app::release_in_program`]).
+    pub fn release(&self) -> Option<String> {
+        cmd::app::release_in_program(self.conf.as_deref()?)
+    }
+}
+
 /// What the engine knows about a host now.  `None`: not read (or forgotten since).
 #[derive(Clone, Debug, Default)]
 pub struct Facts {

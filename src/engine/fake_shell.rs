@@ -111,26 +111,9 @@ impl State {
             self.running
                 .insert(p.to_string(), (1000 + self.clock as u32, String::new()));
             out(0, format!("{p}: updated process group\n"))
-        } else if l.contains("supervisorctl restart") {
-            out(0, "")
-        } else if l.contains("supervisorctl status '") {
-            let p = after(l, "supervisorctl status '").unwrap_or_default();
-            let p = p.trim_end_matches(":*");
-            let conf = self.files.get(&format!("/etc/supervisor/conf.d/{p}.conf"));
-            let copies: u32 = conf
-                .and_then(|c| c.lines().find_map(|l| l.strip_prefix("numprocs=")))
-                .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(1);
-            match self.running.get(p) {
-                Some((pid, _)) => out(
-                    0,
-                    (0..copies)
-                        .map(|i| format!("{p}:{p}-{i} RUNNING pid {}, uptime 0:00:01\n", pid + i))
-                        .collect::<String>(),
-                ),
-                None => out(0, String::new()),
-            }
-        } else if l.starts_with("rm -f ") || l.contains("static") && l.starts_with("sudo -n sh -c")
+        } else if l.contains("supervisorctl restart")
+            || l.starts_with("rm -f ")
+            || l.contains("static") && l.starts_with("sudo -n sh -c")
         {
             out(0, "")
         } else if l.contains("then echo complete; elif") {
@@ -276,12 +259,13 @@ impl State {
         out(0, format!("{program}: started\n"))
     }
 
-    /// A probe of a slot's socket (`Some(<slot>@<v>.sock>)`) or through nginx (None):
-    /// nginx connects through the live pointer.
+    /// A probe of a slot's socket (`Some(<slot>@<v>.sock>)`), of the live pointer
+    /// (`Some(live.sock)`) or through nginx (None): nginx connects through the live
+    /// pointer.
     fn probe(&self, socket: Option<&str>) -> String {
         let target = match socket {
+            Some("live.sock") | None => self.live.clone(),
             Some(s) => Some(s.to_string()),
-            None => self.live.clone(),
         };
         let Some((slot, _)) = target
             .as_deref()

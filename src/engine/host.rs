@@ -323,3 +323,7 @@ async fn run_steps(run: &mut HostRun<'_>, cancel: &CancelFlag) -> (u32, Ending) 
     }
     (changed, Ending::Finished)
 }
+
+#[cfg(test)]
+#[path = "converge_tests.rs"]
+mod converge_tests;

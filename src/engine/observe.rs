@@ -1,6 +1,18 @@
 //! What runs now: asks each host of an environment which slot is live, which release it
-//! serves and the state of the application's processes, from the host itself (the same
-//! facts a deploy reads), for `deploy status --live`.
+//! serves, the state of the application's processes and whether the live slot answers
+//! its health check, from the host itself (the same facts a deploy reads), for `deploy
+//! status --live`, the dashboard's "Check the hosts" and the gateway's reconcile.
+//!
+//! Two round trips per host: one batch (the live pointer, the slots' program files,
+//! one look at the process manager, and one health check of the live slot through the
+//! live pointer, the socket nginx connects to), then the release each running process
+//! really runs (its own `DEPLOY_RELEASE`, which needs the pids).  The health check is the
+//! deploy's (same path, Host and expected status; [`cmd::http_probe`]) tried once,
+//! without retries: a look, not a gate.
+//!
+//! [`HostView::problems`] says what needs a look on a host: a slot that runs but is not
+//! live (an interrupted job left it; the next job that reaches the host stops it), and a
+//! live slot that fails its health check (stopped by hand, crashed: nginx answers 502).
 
 use std::sync::Arc;
 
@@ -8,7 +20,8 @@ use serde::Serialize;
 
 use super::EngineConfig;
 use super::facts::{Fact, Facts, Reader};
-use super::transport::{Connector, SshConnector, Transport};
+use super::transport::{Connector, Output, SshConnector, Transport};
+use crate::commands::batch::Batch;
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::error::{BackendError, InputError};
 use crate::inventory::{App, Inventory};
@@ -26,6 +39,19 @@ pub struct Process {
     pub pid: Option<u32>,
     /// The release it runs, from its own environment (`DEPLOY_RELEASE`).
     pub release: Option<String>,
+    /// The slot (`blue`/`green`) when this is a web slot's program; None for a copy of
+    /// another process.
+    pub slot: Option<String>,
+}
+
+/// The live slot's health check, tried once through the live pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// It answered the expected status.
+    pub ok: bool,
+    /// What it answered, in the deploy's words (`GET /healthz answered 502, expected
+    /// 200`, `GET /healthz: no answer (within 5s)`).
+    pub said: String,
 }
 
 /// What a host says it runs.
@@ -36,6 +62,47 @@ pub struct HostView {
     /// The release the live slot runs.
     pub version: Option<String>,
     pub processes: Vec<Process>,
+    /// None when nothing is live, or on a host from before the socket switch (no live
+    /// pointer to probe through).
+    pub health: Option<Health>,
+}
+
+impl HostView {
+    /// What needs a look on this host, one sentence each: every slot that runs but is
+    /// not live, and a live slot that fails its health check.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.processes {
+            let Some(slot) = &p.slot else { continue };
+            if p.pid.is_none() || Some(slot) == self.live_slot.as_ref() {
+                continue;
+            }
+            let release = p
+                .release
+                .as_deref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default();
+            let pid = p.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            out.push(format!(
+                "slot {slot} runs{release}{pid} but is not live: left running by an interrupted job; \
+                 the next deploy, rollback or restart stops it"
+            ));
+        }
+        if let (Some(h), Some(slot)) = (&self.health, &self.live_slot)
+            && !h.ok
+        {
+            let release = self
+                .version
+                .as_deref()
+                .map(|v| format!(" ({v})"))
+                .unwrap_or_default();
+            out.push(format!(
+                "the live slot {slot}{release} fails its health check: {}",
+                h.said
+            ));
+        }
+        out
+    }
 }
 
 /// One host's answer, or why there was none (unreachable, refused, timed out: retryable
@@ -93,7 +160,8 @@ pub async fn observe_with(
     Ok(futures_util::future::join_all(asks).await)
 }
 
-async fn ask(
+/// One host's view over `conn` (two round trips, see the module's docs).
+pub(crate) async fn ask(
     conn: &dyn Transport,
     cfg: &EngineConfig,
     app: &App,
@@ -110,36 +178,99 @@ async fn ask(
         pm,
         uv_sha256: None,
     };
-    let mut facts = Facts::default();
-    for f in [Fact::Live, Fact::Slots] {
-        let mut outs = Vec::new();
-        for c in reader.commands(f) {
-            outs.push(conn.exec(&c, cfg.command_timeout, &mut |_, _| {}).await?);
-        }
+    let facts = [Fact::Live, Fact::Slots];
+    let mut cmds: Vec<RemoteCmd> = facts.iter().flat_map(|f| reader.commands(*f)).collect();
+    let all_status = cmds.len() - 1;
+    cmds.push(health_probe(app, &paths));
+    let outs = read_batch(conn, cfg, &cmds).await?;
+    let mut known = Facts::default();
+    let mut at = 0;
+    for f in facts {
+        let n = reader.commands(f).len();
         reader
-            .store(&mut facts, f, &outs)
+            .store(&mut known, f, &outs[at..at + n])
             .map_err(BackendError::permanent)?;
+        at += n;
     }
-    let live = facts.live().map_err(BackendError::permanent)?;
+    let live = known.live().map_err(BackendError::permanent)?;
     let mut processes: Vec<Process> = (0..SLOTS.len())
-        .map(|i| {
-            process(
+        .map(|i| Process {
+            slot: Some(SLOTS[i].to_string()),
+            ..process(
                 pm.program(&app.name, SLOTS[i]),
-                facts.slot(i).ok().and_then(|s| s.pid),
+                known.slot(i).ok().and_then(|s| s.pid),
             )
         })
         .collect();
     for p in &app.runtime.processes {
         let program = pm.program(&app.name, &p.name);
-        let out = read(conn, cfg, pm.group_status(&program)).await?;
-        processes.extend(copies(pm, &program, &out));
+        processes.extend(copies(pm, &program, &outs[all_status].stdout));
     }
     add_releases(conn, cfg, &app.runtime.run_as, &mut processes).await?;
+    let health = (live.slot.is_some() && !live.legacy).then(|| health(app, &outs[at]));
     Ok(HostView {
         live_slot: live.slot.map(|s| SLOTS[s].to_string()),
         version: live.version.clone(),
         processes,
+        health,
     })
+}
+
+/// The deploy's health check (its path, Host, expected status and timeout) through the
+/// live pointer, tried once.
+fn health_probe(app: &App, paths: &AppPaths) -> RemoteCmd {
+    let h = &app.health;
+    let host = cmd::health_host(&app.server_names[0]);
+    let one = cmd::http_probe(Some(&paths.live_socket()), &host, &h.path, h.timeout_secs);
+    cmd::http_probe_until(&one, h.expect_status, 1, 0)
+}
+
+/// The probe's answer (`<status> <attempt>`, see [`cmd::http_probe_until`]).
+fn health(app: &App, out: &Output) -> Health {
+    let h = &app.health;
+    let code = out.stdout.split_whitespace().next().unwrap_or_default();
+    let ok = out.ok() && code == h.expect_status.to_string();
+    let said = if ok {
+        format!("GET {} answered {code}", h.path)
+    } else if code.is_empty() || code == "000" {
+        // Refused at once (nothing listens on the socket) or silent for the timeout.
+        format!("GET {}: no answer (within {}s)", h.path, h.timeout_secs)
+    } else {
+        format!(
+            "GET {} answered {code}, expected {}",
+            h.path, h.expect_status
+        )
+    };
+    Health { ok, said }
+}
+
+/// Read-only commands as one batch: each one's output, in order; a part that did not
+/// run (the batch was cut short) is the host's answer.
+async fn read_batch(
+    conn: &dyn Transport,
+    cfg: &EngineConfig,
+    cmds: &[RemoteCmd],
+) -> Result<Vec<Output>, BackendError> {
+    let batch = Batch::new(cmds, false);
+    let out = conn
+        .exec(&batch.cmd, cfg.command_timeout, &mut |_, _| {})
+        .await?;
+    batch
+        .split(&out.stdout, &out.stderr)
+        .into_iter()
+        .map(|p| match p {
+            Some(p) => Ok(Output {
+                status: p.status,
+                stdout: p.stdout,
+                stderr: p.stderr,
+            }),
+            None => Err(BackendError::permanent(format!(
+                "reading the host failed (exit {}): {}",
+                out.status,
+                out.tail()
+            ))),
+        })
+        .collect()
 }
 
 /// The output of a read-only command; a failure is the host's answer.
@@ -207,6 +338,7 @@ fn process(name: String, pid: Option<u32>) -> Process {
         state: if pid.is_some() { "running" } else { "stopped" }.into(),
         pid,
         release: None,
+        slot: None,
     }
 }
 

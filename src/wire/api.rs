@@ -93,6 +93,11 @@ pub struct HostRelease {
     /// With `?live=true`: the record and the host disagree (version or slot).
     #[serde(default)]
     pub disagrees: bool,
+    /// With `?live=true`: what needs a look on this host, one sentence each (`!!` lines
+    /// in `deploy status --live`, which then exits 8): the record and the host disagree,
+    /// a slot runs that is not live, the live slot fails its health check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// What a host says it runs (`deploy status --live`), or why it did not answer.
@@ -104,9 +109,22 @@ pub struct ObservedHost {
     pub version: Option<String>,
     #[serde(default)]
     pub processes: Vec<ProcessState>,
+    /// The live slot's health check, tried once through the live pointer (none when
+    /// nothing is live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
     /// Set when the host could not be asked: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+}
+
+/// How the live slot answered its health check (`status --live`).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct HealthCheck {
+    /// It answered the expected status.
+    pub ok: bool,
+    /// What it answered (`GET /healthz answered 502, expected 200`).
+    pub said: String,
 }
 
 /// One process of the application on a host.
@@ -120,6 +138,9 @@ pub struct ProcessState {
     /// The release it runs, read from its own environment on the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// `blue` or `green` when it is a web slot's program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
 }
 
 /// `GET /v1/apps/{app}/rollback?env=E`: what `deploy rollback` without `--to` would

@@ -32,7 +32,8 @@ fn status_live(gw: &Gateway, token: &str) -> Vec<(String, Option<String>, Option
         Some(token),
         &["--json", "status", "hello", "-e", "staging", "--live"],
     );
-    assert_eq!(r.code, 0, "{r:?}");
+    // 9: a host is flagged (a disagreement, or the old slot a kill left running).
+    assert!(matches!(r.code, 0 | 9), "{r:?}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
     rows.iter()
         .map(|h| {

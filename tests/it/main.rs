@@ -8,6 +8,7 @@ mod support;
 mod artifacts;
 mod bad_input;
 mod boundaries;
+mod converge;
 mod cron;
 mod dashboard;
 mod day_two;

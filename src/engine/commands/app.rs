@@ -115,6 +115,24 @@ pub fn app_env_prefix(p: &AppPaths, e: &AppEnv) -> String {
     )
 }
 
+/// The release a program file was written for: the `DEPLOY_RELEASE` of its script (see
+/// [`app_env_prefix`]), however often quoted.  `start` writes a slot's file and starts it in
+/// one batch, so a slot that runs, runs the release its file names; `status --live` reads
+/// what a process really runs from its own environment instead
+/// ([`process_releases`]).  None: no file, or none that names a release.
+pub fn release_in_program(file: &str) -> Option<String> {
+    let rest = &file[file.find("DEPLOY_RELEASE=")? + "DEPLOY_RELEASE=".len()..];
+    // Quoted once for the script and again for the file (`'\''1.0!2'\''`): the quotes
+    // go, the version's own characters stay.
+    let rest = rest.trim_start_matches(['\'', '\\', '"']);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '!' | '_' | '-')))
+        .unwrap_or(rest.len());
+    let v = &rest[..end];
+    deploy_wire::names::check_version(v).ok()?;
+    Some(v.to_string())
+}
+
 /// Runs `command` (a shell command line from the inventory or the user's quoted argv)
 /// as the app user in the release's environment, with no TTY and no stdin.  The
 /// command line is one quoted argument of `sh -c`; nothing is pasted.
@@ -279,6 +297,33 @@ mod tests {
             String::from_utf8_lossy(&out.stdout),
             "python -m django migrate; echo 'done'"
         );
+    }
+
+    #[test]
+    fn a_program_file_names_the_release_its_script_runs() {
+        let p = AppPaths::new("hello");
+        for version in ["1.2.0", "1.0!2"] {
+            let e = AppEnv {
+                run_as: "app-hello",
+                version,
+                static_root: None,
+            };
+            let script = program_script(&p, &e, "gunicorn");
+            let file = format!(
+                "[program:hello-blue]\ncommand=/bin/sh -c {}\n",
+                quote(&script)
+            );
+            assert_eq!(
+                release_in_program(&file).as_deref(),
+                Some(version),
+                "{file}"
+            );
+        }
+        assert_eq!(
+            release_in_program("[program:hello-blue]\ncommand=true\n"),
+            None
+        );
+        assert_eq!(release_in_program("DEPLOY_RELEASE=$(reboot)"), None);
     }
 
     #[test]

@@ -51,13 +51,11 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn apply(&self, program: &str) -> RemoteCmd;
     /// Restarts every copy gracefully (TERM, wait, start).
     fn restart_all(&self, program: &str) -> RemoteCmd;
-    /// Prints the state of every copy of a process's program; never fails.
-    fn group_status(&self, program: &str) -> RemoteCmd;
     /// Prints the state of every program on the host, in one command (one look at the
     /// process manager per snapshot, however many programs the app has); never fails.
     fn status_all(&self) -> RemoteCmd;
-    /// Every program (or copy of one) that the output of [`Self::status_all`] or
-    /// [`Self::group_status`] describes, in its order.  What describes none (an error
+    /// Every program (or copy of one) that the output of [`Self::status_all`]
+    /// describes, in its order.  What describes none (an error
     /// about a program that does not exist, a process manager that is down) is left out.
     fn parse_status(&self, output: &str) -> Vec<ProgramStatus>;
 }

@@ -73,13 +73,6 @@ impl ProcessManager for Supervisord {
         on_socket(&fast, &slow)
     }
 
-    fn group_status(&self, program: &str) -> RemoteCmd {
-        RemoteCmd::new(format!(
-            "sudo -n supervisorctl status {} || true",
-            group(program)
-        ))
-    }
-
     /// Asks the running supervisord itself (its XML-RPC `getAllProcessInfo` on the unix
     /// socket, with curl): no Python starts on the host for a look (`supervisorctl`
     /// costs about 130 ms of CPU per call).  Falls back to `supervisorctl status` where

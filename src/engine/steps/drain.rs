@@ -1,6 +1,7 @@
 //! `drain`: the slot that served before this job is stopped after `drain_secs` (its
 //! in-flight requests finish: nginx sends it nothing new since the switch); any other
-//! slot that is not live (left running by an interrupted or failed job) is stopped now.
+//! slot that is not live is stopped now (`start` has stopped those an interrupted job
+//! left running; this is the last look, for a playbook that has no `start`).
 
 use std::time::Duration;
 
@@ -12,8 +13,11 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     // What is live once this job is done: the slot `start` chose (in check mode the
     // pointer has not moved yet), else the pointer.
     let live = st.target.or(f.live()?.slot);
+    // In check mode the facts are the snapshot: a leftover `start` said it would stop
+    // is not said twice.
+    let said = |s: &usize| v.check() && st.leftovers.contains(s);
     let strays: Vec<usize> = (0..2)
-        .filter(|s| Some(*s) != live && f.slot(*s).is_ok_and(|x| x.pid.is_some()))
+        .filter(|s| Some(*s) != live && f.slot(*s).is_ok_and(|x| x.pid.is_some()) && !said(s))
         .collect();
     if strays.is_empty() {
         return Ok(Decision::Done(Report::ok("no slot but the live one runs")));

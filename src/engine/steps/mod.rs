@@ -66,6 +66,10 @@ pub struct HostState {
     pub target: Option<usize>,
     /// The slot that was live before, if this job moves traffic away from it.
     pub old_slot: Option<usize>,
+    /// Slots that were not live yet ran when `start` decided: left running by an
+    /// interrupted job.  `start` stops them (in check mode: says it would, and `drain`
+    /// does not say it again).
+    pub leftovers: Vec<usize>,
     /// The release that was live before this job.
     pub previous: Option<String>,
     /// What the host serves now, as far as this job knows (set by each switch).

@@ -216,6 +216,124 @@ fn start_uses_the_idle_slot_when_something_changed_and_stops_it_on_failure() {
     assert_eq!(st.target, Some(1));
 }
 
+/// `f` with `slot` running (pid 7) from a program file for `release`: a slot an
+/// interrupted job left running.
+fn left_running(mut f: Facts, slot: usize, release: &str) -> Facts {
+    f.slots.as_mut().unwrap()[slot] = Slot {
+        conf: Some(format!(
+            "[program:hello-x]\ncommand=/bin/sh -c 'export DEPLOY_RELEASE={release} && exec gunicorn'\n"
+        )),
+        pid: Some(7),
+    };
+    f
+}
+
+#[test]
+fn start_stops_a_slot_an_interrupted_job_left_running_and_says_so() {
+    // Blue serves 1.1.0 unchanged; green still runs 1.0.0 (the job that switched away
+    // from it never drained it).
+    let p = plan(false, false);
+    let f = left_running(settled(&p), 1, "1.0.0");
+    let mut st = HostState::default();
+    let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
+    let Decision::Act { report, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert_eq!(report.status, StepStatus::Changed);
+    assert_eq!(
+        report.reason,
+        "stopped slot green (1.0.0), left running by an interrupted job; \
+         hello-blue runs 1.1.0 (pid 42); nothing it depends on changed"
+    );
+    assert_eq!(lines(&d), [Supervisord.stop("hello-green").line]);
+    assert_eq!(
+        (st.target, st.old_slot, st.leftovers.clone()),
+        (Some(0), None, vec![1])
+    );
+    // Check mode only says it, once: `drain` does not say it again.
+    let check = plan(true, false);
+    let mut st = HostState::default();
+    let d = with(&check, |v| decide(Step::Start, v, &f, &mut st));
+    assert!(
+        matches!(&d, Decision::Done(r) if r.status == StepStatus::Changed
+            && r.reason.starts_with("would stop slot green (1.0.0), left running by an interrupted job; hello-blue runs")),
+        "{d:?}"
+    );
+    let d = with(&check, |v| decide(Step::Drain, v, &f, &mut st));
+    assert!(
+        matches!(&d, Decision::Done(r) if r.status == StepStatus::Ok),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn a_leftover_in_the_idle_slot_is_stopped_before_the_release_starts_there() {
+    // An interrupted deploy of 1.1.0 started it in green and never switched.
+    let p = plan(false, false);
+    let mut f = left_running(settled(&p), 1, "1.1.0");
+    f.live.as_mut().unwrap().version = Some("1.0.0".into());
+    f.slots.as_mut().unwrap()[0].conf = Some("old program".into());
+    let mut st = HostState::default();
+    let d = with(&p, |v| decide(Step::Start, v, &f, &mut st));
+    let Decision::Act { report, .. } = &d else {
+        panic!("{d:?}")
+    };
+    assert!(
+        report.reason.starts_with(
+            "stopped slot green (1.1.0), left running by an interrupted job; started 1.1.0 in hello-green"
+        ),
+        "{report:?}"
+    );
+    let l = lines(&d);
+    assert_eq!(l[0], Supervisord.stop("hello-green").line, "stopped first");
+    assert!(
+        l[1].contains("/etc/supervisor/conf.d/hello-green.conf"),
+        "{l:?}"
+    );
+    assert_eq!((st.target, st.old_slot), (Some(1), Some(0)));
+    let check = plan(true, false);
+    let d = with(&check, |v| {
+        decide(Step::Start, v, &f, &mut HostState::default())
+    });
+    assert!(
+        matches!(&d, Decision::Done(r) if r.reason.starts_with(
+            "would stop slot green (1.1.0), left running by an interrupted job; would start 1.1.0 in hello-green")),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn only_a_running_slot_that_is_not_live_is_a_leftover() {
+    let p = plan(false, false);
+    let f = settled(&p);
+    assert_eq!(
+        super::start::leftovers(&f),
+        Ok(vec![]),
+        "the live slot never is"
+    );
+    let d = with(&p, |v| {
+        decide(Step::Start, v, &f, &mut HostState::default())
+    });
+    assert!(
+        matches!(&d, Decision::Done(r) if !r.reason.contains("interrupted")),
+        "{d:?}"
+    );
+    // No live pointer (a first deploy that never switched): whatever runs is left over.
+    let mut f = settled(&p);
+    f.live = Some(Live::default());
+    assert_eq!(super::start::leftovers(&f), Ok(vec![0]));
+    // A program file that names no release: the slot is named alone.
+    let mut f = left_running(settled(&p), 1, "1.0.0");
+    f.slots.as_mut().unwrap()[1].conf = None;
+    let d = with(&p, |v| {
+        decide(Step::Start, v, &f, &mut HostState::default())
+    });
+    assert!(
+        matches!(&d, Decision::Act { report, .. } if report.reason.starts_with("stopped slot green, left running")),
+        "{d:?}"
+    );
+}
+
 #[test]
 fn switch_is_one_rename_of_the_live_pointer_and_never_reloads_nginx() {
     let p = plan(false, false);

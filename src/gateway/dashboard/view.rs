@@ -71,6 +71,9 @@ pub struct Cell {
     pub drift: bool,
     /// With a live check: the version the host says it serves.
     pub observed: Option<String>,
+    /// With a live check: what needs a look on this host, the gateway's words (the
+    /// same `!!` lines as `deploy status --live`).
+    pub flags: Vec<String>,
 }
 
 /// One application's environment in the matrix.
@@ -101,6 +104,7 @@ pub fn matrix(app: &str, rows: &[HostRelease]) -> Vec<EnvRow> {
             odd: h.version.as_deref() != release.as_deref(),
             drift: h.disagrees,
             observed: h.observed.as_ref().and_then(|o| o.version.clone()),
+            flags: h.flags.clone(),
         };
         EnvRow {
             app: app.to_string(),
@@ -162,6 +166,31 @@ mod tests {
             !m[1].hosts[0].odd,
             "a host with nothing, in an environment with nothing"
         );
+    }
+
+    #[test]
+    fn a_live_check_shows_each_hosts_flags_beside_it() {
+        let mut web1 = rel("production", "web1", Some("2.0"));
+        web1.flags = vec!["slot blue runs 1.0 (pid 7) but is not live: <left>".into()];
+        let rows = [web1, rel("production", "web2", Some("2.0"))];
+        let m = matrix("hello", &rows);
+        assert_eq!(m[0].hosts[0].flags, rows[0].flags);
+        assert!(m[0].hosts[1].flags.is_empty());
+        let html = render(
+            "matrix.html",
+            serde_json::json!({ "rows": m, "running": [], "live": true, "viewer": {} }),
+        );
+        assert!(
+            html.contains("class=\"cell flagged\" data-host=\"web1\""),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                "<li class=\"flag\" data-host=\"web1\">!! web1: slot blue runs 1.0 (pid 7) but is not live: &lt;left&gt;</li>"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("data-host=\"web2\">!!"), "{html}");
     }
 
     #[test]

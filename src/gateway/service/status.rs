@@ -1,11 +1,14 @@
 //! `status`: which release each host serves by the gateway's record (the live row
 //! written on each `switched` event; the ledger for hosts switched before that record
-//! existed) and, with `live`, what the host itself says (`engine::observe`), marking
-//! every host where the two disagree.
+//! existed) and, with `live`, what the host itself says (`engine::observe`), with the
+//! host's flags: what needs a look, one sentence each (the record and the host
+//! disagree; the host's own problems, `HostView::problems`: a slot that runs but is not
+//! live, a live slot that fails its health check).  The CLI prints them as `!!` lines
+//! and the dashboard beside the host: both show these words, made once here.
 
 use std::sync::Arc;
 
-use deploy_wire::api::{HostRelease, ObservedHost, ProcessState};
+use deploy_wire::api::{HealthCheck, HostRelease, ObservedHost, ProcessState};
 
 use super::{JobService, Result, ServiceError};
 use crate::engine::observe::{HostView, Observed};
@@ -27,8 +30,13 @@ pub fn observed_host(view: &std::result::Result<HostView, BackendError>) -> Obse
                     state: p.state.clone(),
                     pid: p.pid,
                     release: p.release.clone(),
+                    slot: p.slot.clone(),
                 })
                 .collect(),
+            health: v.health.as_ref().map(|h| HealthCheck {
+                ok: h.ok,
+                said: h.said.clone(),
+            }),
             unreachable: None,
         },
         Err(e) => ObservedHost {
@@ -51,6 +59,20 @@ pub fn disagrees(record: &HostRelease, seen: &ObservedHost) -> bool {
         _ => false,
     };
     record.version != seen.version || slot_differs
+}
+
+/// The words of a disagreement: what the record says and what the host serves.
+pub fn disagreement(record: &HostRelease, seen: &ObservedHost) -> String {
+    let say = |version: &Option<String>, slot: &Option<String>| match (version, slot) {
+        (Some(v), Some(s)) => format!("{v} ({s})"),
+        (Some(v), None) => v.clone(),
+        (None, _) => "nothing".to_string(),
+    };
+    format!(
+        "the gateway's record says {}, the host serves {}",
+        say(&record.version, &record.slot),
+        say(&seen.version, &seen.live_slot)
+    )
 }
 
 /// One host's record: the live row, else the ledger's last good deploy.
@@ -147,12 +169,19 @@ impl JobService {
     }
 }
 
-/// Puts each host's answer on its row and marks disagreements.
+/// Puts each host's answer on its row, with its flags.
 fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
     for o in seen {
         if let Some(r) = rows.iter_mut().find(|r| r.env == env && r.host == o.host) {
             let host = observed_host(&o.view);
             r.disagrees = disagrees(r, &host);
+            r.flags = Vec::new();
+            if r.disagrees {
+                r.flags.push(disagreement(r, &host));
+            }
+            if let Ok(v) = &o.view {
+                r.flags.extend(v.problems());
+            }
             r.observed = Some(host);
         }
     }
@@ -161,7 +190,7 @@ fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::observe::Process;
+    use crate::engine::observe::{Health, Process};
 
     fn recorded(version: &str, slot: Option<&str>) -> HostRelease {
         HostRelease {
@@ -185,7 +214,9 @@ mod tests {
                 state: "running".into(),
                 pid: Some(42),
                 release: version.map(str::to_string),
+                slot: Some("blue".into()),
             }],
+            health: None,
         })
     }
 
@@ -223,5 +254,76 @@ mod tests {
         let seen = observed_host(&Err(BackendError::retryable("web1 stopped answering")));
         assert_eq!(seen.unreachable.as_deref(), Some("web1 stopped answering"));
         assert!(!disagrees(&recorded("2.0", Some("blue")), &seen));
+    }
+
+    #[test]
+    fn each_flag_of_a_host_is_one_sentence_on_its_row() {
+        let mut rows = vec![recorded("2.0", Some("blue"))];
+        let healthy = Health {
+            ok: true,
+            said: "GET /healthz answered 200".into(),
+        };
+        let seen = |view: std::result::Result<HostView, BackendError>| {
+            vec![Observed {
+                host: "web1".into(),
+                view,
+            }]
+        };
+        let mut v = view(Some("2.0"), Some("blue")).unwrap();
+        v.health = Some(healthy.clone());
+        mark(&mut rows, "production", &seen(Ok(v.clone())));
+        assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
+        assert_eq!(
+            rows[0]
+                .observed
+                .as_ref()
+                .unwrap()
+                .health
+                .as_ref()
+                .unwrap()
+                .said,
+            healthy.said
+        );
+        assert_eq!(
+            rows[0].observed.as_ref().unwrap().processes[0]
+                .slot
+                .as_deref(),
+            Some("blue")
+        );
+        // Green runs 1.0 but is not live; the live slot answers 502; the record says 1.9.
+        v.processes.push(Process {
+            name: "hello-green".into(),
+            state: "running".into(),
+            pid: Some(7),
+            release: Some("1.0".into()),
+            slot: Some("green".into()),
+        });
+        v.health = Some(Health {
+            ok: false,
+            said: "GET /healthz answered 502, expected 200".into(),
+        });
+        rows[0].version = Some("1.9".into());
+        mark(&mut rows, "production", &seen(Ok(v)));
+        assert!(rows[0].disagrees);
+        assert_eq!(
+            rows[0].flags,
+            [
+                "the gateway's record says 1.9 (blue), the host serves 2.0 (blue)",
+                "slot green runs 1.0 (pid 7) but is not live: left running by an interrupted job; \
+                 the next deploy, rollback or restart stops it",
+                "the live slot blue (2.0) fails its health check: GET /healthz answered 502, expected 200",
+            ]
+        );
+        // An unreachable host has no flag: it says why it did not answer instead.
+        mark(
+            &mut rows,
+            "production",
+            &seen(Err(BackendError::retryable("web1 stopped answering"))),
+        );
+        assert!(
+            rows[0].flags.is_empty() && !rows[0].disagrees,
+            "{:?}",
+            rows[0]
+        );
     }
 }
