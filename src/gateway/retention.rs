@@ -1,6 +1,7 @@
-//! Retention: finished jobs, their events and audit rows older than `[retention] days`
-//! are pruned at start-up and then every hour.  The ledger, the live record and the
-//! deploy history (what rollbacks choose from) are kept.
+//! Retention: finished jobs, their events and notifications, and audit rows older than
+//! `[retention] days` are pruned at start-up and then every hour, and so are expired
+//! dashboard sessions.  The ledger, the live record and the deploy history (what
+//! rollbacks choose from) are kept.
 
 use std::time::Duration;
 
@@ -9,16 +10,25 @@ use super::store::{Db, Pruned, StoreError, now_ms};
 /// How often the gateway prunes.
 pub const EVERY: Duration = Duration::from_secs(3600);
 
-/// One pass: removes what is older than `days`.
+/// One pass: removes what is older than `days`, and the sessions that have expired.
 pub async fn prune(db: &Db, days: u64) -> Result<Pruned, StoreError> {
-    let before = now_ms().saturating_sub(days.saturating_mul(86_400_000));
-    let pruned = db.call(move |s| s.prune(before)).await?;
+    let now = now_ms();
+    let before = now.saturating_sub(days.saturating_mul(86_400_000));
+    let pruned = db
+        .call(move |s| {
+            let mut pruned = s.prune(before)?;
+            pruned.sessions = s.prune_sessions(now)?;
+            Ok(pruned)
+        })
+        .await?;
     if pruned != Pruned::default() {
         tracing::info!(
-            "retention ({days} days): pruned {} job(s), {} event(s), {} audit row(s)",
+            "retention ({days} days): pruned {} job(s), {} event(s), {} notification(s), {} audit row(s), {} expired session(s)",
             pruned.jobs,
             pruned.events,
-            pruned.audit
+            pruned.deliveries,
+            pruned.audit,
+            pruned.sessions
         );
     }
     Ok(pruned)

@@ -1,5 +1,6 @@
 //! The gateway's state behind one trait: jobs and their ordered events, the release
-//! ledger, (application, environment) locks, token hashes and the audit trail.
+//! ledger, (application, environment) locks, token hashes, the audit trail, the
+//! notification outbox and dashboard sessions (their rows: `outbox.rs`).
 //!
 //! Decision: the trait is synchronous and async code reaches it through [`Db::call`],
 //! which runs the closure on a blocking thread.  The queries are written once
@@ -8,10 +9,12 @@
 //! database crate.  SQLite is for one gateway; PostgreSQL may be shared by several,
 //! which agree through row locks, `ON CONFLICT` claims and leases (ARCHITECTURE.md).
 
+mod outbox;
 mod postgres;
 mod queries;
 mod queries_access;
 mod queries_leases;
+mod queries_outbox;
 mod queries_pipeline;
 mod queries_schedules;
 pub mod sql;
@@ -24,6 +27,7 @@ use deploy_wire::api::{AuditEntry, JobInfo, JobState, LedgerEntry};
 use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
+pub use outbox::{Attempted, Delivery, DeliveryState, NewDelivery, SessionRow};
 pub use queries::SqlStore;
 
 /// Where the state lives (`database` in gateway.toml).
@@ -212,6 +216,10 @@ pub struct Pruned {
     pub jobs: u64,
     pub events: u64,
     pub audit: u64,
+    /// Notifications of the pruned jobs (whatever their state).
+    pub deliveries: u64,
+    /// Expired dashboard sessions (`prune_sessions`, in the same retention pass).
+    pub sessions: u64,
 }
 
 /// Who holds an (application, environment) lock, and with which job.
@@ -441,9 +449,47 @@ pub trait Store: Send + Sync {
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.
     fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
-    /// Removes finished jobs (and their events) and audit rows older than `before_ms`.
-    /// The ledger, the live rows and the deploy history are kept.
+    /// Removes finished jobs (and their events and notifications) and audit rows older
+    /// than `before_ms`.  The ledger, the live rows and the deploy history are kept.
     fn prune(&self, before_ms: u64) -> Result<Pruned>;
+
+    /// Writes notifications to the outbox, pending and due at their `due_ms`; a key
+    /// already there is left as it is.  How many were new.
+    fn add_deliveries(&self, rows: &[NewDelivery]) -> Result<u64>;
+    /// Claims up to `limit` pending notifications of `routes` due at `now_ms` (none of a
+    /// job another process runs): each counts an attempt and is held by `owner` until
+    /// `until_ms`, after which it is due again unless its outcome was recorded.  A row is
+    /// claimed by one caller at a time, however many gateways ask at once.
+    fn claim_deliveries(
+        &self,
+        owner: &str,
+        routes: &[String],
+        now_ms: u64,
+        until_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>>;
+    /// Records how attempt `attempt` of a notification ended (and its payload, when the
+    /// attempt completed it); false, and nothing changed, if the row is no longer
+    /// pending with that attempt (a later claim took it: the claim had expired).
+    fn record_delivery(
+        &self,
+        id: &str,
+        attempt: u32,
+        outcome: &Attempted,
+        payload: Option<&str>,
+    ) -> Result<bool>;
+    /// A job's notifications, by when they were written, then by key.
+    fn deliveries(&self, job_id: &str) -> Result<Vec<Delivery>>;
+
+    /// Stores a dashboard session under the hash of its id, dropping expired ones (as of
+    /// its `created_ms`) and, past `max` sessions, those that end first.
+    fn create_session(&self, hash: &str, row: &SessionRow, max: u32) -> Result<()>;
+    /// The session with this hash, unless it has expired at `now_ms`.
+    fn session(&self, hash: &str, now_ms: u64) -> Result<Option<SessionRow>>;
+    /// Ends a session (sign-out, or its token is no longer valid); false if there was none.
+    fn end_session(&self, hash: &str) -> Result<bool>;
+    /// Removes the sessions expired at `now_ms`; how many.
+    fn prune_sessions(&self, now_ms: u64) -> Result<u64>;
 }
 
 /// A shared handle on the store: synchronous through `Deref`, async through `call`.

@@ -109,6 +109,18 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN epoch BIGINT;
      CREATE TABLE epochs (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
      INSERT INTO epochs (id, value) VALUES (1, 0);",
+    // version 8 (to be 9 at merge): the notification outbox and dashboard sessions
+    "CREATE TABLE outbox (
+        id TEXT PRIMARY KEY, job_id TEXT NOT NULL, notice TEXT NOT NULL, route TEXT NOT NULL,
+        payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL,
+        next_ms BIGINT NOT NULL, claimed_by TEXT, last_error TEXT,
+        created_ms BIGINT NOT NULL, done_ms BIGINT);
+     CREATE INDEX outbox_due ON outbox (state, next_ms);
+     CREATE INDEX outbox_job ON outbox (job_id);
+     CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, expires_ms BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL);
+     CREATE INDEX sessions_expiry ON sessions (expires_ms);",
 ];
 
 /// A connection and the statements prepared on it.
@@ -438,6 +450,10 @@ impl Backend for Postgres {
         }
         tracing::warn!("the session that held this gateway's id is gone; taking the id again");
         self.hold_identity(owner)
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        "FOR UPDATE OF o SKIP LOCKED"
     }
 
     fn clock_query(&self) -> Option<&'static str> {

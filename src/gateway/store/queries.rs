@@ -9,6 +9,7 @@ use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
 use super::queries_access as access;
 use super::queries_leases as leases;
+use super::queries_outbox as outbox;
 use super::queries_pipeline as pipeline;
 use super::queries_schedules as schedules;
 use super::sql::{Backend, Conn, Row, SqlError, SqlResult, in_scope, vals};
@@ -119,6 +120,11 @@ fn store_final(c: &mut dyn Conn, id: &str, seq: u64, event: &deploy_wire::Event)
 impl<B: Backend> SqlStore<B> {
     pub fn new(b: B) -> SqlStore<B> {
         SqlStore { b }
+    }
+
+    /// The backend (for the few words of SQL it spells its own way).
+    pub(super) fn backend(&self) -> &B {
+        &self.b
     }
 
     /// Runs `f` statement by statement; `doing` names the operation in errors.
@@ -528,6 +534,51 @@ impl<B: Backend> Store for SqlStore<B> {
         leases::cancel_requests(self, owner)
     }
 
+    fn add_deliveries(&self, rows: &[super::NewDelivery]) -> Result<u64> {
+        outbox::add(self, rows)
+    }
+
+    fn claim_deliveries(
+        &self,
+        owner: &str,
+        routes: &[String],
+        now_ms: u64,
+        until_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<super::Delivery>> {
+        outbox::claim(self, owner, routes, now_ms, until_ms, limit)
+    }
+
+    fn record_delivery(
+        &self,
+        id: &str,
+        attempt: u32,
+        outcome: &super::Attempted,
+        payload: Option<&str>,
+    ) -> Result<bool> {
+        outbox::record(self, id, attempt, outcome, payload)
+    }
+
+    fn deliveries(&self, job_id: &str) -> Result<Vec<super::Delivery>> {
+        outbox::of_job(self, job_id)
+    }
+
+    fn create_session(&self, hash: &str, row: &super::SessionRow, max: u32) -> Result<()> {
+        outbox::create_session(self, hash, row, max)
+    }
+
+    fn session(&self, hash: &str, now_ms: u64) -> Result<Option<super::SessionRow>> {
+        outbox::session(self, hash, now_ms)
+    }
+
+    fn end_session(&self, hash: &str) -> Result<bool> {
+        outbox::end_session(self, hash)
+    }
+
+    fn prune_sessions(&self, now_ms: u64) -> Result<u64> {
+        outbox::prune_sessions(self, now_ms)
+    }
+
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()> {
         self.write("writing the audit trail", |c| {
             c.exec(
@@ -568,6 +619,9 @@ mod tests_access;
 #[cfg(test)]
 #[path = "store_tests_leases.rs"]
 mod tests_leases;
+#[cfg(test)]
+#[path = "store_tests_outbox.rs"]
+mod tests_outbox;
 #[cfg(test)]
 #[path = "store_tests_pipeline.rs"]
 mod tests_pipeline;

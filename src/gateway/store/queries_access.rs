@@ -1,5 +1,6 @@
 //! The store's queries of versions 2 and 3 of the schema: the live record, the deploy
-//! history, tokens (scopes, expiry, last use, the `run` right) and retention.  Part of
+//! history, tokens (scopes, expiry, last use, the `run` right) and retention (with the
+//! notifications of the jobs it prunes).  Part of
 //! `queries.rs`'s `Store` impl.
 
 use super::queries::SqlStore;
@@ -178,11 +179,21 @@ pub(super) fn prune<B: Backend>(s: &SqlStore<B>, before_ms: u64) -> Result<Prune
             &format!("DELETE FROM events WHERE job_id IN ({old})"),
             vals![before_ms],
         )?;
+        let deliveries = c.exec(
+            &format!("DELETE FROM outbox WHERE job_id IN ({old})"),
+            vals![before_ms],
+        )?;
         let jobs = c.exec(
             "DELETE FROM jobs WHERE state != 'running' AND COALESCE(finished_ms, created_ms) < $1",
             vals![before_ms],
         )?;
         let audit = c.exec("DELETE FROM audit WHERE ts_ms < $1", vals![before_ms])?;
-        Ok(Pruned { jobs, events, audit })
+        Ok(Pruned {
+            jobs,
+            events,
+            audit,
+            deliveries,
+            sessions: 0,
+        })
     })
 }

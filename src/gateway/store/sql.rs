@@ -210,6 +210,13 @@ pub trait Backend: Send + Sync {
         Ok(true)
     }
 
+    /// What ends a subquery that picks rows to claim, so that racing claimers skip
+    /// each other's rows instead of waiting on them (and never deadlock): PostgreSQL's
+    /// `FOR UPDATE SKIP LOCKED`; nothing where one writer runs at a time (SQLite).
+    fn skip_locked(&self) -> &'static str {
+        ""
+    }
+
     /// The query that reads the database's clock in ms since the epoch; None: the
     /// database is a file on this machine, whose clock is this process's.
     fn clock_query(&self) -> Option<&'static str> {

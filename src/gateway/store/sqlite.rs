@@ -98,6 +98,20 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN epoch INTEGER;
      CREATE TABLE epochs (id INTEGER PRIMARY KEY, value INTEGER NOT NULL);
      INSERT INTO epochs (id, value) VALUES (1, 0);",
+    // version 8 (to be renumbered 9 at merge, after the followed CI builds' table): the
+    // notification outbox (one row per notice and route, keyed by its idempotency key)
+    // and dashboard sessions (under the hash of their id).
+    "CREATE TABLE outbox (
+        id TEXT PRIMARY KEY, job_id TEXT NOT NULL, notice TEXT NOT NULL, route TEXT NOT NULL,
+        payload TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,
+        next_ms INTEGER NOT NULL, claimed_by TEXT, last_error TEXT,
+        created_ms INTEGER NOT NULL, done_ms INTEGER);
+     CREATE INDEX outbox_due ON outbox (state, next_ms);
+     CREATE INDEX outbox_job ON outbox (job_id);
+     CREATE TABLE sessions (
+        hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, expires_ms INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL);
+     CREATE INDEX sessions_expiry ON sessions (expires_ms);",
 ];
 
 pub struct Sqlite {

@@ -24,7 +24,7 @@
 //!   `tokens_keep_read_scopes_expiry_last_use_and_the_run_right`; tokens, revoke_token:
 //!   `a_revoked_token_is_listed_but_never_found_again`; audit, audit_log:
 //!   `the_audit_trail_is_newest_first_within_its_limit`; prune:
-//!   `retention_prunes_old_finished_jobs_their_events_and_audit_rows_only`;
+//!   `retention_prunes_old_finished_jobs_their_events_notifications_and_audit_rows_only`;
 //! - `store_tests_pipeline.rs`: add_build, build_of_commit, build_of_version, builds:
 //!   `builds_are_found_by_commit_and_by_version_newest_first_per_app`; set_job_artifact,
 //!   job_artifact:
@@ -50,7 +50,17 @@
 //!   `an_interrupted_job_gets_its_final_event_in_the_same_transaction`;
 //!   request_cancel, cancel_requests:
 //!   `a_cancel_asked_elsewhere_waits_in_the_row_for_the_jobs_own_process`; start_job
-//!   raced on two handles: `twenty_racing_starts_on_two_handles_take_one_lock`.
+//!   raced on two handles: `twenty_racing_starts_on_two_handles_take_one_lock`;
+//! - `store_tests_outbox.rs`: add_deliveries, deliveries, claim_deliveries:
+//!   `a_notification_is_written_once_per_key_and_claimed_when_due_for_known_routes`;
+//!   record_delivery:
+//!   `an_attempt_is_recorded_only_by_its_claim_and_a_retry_is_due_again_at_its_time`;
+//!   claims of several gateways:
+//!   `a_dead_claimers_notification_is_due_again_when_its_claim_ends`,
+//!   `a_job_running_elsewhere_keeps_its_notifications_for_its_own_process`,
+//!   `racing_claims_on_two_handles_send_each_notification_once`; create_session,
+//!   session, end_session, prune_sessions:
+//!   `a_session_is_found_by_its_hash_until_it_expires_or_ends_and_stays_bounded`.
 
 use super::super::postgres::Postgres;
 use super::super::sql::{Backend, vals};
@@ -183,6 +193,7 @@ fn every_store_method_is_named_by_a_contract_test() {
         include_str!("store_tests_pipeline.rs"),
         include_str!("store_tests_schedules.rs"),
         include_str!("store_tests_leases.rs"),
+        include_str!("store_tests_outbox.rs"),
     ]
     .into_iter()
     .flat_map(code)

@@ -284,7 +284,7 @@ fn the_audit_trail_is_newest_first_within_its_limit() {
 }
 
 #[test]
-fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
+fn retention_prunes_old_finished_jobs_their_events_notifications_and_audit_rows_only() {
     each(|at| {
         let s = Db::open(at).unwrap();
         let l = lease("g");
@@ -297,6 +297,15 @@ fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
             .unwrap()
             .unwrap();
         s.append_events(&[event("running", 1, "{}")]).unwrap();
+        let note = |job: &str| super::super::NewDelivery {
+            id: format!("{job}.started.hook"),
+            job_id: job.into(),
+            notice: "started".into(),
+            route: "hook".into(),
+            payload: "{}".into(),
+            due_ms: 0,
+        };
+        s.add_deliveries(&[note("old"), note("running")]).unwrap();
         s.audit("ann", "deploy", "x", "accepted").unwrap();
         s.add_ledger(&entry("old", "hello", "staging", "web1", "1.0.0"))
             .unwrap();
@@ -327,10 +336,14 @@ fn retention_prunes_old_finished_jobs_their_events_and_audit_rows_only() {
             Pruned {
                 jobs: 1,
                 events: 3, // its two, and the final one its end stored
-                audit: 1
+                audit: 1,
+                deliveries: 1,
+                sessions: 0,
             }
         );
         assert!(s.job("old").unwrap().is_none());
+        assert!(s.deliveries("old").unwrap().is_empty());
+        assert_eq!(s.deliveries("running").unwrap().len(), 1);
         assert!(s.events_after("old", 0, 10).unwrap().is_empty());
         assert!(s.audit_log(10).unwrap().is_empty());
         assert!(s.job("running").unwrap().is_some(), "a running job stays");
