@@ -46,6 +46,11 @@ pub async fn run(
     let svc = JobService::new(Jobs::new(db, settings));
     // Its job's lease, renewed while it runs (gateways sharing the database see it alive).
     super::job_life::spawn(svc.jobs().clone(), false);
+    // Its job's notices, while it runs (a gateway on the same database sends what is
+    // left when it ends).
+    if let Some(outbox) = svc.jobs().outbox() {
+        outbox.spawn();
+    }
     let p = Principal {
         user: user(),
         envs: vec!["*".into()],

@@ -11,6 +11,10 @@
 //! refuses while it answers (bad data) is stored one event at a time, and the events it
 //! refuses are logged and dropped, so one bad line never blocks the writer.
 //!
+//! A note (a notification's attempt, `notified`) of a job this writer does not number is
+//! numbered from the store instead, as the next free number: the outboxes of several
+//! gateways may write notes of one ended job.
+//!
 //! A job's `switched` events also update the live record (which release each host serves)
 //! in the writer, right after the events are stored and before followers wake, so an
 //! interrupted job leaves the truth behind.  Followers are counted (a gauge) and capped;
@@ -238,6 +242,7 @@ fn write_loop(
     let mut seqs: HashMap<String, u64> = HashMap::new();
     while let Ok(first) = rx.recv() {
         let (mut batch, mut closes, mut live) = (Vec::new(), Vec::new(), Vec::new());
+        let mut notes = Vec::new();
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
@@ -245,8 +250,18 @@ fn write_loop(
                     if let Some(row) = meta.and_then(|m| live_row(&m, &job, &event)) {
                         live.push(row);
                     }
-                    // A job's first event here, or one after its close (a notification's
-                    // outcome): numbered on from what is stored.
+                    let note = matches!(event.kind, EventKind::Notified { .. });
+                    if note && !seqs.contains_key(&job) {
+                        // A note of a job this writer does not number (it ended, or
+                        // started before a restart): another gateway's outbox may be
+                        // writing notes of it too, so it is numbered from the store.
+                        notes.push((job, event));
+                        if batch.len() < BATCH {
+                            next = rx.try_recv().ok();
+                        }
+                        continue;
+                    }
+                    // A job's first event here: numbered on from what is stored.
                     let seq = match seqs.get_mut(&job) {
                         Some(seq) => seq,
                         None => {
@@ -258,7 +273,6 @@ fn write_loop(
                     };
                     *seq += 1;
                     let data = serde_json::to_string(&event).expect("events serialize");
-                    let note = matches!(event.kind, EventKind::Notified { .. });
                     batch.push(NewEvent {
                         seq: *seq,
                         ts_ms: event.ts_ms,
@@ -277,12 +291,17 @@ fn write_loop(
             store_events(&db, &batch);
             queued.fetch_sub(batch.len(), Ordering::SeqCst);
         }
+        for (job, event) in &notes {
+            store_note(&db, job, event);
+        }
+        queued.fetch_sub(notes.len(), Ordering::SeqCst);
         if !live.is_empty()
             && persist("recording what hosts serve", || db.set_live(&live)).is_none()
         {
             tracing::error!("the live record of {} host(s) not stored", live.len());
         }
-        let jobs: BTreeSet<&str> = batch.iter().map(|e| e.job.as_str()).collect();
+        let noted = notes.iter().map(|(job, _)| job.as_str());
+        let jobs: BTreeSet<&str> = batch.iter().map(|e| e.job.as_str()).chain(noted).collect();
         for job in jobs {
             let _ = notify.send(job.to_string());
         }
@@ -315,6 +334,34 @@ fn store_events(db: &Db, batch: &[NewEvent]) {
             "{refused} event(s) not stored: their job had already ended (its final event is final)"
         );
     }
+}
+
+/// Stores a note as the next number of its job's stored events; if another writer took
+/// that number meanwhile, with the next one (a few times).
+fn store_note(db: &Db, job: &str, event: &Event) {
+    let data = serde_json::to_string(event).expect("events serialize");
+    for _ in 0..5 {
+        let Some(last) = persist("reading the last event number", || db.last_seq(job)) else {
+            return;
+        };
+        let note = NewEvent {
+            job: job.to_string(),
+            seq: last + 1,
+            ts_ms: event.ts_ms,
+            data: data.clone(),
+            note: true,
+        };
+        match persist("storing a note", || {
+            db.append_events(std::slice::from_ref(&note))
+        }) {
+            Some(0) | None => return,
+            Some(_) => {} // the number was taken: read the last one again
+        }
+    }
+    tracing::warn!(
+        job,
+        "a note was not stored: other writers kept taking its number"
+    );
 }
 
 /// Runs `f` until it succeeds while the database cannot be reached (backing off up to
@@ -419,100 +466,5 @@ async fn tail(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use deploy_wire::api::JobKind;
-
-    fn job(check: bool) -> JobInfo {
-        JobInfo {
-            id: "j1".into(),
-            kind: JobKind::Deploy,
-            app: "hello".into(),
-            env: "production".into(),
-            version: "2.0".into(),
-            check,
-            user: "ann".into(),
-            state: JobState::Running,
-            created_ms: 0,
-            finished_ms: None,
-            error: None,
-            triggered_by: None,
-        }
-    }
-
-    /// A store holding job `j1`, running (events of other jobs are refused).
-    fn store_with_job() -> Db {
-        let db = Db::in_memory().unwrap();
-        let lease = crate::gateway::store::Lease {
-            owner: "test".into(),
-            until_ms: u64::MAX / 2,
-        };
-        db.start_job(&job(false), &lease).unwrap().unwrap();
-        db
-    }
-
-    fn switched(host: &str, version: &str, slot: &str) -> Event {
-        Event::now(EventKind::Switched {
-            host: host.into(),
-            version: version.into(),
-            slot: slot.into(),
-        })
-    }
-
-    #[tokio::test]
-    async fn a_switched_event_records_what_the_host_serves_before_followers_see_it() {
-        let db = store_with_job();
-        let events = Events::start(db.clone());
-        let sink = events.job_sink(&job(false));
-        sink.emit(switched("web1", "2.0", "green"));
-        // A switch back after a failed health check: the record follows it.
-        sink.emit(switched("web2", "2.0", "green"));
-        sink.emit(switched("web2", "1.0", "blue"));
-        events.close("j1").await; // what `finish` awaits; an interrupted job never gets here
-        let web1 = db.live_row("hello", "production", "web1").unwrap().unwrap();
-        assert_eq!(
-            (
-                web1.version.as_str(),
-                web1.slot.as_str(),
-                web1.job_id.as_str()
-            ),
-            ("2.0", "green", "j1")
-        );
-        assert_eq!(web1.user, "ann");
-        let web2 = db.live_row("hello", "production", "web2").unwrap().unwrap();
-        assert_eq!((web2.version.as_str(), web2.slot.as_str()), ("1.0", "blue"));
-        assert_eq!(db.last_seq("j1").unwrap(), 3, "the events are stored too");
-    }
-
-    #[tokio::test]
-    async fn the_record_is_written_without_waiting_for_the_job_to_end() {
-        let db = store_with_job();
-        let events = Events::start(db.clone());
-        events
-            .job_sink(&job(false))
-            .emit(switched("web1", "2.0", "green"));
-        // No close: poll as a later reader (say, after a crash) would find it.
-        let mut found = None;
-        for _ in 0..100 {
-            found = db.live_row("hello", "production", "web1").unwrap();
-            if found.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(found.map(|r| r.version), Some("2.0".into()));
-    }
-
-    #[tokio::test]
-    async fn check_mode_and_the_relay_sink_record_nothing() {
-        let db = store_with_job();
-        let events = Events::start(db.clone());
-        events
-            .job_sink(&job(true))
-            .emit(switched("web1", "2.0", "green"));
-        events.sink("j1").emit(switched("web2", "2.0", "green"));
-        events.close("j1").await;
-        assert_eq!(db.live_row("hello", "production", "web1").unwrap(), None);
-        assert_eq!(db.live_row("hello", "production", "web2").unwrap(), None);
-    }
-}
+#[path = "events_tests.rs"]
+mod tests;

@@ -121,6 +121,8 @@ pub struct Jobs {
     relay_cache: Option<Arc<RelayCache>>,
     /// Where a job's start and end are told (`[[notify]]`), if anywhere.
     notices: Option<Arc<super::notices::Notices>>,
+    /// What sends the notices (its loop runs in `serve` and `apply`).
+    outbox: Option<Arc<super::outbox::Outbox>>,
     /// What this process may believe about its leases (the gates of its jobs).
     pub clock: Arc<LeaseClock>,
 }
@@ -159,16 +161,23 @@ impl Jobs {
             Artifacts::Inventory => None,
         };
         let events = Events::start(db.clone());
-        let notices = match &settings.artifacts {
-            Artifacts::Gateway(cfg) => {
-                super::notices::Notices::new(&cfg.pipeline, db.clone(), events.clone())
+        let outbox = match &settings.artifacts {
+            Artifacts::Gateway(cfg) if !cfg.pipeline.notify.is_empty() => {
+                Some(Arc::new(super::outbox::Outbox::gateway(
+                    db.clone(),
+                    &cfg.pipeline,
+                    &settings.owner,
+                    events.clone(),
+                )))
             }
-            Artifacts::Inventory => None,
+            _ => None,
         };
+        let notices = (outbox.clone()).and_then(|o| super::notices::Notices::new(db.clone(), o));
         Jobs {
             clock: LeaseClock::new(settings.lease),
             events,
             notices,
+            outbox,
             db,
             settings: Arc::new(settings),
             cancels: Default::default(),
@@ -179,6 +188,12 @@ impl Jobs {
                 .expect("http client"),
             relay_cache,
         }
+    }
+
+    /// The notification outbox, when `[[notify]]` has routes (its loop is started by
+    /// whoever runs jobs for good: `serve`, `apply`).
+    pub fn outbox(&self) -> Option<&Arc<super::outbox::Outbox>> {
+        self.outbox.as_ref()
     }
 
     /// This process's name as the owner of leases.

@@ -15,6 +15,7 @@ pub mod job_life;
 pub mod jobs;
 pub mod lockfile;
 pub mod notices;
+pub mod outbox;
 pub mod pipeline_config;
 pub mod reconcile;
 pub mod relay;
@@ -108,6 +109,9 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
         None => recover_own(state.svc.jobs()).await?,
     }
     job_life::spawn(state.svc.jobs().clone(), true);
+    if let Some(outbox) = state.svc.jobs().outbox() {
+        outbox.spawn();
+    }
     retention::spawn(state.svc.db().clone(), days);
     scheduler::spawn(state.svc.clone());
     if let Some(lock) = &mut lock {

@@ -8,6 +8,9 @@
 //! apps = ["hello"]                  # absent or empty: every application
 //! envs = ["production"]             # absent or empty: every environment
 //! events = ["started", "succeeded", "failed", "cancelled"]   # the default
+//! attempts = 10                     # the default: 10 attempts, waiting
+//! retry_ms = 2000                   #   2 s after the first failure, doubling,
+//! max_retry_secs = 600              #   at most 10 minutes (`deliver::Retry`)
 //!
 //! [[notify]]
 //! kind = "slack"
@@ -24,6 +27,11 @@
 //! Secrets come only from an environment variable or a file (relative paths are from
 //! the config's directory; a trailing newline is dropped).  Errors name the field
 //! (`notify[2].url: ...`, entries counted from 0) and never a secret's value.
+//!
+//! Each route has an id ([`Route::id`]: its kind and a hash of its entry, retry fields
+//! aside), the same on every gateway that reads the same entry and after a restart:
+//! the outbox's rows name their route by it, so a pending delivery is sent by the route
+//! it was written for (or, once the entry is changed or removed, by none).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +43,7 @@ use toml::value::Table;
 use super::jira::{Jira, JiraAuth};
 use super::slack::Slack;
 use super::webhook::Webhook;
-use super::{Notice, NoticeKind, Notifier};
+use super::{Notice, NoticeKind, Notifier, Retry};
 use crate::artifacts::Secret;
 
 /// Which notices a route takes.  Empty lists match everything.
@@ -57,11 +65,17 @@ impl Filter {
 /// A filter and the notifier it feeds.
 #[derive(Debug, Clone)]
 pub struct Route {
+    /// `<kind>-<12 hex digits>`: a hash of the entry (which holds no secret, only where
+    /// to find one), so the same on every gateway and across restarts; `-2`, `-3`, ...
+    /// for repeated entries.
+    pub id: String,
     pub filter: Filter,
     pub notifier: Arc<dyn Notifier>,
+    pub retry: Retry,
 }
 
 const COMMON: &[&str] = &["kind", "apps", "envs", "events"];
+const RETRY: &[&str] = &["attempts", "retry_ms", "max_retry_secs"];
 const WEBHOOK: &[&str] = &["url", "secret_env", "secret_file"];
 const SLACK: &[&str] = &["url_env", "url_file"];
 const JIRA: &[&str] = &["url", "user", "token_env", "token_file"];
@@ -88,9 +102,63 @@ pub fn parse(value: &Value, base_dir: &Path) -> Result<Vec<Route>, String> {
         let Value::Table(t) = entry else {
             return Err(format!("{at}: expected a table"));
         };
-        routes.push(route(t, &at, base_dir, &http)?);
+        let mut r = route(t, &at, base_dir, &http)?;
+        let n = routes
+            .iter()
+            .filter(|o: &&Route| same_entry(&o.id, &r.id))
+            .count();
+        if n > 0 {
+            r.id = format!("{}-{}", r.id, n + 1);
+        }
+        routes.push(r);
     }
     Ok(routes)
+}
+
+fn same_entry(id: &str, first: &str) -> bool {
+    id == first || id.strip_prefix(first).is_some_and(|n| n.starts_with('-'))
+}
+
+/// A route's id: its kind and the first 12 hex digits of the SHA-256 of its entry's
+/// fields (names and values, sorted; the retry fields left out, so that tuning them
+/// keeps the route's pending deliveries).
+fn route_id(kind: &str, t: &Table) -> String {
+    use sha2::{Digest, Sha256};
+    let mut fields: Vec<(&String, String)> = t
+        .iter()
+        .filter(|(k, _)| !RETRY.contains(&k.as_str()))
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    fields.sort();
+    let mut h = Sha256::new();
+    for (k, v) in fields {
+        h.update(format!("{k}={v}\n").as_bytes());
+    }
+    format!("{kind}-{}", &hex::encode(h.finalize())[..12])
+}
+
+/// `attempts`, `retry_ms` and `max_retry_secs` over [`Retry`]'s defaults.
+fn retry(t: &Table, at: &str) -> Result<Retry, String> {
+    let mut r = Retry::default();
+    let number = |key: &str, max: i64| -> Result<Option<u64>, String> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(Value::Integer(n)) if (1..=max).contains(n) => Ok(Some(*n as u64)),
+            Some(_) => Err(format!(
+                "{at}.{key}: expected a whole number from 1 to {max}"
+            )),
+        }
+    };
+    if let Some(n) = number("attempts", 100)? {
+        r.attempts = n as u32;
+    }
+    if let Some(ms) = number("retry_ms", 86_400_000)? {
+        r.base_delay = std::time::Duration::from_millis(ms);
+    }
+    if let Some(secs) = number("max_retry_secs", 86_400)? {
+        r.max_delay = std::time::Duration::from_secs(secs);
+    }
+    Ok(r)
 }
 
 /// One `[[notify]]` entry.
@@ -113,11 +181,9 @@ fn route(t: &Table, at: &str, base: &Path, http: &reqwest::Client) -> Result<Rou
             "{at}.url: a Slack webhook URL is a secret: give url_env or url_file instead"
         ));
     }
-    if let Some(k) = t
-        .keys()
-        .find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str()))
-    {
-        let valid: Vec<_> = COMMON.iter().chain(own).copied().collect();
+    let known = |k: &str| COMMON.contains(&k) || RETRY.contains(&k) || own.contains(&k);
+    if let Some(k) = t.keys().find(|k| !known(k)) {
+        let valid: Vec<_> = COMMON.iter().chain(RETRY).chain(own).copied().collect();
         return Err(format!(
             "{at}.{k}: unknown field for kind {kind} (valid: {})",
             valid.join(", ")
@@ -136,7 +202,12 @@ fn route(t: &Table, at: &str, base: &Path, http: &reqwest::Client) -> Result<Rou
         "slack" => Arc::new(slack(t, at, base, http)?),
         _ => Arc::new(jira(t, at, base, http)?),
     };
-    Ok(Route { filter, notifier })
+    Ok(Route {
+        id: route_id(&kind, t),
+        filter,
+        notifier,
+        retry: retry(t, at)?,
+    })
 }
 
 fn webhook(t: &Table, at: &str, base: &Path, http: &reqwest::Client) -> Result<Webhook, String> {

@@ -204,3 +204,69 @@ fn filters_match() {
     assert!(!f.matches(&n));
     assert!(Filter::default().matches(&n));
 }
+
+#[test]
+fn route_ids_are_the_same_for_the_same_entry_and_differ_otherwise() {
+    let d = dir_with(&[
+        ("hook-key", "hook-K3Y\n"),
+        (
+            "slack-url",
+            "https://hooks.slack.com/services/T1/B1/SLACKSECRET\n",
+        ),
+        ("jira-token", "JIRA-T0KEN"),
+    ]);
+    let ids = |text: &str| -> Vec<String> {
+        parse_str(text, d.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    let first = ids(ALL_THREE);
+    assert_eq!(
+        first,
+        ids(ALL_THREE),
+        "read again (another gateway, a restart)"
+    );
+    assert!(first[0].starts_with("webhook-") && first[0].len() == "webhook-".len() + 12);
+    assert!(first[1].starts_with("slack-") && first[2].starts_with("jira-"));
+    for id in &first {
+        assert!(!id.contains("SLACKSECRET") && !id.contains("K3Y"), "{id}");
+    }
+    // Tuning the retries keeps the id; another receiver or filter makes another.
+    let tuned = ALL_THREE.replace("apps = [\"hello\"]", "apps = [\"hello\"]\nattempts = 3");
+    assert_eq!(ids(&tuned)[0], first[0]);
+    let moved = ALL_THREE.replace("ci.acme.com/hook", "ci.acme.com/other");
+    assert_ne!(ids(&moved)[0], first[0]);
+    // The same entry twice: two routes, two ids.
+    let twice =
+        "[[notify]]\nkind = \"webhook\"\nurl = \"https://h/x\"\nsecret_file = \"hook-key\"\n";
+    let two = ids(&format!("{twice}{twice}{twice}"));
+    assert_eq!(two[1], format!("{}-2", two[0]));
+    assert_eq!(two[2], format!("{}-3", two[0]));
+}
+
+#[test]
+fn retries_default_and_may_be_tuned_per_route() {
+    let d = dir_with(&[("key", "k")]);
+    let base = "[[notify]]\nkind = \"webhook\"\nurl = \"http://x/\"\nsecret_file = \"key\"\n";
+    let r = parse_str(base, d.path()).unwrap().remove(0).retry;
+    assert_eq!(r, Retry::default());
+    let tuned = format!("{base}attempts = 4\nretry_ms = 500\nmax_retry_secs = 1\n");
+    let r = parse_str(&tuned, d.path()).unwrap().remove(0).retry;
+    assert_eq!(r.attempts, 4);
+    assert_eq!(r.delay_after(1), std::time::Duration::from_millis(500));
+    assert_eq!(
+        r.delay_after(3),
+        std::time::Duration::from_secs(1),
+        "capped"
+    );
+    for bad in ["attempts = 0", "retry_ms = -1", "max_retry_secs = \"x\""] {
+        let e = parse_str(&format!("{base}{bad}\n"), d.path()).unwrap_err();
+        let field = bad.split(' ').next().unwrap();
+        assert!(
+            e.starts_with(&format!("notify[0].{field}: expected a whole number")),
+            "{e}"
+        );
+    }
+}

@@ -1,21 +1,25 @@
-//! Delivery: the [`Dispatcher`] sends a notice to every route that wants it, each in a
-//! task of its own, with retries and backoff, and reports every attempt's outcome
-//! through a callback.  Only a retryable failure is retried (a timeout, a receiver that
-//! is down or answers 5xx/429); a permanent one (a 4xx, a panicking notifier) ends the
-//! delivery at once.  It never blocks its caller, never panics on a notifier's
-//! failure (or panic) and never fails a job.
+//! Delivery, one attempt at a time: [`attempt`] sends a notice to one notifier, bounded
+//! by a timeout, a panic caught, its error scrubbed of the notifier's secrets; [`Retry`]
+//! says how many attempts a delivery gets and how long to wait after each failure;
+//! [`DeliveryOutcome`] is what each attempt reports (the gateway makes it a `notified`
+//! event of the job).
+//!
+//! Only a retryable failure is tried again (a timeout, a receiver that is down or
+//! answers 5xx/429/408); a permanent one (another 4xx, a panicking notifier) is its
+//! delivery's last attempt.  Where deliveries wait between attempts, and who makes them,
+//! is the gateway's outbox (`gateway/outbox.rs`): in the store, so that they survive a
+//! restart and any gateway on a shared database may make the next one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::task::JoinHandle;
 
-use super::{Notice, NoticeKind, Notifier, Route, scrub};
+use super::{Notice, NoticeKind, Notifier, scrub};
 use crate::backend::BackendError;
 
-/// Receives each attempt's outcome (the gateway turns them into job events).  Called
-/// from the delivery tasks; it should be quick.
+/// Receives each attempt's outcome (the gateway turns them into job events).  It
+/// should be quick.
 pub type Report = Arc<dyn Fn(DeliveryOutcome) + Send + Sync>;
 
 /// How one attempt to deliver one notice to one notifier went.
@@ -25,7 +29,7 @@ pub struct DeliveryOutcome {
     pub notifier: String,
     pub event: NoticeKind,
     pub job_id: String,
-    /// The delivery's id (the same for every attempt).
+    /// The delivery's idempotency key (the same for every attempt, from any gateway).
     pub delivery: String,
     /// 1-based.
     pub attempt: u32,
@@ -40,12 +44,14 @@ pub struct DeliveryOutcome {
 }
 
 /// Retries: `attempts` in all; after attempt k fails retryably, wait
-/// `base_delay * 2^(k-1)` (0.5 s, 1 s, 2 s by default); each attempt as a whole gives up
-/// after `timeout` (a retryable failure).
+/// `base_delay * 2^(k-1)`, at most `max_delay` (by default 2 s, 4 s, 8 s, ... up to
+/// 10 minutes: ten attempts over about 17 minutes); each attempt as a whole gives up
+/// after `timeout` (a retryable failure).  `[notify_retry]` in gateway.toml sets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
     pub attempts: u32,
     pub base_delay: Duration,
+    pub max_delay: Duration,
     /// An attempt's limit (a JIRA notice may make several requests, each also limited
     /// to [`super::REQUEST_TIMEOUT`]).
     pub timeout: Duration,
@@ -54,8 +60,9 @@ pub struct Retry {
 impl Default for Retry {
     fn default() -> Retry {
         Retry {
-            attempts: 4,
-            base_delay: Duration::from_millis(500),
+            attempts: 10,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(600),
             timeout: Duration::from_secs(30),
         }
     }
@@ -65,110 +72,35 @@ impl Retry {
     /// The wait after attempt `attempt` (1-based) failed.
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.base_delay.saturating_mul(factor)
-    }
-}
-
-/// The routes and how to retry.
-#[derive(Debug, Default)]
-pub struct Dispatcher {
-    routes: Vec<Route>,
-    retry: Retry,
-}
-
-impl Dispatcher {
-    pub fn new(routes: Vec<Route>) -> Dispatcher {
-        Dispatcher {
-            routes,
-            retry: Retry::default(),
-        }
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
     }
 
-    pub fn with_retry(mut self, retry: Retry) -> Dispatcher {
-        self.retry = retry;
-        self
-    }
-
-    pub fn routes(&self) -> &[Route] {
-        &self.routes
-    }
-
-    /// Sends `notice` to every route whose filter matches and whose notifier wants it,
-    /// each in a spawned task; returns at once.  The handles are for tests (dropping
-    /// them detaches the tasks).  Outside a tokio runtime nothing is sent.
-    pub fn dispatch(&self, notice: Notice, report: Report) -> Vec<JoinHandle<()>> {
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!("notifications dropped: no async runtime");
-            return Vec::new();
-        };
-        let mut handles = Vec::new();
-        for route in &self.routes {
-            if !route.filter.matches(&notice) || !route.notifier.wants(&notice) {
-                continue;
-            }
-            let mut notice = notice.clone();
-            notice.delivery = new_delivery_id();
-            let (notifier, retry, report) = (route.notifier.clone(), self.retry, report.clone());
-            handles.push(rt.spawn(deliver(notifier, notice, retry, report)));
-        }
-        handles
-    }
-}
-
-/// Up to `retry.attempts` attempts of one delivery, each reported; a permanent failure
-/// is the last.
-async fn deliver(notifier: Arc<dyn Notifier>, notice: Notice, retry: Retry, report: Report) {
-    let attempts = retry.attempts.max(1);
-    let name = notifier.describe();
-    for attempt in 1..=attempts {
-        let result = attempt_once(notifier.as_ref(), &notice, retry.timeout).await;
-        let ok = result.is_ok();
+    /// When attempt `attempt`, which ended with `result`, is followed by another: after
+    /// a retryable failure that was not the last attempt allowed.
+    pub fn next(&self, attempt: u32, result: &Result<(), BackendError>) -> Option<Duration> {
         let again = result.as_ref().is_err_and(BackendError::is_retryable);
-        let retry_in = (again && attempt < attempts).then(|| retry.delay_after(attempt));
-        let outcome = DeliveryOutcome {
-            notifier: name.clone(),
-            event: notice.event,
-            job_id: notice.job_id.clone(),
-            delivery: notice.delivery.clone(),
-            attempt,
-            attempts,
-            ok,
-            error: result
-                .err()
-                .map(|e| scrub(&e.to_string(), &notifier.secrets())),
-            retry_in,
-        };
-        if let Some(e) = &outcome.error {
-            tracing::warn!(notifier = %name, attempt, "notification failed: {e}");
-        }
-        report(outcome);
-        match retry_in {
-            Some(d) => tokio::time::sleep(d).await,
-            None => return,
-        }
+        (again && attempt < self.attempts.max(1)).then(|| self.delay_after(attempt))
     }
 }
 
 /// One attempt: bounded by `timeout` (retryable); a panicking notifier is a permanent
-/// failure (it is a bug, and would panic again).
-async fn attempt_once(
+/// failure (it is a bug, and would panic again); the error's message has the notifier's
+/// secrets replaced by `***`.
+pub async fn attempt(
     n: &dyn Notifier,
     notice: &Notice,
     timeout: Duration,
 ) -> Result<(), BackendError> {
     let send = std::panic::AssertUnwindSafe(n.send(notice)).catch_unwind();
-    match tokio::time::timeout(timeout, send).await {
+    let result = match tokio::time::timeout(timeout, send).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(BackendError::permanent("the notifier panicked")),
         Err(_) => Err(BackendError::retryable(format!(
             "timed out after {timeout:?}"
         ))),
-    }
-}
-
-/// A fresh delivery id: 32 random hex digits.
-pub fn new_delivery_id() -> String {
-    crate::random::hex(16)
+    };
+    let secrets = n.secrets();
+    result.map_err(|e| e.map_message(|m| scrub(&m, &secrets)))
 }
 
 #[cfg(test)]
@@ -176,92 +108,50 @@ mod tests {
     use super::*;
     use crate::artifacts::Secret;
     use crate::notify::fake::{FakeNotifier, notice};
-    use crate::notify::{Filter, Notifier};
-    use std::sync::Mutex;
-
-    fn collector() -> (Report, Arc<Mutex<Vec<DeliveryOutcome>>>) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
-        (Arc::new(move |o| s.lock().unwrap().push(o)), seen)
-    }
-
-    fn quick() -> Retry {
-        Retry {
-            attempts: 3,
-            base_delay: Duration::from_millis(5),
-            timeout: Duration::from_millis(200),
-        }
-    }
-
-    fn route(n: Arc<dyn Notifier>, filter: Filter) -> Route {
-        Route {
-            filter,
-            notifier: n,
-        }
-    }
 
     #[test]
-    fn backoff_doubles() {
+    fn backoff_doubles_up_to_its_cap_and_only_retryable_failures_are_retried() {
         let r = Retry::default();
-        let d: Vec<_> = (1..=3).map(|a| r.delay_after(a).as_millis()).collect();
-        assert_eq!(d, [500, 1000, 2000]);
-        assert_ne!(new_delivery_id(), new_delivery_id());
-        assert_eq!(new_delivery_id().len(), 32);
+        let d: Vec<_> = (1..=10).map(|a| r.delay_after(a).as_secs()).collect();
+        assert_eq!(d, [2, 4, 8, 16, 32, 64, 128, 256, 512, 600]);
+        let total: u64 = (1..10).map(|a| r.delay_after(a).as_secs()).sum();
+        assert_eq!(total, 1022, "ten attempts over about 17 minutes");
+        let down = Err(BackendError::retryable("connection refused"));
+        let refused = Err(BackendError::permanent("answered 401 Unauthorized"));
+        assert_eq!(r.next(1, &down), Some(Duration::from_secs(2)));
+        assert_eq!(r.next(10, &down), None, "the last attempt allowed");
+        assert_eq!(r.next(1, &refused), None);
+        assert_eq!(r.next(1, &Ok(())), None);
     }
 
     #[tokio::test]
-    async fn retries_until_ok_and_scrubs_errors() {
-        let mut fake = FakeNotifier::new("a").failing(2);
+    async fn an_attempt_is_bounded_scrubbed_and_survives_a_panic() {
+        let mut fake = FakeNotifier::new("a").failing(1);
         fake.secret = Some(Secret::new("k3y-value"));
-        let fake = Arc::new(fake);
-        assert_eq!(fake.secrets()[0].expose(), "k3y-value");
-        let d = Dispatcher::new(vec![route(fake.clone(), Filter::default())]).with_retry(quick());
-        let (report, seen) = collector();
-        for h in d.dispatch(notice(NoticeKind::Failed, vec![]), report) {
-            h.await.unwrap();
-        }
-        let seen = seen.lock().unwrap().clone();
-        let oks: Vec<_> = seen.iter().map(|o| (o.attempt, o.ok)).collect();
-        assert_eq!(oks, [(1, false), (2, false), (3, true)]);
-        assert_eq!(seen[0].error.as_deref(), Some("told to fail (key ***)"));
-        assert!(!format!("{seen:?}").contains("k3y-value"));
-        assert_eq!(seen[2].retry_in, None);
-        assert_eq!(seen[0].delivery, seen[2].delivery);
-        assert_eq!(fake.notices()[0].delivery, seen[0].delivery);
-    }
+        let n = notice(NoticeKind::Failed, vec![]);
+        let e = attempt(&fake, &n, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "told to fail (key ***)");
+        assert!(e.is_retryable() && !format!("{e:?}").contains("k3y-value"));
+        attempt(&fake, &n, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(fake.notices().len(), 1);
 
-    #[tokio::test]
-    async fn a_permanent_failure_ends_the_delivery_and_a_retryable_one_is_retried() {
-        let refusing = Arc::new(FakeNotifier::new("refusing").refusing(5));
-        let flaky = Arc::new(FakeNotifier::new("flaky").failing(1));
-        let d = Dispatcher::new(vec![
-            route(refusing.clone(), Filter::default()),
-            route(flaky.clone(), Filter::default()),
-        ])
-        .with_retry(quick());
-        let (report, seen) = collector();
-        for h in d.dispatch(notice(NoticeKind::Succeeded, vec![]), report) {
-            h.await.unwrap();
-        }
-        let seen = seen.lock().unwrap().clone();
-        let of = |name: &str| -> Vec<_> {
-            seen.iter()
-                .filter(|o| o.notifier == format!("fake ({name})"))
-                .map(|o| (o.attempt, o.ok, o.retry_in.is_some()))
-                .collect()
+        let slow = FakeNotifier {
+            delay: Some(Duration::from_secs(5)),
+            ..FakeNotifier::new("slow")
         };
-        assert_eq!(of("refusing"), [(1, false, false)], "not asked twice");
-        assert_eq!(
-            refusing.attempts.load(std::sync::atomic::Ordering::SeqCst),
-            1
-        );
-        assert_eq!(of("flaky"), [(1, false, true), (2, true, false)]);
-        let first = seen
-            .iter()
-            .find(|o| o.notifier == "fake (refusing)")
-            .unwrap();
-        assert_eq!(first.error.as_deref(), Some("told to fail (key )"));
-        assert_eq!(first.attempts, 3);
+        let e = attempt(&slow, &n, Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "timed out after 50ms");
+        assert!(e.is_retryable());
+
+        let e = attempt(&Panics, &n, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "the notifier panicked");
+        assert!(!e.is_retryable());
     }
 
     #[derive(Debug)]
@@ -280,66 +170,5 @@ mod tests {
         fn secrets(&self) -> Vec<Secret> {
             vec![]
         }
-    }
-
-    #[tokio::test]
-    async fn a_panicking_notifier_is_a_permanent_failure() {
-        let d =
-            Dispatcher::new(vec![route(Arc::new(Panics), Filter::default())]).with_retry(quick());
-        let (report, seen) = collector();
-        for h in d.dispatch(notice(NoticeKind::Failed, vec![]), report) {
-            h.await.unwrap();
-        }
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].error.as_deref(), Some("the notifier panicked"));
-        assert_eq!(seen[0].retry_in, None);
-    }
-
-    #[tokio::test]
-    async fn filters_and_timeouts() {
-        let slow = Arc::new(FakeNotifier {
-            delay: Some(Duration::from_secs(5)),
-            ..FakeNotifier::new("slow")
-        });
-        let other = Arc::new(FakeNotifier::new("other-app"));
-        let only_other = Filter {
-            apps: vec!["other".into()],
-            ..Filter::default()
-        };
-        let d = Dispatcher::new(vec![
-            route(slow.clone(), Filter::default()),
-            route(other.clone(), only_other),
-        ])
-        .with_retry(Retry {
-            attempts: 2,
-            ..quick()
-        });
-        let (report, seen) = collector();
-        let handles = d.dispatch(notice(NoticeKind::Started, vec![]), report);
-        assert_eq!(handles.len(), 1);
-        for h in handles {
-            h.await.unwrap();
-        }
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 2);
-        assert!(
-            seen.iter()
-                .all(|o| o.error.as_deref() == Some("timed out after 200ms"))
-        );
-        assert_eq!(other.attempts.load(std::sync::atomic::Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn outside_a_runtime_nothing_happens() {
-        let d = Dispatcher::new(vec![route(
-            Arc::new(FakeNotifier::new("x")),
-            Filter::default(),
-        )]);
-        let (report, _) = collector();
-        assert!(
-            d.dispatch(notice(NoticeKind::Started, vec![]), report)
-                .is_empty()
-        );
     }
 }

@@ -21,7 +21,7 @@ pub struct FakeNotifier {
     pub fail_first: AtomicU32,
     /// Whether those failures are permanent (by default they are retryable).
     pub fail_permanently: bool,
-    /// Each attempt sleeps this long first (to exercise the dispatcher's timeout).
+    /// Each attempt sleeps this long first (to exercise an attempt's timeout).
     pub delay: Option<Duration>,
     /// A secret it "holds", which its errors mention (to test scrubbing).
     pub secret: Option<Secret>,

@@ -1,9 +1,18 @@
 //! Notifications: one backend role ([`Notifier`]) told when a job starts and ends.
 //!
 //! Per application and environment, the gateway's `[[notify]]` routes ([`config::parse`])
-//! pick notifiers; the [`Dispatcher`] ([`deliver`]) sends each [`Notice`] to them in
-//! tasks of their own, with retries, and reports every attempt through a callback.  A
-//! notifier never blocks, fails or slows a deploy.
+//! pick notifiers; each [`Notice`] to each route is a delivery, which the gateway keeps
+//! in its store's outbox (`gateway/outbox.rs`) and attempts through [`deliver::attempt`]
+//! until it is delivered or its [`Retry`] gives up, reporting every attempt.  A notifier
+//! never blocks, fails or slows a deploy.
+//!
+//! At least once, with an idempotency key: a delivery may be sent twice (a gateway that
+//! died between sending and recording), always with the same key ([`Notice::delivery`]:
+//! `<job>.<notice>.<route>`), by which a receiver drops the repeat.  The webhook sends
+//! it as `Idempotency-Key` (and `X-Deploy-Delivery`, and `delivery` in the body).  Slack's
+//! incoming webhooks take no such key: a repeat shows twice.  JIRA's add-comment has none
+//! either: the notifier remembers which issues a delivery commented on (`jira.rs`), so a
+//! retry by the same gateway comments once; after a crash, a comment may appear twice.
 //!
 //! One file per kind of receiver:
 //! - [`webhook`]: a generic JSON webhook, signed with HMAC-SHA256 ([`hmac`]); the body's
@@ -16,8 +25,8 @@
 //! appear in `Debug`, [`Notifier::describe`], errors or delivery outcomes.
 //!
 //! A failed attempt is a [`BackendError`]: retryable when the receiver could not be
-//! reached, timed out or answered 5xx/429/408 (the dispatcher tries again), permanent
-//! when it answered another status (the dispatcher stops: asking again gets the same
+//! reached, timed out or answered 5xx/429/408 (the outbox tries again later), permanent
+//! when it answered another status (the delivery ends: asking again gets the same
 //! "no").
 
 pub mod config;
@@ -30,7 +39,7 @@ pub mod slack;
 pub mod webhook;
 
 pub use config::{Filter, Route, parse};
-pub use deliver::{DeliveryOutcome, Dispatcher, Report, Retry};
+pub use deliver::{DeliveryOutcome, Report, Retry};
 
 use std::fmt;
 use std::time::Duration;
@@ -117,8 +126,8 @@ pub struct Notice {
     pub started_ms: u64,
     /// When this event happened (Unix milliseconds).
     pub ts_ms: u64,
-    /// This delivery's id: set by the [`Dispatcher`] for each notifier, the same for
-    /// every attempt (receivers may deduplicate on it).
+    /// This delivery's idempotency key, `<job>.<notice>.<route>`: one per notice and
+    /// route, the same for every attempt from any gateway (receivers drop repeats by it).
     pub delivery: String,
 }
 
@@ -149,7 +158,7 @@ pub trait Notifier: Send + Sync + fmt::Debug {
     /// One attempt at delivering `notice`.  Errors are short and secret-free, and say
     /// whether another attempt may succeed.
     fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, Result<(), BackendError>>;
-    /// Every secret it holds (the dispatcher scrubs them from errors anyway).
+    /// Every secret it holds ([`deliver::attempt`] scrubs them from errors anyway).
     fn secrets(&self) -> Vec<Secret>;
 }
 

@@ -4,7 +4,13 @@
 //! Headers:
 //! - `Content-Type: application/json`
 //! - `X-Deploy-Event: job.started | job.succeeded | job.failed | job.cancelled`
-//! - `X-Deploy-Delivery: <id>`: unique per notice and receiver, the same on each retry
+//! - `X-Deploy-Delivery: <key>` and `Idempotency-Key: "<key>"`: the delivery's key
+//!   (`<job>.<notice>.<route>`: letters, digits, `-` and `.`), unique per notice and
+//!   receiver and the same on every attempt, from whichever gateway makes it.
+//!   Deliveries are at least once, so a receiver that has seen a key drops the request
+//!   (answering 2xx).  `Idempotency-Key` is the IETF draft's header
+//!   (draft-ietf-httpapi-idempotency-key-header), whose value is a Structured Field
+//!   String, hence the quotes; `X-Deploy-Delivery` is the same key bare
 //! - `X-Deploy-Signature: sha256=<hex>`: HMAC-SHA256 (RFC 2104) of the raw body bytes;
 //!   receivers compute it over the body exactly as received, before parsing it.
 //!
@@ -13,7 +19,7 @@
 //! ```json
 //! {
 //!   "event": "job.succeeded",
-//!   "delivery": "9f86d081884c7d659a2feaa0c55ad015",
+//!   "delivery": "18c2f3a-1a2b3c4d.succeeded.webhook-3f9a1c2b7d4e",
 //!   "job_id": "18c2f3a-1a2b3c4d",
 //!   "kind": "deploy",
 //!   "app": "hello",
@@ -31,8 +37,8 @@
 //! `cancelled`); times are Unix milliseconds (`ts_ms`: when the event happened);
 //! `commits` (newest first) is empty when the release's commits are not known.
 //! Any 2xx answer is a delivery; no answer, a timeout, a 5xx, 429 or 408 is retried by
-//! the dispatcher; any other status is not (the receiver refused it: a bad signature is
-//! bad on every attempt).
+//! the gateway's outbox; any other status is not (the receiver refused it: a bad
+//! signature is bad on every attempt).
 
 use std::fmt;
 
@@ -94,6 +100,7 @@ impl Webhook {
             .post(self.url.clone())
             .header("Content-Type", "application/json")
             .header("X-Deploy-Event", notice.event.event())
+            .header("Idempotency-Key", format!("\"{}\"", notice.delivery))
             .header("X-Deploy-Delivery", &notice.delivery)
             .header("X-Deploy-Signature", sig)
             .body(body)

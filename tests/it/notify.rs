@@ -1,7 +1,9 @@
 //! Notifications over real HTTP: a receiver in this process (a signed webhook that
 //! checks the HMAC, a Slack-shaped hook, a JIRA stub with auth and unknown issues, a
-//! flaky route), routes parsed from `[[notify]]` TOML, and the dispatcher's retries (of
-//! what may go away: no answer, a 5xx; never of a refusal: a 4xx is asked once).
+//! flaky route), routes parsed from `[[notify]]` TOML, and the outbox's retries (of
+//! what may go away: no answer, a 5xx; never of a refusal: a 4xx is asked once), on a
+//! store in memory.  Then the outbox across a gateway's restart, as real processes
+//! (`notify_outbox.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,9 +14,12 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use deploy::gateway::notices::{Payload, PayloadCommit};
+use deploy::gateway::outbox::Outbox;
+use deploy::gateway::store::{Db, DeliveryState, NewDelivery};
 use deploy::githost::Commit;
 use deploy::notify::fake::notice;
-use deploy::notify::{DeliveryOutcome, Dispatcher, Notice, NoticeKind, Report, Retry, hmac, parse};
+use deploy::notify::{DeliveryOutcome, Notice, NoticeKind, Report, Retry, hmac, parse};
 use serde_json::{Value, json};
 
 const HOOK_KEY: &str = "hook-K3Y-shared";
@@ -27,6 +32,8 @@ const SECRETS: [&str; 3] = [HOOK_KEY, SLACK_SECRET, JIRA_TOKEN];
 struct Seen {
     /// (X-Deploy-Event, X-Deploy-Delivery, body) of each verified webhook delivery.
     hooks: Vec<(String, String, Value)>,
+    /// The `Idempotency-Key` of each.
+    keys: Vec<String>,
     bad_signatures: u32,
     slack: Vec<Value>,
     /// (issue key, body) of each comment made.
@@ -57,6 +64,7 @@ async fn hook(State(s): State<Shared>, h: HeaderMap, body: Bytes) -> StatusCode 
         header(&h, "x-deploy-event"),
         header(&h, "x-deploy-delivery"),
     );
+    seen.keys.push(header(&h, "idempotency-key"));
     seen.hooks.push((event, delivery, json));
     StatusCode::NO_CONTENT
 }
@@ -147,15 +155,28 @@ fn secrets_dir(base: &str, jira_token: &str) -> tempfile::TempDir {
     d
 }
 
-fn dispatcher(toml_text: &str, dir: &Path, retry: Retry) -> Dispatcher {
+/// An outbox on a store in memory, over the routes of `toml_text`, each with `retry`.
+struct Sender {
+    outbox: Arc<Outbox>,
+    db: Db,
+}
+
+fn dispatcher(toml_text: &str, dir: &Path, retry: Retry, report: Report) -> Sender {
     let value: toml::Value = toml::from_str(toml_text).unwrap();
-    Dispatcher::new(parse(&value, dir).unwrap()).with_retry(retry)
+    let mut routes = parse(&value, dir).unwrap();
+    for r in &mut routes {
+        r.retry = retry;
+    }
+    let db = Db::in_memory().unwrap();
+    let outbox = Arc::new(Outbox::new(db.clone(), routes, "test", report));
+    Sender { outbox, db }
 }
 
 fn quick(attempts: u32, base_ms: u64) -> Retry {
     Retry {
         attempts,
         base_delay: Duration::from_millis(base_ms),
+        max_delay: Duration::from_secs(60),
         timeout: Duration::from_secs(10),
     }
 }
@@ -171,10 +192,63 @@ fn collector() -> (Report, Outcomes) {
     )
 }
 
-/// Dispatches `notice` and waits for every delivery to end.
-async fn run(d: &Dispatcher, notice: Notice, report: &Report) {
-    for h in d.dispatch(notice, report.clone()) {
-        h.await.unwrap();
+/// Writes `notice`'s deliveries to the outbox, one per route whose filter takes it (as
+/// the gateway does when a job starts or ends); returns at once.
+fn enqueue(d: &Sender, notice: &Notice) {
+    let payload = Payload {
+        event: notice.event.name().into(),
+        job_id: notice.job_id.clone(),
+        job_kind: notice.job_kind.clone(),
+        app: notice.app.clone(),
+        env: notice.env.clone(),
+        version: notice.version.clone(),
+        user: notice.user.clone(),
+        started_ms: notice.started_ms,
+        ts_ms: notice.ts_ms,
+        before: None,
+        commits: Some(
+            (notice.commits.iter())
+                .map(|c| PayloadCommit {
+                    id: c.id.clone(),
+                    author: c.author.clone(),
+                    subject: c.subject.clone(),
+                })
+                .collect(),
+        ),
+    };
+    let text = serde_json::to_string(&payload).unwrap();
+    let rows: Vec<_> = (d.outbox.routes().iter())
+        .filter(|r| r.filter.matches(notice))
+        .map(|r| NewDelivery {
+            id: payload.key(&r.id),
+            job_id: notice.job_id.clone(),
+            notice: payload.event.clone(),
+            route: r.id.clone(),
+            payload: text.clone(),
+            due_ms: 0,
+        })
+        .collect();
+    d.db.add_deliveries(&rows).unwrap();
+}
+
+/// Sends `notice` and waits until every delivery of its job has ended.
+async fn run(d: &Sender, notice: Notice) {
+    enqueue(d, &notice);
+    drain(d, &notice.job_id).await;
+}
+
+async fn drain(d: &Sender, job: &str) {
+    let start = Instant::now();
+    loop {
+        for h in d.outbox.pass().await.unwrap() {
+            h.await.unwrap();
+        }
+        let rows = d.db.deliveries(job).unwrap();
+        if rows.iter().all(|r| r.state != DeliveryState::Pending) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -217,10 +291,10 @@ fn all_three(base: &str) -> String {
 async fn every_event_reaches_the_webhook_and_slack_and_ends_reach_jira() {
     let (base, seen) = receiver().await;
     let dir = secrets_dir(&base, JIRA_TOKEN);
-    let d = dispatcher(&all_three(&base), dir.path(), quick(2, 10));
     let (report, got) = collector();
+    let d = dispatcher(&all_three(&base), dir.path(), quick(2, 10), report);
     for event in NoticeKind::ALL {
-        run(&d, notice(event, commits()), &report).await;
+        run(&d, notice(event, commits())).await;
     }
     let seen = seen.lock().unwrap();
     assert_eq!(seen.bad_signatures, 0);
@@ -236,12 +310,18 @@ async fn every_event_reaches_the_webhook_and_slack_and_ends_reach_jira() {
         ("job.cancelled", "cancelled"),
     ];
     assert_eq!(events, want.map(|(e, s)| (e, json!(s))));
-    for (event, delivery, body) in &seen.hooks {
+    let hook = d.outbox.routes()[0].id.clone();
+    assert!(hook.starts_with("webhook-"), "{hook}");
+    for ((event, delivery, body), key) in seen.hooks.iter().zip(&seen.keys) {
         assert_eq!(
             (&body["event"], &body["delivery"]),
             (&json!(event), &json!(delivery))
         );
-        assert_eq!(delivery.len(), 32);
+        // The idempotency key: the job, the notice, the route; the IETF draft's header
+        // is a Structured Field String (quoted).
+        let state = event.trim_start_matches("job.");
+        assert_eq!(delivery, &format!("abc.{state}.{hook}"));
+        assert_eq!(key, &format!("\"{delivery}\""));
         assert_eq!(body["commits"][0]["subject"], "ACME-12: faster index");
     }
     assert_ne!(seen.hooks[0].1, seen.hooks[1].1);
@@ -267,7 +347,7 @@ async fn every_event_reaches_the_webhook_and_slack_and_ends_reach_jira() {
         outs.iter()
             .all(|o| o.ok && o.attempt == 1 && o.error.is_none())
     );
-    assert_no_secret(&format!("{outs:?} {d:?}"));
+    assert_no_secret(&format!("{outs:?} {:?}", d.outbox.routes()));
 }
 
 #[tokio::test]
@@ -277,9 +357,9 @@ async fn a_webhook_signed_with_another_key_is_refused_by_the_receiver_once() {
     std::fs::write(dir.path().join("k"), "not-the-shared-key").unwrap();
     let text =
         format!("[[notify]]\nkind = \"webhook\"\nurl = \"{base}/hook\"\nsecret_file = \"k\"\n");
-    let d = dispatcher(&text, dir.path(), quick(2, 5));
     let (report, got) = collector();
-    run(&d, notice(NoticeKind::Started, vec![]), &report).await;
+    let d = dispatcher(&text, dir.path(), quick(2, 5), report);
+    run(&d, notice(NoticeKind::Started, vec![])).await;
     let outs = outcomes(&got);
     // A 401 is permanent: not retried, although two attempts were allowed.
     assert_eq!(outs.iter().map(|o| o.ok).collect::<Vec<_>>(), [false]);
@@ -299,9 +379,9 @@ async fn jira_refuses_bad_credentials_and_unknown_issues() {
     };
     // A wrong token: 401, not retried (permanent), the token in no outcome.
     let dir = secrets_dir(&base, "wrong-T0KEN");
-    let d = dispatcher(&jira_only(&base), dir.path(), quick(2, 5));
     let (report, got) = collector();
-    run(&d, notice(NoticeKind::Failed, commits()), &report).await;
+    let d = dispatcher(&jira_only(&base), dir.path(), quick(2, 5), report);
+    run(&d, notice(NoticeKind::Failed, commits())).await;
     let outs = outcomes(&got);
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].retry_in, None);
@@ -315,15 +395,15 @@ async fn jira_refuses_bad_credentials_and_unknown_issues() {
     // The right token: ACME-12 is commented once; ACME-99 (unknown: 404, permanent)
     // fails, and the notice is not retried for it.
     let dir = secrets_dir(&base, JIRA_TOKEN);
-    let d = dispatcher(&jira_only(&base), dir.path(), quick(3, 5));
     let (report, got) = collector();
+    let d = dispatcher(&jira_only(&base), dir.path(), quick(3, 5), report);
     let mut cs = commits();
     cs.push(Commit {
         id: "c0".into(),
         author: "Eve".into(),
         subject: "ACME-99 ACME-12 follow-up".into(),
     });
-    run(&d, notice(NoticeKind::Succeeded, cs), &report).await;
+    run(&d, notice(NoticeKind::Succeeded, cs)).await;
     let outs = outcomes(&got);
     assert_eq!(outs.iter().map(|o| o.ok).collect::<Vec<_>>(), [false]);
     assert_eq!(
@@ -347,17 +427,14 @@ async fn a_receiver_that_is_down_gets_every_attempt_reported_with_growing_delays
         "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret_file = \"hook-key\"\n\
          [[notify]]\nkind = \"slack\"\nurl_file = \"slack-url\"\n"
     );
-    let d = dispatcher(&text, dir.path(), quick(4, 40));
     let (report, got) = collector();
+    let d = dispatcher(&text, dir.path(), quick(4, 40), report);
     let started = Instant::now();
-    let handles = d.dispatch(notice(NoticeKind::Started, vec![]), report);
-    // Nothing was sent inline (this test's runtime has one thread: the deliveries run
-    // only once it awaits), and the 280 ms of backoff were not waited for.
-    assert!(got.lock().unwrap().is_empty(), "dispatch must not wait");
+    enqueue(&d, &notice(NoticeKind::Started, vec![]));
+    // Nothing was sent inline: writing a notice only writes rows.
+    assert!(got.lock().unwrap().is_empty(), "writing must not send");
     assert!(started.elapsed() < Duration::from_millis(200));
-    for h in handles {
-        h.await.unwrap();
-    }
+    drain(&d, "abc").await;
     let all = got.lock().unwrap().clone();
     assert_eq!(all.len(), 8);
     for name in [
@@ -398,9 +475,9 @@ async fn a_500_then_a_200_is_attempt_1_failed_attempt_2_ok() {
     let text = format!(
         "[[notify]]\nkind = \"webhook\"\nurl = \"{base}/flaky\"\nsecret_file = \"hook-key\"\n"
     );
-    let d = dispatcher(&text, dir.path(), quick(4, 10));
     let (report, got) = collector();
-    run(&d, notice(NoticeKind::Succeeded, vec![]), &report).await;
+    let d = dispatcher(&text, dir.path(), quick(4, 10), report);
+    run(&d, notice(NoticeKind::Succeeded, vec![])).await;
     let outs = outcomes(&got);
     let summary: Vec<_> = outs.iter().map(|o| (o.attempt, o.ok)).collect();
     assert_eq!(summary, [(1, false), (2, true)]);
@@ -417,14 +494,15 @@ async fn a_slack_error_that_echoes_the_url_is_scrubbed() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{base}/slack/hooks/{SLACK_SECRET}");
     std::fs::write(dir.path().join("slack-url"), &url).unwrap();
+    let (report, got) = collector();
     let d = dispatcher(
         "[[notify]]\nkind = \"slack\"\nurl_file = \"slack-url\"\n",
         dir.path(),
         quick(1, 1),
+        report,
     );
-    assert_eq!(d.routes()[0].notifier.secrets()[0].expose(), url);
-    let (report, got) = collector();
-    run(&d, notice(NoticeKind::Failed, vec![]), &report).await;
+    assert_eq!(d.outbox.routes()[0].notifier.secrets()[0].expose(), url);
+    run(&d, notice(NoticeKind::Failed, vec![])).await;
     let outs = outcomes(&got);
     assert_eq!(
         outs[0].error.as_deref(),

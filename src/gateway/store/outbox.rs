@@ -77,7 +77,8 @@ pub struct Delivery {
     pub next_ms: u64,
     /// The gateway that claimed it last, while a claim may be under way.
     pub claimed_by: Option<String>,
-    /// Why the last attempt failed: the notifier's short, secret-free line.
+    /// Why the last failed attempt failed (kept once it is delivered): the notifier's
+    /// short, secret-free line.
     pub last_error: Option<String>,
     pub created_ms: u64,
     pub done_ms: Option<u64>,

@@ -104,7 +104,7 @@ pub(super) fn record<B: Backend>(
     };
     s.write("recording a notification's attempt", |c| {
         c.exec(
-            "UPDATE outbox SET state = $3, next_ms = $4, last_error = $5, done_ms = $6,
+            "UPDATE outbox SET state = $3, next_ms = $4, last_error = COALESCE($5, last_error), done_ms = $6,
                 claimed_by = NULL, payload = COALESCE($7, payload)
              WHERE id = $1 AND attempts = $2 AND state = 'pending' AND claimed_by IS NOT NULL",
             vals![id, attempt, state.as_str(), next, error, done, payload],
