@@ -27,6 +27,7 @@ mod githosts;
 mod jenkins;
 mod job_life;
 mod notify;
+mod notify_outbox;
 mod pipeline;
 mod real_apps;
 mod rollouts;
