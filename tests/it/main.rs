@@ -11,6 +11,7 @@ mod boundaries;
 mod converge;
 mod cron;
 mod dashboard;
+mod dashboard_sessions;
 mod day_two;
 mod day_two_api;
 mod engine_deploy;

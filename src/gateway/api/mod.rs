@@ -41,7 +41,7 @@ pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
 pub struct AppState {
     pub svc: JobService,
     cli: Arc<Handshake>,
-    /// The dashboard's signed-in browsers.
+    /// The dashboard's signed-in browsers (in the store).
     pub sessions: Arc<super::dashboard::Sessions>,
 }
 
@@ -60,7 +60,7 @@ impl AppState {
             newest: cli.newest.clone(),
             upgrade_command,
         });
-        let sessions = Arc::default();
+        let sessions = Arc::new(super::dashboard::Sessions::new(svc.db().clone()));
         AppState { svc, cli, sessions }
     }
 }

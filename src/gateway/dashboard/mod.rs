@@ -7,7 +7,9 @@
 //! obeys the token's environment scopes; `view.rs` and `lines.rs` turn data into HTML.
 //!
 //! Decisions: a token is exchanged once, by a POSTed form, for a session cookie
-//! (`session.rs`); it never travels in a URL and is never put in a page or the log.  The
+//! (`session.rs`: kept in the store, so any gateway on the database serves it, and a
+//! restart signs nobody out); it never travels in a URL and is never put in a page or
+//! the log.  The
 //! CSP allows scripts, styles and connections from the gateway only and no inline
 //! script; pages cannot be framed.  The one script (`assets/job.js`) only makes the job
 //! page live; every page works without it.
@@ -71,28 +73,35 @@ impl IntoResponse for SignIn {
 }
 
 impl FromRequestParts<AppState> for Viewer {
-    type Rejection = SignIn;
+    /// The sign-in page (no session, or its token is no longer valid), or an error page
+    /// (the store could not be asked: 503 while it is away).
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Viewer, SignIn> {
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Viewer, Response> {
         let next = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        let rejected = || SignIn { next: next.clone() };
+        let rejected = || SignIn { next: next.clone() }.into_response();
         let cookie = parts
             .headers
             .get(header::COOKIE)
             .and_then(|v| v.to_str().ok());
         let id = session::from_cookie_header(cookie).ok_or_else(rejected)?;
-        let s = st.sessions.get(id, now_ms()).ok_or_else(rejected)?;
+        let found = st.sessions.get(id, now_ms()).await;
+        let s = found.map_err(|e| PageErr::from(e).into_response())?;
+        let s = s.ok_or_else(rejected)?;
         let source = source_of(parts);
         match st.svc.token_principal(&s.token_id, &source).await {
             Ok(p) => Ok(Viewer(p)),
-            Err(_) => {
-                st.sessions.remove(id);
+            Err(ServiceError::Unauthenticated(_)) => {
+                if let Err(e) = st.sessions.remove(id).await {
+                    tracing::warn!("cannot end a session whose token is gone: {e}");
+                }
                 Err(rejected())
             }
+            Err(e) => Err(PageErr(e).into_response()),
         }
     }
 }
@@ -192,9 +201,10 @@ async fn sign_in(
         t.min(now + session::SESSION_MS)
     });
     let token_id = p.token.clone().unwrap_or_default();
-    let Ok(id) = st.sessions.create(&token_id, expires, now) else {
-        return PageErr(ServiceError::Internal("no randomness for a session".into()))
-            .into_response();
+    let id = match st.sessions.create(&token_id, expires, now).await {
+        Ok(id) => id,
+        Err(session::SessionError::Store(e)) => return PageErr::from(e).into_response(),
+        Err(e) => return PageErr(ServiceError::Internal(e.to_string())).into_response(),
     };
     let https = headers
         .get("x-forwarded-proto")
@@ -207,14 +217,17 @@ async fn sign_in(
     resp
 }
 
-/// POST /ui/sign-out: ends the session here and in the browser.
+/// POST /ui/sign-out: ends the session in the store (for every gateway) and in the
+/// browser.
 async fn sign_out(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
         return (StatusCode::FORBIDDEN, CROSS_SITE).into_response();
     }
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
     if let Some(id) = session::from_cookie_header(cookie) {
-        st.sessions.remove(id);
+        if let Err(e) = st.sessions.remove(id).await {
+            return PageErr::from(e).into_response();
+        }
     }
     let mut resp = Redirect::to("/ui/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {

@@ -1,22 +1,24 @@
 //! Dashboard sessions: a signed-in browser holds a random session id in an HttpOnly,
-//! SameSite=Strict cookie; the gateway keeps, in memory, only the id's hash, the token it
-//! was made from and when it ends.  The token itself is never kept, shown or logged.
+//! SameSite=Strict cookie; the store keeps only the id's hash, the *id* of the token it
+//! was made from, when it ends and when it was made.  The token itself is never kept,
+//! shown or logged, and neither is the session id.
 //!
 //! Decisions: a session lasts [`SESSION_MS`] (8 h) or until its token expires, whichever
 //! comes first; every request checks the token again, so revoking it ends its sessions at
-//! once.  Sessions live in the gateway's memory: a restart signs everyone out, and
-//! gateways sharing a database do not share sessions (sign in on each, or route a browser
-//! to one gateway).  At most [`MAX_SESSIONS`] are kept; past that the oldest goes.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! once.  Sessions live in the store: they survive a gateway's restart, and every gateway
+//! on a shared database knows them (a browser may reach any of them).  Expiry is judged
+//! by the clock of the gateway that is asked (gateways' clocks are expected to agree to a
+//! few seconds; a session lasts hours).  At most [`MAX_SESSIONS`] are kept; past that
+//! the ones that end first go.  Expired rows are dropped when a session is made and by
+//! the retention pass (`retention.rs`).
 
 use crate::gateway::auth;
+use crate::gateway::store::{Db, SessionRow, StoreError};
 
 /// How long a session lasts at most.
 pub const SESSION_MS: u64 = 8 * 3_600_000;
 /// Sessions kept at once.
-pub const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS: u32 = 10_000;
 /// The cookie's name.
 pub const COOKIE: &str = "deploy_session";
 
@@ -27,46 +29,61 @@ pub struct Session {
     pub expires_ms: u64,
 }
 
-#[derive(Default)]
+/// The dashboard's sessions, in the store.
+#[derive(Clone)]
 pub struct Sessions {
-    /// SHA-256 of the session id -> session.
-    by_hash: Mutex<HashMap<String, Session>>,
+    db: Db,
+}
+
+/// A session could not be made: no randomness, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no randomness for a session id: {0}")]
+    Random(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl Sessions {
+    pub fn new(db: Db) -> Sessions {
+        Sessions { db }
+    }
+
     /// A new session for `token_id`, ending at `expires_ms`; returns the id for the cookie.
-    pub fn create(&self, token_id: &str, expires_ms: u64, now: u64) -> std::io::Result<String> {
+    pub async fn create(
+        &self,
+        token_id: &str,
+        expires_ms: u64,
+        now: u64,
+    ) -> Result<String, SessionError> {
         let (_, id) = auth::new_token()?; // 24 random bytes, hex; the `dpl_` form is harmless
-        let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, s| s.expires_ms > now);
-        if m.len() >= MAX_SESSIONS {
-            let oldest = m
-                .iter()
-                .min_by_key(|(_, s)| s.expires_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                m.remove(&k);
-            }
-        }
-        let session = Session {
+        let hash = auth::hash(&id);
+        let row = SessionRow {
             token_id: token_id.to_string(),
             expires_ms,
+            created_ms: now,
         };
-        m.insert(auth::hash(&id), session);
+        (self.db)
+            .call(move |s| s.create_session(&hash, &row, MAX_SESSIONS))
+            .await?;
         Ok(id)
     }
 
     /// The live session of a cookie's id.
-    pub fn get(&self, id: &str, now: u64) -> Option<Session> {
-        let m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&auth::hash(id))
-            .filter(|s| s.expires_ms > now)
-            .cloned()
+    pub async fn get(&self, id: &str, now: u64) -> Result<Option<Session>, StoreError> {
+        let hash = auth::hash(id);
+        let row = self.db.call(move |s| s.session(&hash, now)).await?;
+        Ok(row.map(|r| Session {
+            token_id: r.token_id,
+            expires_ms: r.expires_ms,
+        }))
     }
 
-    pub fn remove(&self, id: &str) {
-        let mut m = self.by_hash.lock().unwrap_or_else(|p| p.into_inner());
-        m.remove(&auth::hash(id));
+    /// Ends a session, wherever it was made.
+    pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let hash = auth::hash(id);
+        self.db.call(move |s| s.end_session(&hash)).await?;
+        Ok(())
     }
 }
 
@@ -99,26 +116,26 @@ pub fn clear_cookie() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_session_ends_when_it_expires_or_is_removed() {
-        let s = Sessions::default();
-        let id = s.create("t1", 1_000, 0).unwrap();
-        assert_eq!(s.get(&id, 999).unwrap().token_id, "t1");
-        assert!(s.get(&id, 1_000).is_none());
-        let id2 = s.create("t1", 5_000, 0).unwrap();
+    #[tokio::test]
+    async fn a_session_ends_when_it_expires_or_is_removed_and_only_its_hash_is_kept() {
+        let db = Db::in_memory().unwrap();
+        let s = Sessions::new(db.clone());
+        let id = s.create("t1", 1_000, 0).await.unwrap();
+        assert_eq!(s.get(&id, 999).await.unwrap().unwrap().token_id, "t1");
+        assert!(s.get(&id, 1_000).await.unwrap().is_none());
+        let id2 = s.create("t1", 5_000, 0).await.unwrap();
         assert_ne!(id, id2);
-        s.remove(&id2);
-        assert!(s.get(&id2, 1).is_none());
-        assert!(s.get("made-up", 1).is_none());
-    }
-
-    #[test]
-    fn sessions_stay_bounded() {
-        let s = Sessions::default();
-        for i in 0..(MAX_SESSIONS + 50) {
-            s.create("t", 10_000 + i as u64, 0).unwrap();
-        }
-        assert!(s.by_hash.lock().unwrap().len() <= MAX_SESSIONS);
+        // Another handle on the store (another gateway, or this one restarted) knows it.
+        let other = Sessions::new(db.clone());
+        assert!(other.get(&id2, 1).await.unwrap().is_some());
+        assert!(
+            db.session(&id2, 1).unwrap().is_none(),
+            "kept under its hash only"
+        );
+        assert!(db.session(&auth::hash(&id2), 1).unwrap().is_some());
+        other.remove(&id2).await.unwrap();
+        assert!(s.get(&id2, 1).await.unwrap().is_none());
+        assert!(s.get("made-up", 1).await.unwrap().is_none());
     }
 
     #[test]
