@@ -13,25 +13,26 @@
 # own groups. Extra arguments go to nextest: `bash ci/test.sh -E 'test(/^rollouts::/)'`.
 #
 # Pass 1: every test of the workspace, gateways on the SQLite store (tests/it/shared_store.rs
-#   makes its own PostgreSQL databases, whatever the store).
+#   and dashboard_sessions.rs make their own PostgreSQL databases, whatever the store).
 # Pass 2: PostgreSQL. `DEPLOY_TEST_STORE=postgres` gives every gateway a fresh database
 #   on the private server (`ci/testbed.sh postgres`: 127.0.0.1:55432, role `deploy`); it
 #   runs the store's contract (every `Store` method, `gateway::store::`, on both backends)
 #   and the gateway tests that need no Docker (below). What a gateway does with hosts is
 #   the same code on either store; what differs on PostgreSQL (several gateways, leases,
-#   NOTIFY) is tests/it/shared_store.rs's, run in pass 1.
+#   NOTIFY, sessions) is tests/it/shared_store.rs's and dashboard_sessions.rs's, run in
+#   pass 1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Pass 2's gateway tests: the API, tokens and scopes, locks, schedules and cron, the
-# day-two API, on PostgreSQL, less
+# day-two API, the notification outbox across a restart, on PostgreSQL, less
 #   - the tests that deploy to Docker servers (PG_DOCKER): what they add on top of the
 #     API tests is the engine's work on hosts, the same code on either store, and pass 1
 #     runs them; what they asked of the store is the store contract's (every `Store`
 #     method, on both backends: src/gateway/store/store_tests*.rs);
 #   - a_second_gateway_on_the_same_database_fails...: it checks SQLite's lock file (one
 #     `serve` per file); on PostgreSQL gateways share a database (shared_store's tests).
-PG_SUITE='test(/^(gateway_api|gateway_auth|gateway_jobs|gateway_lock|gateway_scopes|gateway_versions|day_two_api|day_two|schedules|cron|pipeline)::/)'
+PG_SUITE='test(/^(gateway_api|gateway_auth|gateway_jobs|gateway_lock|gateway_scopes|gateway_versions|day_two_api|day_two|schedules|cron|pipeline|notify_outbox)::/)'
 PG_DOCKER='test(=gateway_jobs::cli_deploys_through_the_gateway_with_lock_detach_and_resume)
     | test(=gateway_jobs::a_gateway_killed_mid_job_marks_it_interrupted_and_frees_the_lock)
     | test(=gateway_versions::latest_and_specifiers_resolve_on_the_gateway)

@@ -224,10 +224,10 @@ async fn sign_out(State(st): State<AppState>, headers: HeaderMap) -> Response {
         return (StatusCode::FORBIDDEN, CROSS_SITE).into_response();
     }
     let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
-    if let Some(id) = session::from_cookie_header(cookie) {
-        if let Err(e) = st.sessions.remove(id).await {
-            return PageErr::from(e).into_response();
-        }
+    if let Some(id) = session::from_cookie_header(cookie)
+        && let Err(e) = st.sessions.remove(id).await
+    {
+        return PageErr::from(e).into_response();
     }
     let mut resp = Redirect::to("/ui/sign-in").into_response();
     if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {

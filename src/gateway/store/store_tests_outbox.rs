@@ -99,9 +99,9 @@ fn an_attempt_is_recorded_only_by_its_claim_and_a_retry_is_due_again_at_its_time
             at_ms: 500,
             error: "answered 503 Service Unavailable".into(),
         };
-        let filled = Some("{\"commits\":[]}");
+        let filled = "{\"commits\":[]}";
         assert!(
-            s.record_delivery("j1.failed.hook", 1, &retry, filled)
+            s.record_delivery("j1.failed.hook", 1, &retry, Some(filled))
                 .unwrap()
         );
         let d = &s.deliveries("j1").unwrap()[0];
@@ -115,7 +115,7 @@ fn an_attempt_is_recorded_only_by_its_claim_and_a_retry_is_due_again_at_its_time
         );
         assert_eq!(
             (d.payload.as_str(), d.claimed_by.as_deref()),
-            (filled.unwrap(), None)
+            (filled, None)
         );
         assert!(
             !s.record_delivery("j1.failed.hook", 1, &Attempted::Delivered, None)
@@ -138,7 +138,7 @@ fn an_attempt_is_recorded_only_by_its_claim_and_a_retry_is_due_again_at_its_time
         );
         let d = &s.deliveries("j1").unwrap()[0];
         assert_eq!((d.state, d.attempts), (DeliveryState::Failed, 2));
-        assert_eq!(d.payload, filled.unwrap(), "kept when no new one is given");
+        assert_eq!(d.payload, filled, "kept when no new one is given");
         assert!(d.done_ms.is_some());
         assert!(
             claim(10_000).is_empty(),
