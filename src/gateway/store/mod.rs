@@ -11,6 +11,7 @@
 mod postgres;
 mod queries;
 mod queries_access;
+mod queries_builds;
 mod queries_leases;
 mod queries_pipeline;
 mod queries_schedules;
@@ -233,6 +234,31 @@ pub struct NewEvent {
     pub note: bool,
 }
 
+/// A CI build a build job follows: the builder's id for it, its number and page once
+/// it left the queue, how far its console was read, and when it was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFollow {
+    pub job_id: String,
+    pub app: String,
+    pub commit: String,
+    pub builder_id: String,
+    /// (number, page URL).
+    pub build: Option<(String, String)>,
+    pub offset: u64,
+    pub queued_ms: u64,
+}
+
+/// Which running build jobs a process adopts (their follower stopped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adopt {
+    /// Those whose lease ended before this instant (database clock).
+    Expired(u64),
+    /// Those of this owner (a gateway's previous life).
+    Owner(String),
+    /// Those of stopped runners (SQLite: one gateway per file).
+    Orphans(Orphans),
+}
+
 /// How a job ended: its state, its error and its final event (`job_finished`).
 #[derive(Debug, Clone)]
 pub struct JobEnd {
@@ -389,6 +415,17 @@ pub trait Store: Send + Sync {
     fn job_artifact(&self, job_id: &str) -> Result<Option<ArtifactRef>>;
     /// The file (name, SHA-256) last recorded for a version of `app` by any job.
     fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>>;
+    /// Records (or updates) the CI build a build job follows.
+    fn set_build_follow(&self, f: &BuildFollow) -> Result<()>;
+    fn build_follow(&self, job_id: &str) -> Result<Option<BuildFollow>>;
+    /// The build job's build ended (recorded, failed or cancelled): nobody adopts it.
+    fn end_build_follow(&self, job_id: &str) -> Result<()>;
+    /// The newest build of (app, commit) that no running job follows and that nobody
+    /// saw end (its follower stopped): a new build of that commit adopts it.
+    fn unfollowed_build(&self, app: &str, commit: &str) -> Result<Option<BuildFollow>>;
+    /// Claims the running build jobs `from` says, with a build still followed, for
+    /// `lease` (a new epoch each); each job is returned to one caller only.
+    fn adopt_builds(&self, lease: &Lease, from: &Adopt) -> Result<Vec<(JobInfo, u64)>>;
 
     fn add_schedule(&self, s: &ScheduleRow) -> Result<()>;
     /// Schedules not removed: all, or the one with `id`.

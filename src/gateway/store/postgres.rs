@@ -109,6 +109,13 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN epoch BIGINT;
      CREATE TABLE epochs (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
      INSERT INTO epochs (id, value) VALUES (1, 0);",
+    // version 8: the CI builds jobs follow (so that any gateway follows one again after
+    // a restart, and a build nobody followed to its end is adopted, not rebuilt).
+    "CREATE TABLE build_follows (
+        job_id TEXT PRIMARY KEY, app TEXT NOT NULL, commit_id TEXT NOT NULL,
+        builder_id TEXT NOT NULL, number TEXT, url TEXT, console_offset BIGINT NOT NULL,
+        queued_ms BIGINT NOT NULL, ended BIGINT NOT NULL DEFAULT 0);
+     CREATE INDEX build_follows_commit ON build_follows (app, commit_id);",
 ];
 
 /// A connection and the statements prepared on it.

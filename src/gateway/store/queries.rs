@@ -8,13 +8,14 @@ use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
 use super::queries_access as access;
+use super::queries_builds as builds;
 use super::queries_leases as leases;
 use super::queries_pipeline as pipeline;
 use super::queries_schedules as schedules;
 use super::sql::{Backend, Conn, Row, SqlError, SqlResult, in_scope, vals};
 use super::{
-    APPLY_USER_PREFIX, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned,
-    Result, Scope, Store, StoreError, TokenRow, now_ms,
+    APPLY_USER_PREFIX, Adopt, BuildFollow, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken,
+    Orphans, Pruned, Result, Scope, Store, StoreError, TokenRow, now_ms,
 };
 
 pub(super) const JOB_COLS: &str = "id, kind, app, env, version, check_mode, \"user\", state, created_ms, finished_ms, error, triggered_by";
@@ -58,7 +59,7 @@ fn ledger_from_row(r: &Row) -> SqlResult<LedgerEntry> {
 }
 
 /// The SQL condition selecting the running jobs of `which`.
-fn orphans_sql(which: Orphans) -> String {
+pub(super) fn orphans_sql(which: Orphans) -> String {
     let apply = format!(
         "substr(\"user\", 1, {}) = '{APPLY_USER_PREFIX}'",
         APPLY_USER_PREFIX.len()
@@ -397,6 +398,26 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn revoke_token(&self, id: &str) -> Result<bool> {
         access::revoke_token(self, id)
+    }
+
+    fn set_build_follow(&self, f: &BuildFollow) -> Result<()> {
+        builds::set(self, f)
+    }
+
+    fn build_follow(&self, job_id: &str) -> Result<Option<BuildFollow>> {
+        builds::get(self, job_id)
+    }
+
+    fn end_build_follow(&self, job_id: &str) -> Result<()> {
+        builds::end(self, job_id)
+    }
+
+    fn unfollowed_build(&self, app: &str, commit: &str) -> Result<Option<BuildFollow>> {
+        builds::unfollowed(self, app, commit)
+    }
+
+    fn adopt_builds(&self, lease: &Lease, from: &Adopt) -> Result<Vec<(JobInfo, u64)>> {
+        builds::adopt(self, lease, from)
     }
 
     fn add_build(&self, b: &BuildRecord) -> Result<()> {
