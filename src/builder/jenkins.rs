@@ -313,7 +313,10 @@ impl Jenkins {
                 format!("stopping build {}", b.number),
             ),
         };
-        let resp = self.send(self.post(&path).await?, &what).await?;
+        let resp = (self.post(&path).await?)
+            .send()
+            .await
+            .map_err(|e| self.unanswered(&what, e))?;
         // Jenkins answers a done POST with a redirect (302/303) to the page.
         if resp.status().is_success() || resp.status().is_redirection() {
             return Ok(());

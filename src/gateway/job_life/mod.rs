@@ -153,20 +153,23 @@ fn final_kind(r: &engine::JobResult) -> EventKind {
     }
 }
 
-/// Adopts the build jobs of stopped runners, then marks their other running jobs
-/// interrupted (each with its final event) and frees their locks; their ids.
+/// Marks the running jobs of stopped runners interrupted (each with its final event)
+/// and frees their locks, but for build jobs, which are adopted; the interrupted ids.
 pub async fn recover(jobs: &Jobs, which: Orphans) -> Result<Vec<String>, StoreError> {
+    let ids = jobs.db.call(move |s| s.interrupt_running(which)).await?;
     adopt(jobs, Adopt::Orphans(which)).await?;
-    jobs.db.call(move |s| s.interrupt_running(which)).await
+    Ok(ids)
 }
 
-/// Adopts the build jobs of this gateway's previous life, then marks its other running
-/// jobs interrupted (a shared database: other gateways' jobs are left to their
-/// leases); their ids.
+/// Marks the running jobs of this gateway's previous life interrupted (a shared
+/// database: other gateways' jobs are left to their leases), but for build jobs, which
+/// are adopted; the interrupted ids.
 pub async fn recover_own(jobs: &Jobs) -> Result<Vec<String>, StoreError> {
     let owner = jobs.owner().to_string();
-    adopt(jobs, Adopt::Owner(owner.clone())).await?;
-    jobs.db.call(move |s| s.interrupt_owned(&owner)).await
+    let o = owner.clone();
+    let ids = jobs.db.call(move |s| s.interrupt_owned(&o)).await?;
+    adopt(jobs, Adopt::Owner(owner)).await?;
+    Ok(ids)
 }
 
 /// Claims the running build jobs `from` says whose CI build is still followed, and

@@ -336,7 +336,8 @@ pub trait Store: Send + Sync {
     }
     /// Calls `wake(job)` whenever another gateway stored events of `job` (`""`: any).
     fn watch(&self, _wake: Box<dyn Fn(&str) + Send + Sync>) {}
-    /// Marks the running jobs of `which` interrupted and frees their locks; their ids.
+    /// Marks the running jobs of `which` interrupted and frees their locks, but for build
+    /// jobs whose CI build is still followed (they are adopted); their ids.
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>>;
     /// Creates a running job held by `lease` and takes its (app, env) lock at once,
     /// unless it is held; the job's fencing epoch (greater than any before it).
@@ -468,7 +469,8 @@ pub trait Store: Send + Sync {
     /// clocks of the gateways.
     fn clock_ms(&self) -> Result<u64>;
     /// Marks the running jobs of `owner` (a gateway's previous life) interrupted and
-    /// frees their locks; their ids.
+    /// frees their locks, but for build jobs whose CI build is still followed (they are
+    /// adopted); their ids.
     fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>>;
     /// Leaves a cancel for the process that runs job `id`; false if it is not running.
     fn request_cancel(&self, id: &str) -> Result<bool>;

@@ -58,6 +58,10 @@ fn ledger_from_row(r: &Row) -> SqlResult<LedgerEntry> {
     })
 }
 
+/// A build job whose CI build is still followed: recovery leaves it to be adopted.
+pub(super) const ADOPTABLE: &str =
+    "(kind = 'build' AND id IN (SELECT job_id FROM build_follows WHERE ended = 0))";
+
 /// The SQL condition selecting the running jobs of `which`.
 pub(super) fn orphans_sql(which: Orphans) -> String {
     let apply = format!(
@@ -159,7 +163,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>> {
-        let cond = orphans_sql(which);
+        let cond = format!("{} AND NOT {ADOPTABLE}", orphans_sql(which));
         self.write("interrupting the jobs of a stopped runner", |c| {
             let ids = c.texts(&format!("SELECT id FROM jobs WHERE {cond}"), &[])?;
             interrupt(c, &ids, "the gateway stopped while this job ran")
