@@ -111,6 +111,19 @@ pub(super) fn interrupt(c: &mut dyn Conn, ids: &[String], error: &str) -> SqlRes
     Ok(done)
 }
 
+/// The next fencing epoch: one counter for every job, so it only grows per target, and
+/// never below the time in ms, so that a new database (or an `apply` run on a private
+/// one) still outranks every job the hosts saw before it.
+pub(super) fn next_epoch(c: &mut dyn Conn) -> SqlResult<u64> {
+    c.first(
+        "UPDATE epochs SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END
+         WHERE id = 1 RETURNING value",
+        vals![now_ms()],
+    )?
+    .ok_or_else(|| SqlError::Corrupt("the epochs table has no row".into()))?
+    .u64(0)
+}
+
 /// Stores a job's final event (`job_finished`) as number `seq`.
 fn store_final(c: &mut dyn Conn, id: &str, seq: u64, event: &deploy_wire::Event) -> SqlResult<()> {
     let data = serde_json::to_string(event).map_err(|e| SqlError::Corrupt(e.to_string()))?;
@@ -196,11 +209,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 };
                 return Ok(Err(holder));
             }
-            // The fencing epoch: one counter for every job, so it only grows per target.
-            let epoch = c
-                .first("UPDATE epochs SET value = value + 1 WHERE id = 1 RETURNING value", &[])?
-                .ok_or_else(|| SqlError::Corrupt("the epochs table has no row".into()))?
-                .u64(0)?;
+            let epoch = next_epoch(c)?;
             c.exec(
                 &format!("INSERT INTO jobs ({JOB_COLS}, owner, lease_until, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12, $13)"),
                 vals![&job.id, job.kind.as_str(), &job.app, &job.env, &job.version, job.check, &job.user, job.state.as_str(), job.created_ms, &job.triggered_by, &lease.owner, lease.until_ms, epoch],

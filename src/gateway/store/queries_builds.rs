@@ -5,7 +5,7 @@
 
 use deploy_wire::api::JobInfo;
 
-use super::queries::{JOB_COLS, SqlStore, job_from_row, orphans_sql};
+use super::queries::{JOB_COLS, SqlStore, job_from_row, next_epoch, orphans_sql};
 use super::sql::{Backend, Row, SqlResult, Value, vals};
 use super::{Adopt, BuildFollow, Lease, Result};
 
@@ -114,14 +114,7 @@ pub(super) fn adopt<B: Backend>(
             .collect::<SqlResult<_>>()?;
         let mut adopted = Vec::new();
         for job in jobs {
-            let epoch = c
-                .first(
-                    "UPDATE epochs SET value = value + 1 WHERE id = 1 RETURNING value",
-                    &[],
-                )?
-                .map(|r| r.u64(0))
-                .transpose()?
-                .unwrap_or(0);
+            let epoch = next_epoch(c)?;
             let mut p = vals![&lease.owner, lease.until_ms, &job.id, epoch].to_vec();
             p.extend(param.clone());
             let n = c.exec(
