@@ -81,7 +81,11 @@ impl Queue {
             let waiting = self.queued.fetch_add(1, Ordering::SeqCst);
             if waiting >= MAX_QUEUED && matches!(event.kind, EventKind::Output { .. }) {
                 self.queued.fetch_sub(1, Ordering::SeqCst);
-                if self.dropped.fetch_add(1, Ordering::SeqCst) % 10_000 == 0 {
+                if self
+                    .dropped
+                    .fetch_add(1, Ordering::SeqCst)
+                    .is_multiple_of(10_000)
+                {
                     tracing::error!(
                         "{MAX_QUEUED} events wait for the database: output lines are dropped"
                     );
