@@ -16,6 +16,9 @@ It follows Jenkins' documented remote access API:
   2.176.2), and a POST without the session's crumb gets 403 "No valid crumb".
 - "Authenticating scripted clients": HTTP basic with user + API token on every request,
   else 401 (with `WWW-Authenticate`).
+- "Queue" and build control: POST /queue/cancelItem?id=N cancels a waiting item (its
+  api/json then says `cancelled: true`, no `executable`) and answers 302 to the queue;
+  POST /job/NAME/N/stop aborts a running build (result ABORTED) and answers 302 to it.
 - Progressive console output: GET .../N/logText/progressiveText?start=OFFSET returns the
   console from byte OFFSET, `X-Text-Size` (the next offset) and `X-More-Data: true`
   while the build runs.
@@ -27,7 +30,9 @@ The upload uses the legacy PyPI upload API (multipart POST, `:action=file_upload
 finished build, "BUILD job=J number=N commit=SHA result=R" (J percent-encoded).
 
 usage: jenkins_stub.py --port 0 --user U --token-file F --jobs JOBS.json \
-           --upload-url http://index/ --workdir DIR --log FILE
+           --upload-url http://index/ --workdir DIR --log FILE [--queue-delay S] [--hold S]
+--queue-delay: seconds an item waits in the queue (-1: for ever, as with no free
+executor); --hold: seconds a build waits (printing a line a second) before it uploads.
 --port 0 picks a free port; the port is printed on stdout ("listening on PORT") once
 the server accepts connections.
 """
@@ -62,6 +67,7 @@ class Build:
         self.done = False
         self.result = None
         self.artifacts = []  # (fileName, relativePath)
+        self.stop = False
         self.lock = threading.Lock()
 
     def say(self, line):
@@ -102,9 +108,17 @@ class State:
         return n
 
     def leave_queue(self, n):
-        time.sleep(self.args.queue_delay)
+        waited = 0.0
+        while self.args.queue_delay < 0 or waited < self.args.queue_delay:
+            time.sleep(0.1)
+            waited += 0.1
+            with self.lock:
+                if self.queue[n].get("cancelled"):
+                    return
         with self.lock:
             item = self.queue[n]
+            if item.get("cancelled"):
+                return
             job = item["job"]
             number = self.numbers.get(job, 0) + 1
             self.numbers[job] = number
@@ -142,6 +156,10 @@ def run(b, argv, cwd=None):
         raise Failed(f"{argv[0]} exited with {p.returncode}")
 
 
+class Aborted(Exception):
+    pass
+
+
 def run_build(state, b):
     b.say(f"Started by remote API (user {state.args.user})")
     b.say(f"Building {b.job} #{b.number} at commit {b.commit}")
@@ -158,6 +176,13 @@ def run_build(state, b):
         project = read_project(b, src)
         time.sleep(STEP_PAUSE)
         wheel = build_wheel(b, src, project, os.path.join(archive, "dist"))
+        for i in range(int(state.args.hold)):
+            if b.stop:
+                raise Aborted()
+            b.say(f"holding ({i + 1}/{int(state.args.hold)})")
+            time.sleep(1)
+        if b.stop:
+            raise Aborted()
         time.sleep(STEP_PAUSE)
         upload(b, state.args.upload_url, project, wheel)
         name = os.path.basename(wheel)
@@ -168,6 +193,9 @@ def run_build(state, b):
     except Failed as e:
         b.say(f"ERROR: {e}")
         result = "FAILURE"
+    except Aborted:
+        b.say("Aborted by the remote API")
+        result = "ABORTED"
     except Exception as e:  # a bug here must still end the build
         b.say(f"ERROR: the stub failed: {e!r}")
         result = "FAILURE"
@@ -367,8 +395,10 @@ def make_handler(state):
                                    "url": b.url} if b else None}
             if b:
                 body["cancelled"] = False
+            elif item.get("cancelled"):
+                body["_class"], body["cancelled"] = "hudson.model.Queue$CancelledItem", True
             else:
-                body["why"] = "In the quiet period."
+                body["why"] = "Waiting for next available executor"
             return self.send(200, body)
 
         def build_page(self, b, page, query):
@@ -409,7 +439,25 @@ def make_handler(state):
             if not want or not hmac.compare_digest(got.encode(), want.encode()):
                 return self.send(403, "No valid crumb was included in the request")
             url = urllib.parse.urlsplit(self.path)
+            if url.path == "/queue/cancelItem":
+                n = int(urllib.parse.parse_qs(url.query).get("id", ["0"])[0] or 0)
+                with state.lock:
+                    item = state.queue.get(n)
+                    if item is not None and item["build"] is None:
+                        item["cancelled"] = True
+                if item is None:
+                    return self.send(404, "Not Found")
+                state.log(f"CANCEL queue={n}")
+                return self.send(302, "", headers=[("Location", f"{state.root}/queue/")])
             job, rest = split_job(url.path)
+            m = re.fullmatch(r"/(\d+)/stop", rest or "")
+            if job in state.jobs and m:
+                b = state.builds.get((job, int(m.group(1))))
+                if not b:
+                    return self.send(404, "Not Found")
+                b.stop = True
+                state.log(f"STOP job={urllib.parse.quote(job, safe='')} number={b.number}")
+                return self.send(302, "", headers=[("Location", b.url)])
             if job is None or job not in state.jobs or rest != "/buildWithParameters":
                 return self.send(404, "Not Found")
             commit = urllib.parse.parse_qs(url.query).get("COMMIT", [""])[0]
@@ -444,6 +492,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--queue-delay", type=float, default=0.3)
+    ap.add_argument("--hold", type=float, default=0)
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)

@@ -22,6 +22,10 @@ pub struct FakeBuilder {
     pub builds: Mutex<BTreeMap<String, (BuildRequest, usize)>>,
     /// What the next polls fail with, in order (a failed poll does not count).
     pub poll_errors: Mutex<VecDeque<BackendError>>,
+    /// Builds asked to stop, in order.
+    pub cancelled: Mutex<Vec<String>>,
+    /// Polls that answer "queued" before a build starts.
+    pub queued_polls: usize,
 }
 
 impl FakeBuilder {
@@ -54,6 +58,15 @@ impl Builder for FakeBuilder {
                 .get_mut(id)
                 .ok_or_else(|| BackendError::permanent(format!("no build {id}")))?;
             *polls += 1;
+            if *polls <= self.queued_polls {
+                return Ok(Progress {
+                    state: BuildState::Queued,
+                    console: String::new(),
+                    next_offset: offset,
+                    build: None,
+                    artifacts: Vec::new(),
+                });
+            }
             let (lines, fails) = &self.script;
             let line = lines.get(offset as usize).cloned();
             let state = match (&line, fails) {
@@ -77,5 +90,10 @@ impl Builder for FakeBuilder {
             })
         })();
         Box::pin(async move { r })
+    }
+    fn resume(&self, _id: &str, _build: Option<BuildRef>) {}
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        self.cancelled.lock().unwrap().push(id.to_string());
+        Box::pin(async { Ok(()) })
     }
 }

@@ -43,6 +43,10 @@ use super::{BuildRef, BuildRequest, BuildState, Builder, Progress};
 use crate::artifacts::Secret;
 use crate::backend::{BackendError, request_kind, status_kind};
 
+/// Between a build's queue item and its job's name in a build id (a URL fragment: the
+/// id's first part is the queue item's URL).
+const JOB_MARK: &str = "#job=";
+
 /// Every request's deadline (a console chunk or a JSON document is small).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,22 +199,8 @@ impl Jenkins {
                 req.app
             ))
         })?;
-        let crumb = self.crumb().await?;
         let path = format!("{}/buildWithParameters", job_path(job));
-        let mut post = self
-            .request(Method::POST, &path)
-            .query(&[("COMMIT", req.commit.as_str())]);
-        if let Some(Csrf {
-            field,
-            crumb,
-            cookie,
-        }) = crumb
-        {
-            post = post.header(field, crumb);
-            if let Some(c) = cookie {
-                post = post.header(reqwest::header::COOKIE, c);
-            }
-        }
+        let post = (self.post(&path).await?).query(&[("COMMIT", req.commit.as_str())]);
         let what = format!("POST {path} (app {}, commit {})", req.app, req.commit);
         let resp = self.send(post, &what).await?;
         let location = resp
@@ -225,7 +215,8 @@ impl Jenkins {
                 resp.status()
             ))
         })?;
-        let id = format!("{}/queue/item/{n}/", self.base);
+        // The id names the job too, so that any gateway can follow it after a restart.
+        let id = format!("{}/queue/item/{n}/{JOB_MARK}{job}", self.base);
         let tracked = Tracked {
             job: job.clone(),
             build: None,
@@ -240,7 +231,7 @@ impl Jenkins {
         id: &str,
         offset: u64,
     ) -> Result<Result<BuildRef, Progress>, BackendError> {
-        let path = id.strip_prefix(&self.base).unwrap_or(id);
+        let path = self.queue_path(id);
         let body = self.get_text(&format!("{path}api/json")).await?;
         let item =
             parse_queue_item(&body).map_err(|e| self.about(&format!("queue item {path}"), e))?;
@@ -261,13 +252,83 @@ impl Jenkins {
         }))
     }
 
-    async fn poll_build(&self, id: &str, offset: u64) -> Result<Progress, BackendError> {
-        let t = self.tracked().get(id).cloned().ok_or_else(|| {
+    /// What is known of build `id`: tracked here, else from the id itself.
+    fn known(&self, id: &str) -> Result<Tracked, BackendError> {
+        if let Some(t) = self.tracked().get(id) {
+            return Ok(t.clone());
+        }
+        let job = id.split_once(JOB_MARK).map(|(_, job)| job.to_string());
+        let job = job.ok_or_else(|| {
             BackendError::permanent(format!(
-                "{} did not start build {id} (builds are followed by the process that started them)",
+                "{}: {id} is not a build id of this builder",
                 self.describe()
             ))
         })?;
+        Ok(Tracked { job, build: None })
+    }
+
+    /// The queue item's path (`/queue/item/N/`) of build `id`.
+    fn queue_path<'i>(&self, id: &'i str) -> &'i str {
+        let item = id.split_once(JOB_MARK).map_or(id, |(item, _)| item);
+        item.strip_prefix(&self.base).unwrap_or(item)
+    }
+
+    /// A POST with the crumb (and its session) when Jenkins issues one.
+    async fn post(&self, path: &str) -> Result<RequestBuilder, BackendError> {
+        let mut post = self.request(Method::POST, path);
+        if let Some(Csrf {
+            field,
+            crumb,
+            cookie,
+        }) = self.crumb().await?
+        {
+            post = post.header(field, crumb);
+            if let Some(c) = cookie {
+                post = post.header(reqwest::header::COOKIE, c);
+            }
+        }
+        Ok(post)
+    }
+
+    async fn cancel_build(&self, id: &str) -> Result<(), BackendError> {
+        let t = self.known(id)?;
+        let build = match t.build {
+            Some(b) => Some(b),
+            None => match self.leave_queue(id, 0).await? {
+                Ok(b) => Some(b),
+                Err(p) if p.state == BuildState::Queued => None,
+                Err(_) => return Ok(()), // cancelled already
+            },
+        };
+        let (path, what) = match &build {
+            None => {
+                let n = queue_number(self.queue_path(id)).unwrap_or_default();
+                (
+                    format!("/queue/cancelItem?id={n}"),
+                    format!("cancelling queue item {n}"),
+                )
+            }
+            Some(b) => (
+                format!("{}/{}/stop", job_path(&t.job), b.number),
+                format!("stopping build {}", b.number),
+            ),
+        };
+        let resp = (self.post(&path).await?)
+            .send()
+            .await
+            .map_err(|e| self.unanswered(&what, e))?;
+        // Jenkins answers a done POST with a redirect (302/303) to the page.
+        if resp.status().is_success() || resp.status().is_redirection() {
+            return Ok(());
+        }
+        self.check(resp, &what).map(|_| ())
+    }
+
+    async fn poll_build(&self, id: &str, offset: u64) -> Result<Progress, BackendError> {
+        let t = self.known(id)?;
+        if !self.tracked().contains_key(id) {
+            self.tracked().insert(id.to_string(), t.clone());
+        }
         let build = match t.build {
             Some(b) => b,
             None => match self.leave_queue(id, offset).await? {
@@ -328,6 +389,15 @@ impl Builder for Jenkins {
         offset: u64,
     ) -> BoxFuture<'a, Result<Progress, BackendError>> {
         Box::pin(self.poll_build(id, offset))
+    }
+    fn resume(&self, id: &str, build: Option<BuildRef>) {
+        if let Ok(mut t) = self.known(id) {
+            t.build = build.or(t.build);
+            self.tracked().insert(id.to_string(), t);
+        }
+    }
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.cancel_build(id))
     }
 }
 

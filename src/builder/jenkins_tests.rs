@@ -184,9 +184,10 @@ async fn a_busy_jenkins_is_retryable_and_a_refusal_or_unknown_build_is_not() {
         !e.is_retryable() && e.to_string().contains("no job for app other"),
         "{e}"
     );
+    // An id that does not name its job cannot be followed (by any process).
     let e = j.poll("http://nowhere/queue/item/1/", 0).await.unwrap_err();
     assert!(
-        !e.is_retryable() && e.to_string().contains("did not start build"),
+        !e.is_retryable() && e.to_string().contains("is not a build id of this builder"),
         "{e}"
     );
     let Err(e) = parse_build("<html>") else {

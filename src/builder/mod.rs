@@ -71,4 +71,11 @@ pub trait Builder: Send + Sync + std::fmt::Debug {
         id: &'a str,
         offset: u64,
     ) -> BoxFuture<'a, Result<Progress, BackendError>>;
+    /// Follows build `id` that another process (or an earlier life of this one)
+    /// started, whose build is `build` when it had left the queue: ids are stored, and
+    /// any gateway may poll them after this.
+    fn resume(&self, id: &str, build: Option<BuildRef>);
+    /// Stops build `id`: its queue item is cancelled while it waits, the build is
+    /// aborted once it runs; a build that ended already is left as it is.
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
 }

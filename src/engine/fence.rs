@@ -14,6 +14,10 @@
 //! flight to end, and from then on the older one is refused).  The command itself runs
 //! with the lock's descriptor closed, so a daemon it starts never holds the lock.
 //!
+//! Epochs come from the gateway's store: one counter that only grows and never falls
+//! below the claim's time in ms, so a new database (or `apply` on a private one) still
+//! outranks every job a host saw before it.
+//!
 //! A refused command exits with [`REFUSED`] and changes nothing; the transport turns it
 //! into a permanent [`BackendError`] that fails the host.
 
@@ -68,7 +72,7 @@ pub fn guard(app: &str, env: &str, epoch: u64, line: &str) -> String {
     format!(
         "{HEADER}{k} {epoch}\n\
          deploy_o=$PWD; deploy_d=\"$HOME/.deploy/fence\"\n\
-         mkdir -p \"$deploy_d\" && cd \"$deploy_d\" && exec 9>>{file}.lock && flock -x 9 || exit 96\n\
+         mkdir -p \"$deploy_d\" && cd \"$deploy_d\" && exec 9>>{file}.lock && flock -x 9 || {{ echo \"deploy: cannot lock $deploy_d/{k}.lock (the fence needs a writable home and flock from util-linux)\" >&2; exit 96; }}\n\
          deploy_s=$(cat {file} 2>/dev/null); deploy_s=${{deploy_s:-0}}\n\
          if [ \"$deploy_s\" -gt {epoch} ]; then echo \"deploy: refused: this host has seen job epoch $deploy_s, newer than this job's {epoch}\" >&2; exit {REFUSED}; fi\n\
          if [ \"$deploy_s\" -lt {epoch} ]; then echo {epoch} > {file}.new && mv {file}.new {file} || exit 96; fi\n\

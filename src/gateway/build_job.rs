@@ -3,6 +3,17 @@
 //! then the wheel it archived is found on the application's index and recorded with the
 //! commit, the build number and the index's SHA-256: the ledger's link from a commit to
 //! a file.  A build touches no host.
+//!
+//! The build is followed through the store (`build_follows`): its builder id at once,
+//! its number and page once it leaves the queue, how far its console was read.  So a
+//! gateway that adopts the job after its follower stopped (`job_life`) follows the same
+//! build on from there, and a build of a commit whose build nobody followed to its end
+//! adopts that build (its wheel, if it made one) instead of building again.
+//!
+//! Decisions: polls that fail retryably (the CI server restarting, a network blip) are
+//! tried again with backoff for up to [`OUTAGE`]; a build that waits in the queue longer
+//! than the config's `build_queue_timeout_secs` fails its job and its queue item is
+//! cancelled; a cancelled job cancels the queue item or stops the build.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,7 +25,7 @@ use deploy_wire::pipeline::BuildRecord;
 use deploy_wire::{Event, EventKind, JobStatus, StepStatus, Stream};
 
 use super::jobs::JobWork;
-use super::store::{Db, now_ms};
+use super::store::{BuildFollow, Db, now_ms};
 use crate::artifacts::ArtifactSource;
 use crate::builder::{BuildRef, BuildRequest, BuildState, Builder};
 use crate::engine::{CancelFlag, EventSink, JobResult};
@@ -32,37 +43,93 @@ pub struct BuildOrder {
     pub http: reqwest::Client,
     /// Where the build's status is shown beside its commit (Bitbucket), with the repo.
     pub git: Option<(Arc<dyn GitHost>, String)>,
+    /// How long the build may wait in the builder's queue.
+    pub queue_limit: Duration,
+    /// How long polls may fail retryably in a row ([`OUTAGE`]).
+    pub outage: Duration,
+}
+
+/// The order of a build of `commit` of `app`, from the gateway's config and inventory
+/// (for a new build job, and for a job adopted after its follower stopped).
+pub fn order_for(
+    jobs: &super::jobs::Jobs,
+    app: &str,
+    commit: &str,
+    http: reqwest::Client,
+    interval: Duration,
+) -> Result<BuildOrder, String> {
+    let pipeline = jobs
+        .pipeline()
+        .ok_or("this gateway has no pipeline config")?;
+    let builder = pipeline.builder_for(app)?;
+    let (git, repo) = pipeline.git_for(app)?;
+    let inv = jobs.inventory().map_err(|e| e.to_string())?;
+    let a = inv.app(app).map_err(|e| e.message)?;
+    Ok(BuildOrder {
+        builder,
+        source: jobs.source_for(a)?,
+        package: a.package.clone(),
+        request: BuildRequest {
+            app: app.to_string(),
+            commit: commit.to_string(),
+        },
+        interval,
+        http,
+        git: Some((git, repo)),
+        queue_limit: jobs.build_queue_limit(),
+        outage: OUTAGE,
+    })
 }
 
 /// Console lines kept for the failure message.
 const LAST_LINES: usize = 8;
-/// Consecutive failed polls before the build is given up (a permanent failure gives it
-/// up at once).
-const POLL_ERRORS: u32 = 5;
+/// Between polls of a CI builder.
+pub const BUILD_POLL: Duration = Duration::from_millis(500);
+/// How long polls may fail retryably in a row before the build is given up (a permanent
+/// failure gives it up at once).
+const OUTAGE: Duration = Duration::from_secs(5 * 60);
+/// The longest wait between polls that failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The job's work; `resumed`: the build an earlier follower of this job left.
 pub fn work(
     order: BuildOrder,
     job: JobInfo,
     db: Db,
     sink: Arc<dyn EventSink>,
     cancel: CancelFlag,
+    resumed: Option<BuildFollow>,
 ) -> JobWork {
     Box::pin(async move {
         let started = Instant::now();
         let commit = order.request.commit.clone();
-        sink.emit(Event::now(EventKind::JobStarted {
-            app: job.app.clone(),
-            env: job.env.clone(),
-            version: commit.clone(),
-            hosts: Vec::new(),
-            check: false,
-            steps: vec!["build".into()],
-        }));
-        sink.emit(Event::now(EventKind::PhaseStarted {
-            phase: "build".into(),
-            host: None,
-        }));
-        let outcome = match run(&order, &job, sink.as_ref(), &cancel).await {
+        if resumed.is_none() {
+            sink.emit(Event::now(EventKind::JobStarted {
+                app: job.app.clone(),
+                env: job.env.clone(),
+                version: commit.clone(),
+                hosts: Vec::new(),
+                check: false,
+                steps: vec!["build".into()],
+            }));
+            sink.emit(Event::now(EventKind::PhaseStarted {
+                phase: "build".into(),
+                host: None,
+            }));
+        }
+        let ctx = Ctx {
+            order: &order,
+            job: &job,
+            db: &db,
+            sink: sink.as_ref(),
+            cancel: &cancel,
+        };
+        let ended = run(&ctx, resumed).await;
+        let id = job.id.clone();
+        if let Err(e) = db.call(move |s| s.end_build_follow(&id)).await {
+            tracing::warn!("marking the followed build ended: {e}");
+        }
+        let outcome = match ended {
             Ok((build, file)) => {
                 let url = build.url.clone();
                 let rec = record(&order, &db, &job, build, file).await;
@@ -210,47 +277,140 @@ impl Followed {
     }
 }
 
-/// Starts the build and follows it to its end.
-async fn run(
-    order: &BuildOrder,
-    job: &JobInfo,
-    sink: &dyn EventSink,
-    cancel: &CancelFlag,
-) -> Ended {
+/// What the follower works with.
+struct Ctx<'a> {
+    order: &'a BuildOrder,
+    job: &'a JobInfo,
+    db: &'a Db,
+    sink: &'a dyn EventSink,
+    cancel: &'a CancelFlag,
+}
+
+impl Ctx<'_> {
+    /// Stores how far the build was followed (best effort: a failure is logged).
+    async fn save(&self, f: &BuildFollow) {
+        let f = f.clone();
+        if let Err(e) = self.db.call(move |s| s.set_build_follow(&f)).await {
+            tracing::warn!("recording the followed build: {e}");
+        }
+    }
+
+    /// The build to follow: the one `resumed` names, else a build of this commit nobody
+    /// followed to its end, else a new one.
+    async fn begin(&self, resumed: Option<BuildFollow>) -> Result<BuildFollow, (String, String)> {
+        let (b, req) = (&self.order.builder, &self.order.request);
+        if let Some(f) = resumed {
+            line(
+                self.sink,
+                "followed again: the gateway that followed this build stopped",
+            );
+            b.resume(&f.builder_id, build_ref(&f));
+            return Ok(f);
+        }
+        let (app, commit) = (req.app.clone(), req.commit.clone());
+        let orphan = self
+            .db
+            .call(move |s| s.unfollowed_build(&app, &commit))
+            .await;
+        let mut f = match orphan.ok().flatten() {
+            Some(prev) => {
+                let which = prev
+                    .build
+                    .as_ref()
+                    .map_or("a queued build".to_string(), |(n, _)| format!("build {n}"));
+                line(
+                    self.sink,
+                    &format!(
+                        "adopting {which} of this commit, started by job {} (its follower stopped)",
+                        prev.job_id
+                    ),
+                );
+                b.resume(&prev.builder_id, build_ref(&prev));
+                let id = prev.job_id.clone();
+                let _ = self.db.call(move |s| s.end_build_follow(&id)).await;
+                BuildFollow {
+                    job_id: self.job.id.clone(),
+                    offset: 0,
+                    ..prev
+                }
+            }
+            None => {
+                let id = b.start(req).await.map_err(|e| {
+                    (
+                        format!("cannot start the build on {}: {e}", b.describe()),
+                        String::new(),
+                    )
+                })?;
+                BuildFollow {
+                    job_id: self.job.id.clone(),
+                    app: req.app.clone(),
+                    commit: req.commit.clone(),
+                    builder_id: id,
+                    build: None,
+                    offset: 0,
+                    queued_ms: now_ms(),
+                }
+            }
+        };
+        f.job_id = self.job.id.clone();
+        self.save(&f).await;
+        Ok(f)
+    }
+
+    /// Stops the build on the builder (best effort), saying what became of it.
+    async fn stop(&self, f: &Followed, why: &str) -> Ended {
+        let b = &self.order.builder;
+        let what = match &f.build {
+            Some(r) => format!("build {}", r.number),
+            None => "its queue item".to_string(),
+        };
+        let done = match b.cancel(&f.id).await {
+            Ok(()) => format!("{what} was cancelled on {}", b.describe()),
+            Err(e) => format!("{what} could not be cancelled on {}: {e}", b.describe()),
+        };
+        f.fail(format!("{why}; {done}"))
+    }
+}
+
+fn build_ref(f: &BuildFollow) -> Option<BuildRef> {
+    f.build
+        .clone()
+        .map(|(number, url)| BuildRef { number, url })
+}
+
+/// Starts (or adopts) the build and follows it to its end.
+async fn run(ctx: &Ctx<'_>, resumed: Option<BuildFollow>) -> Ended {
+    let (order, sink) = (ctx.order, ctx.sink);
     let b = &order.builder;
-    let id = b.start(&order.request).await.map_err(|e| {
-        (
-            format!("cannot start the build on {}: {e}", b.describe()),
-            String::new(),
-        )
-    })?;
+    let mut saved = ctx.begin(resumed).await?;
     let mut f = Followed {
-        id,
-        build: None,
+        id: saved.builder_id.clone(),
+        build: build_ref(&saved),
         last: VecDeque::new(),
     };
-    let (mut offset, mut errors) = (0, 0);
+    let mut offset = saved.offset;
+    let (mut failing_since, mut wait) = (None::<Instant>, order.interval);
     loop {
-        if cancel.load(Ordering::SeqCst) {
-            return f.fail(format!(
-                "cancelled while building (the build itself goes on on {})",
-                b.describe()
-            ));
+        if ctx.cancel.load(Ordering::SeqCst) {
+            return ctx.stop(&f, "cancelled while building").await;
         }
         let p = match b.poll(&f.id, offset).await {
             Ok(p) => p,
-            Err(e) if e.is_retryable() && errors + 1 < POLL_ERRORS => {
-                errors += 1;
-                tracing::warn!("polling build {}: {e}", f.id);
-                tokio::time::sleep(order.interval).await;
+            Err(e)
+                if e.is_retryable() && failing_since.is_none_or(|t| t.elapsed() < order.outage) =>
+            {
+                failing_since.get_or_insert_with(Instant::now);
+                tracing::warn!("polling build {}: {e}; again in {wait:?}", f.id);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_BACKOFF);
                 continue;
             }
             Err(e) => return f.fail(format!("lost the build on {}: {e}", b.describe())),
         };
-        errors = 0;
+        (failing_since, wait) = (None, order.interval);
         if let (None, Some(r)) = (&f.build, &p.build) {
             line(sink, &format!("build {} started: {}", r.number, r.url));
-            report(order, job, sink, "INPROGRESS", &r.url).await;
+            report(order, ctx.job, sink, "INPROGRESS", &r.url).await;
             f.build = p.build.clone();
         }
         for l in p.console.lines() {
@@ -261,8 +421,27 @@ async fn run(
             }
         }
         offset = p.next_offset;
-        if let Some(end) = f.ended(p.state, &p.artifacts) {
+        let now = BuildFollow {
+            build: f.build.clone().map(|r| (r.number, r.url)),
+            offset,
+            ..saved.clone()
+        };
+        if now != saved {
+            ctx.save(&now).await;
+            saved = now;
+        }
+        if let Some(end) = f.ended(p.state.clone(), &p.artifacts) {
             return end;
+        }
+        let queued_for = Duration::from_millis(now_ms().saturating_sub(saved.queued_ms));
+        if p.state == BuildState::Queued && queued_for > order.queue_limit {
+            let why = format!(
+                "the build waited {} s in the queue of {} (limit: build_queue_timeout_secs = {})",
+                queued_for.as_secs(),
+                b.describe(),
+                order.queue_limit.as_secs()
+            );
+            return ctx.stop(&f, &why).await;
         }
         tokio::time::sleep(order.interval).await;
     }

@@ -28,6 +28,9 @@ pub struct GatewayConfig {
     /// How long a gateway's claim on its running jobs lasts unless renewed (a third of
     /// it, every time); a job whose gateway died is taken over after at most this.
     pub lease_secs: u64,
+    /// How long a CI build may wait in the builder's queue before its job fails and its
+    /// queue item is cancelled (`build_queue_timeout_secs`, default 30 minutes).
+    pub build_queue_timeout_secs: u64,
     /// This gateway among those sharing a database: its leases' owner, the same across
     /// restarts (so a restart frees its own jobs at once); default `HOST:CONFIG-PATH`.
     pub gateway_id: String,
@@ -133,6 +136,8 @@ struct Raw {
     database_password_file: Option<PathBuf>,
     #[serde(default = "default_lease_secs")]
     lease_secs: u64,
+    #[serde(default = "default_build_queue_timeout_secs")]
+    build_queue_timeout_secs: u64,
     #[serde(default)]
     gateway_id: Option<String>,
     inventory: PathBuf,
@@ -179,6 +184,10 @@ impl Default for Retention {
             days: default_retention_days(),
         }
     }
+}
+
+fn default_build_queue_timeout_secs() -> u64 {
+    30 * 60
 }
 
 fn default_lease_secs() -> u64 {
@@ -346,6 +355,7 @@ impl GatewayConfig {
             listen: raw.listen,
             database,
             lease_secs: raw.lease_secs,
+            build_queue_timeout_secs: raw.build_queue_timeout_secs,
             gateway_id: raw.gateway_id.unwrap_or_else(|| {
                 let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
                 format!("{}:{}", super::jobs::hostname(), file.display())

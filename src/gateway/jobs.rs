@@ -347,12 +347,26 @@ impl Jobs {
         }
     }
 
-    /// Runs a locked build job (`deploy build`).
-    pub fn spawn_build(&self, job: JobInfo, order: super::build_job::BuildOrder) {
+    /// Runs a locked build job (`deploy build`); `resumed`: the build an earlier
+    /// follower of this (adopted) job left.
+    pub fn spawn_build(
+        &self,
+        job: JobInfo,
+        order: super::build_job::BuildOrder,
+        resumed: Option<super::store::BuildFollow>,
+    ) {
         let (db, info) = (self.db.clone(), job.clone());
         self.spawn_with(job, move |sink, cancel| {
-            super::build_job::work(order, info, db, sink, cancel)
+            super::build_job::work(order, info, db, sink, cancel, resumed)
         });
+    }
+
+    /// How long a CI build may wait in its builder's queue.
+    pub fn build_queue_limit(&self) -> Duration {
+        match &self.settings.artifacts {
+            Artifacts::Gateway(cfg) => Duration::from_secs(cfg.build_queue_timeout_secs),
+            Artifacts::Inventory => Duration::from_secs(30 * 60),
+        }
     }
 
     /// Creates the job and takes its (application, environment) lock, unless held

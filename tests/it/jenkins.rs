@@ -263,3 +263,74 @@ async fn a_wrong_token_is_a_clear_error_without_the_token_and_the_right_one_buil
     assert_eq!(stub.builds().len(), 1);
     assert!(!stub.log().contains(&stub.token));
 }
+
+/// Polls `id` until it has left the queue; its build.
+async fn build_of(b: &Jenkins, id: &str) -> BuildRef {
+    for _ in 0..300 {
+        if let Some(r) = b.poll(id, 0).await.unwrap().build {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("build {id} never left the queue");
+}
+
+#[tokio::test]
+async fn a_build_is_followed_by_another_process_and_cancel_stops_a_queue_item_or_a_build() {
+    let tb = Testbed::up("jenkins-follow", 0);
+    let index = format!("http://127.0.0.1:{}/", tb.index_port);
+    let git = GitServer::start("demo");
+    let good = git.commit(
+        "a tiny project",
+        &[pyproject(), ("jenkins_demo/__init__.py", "X = 1\n")],
+    );
+
+    // A build started by one process, followed to its end by a new one from its id (the
+    // id names the job; the build's number, stored, is handed over too).
+    let stub = JenkinsStub::start_with(&[(JOB, &git.url)], &index, &["--hold", "2"]);
+    let id = builder(&stub, &stub.token)
+        .start(&request(&good))
+        .await
+        .unwrap();
+    let build = build_of(&builder(&stub, &stub.token), &id).await;
+    let next = builder(&stub, &stub.token);
+    next.resume(&id, Some(build.clone()));
+    let f = follow(&next, &id).await;
+    assert_eq!(f.last.state, BuildState::Succeeded, "{}", f.console);
+    assert_eq!(f.last.build, Some(build));
+    assert!(f.console.contains("holding (2/2)"), "{}", f.console);
+    assert_eq!(stub.builds().len(), 1, "one build");
+
+    // A queue item that never leaves the queue (no executor) is cancelled.
+    let stuck = JenkinsStub::start_with(&[(JOB, &git.url)], &index, &["--queue-delay", "-1"]);
+    let b = builder(&stuck, &stuck.token);
+    let id = b.start(&request(&good)).await.unwrap();
+    assert_eq!(b.poll(&id, 0).await.unwrap().state, BuildState::Queued);
+    b.cancel(&id).await.unwrap();
+    let p = b.poll(&id, 0).await.unwrap();
+    assert_eq!(
+        p.state,
+        BuildState::Failed("cancelled in the Jenkins queue".into())
+    );
+    assert!(stuck.log().contains("CANCEL queue=1"), "{}", stuck.log());
+
+    // A running build is stopped: Jenkins ends it ABORTED.
+    let slow = JenkinsStub::start_with(&[(JOB, &git.url)], &index, &["--hold", "60"]);
+    let b = builder(&slow, &slow.token);
+    let id = b.start(&request(&good)).await.unwrap();
+    let r = build_of(&b, &id).await;
+    b.cancel(&id).await.unwrap();
+    let f = follow(&b, &id).await;
+    assert_eq!(
+        f.last.state,
+        BuildState::Failed("Jenkins says ABORTED".into()),
+        "{}",
+        f.console
+    );
+    assert!(
+        slow.log()
+            .contains(&format!("STOP job=demo%20build number={}", r.number)),
+        "{}",
+        slow.log()
+    );
+}

@@ -8,6 +8,7 @@ mod support;
 mod artifacts;
 mod bad_input;
 mod boundaries;
+mod build_jobs;
 mod converge;
 mod cron;
 mod dashboard;

@@ -22,6 +22,10 @@
 //!   transaction records the end: the state, the final event (`job_finished`) and the
 //!   lock freed, only if the job is still running.  The store refuses any event of a job
 //!   after that (but notes: a notification's delivery).
+//! - **adopted** ([`adopt`]): a build job whose follower stopped (a restart, a lease
+//!   taken over) while its CI build is still followed (`build_follows`) is not
+//!   interrupted: the gateway that finds it claims it (a new lease and epoch) and
+//!   follows the same build on, so the CI server's work is never lost or done twice.
 //! - **interrupted**: a job whose owner stopped renewing (judged by the database's clock
 //!   and the [`clock::Reaper`]), or that a gateway's previous life left running, is
 //!   marked interrupted with its final event (how its hosts ended) in one transaction,
@@ -39,8 +43,9 @@ use std::time::{Duration, Instant};
 use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
 use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
 
+use super::build_job;
 use super::jobs::{self, Jobs};
-use super::store::{JobEnd, Lease, LockHolder, Orphans, StoreError, now_ms};
+use super::store::{Adopt, JobEnd, Lease, LockHolder, Orphans, StoreError, now_ms};
 use crate::engine;
 
 /// Between looks for expired leases and for cancel requests.
@@ -149,16 +154,81 @@ fn final_kind(r: &engine::JobResult) -> EventKind {
 }
 
 /// Marks the running jobs of stopped runners interrupted (each with its final event)
-/// and frees their locks; their ids.
+/// and frees their locks, but for build jobs, which are adopted; the interrupted ids.
 pub async fn recover(jobs: &Jobs, which: Orphans) -> Result<Vec<String>, StoreError> {
-    jobs.db.call(move |s| s.interrupt_running(which)).await
+    let ids = jobs.db.call(move |s| s.interrupt_running(which)).await?;
+    adopt(jobs, Adopt::Orphans(which)).await?;
+    Ok(ids)
 }
 
 /// Marks the running jobs of this gateway's previous life interrupted (a shared
-/// database: other gateways' jobs are left to their leases); their ids.
+/// database: other gateways' jobs are left to their leases), but for build jobs, which
+/// are adopted; the interrupted ids.
 pub async fn recover_own(jobs: &Jobs) -> Result<Vec<String>, StoreError> {
     let owner = jobs.owner().to_string();
-    jobs.db.call(move |s| s.interrupt_owned(&owner)).await
+    let o = owner.clone();
+    let ids = jobs.db.call(move |s| s.interrupt_owned(&o)).await?;
+    adopt(jobs, Adopt::Owner(owner)).await?;
+    Ok(ids)
+}
+
+/// Claims the running build jobs `from` says whose CI build is still followed, and
+/// follows each build on from where its follower stopped.  Their ids.
+pub async fn adopt(jobs: &Jobs, from: Adopt) -> Result<Vec<String>, StoreError> {
+    let (owner, lease) = (jobs.owner().to_string(), jobs.lease_time());
+    let started = Instant::now();
+    let adopted = jobs
+        .db
+        .call(move |s| {
+            let until_ms = s.clock_ms()? + lease.as_millis() as u64;
+            let mut found = Vec::new();
+            for (job, _epoch) in s.adopt_builds(&Lease { owner, until_ms }, &from)? {
+                let follow = s.build_follow(&job.id)?;
+                found.push((job, follow));
+            }
+            Ok(found)
+        })
+        .await?;
+    let http = crate::artifacts::client(reqwest::Client::builder())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| StoreError::Query {
+            doing: "adopting build jobs",
+            message: e.to_string(),
+        })?;
+    let mut ids = Vec::new();
+    for (job, follow) in adopted {
+        jobs.clock.claimed(&job.id, started);
+        let order = build_job::order_for(
+            jobs,
+            &job.app,
+            &job.version,
+            http.clone(),
+            build_job::BUILD_POLL,
+        );
+        match order {
+            Ok(order) => {
+                tracing::warn!(
+                    "job {}: its follower stopped; following its build on",
+                    job.id
+                );
+                ids.push(job.id.clone());
+                jobs.spawn_build(job, order, follow);
+            }
+            Err(why) => {
+                // The config no longer builds this app: the job ends, saying why.
+                tracing::error!("job {}: cannot follow its build on: {why}", job.id);
+                let result = engine::JobResult {
+                    status: JobStatus::Failed,
+                    hosts: Vec::new(),
+                    elapsed: Duration::ZERO,
+                    error: Some(format!("its build could not be followed again: {why}")),
+                };
+                finish(jobs, &job, result, None).await;
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// Renews this process's leases, reads cancel requests for its jobs and, when `reap`,
@@ -265,6 +335,7 @@ pub async fn take_over(jobs: &Jobs, reaper: &mut clock::Reaper) -> Result<Vec<St
     let Some(before) = reaper.look(db_now) else {
         return Ok(Vec::new());
     };
+    adopt(jobs, Adopt::Expired(before)).await?;
     let taken = jobs.db.call(move |s| s.expire_leases(before)).await?;
     if taken.is_empty() {
         return Ok(Vec::new());

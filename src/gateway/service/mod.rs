@@ -349,7 +349,11 @@ impl JobService {
     /// Asks a running job to stop after the steps in flight.
     pub async fn cancel(&self, p: &Principal, id: &str) -> Result<JobInfo> {
         let job = self.job_for(p, id).await?;
-        self.authorise(p, "cancel", &job.env, id).await?;
+        match job.kind {
+            // A build has no environment: whoever may start it may cancel it.
+            JobKind::Build => self.may_build(p, &job.app, id).await?,
+            _ => self.authorise(p, "cancel", &job.env, id).await?,
+        }
         if job.is_finished() {
             return Err(ServiceError::Conflict(format!(
                 "job {} is not running (it is {})",

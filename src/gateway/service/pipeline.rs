@@ -15,8 +15,6 @@
 //!   the job is accepted; `promote` deploys the version staging runs only when the index
 //!   still lists that very file with that very hash.
 
-use std::time::Duration;
-
 use deploy_wire::api::{JobInfo, JobKind, JobState, LedgerEntry, LedgerResult};
 use deploy_wire::pipeline::{
     BuildRequest, BuildResponse, ChangesResponse, CommitInfo, DiffResponse, EnvRelease,
@@ -26,13 +24,10 @@ use deploy_wire::pipeline::{
 use super::status::record;
 use super::{JobService, Order, Result, ServiceError, Wanted};
 use crate::gateway::auth::Principal;
-use crate::gateway::build_job::BuildOrder;
+use crate::gateway::build_job;
 use crate::gateway::jobs::new_job_id;
 use crate::gateway::store::{LockHolder, now_ms};
 use crate::githost::Commit;
-
-/// Between polls of a CI builder.
-const BUILD_POLL: Duration = Duration::from_millis(500);
 
 fn info(c: Commit) -> CommitInfo {
     CommitInfo {
@@ -53,7 +48,7 @@ impl JobService {
         }
         let pipeline = self.pipeline()?;
         let (git, repo) = pipeline.git_for(&req.app).map_err(ServiceError::Invalid)?;
-        let builder = pipeline
+        pipeline
             .builder_for(&req.app)
             .map_err(ServiceError::Invalid)?;
         let commit = git
@@ -75,7 +70,7 @@ impl JobService {
         let app = inv
             .app(&req.app)
             .map_err(|e| ServiceError::NotFound(e.message))?;
-        let source = self.jobs.source_for(app).map_err(ServiceError::Invalid)?;
+        self.jobs.source_for(app).map_err(ServiceError::Invalid)?;
         let job = JobInfo {
             id: new_job_id(),
             kind: JobKind::Build,
@@ -109,19 +104,15 @@ impl JobService {
             "accepted",
         )
         .await;
-        let order = BuildOrder {
-            builder,
-            source,
-            package: app.package.clone(),
-            request: crate::builder::BuildRequest {
-                app: req.app,
-                commit: commit.id.clone(),
-            },
-            interval: BUILD_POLL,
-            http: self.http.clone(),
-            git: Some((git, repo)),
-        };
-        self.jobs.spawn_build(job.clone(), order);
+        let order = build_job::order_for(
+            &self.jobs,
+            &req.app,
+            &commit.id,
+            self.http.clone(),
+            build_job::BUILD_POLL,
+        )
+        .map_err(ServiceError::Invalid)?;
+        self.jobs.spawn_build(job.clone(), order, None);
         Ok(BuildResponse {
             commit: info(commit),
             build: None,
@@ -130,7 +121,7 @@ impl JobService {
     }
 
     /// A build without an environment: the principal must act on one of the app's.
-    async fn may_build(&self, p: &Principal, app: &str, target: &str) -> Result<()> {
+    pub(super) async fn may_build(&self, p: &Principal, app: &str, target: &str) -> Result<()> {
         let inv = self.jobs.inventory()?;
         let a = inv
             .app(app)

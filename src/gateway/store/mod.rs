@@ -13,6 +13,7 @@ mod outbox;
 mod postgres;
 mod queries;
 mod queries_access;
+mod queries_builds;
 mod queries_leases;
 mod queries_outbox;
 mod queries_pipeline;
@@ -241,6 +242,31 @@ pub struct NewEvent {
     pub note: bool,
 }
 
+/// A CI build a build job follows: the builder's id for it, its number and page once
+/// it left the queue, how far its console was read, and when it was queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildFollow {
+    pub job_id: String,
+    pub app: String,
+    pub commit: String,
+    pub builder_id: String,
+    /// (number, page URL).
+    pub build: Option<(String, String)>,
+    pub offset: u64,
+    pub queued_ms: u64,
+}
+
+/// Which running build jobs a process adopts (their follower stopped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adopt {
+    /// Those whose lease ended before this instant (database clock).
+    Expired(u64),
+    /// Those of this owner (a gateway's previous life).
+    Owner(String),
+    /// Those of stopped runners (SQLite: one gateway per file).
+    Orphans(Orphans),
+}
+
 /// How a job ended: its state, its error and its final event (`job_finished`).
 #[derive(Debug, Clone)]
 pub struct JobEnd {
@@ -318,7 +344,8 @@ pub trait Store: Send + Sync {
     }
     /// Calls `wake(job)` whenever another gateway stored events of `job` (`""`: any).
     fn watch(&self, _wake: Box<dyn Fn(&str) + Send + Sync>) {}
-    /// Marks the running jobs of `which` interrupted and frees their locks; their ids.
+    /// Marks the running jobs of `which` interrupted and frees their locks, but for build
+    /// jobs whose CI build is still followed (they are adopted); their ids.
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>>;
     /// Creates a running job held by `lease` and takes its (app, env) lock at once,
     /// unless it is held; the job's fencing epoch (greater than any before it).
@@ -397,6 +424,17 @@ pub trait Store: Send + Sync {
     fn job_artifact(&self, job_id: &str) -> Result<Option<ArtifactRef>>;
     /// The file (name, SHA-256) last recorded for a version of `app` by any job.
     fn version_artifact(&self, app: &str, version: &str) -> Result<Option<(String, String)>>;
+    /// Records (or updates) the CI build a build job follows.
+    fn set_build_follow(&self, f: &BuildFollow) -> Result<()>;
+    fn build_follow(&self, job_id: &str) -> Result<Option<BuildFollow>>;
+    /// The build job's build ended (recorded, failed or cancelled): nobody adopts it.
+    fn end_build_follow(&self, job_id: &str) -> Result<()>;
+    /// The newest build of (app, commit) that no running job follows and that nobody
+    /// saw end (its follower stopped): a new build of that commit adopts it.
+    fn unfollowed_build(&self, app: &str, commit: &str) -> Result<Option<BuildFollow>>;
+    /// Claims the running build jobs `from` says, with a build still followed, for
+    /// `lease` (a new epoch each); each job is returned to one caller only.
+    fn adopt_builds(&self, lease: &Lease, from: &Adopt) -> Result<Vec<(JobInfo, u64)>>;
 
     fn add_schedule(&self, s: &ScheduleRow) -> Result<()>;
     /// Schedules not removed: all, or the one with `id`.
@@ -439,7 +477,8 @@ pub trait Store: Send + Sync {
     /// clocks of the gateways.
     fn clock_ms(&self) -> Result<u64>;
     /// Marks the running jobs of `owner` (a gateway's previous life) interrupted and
-    /// frees their locks; their ids.
+    /// frees their locks, but for build jobs whose CI build is still followed (they are
+    /// adopted); their ids.
     fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>>;
     /// Leaves a cancel for the process that runs job `id`; false if it is not running.
     fn request_cancel(&self, id: &str) -> Result<bool>;

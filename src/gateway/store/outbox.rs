@@ -1,4 +1,4 @@
-//! The rows of version 8 of the schema, as the `Store` trait speaks them: the
+//! The rows of version 9 of the schema, as the `Store` trait speaks them: the
 //! notification outbox (one row per notice and `[[notify]]` route: [`NewDelivery`],
 //! [`Delivery`], how an attempt ended: [`Attempted`]) and dashboard sessions
 //! ([`SessionRow`]).  No secret is ever in a row: a delivery's payload is the notice

@@ -109,7 +109,14 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN epoch BIGINT;
      CREATE TABLE epochs (id BIGINT PRIMARY KEY, value BIGINT NOT NULL);
      INSERT INTO epochs (id, value) VALUES (1, 0);",
-    // version 8 (to be 9 at merge): the notification outbox and dashboard sessions
+    // version 8: the CI builds jobs follow (so that any gateway follows one again after
+    // a restart, and a build nobody followed to its end is adopted, not rebuilt).
+    "CREATE TABLE build_follows (
+        job_id TEXT PRIMARY KEY, app TEXT NOT NULL, commit_id TEXT NOT NULL,
+        builder_id TEXT NOT NULL, number TEXT, url TEXT, console_offset BIGINT NOT NULL,
+        queued_ms BIGINT NOT NULL, ended BIGINT NOT NULL DEFAULT 0);
+     CREATE INDEX build_follows_commit ON build_follows (app, commit_id);",
+    // version 9: the notification outbox and dashboard sessions
     "CREATE TABLE outbox (
         id TEXT PRIMARY KEY, job_id TEXT NOT NULL, notice TEXT NOT NULL, route TEXT NOT NULL,
         payload TEXT NOT NULL, state TEXT NOT NULL, attempts BIGINT NOT NULL,

@@ -8,14 +8,15 @@ use deploy_wire::pipeline::{ArtifactRef, BuildRecord};
 use deploy_wire::schedule::{FreezeInfo, ScheduleRun};
 
 use super::queries_access as access;
+use super::queries_builds as builds;
 use super::queries_leases as leases;
 use super::queries_outbox as outbox;
 use super::queries_pipeline as pipeline;
 use super::queries_schedules as schedules;
 use super::sql::{Backend, Conn, Row, SqlError, SqlResult, in_scope, vals};
 use super::{
-    APPLY_USER_PREFIX, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken, Orphans, Pruned,
-    Result, Scope, Store, StoreError, TokenRow, now_ms,
+    APPLY_USER_PREFIX, Adopt, BuildFollow, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken,
+    Orphans, Pruned, Result, Scope, Store, StoreError, TokenRow, now_ms,
 };
 
 pub(super) const JOB_COLS: &str = "id, kind, app, env, version, check_mode, \"user\", state, created_ms, finished_ms, error, triggered_by";
@@ -58,8 +59,12 @@ fn ledger_from_row(r: &Row) -> SqlResult<LedgerEntry> {
     })
 }
 
+/// A build job whose CI build is still followed: recovery leaves it to be adopted.
+pub(super) const ADOPTABLE: &str =
+    "(kind = 'build' AND id IN (SELECT job_id FROM build_follows WHERE ended = 0))";
+
 /// The SQL condition selecting the running jobs of `which`.
-fn orphans_sql(which: Orphans) -> String {
+pub(super) fn orphans_sql(which: Orphans) -> String {
     let apply = format!(
         "substr(\"user\", 1, {}) = '{APPLY_USER_PREFIX}'",
         APPLY_USER_PREFIX.len()
@@ -105,6 +110,19 @@ pub(super) fn interrupt(c: &mut dyn Conn, ids: &[String], error: &str) -> SqlRes
         }
     }
     Ok(done)
+}
+
+/// The next fencing epoch: one counter for every job, so it only grows per target, and
+/// never below the time in ms, so that a new database (or an `apply` run on a private
+/// one) still outranks every job the hosts saw before it.
+pub(super) fn next_epoch(c: &mut dyn Conn) -> SqlResult<u64> {
+    c.first(
+        "UPDATE epochs SET value = CASE WHEN value + 1 > $1 THEN value + 1 ELSE $1 END
+         WHERE id = 1 RETURNING value",
+        vals![now_ms()],
+    )?
+    .ok_or_else(|| SqlError::Corrupt("the epochs table has no row".into()))?
+    .u64(0)
 }
 
 /// Stores a job's final event (`job_finished`) as number `seq`.
@@ -164,7 +182,7 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn interrupt_running(&self, which: Orphans) -> Result<Vec<String>> {
-        let cond = orphans_sql(which);
+        let cond = format!("{} AND NOT {ADOPTABLE}", orphans_sql(which));
         self.write("interrupting the jobs of a stopped runner", |c| {
             let ids = c.texts(&format!("SELECT id FROM jobs WHERE {cond}"), &[])?;
             interrupt(c, &ids, "the gateway stopped while this job ran")
@@ -197,11 +215,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 };
                 return Ok(Err(holder));
             }
-            // The fencing epoch: one counter for every job, so it only grows per target.
-            let epoch = c
-                .first("UPDATE epochs SET value = value + 1 WHERE id = 1 RETURNING value", &[])?
-                .ok_or_else(|| SqlError::Corrupt("the epochs table has no row".into()))?
-                .u64(0)?;
+            let epoch = next_epoch(c)?;
             c.exec(
                 &format!("INSERT INTO jobs ({JOB_COLS}, owner, lease_until, epoch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL, $10, $11, $12, $13)"),
                 vals![&job.id, job.kind.as_str(), &job.app, &job.env, &job.version, job.check, &job.user, job.state.as_str(), job.created_ms, &job.triggered_by, &lease.owner, lease.until_ms, epoch],
@@ -403,6 +417,26 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn revoke_token(&self, id: &str) -> Result<bool> {
         access::revoke_token(self, id)
+    }
+
+    fn set_build_follow(&self, f: &BuildFollow) -> Result<()> {
+        builds::set(self, f)
+    }
+
+    fn build_follow(&self, job_id: &str) -> Result<Option<BuildFollow>> {
+        builds::get(self, job_id)
+    }
+
+    fn end_build_follow(&self, job_id: &str) -> Result<()> {
+        builds::end(self, job_id)
+    }
+
+    fn unfollowed_build(&self, app: &str, commit: &str) -> Result<Option<BuildFollow>> {
+        builds::unfollowed(self, app, commit)
+    }
+
+    fn adopt_builds(&self, lease: &Lease, from: &Adopt) -> Result<Vec<(JobInfo, u64)>> {
+        builds::adopt(self, lease, from)
     }
 
     fn add_build(&self, b: &BuildRecord) -> Result<()> {

@@ -3,7 +3,7 @@
 //! any gateway takes over what an expired lease held.  Part of `queries.rs`'s `Store`
 //! impl.
 
-use super::queries::{SqlStore, interrupt};
+use super::queries::{ADOPTABLE, SqlStore, interrupt};
 use super::sql::{Backend, vals};
 use super::{Lease, Result, now_ms};
 
@@ -78,7 +78,9 @@ pub(super) fn interrupt_owned<B: Backend>(s: &SqlStore<B>, owner: &str) -> Resul
         "interrupting the jobs of this gateway's previous life",
         |c| {
             let ids = c.texts(
-                "SELECT id FROM jobs WHERE owner = $1 AND state = 'running'",
+                &format!(
+                    "SELECT id FROM jobs WHERE owner = $1 AND state = 'running' AND NOT {ADOPTABLE}"
+                ),
                 vals![owner],
             )?;
             interrupt(c, &ids, "the gateway stopped while this job ran")

@@ -1,4 +1,4 @@
-//! The store's queries of version 8 of the schema: the notification outbox and
+//! The store's queries of version 9 of the schema: the notification outbox and
 //! dashboard sessions.  Part of `queries.rs`'s `Store` impl.
 //!
 //! A claim is one statement, `UPDATE ... WHERE id IN (due rows) AND <still due> RETURNING`: it moves

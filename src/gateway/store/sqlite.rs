@@ -98,9 +98,15 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE jobs ADD COLUMN epoch INTEGER;
      CREATE TABLE epochs (id INTEGER PRIMARY KEY, value INTEGER NOT NULL);
      INSERT INTO epochs (id, value) VALUES (1, 0);",
-    // version 8 (to be renumbered 9 at merge, after the followed CI builds' table): the
-    // notification outbox (one row per notice and route, keyed by its idempotency key)
-    // and dashboard sessions (under the hash of their id).
+    // version 8: the CI builds jobs follow (so that any gateway follows one again after
+    // a restart, and a build nobody followed to its end is adopted, not rebuilt).
+    "CREATE TABLE build_follows (
+        job_id TEXT PRIMARY KEY, app TEXT NOT NULL, commit_id TEXT NOT NULL,
+        builder_id TEXT NOT NULL, number TEXT, url TEXT, console_offset INTEGER NOT NULL,
+        queued_ms INTEGER NOT NULL, ended INTEGER NOT NULL DEFAULT 0);
+     CREATE INDEX build_follows_commit ON build_follows (app, commit_id);",
+    // version 9: the notification outbox (one row per notice and route, keyed by its
+    // idempotency key) and dashboard sessions (under the hash of their id).
     "CREATE TABLE outbox (
         id TEXT PRIMARY KEY, job_id TEXT NOT NULL, notice TEXT NOT NULL, route TEXT NOT NULL,
         payload TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL,

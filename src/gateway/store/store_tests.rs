@@ -30,6 +30,9 @@
 //!   job_artifact:
 //!   `a_jobs_artifact_is_replaced_and_joined_with_the_newest_build_of_its_version`;
 //!   version_artifact: `a_versions_artifact_is_the_one_of_its_newest_job_of_that_app`;
+//!   set_build_follow, build_follow, adopt_builds, end_build_follow:
+//!   `a_followed_build_is_recorded_updated_adopted_once_and_ended`; unfollowed_build:
+//!   `a_build_nobody_followed_to_its_end_is_found_by_its_commit`;
 //! - `store_tests_schedules.rs`: add_schedule, schedules, set_schedule_next,
 //!   set_schedule_paused, remove_schedule:
 //!   `a_schedule_reads_back_whole_and_each_change_says_whether_it_found_it`; claim_run,

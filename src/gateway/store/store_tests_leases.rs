@@ -275,24 +275,28 @@ fn kill_identity_session(at: &Location, owner: &str) {
 
 #[test]
 fn a_gateway_id_is_taken_again_after_its_session_is_lost_unless_another_took_it() {
+    // (Advisory locks are the server's, not one database's: an id of this test only.)
     each(|at| {
         let a = Db::open(at).unwrap();
-        assert!(a.hold_identity("gw-a").unwrap());
-        assert!(a.check_identity("gw-a").unwrap(), "held");
+        assert!(a.hold_identity("gw-relost").unwrap());
+        assert!(a.check_identity("gw-relost").unwrap(), "held");
         if !a.shared() {
             return; // SQLite: the lock file beside the database holds the id
         }
         // The database lost the session (a restart): the next check takes it again, and
         // a second process with the same id is refused.
-        kill_identity_session(at, "gw-a");
-        assert!(a.check_identity("gw-a").unwrap(), "taken again");
+        kill_identity_session(at, "gw-relost");
+        assert!(a.check_identity("gw-relost").unwrap(), "taken again");
         let b = Db::open(at).unwrap();
-        assert!(!b.hold_identity("gw-a").unwrap(), "a duplicate never acts");
-        // Lost again, and this time the duplicate is first: the old holder learns it.
-        kill_identity_session(at, "gw-a");
-        assert!(b.hold_identity("gw-a").unwrap());
         assert!(
-            !a.check_identity("gw-a").unwrap(),
+            !b.hold_identity("gw-relost").unwrap(),
+            "a duplicate never acts"
+        );
+        // Lost again, and this time the duplicate is first: the old holder learns it.
+        kill_identity_session(at, "gw-relost");
+        assert!(b.hold_identity("gw-relost").unwrap());
+        assert!(
+            !a.check_identity("gw-relost").unwrap(),
             "another process holds it now"
         );
     });

@@ -1,9 +1,10 @@
 //! The store's contract tests of the pipeline's records: builds (commit -> CI build ->
-//! wheel) and the file each job installed.
+//! wheel), the file each job installed, and the CI builds build jobs follow.
 
 use super::super::Db;
-use super::tests::{each, job, job_in, lease};
+use super::tests::{each, job, job_in, lease, lease_until};
 use super::*;
+use deploy_wire::api::JobState;
 
 fn build(app: &str, commit: &str, number: &str, version: &str) -> BuildRecord {
     BuildRecord {
@@ -128,5 +129,116 @@ fn a_versions_artifact_is_the_one_of_its_newest_job_of_that_app() {
         };
         s.start_job(&newer, &lease("g")).unwrap().unwrap();
         assert_eq!(file("hello", "1.0.0"), named("new"));
+    });
+}
+
+fn build_job(id: &str, owner: &str, until_ms: u64, s: &Db) {
+    let j = JobInfo {
+        kind: deploy_wire::api::JobKind::Build,
+        env: String::new(),
+        version: "c0ffee".into(),
+        ..job(id, "ann")
+    };
+    s.start_job(&j, &lease_until(owner, until_ms))
+        .unwrap()
+        .unwrap();
+}
+
+fn follow(job_id: &str) -> BuildFollow {
+    BuildFollow {
+        job_id: job_id.into(),
+        app: "hello".into(),
+        commit: "c0ffee".into(),
+        builder_id: format!("q-{job_id}"),
+        build: None,
+        offset: 0,
+        queued_ms: 10,
+    }
+}
+
+#[test]
+fn a_followed_build_is_recorded_updated_adopted_once_and_ended() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        build_job("b1", "gw-a", 1_000, &s);
+        assert_eq!(s.build_follow("b1").unwrap(), None);
+        s.set_build_follow(&follow("b1")).unwrap();
+        let later = BuildFollow {
+            build: Some(("7".into(), "http://ci/job/hello/7/".into())),
+            offset: 420,
+            ..follow("b1")
+        };
+        s.set_build_follow(&later).unwrap();
+        assert_eq!(s.build_follow("b1").unwrap(), Some(later));
+        assert_eq!(
+            s.unfollowed_build("hello", "c0ffee").unwrap(),
+            None,
+            "its job runs"
+        );
+        // A deploy job with an expired lease is never adopted; the build job once.
+        s.start_job(&job_in("d1", "production"), &lease_until("gw-a", 1_000))
+            .unwrap()
+            .unwrap();
+        let b = lease_until("gw-b", 5_000);
+        assert!(
+            s.adopt_builds(&b, &Adopt::Expired(999)).unwrap().is_empty(),
+            "not yet"
+        );
+        let took = s.adopt_builds(&b, &Adopt::Expired(2_000)).unwrap();
+        assert_eq!(
+            took.iter().map(|(j, _)| j.id.as_str()).collect::<Vec<_>>(),
+            ["b1"]
+        );
+        assert!(
+            s.adopt_builds(&b, &Adopt::Expired(2_000))
+                .unwrap()
+                .is_empty(),
+            "once"
+        );
+        assert_eq!(s.renew_leases(&b).unwrap(), ["b1"], "gw-b holds it now");
+        assert!(s.job_epoch("b1").unwrap() == Some(took[0].1));
+        // A gateway's previous life's build jobs, for its next life.
+        let c = lease_until("gw-b", 9_000);
+        assert_eq!(
+            s.adopt_builds(&c, &Adopt::Owner("gw-b".into()))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            s.adopt_builds(&c, &Adopt::Orphans(Orphans::Gateway))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Ended: nobody adopts it.
+        s.end_build_follow("b1").unwrap();
+        assert!(
+            s.adopt_builds(&c, &Adopt::Orphans(Orphans::All))
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn a_build_nobody_followed_to_its_end_is_found_by_its_commit() {
+    each(|at| {
+        let s = Db::open(at).unwrap();
+        build_job("b1", "gw-a", 1_000, &s);
+        s.set_build_follow(&follow("b1")).unwrap();
+        assert!(
+            s.finish_job("b1", &JobEnd::plain(JobState::Interrupted, None))
+                .unwrap()
+        );
+        let found = s.unfollowed_build("hello", "c0ffee").unwrap();
+        assert_eq!(found.map(|f| f.job_id), Some("b1".into()));
+        assert_eq!(s.unfollowed_build("hello", "other").unwrap(), None);
+        s.end_build_follow("b1").unwrap();
+        assert_eq!(
+            s.unfollowed_build("hello", "c0ffee").unwrap(),
+            None,
+            "seen to its end"
+        );
     });
 }

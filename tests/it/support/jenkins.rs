@@ -33,6 +33,11 @@ impl JenkinsStub {
     /// `jobs`: job name -> git URL of the repository it builds; `upload_url`: where
     /// wheels go (a PyPI legacy upload endpoint, e.g. pypiserver's root URL).
     pub fn start(jobs: &[(&str, &str)], upload_url: &str) -> JenkinsStub {
+        JenkinsStub::start_with(jobs, upload_url, &[])
+    }
+
+    /// [`Self::start`] with more of the stub's options (`--queue-delay S`, `--hold S`).
+    pub fn start_with(jobs: &[(&str, &str)], upload_url: &str, options: &[&str]) -> JenkinsStub {
         let dir = tempfile::tempdir().unwrap();
         let token = format!("jt-{}", random_hex(16));
         std::fs::write(dir.path().join("token"), &token).unwrap();
@@ -54,6 +59,7 @@ impl JenkinsStub {
             .arg(dir.path().join("work"))
             .arg("--log")
             .arg(dir.path().join("access.log"))
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
