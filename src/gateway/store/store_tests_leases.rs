@@ -265,6 +265,7 @@ fn kill_identity_session(at: &Location, owner: &str) {
             c.texts(
                 "SELECT CAST(pg_terminate_backend(pid) AS TEXT) FROM pg_locks
                  WHERE locktype = 'advisory' AND CAST(classid AS BIGINT) = 7317
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                    AND CAST(objid AS BIGINT) = (CAST(hashtext($1) AS BIGINT) & 4294967295)",
                 vals![owner],
             )
