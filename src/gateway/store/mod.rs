@@ -136,6 +136,9 @@ pub enum StoreError {
     },
     #[error("state database: a store task panicked")]
     Panicked,
+    /// The process is stopping: its runtime dropped the call before it ran.
+    #[error("state database: not asked, the process is stopping")]
+    Stopping,
 }
 
 impl StoreError {
@@ -562,7 +565,10 @@ impl Db {
         let store = self.0.clone();
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|_| StoreError::Panicked)?
+            .map_err(|e| match e.is_panic() {
+                true => StoreError::Panicked,
+                false => StoreError::Stopping,
+            })?
     }
 }
 
