@@ -100,10 +100,9 @@ pub(super) fn interrupt(c: &mut dyn Conn, ids: &[String], error: &str) -> SqlRes
                 .iter()
                 .map(|r| Ok((r.u64(0)?, r.text(1)?)))
                 .collect::<SqlResult<_>>()?;
-            let last = stored.last().map(|(seq, _)| *seq).unwrap_or(0);
             let event =
                 deploy_wire::Event::now(crate::gateway::job_life::interrupted(started, &stored));
-            store_final(c, id, last + 1, &event)?;
+            store_final(c, id, &event)?;
             c.exec("DELETE FROM locks WHERE job_id = $1", vals![id])?;
             c.notify(id)?;
             done.push(id.clone());
@@ -125,14 +124,33 @@ pub(super) fn next_epoch(c: &mut dyn Conn) -> SqlResult<u64> {
     .u64(0)
 }
 
-/// Stores a job's final event (`job_finished`) as number `seq`.
-fn store_final(c: &mut dyn Conn, id: &str, seq: u64, event: &deploy_wire::Event) -> SqlResult<()> {
+/// Stores a job's final event (`job_finished`) as the job's next number.  A note stored
+/// at the same moment (a notification's delivery, numbered by another writer) may take
+/// that number first: the final event then takes the one after it, never failing the
+/// end's transaction.
+fn store_final(c: &mut dyn Conn, id: &str, event: &deploy_wire::Event) -> SqlResult<()> {
     let data = serde_json::to_string(event).map_err(|e| SqlError::Corrupt(e.to_string()))?;
-    c.exec(
-        "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)",
-        vals![id, seq, event.ts_ms, &data],
-    )?;
-    Ok(())
+    for _ in 0..50 {
+        let last = c
+            .first(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = $1",
+                vals![id],
+            )?
+            .map(|r| r.u64(0))
+            .transpose()?
+            .unwrap_or(0);
+        let stored = c.exec(
+            "INSERT INTO events (job_id, seq, ts_ms, data) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job_id, seq) DO NOTHING",
+            vals![id, last + 1, event.ts_ms, &data],
+        )?;
+        if stored == 1 {
+            return Ok(());
+        }
+    }
+    Err(SqlError::Db(format!(
+        "no free number for job {id}'s final event"
+    )))
 }
 
 impl<B: Backend> SqlStore<B> {
@@ -232,12 +250,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 vals![id, end.state.as_str(), now_ms(), &end.error],
             )?;
             if n == 1 {
-                let last = c
-                    .first("SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = $1", vals![id])?
-                    .map(|r| r.u64(0))
-                    .transpose()?
-                    .unwrap_or(0);
-                store_final(c, id, last + 1, &end.event)?;
+                store_final(c, id, &end.event)?;
                 c.exec("DELETE FROM locks WHERE job_id = $1", vals![id])?;
             }
             c.notify(id)?;
