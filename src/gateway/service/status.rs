@@ -215,8 +215,10 @@ mod tests {
                 pid: Some(42),
                 release: version.map(str::to_string),
                 slot: Some("blue".into()),
+                unknown: false,
             }],
             health: None,
+            releases: vec![],
         })
     }
 
