@@ -97,9 +97,12 @@ impl State {
                 .collect();
             out(0, names)
         } else if l.contains("supervisorctl remove ") {
-            let p = after(l, "supervisorctl remove ").unwrap_or_default().to_string();
+            let p = after(l, "supervisorctl remove ")
+                .unwrap_or_default()
+                .to_string();
             self.running.remove(&p);
-            self.files.remove(&format!("/etc/supervisor/conf.d/{p}.conf"));
+            self.files
+                .remove(&format!("/etc/supervisor/conf.d/{p}.conf"));
             out(0, "")
         } else if l.contains("stat -c %U") {
             out(0, if self.layout { "yes\n" } else { "no\n" })

@@ -219,14 +219,14 @@ pub(crate) async fn ask(
             )
         })
         .collect();
-    let mut known: Vec<String> = SLOTS.iter().map(|s| pm.program(&app.name, s)).collect();
+    let mut named: Vec<String> = SLOTS.iter().map(|s| pm.program(&app.name, s)).collect();
     for p in &app.runtime.processes {
         let program = pm.program(&app.name, &p.name);
         processes.extend(copies(pm, &program, &outs[all_status].stdout));
-        known.push(program);
+        named.push(program);
     }
     for program in pm.parse_app_programs(&programs.stdout) {
-        if !known.contains(&program) {
+        if !named.contains(&program) {
             let unknown = copies(pm, &program, &outs[all_status].stdout);
             processes.extend(unknown.into_iter().map(|p| Process { unknown: true, ..p }));
         }

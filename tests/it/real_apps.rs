@@ -309,7 +309,10 @@ fn an_asgi_app_serves_under_uvicorn_and_each_app_is_walled_off_as_its_own_user()
         "yes\n",
         "hello's log is there"
     );
-    assert_eq!(root("ls /var/log/supervisor | grep -c hello || true"), "0\n");
+    assert_eq!(
+        root("ls /var/log/supervisor | grep -c hello || true"),
+        "0\n"
+    );
     assert_ne!(
         as_app("cat /srv/apps/hello/logs/hello-blue.log"),
         0,

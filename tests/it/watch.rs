@@ -40,23 +40,43 @@ fn a_worker_that_crashes_at_start_fails_and_rolls_back_and_a_removed_one_is_stop
     tb.set_inventory(&inventory(&tb, 3, &format!("{BEAT}{EXTRA}")));
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "*", true);
-    let release = |v: &str| gw.run(Some(&ann), &["release", "hello", v, "-e", "staging", "--yes"]);
+    let release = |v: &str| {
+        gw.run(
+            Some(&ann),
+            &["release", "hello", v, "-e", "staging", "--yes"],
+        )
+    };
     let r = release("1.0.0");
     assert_eq!(r.code, 0, "{r:?}");
 
     // 1.1.0's worker exits at start: the deploy fails, halts and goes back.
     let r = release("1.1.0");
     let out = format!("{}{}", r.stdout, r.stderr);
-    assert_eq!(r.code, 1, "a worker that does not stay up fails the job: {out}");
-    assert!(out.contains("beat starting on 1.1.0"), "its log lines in the job: {out}");
-    assert!(out.contains("not running: hello-beat:hello-beat-0"), "{out}");
+    assert_eq!(
+        r.code, 1,
+        "a worker that does not stay up fails the job: {out}"
+    );
+    assert!(
+        out.contains("beat starting on 1.1.0"),
+        "its log lines in the job: {out}"
+    );
+    assert!(
+        out.contains("not running: hello-beat:hello-beat-0"),
+        "{out}"
+    );
     for host in ["web1", "web2"] {
-        assert!(live_release(&tb, host).contains("@1.0.0.sock"), "{host} back on 1.0.0");
+        assert!(
+            live_release(&tb, host).contains("@1.0.0.sock"),
+            "{host} back on 1.0.0"
+        );
         let st = exec(
             &tb.server(host).container,
             "supervisorctl status 'hello-beat:*' || true",
         );
-        assert!(st.contains("RUNNING") && !st.contains("BACKOFF") && !st.contains("FATAL"), "{host}: {st}");
+        assert!(
+            st.contains("RUNNING") && !st.contains("BACKOFF") && !st.contains("FATAL"),
+            "{host}: {st}"
+        );
     }
 
     // `extra` leaves the inventory: flagged, then stopped and removed, said as changed.
@@ -64,16 +84,23 @@ fn a_worker_that_crashes_at_start_fails_and_rolls_back_and_a_removed_one_is_stop
     let st = gw.run(Some(&ann), &["status", "hello", "-e", "staging", "--live"]);
     assert_eq!(st.code, 9, "{st:?}");
     assert!(st.stdout.contains("hello-extra-0"), "listed: {st:?}");
-    assert!(st.stdout.contains("is not in the inventory"), "flagged: {st:?}");
+    assert!(
+        st.stdout.contains("is not in the inventory"),
+        "flagged: {st:?}"
+    );
     let r = release("1.0.0");
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stdout.contains("hello-extra removed (not in the inventory)"),
+        r.stdout
+            .contains("hello-extra removed (not in the inventory)"),
         "{}",
         r.stdout
     );
     for s in &tb.servers {
-        let st = exec(&s.container, "supervisorctl status; ls /etc/supervisor/conf.d");
+        let st = exec(
+            &s.container,
+            "supervisorctl status; ls /etc/supervisor/conf.d",
+        );
         assert!(!st.contains("hello-extra"), "{}: {st}", s.name);
     }
     let st = gw.run(Some(&ann), &["status", "hello", "-e", "staging", "--live"]);
@@ -88,7 +115,10 @@ fn a_rollback_never_targets_a_pruned_release_and_says_which_are_possible() {
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "*", true);
     for v in ["1.0.0", "1.1.0", "1.3.0"] {
-        let r = gw.run(Some(&ann), &["release", "hello", v, "-e", "staging", "--yes"]);
+        let r = gw.run(
+            Some(&ann),
+            &["release", "hello", v, "-e", "staging", "--yes"],
+        );
         assert_eq!(r.code, 0, "{v}: {r:?}");
     }
     let rollback = || gw.run(Some(&ann), &["rollback", "hello", "-e", "staging", "--yes"]);
@@ -107,6 +137,9 @@ fn a_rollback_never_targets_a_pruned_release_and_says_which_are_possible() {
     assert!(!r.stderr.contains("back to 1.0.0"), "{}", r.stderr);
     assert!(r.stderr.contains("possible targets: 1.3.0"), "{}", r.stderr);
     for host in ["web1", "web2"] {
-        assert!(live_release(&tb, host).contains("@1.1.0.sock"), "{host} untouched");
+        assert!(
+            live_release(&tb, host).contains("@1.1.0.sock"),
+            "{host} untouched"
+        );
     }
 }

@@ -88,9 +88,7 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
 /// twice the settle time plus 10 s for copies still starting.
 fn watch(v: &View, program: &str, count: u32) -> Action {
     let settle = v.plan.app.settle_secs;
-    let logs = v
-        .pm
-        .log_files(&v.paths.logs(), program, Some(count));
+    let logs = v.pm.log_files(&v.paths.logs(), program, Some(count));
     Op::Run {
         cmd: v.pm.watch(program, &logs, settle * 2 + 10),
         what: format!("watching {program} for {settle}s"),

@@ -223,6 +223,9 @@ mod tests {
             Ok("1.0".to_string())
         );
         // Hosts not asked (none answered): the history alone.
-        assert_eq!(complete_target(&history, Some("3.0"), None), Ok("2.0".to_string()));
+        assert_eq!(
+            complete_target(&history, Some("3.0"), None),
+            Ok("2.0".to_string())
+        );
     }
 }
