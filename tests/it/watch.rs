@@ -13,14 +13,14 @@ use support::{Gateway, Testbed, exec};
 const BEAT: &str = "      beat:\n        command: python -c 'import os, sys, time; r = os.environ[\"DEPLOY_RELEASE\"]; print(\"beat starting on\", r, flush=True); sys.exit(3) if r == \"1.1.0\" else time.sleep(86400)'\n        stop_secs: 2\n";
 const EXTRA: &str = "      extra:\n        command: python -c 'import time; time.sleep(86400)'\n        stop_secs: 2\n";
 
-/// The test bed's inventory with a settle time of 1 s, `keep_releases` and `processes`.
-fn inventory(tb: &Testbed, keep: u32, processes: &str) -> String {
+/// The test bed's inventory (`base`) with a settle time of 1 s, `keep_releases` and `processes`.
+fn inventory(base: &str, keep: u32, processes: &str) -> String {
     let procs = if processes.is_empty() {
         String::new()
     } else {
         format!("    processes:\n{processes}")
     };
-    tb.inventory_text().replace(
+    base.replace(
         "    keep_releases: 3\n",
         &format!("    keep_releases: {keep}\n    settle_secs: 1\n    drain_secs: 0\n{procs}"),
     )
@@ -37,7 +37,7 @@ fn live_release(tb: &Testbed, host: &str) -> String {
 fn a_worker_that_crashes_at_start_fails_and_rolls_back_and_a_removed_one_is_stopped() {
     let tb = Testbed::up("watch-procs", 2);
     let text = tb.inventory_text();
-    tb.set_inventory(&inventory(&tb, 3, &format!("{BEAT}{EXTRA}")));
+    tb.set_inventory(&inventory(&text, 3, &format!("{BEAT}{EXTRA}")));
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "*", true);
     let release = |v: &str| {
@@ -80,7 +80,7 @@ fn a_worker_that_crashes_at_start_fails_and_rolls_back_and_a_removed_one_is_stop
     }
 
     // `extra` leaves the inventory: flagged, then stopped and removed, said as changed.
-    tb.set_inventory(&inventory(&tb, 3, BEAT));
+    tb.set_inventory(&inventory(&text, 3, BEAT));
     let st = gw.run(Some(&ann), &["status", "hello", "-e", "staging", "--live"]);
     assert_eq!(st.code, 9, "{st:?}");
     assert!(st.stdout.contains("hello-extra-0"), "listed: {st:?}");
@@ -105,13 +105,13 @@ fn a_worker_that_crashes_at_start_fails_and_rolls_back_and_a_removed_one_is_stop
     }
     let st = gw.run(Some(&ann), &["status", "hello", "-e", "staging", "--live"]);
     assert_eq!(st.code, 0, "{st:?}");
-    tb.set_inventory(&text);
 }
 
 #[test]
 fn a_rollback_never_targets_a_pruned_release_and_says_which_are_possible() {
     let tb = Testbed::up("watch-rollback", 2);
-    tb.set_inventory(&inventory(&tb, 2, ""));
+    let text = tb.inventory_text();
+    tb.set_inventory(&inventory(&text, 2, ""));
     let gw = Gateway::start(Some(&tb), "0.1.0", "0.1.0");
     let ann = gw.token("ann", "*", true);
     for v in ["1.0.0", "1.1.0", "1.3.0"] {

@@ -299,6 +299,7 @@ mod tests {
             pid: Some(7),
             release: Some("1.0".into()),
             slot: Some("green".into()),
+            unknown: false,
         });
         v.health = Some(Health {
             ok: false,
