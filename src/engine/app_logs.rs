@@ -146,6 +146,7 @@ async fn read_host(
     spec: &TailSpec,
     tx: &mpsc::Sender<LogEvent>,
 ) -> Result<(), String> {
+    let logs = crate::commands::AppPaths::new(&spec.app).logs();
     let files = match &spec.source {
         Source::Web => {
             let Some((slot, _)) = live_release(conn, &spec.app, cfg.command_timeout)
@@ -154,10 +155,10 @@ async fn read_host(
             else {
                 return Err(format!("nothing is live on {}", h.name));
             };
-            pm.log_files(&pm.program(&spec.app, &slot), None)
+            pm.log_files(&logs, &pm.program(&spec.app, &slot), None)
         }
         Source::Process { name, copies } => {
-            pm.log_files(&pm.program(&spec.app, name), Some(*copies))
+            pm.log_files(&logs, &pm.program(&spec.app, name), Some(*copies))
         }
     };
     let (c, limit) = if spec.follow {

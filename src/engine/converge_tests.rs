@@ -211,3 +211,99 @@ async fn the_live_view_reads_a_host_in_two_round_trips() {
     // the releases of what runs.
     assert_eq!(conn.channels_opened(), 2);
 }
+
+/// The worker and an extra process on every host, 1.0.0 deployed; then the inventory
+/// without the extra one.
+async fn extra_process_removed() -> Bed {
+    let procs = "    settle_secs: 1\n    processes:\n      worker: {command: run-worker}\n      extra: {command: run-extra}\n";
+    let mut b = crate::testbed::bed_with("{batch: 1}", procs);
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    let fewer = crate::testbed::bed_with(
+        "{batch: 1}",
+        "    settle_secs: 1\n    processes:\n      worker: {command: run-worker}\n",
+    );
+    b.inv = fewer.inv.clone();
+    b
+}
+
+#[tokio::test]
+async fn a_process_removed_from_the_inventory_is_flagged_then_stopped_and_removed_by_the_next_deploy()
+ {
+    let b = extra_process_removed().await;
+    let seen = observe_with(&b.inv, &b.cfg, b.fleet.as_ref(), "hello", "production")
+        .await
+        .unwrap();
+    let web1 = seen[0].view.clone().unwrap();
+    assert!(
+        web1.processes
+            .iter()
+            .any(|p| p.name == "hello-extra-0" && p.unknown && p.state == "running"),
+        "{web1:?}"
+    );
+    assert!(
+        web1.problems()
+            .iter()
+            .any(|p| p.starts_with("hello-extra-0 (running) is not in the inventory")),
+        "{:?}",
+        web1.problems()
+    );
+    let (r, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    assert_eq!(
+        step_line(&events, "web1", "processes"),
+        (
+            StepStatus::Changed,
+            "hello-extra removed (not in the inventory)".to_string()
+        )
+    );
+    let s = b.fleet.server("web1");
+    assert!(!s.state().running.contains_key("hello-extra"));
+    assert!(
+        !s.state()
+            .files
+            .contains_key("/etc/supervisor/conf.d/hello-extra.conf")
+    );
+    let (_, events) = b.run(spec("1.0.0")).await;
+    assert_eq!(step_line(&events, "web1", "processes").0, StepStatus::Ok);
+}
+
+#[tokio::test]
+async fn a_worker_that_does_not_stay_up_fails_its_host_and_the_rollout_goes_back() {
+    let procs = "    settle_secs: 1\n    processes:\n      worker: {command: run-worker}\n";
+    let b = crate::testbed::bed_with("{batch: 1, max_failed: 0, on_halt: rollback}", procs);
+    assert_eq!(b.run(spec("1.0.0")).await.0.status, JobStatus::Succeeded);
+    b.fleet
+        .server("web1")
+        .state()
+        .crashing
+        .insert("1.1.0".into());
+    let (r, events) = b.run(spec("1.1.0")).await;
+    assert_eq!(r.status, JobStatus::Failed, "{:?}", r.hosts);
+    // The first `processes` of web1 failed; the last (the rollback's) put 1.0.0 back.
+    let line = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::StepFinished {
+                host,
+                step,
+                status,
+                reason,
+                ..
+            } if host == "web1" && step == "processes" => {
+                assert_eq!(*status, StepStatus::Failed, "{reason}");
+                Some(reason.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        step_line(&events, "web1", "processes").0,
+        StepStatus::Changed
+    );
+    assert!(
+        line.contains("watching hello-worker for 1s failed") && line.contains("boom"),
+        "{line}"
+    );
+    assert_eq!(b.serving("web1").as_deref(), Some("1.0.0"), "rolled back");
+    assert_eq!(b.serving("web2").as_deref(), Some("1.0.0"), "never reached");
+}

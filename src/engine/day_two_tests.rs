@@ -356,7 +356,7 @@ async fn logs_come_from_each_live_slot_and_a_dead_host_is_a_line_not_a_failure()
     );
     let ran = fleet.get("web1").lock().unwrap().ran.clone();
     assert!(
-        ran.contains(&"sudo -n tail -n 20 -- /var/log/supervisor/hello-green.log".to_string()),
+        ran.contains(&"sudo -n tail -n 20 -- /srv/apps/hello/logs/hello-green.log".to_string()),
         "{ran:?}"
     );
 }

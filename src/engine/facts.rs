@@ -106,6 +106,9 @@ pub struct Facts {
     pub hooks: Option<std::collections::BTreeSet<String>>,
     /// In the inventory's order of processes.
     pub processes: Option<Vec<ProcState>>,
+    /// Read with `processes`: programs of this app on the host that are neither a slot
+    /// nor a process of the inventory (one it no longer names).
+    pub stray_programs: Option<Vec<String>>,
 }
 
 fn known<'a, T>(v: &'a Option<T>, what: &str) -> Result<&'a T, String> {
@@ -141,6 +144,9 @@ impl Facts {
     pub fn hook_ran(&self, name: &str) -> Result<bool, String> {
         Ok(known(&self.hooks, "hooks")?.contains(name))
     }
+    pub fn stray_programs(&self) -> Result<&[String], String> {
+        known(&self.stray_programs, "the app's programs").map(Vec::as_slice)
+    }
     pub fn process(&self, i: usize) -> Result<&ProcState, String> {
         known(&self.processes, "processes")?
             .get(i)
@@ -174,7 +180,10 @@ impl Facts {
             Fact::Nginx => self.nginx = None,
             Fact::Releases => self.releases = None,
             Fact::Hooks => self.hooks = None,
-            Fact::Processes => self.processes = None,
+            Fact::Processes => {
+                self.processes = None;
+                self.stray_programs = None;
+            }
         }
     }
 }
@@ -220,7 +229,7 @@ impl Reader<'_> {
                 .processes
                 .iter()
                 .map(|x| cmd::read_file(&self.pm.conf_path(&p.app, &x.name)))
-                .chain([self.pm.status_all()])
+                .chain([self.pm.status_all(), self.pm.app_programs(&p.app)])
                 .collect(),
         }
     }
@@ -258,7 +267,10 @@ impl Reader<'_> {
             Fact::Hooks => {
                 facts.hooks = Some(out(0)?.split_whitespace().map(str::to_string).collect())
             }
-            Fact::Processes => facts.processes = Some(self.procs(&out)?),
+            Fact::Processes => {
+                facts.processes = Some(self.procs(&out)?);
+                facts.stray_programs = Some(self.strays(out(self.processes.len() + 1)?));
+            }
         }
         Ok(())
     }
@@ -278,6 +290,22 @@ impl Reader<'_> {
             })
         };
         Ok([slot(0)?, slot(1)?])
+    }
+
+    /// The app's programs (see [`ProcessManager::app_programs`]) that are neither a
+    /// slot nor one of the inventory's processes.
+    fn strays(&self, out: &str) -> Vec<String> {
+        let app = &self.paths.app;
+        let known: Vec<String> = SLOTS
+            .iter()
+            .map(|s| self.pm.program(app, s))
+            .chain(self.processes.iter().map(|x| self.pm.program(app, &x.name)))
+            .collect();
+        self.pm
+            .parse_app_programs(out)
+            .into_iter()
+            .filter(|p| !known.contains(p))
+            .collect()
     }
 
     /// Each process's program file and running copies: the outputs of

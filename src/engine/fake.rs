@@ -41,6 +41,8 @@ pub struct State {
     pub running: BTreeMap<String, (u32, String)>,
     /// Versions whose health check answers 500.
     pub broken: BTreeSet<String>,
+    /// Versions whose other processes exit at start (their watch fails).
+    pub crashing: BTreeSet<String>,
     /// The host cannot be reached.
     pub down: bool,
     /// Commands containing this fail with exit 1.

@@ -60,6 +60,50 @@ impl State {
                 })
                 .collect();
             out(0, lines)
+        } else if l.contains("while :; do s=$(supervisorctl status") {
+            // Watching a process's copies: they run, unless their program file names a
+            // release that crashes.
+            let crashed = self.files.iter().find(|(path, text)| {
+                path.strip_prefix("/etc/supervisor/conf.d/")
+                    .and_then(|n| n.strip_suffix(".conf"))
+                    .is_some_and(|p| l.contains(&format!("{p}:*")))
+                    && self
+                        .crashing
+                        .iter()
+                        .any(|v| text.contains(&format!("/releases/{v}/")))
+            });
+            match crashed {
+                Some((path, _)) => Ok(Output {
+                    status: 1,
+                    stdout: String::new(),
+                    stderr: format!("last lines of log:\nboom\nnot running: {path} BACKOFF\n"),
+                }),
+                None => out(0, ""),
+            }
+        } else if l.starts_with("for f in /etc/supervisor/conf.d/") {
+            // The app's programs: its files with deploy's header.
+            let app = after(l, "conf.d/").unwrap_or_default();
+            let app = app.strip_suffix("-*.conf").unwrap_or(app);
+            let names: String = self
+                .files
+                .iter()
+                .filter_map(|(path, text)| {
+                    let name = path.strip_prefix("/etc/supervisor/conf.d/")?;
+                    let first = text.lines().next().unwrap_or_default();
+                    (name.starts_with(&format!("{app}-"))
+                        && first.contains(&format!("Managed by deploy for {app} (")))
+                    .then(|| format!("{}\n", name.trim_end_matches(".conf")))
+                })
+                .collect();
+            out(0, names)
+        } else if l.contains("supervisorctl remove ") {
+            let p = after(l, "supervisorctl remove ")
+                .unwrap_or_default()
+                .to_string();
+            self.running.remove(&p);
+            self.files
+                .remove(&format!("/etc/supervisor/conf.d/{p}.conf"));
+            out(0, "")
         } else if l.contains("stat -c %U") {
             out(0, if self.layout { "yes\n" } else { "no\n" })
         } else if l.contains("useradd") {

@@ -42,6 +42,10 @@ pub struct Process {
     /// The slot (`blue`/`green`) when this is a web slot's program; None for a copy of
     /// another process.
     pub slot: Option<String>,
+    /// A program of this app the inventory does not name (removed from it; the next
+    /// deploy stops it and removes its file).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 /// The live slot's health check, tried once through the live pointer.
@@ -65,13 +69,23 @@ pub struct HostView {
     /// None when nothing is live, or on a host from before the socket switch (no live
     /// pointer to probe through).
     pub health: Option<Health>,
+    /// The releases complete on the host (marker written, not marked failed), oldest
+    /// first: what a rollback may go to.
+    pub releases: Vec<String>,
 }
 
 impl HostView {
     /// What needs a look on this host, one sentence each: every slot that runs but is
-    /// not live, and a live slot that fails its health check.
+    /// not live, a live slot that fails its health check, and each program of the app
+    /// that the inventory does not name.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for p in self.processes.iter().filter(|p| p.unknown) {
+            out.push(format!(
+                "{} ({}) is not in the inventory: the next deploy stops it and removes its program",
+                p.name, p.state
+            ));
+        }
         for p in &self.processes {
             let Some(slot) = &p.slot else { continue };
             if p.pid.is_none() || Some(slot) == self.live_slot.as_ref() {
@@ -182,7 +196,10 @@ pub(crate) async fn ask(
     let mut cmds: Vec<RemoteCmd> = facts.iter().flat_map(|f| reader.commands(*f)).collect();
     let all_status = cmds.len() - 1;
     cmds.push(health_probe(app, &paths));
+    cmds.push(pm.app_programs(&app.name));
+    cmds.push(cmd::list_releases(&paths));
     let outs = read_batch(conn, cfg, &cmds).await?;
+    let (programs, releases) = (&outs[all_status + 2], &outs[all_status + 3]);
     let mut known = Facts::default();
     let mut at = 0;
     for f in facts {
@@ -202,9 +219,17 @@ pub(crate) async fn ask(
             )
         })
         .collect();
+    let mut named: Vec<String> = SLOTS.iter().map(|s| pm.program(&app.name, s)).collect();
     for p in &app.runtime.processes {
         let program = pm.program(&app.name, &p.name);
         processes.extend(copies(pm, &program, &outs[all_status].stdout));
+        named.push(program);
+    }
+    for program in pm.parse_app_programs(&programs.stdout) {
+        if !named.contains(&program) {
+            let unknown = copies(pm, &program, &outs[all_status].stdout);
+            processes.extend(unknown.into_iter().map(|p| Process { unknown: true, ..p }));
+        }
     }
     add_releases(conn, cfg, &app.runtime.run_as, &mut processes).await?;
     let health = (live.slot.is_some() && !live.legacy).then(|| health(app, &outs[at]));
@@ -213,7 +238,20 @@ pub(crate) async fn ask(
         version: live.version.clone(),
         processes,
         health,
+        releases: complete_releases(&releases.stdout),
     })
+}
+
+/// The complete releases in [`cmd::list_releases`]'s answer (`<mtime> <name>
+/// complete|partial|failed` lines), oldest first.
+pub fn complete_releases(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [_, name, "complete"] => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The deploy's health check (its path, Host, expected status and timeout) through the
@@ -339,6 +377,7 @@ fn process(name: String, pid: Option<u32>) -> Process {
         pid,
         release: None,
         slot: None,
+        unknown: false,
     }
 }
 

@@ -108,6 +108,10 @@ pub struct AppCtx {
     pub workers: u32,
     pub server_names: Vec<String>,
     pub health_path: String,
+    /// Seconds a program must stay up after it started to count as running.
+    pub settle_secs: u32,
+    /// The directory of its programs' logs (closed to other users).
+    pub log_dir: String,
 }
 
 impl AppCtx {
@@ -120,6 +124,8 @@ impl AppCtx {
             workers: app.workers,
             server_names: app.server_names.clone(),
             health_path: app.health.path.clone(),
+            settle_secs: app.settle_secs,
+            log_dir: AppPaths::new(&app.name).logs(),
         }
     }
 }
@@ -291,7 +297,7 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
     {
         msg.push_str(&format!(" (in `{expr}`)"));
     }
-    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir,command}, user, run_as, static_files.{url,dir,max_age_secs}; in the process template: process.{name,program,command,count,stop_secs,version}");
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path,settle_secs,log_dir}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir,command}, user, run_as, static_files.{url,dir,max_age_secs}; in the process template: process.{name,program,command,count,stop_secs,version}");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
 }
 

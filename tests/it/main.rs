@@ -35,3 +35,4 @@ mod real_apps;
 mod rollouts;
 mod schedules;
 mod shared_store;
+mod watch;

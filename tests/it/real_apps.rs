@@ -2,7 +2,7 @@
 //! Django sample (tests/django-app: PostgreSQL shared by every host, migrations once,
 //! collectstatic on every host, static files through nginx, two workers per host) and the
 //! ASGI sample under uvicorn workers; and the wall between the app's own user and
-//! everything else.
+//! everything else (its logs and the deploy user's home included).
 
 use crate::support;
 
@@ -301,4 +301,34 @@ fn an_asgi_app_serves_under_uvicorn_and_each_app_is_walled_off_as_its_own_user()
         "shared/data"
     );
     assert_ne!(as_app("grep -q . /etc/shadow"), 0, "shadow");
+    // Logs: each app's in its own closed directory (issue 26): its own readable, not
+    // another's; the deploy user's home is closed; `deploy app-logs` still reads them.
+    let root = |script: &str| exec(&web1.container, script);
+    assert_eq!(
+        root("test -s /srv/apps/hello/logs/hello-blue.log && echo yes"),
+        "yes\n",
+        "hello's log is there"
+    );
+    assert_eq!(
+        root("ls /var/log/supervisor | grep -c hello || true"),
+        "0\n"
+    );
+    assert_ne!(
+        as_app("cat /srv/apps/hello/logs/hello-blue.log"),
+        0,
+        "another app's log"
+    );
+    assert_ne!(as_app("ls /srv/apps/hello/logs"), 0, "another app's logs");
+    assert_eq!(
+        as_app("cat /srv/apps/asgi/logs/asgi-blue.log >/dev/null"),
+        0,
+        "its own log"
+    );
+    assert_ne!(as_app("ls /home/deploy"), 0, "the deploy user's home");
+    let logs = gw.run(
+        Some(&admin),
+        &["app-logs", "hello", "-e", "staging", "-n", "5"],
+    );
+    assert_eq!(logs.code, 0, "{logs:?}");
+    assert!(logs.stdout.starts_with("web1 | "), "{}", logs.stdout);
 }

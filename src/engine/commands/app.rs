@@ -6,8 +6,10 @@
 //! nothing but `shared/data`; `/srv/apps/<app>` is `deploy:<run_as>` 0751 (other users may
 //! only traverse it, to reach a socket), `releases/` and `shared/` 0750 (the app reads,
 //! never writes), the env file 0640, `run/` 1771 (the app creates its sockets; the sticky
-//! bit keeps it from replacing the live pointer).  nginx's user joins the app's group to
-//! read static files.
+//! bit keeps it from replacing the live pointer), `logs/` 0750 (the process manager, as
+//! root, writes the programs' logs there; the app reads its own, no other app's user
+//! can).  nginx's user joins the app's group to read static files.  The deploy user's
+//! home is closed to others (0700 for group and others: no app user lists it).
 
 use super::{AppPaths, RemoteCmd, sudo_sh};
 use crate::shell::quote;
@@ -32,6 +34,9 @@ pub fn layout_check(p: &AppPaths, user: &str, run_as: &str) -> RemoteCmd {
         stat(&p.shared(), &format!("{user}:{run_as}:750")),
         stat(&p.run_dir(), &format!("{user}:{run_as}:1771")),
         stat(&p.data_dir(), &format!("{run_as}:{run_as}:750")),
+        stat(&p.logs(), &format!("{user}:{run_as}:750")),
+        // The deploy user's home (this runs as that user): closed to others.
+        "[ \"$(stat -c %a \"$HOME\" | cut -c2-)\" = 00 ]".to_string(),
         format!(
             "{{ [ ! -e {env} ] || [ \"$(stat -c %G {env})\" = {g} ]; }}",
             env = quote(&p.env_file()),
@@ -45,8 +50,9 @@ pub fn layout_check(p: &AppPaths, user: &str, run_as: &str) -> RemoteCmd {
 }
 
 /// Creates the app user (no login, no password, no sudo; its home is `shared/data`) and
-/// the layout with the wall's ownership and modes; also repairs a layout made before
-/// the app had a user of its own.  Idempotent.
+/// the layout with the wall's ownership and modes, and closes the deploy user's home;
+/// also repairs a layout made before the app had a user of its own (or its logs a
+/// directory of their own).  Idempotent.
 pub fn layout_create(p: &AppPaths, user: &str, run_as: &str) -> RemoteCmd {
     let script = r#"set -e
 u="$1" a="$2" root="$3" data="$3/shared/data" env="$3/shared/env" www="$4"
@@ -58,8 +64,10 @@ install -d -m 0751 -o "$u" -g "$a" "$root"
 install -d -m 0750 -o "$u" -g "$a" "$root/releases" "$root/shared"
 install -d -m 1771 -o "$u" -g "$a" "$root/run"
 install -d -m 0750 -o "$a" -g "$a" "$data"
-chown "$u:$a" "$root" "$root/releases" "$root/shared" "$root/run"
-chmod 0751 "$root"; chmod 0750 "$root/releases" "$root/shared"; chmod 1771 "$root/run"
+install -d -m 0750 -o "$u" -g "$a" "$root/logs"
+chown "$u:$a" "$root" "$root/releases" "$root/shared" "$root/run" "$root/logs"
+chmod 0751 "$root"; chmod 0750 "$root/releases" "$root/shared" "$root/logs"; chmod 1771 "$root/run"
+home=$(getent passwd "$u" | cut -d: -f6); if [ -d "$home" ]; then chmod go-rwx "$home"; fi
 if [ -e "$env" ]; then chown "$u:$a" "$env"; chmod 0640 "$env"; fi"#;
     RemoteCmd::new(sudo_sh(script, &[user, run_as, &p.root, NGINX_USER]))
 }

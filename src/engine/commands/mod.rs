@@ -59,6 +59,11 @@ impl AppPaths {
     pub fn env_file(&self) -> String {
         format!("{}/shared/env", self.root)
     }
+    /// The process manager's log files of the app's programs: `deploy:<run_as>` 0750,
+    /// so only the app's user (and the deploy user) may read them.
+    pub fn logs(&self) -> String {
+        format!("{}/logs", self.root)
+    }
     pub fn current(&self) -> String {
         format!("{}/current", self.root)
     }

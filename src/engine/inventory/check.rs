@@ -162,6 +162,13 @@ impl Check<'_> {
                 "expected at least 1".into(),
             ));
         }
+        if !(1..=300).contains(&a.settle_secs.value) {
+            return Err(self.err(
+                a.settle_secs.referenced.line().max(line),
+                format!("{field}.settle_secs"),
+                format!("expected 1 to 300 seconds, got {}", a.settle_secs.value),
+            ));
+        }
         let runtime = self.runtime(
             &name,
             &field,
@@ -213,6 +220,7 @@ impl Check<'_> {
             env: a.env.value,
             keep_releases: a.keep_releases.value,
             drain_secs: a.drain_secs,
+            settle_secs: a.settle_secs.value,
             environments,
             runtime,
         })

@@ -176,6 +176,11 @@ impl Default for Rollout {
 }
 
 /// A Python web application and how it runs.
+/// A process must stay up this long after it started (`settle_secs`) unless the
+/// inventory says otherwise: long enough for a worker that fails on import or on its
+/// first connection to show it, short enough not to slow a deploy much.
+pub const DEFAULT_SETTLE_SECS: u32 = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
     pub name: String,
@@ -203,6 +208,11 @@ pub struct App {
     pub keep_releases: u32,
     /// Seconds the old slot keeps running after nginx switched away from it.
     pub drain_secs: u32,
+    /// Seconds a web slot or a copy of a process must stay running after it started
+    /// before its host counts as ok (the process manager's own measure: supervisord's
+    /// `startsecs`); a process that exits sooner fails the host, as a failed health
+    /// check does.  Default [`DEFAULT_SETTLE_SECS`]; 1 to 300.
+    pub settle_secs: u32,
     pub environments: BTreeMap<String, Environment>,
     /// How its processes run: user, web server options, other processes, hooks, static
     /// files.

@@ -83,6 +83,8 @@ pub(super) struct RawApp {
     pub(super) keep_releases: Spanned<u32>,
     #[serde(default = "default_drain")]
     pub(super) drain_secs: u32,
+    #[serde(default = "default_settle")]
+    pub(super) settle_secs: Spanned<u32>,
     pub(super) environments: BTreeMap<String, Spanned<RawEnvironment>>,
     // How it runs (validated in `runtime.rs`).
     #[serde(default)]
@@ -109,6 +111,9 @@ fn default_workers() -> u32 {
 }
 fn default_drain() -> u32 {
     2
+}
+fn default_settle() -> Spanned<u32> {
+    sp(crate::inventory::DEFAULT_SETTLE_SECS)
 }
 fn default_keep() -> Spanned<u32> {
     sp(3)

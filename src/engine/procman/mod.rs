@@ -34,10 +34,11 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn program(&self, app: &str, slot: &str) -> String;
     /// Where that program's config file lives on the server.
     fn conf_path(&self, app: &str, slot: &str) -> String;
-    /// The log files of a program: a slot's one (`copies` None), or one per copy of a
-    /// process that runs `copies` copies, first copy first.  `program` is what
+    /// The log files of a program in `log_dir` (the app's, [`crate::commands::AppPaths::logs`],
+    /// where its templates send output): a slot's one (`copies` None), or one per copy of
+    /// a process that runs `copies` copies, first copy first.  `program` is what
     /// [`Self::program`] gives (`<app>-<slot>`, `<app>-<process>`).
-    fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String>;
+    fn log_files(&self, log_dir: &str, program: &str, copies: Option<u32>) -> Vec<String>;
     /// The command a program file runs (the templates' `slot.command` and
     /// `process.command`): `script`, a POSIX shell script, run by `/bin/sh -c`, quoted
     /// by this process manager's rules for its file.
@@ -51,6 +52,20 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn apply(&self, program: &str) -> RemoteCmd;
     /// Restarts every copy gracefully (TERM, wait, start).
     fn restart_all(&self, program: &str) -> RemoteCmd;
+    /// Watches the copies of a process's `program` that were just (re)started until none
+    /// is still starting (a copy counts as running once it stayed up the settle time,
+    /// the program file's own measure), waiting at most `limit_secs`; exits 0 when every
+    /// copy runs, else prints each copy that does not with its state and the last lines
+    /// of `logs` (its log files) and exits 1.
+    fn watch(&self, program: &str, logs: &[String], limit_secs: u32) -> RemoteCmd;
+    /// Prints the programs whose files say they belong to `app` (deploy's header), one a
+    /// line: slots, processes, and processes the inventory no longer names.
+    fn app_programs(&self, app: &str) -> RemoteCmd;
+    /// The program names in the output of [`Self::app_programs`].
+    fn parse_app_programs(&self, output: &str) -> Vec<String>;
+    /// Stops every copy of `program` and removes it and its file from the process
+    /// manager (a process the inventory no longer names).  Idempotent.
+    fn remove(&self, program: &str) -> RemoteCmd;
     /// Prints the state of every program on the host, in one command (one look at the
     /// process manager per snapshot, however many programs the app has); never fails.
     fn status_all(&self) -> RemoteCmd;

@@ -15,6 +15,15 @@ pub const PROCESS_TEMPLATE: &str = "supervisor-process.conf.j2";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Supervisord;
 
+/// Where supervisord reads program files (Debian's `[include]`).
+const CONF_D: &str = "/etc/supervisor/conf.d";
+
+impl Supervisord {
+    fn conf_path_of(&self, program: &str) -> String {
+        format!("{CONF_D}/{program}.conf")
+    }
+}
+
 impl ProcessManager for Supervisord {
     fn name(&self) -> &'static str {
         "supervisord"
@@ -33,18 +42,73 @@ impl ProcessManager for Supervisord {
     }
 
     fn conf_path(&self, app: &str, slot: &str) -> String {
-        format!("/etc/supervisor/conf.d/{}.conf", self.program(app, slot))
+        self.conf_path_of(&self.program(app, slot))
     }
 
-    /// A slot's log is `<program>.log`; the copies of a process (`numprocs`) each have
-    /// `<program>-<n>.log`, n from 0.
-    fn log_files(&self, program: &str, copies: Option<u32>) -> Vec<String> {
+    /// A slot's log is `<log_dir>/<program>.log`; the copies of a process (`numprocs`)
+    /// each have `<program>-<n>.log`, n from 0 (the templates' `stdout_logfile`).
+    fn log_files(&self, log_dir: &str, program: &str, copies: Option<u32>) -> Vec<String> {
         match copies {
-            None => vec![format!("/var/log/supervisor/{program}.log")],
+            None => vec![format!("{log_dir}/{program}.log")],
             Some(n) => (0..n)
-                .map(|i| format!("/var/log/supervisor/{program}-{i}.log"))
+                .map(|i| format!("{log_dir}/{program}-{i}.log"))
                 .collect(),
         }
+    }
+
+    /// Polls `supervisorctl status '<program>:*'` once a second while a copy is
+    /// `STARTING` (supervisord moves it to `RUNNING` after the file's `startsecs`, the
+    /// settle time; one that exits sooner goes `BACKOFF`, then `FATAL`).  On failure:
+    /// the last 20 lines of each log, then the copies that do not run (stderr).
+    fn watch(&self, program: &str, logs: &[String], limit_secs: u32) -> RemoteCmd {
+        let script = format!(
+            "n=0; while :; do s=$(supervisorctl status {g} 2>&1); \
+             case \"$(printf '%s\\n' \"$s\" | awk '{{print $2}}')\" in *STARTING*) ;; *) break;; esac; \
+             n=$((n+1)); [ $n -ge {limit_secs} ] && break; sleep 1; done; \
+             bad=$(printf '%s\\n' \"$s\" | awk '$2 != \"RUNNING\" {{ $1 = $1; print }}'); \
+             [ -z \"$bad\" ] && exit 0; \
+             for f in {logs}; do [ -f \"$f\" ] && {{ echo \"last lines of $f:\"; tail -n 20 \"$f\"; }}; done >&2; \
+             printf '%s\\n' \"$bad\" | sed 's/^/not running: /' >&2; exit 1",
+            g = group(program),
+            logs = crate::shell::join(logs),
+        );
+        RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
+    }
+
+    /// The files `<app>-*.conf` whose first line is deploy's header for `app` (the
+    /// shipped templates' `Managed by deploy for <app> (`): a name that merely starts
+    /// like the app's (`hello-admin-blue` beside `hello`) belongs to another app.
+    fn app_programs(&self, app: &str) -> RemoteCmd {
+        let script = format!(
+            "for f in {CONF_D}/{q}-*.conf; do [ -f \"$f\" ] || continue; \
+             head -n 1 \"$f\" | grep -qF {header} && basename \"$f\" .conf; done; true",
+            q = quote(app),
+            header = quote(&format!("Managed by deploy for {app} (")),
+        );
+        RemoteCmd::new(script)
+    }
+
+    fn parse_app_programs(&self, output: &str) -> Vec<String> {
+        output
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `stop '<program>:*'` (graceful, every copy), `remove` (out of supervisord's
+    /// running config), then the file: each step is done when there is nothing to do.
+    fn remove(&self, program: &str) -> RemoteCmd {
+        let q = quote(program);
+        RemoteCmd::new(format!(
+            "sudo -n sh -c {}",
+            quote(&format!(
+                "supervisorctl stop {g} >/dev/null 2>&1; supervisorctl remove {q} >/dev/null 2>&1; rm -f {conf}",
+                g = group(program),
+                conf = quote(&self.conf_path_of(program)),
+            ))
+        ))
     }
 
     /// `/bin/sh -c '<script>'`: supervisord splits `command=` like a POSIX shell and

@@ -99,7 +99,7 @@ pub fn needs(step: Step, v: &View) -> Vec<Fact> {
         Step::BeforeSwitch if hooks::for_host(v, hooks::When::BeforeSwitch).is_empty() => vec![],
         Step::AfterSwitch if hooks::for_host(v, hooks::When::AfterSwitch).is_empty() => vec![],
         Step::BeforeSwitch | Step::AfterSwitch => vec![Fact::Hooks],
-        Step::Processes if v.plan.app.runtime.processes.is_empty() => vec![],
+        // Always: a process the inventory no longer names is found there and removed.
         Step::Processes => vec![Fact::Processes],
     }
 }

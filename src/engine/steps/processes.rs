@@ -4,43 +4,61 @@
 //! stop gracefully (TERM, then its `stop_secs`) and start on the new file; copies that
 //! stopped are started; a restart job restarts them all.  A rollback renders the
 //! previous release's files, so the workers go back with the web slots.
+//!
+//! **Watched**: every process this step (re)starts must stay up the app's `settle_secs`
+//! (the program file's own measure of a start, supervisord's `startsecs`); one that
+//! exits sooner fails the step, with its state and the last lines of its logs as the
+//! step's output, so the host fails after its switch and the rollout halts (and, with
+//! `on_halt: rollback`, goes back) as for a failed health check.
+//!
+//! **Removed**: a program of this app that is neither a slot nor a process of the
+//! inventory (one the inventory no longer names) is stopped and its file removed,
+//! reported `changed`.
 
 use super::{Decided, View};
 use crate::commands as cmd;
 use crate::facts::Facts;
-use crate::ops::{Decision, Op, Report};
+use crate::ops::{Action, Decision, Op, Report};
 use crate::render::diff;
 
 pub fn decide(v: &View, f: &Facts) -> Decided {
     let procs = &v.plan.app.runtime.processes;
-    if procs.is_empty() {
+    let strays = f.stray_programs()?;
+    if procs.is_empty() && strays.is_empty() {
         return Ok(Decision::Done(Report::skipped("no processes besides web")));
     }
     let app = &v.plan.app.name;
     let (mut actions, mut said, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
+    for program in strays {
+        actions.push(Op::run(v.pm.remove(program), format!("removing {program}")).into());
+        said.push(format!("{program} removed (not in the inventory)"));
+    }
     for (i, p) in procs.iter().enumerate() {
         let have = f.process(i)?;
         let program = v.pm.program(app, &p.name);
         let conf_path = v.pm.conf_path(app, &p.name);
         let want = &v.rendered.processes[i];
         let d = diff(&conf_path, have.conf.as_deref(), want);
-        if let Some(d) = &d {
+        let start = if let Some(d) = &d {
             diffs.push(d.clone());
             let write = cmd::write_file(&conf_path, "0644", true, want.clone().into_bytes());
             actions.push(Op::run(write, format!("writing {program}'s config")).into());
-            actions.push(Op::run(v.pm.apply(&program), format!("reloading {program}")).into());
             said.push(format!("{} ({}x) now on {}", p.name, p.count, v.version()));
+            v.pm.apply(&program)
         } else if v.plan.spec.restart {
-            actions
-                .push(Op::run(v.pm.restart_all(&program), format!("restarting {program}")).into());
             said.push(format!("{} ({}x) restarted", p.name, p.count));
+            v.pm.restart_all(&program)
         } else if have.running < p.count {
-            actions.push(Op::run(v.pm.apply(&program), format!("starting {program}")).into());
             said.push(format!(
                 "{} started ({} of {} were running)",
                 p.name, have.running, p.count
             ));
-        }
+            v.pm.apply(&program)
+        } else {
+            continue;
+        };
+        actions.push(Op::run(start, format!("starting {program}")).into());
+        actions.push(watch(v, &program, p.count));
     }
     let d = (!diffs.is_empty()).then(|| diffs.concat());
     if said.is_empty() {
@@ -63,4 +81,18 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         actions,
         Report::changed(said.join("; ")).with_diff(d),
     ))
+}
+
+/// Every copy of `program` must run once the settle time has passed: its output (the
+/// copies that do not, their logs' last lines) streamed into the job.  Waits at most
+/// twice the settle time plus 10 s for copies still starting.
+fn watch(v: &View, program: &str, count: u32) -> Action {
+    let settle = v.plan.app.settle_secs;
+    let logs = v.pm.log_files(&v.paths.logs(), program, Some(count));
+    Op::Run {
+        cmd: v.pm.watch(program, &logs, settle * 2 + 10),
+        what: format!("watching {program} for {settle}s"),
+        stream: true,
+    }
+    .into()
 }

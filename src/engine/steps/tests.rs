@@ -59,6 +59,7 @@ fn settled(plan: &Plan) -> Facts {
         releases: Some("1 1.0.0 complete\n2 1.1.0 complete\n".into()),
         hooks: Some(Default::default()),
         processes: Some(vec![]),
+        stray_programs: Some(vec![]),
     }
 }
 

@@ -6,6 +6,18 @@
 //! of its hosts, written on each switch; the ledger for hosts switched before that record
 //! existed).  Rolling back again from there goes one more step back: after deploys of 1,
 //! 2 and 3, the first rollback goes to 2 and the second to 1.
+//!
+//! **Only a release still complete on every host** of the environment is a target (prune
+//! may have removed an older one: after 1, 2, 3 and a rollback to 2, `keep_releases: 2`
+//! keeps 2 and 3 only).  The hosts are asked (`engine::observe`, which lists each
+//! host's complete releases) once the history has a candidate; a release pruned or
+//! left partial on any host that answered is skipped for the next one back.  When none
+//! is left, the rollback is refused (409, exit 2) naming the releases that are complete
+//! everywhere.  Decision: a host that cannot be reached is not counted (the job fails
+//! on it anyway, as any job does); when none answers, the history alone decides.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use deploy_wire::api::RollbackTarget;
 
@@ -25,6 +37,33 @@ pub fn rollback_target(history: &[String], current: Option<&str>) -> Option<Stri
         .iter()
         .find(|v| v.as_str() != current)
         .cloned()
+}
+
+/// [`rollback_target`], skipping releases not in `complete` (those complete on every
+/// host; None: unknown, the history alone decides).  Err: every candidate was skipped
+/// (or there was none), with the ones skipped, newest first.
+pub fn complete_target(
+    history: &[String],
+    current: Option<&str>,
+    complete: Option<&BTreeSet<String>>,
+) -> std::result::Result<String, Vec<String>> {
+    let Some(current) = current.or(history.first().map(String::as_str)) else {
+        return Err(Vec::new());
+    };
+    let Some(start) = history.iter().position(|v| v == current) else {
+        return Err(Vec::new());
+    };
+    let mut skipped: Vec<String> = Vec::new();
+    for v in &history[start + 1..] {
+        if v == current || skipped.contains(v) {
+            continue;
+        }
+        if complete.is_none_or(|c| c.contains(v)) {
+            return Ok(v.clone());
+        }
+        skipped.push(v.clone());
+    }
+    Err(skipped)
 }
 
 impl JobService {
@@ -68,18 +107,56 @@ impl JobService {
             .db()
             .call(move |s| s.deploy_history(&a, &e, HISTORY))
             .await?;
-        let Some(target) = rollback_target(&history, current.as_deref()) else {
-            let now = current.as_deref().unwrap_or("nothing recorded");
+        let now = current.as_deref().unwrap_or("nothing recorded");
+        if rollback_target(&history, current.as_deref()).is_none() {
             return Err(ServiceError::Conflict(format!(
                 "no release of {app} was deployed on {env} before the current one ({now}); use --to VERSION"
             )));
-        };
-        Ok(RollbackTarget {
-            app: app.to_string(),
-            env: env.to_string(),
-            current,
-            target,
-        })
+        }
+        let complete = self.complete_everywhere(app, env).await?;
+        match complete_target(&history, current.as_deref(), complete.as_ref()) {
+            Ok(target) => Ok(RollbackTarget {
+                app: app.to_string(),
+                env: env.to_string(),
+                current,
+                target,
+            }),
+            Err(skipped) => {
+                let mut possible: Vec<String> = complete
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| Some(v.as_str()) != current.as_deref())
+                    .collect();
+                crate::versions::sort(&mut possible);
+                possible.reverse();
+                let possible = if possible.is_empty() {
+                    "none".to_string()
+                } else {
+                    possible.join(", ")
+                };
+                Err(ServiceError::Conflict(format!(
+                    "no release deployed on {env} before {now} is still complete on every host \
+                     ({} pruned or incomplete on some); possible targets: {possible}; use --to VERSION",
+                    skipped.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// The releases complete on every host of `env` that answered (None: none did).
+    async fn complete_everywhere(&self, app: &str, env: &str) -> Result<Option<BTreeSet<String>>> {
+        let inv = self.jobs.inventory()?;
+        let cfg = Arc::new(self.jobs.engine_config()?);
+        let seen = crate::engine::observe::observe(&inv, cfg, app, env).await?;
+        let mut all: Option<BTreeSet<String>> = None;
+        for view in seen.iter().filter_map(|o| o.view.as_ref().ok()) {
+            let here: BTreeSet<String> = view.releases.iter().cloned().collect();
+            all = Some(match all {
+                None => here,
+                Some(a) => a.intersection(&here).cloned().collect(),
+            });
+        }
+        Ok(all)
     }
 
     /// What a rollback without a target would choose (nothing starts).
@@ -128,5 +205,27 @@ mod tests {
         assert_eq!(rollback_target(&[], None), None);
         // A release that no deploy put there (a rollback --to of an old one): nothing known before it.
         assert_eq!(rollback_target(&h(&["2.0", "1.0"]), Some("0.9")), None);
+    }
+
+    #[test]
+    fn a_release_pruned_on_some_host_is_skipped_for_the_next_one_back_or_refused() {
+        let complete = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        // Deploys of 1, 2, 3 (newest first); rolled back to 2; prune kept 2 and 3.
+        let history = h(&["3.0", "2.0", "1.0"]);
+        assert_eq!(
+            complete_target(&history, Some("2.0"), Some(&complete(&["2.0", "3.0"]))),
+            Err(h(&["1.0"])),
+            "1.0 was pruned: no target, and it says which was skipped"
+        );
+        // 2.0 pruned on one host but 1.0 complete everywhere: one further back.
+        assert_eq!(
+            complete_target(&history, Some("3.0"), Some(&complete(&["1.0", "3.0"]))),
+            Ok("1.0".to_string())
+        );
+        // Hosts not asked (none answered): the history alone.
+        assert_eq!(
+            complete_target(&history, Some("3.0"), None),
+            Ok("2.0".to_string())
+        );
     }
 }

@@ -215,8 +215,10 @@ mod tests {
                 pid: Some(42),
                 release: version.map(str::to_string),
                 slot: Some("blue".into()),
+                unknown: false,
             }],
             health: None,
+            releases: vec![],
         })
     }
 
@@ -297,6 +299,7 @@ mod tests {
             pid: Some(7),
             release: Some("1.0".into()),
             slot: Some("green".into()),
+            unknown: false,
         });
         v.health = Some(Health {
             ok: false,
