@@ -29,6 +29,18 @@ use crate::gateway::jobs::new_job_id;
 use crate::gateway::store::{LockHolder, now_ms};
 use crate::githost::Commit;
 
+/// A git host's or an index's failure as the service says it: a ref the git host does
+/// not have is the asker's mistake (404, exit 2), anything else the backend's (502).
+fn from_backend(e: crate::backend::BackendError) -> ServiceError {
+    match e.is_missing() {
+        true => ServiceError::NotFound(e.to_string()),
+        false => ServiceError::Upstream(e),
+    }
+}
+
+/// How many of the newest builds `changes` looks at for its candidate.
+const CANDIDATES: u32 = 10;
+
 fn info(c: Commit) -> CommitInfo {
     CommitInfo {
         id: c.id,
@@ -54,7 +66,7 @@ impl JobService {
         let commit = git
             .resolve(&repo, &req.reference)
             .await
-            .map_err(ServiceError::Upstream)?;
+            .map_err(from_backend)?;
         let (a, c) = (req.app.clone(), commit.id.clone());
         let known = self.db().call(move |s| s.build_of_commit(&a, &c)).await?;
         if let Some(b) = known
@@ -158,7 +170,7 @@ impl JobService {
             .map_err(ServiceError::Invalid)?;
         let running = self.env_release(app, env).await?;
         let a = app.to_string();
-        let (version, commit) = match (version, reference) {
+        let (version, commit, candidate) = match (version, reference) {
             (Some(v), _) => {
                 let b = self.db().call(move |s| s.build_of_version(&a, &v)).await?;
                 let b = b.ok_or_else(|| {
@@ -166,13 +178,10 @@ impl JobService {
                         "no build of {app} made that version: no commit is recorded for it"
                     ))
                 })?;
-                (Some(b.version), b.commit)
+                (Some(b.version), b.commit, "the version given".to_string())
             }
             (None, Some(r)) => {
-                let c = git
-                    .resolve(&repo, &r)
-                    .await
-                    .map_err(ServiceError::Upstream)?;
+                let c = git.resolve(&repo, &r).await.map_err(from_backend)?;
                 let a2 = app.to_string();
                 let id = c.id.clone();
                 let v = self
@@ -180,23 +189,15 @@ impl JobService {
                     .call(move |s| s.build_of_commit(&a2, &id))
                     .await?
                     .map(|b| b.version);
-                (v, c.id)
+                (v, c.id, format!("--ref {r}"))
             }
-            (None, None) => {
-                let b = self.db().call(move |s| s.builds(&a, 1)).await?;
-                let b = b.into_iter().next().ok_or_else(|| {
-                    ServiceError::Conflict(format!(
-                        "{app} has no build on record; give a VERSION or --ref"
-                    ))
-                })?;
-                (Some(b.version), b.commit)
-            }
+            (None, None) => self.newest_candidate(app, env, git.as_ref(), &repo).await?,
         };
         let commits = match &running.commit {
             Some(from) => git.commits_between(&repo, from, &commit).await,
             None => git.resolve(&repo, &commit).await.map(|c| vec![c]),
         }
-        .map_err(ServiceError::Upstream)?;
+        .map_err(from_backend)?;
         Ok(ChangesResponse {
             app: app.to_string(),
             running,
@@ -204,7 +205,73 @@ impl JobService {
             commit,
             commits: commits.into_iter().map(info).collect(),
             source: git.describe(),
+            candidate,
         })
+    }
+
+    /// The newest candidate for `env` (version, commit, which in words): what another
+    /// environment of the app runs when that is a build of a newer version than `env`
+    /// runs (several: the newest version), else the build nearest the head of the
+    /// default branch among the newest [`CANDIDATES`].  Never merely the build run last:
+    /// that may be an old tag's.
+    async fn newest_candidate(
+        &self,
+        app: &str,
+        env: &str,
+        git: &dyn crate::githost::GitHost,
+        repo: &str,
+    ) -> Result<(Option<String>, String, String)> {
+        use crate::versions::Version;
+        let inv = self.jobs.inventory()?;
+        let others: Vec<String> = inv
+            .app(app)
+            .map_err(|e| ServiceError::NotFound(e.message))?
+            .environments
+            .keys()
+            .filter(|e| e.as_str() != env)
+            .cloned()
+            .collect();
+        let parse = |v: &Option<String>| v.as_deref().and_then(Version::parse);
+        let mut newest = parse(&self.env_release(app, env).await?.version);
+        let mut best: Option<EnvRelease> = None;
+        for other in others {
+            let r = self.env_release(app, &other).await?;
+            let v = parse(&r.version);
+            if r.commit.is_some() && v.is_some() && (newest.is_none() || v > newest) {
+                newest = v;
+                best = Some(r);
+            }
+        }
+        if let Some(r) = best {
+            let which = format!("what {} runs", r.env);
+            return Ok((r.version, r.commit.unwrap_or_default(), which));
+        }
+        let a = app.to_string();
+        let builds = self.db().call(move |s| s.builds(&a, CANDIDATES)).await?;
+        let head = git.default_head(repo).await.map_err(from_backend)?;
+        let mut nearest: Option<(usize, &deploy_wire::pipeline::BuildRecord)> = None;
+        for b in &builds {
+            // On the default branch: nothing of the build's commit is missing from it.
+            let off = git.commits_between(repo, &head.id, &b.commit).await;
+            if !off.map_err(from_backend)?.is_empty() {
+                continue;
+            }
+            let behind = git.commits_between(repo, &b.commit, &head.id).await;
+            let behind = behind.map_err(from_backend)?.len();
+            if nearest.is_none_or(|(n, _)| behind < n) {
+                nearest = Some((behind, b));
+            }
+        }
+        match nearest {
+            Some((_, b)) => Ok((
+                Some(b.version.clone()),
+                b.commit.clone(),
+                "the newest build of the default branch".to_string(),
+            )),
+            None => Err(ServiceError::Conflict(format!(
+                "no other environment runs a newer build of {app} and no build of its default branch is on record; give a VERSION or --ref"
+            ))),
+        }
     }
 
     /// What two environments run, and the commits `a` has that `b` lacks.
@@ -220,7 +287,7 @@ impl JobService {
             (Some(ca), Some(cb), Ok((git, repo))) if ca != cb => git
                 .commits_between(&repo, cb, ca)
                 .await
-                .map_err(ServiceError::Upstream)?
+                .map_err(from_backend)?
                 .into_iter()
                 .map(info)
                 .collect(),
@@ -372,17 +439,13 @@ impl JobService {
                     .then(|| runs.first().map(|r| r.1.clone()))
                     .flatten()
                     .filter(|v| runs.iter().all(|r| &r.1 == v));
-                let commit = match &one {
-                    Some(v) => s.build_of_version(&name, v)?.map(|b| b.commit),
-                    None => None,
-                };
                 let job = rows.first().and_then(|r| r.job_id.clone());
-                let sha256 = match (&one, job) {
+                let (sha256, commit) = match (&one, job) {
                     (Some(v), Some(j)) => match s.job_artifact(&j)? {
-                        Some(a) => Some(a.sha256),
-                        None => s.version_artifact(&name, v)?.map(|f| f.1),
+                        Some(a) => (Some(a.sha256), a.commit),
+                        None => (s.version_artifact(&name, v)?.map(|f| f.1), None),
                     },
-                    _ => None,
+                    _ => (None, None),
                 };
                 Ok(EnvRelease {
                     env: e,
@@ -405,7 +468,7 @@ impl JobService {
         let src = self.jobs.source_for(a).map_err(ServiceError::Invalid)?;
         let files = crate::artifacts::list_files(&self.http, src.as_ref(), &a.package)
             .await
-            .map_err(ServiceError::Upstream)?;
+            .map_err(from_backend)?;
         let wanted = crate::versions::Version::parse(version);
         let same = |f: &crate::artifacts::DistFile| {
             let v = crate::artifacts::version_of(&f.filename, &a.package);
