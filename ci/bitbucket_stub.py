@@ -22,7 +22,9 @@ It follows these pages of Atlassian's published documentation:
 - errors: {"errors": [{"context": null, "message": ..., "exceptionName": ...}]}, 404 for
   an unknown project, repository or commit, 400 for bad paging parameters.
 - "Build status" REST API: POST /rest/build-status/1.0/commits/COMMITID stores a build
-  status (204); GET the same path lists them (paged).
+  status (204); GET the same path lists them (paged).  `state`, `key` and `url` are
+  required and may not be blank (Bitbucket Server answers 400 for a status without a
+  URL); `state` is one of SUCCESSFUL, FAILED, INPROGRESS.
 - "Clone a repository" over HTTP(S): <base>/scm/KEY/SLUG.git, served here by
   `git http-backend` (smart HTTP), behind the same token.
 
@@ -215,6 +217,10 @@ def main():
                     raise BadRequest("The build status is not JSON.")
                 if not isinstance(status, dict) or not {"state", "key", "url"} <= status.keys():
                     raise BadRequest("A build status needs state, key and url.")
+                if any(not str(status[k] or "").strip() for k in ("state", "key", "url")):
+                    raise BadRequest("state, key and url may not be blank.")
+                if status["state"] not in ("SUCCESSFUL", "FAILED", "INPROGRESS"):
+                    raise BadRequest("state must be SUCCESSFUL, FAILED or INPROGRESS.")
                 with status_lock:
                     statuses.setdefault(commit, []).append(status)
                 return self.send(204, b"")

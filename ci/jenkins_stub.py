@@ -26,11 +26,24 @@ It follows Jenkins' documented remote access API:
 The upload uses the legacy PyPI upload API (multipart POST, `:action=file_upload`,
 `protocol_version=1`, name, version, filetype, pyversion, sha256_digest, content).
 
+Awkward like the real product, on request:
+- --queue-polls N: a queue item stays waiting until its api/json was read N times (a
+  busy executor pool: a client sees the item wait several polls), on top of
+  --queue-delay.
+- --console-chunk N: progressiveText returns at most N bytes from `start` (its
+  X-Text-Size says where the next chunk starts, X-More-Data stays true until the last
+  one), so lines arrive cut at chunk boundaries, as a client of a busy build sees them.
+- --skip-existing: an upload the index refuses because that version's file exists
+  (409) is skipped and the build goes on (`twine upload --skip-existing`, a common
+  pattern); the build still archives the wheel IT built, whose contents may differ from
+  the index's file.
+
 --log gets one line per request, "METHOD PATH STATUS" (never a header), and one line per
 finished build, "BUILD job=J number=N commit=SHA result=R" (J percent-encoded).
 
 usage: jenkins_stub.py --port 0 --user U --token-file F --jobs JOBS.json \
            --upload-url http://index/ --workdir DIR --log FILE [--queue-delay S] [--hold S]
+           [--queue-polls N] [--console-chunk N] [--skip-existing]
 --queue-delay: seconds an item waits in the queue (-1: for ever, as with no free
 executor); --hold: seconds a build waits (printing a line a second) before it uploads.
 --port 0 picks a free port; the port is printed on stdout ("listening on PORT") once
@@ -103,18 +116,21 @@ class State:
     def enqueue(self, job, commit):
         with self.lock:
             n = len(self.queue) + 1
-            self.queue[n] = {"job": job, "commit": commit, "build": None}
+            self.queue[n] = {"job": job, "commit": commit, "build": None, "polls": 0}
         threading.Thread(target=self.leave_queue, args=(n,), daemon=True).start()
         return n
 
     def leave_queue(self, n):
         waited = 0.0
-        while self.args.queue_delay < 0 or waited < self.args.queue_delay:
-            time.sleep(0.1)
-            waited += 0.1
+        while True:
             with self.lock:
                 if self.queue[n].get("cancelled"):
                     return
+                polled = self.queue[n]["polls"] >= self.args.queue_polls
+            if polled and self.args.queue_delay >= 0 and waited >= self.args.queue_delay:
+                break
+            time.sleep(0.1)
+            waited += 0.1
         with self.lock:
             item = self.queue[n]
             if item.get("cancelled"):
@@ -184,7 +200,7 @@ def run_build(state, b):
         if b.stop:
             raise Aborted()
         time.sleep(STEP_PAUSE)
-        upload(b, state.args.upload_url, project, wheel)
+        upload(b, state.args.upload_url, project, wheel, state.args.skip_existing)
         name = os.path.basename(wheel)
         with b.lock:
             b.artifacts.append((name, f"dist/{name}"))
@@ -292,7 +308,7 @@ def build_wheel(b, src, project, outdir):
     return target
 
 
-def upload(b, url, project, wheel):
+def upload(b, url, project, wheel, skip_existing):
     data = open(wheel, "rb").read()
     fields = {":action": "file_upload", "protocol_version": "1", "metadata_version": "2.1",
               "name": project["name"], "version": project["version"],
@@ -313,6 +329,9 @@ def upload(b, url, project, wheel):
         with urllib.request.urlopen(req, timeout=60) as resp:
             b.say(f"Upload answered {resp.status}")
     except urllib.error.HTTPError as e:
+        if e.code == 409 and skip_existing:
+            b.say(f"Skipping {name}: the index has this version already (--skip-existing)")
+            return
         raise Failed(f"the upload of {name} answered {e.code} {e.reason}")
     except (urllib.error.URLError, OSError) as e:
         raise Failed(f"cannot upload {name}: {e}")
@@ -386,6 +405,8 @@ def make_handler(state):
         def queue_item(self, n):
             with state.lock:
                 item = state.queue.get(n)
+                if item is not None:
+                    item["polls"] += 1
             if item is None:
                 return self.send(404, "Not Found")
             b = item["build"]
@@ -408,6 +429,9 @@ def make_handler(state):
                 except ValueError:
                     return self.send(400, "bad start")
                 data, size, done = b.snapshot(max(start, 0))
+                chunk = state.args.console_chunk
+                if chunk > 0 and len(data) > chunk:
+                    data, size, done = data[:chunk], max(start, 0) + chunk, False
                 headers = [("X-Text-Size", str(size))] + ([] if done else [("X-More-Data", "true")])
                 return self.send(200, data, headers=headers)
             if page == "api/json":
@@ -493,6 +517,9 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--queue-delay", type=float, default=0.3)
     ap.add_argument("--hold", type=float, default=0)
+    ap.add_argument("--queue-polls", type=int, default=0)
+    ap.add_argument("--console-chunk", type=int, default=0)
+    ap.add_argument("--skip-existing", action="store_true")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)

@@ -26,6 +26,8 @@ pub struct FakeBuilder {
     pub cancelled: Mutex<Vec<String>>,
     /// Polls that answer "queued" before a build starts.
     pub queued_polls: usize,
+    /// The SHA-256 of each archived file (by name); a file not here cannot be read.
+    pub archived: BTreeMap<String, String>,
 }
 
 impl FakeBuilder {
@@ -95,5 +97,17 @@ impl Builder for FakeBuilder {
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         self.cancelled.lock().unwrap().push(id.to_string());
         Box::pin(async { Ok(()) })
+    }
+    fn artifact_sha256<'a>(
+        &'a self,
+        id: &'a str,
+        file: &'a str,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        let r = self
+            .archived
+            .get(file)
+            .cloned()
+            .ok_or_else(|| BackendError::permanent(format!("build {id} archived no {file}")));
+        Box::pin(async move { r })
     }
 }

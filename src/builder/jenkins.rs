@@ -37,7 +37,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 use super::jenkins_api::{
     QueueState, chain, job_path, parse_build, parse_crumb, parse_queue_item, progressive,
-    queue_number, session_cookie,
+    queue_number, session_cookie, usable,
 };
 use super::{BuildRef, BuildRequest, BuildState, Builder, Progress};
 use crate::artifacts::Secret;
@@ -372,13 +372,20 @@ impl Jenkins {
             .await
             .map_err(|e| self.unanswered(&format!("reading {what}"), e))?;
         let (next, more) = progressive(&headers, offset, bytes.len());
-        Ok((String::from_utf8_lossy(&bytes).into_owned(), next, more))
+        let keep = usable(&bytes, more);
+        let next = if keep < bytes.len() {
+            offset + keep as u64
+        } else {
+            next
+        };
+        let text = String::from_utf8_lossy(&bytes[..keep]).into_owned();
+        Ok((text, next, more))
     }
 }
 
 impl Builder for Jenkins {
     fn describe(&self) -> String {
-        format!("Jenkins at {}", self.base)
+        "the CI server".to_string()
     }
     fn start<'a>(&'a self, req: &'a BuildRequest) -> BoxFuture<'a, Result<String, BackendError>> {
         Box::pin(self.start_build(req))
@@ -399,7 +406,17 @@ impl Builder for Jenkins {
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(self.cancel_build(id))
     }
+    fn artifact_sha256<'a>(
+        &'a self,
+        id: &'a str,
+        file: &'a str,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(self.archived_sha256(id, file))
+    }
 }
+
+#[path = "jenkins_artifact.rs"]
+mod artifact;
 
 #[cfg(test)]
 #[path = "jenkins_tests.rs"]

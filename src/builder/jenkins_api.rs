@@ -116,10 +116,29 @@ pub(super) fn progressive(headers: &HeaderMap, offset: u64, read: usize) -> (u64
     (next, more)
 }
 
+/// How many bytes of a console chunk to pass on now: while the build writes, up to the
+/// chunk's last newline, or (a chunk without one) its longest prefix that does not end
+/// in a cut character; all of it once the build ended.  The rest is asked for again from
+/// where it starts, so neither a line nor a character is cut where the CI server cut.
+pub(super) fn usable(chunk: &[u8], more: bool) -> usize {
+    if !more {
+        return chunk.len();
+    }
+    match chunk.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => match std::str::from_utf8(chunk) {
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            _ => chunk.len(),
+        },
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Artifact {
     file_name: String,
+    #[serde(default)]
+    relative_path: String,
 }
 
 #[derive(Deserialize)]
@@ -137,6 +156,14 @@ pub(super) fn parse_build(body: &str) -> Result<BuildJson, BackendError> {
 }
 
 impl BuildJson {
+    /// Where the build archived `file` (its `relativePath`, under `.../artifact/`).
+    pub(super) fn relative_path(&self, file: &str) -> Option<&str> {
+        self.artifacts
+            .iter()
+            .find(|a| a.file_name == file && !a.relative_path.is_empty())
+            .map(|a| a.relative_path.as_str())
+    }
+
     /// The state this build is in, and its artifacts when it succeeded.
     pub(super) fn outcome(self) -> (BuildState, Vec<String>) {
         match (self.building, self.result.as_deref()) {

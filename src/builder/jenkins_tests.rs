@@ -115,9 +115,7 @@ async fn an_unreachable_jenkins_is_one_line_naming_the_request() {
     );
     let e = err.to_string();
     assert!(
-        e.starts_with(&format!(
-            "Jenkins at http://127.0.0.1:{port}: GET /crumbIssuer/api/json: "
-        )),
+        e.starts_with("the CI server: GET /crumbIssuer/api/json: ") && !e.contains("Jenkins"),
         "{e}"
     );
     assert!(
@@ -210,4 +208,18 @@ fn the_token_stays_out_of_debug_and_needs_a_job() {
     .unwrap();
     assert!(!format!("{j:?} {}", j.describe()).contains("s3cret"));
     assert!(Jenkins::new("ci".into(), "u".into(), Secret::new("t"), BTreeMap::new()).is_err());
+}
+
+#[test]
+fn a_console_chunk_is_passed_on_to_its_last_newline_until_the_build_ends() {
+    use super::super::jenkins_api::usable;
+    // Cut in a line: the line waits for its end.
+    assert_eq!(usable(b"one\ntw", true), 4);
+    // Cut in a character of a line longer than the chunk: up to the whole characters.
+    let e_acute = "ab\u{e9}".as_bytes();
+    assert_eq!(usable(&e_acute[..3], true), 2);
+    assert_eq!(usable(b"no newline yet", true), 14);
+    // The build ended: everything.
+    assert_eq!(usable(b"one\ntw", false), 6);
+    assert_eq!(usable(b"", true), 0);
 }

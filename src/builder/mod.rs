@@ -78,4 +78,12 @@ pub trait Builder: Send + Sync + std::fmt::Debug {
     /// Stops build `id`: its queue item is cancelled while it waits, the build is
     /// aborted once it runs; a build that ended already is left as it is.
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), BackendError>>;
+    /// The SHA-256 (lowercase hex) of `file` (a name from [`Progress::artifacts`]) as
+    /// build `id` archived it, read from the CI server itself: the gateway compares it
+    /// with the index's file of the same name before it records the build.
+    fn artifact_sha256<'a>(
+        &'a self,
+        id: &'a str,
+        file: &'a str,
+    ) -> BoxFuture<'a, Result<String, BackendError>>;
 }

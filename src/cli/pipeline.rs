@@ -184,7 +184,11 @@ pub async fn changes(
         .map(|v| format!("{v} "))
         .unwrap_or_default();
     println!("{app}: {}", side(&r.running));
-    println!("candidate: {to}at {}", short(&r.commit));
+    let which = match r.candidate.is_empty() {
+        true => String::new(),
+        false => format!(" ({})", r.candidate),
+    };
+    println!("candidate: {to}at {}{which}", short(&r.commit));
     println!("{} commit(s) (newest first):", r.commits.len());
     print_commits(&r.commits);
     Ok(r.version)

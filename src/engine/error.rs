@@ -72,6 +72,10 @@ pub enum ErrorKind {
     /// Asking again gets the same answer: HTTP 4xx (credentials refused, not found), an
     /// answer that does not parse, a bad configuration, a refused host key.
     Permanent,
+    /// Permanent, and precisely this: what was asked about does not exist there (a git
+    /// host without that branch, tag or commit).  The asker's mistake, not the
+    /// backend's: the gateway answers it as an unknown name (404, exit 2).
+    Missing,
 }
 
 /// A backend's failure at a seam ([`crate::transport::Transport`], and the gateway's
@@ -102,6 +106,15 @@ impl BackendError {
     /// A failure that will not (see [`ErrorKind::Permanent`]).
     pub fn permanent(message: impl Into<String>) -> BackendError {
         BackendError::new(ErrorKind::Permanent, message)
+    }
+
+    /// The thing asked about does not exist (see [`ErrorKind::Missing`]).
+    pub fn missing(message: impl Into<String>) -> BackendError {
+        BackendError::new(ErrorKind::Missing, message)
+    }
+
+    pub fn is_missing(&self) -> bool {
+        self.kind == ErrorKind::Missing
     }
 
     pub fn kind(&self) -> ErrorKind {

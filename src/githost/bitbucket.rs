@@ -16,8 +16,10 @@
 //! Jira BSERV-4621: older servers list the whole history when `since` or `until` does not
 //! resolve, so both ends are resolved first and the list asked by commit id.
 //!
-//! Errors: the network's failures and 5xx/429 are retryable; other statuses (401, 404),
-//! bad JSON, bad names and a bad URL in the config are permanent.
+//! Errors: the network's failures and 5xx/429 are retryable; a 404 (no such commit, ref
+//! or repository) is `Missing`; other statuses (401), bad JSON, bad names and a bad URL
+//! in the config are permanent.  Messages say "the git host", never the product or its
+//! URL (users never see which product answered).
 
 use std::time::Duration;
 
@@ -128,6 +130,9 @@ impl Bitbucket {
         })?;
         if !status.is_success() {
             let msg = self.scrub(error_message(&self.describe(), what, status, &body));
+            if status == StatusCode::NOT_FOUND {
+                return Err(BackendError::missing(msg));
+            }
             return Err(BackendError::new(status_kind(status), msg));
         }
         serde_json::from_str(&body)
@@ -225,8 +230,24 @@ impl GitHost for Bitbucket {
         })
     }
 
+    /// The newest commit of `commits` without `until`: Bitbucket lists the default
+    /// branch then.
+    fn default_head<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, Result<Commit, BackendError>> {
+        Box::pin(async move {
+            let url = self.commits_url(repo, None)?;
+            let what = format!("the default branch of {repo}");
+            let v = self.get(url, &[("limit", "1".to_string())], &what).await?;
+            let page = parse_page(&v)
+                .map_err(|e| bad(format!("{} sent {e} for {what}", self.describe())))?;
+            page.values.into_iter().next().ok_or_else(|| {
+                BackendError::missing(format!("{} has no commit in {repo}", self.describe()))
+            })
+        })
+    }
+
     fn describe(&self) -> String {
-        format!("Bitbucket at {}", self.base)
+        // Users never see which product answered (docs/pipeline.md); the config says.
+        "the git host".to_string()
     }
 
     fn resolve<'a>(

@@ -167,7 +167,7 @@ async fn a_busy_bitbucket_is_retryable_and_a_refusal_is_not() {
     let e = down.resolve("PROJ/app", "main").await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
     assert!(
-        e.to_string().starts_with("cannot reach Bitbucket at "),
+        e.to_string().starts_with("cannot reach the git host: "),
         "{e}"
     );
 }

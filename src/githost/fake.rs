@@ -35,9 +35,14 @@ impl FakeGitHost {
         let (history, refs) = repos
             .get(repo)
             .ok_or_else(|| BackendError::permanent(format!("no repository {repo}")))?;
-        let id = refs.get(reference).map(String::as_str).unwrap_or(reference);
+        let head = history.last().map(|c| c.id.as_str());
+        let id = match refs.get(reference) {
+            Some(id) => id.as_str(),
+            None if reference == "HEAD" => head.unwrap_or(reference),
+            None => reference,
+        };
         let i = history.iter().position(|c| c.id == id).ok_or_else(|| {
-            BackendError::permanent(format!("{repo} has no ref or commit {reference}"))
+            BackendError::missing(format!("{repo} has no ref or commit {reference}"))
         })?;
         Ok((history.clone(), i))
     }

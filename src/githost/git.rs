@@ -127,9 +127,8 @@ impl PlainGit {
         let what = format!("git rev-parse in the mirror of {}", shown(url));
         match self.git(Some(mirror), &args, &what).await {
             Ok(out) if is_full_id(out.trim()) => Ok(out.trim().to_string()),
-            _ => Err(BackendError::permanent(format!(
-                "{} has no branch, tag or commit {reference}",
-                shown(url)
+            _ => Err(BackendError::missing(format!(
+                "the git host has no branch, tag or commit {reference}"
             ))),
         }
     }
@@ -192,7 +191,8 @@ impl PlainGit {
 
 impl GitHost for PlainGit {
     fn describe(&self) -> String {
-        format!("git remote {}", shown(&self.base_url))
+        // Users never see which product answered (docs/pipeline.md); the config says.
+        "the git host".to_string()
     }
 
     fn resolve<'a>(

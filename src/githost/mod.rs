@@ -55,6 +55,11 @@ pub trait GitHost: Send + Sync + std::fmt::Debug {
         from: &'a str,
         to: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Commit>, BackendError>>;
+    /// The commit the repository's default branch points at now (plain git: the
+    /// remote's `HEAD`).
+    fn default_head<'a>(&'a self, repo: &'a str) -> BoxFuture<'a, Result<Commit, BackendError>> {
+        self.resolve(repo, "HEAD")
+    }
     /// Shows a build's status beside `commit` (a host without such a thing: nothing).
     fn report_build<'a>(
         &'a self,

@@ -88,7 +88,9 @@ pub struct EnvRelease {
 }
 
 /// `GET /v1/apps/{app}/changes?env=E[&version=V|&ref=R]`: the commits between what runs
-/// on the environment and the candidate (default: the newest build).
+/// on the environment and the candidate (default: the newest candidate: what another
+/// environment runs, else the newest build of the default branch; `candidate` says
+/// which).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct ChangesResponse {
     pub app: String,
@@ -99,8 +101,12 @@ pub struct ChangesResponse {
     pub commit: String,
     /// Newest first.
     pub commits: Vec<CommitInfo>,
-    /// Which git host answered (never a credential).
+    /// Which git host answered: "the git host" (users never see which product).
     pub source: String,
+    /// Where the candidate came from, in words (`the version given`, `what staging
+    /// runs`, `the newest build of the default branch`).
+    #[serde(default)]
+    pub candidate: String,
 }
 
 /// `POST /v1/promotions`: deploy to `to` exactly the file `from` runs.

@@ -5,10 +5,12 @@
 
 mod support;
 
+mod artifact_identity;
 mod artifacts;
 mod bad_input;
 mod boundaries;
 mod build_jobs;
+mod contracts;
 mod converge;
 mod cron;
 mod dashboard;

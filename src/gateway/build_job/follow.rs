@@ -1,7 +1,9 @@
 //! Following a build job's CI build: which build (one this job's earlier follower
 //! left, one of this commit nobody followed to its end, else a new one), stored as it
 //! is followed, polled to its end through retryable failures, the queue's limit and
-//! cancel.
+//! cancel.  Its console becomes whole lines: a line the CI server cut at a chunk's end
+//! is kept until its newline (or the build's end), and the stored offset is where that
+//! line starts, so a follower that takes over shows it whole too.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -14,17 +16,41 @@ use crate::builder::{BuildRef, BuildState};
 use crate::engine::{CancelFlag, EventSink};
 use crate::gateway::store::{BuildFollow, Db, now_ms};
 
-/// A build's end: the build and its wheel, or why not and the build's page.
-pub(super) type Ended = Result<(BuildRef, String), (String, String)>;
+/// A build's end: the build, its wheel and the builder's id for it, or why not and the
+/// build's page.
+pub(super) type Ended = Result<(BuildRef, String, String), (String, String)>;
 
 /// What the poll loop keeps: the build once known and the console's last lines.
 struct Followed {
     id: String,
     build: Option<BuildRef>,
     last: VecDeque<String>,
+    /// The console's last line while it has no newline yet.
+    partial: String,
 }
 
 impl Followed {
+    /// Shows the whole lines of `text` (after what was kept of the last poll's), keeps
+    /// an unfinished last line, and shows that too when the build `ends`.
+    fn console(&mut self, sink: &dyn EventSink, text: &str, ends: bool) {
+        self.partial.push_str(text);
+        let whole = match self.partial.rfind('\n') {
+            Some(i) if !ends => self.partial[..=i].to_string(),
+            Some(_) | None if ends => std::mem::take(&mut self.partial),
+            _ => return,
+        };
+        if !ends {
+            self.partial.drain(..whole.len());
+        }
+        for l in whole.lines() {
+            line(sink, l);
+            self.last.push_back(l.to_string());
+            if self.last.len() > LAST_LINES {
+                self.last.pop_front();
+            }
+        }
+    }
+
     fn number(&self) -> String {
         self.build
             .as_ref()
@@ -61,6 +87,7 @@ impl Followed {
                         url,
                     },
                     wheel,
+                    self.id.clone(),
                 )))
             }
             BuildState::Failed(why) => {
@@ -134,12 +161,10 @@ impl Ctx<'_> {
                 }
             }
             None => {
-                let id = b.start(req).await.map_err(|e| {
-                    (
-                        format!("cannot start the build on {}: {e}", b.describe()),
-                        String::new(),
-                    )
-                })?;
+                let id = b
+                    .start(req)
+                    .await
+                    .map_err(|e| (format!("cannot start the build: {e}"), String::new()))?;
                 BuildFollow {
                     job_id: self.job.id.clone(),
                     app: req.app.clone(),
@@ -165,7 +190,7 @@ impl Ctx<'_> {
         };
         let done = match b.cancel(&f.id).await {
             Ok(()) => format!("{what} was cancelled on {}", b.describe()),
-            Err(e) => format!("{what} could not be cancelled on {}: {e}", b.describe()),
+            Err(e) => format!("{what} could not be cancelled: {e}"),
         };
         f.fail(format!("{why}; {done}"))
     }
@@ -186,6 +211,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, resumed: Option<BuildFollow>) -> Ended {
         id: saved.builder_id.clone(),
         build: build_ref(&saved),
         last: VecDeque::new(),
+        partial: String::new(),
     };
     let mut offset = saved.offset;
     let (mut failing_since, mut wait) = (None::<Instant>, order.interval);
@@ -204,7 +230,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, resumed: Option<BuildFollow>) -> Ended {
                 wait = (wait * 2).min(MAX_BACKOFF);
                 continue;
             }
-            Err(e) => return f.fail(format!("lost the build on {}: {e}", b.describe())),
+            Err(e) => return f.fail(format!("lost the build: {e}")),
         };
         (failing_since, wait) = (None, order.interval);
         if let (None, Some(r)) = (&f.build, &p.build) {
@@ -212,17 +238,12 @@ pub(super) async fn run(ctx: &Ctx<'_>, resumed: Option<BuildFollow>) -> Ended {
             report(order, ctx.job, sink, "INPROGRESS", &r.url).await;
             f.build = p.build.clone();
         }
-        for l in p.console.lines() {
-            line(sink, l);
-            f.last.push_back(l.to_string());
-            if f.last.len() > LAST_LINES {
-                f.last.pop_front();
-            }
-        }
+        let ends = !matches!(p.state, BuildState::Queued | BuildState::Running);
+        f.console(sink, &p.console, ends);
         offset = p.next_offset;
         let now = BuildFollow {
             build: f.build.clone().map(|r| (r.number, r.url)),
-            offset,
+            offset: offset.saturating_sub(f.partial.len() as u64),
             ..saved.clone()
         };
         if now != saved {

@@ -134,9 +134,9 @@ pub fn work(
             tracing::warn!("marking the followed build ended: {e}");
         }
         let outcome = match ended {
-            Ok((build, file)) => {
+            Ok((build, file, id)) => {
                 let url = build.url.clone();
-                let rec = record(&order, &db, &job, build, file).await;
+                let rec = record(&order, &db, &job, build, file, &id).await;
                 let state = if rec.is_ok() { "SUCCESSFUL" } else { "FAILED" };
                 report(&order, &job, sink.as_ref(), state, &url).await;
                 rec
@@ -193,7 +193,8 @@ pub fn work(
 }
 
 /// Shows the build's state beside its commit on the git host (when it has such a thing);
-/// a failure is an output line, never the build's.
+/// a failure is an output line, never the build's.  A build without a page (one that
+/// could not start) shows nothing: Bitbucket Server refuses a status without a URL.
 pub(super) async fn report(
     order: &BuildOrder,
     job: &JobInfo,
@@ -204,6 +205,9 @@ pub(super) async fn report(
     let Some((git, repo)) = &order.git else {
         return;
     };
+    if url.is_empty() {
+        return;
+    }
     let status = BuildStatus {
         state,
         key: format!("deploy-{}", job.id),
@@ -229,13 +233,15 @@ pub(super) fn line(sink: &dyn EventSink, text: &str) {
 }
 
 /// Finds the wheel on the index (a few tries: an index may list a new file late, or be
-/// briefly unreachable) and records the build.
+/// briefly unreachable), checks that it is the very file the build archived (by
+/// SHA-256, read from the builder) and records the build.
 async fn record(
     order: &BuildOrder,
     db: &Db,
     job: &JobInfo,
     build: BuildRef,
     file: String,
+    id: &str,
 ) -> Result<BuildRecord, String> {
     let pkg = &order.package;
     let version = crate::artifacts::version_of(&file, pkg)
@@ -271,6 +277,7 @@ async fn record(
             }
         }
     };
+    same_file(order, id, &file, &version, &sha256).await?;
     let rec = BuildRecord {
         app: job.app.clone(),
         commit: order.request.commit.clone(),
@@ -287,6 +294,35 @@ async fn record(
         .await
         .map_err(|e| e.to_string())?;
     Ok(rec)
+}
+
+/// Refuses a build whose archived `file` is not the file the index serves under that
+/// name (`indexed`): a commit that did not bump the version, whose upload the CI job
+/// skipped (or the index refused) because the version was there already.
+async fn same_file(
+    order: &BuildOrder,
+    id: &str,
+    file: &str,
+    version: &str,
+    indexed: &str,
+) -> Result<(), String> {
+    let archived = order
+        .builder
+        .artifact_sha256(id, file)
+        .await
+        .map_err(|e| format!("cannot read back the wheel the build archived ({file}): {e}"))?;
+    if archived.eq_ignore_ascii_case(indexed) {
+        return Ok(());
+    }
+    tracing::warn!(
+        "build of {} archived {file} sha256 {archived}, the index serves sha256 {indexed}",
+        order.request.commit
+    );
+    Err(format!(
+        "the index already holds {version} with different contents: bump the version \
+         (the build archived {file} sha256 {archived}; the index serves sha256 {indexed}); \
+         nothing was recorded"
+    ))
 }
 
 #[cfg(test)]

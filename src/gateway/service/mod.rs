@@ -13,6 +13,7 @@
 
 mod access;
 mod app_logs;
+mod candidate;
 mod freeze;
 mod pipeline;
 mod reads;

@@ -29,6 +29,15 @@ use crate::gateway::jobs::new_job_id;
 use crate::gateway::store::{LockHolder, now_ms};
 use crate::githost::Commit;
 
+/// A git host's or an index's failure as the service says it: a ref the git host does
+/// not have is the asker's mistake (404, exit 2), anything else the backend's (502).
+pub(super) fn from_backend(e: crate::backend::BackendError) -> ServiceError {
+    match e.is_missing() {
+        true => ServiceError::NotFound(e.to_string()),
+        false => ServiceError::Upstream(e),
+    }
+}
+
 fn info(c: Commit) -> CommitInfo {
     CommitInfo {
         id: c.id,
@@ -54,7 +63,7 @@ impl JobService {
         let commit = git
             .resolve(&repo, &req.reference)
             .await
-            .map_err(ServiceError::Upstream)?;
+            .map_err(from_backend)?;
         let (a, c) = (req.app.clone(), commit.id.clone());
         let known = self.db().call(move |s| s.build_of_commit(&a, &c)).await?;
         if let Some(b) = known
@@ -158,7 +167,7 @@ impl JobService {
             .map_err(ServiceError::Invalid)?;
         let running = self.env_release(app, env).await?;
         let a = app.to_string();
-        let (version, commit) = match (version, reference) {
+        let (version, commit, candidate) = match (version, reference) {
             (Some(v), _) => {
                 let b = self.db().call(move |s| s.build_of_version(&a, &v)).await?;
                 let b = b.ok_or_else(|| {
@@ -166,13 +175,10 @@ impl JobService {
                         "no build of {app} made that version: no commit is recorded for it"
                     ))
                 })?;
-                (Some(b.version), b.commit)
+                (Some(b.version), b.commit, "the version given".to_string())
             }
             (None, Some(r)) => {
-                let c = git
-                    .resolve(&repo, &r)
-                    .await
-                    .map_err(ServiceError::Upstream)?;
+                let c = git.resolve(&repo, &r).await.map_err(from_backend)?;
                 let a2 = app.to_string();
                 let id = c.id.clone();
                 let v = self
@@ -180,23 +186,15 @@ impl JobService {
                     .call(move |s| s.build_of_commit(&a2, &id))
                     .await?
                     .map(|b| b.version);
-                (v, c.id)
+                (v, c.id, format!("--ref {r}"))
             }
-            (None, None) => {
-                let b = self.db().call(move |s| s.builds(&a, 1)).await?;
-                let b = b.into_iter().next().ok_or_else(|| {
-                    ServiceError::Conflict(format!(
-                        "{app} has no build on record; give a VERSION or --ref"
-                    ))
-                })?;
-                (Some(b.version), b.commit)
-            }
+            (None, None) => self.newest_candidate(app, env, git.as_ref(), &repo).await?,
         };
         let commits = match &running.commit {
             Some(from) => git.commits_between(&repo, from, &commit).await,
             None => git.resolve(&repo, &commit).await.map(|c| vec![c]),
         }
-        .map_err(ServiceError::Upstream)?;
+        .map_err(from_backend)?;
         Ok(ChangesResponse {
             app: app.to_string(),
             running,
@@ -204,6 +202,7 @@ impl JobService {
             commit,
             commits: commits.into_iter().map(info).collect(),
             source: git.describe(),
+            candidate,
         })
     }
 
@@ -220,7 +219,7 @@ impl JobService {
             (Some(ca), Some(cb), Ok((git, repo))) if ca != cb => git
                 .commits_between(&repo, cb, ca)
                 .await
-                .map_err(ServiceError::Upstream)?
+                .map_err(from_backend)?
                 .into_iter()
                 .map(info)
                 .collect(),
@@ -350,7 +349,7 @@ impl JobService {
     }
 
     /// What `env` runs by the gateway's record, with the commit and file of its release.
-    async fn env_release(&self, app: &str, env: &str) -> Result<EnvRelease> {
+    pub(super) async fn env_release(&self, app: &str, env: &str) -> Result<EnvRelease> {
         let inv = self.jobs.inventory()?;
         let a = inv
             .app(app)
@@ -372,17 +371,13 @@ impl JobService {
                     .then(|| runs.first().map(|r| r.1.clone()))
                     .flatten()
                     .filter(|v| runs.iter().all(|r| &r.1 == v));
-                let commit = match &one {
-                    Some(v) => s.build_of_version(&name, v)?.map(|b| b.commit),
-                    None => None,
-                };
                 let job = rows.first().and_then(|r| r.job_id.clone());
-                let sha256 = match (&one, job) {
+                let (sha256, commit) = match (&one, job) {
                     (Some(v), Some(j)) => match s.job_artifact(&j)? {
-                        Some(a) => Some(a.sha256),
-                        None => s.version_artifact(&name, v)?.map(|f| f.1),
+                        Some(a) => (Some(a.sha256), a.commit),
+                        None => (s.version_artifact(&name, v)?.map(|f| f.1), None),
                     },
-                    _ => None,
+                    _ => (None, None),
                 };
                 Ok(EnvRelease {
                     env: e,
@@ -405,7 +400,7 @@ impl JobService {
         let src = self.jobs.source_for(a).map_err(ServiceError::Invalid)?;
         let files = crate::artifacts::list_files(&self.http, src.as_ref(), &a.package)
             .await
-            .map_err(ServiceError::Upstream)?;
+            .map_err(from_backend)?;
         let wanted = crate::versions::Version::parse(version);
         let same = |f: &crate::artifacts::DistFile| {
             let v = crate::artifacts::version_of(&f.filename, &a.package);

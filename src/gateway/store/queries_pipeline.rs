@@ -91,7 +91,9 @@ pub(super) fn set_job_artifact<B: Backend>(
     })
 }
 
-/// The file a job installed, with the build that made it (joined on the version).
+/// The file a job installed, with the build that made it: the newest build of that
+/// version whose wheel has that very SHA-256 (a build whose file differs from the one
+/// installed is no link in the ledger).
 pub(super) fn job_artifact<B: Backend>(
     s: &SqlStore<B>,
     job_id: &str,
@@ -100,9 +102,9 @@ pub(super) fn job_artifact<B: Backend>(
         let Some(r) = c.first(
             "SELECT a.file, a.sha256,
                 (SELECT b.commit_id FROM builds b WHERE b.app = j.app AND b.version = j.version
-                 ORDER BY b.id DESC LIMIT 1),
+                 AND b.sha256 = a.sha256 ORDER BY b.id DESC LIMIT 1),
                 (SELECT b.number FROM builds b WHERE b.app = j.app AND b.version = j.version
-                 ORDER BY b.id DESC LIMIT 1)
+                 AND b.sha256 = a.sha256 ORDER BY b.id DESC LIMIT 1)
              FROM job_artifacts a JOIN jobs j ON j.id = a.job_id WHERE a.job_id = $1",
             vals![job_id],
         )?

@@ -61,7 +61,7 @@ fn builds_are_found_by_commit_and_by_version_newest_first_per_app() {
 }
 
 #[test]
-fn a_jobs_artifact_is_replaced_and_joined_with_the_newest_build_of_its_version() {
+fn a_jobs_artifact_is_replaced_and_joined_with_the_newest_build_of_its_version_and_sha256() {
     each(|at| {
         let s = Db::open(at).unwrap();
         s.start_job(&job("j1", "ann"), &lease("g"))
@@ -80,11 +80,21 @@ fn a_jobs_artifact_is_replaced_and_joined_with_the_newest_build_of_its_version()
             Some(artifact("b.whl", "s2", None)),
             "replaced"
         );
-        // j1 installs hello 1.0.0: the newest build of that version, of that app.
-        s.add_build(&build("hello", "c7", "7", "1.0.0")).unwrap();
-        s.add_build(&build("hello", "c8", "8", "1.0.0")).unwrap();
+        // j1 installs hello 1.0.0 with sha s2: the newest build of that version, of that
+        // app, whose wheel has that very SHA-256 (issue 26: a build of another file of
+        // the same version is no link).
+        let with_sha = |b: BuildRecord, sha: &str| BuildRecord {
+            sha256: sha.into(),
+            ..b
+        };
+        s.add_build(&with_sha(build("hello", "c7", "7", "1.0.0"), "s2"))
+            .unwrap();
+        s.add_build(&with_sha(build("hello", "c8", "8", "1.0.0"), "s2"))
+            .unwrap();
         s.add_build(&build("hello", "c9", "9", "2.0.0")).unwrap();
-        s.add_build(&build("shop", "c10", "10", "1.0.0")).unwrap();
+        s.add_build(&with_sha(build("shop", "c10", "10", "1.0.0"), "s2"))
+            .unwrap();
+        s.add_build(&build("hello", "c11", "11", "1.0.0")).unwrap();
         assert_eq!(
             s.job_artifact("j1").unwrap(),
             Some(artifact("b.whl", "s2", Some(("c8", "8"))))
