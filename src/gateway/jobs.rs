@@ -442,6 +442,31 @@ impl Jobs {
         );
     }
 
+    /// Writes a job's end notice (when a route takes it) for an end recorded outside
+    /// the job's own task (`job_life::adopt`'s build that cannot be followed again).
+    pub fn notify_end(&self, job: &JobInfo, state: JobState) {
+        if let Some(n) = &self.notices {
+            n.ended(job, state);
+        }
+    }
+
+    /// Writes the end notices of jobs another runner left and this process marked
+    /// interrupted (recovery, a take-over): sent as `failed`, since the job ended without
+    /// its work done.  Nothing when no route is configured or a job cannot be read.
+    pub async fn notify_interrupted(&self, ids: &[String]) {
+        let Some(n) = &self.notices else {
+            return;
+        };
+        for id in ids {
+            let i = id.clone();
+            match self.db.call(move |s| s.job(&i)).await {
+                Ok(Some(job)) => n.ended(&job, JobState::Interrupted),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("job {id}: its end notice is lost: {e}"),
+            }
+        }
+    }
+
     /// Whether a job running here was asked to stop already.
     pub fn is_cancelled(&self, id: &str) -> bool {
         (self.cancels.lock().unwrap().get(id))

@@ -12,7 +12,10 @@
 //! stores them in the row, so every attempt sends the same notice.  What is lost: a
 //! notice whose row could not be written (the database away for 10 minutes, or the
 //! gateway dying in the instant between a job's end and its row).  A job interrupted by
-//! a restart or a take-over gets no end notice (as before the outbox).
+//! a restart or a take-over gets its end notice from the process that marks it so
+//! (`job_life`'s recovery and take-over call [`Notices::ended`] through
+//! `Jobs::notify_interrupted`), as `failed`: its work did not get done, and routes that
+//! filter on `failed` are the ones that want to hear it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -192,3 +192,54 @@ fn a_notice_pending_when_its_gateway_is_killed_reaches_the_receiver_after_the_re
         "a secret leaked"
     );
 }
+
+/// A job its gateway dies in gets an end notice too: the restarted gateway marks it
+/// interrupted and writes its `failed` notice (the job ended without its work done),
+/// which reaches the receiver once, with its key.  Before, only jobs that ended in
+/// their own process were notified.
+#[test]
+fn a_job_interrupted_by_its_gateways_death_gets_its_end_notice_after_the_restart() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let seen = receiver_on(port);
+    let notify = format!(
+        "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n\
+         secret_env = \"HOOK_KEY\"\n"
+    );
+    let mut gw = Gateway::start_opts(
+        None,
+        GatewayOpts {
+            sources: Some(notify),
+            env: vec![("HOOK_KEY".into(), HOOK_KEY.into())],
+            ..GatewayOpts::default()
+        },
+    );
+    // The host never answers SSH: the job waits in its connect (10 s) when it is killed.
+    let (_silent, ssh_port) = support::silent_listener();
+    gw.set_inventory(&support::inventory_on_port(ssh_port));
+    let token = gw.token("admin", "", true);
+    let job = gw.start_deploy(&token);
+    let key = |notice: &str| {
+        let seen = seen.lock().unwrap();
+        (seen.iter())
+            .filter(|s| s.3["job_id"] == job.as_str() && s.3["event"] == notice)
+            .count()
+    };
+    wait_until(20, "the started notice", || key("job.started") == 1);
+    assert_eq!(gw.job_state(&token, &job), "running");
+    gw.kill();
+    gw.restart();
+    assert_eq!(gw.job_state(&token, &job), "interrupted");
+    wait_until(30, "the interrupted job's end notice", || {
+        key("job.failed") == 1
+    });
+    std::thread::sleep(Duration::from_secs(2)); // any repeat would come now
+    assert_eq!((key("job.started"), key("job.failed")), (1, 1));
+    let seen = seen.lock().unwrap().clone();
+    let end = (seen.iter())
+        .find(|s| s.3["event"] == "job.failed")
+        .unwrap();
+    assert!(end.0.starts_with(&format!("\"{job}.failed.")), "{end:?}");
+}

@@ -159,6 +159,7 @@ pub async fn take_over(jobs: &Jobs, reaper: &mut clock::Reaper) -> Result<Vec<St
         );
     }
     jobs.events.wake_all();
+    jobs.notify_interrupted(&ids).await;
     crate::gateway::reconcile::spawn(jobs.clone(), ids.clone());
     Ok(ids)
 }

@@ -157,6 +157,7 @@ fn final_kind(r: &engine::JobResult) -> EventKind {
 /// and frees their locks, but for build jobs, which are adopted; the interrupted ids.
 pub async fn recover(jobs: &Jobs, which: Orphans) -> Result<Vec<String>, StoreError> {
     let ids = jobs.db.call(move |s| s.interrupt_running(which)).await?;
+    jobs.notify_interrupted(&ids).await;
     adopt(jobs, Adopt::Orphans(which)).await?;
     Ok(ids)
 }
@@ -168,6 +169,7 @@ pub async fn recover_own(jobs: &Jobs) -> Result<Vec<String>, StoreError> {
     let owner = jobs.owner().to_string();
     let o = owner.clone();
     let ids = jobs.db.call(move |s| s.interrupt_owned(&o)).await?;
+    jobs.notify_interrupted(&ids).await;
     adopt(jobs, Adopt::Owner(owner)).await?;
     Ok(ids)
 }
@@ -225,6 +227,7 @@ pub async fn adopt(jobs: &Jobs, from: Adopt) -> Result<Vec<String>, StoreError> 
                     error: Some(format!("its build could not be followed again: {why}")),
                 };
                 finish(jobs, &job, result, None).await;
+                jobs.notify_end(&job, JobState::Failed);
             }
         }
     }
