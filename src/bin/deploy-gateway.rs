@@ -246,7 +246,13 @@ fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
                 run,
                 expires,
             };
-            tokens::create(&store, scope)?
+            let inv = Inventory::load(&cfg.inventory).map_err(usage)?;
+            let known = inv
+                .apps
+                .values()
+                .flat_map(|a| a.environments.keys().cloned())
+                .collect();
+            tokens::create(&store, scope, &known)?
         }
         TokenCmd::List => tokens::list(&store).map_err(|e| (EXIT_FAILED, e.to_string()))?,
         TokenCmd::Revoke { id } => {
