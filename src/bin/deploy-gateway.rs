@@ -394,7 +394,10 @@ fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
 fn apply_error(e: ServiceError) -> (u8, String) {
     let code = match &e {
         ServiceError::Locked { .. } => EXIT_LOCKED,
-        ServiceError::Invalid(_) | ServiceError::NotFound(_) | ServiceError::Conflict(_) => {
+        ServiceError::Invalid(_)
+        | ServiceError::NotFound(_)
+        | ServiceError::UnknownEnvironment(_)
+        | ServiceError::Conflict(_) => {
             EXIT_USAGE
         }
         _ => EXIT_FAILED,

@@ -54,7 +54,8 @@ impl fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 impl InputError {
-    /// `file:line: field: message` with every value the message quotes (`"..."`, and
+    /// `file:line: field: message` with every value the message quotes (`"..."` as Rust's
+/// `{:?}` and serde quote strings, and
     /// serde's `` `5` `` after `integer`, `boolean`, ...) replaced by `***`: what may be
     /// shown to a client or written to a log.
     pub fn redacted(&self) -> String {
@@ -71,7 +72,7 @@ pub fn redact_values(text: &str) -> String {
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         let backtick = c == '`' && SCALARS.iter().any(|w| out.ends_with(w));
-        if c == '"' || c == '\'' || backtick {
+        if c == '"' || backtick {
             let mut escaped = false;
             for d in chars.by_ref() {
                 match d {
@@ -202,8 +203,8 @@ mod tests {
             redact_values(m),
             "invalid type: string ***, expected u32; integer ***; unknown field `evn`"
         );
-        let e = InputError::new(Path::new("inv.yml"), Some(3), "a.b", "bad 'pw' here");
-        assert_eq!(e.redacted(), "inv.yml:3: a.b: bad *** here");
+        let e = InputError::new(Path::new("inv.yml"), Some(3), "a.b", "bad \"pw\" isn't");
+        assert_eq!(e.redacted(), "inv.yml:3: a.b: bad *** isn't");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl From<InputError> for ServiceError {
             return ServiceError::Invalid(e.to_string());
         }
         let shown = e.redacted();
-        tracing::warn!("refused a request on bad input: {shown}");
+        tracing::info!("refused a request on bad input: {shown}");
         ServiceError::Invalid(shown)
     }
 }
@@ -263,9 +263,7 @@ impl JobService {
         if let Wanted::Version { request, .. } = &order.wanted {
             input::what_to_deploy("version", request)?;
         }
-        self.visible_env(p, &order.app, &order.env, &order.target())
-            .await?;
-        self.authorise(p, action, &order.env, &order.target())
+        self.env_to_act_on(p, action, &order.app, &order.env, &order.target())
             .await?;
         self.through_the_door(p, &order).await?;
         let version = self.resolve(&order).await?;

@@ -249,9 +249,9 @@ impl JobService {
         triggered_by: Option<String>,
     ) -> Result<JobInfo> {
         let target = format!("{} {} -> {}", req.app, req.from, req.to);
-        self.visible_env(p, &req.app, &req.to, &target).await?;
+        self.env_to_act_on(p, "promote", &req.app, &req.to, &target)
+            .await?;
         self.visible_env(p, &req.app, &req.from, &target).await?;
-        self.authorise(p, "promote", &req.to, &target).await?;
         let from = self.env_release(&req.app, &req.from).await?;
         self.no_failed_hosts(&req.app, &req.from).await?;
         let version = match (&from.version, from.hosts.is_empty()) {

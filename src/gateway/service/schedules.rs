@@ -69,11 +69,11 @@ impl JobService {
     pub async fn add_schedule(&self, p: &Principal, req: ScheduleRequest) -> Result<ScheduleInfo> {
         let target = format!("{}/{} {}", req.app, req.env, req.what);
         check_what(&req.what)?;
-        self.visible_env(p, &req.app, &req.env, &target).await?;
+        self.env_to_act_on(p, "schedule", &req.app, &req.env, &target)
+            .await?;
         if let Some(from) = req.what.strip_prefix("promote:") {
             self.visible_env(p, &req.app, from, &target).await?;
         }
-        self.authorise(p, "schedule", &req.env, &target).await?;
         let token_id = p.token.clone().ok_or_else(|| {
             ServiceError::Invalid(
                 "a schedule is made with a token (its runs act with its rights)".into(),
