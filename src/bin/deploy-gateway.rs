@@ -397,9 +397,7 @@ fn apply_error(e: ServiceError) -> (u8, String) {
         ServiceError::Invalid(_)
         | ServiceError::NotFound(_)
         | ServiceError::UnknownEnvironment(_)
-        | ServiceError::Conflict(_) => {
-            EXIT_USAGE
-        }
+        | ServiceError::Conflict(_) => EXIT_USAGE,
         _ => EXIT_FAILED,
     };
     (code, e.to_string())

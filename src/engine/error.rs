@@ -55,7 +55,7 @@ impl std::error::Error for InputError {}
 
 impl InputError {
     /// `file:line: field: message` with every value the message quotes (`"..."` as Rust's
-/// `{:?}` and serde quote strings, and
+    /// `{:?}` and serde quote strings, and
     /// serde's `` `5` `` after `integer`, `boolean`, ...) replaced by `***`: what may be
     /// shown to a client or written to a log.
     pub fn redacted(&self) -> String {
@@ -104,12 +104,17 @@ fn field_at_line(text: &str, line: u64) -> String {
         let key = body.split_once(':').map(|(k, _)| k.trim());
         path.retain(|(i, _)| *i < indent);
         if let Some(k) = key.filter(|k| {
-            !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
         }) {
             path.push((indent, k.to_string()));
         }
     }
-    path.into_iter().map(|(_, k)| k).collect::<Vec<_>>().join(".")
+    path.into_iter()
+        .map(|(_, k)| k)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Turns a YAML/serde error into an [`InputError`] for `file` (whose text is `text`):
@@ -209,7 +214,8 @@ mod tests {
 
     #[test]
     fn a_yaml_error_names_its_field_and_shows_no_line_of_the_file() {
-        let text = "applications:\n  hello:\n    env:\n      SECRET_KEY: s3cr3t-value\n      BAD: [1\n";
+        let text =
+            "applications:\n  hello:\n    env:\n      SECRET_KEY: s3cr3t-value\n      BAD: [1\n";
         let err = serde_saphyr::from_str::<serde_json::Value>(text).unwrap_err();
         let e = from_yaml(Path::new("inv.yml"), text, err);
         let shown = e.redacted();

@@ -227,7 +227,9 @@ impl Check<'_> {
             Some(w) => {
                 // Dotted Python names: no empty part ("." and ".." are none).
                 let ok = w.value.split('.').all(|part| {
-                    part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    part.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                         && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 });
                 if !ok {

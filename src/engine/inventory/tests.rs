@@ -257,7 +257,10 @@ fn a_yaml_error_names_file_line_and_field_and_no_value_of_the_file() {
     );
     let e = parse(&text).unwrap_err();
     let shown = e.redacted();
-    assert!(!shown.contains("hunter2") && !e.to_string().contains("hunter2"), "{e}");
+    assert!(
+        !shown.contains("hunter2") && !e.to_string().contains("hunter2"),
+        "{e}"
+    );
     assert!(shown.starts_with("inventory.yml:1"), "{shown}");
     assert!(e.field.starts_with("applications.hello"), "{e:?}");
     let text = GOOD.replace("port: 8000", "port: \"s3cr3t-port\"");

@@ -198,7 +198,13 @@ async fn sign_in(
         }
         Err(e @ ServiceError::Throttled { .. }) => {
             let ApiErr(status, _, wait) = ApiErr::from(e);
-            let page = sign_in_html(&form.next, Some(&format!("too many failed sign-ins from this address; try again in {} s", wait.unwrap_or(1))));
+            let page = sign_in_html(
+                &form.next,
+                Some(&format!(
+                    "too many failed sign-ins from this address; try again in {} s",
+                    wait.unwrap_or(1)
+                )),
+            );
             let mut resp = (status, page).into_response();
             if let Some(secs) = wait {
                 resp.headers_mut()

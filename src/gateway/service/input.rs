@@ -15,8 +15,7 @@ use crate::gateway::auth::Principal;
 /// What a user asked to deploy: `latest`, an exact version or a specifier set
 /// (`crate::versions::check_request`), under the field name the command gives it.
 pub(super) fn what_to_deploy(field: &str, what: &str) -> Result<()> {
-    crate::versions::check_request(what)
-        .map_err(|e| ServiceError::Invalid(format!("{field}: {e}")))
+    crate::versions::check_request(what).map_err(|e| ServiceError::Invalid(format!("{field}: {e}")))
 }
 
 /// The one answer for an environment of `app` that does not exist or that `p` may not

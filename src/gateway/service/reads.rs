@@ -88,7 +88,10 @@ impl JobService {
         let job = self.job(id).await?;
         // A build belongs to no environment: its console is any signed-in user's to read.
         if job.kind != deploy_wire::api::JobKind::Build
-            && self.readable(p, &job.env, &format!("job {id}")).await.is_err()
+            && self
+                .readable(p, &job.env, &format!("job {id}"))
+                .await
+                .is_err()
         {
             return Err(ServiceError::NotFound(format!("no job {id}")));
         }

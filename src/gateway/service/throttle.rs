@@ -100,9 +100,7 @@ impl Throttle {
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(source) {
             let burst = f64::from(self.limits.burst);
             let per = self.ms_per_failure();
-            buckets.retain(|_, b| {
-                b.left + now.saturating_sub(b.at_ms) as f64 / per < burst
-            });
+            buckets.retain(|_, b| b.left + now.saturating_sub(b.at_ms) as f64 / per < burst);
             if buckets.len() >= MAX_SOURCES {
                 return;
             }
