@@ -246,7 +246,13 @@ fn run_token(config: &std::path::Path, cmd: TokenCmd) -> Outcome {
                 run,
                 expires,
             };
-            tokens::create(&store, scope)?
+            let inv = Inventory::load(&cfg.inventory).map_err(usage)?;
+            let known = inv
+                .apps
+                .values()
+                .flat_map(|a| a.environments.keys().cloned())
+                .collect();
+            tokens::create(&store, scope, &known)?
         }
         TokenCmd::List => tokens::list(&store).map_err(|e| (EXIT_FAILED, e.to_string()))?,
         TokenCmd::Revoke { id } => {
@@ -388,9 +394,10 @@ fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
 fn apply_error(e: ServiceError) -> (u8, String) {
     let code = match &e {
         ServiceError::Locked { .. } => EXIT_LOCKED,
-        ServiceError::Invalid(_) | ServiceError::NotFound(_) | ServiceError::Conflict(_) => {
-            EXIT_USAGE
-        }
+        ServiceError::Invalid(_)
+        | ServiceError::NotFound(_)
+        | ServiceError::UnknownEnvironment(_)
+        | ServiceError::Conflict(_) => EXIT_USAGE,
         _ => EXIT_FAILED,
     };
     (code, e.to_string())

@@ -154,6 +154,8 @@ impl Client {
                 ));
             }
             401 | 403 => exit::UNAUTHORISED,
+            // Too many failed sign-ins from this address: the token is the problem.
+            429 if err.code == codes::TOO_MANY_FAILURES => exit::UNAUTHORISED,
             503 => exit::UNREACHABLE,
             409 if err.code == codes::LOCKED => exit::LOCKED,
             409 if err.code == codes::CLOSED => exit::CLOSED,

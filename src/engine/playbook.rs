@@ -118,7 +118,8 @@ impl Playbook {
     }
 
     pub fn parse(path: &Path, name: &str, text: &str) -> Result<Playbook, InputError> {
-        let raw: RawPlaybook = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
+        let raw: RawPlaybook =
+            serde_saphyr::from_str(text).map_err(|e| from_yaml(path, text, e))?;
         let _ = raw.description;
         if raw.steps.is_empty() {
             return Err(InputError::new(

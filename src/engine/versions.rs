@@ -187,6 +187,25 @@ pub fn is_request(request: &str) -> bool {
     r == "latest" || r.starts_with(['~', '=', '!', '>', '<'])
 }
 
+/// Checks what a user asked to deploy, whatever command carries it (release, rollback
+/// `--to`, a schedule): `latest`, an exact version (`deploy_wire::names::check_version`)
+/// or a specifier set whose every clause parses.  The one check, so no command accepts
+/// what another refuses.
+pub fn check_request(request: &str) -> Result<(), String> {
+    let r = request.trim();
+    if r == "latest" {
+        return Ok(());
+    }
+    if !is_request(r) {
+        return deploy_wire::names::check_version(r).map_err(|e| e.to_string());
+    }
+    let any = Version::parse("0").expect("0 is a version");
+    for c in r.split(',') {
+        clause(&any, c)?;
+    }
+    Ok(())
+}
+
 /// Picks the version a request means among `available`: `latest` is the newest final
 /// release; a specifier set (`~=1.4`, `>=1.2,<2`) the newest that satisfies every clause.
 /// Pre-releases count only with `pre`, or when the request names one.
@@ -286,6 +305,25 @@ mod tests {
                 && !v("1.0.post1").is_prerelease()
         );
         assert!(Version::parse("1.0;id").is_none() && Version::parse("latest").is_none());
+    }
+
+    #[test]
+    fn one_check_for_what_to_deploy() {
+        for good in ["latest", "1.2.0", "~=1.4", ">=1.2,<2", "==1.*", " 2.0rc1 "] {
+            assert_eq!(check_request(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "<img src=x onerror=alert(1)>",
+            "~root",
+            "",
+            "1.0;id",
+            ">=1.2,",
+            "~=1",
+            "=1.0",
+            "../1",
+        ] {
+            assert!(check_request(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

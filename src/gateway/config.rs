@@ -56,6 +56,9 @@ pub struct GatewayConfig {
     pub retention_days: u64,
     /// Git hosts, builders and notifiers, and which each application uses.
     pub pipeline: Pipeline,
+    /// `[sign_in]`: how many failed authentications an address may make (the job
+    /// service's throttle).
+    pub sign_in: super::service::SignInLimits,
 }
 
 /// `[uv]`: a uv binary for the servers, pinned by its SHA-256.
@@ -168,6 +171,8 @@ struct Raw {
     relay_cache_max_mb: u64,
     #[serde(default)]
     retention: Retention,
+    #[serde(default)]
+    sign_in: super::service::SignInLimits,
 }
 
 /// `[retention]`: how long finished jobs, their events and the audit trail are kept.
@@ -323,6 +328,9 @@ impl GatewayConfig {
         .map_err(|(f, m)| InputError::new(path, None, f.trim_start_matches('.'), m))?;
         let database = Location::from_config(&raw.database, password, &abs)
             .map_err(|m| InputError::new(path, line_of("database"), "database", m))?;
+        raw.sign_in
+            .check()
+            .map_err(|m| InputError::new(path, line_of("[sign_in]"), "sign_in", m))?;
         if raw.lease_secs < 3 {
             return Err(InputError::new(
                 path,
@@ -374,6 +382,7 @@ impl GatewayConfig {
             relay_cache_max_mb: raw.relay_cache_max_mb,
             retention_days: raw.retention.days,
             pipeline,
+            sign_in: raw.sign_in,
         })
     }
 

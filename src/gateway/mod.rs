@@ -79,7 +79,8 @@ pub fn state(cfg: GatewayConfig) -> Result<api::AppState, StartError> {
     };
     let cfg = Arc::new(cfg);
     let jobs = Jobs::new(db, Settings::gateway(cfg.clone(), key, uv));
-    Ok(api::AppState::new(JobService::new(jobs), &cfg.cli))
+    let svc = JobService::new(jobs).with_sign_in_limits(cfg.sign_in);
+    Ok(api::AppState::new(svc, &cfg.cli))
 }
 
 /// Runs the gateway: on SQLite the lock first (a second gateway on this file stops

@@ -1,5 +1,6 @@
-//! `deploy-gateway token create|list` on the bastion: names checked, only the hash
-//! stored, the token printed once; the list shows scopes, rights (admin, run), expiry and
+//! `deploy-gateway token create|list` on the bastion: names checked (each environment
+//! must be one the inventory has, or `*`: a typo would make a token that can do
+//! nothing), only the hash stored, the token printed once; the list shows scopes, rights (admin, run), expiry and
 //! last use, never a token.
 
 use super::auth;
@@ -23,13 +24,25 @@ pub struct Scopes {
     pub expires: Option<String>,
 }
 
-/// `token create`: (exit code, message) on failure.
-pub fn create(store: &Db, s: Scopes) -> Result<(), (u8, String)> {
+/// `token create` for an inventory with environments `known`: (exit code, message) on
+/// failure.
+pub fn create(
+    store: &Db,
+    s: Scopes,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<(), (u8, String)> {
     let usage = |e: String| (EXIT_USAGE, e);
     let db = |e: StoreError| (EXIT_FAILED, e.to_string());
     deploy_wire::names::check_ident("user", &s.user).map_err(|e| usage(e.to_string()))?;
     for e in s.envs.iter().chain(&s.read).filter(|e| *e != "*") {
         deploy_wire::names::check_ident("environment", e).map_err(|e| usage(e.to_string()))?;
+        if !known.contains(e) {
+            let names: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(usage(format!(
+                "the inventory has no environment {e} (it has: {}; `*` for all)",
+                names.join(", ")
+            )));
+        }
     }
     let lifetime = s.expires.as_deref().map(auth::parse_lifetime).transpose();
     let expires_ms = lifetime.map_err(usage)?.map(|l| now_ms().saturating_add(l));

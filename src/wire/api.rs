@@ -47,6 +47,11 @@ pub mod codes {
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     /// A deploy with `if_newer` whose version already runs on every host: nothing started.
     pub const UP_TO_DATE: &str = "up_to_date";
+    /// 404: the application has no such environment, or the token may not read it (the
+    /// same answer for both).
+    pub const UNKNOWN_ENVIRONMENT: &str = "unknown_environment";
+    /// 429 with `Retry-After`: too many failed sign-ins from this address.
+    pub const TOO_MANY_FAILURES: &str = "too_many_failures";
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -386,7 +391,7 @@ pub enum Handshake {
     Outdated,
     /// Older than the oldest supported: refused with 426.
     TooOld,
-    /// Not a semver version: treated as too old.
+    /// The client's version is not a semver version: a bad request (400), not an old CLI.
     Unparseable,
 }
 

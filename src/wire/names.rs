@@ -140,8 +140,15 @@ pub fn check_hostname(kind: &'static str, value: &str, wildcard: bool) -> Result
     } else {
         value
     };
+    // A DNS name: labels of 1 to 63 characters, 253 in all (RFC 1035); an IPv6 address
+    // has no dots and is taken as one label of at most 39.
+    let labels_ok = body
+        .trim_end_matches('.')
+        .split('.')
+        .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
     let ok = !body.is_empty()
         && body.len() <= 253
+        && labels_ok
         && body
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
@@ -152,7 +159,7 @@ pub fn check_hostname(kind: &'static str, value: &str, wildcard: bool) -> Result
         Err(NameError {
             kind,
             value: value.into(),
-            expected: "a DNS name or IP address (letters, digits, '.', '-', ':')",
+            expected: "a DNS name or IP address (letters, digits, '.', '-', ':'; labels of at most 63 characters, at most 253 in all)",
         })
     }
 }
@@ -223,6 +230,17 @@ mod tests {
         assert!(check_hostname("address", "*.example.com", false).is_err());
         assert!(check_hostname("address", "10.0.0.1", false).is_ok());
         assert!(check_hostname("address", "a b", false).is_err());
+        // Issue 26: a 140-character name passed and failed `nginx -t` at deploy time.
+        let long = format!("{}.example.com", "a".repeat(140));
+        assert!(check_hostname("server name", &long, true).is_err());
+        let label63 = format!("{}.example.com", "a".repeat(63));
+        assert!(check_hostname("server name", &label63, true).is_ok());
+        let total = vec!["a".repeat(63); 4].join(".");
+        assert!(total.len() > 253 && check_hostname("server name", &total, true).is_err());
+        for bad in ["a..b", "a-.b", "x.-y", "a.b-"] {
+            assert!(check_hostname("server name", bad, true).is_err(), "{bad}");
+        }
+        assert!(check_hostname("address", "::1", false).is_ok());
         assert!(check_env_key("DATABASE_URL").is_ok());
         assert!(check_env_key("1X").is_err());
         assert!(check_env_key("A-B").is_err());

@@ -235,7 +235,7 @@ fn an_unknown_environment_lists_the_known_ones() {
         .unwrap();
     let err = refused(out);
     assert!(
-        err.contains("no environment `prod`; known: staging"),
+        err.contains("no environment prod that this token may read (yours: staging)"),
         "{err}"
     );
 }

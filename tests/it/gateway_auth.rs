@@ -36,10 +36,12 @@ fn a_staging_token_deploying_to_production_is_refused_and_audited() {
         Some(&ann),
         &["release", "hello", "1.0.0", "-e", "production", "--yes"],
     );
-    assert_eq!(r.code, 4, "{r:?}");
+    // Issue 26: an environment the token may not read is answered as one that does not
+    // exist (404, exit 2); refused writes are still audited one row each.
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(
         r.stderr
-            .contains("user ann may not act on environment production"),
+            .contains("application hello has no environment production that this token may read"),
         "{r:?}"
     );
     let (status, _, body) = gw.http(
@@ -48,8 +50,8 @@ fn a_staging_token_deploying_to_production_is_refused_and_audited() {
         Some(&ann),
         Some(r#"{"app":"hello","env":"production","version":"1.0.0"}"#),
     );
-    assert_eq!(status, 403, "{body}");
-    assert!(body.contains("\"code\":\"forbidden\""));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("\"code\":\"unknown_environment\""));
     // The audit trail (admin only) records both refusals, with the user.
     let (status, _, _) = gw.http("GET", "/v1/audit", Some(&ann), None);
     assert_eq!(status, 403);
@@ -63,7 +65,7 @@ fn a_staging_token_deploying_to_production_is_refused_and_audited() {
             e["user"] == "ann"
                 && e["action"] == "deploy"
                 && e["target"] == "hello/production 1.0.0"
-                && e["outcome"] == "refused: environment not allowed"
+                && e["outcome"] == "refused: unknown environment"
         })
         .collect();
     assert_eq!(refusals.len(), 2, "{body}");

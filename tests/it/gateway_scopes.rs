@@ -164,17 +164,17 @@ fn table() -> Vec<(&'static str, MakeReq, [u16; 5])> {
         (
             "GET /v1/apps/hello/status?env=production",
             get("/v1/apps/hello/status?env=production"),
-            [200, 403, 403, 401, 403],
+            [200, 404, 404, 401, 404],
         ),
         (
             "GET /v1/apps/hello/status?env=staging",
             get("/v1/apps/hello/status?env=staging"),
-            [200, 200, 200, 401, 403],
+            [200, 200, 200, 401, 404],
         ),
         (
             "GET /v1/apps/hello/status?env=production&live=true",
             get("/v1/apps/hello/status?env=production&live=true"),
-            [200, 403, 403, 401, 403],
+            [200, 404, 404, 401, 404],
         ),
         // 502: the offline index was asked; 403: it was not.
         (
@@ -185,46 +185,47 @@ fn table() -> Vec<(&'static str, MakeReq, [u16; 5])> {
         (
             "GET /v1/apps/hello/rollback?env=production",
             get("/v1/apps/hello/rollback?env=production"),
-            [409, 403, 403, 401, 403],
+            [409, 404, 404, 401, 404],
         ),
         (
             "GET /v1/jobs/{production job}",
             get("/v1/jobs/jp"),
-            [200, 403, 403, 401, 403],
+            [200, 404, 404, 401, 404],
         ),
         (
             "GET /v1/jobs/{production job}/log",
             get("/v1/jobs/jp/log"),
-            [200, 403, 403, 401, 403],
+            [200, 404, 404, 401, 404],
         ),
         (
             "GET /v1/jobs/{production job}/events",
             get("/v1/jobs/jp/events"),
-            [200, 403, 403, 401, 403],
+            [200, 404, 404, 401, 404],
         ),
         (
             "GET /v1/jobs/{staging job}/events",
             get("/v1/jobs/js/events"),
-            [200, 200, 200, 401, 403],
+            [200, 200, 200, 401, 404],
         ),
         (
             "POST /v1/jobs/{production job}/cancel",
             get_post("/v1/jobs/jp/cancel"),
-            [409, 403, 403, 401, 403],
+            [409, 404, 404, 401, 404],
         ),
         (
             "POST /v1/jobs/{staging job}/cancel",
             get_post("/v1/jobs/js/cancel"),
-            [409, 409, 403, 401, 403],
+            [409, 409, 403, 401, 404],
         ),
-        // An unknown app: past the scope check, then refused as input (400).
+        // An unknown app: the answer of an unknown environment (404), which names no
+        // application (issue 26: a token learns nothing of what it may not read).
         (
             "POST /v1/deployments (production)",
             posting(
                 "/v1/deployments",
                 r#"{"app":"nope","env":"production","version":"1.0.0"}"#,
             ),
-            [400, 403, 403, 401, 403],
+            [404, 404, 404, 401, 404],
         ),
         (
             "POST /v1/deployments (staging)",
@@ -232,7 +233,7 @@ fn table() -> Vec<(&'static str, MakeReq, [u16; 5])> {
                 "/v1/deployments",
                 r#"{"app":"nope","env":"staging","version":"1.0.0"}"#,
             ),
-            [400, 400, 403, 401, 403],
+            [404, 404, 404, 401, 404],
         ),
         (
             "POST /v1/rollbacks (staging)",
@@ -240,7 +241,7 @@ fn table() -> Vec<(&'static str, MakeReq, [u16; 5])> {
                 "/v1/rollbacks",
                 r#"{"app":"nope","env":"staging","to":"1.0.0"}"#,
             ),
-            [400, 400, 403, 401, 403],
+            [404, 404, 404, 401, 404],
         ),
     ]
 }

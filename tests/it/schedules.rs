@@ -421,7 +421,7 @@ async fn a_schedule_stops_when_its_token_is_revoked_and_bad_schedules_are_refuse
         ),
         (
             json!({"app": "hello", "env": "production", "what": "1.0.0", "at": at_in(60).0}),
-            "may not act",
+            "has no environment production that this token may read",
         ),
     ] {
         let (status, v) = api.send("POST", "/v1/schedules", &ann, body.clone()).await;

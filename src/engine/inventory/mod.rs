@@ -239,7 +239,8 @@ impl Inventory {
 
     /// Parses and validates inventory text; `path` is used in error messages only.
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, InputError> {
-        let raw: RawInventory = serde_saphyr::from_str(text).map_err(|e| from_yaml(path, e))?;
+        let raw: RawInventory =
+            serde_saphyr::from_str(text).map_err(|e| from_yaml(path, text, e))?;
         let c = Check { path };
         let mut hosts = BTreeMap::new();
         let mut groups: BTreeSet<String> = BTreeSet::new();

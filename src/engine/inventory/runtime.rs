@@ -225,10 +225,13 @@ impl Check<'_> {
         };
         let worker_class = match &r.worker_class {
             Some(w) => {
-                let ok = !w.value.is_empty()
-                    && w.value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
+                // Dotted Python names: no empty part ("." and ".." are none).
+                let ok = w.value.split('.').all(|part| {
+                    part.chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
                 if !ok {
                     return Err(at(
                         w.referenced.line(),

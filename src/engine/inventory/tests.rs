@@ -220,3 +220,51 @@ fn url_host_extracts_the_host() {
         Some("repo.example.com")
     );
 }
+
+#[test]
+fn worker_classes_are_dotted_python_names() {
+    let with = |w: &str| {
+        let line = format!("    env: {{GREETING: hi}}\n    worker_class: \"{w}\"\n");
+        parse(&GOOD.replace("    env: {GREETING: hi}\n", &line))
+    };
+    assert!(with("uvicorn.workers.UvicornWorker").is_ok());
+    assert!(with("gthread").is_ok());
+    // Issue 26: "." and ".." were accepted.
+    for bad in [".", "..", "a..b", ".a", "a.", "1x", ""] {
+        let e = with(bad).unwrap_err();
+        assert_eq!(e.field, "applications.hello.worker_class", "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn a_server_name_nginx_would_refuse_is_refused_at_load() {
+    // Issue 26: a 140-character server name passed and failed `nginx -t` at deploy time.
+    let long = format!("{}.example.com", "a".repeat(140));
+    let e = parse(&GOOD.replace("hello.example.com", &long)).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("applications.hello.server_names", Some(10))
+    );
+    assert!(e.message.contains("at most 63"), "{e}");
+}
+
+#[test]
+fn a_yaml_error_names_file_line_and_field_and_no_value_of_the_file() {
+    // Issue 26: a parse error showed a snippet of the file with an `env:` value.
+    let text = GOOD.replace(
+        "    env: {GREETING: hi}\n",
+        "    env:\n      SECRET_KEY: hunter2-s3cr3t\n      DEBUG: [unclosed\n",
+    );
+    let e = parse(&text).unwrap_err();
+    let shown = e.redacted();
+    assert!(
+        !shown.contains("hunter2") && !e.to_string().contains("hunter2"),
+        "{e}"
+    );
+    assert!(shown.starts_with("inventory.yml:1"), "{shown}");
+    assert!(e.field.starts_with("applications.hello"), "{e:?}");
+    let text = GOOD.replace("port: 8000", "port: \"s3cr3t-port\"");
+    let e = parse(&text).unwrap_err();
+    assert!(!e.redacted().contains("s3cr3t"), "{}", e.redacted());
+    assert_eq!(e.field, "applications.hello.port", "{e:?}");
+}

@@ -16,9 +16,10 @@ use serde::de::DeserializeOwned;
 
 use crate::gateway::service::ServiceError;
 
-/// An error response: a status and its JSON body (boxed: results stay small).
+/// An error response: a status, its JSON body (boxed: results stay small) and, for a
+/// 429, the seconds of its `Retry-After`.
 #[derive(Debug)]
-pub struct ApiErr(pub StatusCode, pub Box<ApiError>);
+pub struct ApiErr(pub StatusCode, pub Box<ApiError>, pub Option<u64>);
 
 impl ApiErr {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiErr {
@@ -31,6 +32,7 @@ impl ApiErr {
                 holder: None,
                 job_id: None,
             }),
+            None,
         )
     }
 }
@@ -44,6 +46,8 @@ impl From<ServiceError> for ApiErr {
             E::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID),
             E::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            E::UnknownEnvironment(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_ENVIRONMENT),
+            E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::TOO_MANY_FAILURES),
             E::Locked { .. } => (StatusCode::CONFLICT, codes::LOCKED),
             E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
             E::Closed(_) => (StatusCode::CONFLICT, codes::CLOSED),
@@ -66,9 +70,15 @@ impl From<ServiceError> for ApiErr {
             }
         };
         let mut err = ApiErr::new(status, code, e.to_string());
-        if let E::Locked { holder, job_id, .. } = e {
-            err.1.holder = Some(holder);
-            err.1.job_id = Some(job_id);
+        match e {
+            E::Locked { holder, job_id, .. } => {
+                err.1.holder = Some(holder);
+                err.1.job_id = Some(job_id);
+            }
+            E::Throttled {
+                retry_after_secs, ..
+            } => err.2 = Some(retry_after_secs),
+            _ => {}
         }
         err
     }
@@ -80,9 +90,13 @@ pub const RETRY_AFTER_SECS: u64 = 2;
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let mut resp = (self.0, Json(*self.1)).into_response();
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+        let wait = match self.0 {
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => self.2,
+        };
+        if let Some(secs) = wait {
             resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

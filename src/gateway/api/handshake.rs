@@ -1,5 +1,7 @@
 //! The CLI version handshake on every response (`Deploy-Cli-*` headers; a too-old CLI
-//! gets 426 with the upgrade command) and one log line per request (never headers).
+//! gets 426 with the upgrade command, a `Deploy-Client-Version` that is not a semver
+//! version (`v0.1.0`, garbage, not text) a 400: it is a bad request, not an old CLI) and
+//! one log line per request (never headers).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -16,14 +18,21 @@ pub async fn handshake_and_log(State(st): State<AppState>, req: Request, next: N
     let client = req
         .headers()
         .get(CLIENT_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .map(|v| v.to_str().unwrap_or("(not text)").to_string());
     let cli = &st.cli;
     let verdict = client
         .as_deref()
         .map(|c| (c, handshake(c, &cli.oldest, &cli.newest)));
     let mut resp = match verdict {
-        Some((c, Handshake::TooOld | Handshake::Unparseable)) => {
+        Some((c, Handshake::Unparseable)) => {
+            let message = format!(
+                "the {CLIENT_VERSION_HEADER} header must be a semver version such as {} (got {:?})",
+                cli.newest,
+                c.chars().take(40).collect::<String>()
+            );
+            ApiErr::new(StatusCode::BAD_REQUEST, codes::INVALID, message).into_response()
+        }
+        Some((c, Handshake::TooOld)) => {
             let message = format!(
                 "this gateway needs deploy {} or newer (you have {c})",
                 cli.oldest

@@ -142,7 +142,7 @@ impl From<super::store::StoreError> for PageErr {
 
 impl IntoResponse for PageErr {
     fn into_response(self) -> Response {
-        let ApiErr(status, body) = ApiErr::from(self.0);
+        let ApiErr(status, body, _) = ApiErr::from(self.0);
         let title = status.canonical_reason().unwrap_or("Error");
         let ctx = minijinja::context! { title, message => body.message, viewer => () };
         (status, html(view::render("error.html", ctx))).into_response()
@@ -192,10 +192,27 @@ async fn sign_in(
     let now = now_ms();
     let (p, token_expires) = match st.svc.sign_in(form.token.trim(), &source).await {
         Ok(found) => found,
-        Err(e) => {
+        Err(e @ ServiceError::Unauthenticated(_)) => {
             let page = sign_in_html(&form.next, Some(&e.to_string()));
             return (StatusCode::UNAUTHORIZED, page).into_response();
         }
+        Err(e @ ServiceError::Throttled { .. }) => {
+            let ApiErr(status, _, wait) = ApiErr::from(e);
+            let page = sign_in_html(
+                &form.next,
+                Some(&format!(
+                    "too many failed sign-ins from this address; try again in {} s",
+                    wait.unwrap_or(1)
+                )),
+            );
+            let mut resp = (status, page).into_response();
+            if let Some(secs) = wait {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            return resp;
+        }
+        Err(e) => return PageErr(e).into_response(),
     };
     let expires = token_expires.map_or(now + session::SESSION_MS, |t| {
         t.min(now + session::SESSION_MS)

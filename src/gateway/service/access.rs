@@ -1,5 +1,6 @@
-//! Who may do what: bearer tokens (unknown, revoked and expired ones get 401; last use is
-//! written at most once a minute per token), write scopes (deploy, rollback, restart,
+//! Who may do what: bearer tokens (unknown, revoked and expired ones get 401, too many
+//! failures from one address 429: `throttle.rs`; last use is written at most once a
+//! minute per token), write scopes (deploy, rollback, restart,
 //! run, cancel), read scopes (every list and record, `app-logs`), the `run` right, and
 //! the audit of refusals.
 //!
@@ -7,7 +8,10 @@
 //! token, and each is an attempt to change something).  Refusals that anyone can cause
 //! in bulk (401s, and 403s on reads) are audited at most once per (source, reason) per
 //! minute; the next row says how many were left out, so a flood of requests grows the
-//! database by a bounded amount.
+//! database by a bounded amount.  Failed dashboard sign-ins are audited one row each
+//! (action `sign-in`, never hidden behind an API refusal's row): the throttle bounds them.
+//! A read refused for an environment's or a job's scope is answered as if it did not
+//! exist (`input.rs`, `reads.rs`), and audited here all the same.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +27,12 @@ const WINDOW_MS: u64 = 60_000;
 const MAX_SOURCES: usize = 4096;
 /// A token's last use is written when older than this.
 const TOUCH_MS: u64 = 60_000;
+
+/// Why a token was refused: the audit's words and the client's.
+struct Refusal {
+    reason: &'static str,
+    message: String,
+}
 
 #[derive(Default)]
 pub struct RefusalLog {
@@ -73,35 +83,97 @@ impl RefusalLog {
 }
 
 impl JobService {
-    /// The principal of a bearer token from `source`; refusals are audited (rate-limited).
+    /// The principal of a bearer token from `source`; refusals are audited (rate-limited)
+    /// and counted by the throttle (`throttle.rs`), whose 429 comes before any look at
+    /// the token.
     pub async fn authenticate(
         &self,
         token: Option<&str>,
         path: &str,
         source: &str,
     ) -> Result<Principal> {
+        let target = format!("{path} from {source}");
+        self.throttled(source, "request", &target).await?;
+        match self.principal_of(token).await? {
+            Ok(p) => Ok(self.touched(p, source).await),
+            Err(refusal) => {
+                self.throttle.failed(source, now_ms());
+                let outcome = format!("refused: {}", refusal.reason);
+                self.audit_limited("anonymous", "request", &target, source, &outcome)
+                    .await;
+                Err(ServiceError::Unauthenticated(refusal.message))
+            }
+        }
+    }
+
+    /// A dashboard sign-in: the token's principal and when the token expires.  Each
+    /// sign-in is audited, refused ones too (one row each: the throttle bounds how many an
+    /// address can make; a throttled one is audited rate-limited).
+    pub async fn sign_in(&self, token: &str, source: &str) -> Result<(Principal, Option<u64>)> {
+        let target = format!("dashboard from {source}");
+        self.throttled(source, "sign-in", &target).await?;
+        let t = match self.principal_of(Some(token)).await? {
+            Ok(t) => t,
+            Err(refusal) => {
+                self.throttle.failed(source, now_ms());
+                let outcome = format!("refused: {}", refusal.reason);
+                self.audit("anonymous", "sign-in", &target, &outcome).await;
+                return Err(ServiceError::Unauthenticated(refusal.message));
+            }
+        };
+        let expires_ms = t.expires_ms;
+        let p = self.touched(t, source).await;
+        let id = p.token.clone().unwrap_or_default();
+        self.audit(&p.user, "sign-in", &format!("{target} (token {id})"), "ok")
+            .await;
+        Ok((p, expires_ms))
+    }
+
+    /// Refuses (429, audited rate-limited) an address whose failures used up its bucket.
+    async fn throttled(&self, source: &str, action: &str, target: &str) -> Result<()> {
+        let Err(retry_after_secs) = self.throttle.admit(source, now_ms()) else {
+            return Ok(());
+        };
+        let outcome = "refused: too many failed sign-ins";
+        self.audit_limited("anonymous", action, target, source, outcome)
+            .await;
+        Err(ServiceError::Throttled {
+            source_addr: source.to_string(),
+            retry_after_secs,
+        })
+    }
+
+    /// The token's row if it is usable now, else why not.
+    async fn principal_of(
+        &self,
+        token: Option<&str>,
+    ) -> Result<std::result::Result<crate::gateway::store::TokenRow, Refusal>> {
         let Some(token) = token else {
-            return Err(self
-                .refuse_anonymous(
-                    path,
-                    source,
-                    "no token",
-                    "a token is needed: run `deploy login URL` or set DEPLOY_TOKEN",
-                )
-                .await);
+            return Ok(Err(Refusal {
+                reason: "no token",
+                message: "a token is needed: run `deploy login URL` or set DEPLOY_TOKEN".into(),
+            }));
         };
         let hash = auth::hash(token);
         let Some(t) = self.db().call(move |s| s.token_by_hash(&hash)).await? else {
             let m = "unknown or revoked token";
-            return Err(self.refuse_anonymous(path, source, m, m).await);
+            return Ok(Err(Refusal {
+                reason: m,
+                message: m.into(),
+            }));
         };
-        let now = now_ms();
-        if t.expires_ms.is_some_and(|e| e <= now) {
-            let m = format!("token {} has expired; ask for a new one", t.id);
-            return Err(self
-                .refuse_anonymous(path, source, "expired token", &m)
-                .await);
+        if t.expires_ms.is_some_and(|e| e <= now_ms()) {
+            return Ok(Err(Refusal {
+                reason: "expired token",
+                message: format!("token {} has expired; ask for a new one", t.id),
+            }));
         }
+        Ok(Ok(t))
+    }
+
+    /// The principal of a usable token, its last use written at most once a minute.
+    async fn touched(&self, t: crate::gateway::store::TokenRow, source: &str) -> Principal {
+        let now = now_ms();
         if t.last_used_ms
             .is_none_or(|u| now.saturating_sub(u) >= TOUCH_MS)
         {
@@ -110,27 +182,7 @@ impl JobService {
                 tracing::warn!("cannot record the use of token {}: {e}", t.id);
             }
         }
-        Ok(principal(t, source))
-    }
-
-    /// A dashboard sign-in: the token's principal (refusals audited as for any request)
-    /// and when the token expires; the sign-in itself is audited.
-    pub async fn sign_in(&self, token: &str, source: &str) -> Result<(Principal, Option<u64>)> {
-        let p = self
-            .authenticate(Some(token), "/ui/sign-in", source)
-            .await?;
-        let hash = auth::hash(token);
-        let row = self.db().call(move |s| s.token_by_hash(&hash)).await?;
-        let expires_ms = row.and_then(|t| t.expires_ms);
-        let id = p.token.clone().unwrap_or_default();
-        self.audit(
-            &p.user,
-            "sign-in",
-            &format!("dashboard from {source} (token {id})"),
-            "ok",
-        )
-        .await;
-        Ok((p, expires_ms))
+        principal(t, source)
     }
 
     /// Whether a token is usable now: its principal, or why not (revoked, expired).
@@ -151,25 +203,6 @@ impl JobService {
             )));
         }
         Ok(principal(t, source))
-    }
-
-    async fn refuse_anonymous(
-        &self,
-        path: &str,
-        source: &str,
-        reason: &str,
-        message: &str,
-    ) -> ServiceError {
-        let outcome = format!("refused: {reason}");
-        self.audit_limited(
-            "anonymous",
-            "request",
-            &format!("{path} from {source}"),
-            source,
-            &outcome,
-        )
-        .await;
-        ServiceError::Unauthenticated(message.to_string())
     }
 
     /// Writes an audit row unless this (source, outcome) already has one this minute.

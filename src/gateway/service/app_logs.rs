@@ -130,13 +130,7 @@ impl JobService {
         let a = inv
             .app(app)
             .map_err(|e| ServiceError::NotFound(e.message))?;
-        if !a.environments.contains_key(&q.env) {
-            let env = &q.env;
-            return Err(ServiceError::NotFound(format!(
-                "application {app} has no environment {env}"
-            )));
-        }
-        self.readable(p, &q.env, &format!("{app}/{} logs", q.env))
+        self.visible_env(p, app, &q.env, &format!("{app}/{} logs", q.env))
             .await?;
         let (_, all) = inv.hosts_for(a, &q.env)?;
         let hosts = pick_hosts(&all, q.host.as_deref(), &q.env)?;

@@ -20,8 +20,8 @@ impl JobService {
     pub async fn freeze(&self, p: &Principal, req: FreezeRequest) -> Result<FreezeInfo> {
         let tz = req.tz.as_deref().unwrap_or(UTC);
         let target = format!("{} until {} {tz}", req.env, req.until);
+        self.visible_env_anywhere(p, &req.env, &target).await?;
         self.authorise(p, "freeze", &req.env, &target).await?;
-        self.known_env(&req.env)?;
         let until_ms =
             parse_at(&req.until, tz).map_err(|e| ServiceError::Invalid(format!("--until: {e}")))?;
         if until_ms <= now_ms() {
@@ -55,6 +55,7 @@ impl JobService {
     }
 
     pub async fn unfreeze(&self, p: &Principal, env: &str) -> Result<()> {
+        self.visible_env_anywhere(p, env, env).await?;
         self.authorise(p, "unfreeze", env, env).await?;
         let e = env.to_string();
         if !self.db().call(move |s| s.lift_freeze(&e)).await? {
@@ -72,16 +73,6 @@ impl JobService {
             .into_iter()
             .filter(|f| f.until_ms > now && p.may_read(&f.env))
             .collect())
-    }
-
-    fn known_env(&self, env: &str) -> Result<()> {
-        let inv = self.jobs.inventory()?;
-        if inv.apps.values().any(|a| a.environments.contains_key(env)) {
-            return Ok(());
-        }
-        Err(ServiceError::NotFound(format!(
-            "no application has an environment {env}"
-        )))
     }
 
     /// Refuses an order that the environment's door keeps out (a freeze, or no window

@@ -15,6 +15,7 @@ mod access;
 mod app_logs;
 mod candidate;
 mod freeze;
+mod input;
 mod pipeline;
 mod reads;
 mod restart;
@@ -22,12 +23,14 @@ mod rollback;
 mod run;
 mod schedules;
 mod status;
+mod throttle;
 
 pub use access::RefusalLog;
 pub use app_logs::{LogStream, LogsRequest};
 pub use rollback::rollback_target;
 pub use schedules::next_slot;
 pub use status::{disagrees, observed_host};
+pub use throttle::SignInLimits;
 
 use std::time::Duration;
 
@@ -53,6 +56,17 @@ pub enum ServiceError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// An environment that does not exist or that the token may not read (one answer
+    /// for both: `input.rs`).
+    #[error("{0}")]
+    UnknownEnvironment(String),
+    /// Too many failed sign-ins from one address (`throttle.rs`): try again after
+    /// `retry_after_secs`.
+    #[error("too many failed sign-ins from {source_addr}; try again in {retry_after_secs} s")]
+    Throttled {
+        source_addr: String,
+        retry_after_secs: u64,
+    },
     #[error(
         "{target}: a job of {holder} is running on this application and environment ({job_id})"
     )]
@@ -96,8 +110,16 @@ impl From<StoreError> for ServiceError {
 }
 
 impl From<InputError> for ServiceError {
+    /// A request's own error as it is; an error in a file (the inventory, a playbook, a
+    /// template) names the file, line and field with every value redacted, here and in
+    /// the gateway's log: any token may see it (issue 26).
     fn from(e: InputError) -> ServiceError {
-        ServiceError::Invalid(e.to_string())
+        if e.file.as_os_str() == "<request>" {
+            return ServiceError::Invalid(e.to_string());
+        }
+        let shown = e.redacted();
+        tracing::info!("refused a request on bad input: {shown}");
+        ServiceError::Invalid(shown)
     }
 }
 
@@ -146,6 +168,8 @@ pub struct JobService {
     http: reqwest::Client,
     /// Refusals already audited in the current minute, per source and reason.
     refusals: std::sync::Arc<RefusalLog>,
+    /// Failed authentications per address (`throttle.rs`).
+    throttle: std::sync::Arc<throttle::Throttle>,
     /// Log streams (`app-logs`) open now.
     log_streams: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Set when the gateway stops: every log stream ends.
@@ -162,9 +186,16 @@ impl JobService {
             jobs,
             http,
             refusals: Default::default(),
+            throttle: std::sync::Arc::new(throttle::Throttle::new(SignInLimits::default())),
             log_streams: Default::default(),
             end_logs: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// The same service with failed sign-ins throttled at `limits` (`[sign_in]`).
+    pub fn with_sign_in_limits(mut self, limits: SignInLimits) -> JobService {
+        self.throttle = std::sync::Arc::new(throttle::Throttle::new(limits));
+        self
     }
 
     pub fn jobs(&self) -> &Jobs {
@@ -230,7 +261,10 @@ impl JobService {
 
     async fn submit(&self, p: &Principal, order: Order) -> Result<JobInfo> {
         let action = order.kind.as_str();
-        self.authorise(p, action, &order.env, &order.target())
+        if let Wanted::Version { request, .. } = &order.wanted {
+            input::what_to_deploy("version", request)?;
+        }
+        self.env_to_act_on(p, action, &order.app, &order.env, &order.target())
             .await?;
         self.through_the_door(p, &order).await?;
         let version = self.resolve(&order).await?;

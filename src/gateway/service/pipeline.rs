@@ -160,7 +160,8 @@ impl JobService {
         version: Option<String>,
         reference: Option<String>,
     ) -> Result<ChangesResponse> {
-        self.readable(p, env, &format!("{app}/{env}")).await?;
+        self.visible_env(p, app, env, &format!("{app}/{env}"))
+            .await?;
         let (git, repo) = self
             .pipeline()?
             .git_for(app)
@@ -209,7 +210,8 @@ impl JobService {
     /// What two environments run, and the commits `a` has that `b` lacks.
     pub async fn diff(&self, p: &Principal, app: &str, a: &str, b: &str) -> Result<DiffResponse> {
         for env in [a, b] {
-            self.readable(p, env, &format!("{app}/{env}")).await?;
+            self.visible_env(p, app, env, &format!("{app}/{env}"))
+                .await?;
         }
         let (ra, rb) = (
             self.env_release(app, a).await?,
@@ -246,8 +248,9 @@ impl JobService {
         triggered_by: Option<String>,
     ) -> Result<JobInfo> {
         let target = format!("{} {} -> {}", req.app, req.from, req.to);
-        self.authorise(p, "promote", &req.to, &target).await?;
-        self.readable(p, &req.from, &target).await?;
+        self.env_to_act_on(p, "promote", &req.app, &req.to, &target)
+            .await?;
+        self.visible_env(p, &req.app, &req.from, &target).await?;
         let from = self.env_release(&req.app, &req.from).await?;
         self.no_failed_hosts(&req.app, &req.from).await?;
         let version = match (&from.version, from.hosts.is_empty()) {

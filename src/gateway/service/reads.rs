@@ -1,6 +1,7 @@
 //! What each list and record shows to whom: every read is limited to the environments
 //! the token may read (its read+write and its read-only ones; all for admins).  Lists are
-//! filtered; a record of an environment the token may not read is refused with 403, and
+//! filtered; a job of an environment the token may not read is 404 as if it did not
+//! exist, an environment it may not read is 404 `unknown_environment` (`input.rs`), and
 //! `versions` refuses before asking the repository anything.
 
 use deploy_wire::api::{
@@ -80,12 +81,19 @@ impl JobService {
         Ok(self.db().call(move |s| s.jobs(limit, &scope)).await?)
     }
 
-    /// A job (its record, log or events), if the principal may read its environment.
+    /// A job (its record, log or events), if the principal may read its environment; a
+    /// job it may not read is answered as one that does not exist (404, the same words),
+    /// so its existence is not confirmed (the refusal is audited, rate-limited).
     pub async fn job_for(&self, p: &Principal, id: &str) -> Result<JobInfo> {
         let job = self.job(id).await?;
         // A build belongs to no environment: its console is any signed-in user's to read.
-        if job.kind != deploy_wire::api::JobKind::Build {
-            self.readable(p, &job.env, &format!("job {id}")).await?;
+        if job.kind != deploy_wire::api::JobKind::Build
+            && self
+                .readable(p, &job.env, &format!("job {id}"))
+                .await
+                .is_err()
+        {
+            return Err(ServiceError::NotFound(format!("no job {id}")));
         }
         Ok(job)
     }

@@ -166,7 +166,7 @@ impl JobService {
         app: &str,
         env: &str,
     ) -> Result<RollbackTarget> {
-        self.readable(p, env, &format!("{app}/{env} rollback target"))
+        self.visible_env(p, app, env, &format!("{app}/{env} rollback target"))
             .await?;
         self.plan_rollback(app, env).await
     }

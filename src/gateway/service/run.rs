@@ -78,7 +78,8 @@ impl JobService {
         let line = command_line(&req.command)?;
         let on = req.host.as_deref().unwrap_or("its first host");
         let asked = format!("{}/{} on {on}: {}", req.app, req.env, shown(&line));
-        self.authorise(p, "run", &req.env, &asked).await?;
+        self.env_to_act_on(p, "run", &req.app, &req.env, &asked)
+            .await?;
         self.may_run(p, &asked).await?;
         let inv = self.jobs.inventory()?;
         let app = inv

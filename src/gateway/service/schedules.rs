@@ -55,30 +55,25 @@ fn info(row: &ScheduleRow, runs: Vec<ScheduleRun>) -> ScheduleInfo {
     }
 }
 
-/// `what`: an exact version, `latest`, a specifier, or `promote:ENV`.
+/// `what`: an exact version, `latest`, a specifier, or `promote:ENV`; the version
+/// request is checked as `release` checks it (`input.rs`).
 fn check_what(what: &str) -> Result<()> {
     if let Some(env) = what.strip_prefix("promote:") {
         return deploy_wire::names::check_ident("environment", env)
             .map_err(|e| ServiceError::Invalid(format!("what: {e}")));
     }
-    if crate::versions::is_request(what) || deploy_wire::names::check_version(what).is_ok() {
-        return Ok(());
-    }
-    Err(ServiceError::Invalid(format!(
-        "what: expected a version, `latest`, a specifier such as ~=1.4, or promote:ENV; got {what:?}"
-    )))
+    super::input::what_to_deploy("what", what)
 }
 
 impl JobService {
     pub async fn add_schedule(&self, p: &Principal, req: ScheduleRequest) -> Result<ScheduleInfo> {
         let target = format!("{}/{} {}", req.app, req.env, req.what);
-        self.authorise(p, "schedule", &req.env, &target).await?;
-        let inv = self.jobs.inventory()?;
-        let app = inv
-            .app(&req.app)
-            .map_err(|e| ServiceError::NotFound(e.message))?;
-        inv.hosts_for(app, &req.env)?;
         check_what(&req.what)?;
+        self.env_to_act_on(p, "schedule", &req.app, &req.env, &target)
+            .await?;
+        if let Some(from) = req.what.strip_prefix("promote:") {
+            self.visible_env(p, &req.app, from, &target).await?;
+        }
         let token_id = p.token.clone().ok_or_else(|| {
             ServiceError::Invalid(
                 "a schedule is made with a token (its runs act with its rights)".into(),

@@ -110,8 +110,9 @@ pub(super) fn record(
 }
 
 impl JobService {
-    /// The environments of `app` a status shows: `env` if readable (403 if not, 404 if
-    /// unknown), else every readable one (403 if none).
+    /// The environments of `app` a status shows: `env` if readable (404
+    /// `unknown_environment` if not, or if unknown: `input.rs`), else every readable one
+    /// (403 if none).
     async fn status_envs(
         &self,
         p: &Principal,
@@ -123,11 +124,7 @@ impl JobService {
             .app(app)
             .map_err(|e| ServiceError::NotFound(e.message))?;
         if let Some(env) = env {
-            if !a.environments.contains_key(env) {
-                let message = format!("application {app} has no environment {env}");
-                return Err(ServiceError::NotFound(message));
-            }
-            self.readable(p, env, &format!("{app}/{env} status"))
+            self.visible_env(p, app, env, &format!("{app}/{env} status"))
                 .await?;
             return Ok(vec![env.to_string()]);
         }

@@ -1025,7 +1025,8 @@ impl Gateway {
 
 /// A gateway's state over files in `dir` (inventory, a fresh key, `gateway.toml`, the
 /// SQLite file or a fresh PostgreSQL database as [`test_store`] says), accepting CLIs
-/// from `oldest` on. On PostgreSQL the test process must have `DEPLOY_TEST_PG_PASSWORD`
+/// from `oldest` on; failed sign-ins are not throttled (in-process requests have no
+/// address: they would all share one bucket). On PostgreSQL the test process must have `DEPLOY_TEST_PG_PASSWORD`
 /// in its environment (`ci/test.sh` exports it), as must any `deploy-gateway` the test
 /// runs on this config (children inherit it).
 pub fn gateway_state(
@@ -1053,7 +1054,8 @@ pub fn gateway_state(
     let config = format!(
         "{database}inventory = \"inventory.yml\"\nknown_hosts = \"known_hosts\"\n\
          ssh_key = \"key\"\nplaybooks = {:?}\ntemplates = {:?}\n\
-         [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install deploy-cli --tag v{{version}}\"\n",
+         [cli]\noldest = \"{oldest}\"\nnewest = \"{newest}\"\nupgrade_command = \"cargo install deploy-cli --tag v{{version}}\"\n\
+         [sign_in]\nburst = 1000000\n",
         root().join("playbooks"),
         root().join("templates"),
     );
