@@ -134,11 +134,14 @@ impl Check<'_> {
             ));
         }
         for s in &a.server_names.value {
-            names::check_hostname("server name", s, true).map_err(|e| {
+            let fits = names::check_hostname("server name", s, true)
+                .map_err(|e| e.to_string())
+                .and_then(|()| fits_nginx_hash(s));
+            fits.map_err(|message| {
                 self.err(
                     a.server_names.referenced.line(),
                     format!("{field}.server_names"),
-                    e.to_string(),
+                    message,
                 )
             })?;
         }
@@ -333,4 +336,22 @@ fn shared_host(
             .find(|h| selects(other, h) && selects(env, h))
             .map(|h| (other.name.clone(), h.name.clone()))
     })
+}
+
+/// The longest server name nginx holds with its default `server_names_hash_bucket_size`
+/// (64 on amd64 and arm64; Debian's nginx.conf leaves it so): a name takes a pointer,
+/// its length plus 2 rounded up to 8, and the bucket ends with a pointer, so
+/// 8 + 48 + 8 = 64.  A longer one passes a host with one site and fails `nginx -t` on
+/// any host with two (measured on the test image: 46 passes, 48 fails).  Refused at
+/// load, where the file and line can be named, rather than at a deploy's `nginx -t`.
+pub const NGINX_MAX_SERVER_NAME: usize = 46;
+
+fn fits_nginx_hash(name: &str) -> Result<(), String> {
+    if name.len() <= NGINX_MAX_SERVER_NAME {
+        return Ok(());
+    }
+    Err(format!(
+        "server name of {} characters: nginx's default server_names_hash_bucket_size (64) holds names of at most {NGINX_MAX_SERVER_NAME}",
+        name.len()
+    ))
 }

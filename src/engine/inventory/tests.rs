@@ -246,6 +246,15 @@ fn a_server_name_nginx_would_refuse_is_refused_at_load() {
         ("applications.hello.server_names", Some(10))
     );
     assert!(e.message.contains("at most 63"), "{e}");
+    // Labels that fit DNS, but a name longer than nginx's default hash bucket holds
+    // (47 characters: `nginx -t` fails on a host with a second site).
+    let long = format!("{}.example.com", "a".repeat(35));
+    assert_eq!(long.len(), 47);
+    let e = parse(&GOOD.replace("hello.example.com", &long)).unwrap_err();
+    assert_eq!(e.field, "applications.hello.server_names");
+    assert!(e.message.contains("at most 46"), "{e}");
+    let fits = format!("{}.example.com", "a".repeat(34));
+    parse(&GOOD.replace("hello.example.com", &fits)).unwrap();
 }
 
 #[test]
