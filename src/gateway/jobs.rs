@@ -316,6 +316,7 @@ impl Jobs {
             restart: job.kind == JobKind::Restart,
             batch,
             index: self.index_access(&inv, &job)?,
+            wheel: None,
         };
         let plan = engine::plan(&inv, &engine, &spec)?;
         Ok(Planned { job, plan, engine })
