@@ -38,3 +38,4 @@ mod rollouts;
 mod schedules;
 mod shared_store;
 mod watch;
+mod wheel_pins;
