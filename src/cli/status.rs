@@ -85,8 +85,14 @@ pub fn live_line(r: &HostRelease) -> String {
                     _ => format!("{} {}", p.name, p.state),
                 })
                 .collect();
+            // The wheel the live release installed (its SHA-256 as the host keeps it).
+            let wheel = match (&o.version, &o.wheel_sha256) {
+                (None, _) => String::new(),
+                (Some(_), Some(sha)) => format!("  wheel sha256 {sha}"),
+                (Some(_), None) => "  wheel unknown".to_string(),
+            };
             format!(
-                "{head} {:<12} {:<7} {}",
+                "{head} {:<12} {:<7} {}{wheel}",
                 dash(&o.version),
                 dash(&o.live_slot),
                 if procs.is_empty() {
@@ -190,6 +196,7 @@ mod tests {
                 }],
                 health: None,
                 unreachable: None,
+                wheel_sha256: None,
             }),
             disagrees: true,
             ..HostRelease::default()
@@ -198,6 +205,14 @@ mod tests {
         assert!(line.starts_with("!! production"), "{line}");
         assert!(
             line.contains("3.0") && line.contains("hello-green running 1.1.0 (7)"),
+            "{line}"
+        );
+        assert!(line.ends_with("  wheel unknown"), "{line}");
+        let mut known = r.clone();
+        known.observed.as_mut().unwrap().wheel_sha256 = Some("ab".repeat(32));
+        let line = live_line(&known);
+        assert!(
+            line.ends_with(&format!("  wheel sha256 {}", "ab".repeat(32))),
             "{line}"
         );
         let gone = HostRelease {

@@ -190,6 +190,7 @@ impl HostRun<'_> {
             &index,
             &app.package,
             &self.plan.spec.version,
+            self.plan.spec.wheel.as_ref(),
         );
         let r = self.must(&c, true, what).await;
         if let Some(port) = forward {

@@ -56,6 +56,11 @@ pub struct State {
     pub log: Vec<String>,
     /// The highest job epoch seen per (application, environment), as the fence keeps it.
     pub fences: BTreeMap<String, u64>,
+    /// release -> the SHA-256 its marker records (a pinned install's); none: unknown.
+    pub wheels: BTreeMap<String, String>,
+    /// version -> the SHA-256 of the file the index serves for it now; unset: the file
+    /// any pin asks for.
+    pub index_serves: BTreeMap<String, String>,
     clock: u64,
 }
 

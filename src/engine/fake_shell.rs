@@ -177,9 +177,18 @@ impl State {
             self.releases.insert(v, (self.clock, Rel::Partial));
             out(0, "")
         } else if l.contains("read -r PIP_INDEX_URL") || l.contains("read -r UV_DEFAULT_INDEX") {
-            let v = rel.unwrap_or_default();
-            self.releases.insert(v, (self.clock, Rel::Complete));
-            out(0, "")
+            self.install(&rel.unwrap_or_default(), after(l, "--hash=sha256:"))
+        } else if l.contains("head -n 1") && l.contains("for d in */") {
+            let text: String = self
+                .releases
+                .iter()
+                .filter(|(_, (_, s))| *s == Rel::Complete)
+                .map(|(v, _)| match self.wheels.get(v) {
+                    Some(sha) => format!("{v} hello-app {v} sha256={sha}\n"),
+                    None => format!("{v} hello-app {v}\n"),
+                })
+                .collect();
+            out(0, text)
         } else if l.starts_with("if [ -f ") && l.contains("echo present; cat") {
             let path = l[8..].split(' ').next().unwrap_or_default();
             match self.files.get(path) {
@@ -263,6 +272,30 @@ impl State {
                 stderr: format!("fake: unknown command: {l}"),
             })
         }
+    }
+
+    /// An install (pinned to `pin` or not): a pin the index's file does not match is
+    /// refused as the installer's hash check refuses it, and no marker is written.
+    fn install(&mut self, v: &str, pin: Option<&str>) -> Result<Output, BackendError> {
+        if let (Some(pin), Some(served)) = (pin, self.index_serves.get(v))
+            && pin != served
+        {
+            return Ok(Output {
+                status: 1,
+                stdout: String::new(),
+                stderr: format!(
+                    "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n\
+                     install: the index did not serve hello-app {v} with the SHA-256 the gateway recorded ({pin}): refused"
+                ),
+            });
+        }
+        self.releases
+            .insert(v.to_string(), (self.clock, Rel::Complete));
+        match pin {
+            Some(pin) => self.wheels.insert(v.to_string(), pin.to_string()),
+            None => self.wheels.remove(v),
+        };
+        out(0, "")
     }
 
     fn set_live(&mut self, l: &str) -> Result<Output, BackendError> {

@@ -55,3 +55,26 @@ impl ServerIndex {
 pub fn percent_encode(s: &str) -> String {
     deploy_wire::url::encode_component(s)
 }
+
+/// The one file a deploy installs for its release: the name and SHA-256 the index
+/// listed when the gateway accepted the job (and the ledger recorded).  Each host's
+/// installer must get exactly these bytes (`commands::install`), and the release's
+/// marker keeps the hash, so `status --live` can say which file a host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelPin {
+    /// The file's name on the index (`hello_app-1.0.0-py3-none-any.whl`), for messages.
+    pub file: String,
+    /// 64 lowercase hex digits.
+    pub sha256: String,
+}
+
+impl WheelPin {
+    /// A pin, if `sha256` is a SHA-256 in hex (any case); None otherwise.
+    pub fn new(file: &str, sha256: &str) -> Option<WheelPin> {
+        let ok = sha256.len() == 64 && sha256.chars().all(|c| c.is_ascii_hexdigit());
+        ok.then(|| WheelPin {
+            file: file.to_string(),
+            sha256: sha256.to_ascii_lowercase(),
+        })
+    }
+}

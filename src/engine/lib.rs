@@ -71,6 +71,8 @@ mod day_two_tests;
 mod scale_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wheel_tests;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -231,6 +233,10 @@ pub struct JobSpec {
     pub batch: Option<BatchSize>,
     /// How servers reach the artifacts; None: directly, from the inventory's `index_url`.
     pub index: Option<IndexAccess>,
+    /// The file each host must install (its SHA-256 checked by the installer, kept in the
+    /// release's marker); None: whatever the index serves for the version, unchecked
+    /// against the ledger (the index gave no hash, or could not be read at submit).
+    pub wheel: Option<crate::index::WheelPin>,
 }
 
 /// How one host ended.

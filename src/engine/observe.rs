@@ -10,6 +10,10 @@
 //! deploy's (same path, Host and expected status; [`cmd::http_probe`]) tried once,
 //! without retries: a look, not a gate.
 //!
+//! The same batch reads each complete release's marker, which says the SHA-256 of the
+//! wheel a pinned install verified (`commands::install`): the live release's is the
+//! host's `wheel_sha256`, which the gateway compares with its ledger.
+//!
 //! [`HostView::problems`] says what needs a look on a host: a slot that runs but is not
 //! live (an interrupted job left it; the next job that reaches the host stops it), and a
 //! live slot that fails its health check (stopped by hand, crashed: nginx answers 502).
@@ -72,6 +76,10 @@ pub struct HostView {
     /// The releases complete on the host (marker written, not marked failed), oldest
     /// first: what a rollback may go to.
     pub releases: Vec<String>,
+    /// The SHA-256 of the wheel the live release installed, as its marker records it
+    /// (checked by the installer against the ledger's at install); None: unknown (a
+    /// release installed before pins, or nothing live).
+    pub wheel_sha256: Option<String>,
 }
 
 impl HostView {
@@ -198,8 +206,10 @@ pub(crate) async fn ask(
     cmds.push(health_probe(app, &paths));
     cmds.push(pm.app_programs(&app.name));
     cmds.push(cmd::list_releases(&paths));
+    cmds.push(cmd::release_wheels(&paths));
     let outs = read_batch(conn, cfg, &cmds).await?;
     let (programs, releases) = (&outs[all_status + 2], &outs[all_status + 3]);
+    let wheels = &outs[all_status + 4].stdout;
     let mut known = Facts::default();
     let mut at = 0;
     for f in facts {
@@ -239,6 +249,10 @@ pub(crate) async fn ask(
         processes,
         health,
         releases: complete_releases(&releases.stdout),
+        wheel_sha256: live
+            .version
+            .as_deref()
+            .and_then(|v| cmd::release_wheel(wheels, v)),
     })
 }
 

@@ -76,6 +76,7 @@ pub fn spec(version: &str) -> JobSpec {
         restart: false,
         batch: None,
         index: None,
+        wheel: None,
     }
 }
 

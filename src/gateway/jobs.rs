@@ -102,6 +102,13 @@ pub struct Planned {
     engine: EngineConfig,
 }
 
+impl Planned {
+    /// Pins the file each host installs (its SHA-256 checked on the host).
+    pub fn pin(&mut self, wheel: Option<deploy_engine::index::WheelPin>) {
+        self.plan.spec.wheel = wheel;
+    }
+}
+
 /// The work of a job: the engine's run, ending with its result.
 pub type JobWork = futures_util::future::BoxFuture<'static, engine::JobResult>;
 
@@ -316,6 +323,7 @@ impl Jobs {
             restart: job.kind == JobKind::Restart,
             batch,
             index: self.index_access(&inv, &job)?,
+            wheel: None,
         };
         let plan = engine::plan(&inv, &engine, &spec)?;
         Ok(Planned { job, plan, engine })

@@ -121,6 +121,11 @@ pub struct ObservedHost {
     /// Set when the host could not be asked: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+    /// The SHA-256 of the wheel the live release installed, from the release's marker
+    /// (checked against the ledger at install); absent: unknown (installed before the
+    /// hosts kept it, or nothing live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wheel_sha256: Option<String>,
 }
 
 /// How the live slot answered its health check (`status --live`).

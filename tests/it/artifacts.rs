@@ -431,6 +431,7 @@ fn uv_is_shipped_once_and_builds_the_same_release_as_pip() {
             restart: false,
             batch: None,
             index: None,
+            wheel: None,
         };
         let plan = deploy::engine::plan(&inv, &cfg, &spec).unwrap();
         let sink = Arc::new(deploy::engine::Collect::default());

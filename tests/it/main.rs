@@ -40,3 +40,4 @@ mod schedules;
 mod shared_store;
 mod sign_in;
 mod watch;
+mod wheel_pins;

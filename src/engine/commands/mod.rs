@@ -189,6 +189,7 @@ mod tests {
             &index("http://index:8080/simple/", Some(("u", "s3cret"))),
             "hello-app",
             "1.0.0",
+            None,
         );
         let inner = c
             .line
@@ -216,6 +217,7 @@ mod tests {
             &index("https://repo/simple/", None),
             "hello-app",
             "1.0.0",
+            None,
         );
         assert!(!c.line.contains("--trusted-host"));
         assert!(!c.line.contains("--no-cache-dir"));
@@ -233,6 +235,7 @@ mod tests {
             &index("http://i/simple/", None),
             "hello-app",
             "1.0.0",
+            None,
         );
         assert!(c.line.contains("read -r UV_DEFAULT_INDEX"));
         assert!(c.line.contains(&format!(".cache/deploy/uv-{sha}/uv")));
@@ -352,6 +355,7 @@ mod tests {
                 &index("http://i/", Some(("u", "p"))),
                 "a",
                 "1",
+                None,
             ),
             install(
                 &p(),
@@ -361,6 +365,7 @@ mod tests {
                 &index("http://i/", None),
                 "a",
                 "1",
+                None,
             ),
             uv_probe(&"0f".repeat(32)),
             uv_upload(&"0f".repeat(32), vec![]),

@@ -2,6 +2,7 @@
 //! (pip or the shipped uv), the build lock, markers, listing and removal.
 
 use super::{AppPaths, MARKER, RemoteCmd};
+use crate::index::WheelPin;
 use crate::shell::{join, quote};
 
 /// Which installer builds a release, as far as commands care.
@@ -115,18 +116,87 @@ pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
 /// it appears in no command line, process list or file.  With credentials the
 /// installer's cache is off, so nothing derived from an authenticated request is kept
 /// on disk.
+///
+/// With a [`WheelPin`] the install is exact, in two runs of the same installer: first
+/// the package alone (`--no-deps`) in hash-checking mode from a requirements file
+/// (`package==version --hash=sha256:<pin>`, written into the release: no secret), so
+/// pip or uv refuses any file of that version whose bytes are not the pinned ones; then
+/// `package==version` again, which keeps the installed package and adds its
+/// dependencies from the index.  A refusal prints a plain reason and writes no marker.
+/// The marker then says `<package> <version> sha256=<pin>`; without a pin it says
+/// `<package> <version>` (a release installed before pins: "unknown").
 pub fn install(
     p: &AppPaths,
     tool: &Tool,
     index: &crate::index::ServerIndex,
     package: &str,
     version: &str,
+    wheel: Option<&WheelPin>,
 ) -> RemoteCmd {
-    let plain_url = index.url.as_str();
-    let with_credentials = index.credentials.is_some();
     let req = format!("{package}=={version}");
     let release = p.release(version);
-    let run = match tool {
+    let var = match tool {
+        Tool::Pip => "PIP_INDEX_URL",
+        Tool::Uv { .. } => "UV_DEFAULT_INDEX",
+    };
+    let mut steps = vec![format!("IFS= read -r {var} && export {var}")];
+    let mut stamp = format!("{package} {version}");
+    if let Some(w) = wheel {
+        let file = format!("{release}/{PIN_FILE}");
+        let pinned = format!("{req} --hash=sha256:{}", w.sha256);
+        let why = format!(
+            "install: the index did not serve {} ({req}) with the SHA-256 the gateway recorded ({}): refused",
+            w.file, w.sha256
+        );
+        steps.push(format!(
+            "printf '%s\\n' {} > {}",
+            quote(&pinned),
+            quote(&file)
+        ));
+        let exact = installer(
+            p,
+            tool,
+            index,
+            version,
+            &["--no-deps", "--require-hashes", "-r", &file],
+        );
+        steps.push(format!(
+            "{{ {exact} || {{ echo {} >&2; exit 1; }}; }}",
+            quote(&why)
+        ));
+        stamp = format!("{stamp} sha256={}", w.sha256);
+    }
+    steps.push(installer(p, tool, index, version, &[&req]));
+    let marker = p.marker(version);
+    let marker_tmp = format!("{marker}.tmp");
+    steps.push(format!(
+        "printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
+        stamp = quote(&stamp),
+        tmp = quote(&marker_tmp),
+        marker = quote(&marker)
+    ));
+    RemoteCmd::with_stdin(
+        locked(p, &steps.join(" && ")),
+        format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
+    )
+}
+
+/// The requirements file of a pinned install, in the release (name and hash only).
+pub const PIN_FILE: &str = ".deploy-wheel.txt";
+
+/// One run of the installer into the release, with `what` (requirements or options and
+/// a requirements file) after its options; the index is in its environment already.
+fn installer(
+    p: &AppPaths,
+    tool: &Tool,
+    index: &crate::index::ServerIndex,
+    version: &str,
+    what: &[&str],
+) -> String {
+    let plain_url = index.url.as_str();
+    let with_credentials = index.credentials.is_some();
+    let release = p.release(version);
+    match tool {
         Tool::Pip => {
             let pip = format!("{release}/bin/pip");
             let mut args = vec![
@@ -148,11 +218,8 @@ pub fn install(
                     .to_string();
                 args.extend(["--trusted-host", host.as_str()]);
             }
-            args.push(&req);
-            format!(
-                "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && {}",
-                join(&args)
-            )
+            args.extend(what);
+            join(&args)
         }
         Tool::Uv { sha256 } => {
             let py = format!("{release}/bin/python");
@@ -160,27 +227,36 @@ pub fn install(
             if with_credentials {
                 args.push("--no-cache");
             }
-            args.push(&req);
-            format!(
-                "IFS= read -r UV_DEFAULT_INDEX && export UV_DEFAULT_INDEX && {UV_ENV} {uv} {}",
-                join(&args),
-                uv = uv_path(sha256)
-            )
+            args.extend(what);
+            format!("{UV_ENV} {uv} {}", join(&args), uv = uv_path(sha256))
         }
-    };
-    let marker = p.marker(version);
-    let marker_tmp = format!("{marker}.tmp");
-    let stamp = format!("{package} {version}");
-    let line = format!(
-        "{run} && printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
-        stamp = quote(&stamp),
-        tmp = quote(&marker_tmp),
-        marker = quote(&marker)
-    );
-    RemoteCmd::with_stdin(
-        locked(p, &line),
-        format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
-    )
+    }
+}
+
+/// Prints, for each complete release, its name and its marker's first line
+/// (`<name> <package> <version> [sha256=<hex>]`): which file each release installed.
+pub fn release_wheels(p: &AppPaths) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "cd {r} 2>/dev/null || exit 0; for d in */; do d=${{d%/}}; [ -f \"$d/{MARKER}\" ] || continue; \
+         printf '%s %s\\n' \"$d\" \"$(head -n 1 \"$d/{MARKER}\")\"; done",
+        r = quote(&p.releases())
+    ))
+}
+
+/// The SHA-256 [`release_wheels`]' answer records for `version`'s release, if any.
+pub fn release_wheel(listing: &str, version: &str) -> Option<String> {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(version))
+        .and_then(marker_sha256)
+}
+
+/// The SHA-256 a release's marker line records (`sha256=<hex>`), if any.
+pub fn marker_sha256(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("sha256="))
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
 }
 
 /// Marks a release as failed (its health check failed on this host).
@@ -204,3 +280,7 @@ pub fn remove_releases(p: &AppPaths, versions: &[String]) -> RemoteCmd {
     let dirs: Vec<String> = versions.iter().map(|v| p.release(v)).collect();
     RemoteCmd::new(format!("rm -rf -- {}", join(&dirs)))
 }
+
+#[cfg(test)]
+#[path = "release_tests.rs"]
+mod tests;

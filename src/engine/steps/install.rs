@@ -1,5 +1,6 @@
 //! `install`: the release's package is installed from the job's index; the completion
-//! marker is written last.  A rollback (`no_install`) installs nothing: the release must
+//! marker is written last.  With the job's `wheel` pin, the installer installs exactly
+//! that file (its SHA-256 checked) and the marker records the hash.  A rollback (`no_install`) installs nothing: the release must
 //! already be complete on the host.
 
 use super::{Decided, HostState, View};
@@ -48,6 +49,12 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     };
     Ok(Decision::act(
         vec![Op::Install { tool }.into()],
-        Report::changed(format!("installed {req} from {from} ({what})")),
+        Report::changed(match &v.plan.spec.wheel {
+            Some(w) => format!(
+                "installed {req} from {from} ({what}), {} sha256 {} verified",
+                w.file, w.sha256
+            ),
+            None => format!("installed {req} from {from} ({what})"),
+        }),
     ))
 }

@@ -291,9 +291,14 @@ impl JobService {
             triggered_by: order.triggered_by,
         };
         let target = format!("{}/{} {}", job.app, job.env, job.version);
-        let planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;
+        let mut planned = self.jobs.plan(job.clone(), order.batch.as_deref())?;
         if exact {
             self.check_listed(&job.app, &job.version).await?;
+        }
+        // Read once: the hosts install exactly this file and the ledger records it.
+        let file = self.deploy_file(&job).await;
+        if let Some((name, sha)) = &file {
+            planned.pin(crate::engine::index::WheelPin::new(name, sha));
         }
         let claim = match self.jobs.lock(&job).await? {
             Ok(claim) => claim,
@@ -309,7 +314,7 @@ impl JobService {
         };
         let accepted = format!("{target} ({})", job.id);
         self.audit(&p.user, action, &accepted, "accepted").await;
-        self.record_artifact(&job).await;
+        self.record_artifact(&job, file).await;
         self.jobs.spawn(planned, claim);
         Ok(job)
     }

@@ -423,17 +423,27 @@ impl JobService {
             .and_then(|f| Some((f.filename, f.sha256?))))
     }
 
-    /// Records the file a deploy installs (from the index, now) or, for a rollback or a
-    /// restart, the one last recorded for its version.  Never fails the job.
-    pub(super) async fn record_artifact(&self, job: &JobInfo) {
+    /// The file a deploy will install, read from the index now (None for other kinds, or
+    /// when the index lists no hash or cannot be read: the hosts then install unpinned).
+    /// The same pair pins the hosts' installs and goes into the ledger.
+    pub(super) async fn deploy_file(&self, job: &JobInfo) -> Option<(String, String)> {
+        if job.kind != JobKind::Deploy {
+            return None;
+        }
+        self.index_file(&job.app, &job.version)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!("not pinning the file of {} {}: {e}", job.app, job.version);
+                None
+            })
+    }
+
+    /// Records the file a deploy installs (`deploy`: [`Self::deploy_file`]'s, the one its
+    /// hosts are pinned to) or, for a rollback or a restart, the one last recorded for its
+    /// version.  Never fails the job.
+    pub(super) async fn record_artifact(&self, job: &JobInfo, deploy: Option<(String, String)>) {
         let found = match job.kind {
-            JobKind::Deploy => self
-                .index_file(&job.app, &job.version)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!("not recording the file of {} {}: {e}", job.app, job.version);
-                    None
-                }),
+            JobKind::Deploy => deploy,
             JobKind::Rollback | JobKind::Restart => {
                 let (a, v) = (job.app.clone(), job.version.clone());
                 self.db()

@@ -38,6 +38,7 @@ pub fn observed_host(view: &std::result::Result<HostView, BackendError>) -> Obse
                 said: h.said.clone(),
             }),
             unreachable: None,
+            wheel_sha256: v.wheel_sha256.clone(),
         },
         Err(e) => ObservedHost {
             unreachable: Some(e.to_string()),
@@ -73,6 +74,23 @@ pub fn disagreement(record: &HostRelease, seen: &ObservedHost) -> String {
         say(&record.version, &record.slot),
         say(&seen.version, &seen.live_slot)
     )
+}
+
+/// What the ledger recorded for each version a host serves: version -> SHA-256.
+pub type Ledger = std::collections::HashMap<String, String>;
+
+/// The flag of a host whose live release installed another wheel than the ledger
+/// recorded for that release.  None when they agree, or when either is unknown (a
+/// release installed before hosts kept the hash says nothing, and is not flagged).
+pub fn wheel_differs(seen: &ObservedHost, ledger: &Ledger) -> Option<String> {
+    let version = seen.version.as_ref()?;
+    let host = seen.wheel_sha256.as_ref()?;
+    let recorded = ledger.get(version)?;
+    (!host.eq_ignore_ascii_case(recorded)).then(|| {
+        format!(
+            "the host's wheel of {version} is sha256 {host}, the ledger recorded sha256 {recorded}: not the file the gateway checked"
+        )
+    })
 }
 
 /// One host's record: the live row, else the ledger's last good deploy.
@@ -159,15 +177,42 @@ impl JobService {
             let cfg = Arc::new(self.jobs.engine_config()?);
             for e in &envs {
                 let seen = crate::engine::observe::observe(&inv, cfg.clone(), app, e).await?;
-                mark(&mut rows, e, &seen);
+                let ledger = self.ledger_of(app, &seen).await?;
+                mark(&mut rows, e, &seen, &ledger);
             }
         }
         Ok(rows)
     }
 }
 
+impl JobService {
+    /// The ledger's SHA-256 of each release the hosts serve.
+    async fn ledger_of(&self, app: &str, seen: &[Observed]) -> Result<Ledger> {
+        let mut versions: Vec<String> = seen
+            .iter()
+            .filter_map(|o| o.view.as_ref().ok()?.version.clone())
+            .collect();
+        versions.sort();
+        versions.dedup();
+        let app = app.to_string();
+        let found = self
+            .db()
+            .call(move |s| {
+                let mut out = Ledger::new();
+                for v in versions {
+                    if let Some((_, sha)) = s.version_artifact(&app, &v)? {
+                        out.insert(v, sha);
+                    }
+                }
+                Ok::<_, crate::gateway::store::StoreError>(out)
+            })
+            .await?;
+        Ok(found)
+    }
+}
+
 /// Puts each host's answer on its row, with its flags.
-fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
+fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed], ledger: &Ledger) {
     for o in seen {
         if let Some(r) = rows.iter_mut().find(|r| r.env == env && r.host == o.host) {
             let host = observed_host(&o.view);
@@ -179,6 +224,7 @@ fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
             if let Ok(v) = &o.view {
                 r.flags.extend(v.problems());
             }
+            r.flags.extend(wheel_differs(&host, ledger));
             r.observed = Some(host);
         }
     }
@@ -216,6 +262,7 @@ mod tests {
             }],
             health: None,
             releases: vec![],
+            wheel_sha256: None,
         })
     }
 
@@ -255,6 +302,47 @@ mod tests {
         assert!(!disagrees(&recorded("2.0", Some("blue")), &seen));
     }
 
+    fn mark_no_ledger(rows: &mut [HostRelease], env: &str, seen: &[Observed]) {
+        mark(rows, env, seen, &Ledger::new());
+    }
+
+    #[test]
+    fn a_host_whose_wheel_differs_from_the_ledger_is_flagged_and_an_unknown_one_is_not() {
+        let mut rows = vec![recorded("2.0", Some("blue"))];
+        let mut v = view(Some("2.0"), Some("blue")).unwrap();
+        let ledger: Ledger = [("2.0".to_string(), "aa".repeat(32))].into();
+        let one = |v: &HostView| {
+            vec![Observed {
+                host: "web1".into(),
+                view: Ok(v.clone()),
+            }]
+        };
+        // Installed before hosts kept the hash: unknown, not flagged.
+        mark(&mut rows, "production", &one(&v), &ledger);
+        assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
+        assert_eq!(rows[0].observed.as_ref().unwrap().wheel_sha256, None);
+        v.wheel_sha256 = Some("aa".repeat(32));
+        mark(&mut rows, "production", &one(&v), &ledger);
+        assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
+        assert_eq!(
+            rows[0].observed.as_ref().unwrap().wheel_sha256,
+            Some("aa".repeat(32))
+        );
+        v.wheel_sha256 = Some("bb".repeat(32));
+        mark(&mut rows, "production", &one(&v), &ledger);
+        assert_eq!(
+            rows[0].flags,
+            [format!(
+                "the host's wheel of 2.0 is sha256 {}, the ledger recorded sha256 {}: not the file the gateway checked",
+                "bb".repeat(32),
+                "aa".repeat(32)
+            )]
+        );
+        // Nothing recorded for the release in the ledger: nothing to compare with.
+        mark(&mut rows, "production", &one(&v), &Ledger::new());
+        assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
+    }
+
     #[test]
     fn each_flag_of_a_host_is_one_sentence_on_its_row() {
         let mut rows = vec![recorded("2.0", Some("blue"))];
@@ -270,7 +358,7 @@ mod tests {
         };
         let mut v = view(Some("2.0"), Some("blue")).unwrap();
         v.health = Some(healthy.clone());
-        mark(&mut rows, "production", &seen(Ok(v.clone())));
+        mark_no_ledger(&mut rows, "production", &seen(Ok(v.clone())));
         assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
         assert_eq!(
             rows[0]
@@ -303,7 +391,7 @@ mod tests {
             said: "GET /healthz answered 502, expected 200".into(),
         });
         rows[0].version = Some("1.9".into());
-        mark(&mut rows, "production", &seen(Ok(v)));
+        mark_no_ledger(&mut rows, "production", &seen(Ok(v)));
         assert!(rows[0].disagrees);
         assert_eq!(
             rows[0].flags,
@@ -315,7 +403,7 @@ mod tests {
             ]
         );
         // An unreachable host has no flag: it says why it did not answer instead.
-        mark(
+        mark_no_ledger(
             &mut rows,
             "production",
             &seen(Err(BackendError::retryable("web1 stopped answering"))),

@@ -305,6 +305,7 @@ impl Testbed {
             restart: false,
             batch: None,
             index: None,
+            wheel: None,
         };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let sink = Arc::new(Collect::default());
@@ -903,6 +904,7 @@ impl Testbed {
             restart: false,
             batch: None,
             index: None,
+            wheel: None,
         };
         let plan = engine::plan(&inv, &cfg, &spec).unwrap();
         let events = Arc::new(Collect::default());
