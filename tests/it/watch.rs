@@ -136,6 +136,20 @@ fn a_rollback_never_targets_a_pruned_release_and_says_which_are_possible() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(!r.stderr.contains("back to 1.0.0"), "{}", r.stderr);
     assert!(r.stderr.contains("possible targets: 1.3.0"), "{}", r.stderr);
+    // Named with --to: refused the same way, before any host is asked to switch.
+    let r = gw.run(
+        Some(&ann),
+        &[
+            "rollback", "hello", "-e", "staging", "--to", "1.0.0", "--yes",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("1.0.0 is not complete on every host")
+            && r.stderr.contains("possible targets: 1.3.0"),
+        "{}",
+        r.stderr
+    );
     for host in ["web1", "web2"] {
         assert!(
             live_release(&tb, host).contains("@1.1.0.sock"),

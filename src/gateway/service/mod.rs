@@ -268,6 +268,10 @@ impl JobService {
             .await?;
         self.through_the_door(p, &order).await?;
         let version = self.resolve(&order).await?;
+        if order.kind == JobKind::Rollback && matches!(order.wanted, Wanted::Version { .. }) {
+            self.check_rollback_to(&order.app, &order.env, &version)
+                .await?;
+        }
         if order.if_newer {
             self.newer_than_live(&order.app, &order.env, &version)
                 .await?;

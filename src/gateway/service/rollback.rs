@@ -13,7 +13,8 @@
 //! host's complete releases) once the history has a candidate; a release pruned or
 //! left partial on any host that answered is skipped for the next one back.  When none
 //! is left, the rollback is refused (409, exit 2) naming the releases that are complete
-//! everywhere.  Decision: a host that cannot be reached is not counted (the job fails
+//! everywhere.  A rollback `--to VERSION` is refused the same way when VERSION is not
+//! complete on every host that answers.  Decision: a host that cannot be reached is not counted (the job fails
 //! on it anyway, as any job does); when none answers, the history alone decides.
 
 use std::collections::BTreeSet;
@@ -141,6 +142,37 @@ impl JobService {
                 )))
             }
         }
+    }
+
+    /// A rollback `--to VERSION`: refused (409, exit 2) when VERSION is not complete on
+    /// every host that answers (pruned, or never installed there), naming those that are,
+    /// before anything starts; the hosts would refuse it one by one otherwise.
+    pub(super) async fn check_rollback_to(
+        &self,
+        app: &str,
+        env: &str,
+        version: &str,
+    ) -> Result<()> {
+        let Some(complete) = self.complete_everywhere(app, env).await? else {
+            return Ok(());
+        };
+        if complete.contains(version) {
+            return Ok(());
+        }
+        let current = self.current_release(app, env).await?;
+        let mut possible: Vec<String> = (complete.into_iter())
+            .filter(|v| Some(v.as_str()) != current.as_deref())
+            .collect();
+        crate::versions::sort(&mut possible);
+        possible.reverse();
+        let possible = if possible.is_empty() {
+            "none".to_string()
+        } else {
+            possible.join(", ")
+        };
+        Err(ServiceError::Conflict(format!(
+            "{app} {version} is not complete on every host of {env} (pruned, or never installed there); possible targets: {possible}"
+        )))
     }
 
     /// The releases complete on every host of `env` that answered (None: none did).
