@@ -159,9 +159,11 @@ class Bed:
                 pins += "".join(l.replace(f"]:{p} ", f"]:{q} ") + "\n"
                                 for l in pins.splitlines() if f"]:{p} " in l)
             self.ports = list(mapping.values())
-        (self.tmp / f"inv-{rtt}.yml").write_text(inv)
+        # The bed's inventory names uv (the tests' default): pip's file drops it.
+        bare = inv.replace("    installer: uv\n", "")
+        (self.tmp / f"inv-{rtt}.yml").write_text(bare)
         (self.tmp / f"inv-{rtt}-uv.yml").write_text(
-            inv.replace("    wsgi: hello_app:app\n", "    wsgi: hello_app:app\n    installer: uv\n"))
+            bare.replace("    wsgi: hello_app:app\n", "    wsgi: hello_app:app\n    installer: uv\n"))
         (self.tmp / f"known-{rtt}").write_text(pins)
         self.rtt = rtt
 
