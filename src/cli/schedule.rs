@@ -11,12 +11,17 @@ pub enum ScheduleCmd {
     /// A rollout at a time (--at 2026-12-01T02:00) or on a cron line (--cron "0 2 * * 1-5").
     /// WHAT: a version, `latest`, a specifier (~=1.4), or promote:ENV.
     Add {
+        /// The application (as the inventory names it).
         app: String,
+        /// A version, `latest`, a specifier (~=1.4), or promote:ENV.
         what: String,
+        /// The environment to deploy to.
         #[arg(long, short = 'e')]
         env: String,
+        /// Once, at this local time in --tz (2026-12-01T02:00).
         #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
         at: Option<String>,
+        /// On a cron line, in --tz ("0 2 * * 1-5").
         #[arg(long)]
         cron: Option<String>,
         /// IANA time zone of --at and --cron (default UTC).
@@ -33,15 +38,22 @@ pub enum ScheduleCmd {
     List,
     /// One schedule and its recent runs.
     Show {
+        /// The schedule's id (`deploy schedule list`).
         id: String,
     },
+    /// Stop a schedule's runs until `resume`.
     Pause {
+        /// The schedule's id.
         id: String,
     },
+    /// Let a paused schedule run again.
     Resume {
+        /// The schedule's id.
         id: String,
     },
+    /// Delete a schedule.
     Rm {
+        /// The schedule's id.
         id: String,
     },
 }
