@@ -50,7 +50,7 @@ hash="$( (cat "${FILES[@]}"; echo "$PACKAGES $CMDLINE") | sha256sum | cut -c1-12
 cache="$HOME/.cache/deploy/vm"
 out="$cache/$hash"
 if [[ "${1:-}" == "--print-path" ]]; then echo "$out"; exit 0; fi
-if [[ -f "$out/.done" ]]; then echo "$out"; exit 0; fi
+if [[ -f "$out/.done" ]]; then touch "$out/.done"; echo "$out"; exit 0; fi # used: kept (below)
 for tool in mmdebstrap mkfs.ext4 qemu-img; do
     command -v "$tool" >/dev/null || { echo "vm/build: $tool is missing (apt-get install mmdebstrap e2fsprogs qemu-utils)" >&2; exit 1; }
 done
@@ -118,5 +118,7 @@ echo "$((SECONDS - t0))" > "$img/.build-seconds"
 touch "$img/.done"
 rm -rf "$out"
 mv "$img" "$out"
+# Images of other recipes, unused for a week, go (a running VM keeps its open backing file).
+find "$cache" -mindepth 2 -maxdepth 2 -name .done -mtime +7 -printf '%h\n' | xargs -r rm -rf
 echo "vm/build: built $out in $((SECONDS - t0)) s ($(du -sh "$out" | cut -f1))" >&2
 echo "$out"

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::support::{self, exec, vm, Testbed};
+use crate::support::{self, Testbed, exec, vm};
 
 /// A process standing in for a test bed's owner; killed (and reaped) when dropped.
 struct Owner(std::process::Child);
@@ -76,7 +76,10 @@ fn a_vm_server_boots_systemd_as_pid_1_lets_deploy_in_with_sudo_reaches_the_index
 
     // A hard reset (QMP system_reset): a new boot, ssh answers again, systemd and nginx up.
     let took = vm::reboot_hard(&web1);
-    eprintln!("vm: ssh answered {took:?} after a hard reset ({})", qemu.accel);
+    eprintln!(
+        "vm: ssh answered {took:?} after a hard reset ({})",
+        qemu.accel
+    );
     assert_eq!(exec(&web1.container, "ps -p 1 -o comm=").trim(), "systemd");
     assert_eq!(
         exec(&web1.container, "systemctl is-active nginx").trim(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use deploy::engine::shell::quote;
 use serde::Deserialize;
 
-use super::{root, Server, Testbed};
+use super::{Server, Testbed, root};
 
 /// A VM server's QEMU, as `ci/testbed.sh up --vm` describes it (testbed.json's servers,
 /// and the registry's `$HOME/.cache/deploy/vm/run/deploy-tb-NAME-webI.json`).
@@ -104,16 +104,36 @@ fn vm_of(server: &Server) -> &Vm {
 /// `remote` is one command line for the deploy user's shell (quote what goes in it).
 fn ssh_command(port: u16, vm: &Vm, remote: &str) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-        .args(["-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes"])
-        .args(["-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-        .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", vm.ssh_known_hosts.display()))
-        .arg("-i")
-        .arg(&vm.key)
-        .args(["-p", &port.to_string(), "deploy@127.0.0.1", remote])
-        .stdin(std::process::Stdio::null());
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+    ])
+    .args([
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+    ])
+    .args([
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+    ])
+    .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
+    .arg("-o")
+    .arg(format!(
+        "UserKnownHostsFile={}",
+        vm.ssh_known_hosts.display()
+    ))
+    .arg("-i")
+    .arg(&vm.key)
+    .args(["-p", &port.to_string(), "deploy@127.0.0.1", remote])
+    .stdin(std::process::Stdio::null());
     cmd
 }
 
@@ -151,8 +171,8 @@ pub fn exec(name: &str, script: &str) -> String {
 /// One QMP command on the VM's monitor socket: its `return` (panics on an error).
 pub fn qmp(server: &Server, command: &str) -> serde_json::Value {
     let vm = vm_of(server);
-    let sock = UnixStream::connect(&vm.qmp)
-        .unwrap_or_else(|e| panic!("QMP {}: {e}", vm.qmp.display()));
+    let sock =
+        UnixStream::connect(&vm.qmp).unwrap_or_else(|e| panic!("QMP {}: {e}", vm.qmp.display()));
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut reader = BufReader::new(sock.try_clone().unwrap());
