@@ -192,7 +192,7 @@ vm_start() { # vm_start NAME I DIR OWNER ISOLATED IMAGE_DIR ACCEL: boots webI (d
     [[ -z "$isolated" ]] || net+=",restrict=on"
     # -arch-capabilities: QEMU 7.2 under nested KVM (this machine is itself a VM) aborts
     # setting that MSR with plain `-cpu host`; the guest then only assumes more CPU bugs.
-    if [[ "$accel" == kvm ]]; then accel_args=(-accel kvm -cpu host,-arch-capabilities); else accel_args=(-accel tcg); fi
+    if [[ "$accel" == kvm ]]; then accel_args=(-accel kvm -cpu host,-arch-capabilities); else accel_args=(-accel tcg,tb-size=256); fi
     mkdir -p "$vm_run"
     echo "$owner $name" > "$vm_run/$vm.owner" # before QEMU starts: gc always knows its owner
     qemu-system-x86_64 -name "guest=$vm,process=$vm" -nodefaults -no-user-config -display none \
@@ -217,6 +217,9 @@ vm_fail() { # vm_fail DIR HOST MESSAGE: dies with the end of the VM's console
     echo "--- last lines of $1/$2.console.log:" >&2
     tail -n 30 "$1/$2.console.log" >&2 2>/dev/null || true
     cat "$1/$2.qemu.log" >&2 2>/dev/null || true
+    if [[ ! -s "$1/$2.console.log" ]]; then
+        echo "(the console is empty: the kernel never started; a KVM that cannot run it? DEPLOY_VM_ACCEL=tcg)" >&2
+    fi
     die "$3"
 }
 

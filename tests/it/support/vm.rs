@@ -87,6 +87,11 @@ impl Testbed {
         Self::up_opts(test, n, false, true, true, std::process::id())
     }
 
+    /// VM servers that reach nothing (QEMU's `restrict=on`): relay tests.
+    pub fn up_vm_isolated(test: &str, n: usize) -> Testbed {
+        Self::up_opts(test, n, true, false, true, std::process::id())
+    }
+
     /// VM servers whose owner (for `ci/testbed.sh gc`) is process `owner`, not this one.
     pub fn up_vm_owned_by(test: &str, n: usize, owner: u32) -> Testbed {
         Self::up_opts(test, n, false, false, true, owner)
