@@ -260,6 +260,13 @@ impl State {
                 })
                 .collect();
             out(0, text)
+        } else if l.contains("] || rm -rf -- ") {
+            // A failed build's release, removed unless complete.
+            let v = rel.unwrap_or_default();
+            if self.releases.get(&v).is_some_and(|r| r.1 == Rel::Partial) {
+                self.releases.remove(&v);
+            }
+            out(0, "")
         } else if let Some(dirs) = l.strip_prefix("rm -rf -- ") {
             for d in dirs.split_whitespace() {
                 self.releases.remove(&version_of(&format!("{d}/")));
@@ -277,6 +284,18 @@ impl State {
     /// An install (pinned to `pin` or not): a pin the index's file does not match is
     /// refused as the installer's hash check refuses it, and no marker is written.
     fn install(&mut self, v: &str, pin: Option<&str>) -> Result<Output, BackendError> {
+        if self.disk_full {
+            return Ok(Output {
+                status: 2,
+                stdout: String::new(),
+                stderr: format!(
+                    "Resolved 2 packages in 3ms\n\
+                     error: Failed to install: gunicorn-27.0.1-py3-none-any.whl (gunicorn==27.0.1)\n  \
+                     Caused by: failed to write to file `/srv/apps/hello/releases/{v}/lib/python3.11/site-packages/gunicorn/arbiter.py`: \
+                     No space left on device (os error 28)\ndeploy-space: /srv 0\n"
+                ),
+            });
+        }
         if let (Some(pin), Some(served)) = (pin, self.index_serves.get(v))
             && pin != served
         {

@@ -43,6 +43,7 @@ pub use deploy_wire as wire;
 pub mod app_logs;
 mod exec;
 pub mod facts;
+pub mod failure;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fence;
@@ -67,6 +68,8 @@ mod app_tests;
 mod check_golden_tests;
 #[cfg(test)]
 mod day_two_tests;
+#[cfg(test)]
+mod disk_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]
