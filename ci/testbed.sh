@@ -164,9 +164,10 @@ up() {
         # engine's live pointer relies on rename(2) being atomic, which the container
         # root's fuse-overlayfs (this machine's storage driver) does not guarantee to
         # concurrent lookups.  Removed with the container (`docker rm -v`).  A tmpfs
-        # (a real kernel filesystem too) where the test wants a disk that fills.
+        # (a real kernel filesystem too; `exec`: Docker mounts a tmpfs noexec by default)
+        # where the test wants a disk that fills.
         local disk=(-v /srv/apps) ports=(-p 127.0.0.1::22 -p 127.0.0.1::80) boot=() try
-        [[ -n "$srv_tmpfs" ]] && disk=(--tmpfs "/srv:size=$srv_tmpfs,mode=0755")
+        [[ -n "$srv_tmpfs" ]] && disk=(--tmpfs "/srv:size=$srv_tmpfs,mode=0755,exec")
         [[ -n "$rebootable" ]] && boot=(--tmpfs /run:mode=0755)
         for try in 1 2 3; do
             # Random host ports change when a container restarts; fixed ones do not.

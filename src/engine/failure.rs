@@ -132,7 +132,7 @@ mod tests {
         let uv = "Resolved 3 packages in 12ms\n\
             error: Failed to install: gunicorn-27.0.1-py3-none-any.whl (gunicorn==27.0.1)\n  \
             Caused by: failed to write to file `/srv/apps/hello/releases/1.1.0/lib/python3.11/site-packages/gunicorn/app/base.py`: No space left on device (os error 28)\n\
-            deploy-space: /srv 0\n";
+            deploy-space: /srv has 0 KiB free\n";
         let f = CommandFailure::of(
             "uv pip install",
             "installing hello-app==1.1.0",
@@ -173,7 +173,7 @@ mod tests {
             "installing hello-app==9.9.9",
             &failed(
                 "",
-                "error: No solution found\n  hello-app==9.9.9 is unavailable\ndeploy-space: /srv 51200\n",
+                "error: No solution found\n  hello-app==9.9.9 is unavailable\ndeploy-space: /srv has 51200 KiB free\n",
             ),
         );
         assert_eq!(

@@ -292,7 +292,7 @@ impl State {
                     "Resolved 2 packages in 3ms\n\
                      error: Failed to install: gunicorn-27.0.1-py3-none-any.whl (gunicorn==27.0.1)\n  \
                      Caused by: failed to write to file `/srv/apps/hello/releases/{v}/lib/python3.11/site-packages/gunicorn/arbiter.py`: \
-                     No space left on device (os error 28)\ndeploy-space: /srv 0\n"
+                     No space left on device (os error 28)\ndeploy-space: /srv has 0 KiB free\n"
                 ),
             });
         }

@@ -61,7 +61,7 @@ fn a_disk_that_fills_during_install_fails_the_canary_plainly_and_keeps_nothing()
         reason.contains("the unfinished release 1.1.0 was removed"),
         "{reason}"
     );
-    assert!(!said.contains("deploy-space:"), "{said}");
+    assert!(!reason.contains("deploy-space:"), "{reason}");
     // Served throughout, and still.
     assert!(sent > 0);
     assert_eq!(

@@ -112,12 +112,12 @@ pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
 }
 
 /// `line` (one command: an `exit` in it would skip the report), and when it fails, one more line on stderr naming the filesystem the app
-/// lives on and its free KiB (`deploy-space: /srv 1024`, see
+/// lives on and its free KiB (`deploy-space: /srv has 1024 KiB free`, see
 /// [`crate::failure::CommandFailure`]): what a full disk's reason names.  Its exit
 /// status is `line`'s.
 pub fn report_space(p: &AppPaths, line: &str) -> String {
     format!(
-        "{{ {line}; }} || {{ rc=$?; echo \"{tag} $(df -Pk {root} 2>/dev/null | awk 'NR==2 {{print $6, $4}}')\" >&2; exit $rc; }}",
+        "{{ {line}; }} || {{ rc=$?; echo \"{tag} $(df -Pk {root} 2>/dev/null | awk 'NR==2 {{print $6, \"has\", $4, \"KiB free\"}}')\" >&2; exit $rc; }}",
         tag = crate::failure::SPACE_LINE,
         root = quote(&p.root),
     )

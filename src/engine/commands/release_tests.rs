@@ -185,7 +185,9 @@ fn a_failed_build_says_which_filesystem_it_wrote_to_and_keeps_its_exit_status() 
     let words: Vec<&str> = report.split_whitespace().collect();
     assert_eq!(words[0], crate::failure::SPACE_LINE, "{err}");
     assert!(words[1].starts_with('/'), "a mount point: {err}");
-    assert!(words[2].parse::<u64>().is_ok(), "free KiB: {err}");
+    assert_eq!(words[2], "has", "{err}");
+    assert!(words[3].parse::<u64>().is_ok(), "free KiB: {err}");
+    assert_eq!(words[4..], ["KiB", "free"], "{err}");
     assert_eq!(
         sh(&report_space(&p, "echo fine")),
         (0, "fine\n".into(), "".into())
