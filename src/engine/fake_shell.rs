@@ -96,6 +96,10 @@ impl State {
                 })
                 .collect();
             out(0, names)
+        } else if l.contains("/^autostart=.*$/autostart=") {
+            // A slot's boot flag, rewritten in its file (if it has one).
+            self.set_autostart(l);
+            out(0, "")
         } else if l.contains("supervisorctl remove ") {
             let p = after(l, "supervisorctl remove ")
                 .unwrap_or_default()
@@ -315,6 +319,25 @@ impl State {
             None => self.wheels.remove(v),
         };
         out(0, "")
+    }
+
+    /// `f=<file>; [ ! -f "$f" ] || sed -i 's/^autostart=.*$/autostart=<on>/' "$f"`.
+    fn set_autostart(&mut self, l: &str) {
+        let path = l
+            .split_once("f=")
+            .and_then(|(_, r)| r.split_once(';'))
+            .map(|(p, _)| p.trim_matches('\''))
+            .unwrap_or_default();
+        let on = l.contains("/autostart=true/");
+        if let Some(text) = self.files.get_mut(path) {
+            *text = text
+                .split_inclusive('\n')
+                .map(|x| match x.starts_with("autostart=") {
+                    true => format!("autostart={on}{}", &x[x.trim_end().len()..]),
+                    false => x.to_string(),
+                })
+                .collect();
+        }
     }
 
     fn set_live(&mut self, l: &str) -> Result<Output, BackendError> {

@@ -65,6 +65,8 @@ pub mod transport;
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod boot_tests;
+#[cfg(test)]
 mod check_golden_tests;
 #[cfg(test)]
 mod day_two_tests;

@@ -47,6 +47,19 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn start_fresh(&self, program: &str) -> RemoteCmd;
     /// Stops the program gracefully; never fails if it is not running.
     fn stop(&self, program: &str) -> RemoteCmd;
+    /// Whether a slot's `program` starts when the host boots (`on`: the live slot) or
+    /// not (every other slot), without touching it now: the running program and the
+    /// process manager's loaded config are left as they are, only the next boot reads
+    /// it.  Never fails for a program that has no file yet.  The engine calls it where
+    /// traffic moves (`switch`, and the health check's switch back), so after a
+    /// reboot only the live slot comes back.
+    fn at_boot(&self, program: &str, on: bool) -> RemoteCmd;
+    /// A slot's program file as read from the host, with what [`Self::at_boot`] changes
+    /// in it put back as the template renders it, so that a slot whose boot flag was
+    /// set still counts as unchanged (supervisord's `autostart=`; the default: as is).
+    fn slot_file_as_rendered(&self, file: String) -> String {
+        file
+    }
     /// Loads the process's current program file: copies whose config changed are
     /// stopped gracefully and started anew; all copies run afterwards.
     fn apply(&self, program: &str) -> RemoteCmd;

@@ -176,6 +176,34 @@ impl ProcessManager for Supervisord {
         RemoteCmd::new(format!("sudo -n supervisorctl restart {}", group(program)))
     }
 
+    /// Rewrites the file's `autostart=` line in place (`sed -i`: a new file renamed
+    /// over the old one) and nothing else: no `update`, so the program that runs now
+    /// and supervisord's loaded config are untouched; supervisord reads the line when
+    /// it starts, at the next boot.  Decision: the slot template keeps rendering
+    /// `autostart=false`, and the host's file is compared with it through
+    /// [`ProcessManager::slot_file_as_rendered`], so a slot file is never rewritten (nor
+    /// its program reloaded) for its boot flag alone.  Nothing to do without the file.
+    fn at_boot(&self, program: &str, on: bool) -> RemoteCmd {
+        let script = format!(
+            "f={}; [ ! -f \"$f\" ] || sed -i 's/^autostart=.*$/autostart={on}/' \"$f\"",
+            quote(&self.conf_path_of(program))
+        );
+        RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
+    }
+
+    /// The line [`Self::at_boot`] set back to the template's `autostart=false`.
+    fn slot_file_as_rendered(&self, file: String) -> String {
+        if !file.lines().any(|l| l == "autostart=true") {
+            return file;
+        }
+        file.split_inclusive('\n')
+            .map(|l| match l.strip_suffix('\n').unwrap_or(l) {
+                "autostart=true" => l.replacen("true", "false", 1),
+                _ => l.to_string(),
+            })
+            .collect()
+    }
+
     /// Graceful: TERM, then KILL after the program's `stopwaitsecs` (through the socket:
     /// no Python start).  Never fails: stopping what does not run is done.
     fn stop(&self, program: &str) -> RemoteCmd {
