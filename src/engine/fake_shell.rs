@@ -39,6 +39,9 @@ impl State {
             } else {
                 out(1, format!("{code} {retries}\n"))
             }
+        } else if l.contains("supervisor.getProcessInfo") {
+            // Waiting for starting slots: the fake's programs start at once.
+            out(0, "")
         } else if l.contains("getAllProcessInfo") {
             // Answered as the fallback (`supervisorctl status`) would.
             let lines: String = self

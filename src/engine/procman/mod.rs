@@ -79,6 +79,15 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     /// Stops every copy of `program` and removes it and its file from the process
     /// manager (a process the inventory no longer names).  Idempotent.
     fn remove(&self, program: &str) -> RemoteCmd;
+    /// Waits, at most `limit_secs`, while any of `programs` is still starting (brought
+    /// up by a boot or a start and not yet up for its settle time); prints nothing and
+    /// never fails.  Read-only: `status --live` asks it before it looks, so that a host
+    /// that just booted is described once its slots settled rather than while they
+    /// come up.  The default waits for nothing.
+    fn settled(&self, programs: &[String], limit_secs: u32) -> RemoteCmd {
+        let _ = (programs, limit_secs);
+        RemoteCmd::new("true")
+    }
     /// Prints the state of every program on the host, in one command (one look at the
     /// process manager per snapshot, however many programs the app has); never fails.
     fn status_all(&self) -> RemoteCmd;

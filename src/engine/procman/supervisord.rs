@@ -152,6 +152,37 @@ impl ProcessManager for Supervisord {
         RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
     }
 
+    /// Asks supervisord's socket for each program's state (`getProcessInfo`, curl: no
+    /// Python per look) every quarter second while one says `STARTING` (supervisord
+    /// keeps a program there for its `startsecs`, the settle time), at most
+    /// `limit_secs`; `supervisorctl status` where the socket is elsewhere.
+    fn settled(&self, programs: &[String], limit_secs: u32) -> RemoteCmd {
+        let bodies: Vec<String> = programs
+            .iter()
+            .map(|p| {
+                quote(&format!(
+                    "<?xml version=\"1.0\"?><methodCall><methodName>supervisor.getProcessInfo</methodName>\
+                     <params><param><value><string>{p}</string></value></param></params></methodCall>"
+                ))
+            })
+            .collect();
+        let fast = format!(
+            "for b in {}; do case \"$(curl -s --max-time 5 --unix-socket {SOCKET} -H 'Content-Type: text/xml' \
+             --data-binary \"$b\" http://localhost/RPC2)\" in *'<string>STARTING</string>'*) exit 0;; esac; done; exit 1",
+            bodies.join(" ")
+        );
+        let slow = format!(
+            "supervisorctl status {} 2>/dev/null | awk '$2 == \"STARTING\" {{ f = 1 }} END {{ exit !f }}'",
+            crate::shell::join(programs)
+        );
+        let starting = format!("if [ -S {SOCKET} ]; then ( {fast} ); else {slow}; fi");
+        let script = format!(
+            "n=0; while {starting}; do n=$((n+1)); [ $n -ge {} ] && break; sleep 0.25; done; true",
+            limit_secs.max(1) * 4
+        );
+        RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
+    }
+
     /// `hello-blue RUNNING pid 42, ...` or `hello-worker:hello-worker-0 FATAL ...` lines
     /// (`supervisorctl status`), or the XML-RPC answer of [`Self::status_all`].
     fn parse_status(&self, output: &str) -> Vec<ProgramStatus> {

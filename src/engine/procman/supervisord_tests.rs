@@ -277,3 +277,26 @@ fn at_boot_rewrites_only_the_autostart_line_and_the_file_still_reads_as_rendered
         "autostart=true # not ours\nautostart=false\n"
     );
 }
+
+#[test]
+fn settled_waits_on_the_socket_while_a_slot_is_starting_then_never_fails() {
+    let c = Supervisord.settled(&["hello-blue".into(), "hello-green".into()], 5);
+    assert!(c.line.starts_with("sudo -n sh -c "), "{}", c.line);
+    // The script as `sh -c` gets it: the quoted word, unquoted by a shell.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s {}", &c.line["sudo -n sh -c ".len()..]))
+        .output()
+        .unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "<string>hello-blue</string>",
+        "<string>hello-green</string>",
+        "supervisor.getProcessInfo",
+        "*'<string>STARTING</string>'*) exit 0;;",
+        "supervisorctl status hello-blue hello-green",
+        "[ $n -ge 20 ] && break; sleep 0.25; done; true",
+    ] {
+        assert!(script.contains(want), "{want}: {script}");
+    }
+}
