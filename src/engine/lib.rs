@@ -72,6 +72,8 @@ mod day_two_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]
+mod systemd_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wheel_tests;
