@@ -8,7 +8,8 @@
 //! `sudo` lives on), but GNU `tail -F` (coreutils 8.28 and later) exits as soon as the
 //! reader of its output pipe is gone, even on a quiet log, and `sudo` with it;
 //! `tests/day_two.rs` checks that no `tail` is left on the servers.  `journalctl -f`
-//! (systemd 252 and later) likewise ends when its output's reader is gone.
+//! likewise ends on a hang-up of its output (systemd 240 and later: it polls stdout for
+//! `POLLHUP`, systemd/systemd#10511); not yet checked on a real host by a test here.
 
 use std::sync::Arc;
 use std::time::Duration;

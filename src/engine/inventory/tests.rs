@@ -335,3 +335,17 @@ fn an_unknown_process_manager_names_file_line_and_field() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_example_inventory_parses_and_its_production_runs_under_systemd() {
+    let inv = Inventory::load(&crate::repo_root().join("inventory/example.yml")).unwrap();
+    let envs = &inv.app("hello").unwrap().environments;
+    assert_eq!(
+        envs["production"].process_manager,
+        ProcessManagerKind::Systemd
+    );
+    assert_eq!(
+        envs["staging"].process_manager,
+        ProcessManagerKind::Supervisord
+    );
+}
