@@ -218,6 +218,12 @@ impl ProcessManager for Supervisord {
     /// `autostart=false`, and the host's file is compared with it through
     /// [`ProcessManager::slot_file_as_rendered`], so a slot file is never rewritten (nor
     /// its program reloaded) for its boot flag alone.  Nothing to do without the file.
+    /// Known cost: supervisord's loaded config of the live slot now differs from its
+    /// file, so an administrator's bare `supervisorctl update` (or `reread` + `update`)
+    /// restarts the live slot (a short outage); deploy itself only ever updates the
+    /// program it is about to start.  The alternative that avoids it (one static
+    /// `autostart=true` program per app that starts the slot the live pointer names at
+    /// boot) needs the facts and `status` to know that program; not done.
     fn at_boot(&self, program: &str, on: bool) -> RemoteCmd {
         let script = format!(
             "f={}; [ ! -f \"$f\" ] || sed -i 's/^autostart=.*$/autostart={on}/' \"$f\"",
