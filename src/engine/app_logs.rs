@@ -1,12 +1,15 @@
-//! `deploy app-logs`: a process's log read from each host of an environment with `tail`
-//! (the live slot's for `web`, every copy's for the other processes), line by line, into
-//! a bounded channel; the gateway streams it to the client.
+//! `deploy app-logs`: a process's log read from each host of an environment (the live
+//! slot's for `web`, every copy's for the other processes) with the command its process
+//! manager builds (supervisord: `tail` of its files; systemd: `journalctl`), line by
+//! line, into a bounded channel; the gateway streams it to the client.
 //!
 //! When a followed log's client goes away, the gateway closes the hosts' connections.
 //! sshd does not kill the commands of a session that ended (no TTY: a `sleep` under
 //! `sudo` lives on), but GNU `tail -F` (coreutils 8.28 and later) exits as soon as the
 //! reader of its output pipe is gone, even on a quiet log, and `sudo` with it;
-//! `tests/day_two.rs` checks that no `tail` is left on the servers.
+//! `tests/day_two.rs` checks that no `tail` is left on the servers.  `journalctl -f`
+//! likewise ends on a hang-up of its output (systemd 240 and later: it polls stdout for
+//! `POLLHUP`, systemd/systemd#10511); not yet checked on a real host by a test here.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +22,7 @@ use super::oneoff::live_release;
 use super::transport::{Connector, SshConnector, Transport};
 use crate::commands::RemoteCmd;
 use crate::inventory::Host;
-use crate::procman::ProcessManager;
+use crate::procman::{CopyMarks, ProcessManager};
 use crate::shell;
 
 /// A followed log is read for at most this long.
@@ -147,7 +150,7 @@ async fn read_host(
     tx: &mpsc::Sender<LogEvent>,
 ) -> Result<(), String> {
     let logs = crate::commands::AppPaths::new(&spec.app).logs();
-    let files = match &spec.source {
+    let (program, copies) = match &spec.source {
         Source::Web => {
             let Some((slot, _)) = live_release(conn, &spec.app, cfg.command_timeout)
                 .await
@@ -155,18 +158,17 @@ async fn read_host(
             else {
                 return Err(format!("nothing is live on {}", h.name));
             };
-            pm.log_files(&logs, &pm.program(&spec.app, &slot), None)
+            (pm.program(&spec.app, &slot), None)
         }
-        Source::Process { name, copies } => {
-            pm.log_files(&logs, &pm.program(&spec.app, name), Some(*copies))
-        }
+        Source::Process { name, copies } => (pm.program(&spec.app, name), Some(*copies)),
     };
-    let (c, limit) = if spec.follow {
-        (tail_follow(&files, spec.lines), FOLLOW_LIMIT)
+    let read = pm.read_log(&logs, &program, copies, spec.lines, spec.follow);
+    let limit = if spec.follow {
+        FOLLOW_LIMIT
     } else {
-        (tail_lines(&files, spec.lines), cfg.command_timeout)
+        cfg.command_timeout
     };
-    let mut demux = Demux::new(&files);
+    let mut demux = Demux::of(&read.copies);
     let mut out = Outbox {
         host: &h.name,
         tx,
@@ -181,7 +183,7 @@ async fn read_host(
                 }
             }
         };
-        conn.exec(&c, limit, &mut on_line)
+        conn.exec(&read.cmd, limit, &mut on_line)
             .await
             .map_err(|e| e.to_string())?
             .status
@@ -192,7 +194,15 @@ async fn read_host(
     }
     match status {
         0 => Ok(()),
-        n => Err(format!("tail exited {n}")),
+        n => {
+            let tool = read
+                .cmd
+                .line
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("the reader");
+            Err(format!("{tool} exited {n}"))
+        }
     }
 }
 
@@ -237,25 +247,50 @@ impl Outbox<'_> {
     }
 }
 
-/// Which copy each line of a `tail` of several files comes from: `tail` announces each
-/// switch with `==> FILE <==`, after a blank line (both dropped).  One file: no copies.
+/// Which copy each line of a log comes from: after `tail`'s `==> FILE <==` headers
+/// (for several files), or by the copy's identifier in the line (the journal's).
 pub struct Demux {
     files: Vec<String>,
+    idents: Vec<String>,
     copy: Option<u32>,
     blank: bool,
 }
 
 impl Demux {
+    /// `tail` of `files`: `tail` announces each switch with `==> FILE <==`, after a
+    /// blank line (both dropped).  One file: no copies.
     pub fn new(files: &[String]) -> Demux {
         Demux {
             files: files.to_vec(),
+            idents: Vec::new(),
             copy: None,
             blank: false,
         }
     }
 
+    /// As the process manager's [`CopyMarks`] say.
+    pub fn of(marks: &CopyMarks) -> Demux {
+        match marks {
+            CopyMarks::None => Demux::new(&[]),
+            CopyMarks::TailHeaders(files) => Demux::new(files),
+            CopyMarks::Idents(idents) => Demux {
+                idents: idents.clone(),
+                ..Demux::new(&[])
+            },
+        }
+    }
+
     /// The lines to show for one line of output (a blank line waits for the next).
     pub fn feed(&mut self, line: &str) -> Vec<(Option<u32>, String)> {
+        if !self.idents.is_empty() {
+            // `<time> <host> <ident>[<pid>]: <message>`: the identifier ends in `[`.
+            let copy = self
+                .idents
+                .iter()
+                .position(|i| line.contains(&format!(" {i}[")))
+                .map(|i| i as u32);
+            return vec![(copy, line.to_string())];
+        }
         if self.files.len() < 2 {
             return vec![(None, line.to_string())];
         }

@@ -1,5 +1,5 @@
 //! A scripted fake of a server, for tests that need no Docker: it understands the
-//! commands this crate builds (layout, releases, files, supervisord, nginx, curl probes)
+//! commands this crate builds (layout, releases, files, supervisord, systemd, nginx, curl probes)
 //! and keeps the state they change, so the engine's batches, canary, halt, rollback,
 //! cancel and prune run against it in milliseconds.  It models only what the commands
 //! say; it is no substitute for the container tests.
@@ -18,6 +18,8 @@ use crate::ssh::Acceptor;
 
 #[path = "fake_shell.rs"]
 mod shell;
+#[path = "fake_systemd.rs"]
+mod systemd;
 use shell::{out, version_of};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,7 +65,21 @@ pub struct State {
     pub index_serves: BTreeMap<String, String>,
     /// `/srv` is full: installs fail as uv does when it runs out of space.
     pub disk_full: bool,
+    /// systemd: the units linked to start at boot.
+    pub enabled: BTreeSet<String>,
+    /// systemd: how many instances of a process's template run.
+    pub copies: BTreeMap<String, u32>,
     clock: u64,
+}
+
+impl State {
+    /// A slot's program (`hello-blue` under supervisord, `deploy-hello-blue` under
+    /// systemd) as it runs: pid and release directory.
+    pub fn slot_running(&self, slot: &str) -> Option<&(u32, String)> {
+        self.running
+            .get(&format!("hello-{slot}"))
+            .or_else(|| self.running.get(&format!("deploy-hello-{slot}")))
+    }
 }
 
 /// One fake server.
@@ -78,9 +94,7 @@ impl Server {
     pub fn serving(&self) -> Option<String> {
         let s = self.state();
         let (slot, _) = crate::commands::parse_slot_socket(s.live.as_deref()?)?;
-        s.running
-            .get(&format!("hello-{slot}"))
-            .map(|(_, dir)| version_of(dir))
+        s.slot_running(&slot).map(|(_, dir)| version_of(dir))
     }
     /// How many slots run.
     pub fn running(&self) -> usize {

@@ -1,6 +1,6 @@
 //! What the fake server understands: each command line this crate builds (the health
 //! check's loop, supervisord, nginx, releases, files, hooks, the live pointer), turned
-//! into a change of its [`State`] and an answer.
+//! into a change of its [`State`] and an answer (systemd's: `fake_systemd.rs`).
 
 use super::{Rel, State};
 use crate::error::BackendError;
@@ -29,6 +29,9 @@ pub(super) fn version_of(release_dir: &str) -> String {
 
 impl State {
     pub(super) fn interpret(&mut self, l: &str, stdin: String) -> Result<Output, BackendError> {
+        if let Some(r) = self.systemd(l, &stdin) {
+            return r;
+        }
         let rel = after(l, "/releases/").map(str::to_string);
         if l.contains("while :; do") && l.contains("curl") {
             // The health check with its retries, on the server.
@@ -358,10 +361,16 @@ impl State {
         out(0, "")
     }
 
-    fn start(&mut self, program: &str) -> Result<Output, BackendError> {
+    /// A slot's program started on the release its file names (supervisord's or
+    /// systemd's).
+    pub(super) fn start(&mut self, program: &str) -> Result<Output, BackendError> {
         let conf = self
             .files
             .get(&format!("/etc/supervisor/conf.d/{program}.conf"))
+            .or_else(|| {
+                self.files
+                    .get(&format!("/etc/systemd/system/{program}.service"))
+            })
             .cloned()
             .unwrap_or_default();
         let Some(i) = conf.find("/releases/") else {
@@ -395,7 +404,7 @@ impl State {
         else {
             return "502".into();
         };
-        match self.running.get(&format!("hello-{slot}")) {
+        match self.slot_running(&slot) {
             Some((_, dir)) if self.broken.contains(&version_of(dir)) => "500".into(),
             Some(_) => "200".into(),
             None => "502".into(),

@@ -75,6 +75,8 @@ mod disk_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]
+mod systemd_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod wheel_tests;

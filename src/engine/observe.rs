@@ -167,8 +167,8 @@ pub async fn observe_with(
     env: &str,
 ) -> Result<Vec<Observed>, InputError> {
     let a = inv.app(app)?;
-    let (_, hosts) = inv.hosts_for(a, env)?;
-    let pm = procman::for_kind(a.process_manager);
+    let (e, hosts) = inv.hosts_for(a, env)?;
+    let pm = procman::for_kind(e.process_manager);
     let asks = hosts.iter().map(|h| {
         let pm = pm.clone();
         async move {

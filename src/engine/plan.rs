@@ -39,7 +39,7 @@ pub struct Plan {
     pub hosts: Vec<(Host, Rendered)>,
     /// Resolved from `spec.index` or the inventory.
     pub index: IndexAccess,
-    /// The application's process manager.
+    /// The environment's process manager.
     pub pm: Arc<dyn ProcessManager>,
     /// Phases that run once per job, before or after the hosts (empty: hosts only).
     pub phases: Vec<Arc<dyn JobPhase>>,
@@ -112,7 +112,7 @@ pub fn plan(inv: &Inventory, cfg: &EngineConfig, spec: &JobSpec) -> Result<Plan,
     let playbook = Playbook::load(&cfg.playbooks_dir, &app.playbook)?;
     check_steps(inv, app, &playbook)?;
     let index = index_access(inv, app, env, spec)?;
-    let pm = procman::for_kind(app.process_manager);
+    let pm = procman::for_kind(env.process_manager);
     let templates = Templates::load(&cfg.templates_dir, pm.as_ref())?;
     let mut rendered = Vec::new();
     for h in hosts {

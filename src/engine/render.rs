@@ -54,6 +54,7 @@ pub struct ProcessContext {
     pub app: AppCtx,
     pub env: EnvCtx,
     pub process: ProcessCtx,
+    pub paths: PathsCtx,
     pub run_as: String,
 }
 
@@ -143,6 +144,24 @@ pub struct PathsCtx {
     pub env_file: String,
     /// The live pointer nginx proxies to (a symlink to the live slot's socket).
     pub live_socket: String,
+    /// The one directory the app user may write (its `HOME`, `shared/data`).
+    pub data_dir: String,
+    /// Where the slots create their sockets (`run/`).
+    pub run_dir: String,
+}
+
+impl PathsCtx {
+    fn of(p: &AppPaths) -> PathsCtx {
+        PathsCtx {
+            root: p.root.clone(),
+            current: p.current(),
+            shared: p.shared(),
+            env_file: p.env_file(),
+            live_socket: p.live_socket(),
+            data_dir: p.data_dir(),
+            run_dir: p.run_dir(),
+        }
+    }
 }
 
 impl Context {
@@ -177,13 +196,7 @@ impl Context {
             env: EnvCtx {
                 name: env.name.clone(),
             },
-            paths: PathsCtx {
-                root: p.root.clone(),
-                current: p.current(),
-                shared: p.shared(),
-                env_file: p.env_file(),
-                live_socket: p.live_socket(),
-            },
+            paths: PathsCtx::of(&p),
             user: user.to_string(),
         }
     }
@@ -227,6 +240,7 @@ impl ProcessContext {
                 stop_secs: process.stop_secs,
                 version: version.to_string(),
             },
+            paths: PathsCtx::of(&p),
             run_as: app.runtime.run_as.clone(),
         }
     }
@@ -297,7 +311,7 @@ fn template_error(dir: &Path, e: &minijinja::Error) -> InputError {
     {
         msg.push_str(&format!(" (in `{expr}`)"));
     }
-    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path,settle_secs,log_dir}, env.name, paths.{root,current,shared,env_file,live_socket}, slot.{name,program,port,socket,release_dir,command}, user, run_as, static_files.{url,dir,max_age_secs}; in the process template: process.{name,program,command,count,stop_secs,version}");
+    msg.push_str("; available: app.{name,package,wsgi,port,workers,server_names,health_path,settle_secs,log_dir}, env.name, paths.{root,current,shared,env_file,live_socket,data_dir,run_dir}, slot.{name,program,port,socket,release_dir,command}, user, run_as, static_files.{url,dir,max_age_secs}; in the process template: process.{name,program,command,count,stop_secs,version}, paths, app, env, run_as");
     InputError::new(&file, e.line().map(|l| l as u64), "template", msg)
 }
 

@@ -151,3 +151,76 @@ fn diff_is_none_when_equal_and_unified_otherwise() {
     let d = diff("/etc/x", None, "a\n").unwrap();
     assert!(d.contains("--- /dev/null"), "{d}");
 }
+
+#[test]
+fn renders_systemds_units_with_the_same_user_env_and_stop_as_supervisords() {
+    use crate::procman::Systemd;
+    use crate::procman::systemd::{PROCESS_TEMPLATE as UNIT_PROCESS, SLOT_TEMPLATE as UNIT_SLOT};
+    let (app, env) = fixture();
+    let t = Templates::load(&crate::repo_root().join("templates"), &Systemd).unwrap();
+    let ctx = Context::new(&Systemd, &app, &env, "deploy", 1, "1.2.0");
+    let unit = t.render(UNIT_SLOT, &ctx).unwrap();
+    assert!(
+        unit.starts_with("# Managed by deploy for hello (staging), slot green: "),
+        "app_programs reads this header: {unit}"
+    );
+    for line in [
+        "User=app-hello",
+        "WorkingDirectory=/srv/apps/hello/shared",
+        "Type=exec",
+        "Restart=always",
+        "KillSignal=SIGTERM",
+        "TimeoutStopSec=30",
+        "SyslogIdentifier=deploy-hello-green",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "ReadWritePaths=/srv/apps/hello/shared/data /srv/apps/hello/run",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} not in:\n{unit}");
+    }
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.starts_with(
+            "/bin/sh -c \"cd /srv/apps/hello/shared && set -a && . /srv/apps/hello/shared/env && "
+        ),
+        "{exec}"
+    );
+    assert!(exec.contains("exec /srv/apps/hello/releases/1.2.0/bin/gunicorn --bind unix:/srv/apps/hello/run/green@1.2.0.sock "), "{exec}");
+    let worker = Process {
+        name: "worker".into(),
+        command: "python -m rq worker \"high\" $QUEUE 100%".into(),
+        count: 3,
+        stop_secs: 20,
+    };
+    let pctx = ProcessContext::new(&Systemd, &app, &env, &worker, "2.0");
+    let p = t.render(UNIT_PROCESS, &pctx).unwrap();
+    assert!(
+        p.starts_with("# Managed by deploy for hello (staging), process worker: "),
+        "{p}"
+    );
+    for line in [
+        "User=app-hello",
+        "WorkingDirectory=/",
+        "TimeoutStopSec=20",
+        "SyslogIdentifier=deploy-hello-worker-%i",
+        "ReadWritePaths=/srv/apps/hello/shared/data",
+        "ProtectSystem=strict",
+    ] {
+        assert!(p.lines().any(|l| l == line), "{line} not in:\n{p}");
+    }
+    // `$` and `%` doubled, `"` escaped: systemd expands neither in the command.
+    assert!(
+        p.contains(r#"&& exec /bin/sh -c 'python -m rq worker \"high\" $$QUEUE 100%%'""#),
+        "{p}"
+    );
+    assert!(
+        p.contains("(instances\n# @0 to @2)") || p.contains("@0 to @2"),
+        "{p}"
+    );
+}

@@ -156,7 +156,7 @@ pub(crate) fn sudo_sh(script: &str, args: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procman::{ProcessManager, Supervisord};
+    use crate::procman::{ProcessManager, Supervisord, Systemd};
 
     fn p() -> AppPaths {
         AppPaths::new("hello")
@@ -377,8 +377,17 @@ mod tests {
             read_current(&p()),
             switch_current(&p(), "1.0.0"),
             Supervisord.status_all(),
-            Supervisord.start_fresh("hello-blue"),
+            Supervisord.start_fresh("hello-blue", 3),
             Supervisord.stop("hello-blue"),
+            Supervisord.at_boot("hello-blue", true),
+            Systemd.start_fresh("deploy-hello-blue", 3),
+            Systemd.stop("deploy-hello-blue"),
+            Systemd.at_boot("deploy-hello-blue", false),
+            Systemd.apply("deploy-hello-worker", 2, true),
+            Systemd.watch("/l", "deploy-hello-worker", 2, 3),
+            Systemd.remove("deploy-hello-worker"),
+            Systemd.app_programs("hello"),
+            Systemd.status_all(),
             http_probe(
                 Some("/srv/apps/hello/run/blue@1.0.sock"),
                 "h",

@@ -10,7 +10,8 @@ use serde_saphyr::Spanned;
 use super::raw::{RawApp, RawEnvironment, RawHost};
 use super::runtime::RawRuntime;
 use super::{
-    App, BatchSize, Environment, Health, Host, OnHalt, Rollout, check_env, check_index_url,
+    App, BatchSize, Environment, Health, Host, OnHalt, ProcessManagerKind, Rollout, check_env,
+    check_index_url,
 };
 use crate::error::InputError;
 
@@ -189,7 +190,7 @@ impl Check<'_> {
         let mut environments: BTreeMap<String, Environment> = BTreeMap::new();
         for (env_name, e) in a.environments {
             let eline = e.referenced.line();
-            let env = self.environment(&field, env_name, e, groups)?;
+            let env = self.environment(&field, env_name, e, groups, a.process_manager)?;
             if let Some((other, host)) = shared_host(&environments, &env, hosts) {
                 return Err(self.err(
                     eline,
@@ -235,6 +236,7 @@ impl Check<'_> {
         env_name: String,
         e: Spanned<RawEnvironment>,
         groups: &BTreeSet<String>,
+        app_pm: ProcessManagerKind,
     ) -> Result<Environment, InputError> {
         let eline = e.referenced.line();
         let efield = format!("{field}.environments.{env_name}");
@@ -317,6 +319,7 @@ impl Check<'_> {
             parallel: e.parallel,
             env: e.env.value,
             delivery: e.delivery,
+            process_manager: e.process_manager.unwrap_or(app_pm),
         })
     }
 }

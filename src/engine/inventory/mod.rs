@@ -23,13 +23,15 @@ mod runtime;
 use check::Check;
 use raw::RawInventory;
 
-/// The process managers an application may name (`process_manager:`); the seam
-/// (`procman::for_kind`) turns one into its implementation.
+/// The process managers an application or an environment may name
+/// (`process_manager: supervisord | systemd`); the seam (`procman::for_kind`) turns one
+/// into its implementation.
 #[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessManagerKind {
     #[default]
     Supervisord,
+    Systemd,
 }
 pub use runtime::{Hook, HookScope, Hooks, Process, Runtime, StaticFiles};
 
@@ -75,6 +77,9 @@ pub struct Environment {
     pub delivery: Delivery,
     /// When deploys, restarts and scheduled runs may start (none: any time).
     pub windows: Vec<crate::schedule::Window>,
+    /// What keeps the slots and processes running on its hosts: its own
+    /// `process_manager:`, else the application's.
+    pub process_manager: ProcessManagerKind,
 }
 
 /// How servers reach the artifact repository (per environment).
@@ -190,7 +195,9 @@ pub struct App {
     /// gateway's config names no artifact source for this application.
     pub index_url: Option<String>,
     pub installer: Installer,
-    /// What keeps the slots running (`process_manager:`, default supervisord).
+    /// What keeps the slots running (`process_manager:`, default supervisord): the
+    /// default of its environments, which may each name another
+    /// ([`Environment::process_manager`], what the engine uses).
     pub process_manager: ProcessManagerKind,
     /// Name of the playbook under `playbooks/` (without `.yml`).
     pub playbook: String,

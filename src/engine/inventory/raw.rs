@@ -155,6 +155,9 @@ pub(super) struct RawEnvironment {
     pub(super) rollout: Option<RawRollout>,
     #[serde(default)]
     pub(super) delivery: Delivery,
+    /// Overrides the application's `process_manager` for this environment's hosts.
+    #[serde(default)]
+    pub(super) process_manager: Option<super::ProcessManagerKind>,
     /// Deploy windows: `Mon-Fri 09:00-16:00 Europe/Amsterdam`.
     #[serde(default)]
     pub(super) windows: Option<Spanned<Vec<String>>>,

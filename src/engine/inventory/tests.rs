@@ -277,3 +277,75 @@ fn a_yaml_error_names_file_line_and_field_and_no_value_of_the_file() {
     assert!(!e.redacted().contains("s3cr3t"), "{}", e.redacted());
     assert_eq!(e.field, "applications.hello.port", "{e:?}");
 }
+
+#[test]
+fn an_environment_picks_its_process_manager_over_the_applications() {
+    use ProcessManagerKind::*;
+    let inv = parse(GOOD).unwrap();
+    let app = inv.app("hello").unwrap();
+    assert_eq!(app.process_manager, Supervisord, "the default");
+    assert_eq!(app.environments["staging"].process_manager, Supervisord);
+    let text = GOOD.replace(
+        "      staging: {groups: [canary]}",
+        "      staging: {groups: [canary], process_manager: systemd}",
+    );
+    let inv = parse(&text).unwrap();
+    let envs = &inv.app("hello").unwrap().environments;
+    assert_eq!(envs["staging"].process_manager, Systemd);
+    assert_eq!(envs["production"].process_manager, Supervisord);
+    // The application's value is its environments' default; theirs wins.
+    let text = GOOD
+        .replace(
+            "    env: {GREETING: hi}\n",
+            "    env: {GREETING: hi}\n    process_manager: systemd\n",
+        )
+        .replace(
+            "      production: {groups: [web], parallel: 5}",
+            "      production: {groups: [web], parallel: 5, process_manager: supervisord}",
+        );
+    let envs = parse(&text).unwrap().apps["hello"].environments.clone();
+    assert_eq!(envs["staging"].process_manager, Systemd);
+    assert_eq!(envs["production"].process_manager, Supervisord);
+}
+
+#[test]
+fn an_unknown_process_manager_names_file_line_and_field() {
+    let text = GOOD.replace(
+        "      staging: {groups: [canary]}",
+        "      staging:\n        groups: [canary]\n        process_manager: runit",
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.line, Some(15), "{e:?}");
+    assert_eq!(
+        e.field, "applications.hello.environments.staging.process_manager",
+        "{e:?}"
+    );
+    assert!(
+        e.message.contains("supervisord") && e.message.contains("systemd"),
+        "names the valid values: {e}"
+    );
+    let text = GOOD.replace(
+        "    env: {GREETING: hi}\n",
+        "    env: {GREETING: hi}\n    process_manager: upstart\n",
+    );
+    let e = parse(&text).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_str()),
+        (Some(12), "applications.hello.process_manager"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_example_inventory_parses_and_its_production_runs_under_systemd() {
+    let inv = Inventory::load(&crate::repo_root().join("inventory/example.yml")).unwrap();
+    let envs = &inv.app("hello").unwrap().environments;
+    assert_eq!(
+        envs["production"].process_manager,
+        ProcessManagerKind::Systemd
+    );
+    assert_eq!(
+        envs["staging"].process_manager,
+        ProcessManagerKind::Supervisord
+    );
+}

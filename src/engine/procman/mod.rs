@@ -1,6 +1,5 @@
 //! The process-manager seam: what keeps an application's slots and processes running on
-//! a server (supervisord today; systemd would be one more file beside it, and its
-//! templates).
+//! a server: supervisord (the default) or systemd, chosen per environment.
 //!
 //! A process manager *generates* and never executes: it names a slot's program and its
 //! config file, says which templates render those files, quotes the command a program
@@ -9,10 +8,12 @@
 //! one is adding a file here and a variant to [`Kind`].
 
 pub mod supervisord;
+pub mod systemd;
 
 use std::sync::Arc;
 
 pub use supervisord::Supervisord;
+pub use systemd::Systemd;
 
 use crate::commands::RemoteCmd;
 
@@ -34,17 +35,29 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn program(&self, app: &str, slot: &str) -> String;
     /// Where that program's config file lives on the server.
     fn conf_path(&self, app: &str, slot: &str) -> String;
-    /// The log files of a program in `log_dir` (the app's, [`crate::commands::AppPaths::logs`],
-    /// where its templates send output): a slot's one (`copies` None), or one per copy of
-    /// a process that runs `copies` copies, first copy first.  `program` is what
-    /// [`Self::program`] gives (`<app>-<slot>`, `<app>-<process>`).
-    fn log_files(&self, log_dir: &str, program: &str, copies: Option<u32>) -> Vec<String>;
+    /// How to read a program's log (`deploy app-logs`): a slot's (`copies` None) or
+    /// every copy's of a process that runs `copies` copies; the last `lines`, then, with
+    /// `follow`, new ones until the connection closes.  `log_dir` is the app's
+    /// ([`crate::commands::AppPaths::logs`]), where file-writing managers send output;
+    /// `program` is what [`Self::program`] gives.
+    fn read_log(
+        &self,
+        log_dir: &str,
+        program: &str,
+        copies: Option<u32>,
+        lines: u32,
+        follow: bool,
+    ) -> LogRead;
+    /// Writes a program file (`path`, from [`Self::conf_path`]) as root, `contents`
+    /// on stdin, mode 0644.
+    fn write_file(&self, path: &str, contents: Vec<u8>) -> RemoteCmd;
     /// The command a program file runs (the templates' `slot.command` and
     /// `process.command`): `script`, a POSIX shell script, run by `/bin/sh -c`, quoted
     /// by this process manager's rules for its file.
     fn command_line(&self, script: &str) -> String;
-    /// Loads the program's current config and (re)starts it.
-    fn start_fresh(&self, program: &str) -> RemoteCmd;
+    /// Loads the program's current config and (re)starts it; done once it stayed up
+    /// `settle_secs` (fails if it did not).
+    fn start_fresh(&self, program: &str, settle_secs: u32) -> RemoteCmd;
     /// Stops the program gracefully; never fails if it is not running.
     fn stop(&self, program: &str) -> RemoteCmd;
     /// Whether a slot's `program` starts when the host boots (`on`: the live slot) or
@@ -60,17 +73,18 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn slot_file_as_rendered(&self, file: String) -> String {
         file
     }
-    /// Loads the process's current program file: copies whose config changed are
-    /// stopped gracefully and started anew; all copies run afterwards.
-    fn apply(&self, program: &str) -> RemoteCmd;
+    /// Loads the process's current program file (`changed`: it was just rewritten):
+    /// copies whose config changed are stopped gracefully and started anew; all
+    /// `copies` run afterwards (and start at boot), copies beyond them do not.
+    fn apply(&self, program: &str, copies: u32, changed: bool) -> RemoteCmd;
     /// Restarts every copy gracefully (TERM, wait, start).
-    fn restart_all(&self, program: &str) -> RemoteCmd;
-    /// Watches the copies of a process's `program` that were just (re)started until none
-    /// is still starting (a copy counts as running once it stayed up the settle time,
-    /// the program file's own measure), waiting at most `limit_secs`; exits 0 when every
-    /// copy runs, else prints each copy that does not with its state and the last lines
-    /// of `logs` (its log files) and exits 1.
-    fn watch(&self, program: &str, logs: &[String], limit_secs: u32) -> RemoteCmd;
+    fn restart_all(&self, program: &str, copies: u32) -> RemoteCmd;
+    /// Watches the `copies` copies of a process's `program` that were just (re)started
+    /// until none is still starting (a copy counts as running once it stayed up
+    /// `settle_secs`); exits 0 when every copy runs, else prints each copy that does
+    /// not with its state and the last lines of its log (`log_dir` as in
+    /// [`Self::read_log`]) and exits 1.
+    fn watch(&self, log_dir: &str, program: &str, copies: u32, settle_secs: u32) -> RemoteCmd;
     /// Prints the programs whose files say they belong to `app` (deploy's header), one a
     /// line: slots, processes, and processes the inventory no longer names.
     fn app_programs(&self, app: &str) -> RemoteCmd;
@@ -95,6 +109,26 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     /// describes, in its order.  What describes none (an error
     /// about a program that does not exist, a process manager that is down) is left out.
     fn parse_status(&self, output: &str) -> Vec<ProgramStatus>;
+}
+
+/// A log-reading command and how to tell its copies' lines apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRead {
+    pub cmd: RemoteCmd,
+    pub copies: CopyMarks,
+}
+
+/// How the output of a [`LogRead`] says which copy a line is from (its index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyMarks {
+    /// One program, no copies.
+    None,
+    /// `tail`'s `==> FILE <==` headers before each file's lines: these files, in copy
+    /// order.
+    TailHeaders(Vec<String>),
+    /// Each line carries its copy's identifier as `IDENT[pid]:` (the journal's
+    /// `short-iso` output): these identifiers, in copy order.
+    Idents(Vec<String>),
 }
 
 /// The state of one program, or of one copy of a process's program.
@@ -152,5 +186,6 @@ pub fn status_of<'a>(
 pub fn for_kind(kind: Kind) -> Arc<dyn ProcessManager> {
     match kind {
         Kind::Supervisord => Arc::new(Supervisord),
+        Kind::Systemd => Arc::new(Systemd),
     }
 }

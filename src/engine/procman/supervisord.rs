@@ -3,7 +3,7 @@
 //! `sudo -n supervisorctl`, and its status (`supervisorctl status` lines or its XML-RPC
 //! answer) read into [`ProgramStatus`].
 
-use super::{ProcessManager, ProgramState, ProgramStatus};
+use super::{CopyMarks, LogRead, ProcessManager, ProgramState, ProgramStatus};
 use crate::commands::RemoteCmd;
 use crate::shell::quote;
 
@@ -21,6 +21,17 @@ const CONF_D: &str = "/etc/supervisor/conf.d";
 impl Supervisord {
     fn conf_path_of(&self, program: &str) -> String {
         format!("{CONF_D}/{program}.conf")
+    }
+
+    /// A slot's log is `<log_dir>/<program>.log`; the copies of a process (`numprocs`)
+    /// each have `<program>-<n>.log`, n from 0 (the templates' `stdout_logfile`).
+    pub fn log_files(&self, log_dir: &str, program: &str, copies: Option<u32>) -> Vec<String> {
+        match copies {
+            None => vec![format!("{log_dir}/{program}.log")],
+            Some(n) => (0..n)
+                .map(|i| format!("{log_dir}/{program}-{i}.log"))
+                .collect(),
+        }
     }
 }
 
@@ -45,22 +56,43 @@ impl ProcessManager for Supervisord {
         self.conf_path_of(&self.program(app, slot))
     }
 
-    /// A slot's log is `<log_dir>/<program>.log`; the copies of a process (`numprocs`)
-    /// each have `<program>-<n>.log`, n from 0 (the templates' `stdout_logfile`).
-    fn log_files(&self, log_dir: &str, program: &str, copies: Option<u32>) -> Vec<String> {
-        match copies {
-            None => vec![format!("{log_dir}/{program}.log")],
-            Some(n) => (0..n)
-                .map(|i| format!("{log_dir}/{program}-{i}.log"))
-                .collect(),
-        }
+    /// `sudo -n tail` of its log files (`-F` to follow, across rotation): the copies'
+    /// lines told apart by `tail`'s headers.
+    fn read_log(
+        &self,
+        log_dir: &str,
+        program: &str,
+        copies: Option<u32>,
+        lines: u32,
+        follow: bool,
+    ) -> LogRead {
+        let files = self.log_files(log_dir, program, copies);
+        let cmd = if follow {
+            crate::app_logs::tail_follow(&files, lines)
+        } else {
+            crate::app_logs::tail_lines(&files, lines)
+        };
+        let copies = if files.len() < 2 {
+            CopyMarks::None
+        } else {
+            CopyMarks::TailHeaders(files)
+        };
+        LogRead { cmd, copies }
+    }
+
+    /// Written beside, then renamed over the old file (as root).
+    fn write_file(&self, path: &str, contents: Vec<u8>) -> RemoteCmd {
+        crate::commands::write_file(path, "0644", true, contents)
     }
 
     /// Polls `supervisorctl status '<program>:*'` once a second while a copy is
     /// `STARTING` (supervisord moves it to `RUNNING` after the file's `startsecs`, the
     /// settle time; one that exits sooner goes `BACKOFF`, then `FATAL`).  On failure:
     /// the last 20 lines of each log, then the copies that do not run (stderr).
-    fn watch(&self, program: &str, logs: &[String], limit_secs: u32) -> RemoteCmd {
+    /// Waits at most twice the settle time plus 10 s for copies still starting.
+    fn watch(&self, log_dir: &str, program: &str, copies: u32, settle_secs: u32) -> RemoteCmd {
+        let logs = self.log_files(log_dir, program, Some(copies));
+        let limit_secs = settle_secs * 2 + 10;
         let script = format!(
             "n=0; while :; do s=$(supervisorctl status {g} 2>&1); \
              case \"$(printf '%s\\n' \"$s\" | awk '{{print $2}}')\" in *STARTING*) ;; *) break;; esac; \
@@ -70,7 +102,7 @@ impl ProcessManager for Supervisord {
              for f in {logs}; do [ -f \"$f\" ] && {{ echo \"last lines of $f:\"; tail -n 20 \"$f\"; }}; done >&2; \
              printf '%s\\n' \"$bad\" | sed 's/^/not running: /' >&2; exit 1",
             g = group(program),
-            logs = crate::shell::join(logs),
+            logs = crate::shell::join(&logs),
         );
         RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
     }
@@ -121,7 +153,9 @@ impl ProcessManager for Supervisord {
     /// runs what its config says now: `update` (which rereads the files itself), then
     /// stop and start through supervisord's socket (one Python start instead of four);
     /// `supervisorctl` for each where the socket is elsewhere.
-    fn start_fresh(&self, program: &str) -> RemoteCmd {
+    /// `startProcess` with `wait` returns once the program is `RUNNING`: it stayed up
+    /// its file's `startsecs` (the settle time, rendered into the file).
+    fn start_fresh(&self, program: &str, _settle_secs: u32) -> RemoteCmd {
         let q = quote(program);
         let fast = format!(
             "supervisorctl update {q} >/dev/null && {{ {stop} >/dev/null; r=$({start}); \
@@ -195,7 +229,8 @@ impl ProcessManager for Supervisord {
 
     /// `update` stops and restarts a group whose config changed (gracefully: TERM, then
     /// `stopwaitsecs`) and adds a new one; `start` then starts copies that were stopped.
-    fn apply(&self, program: &str) -> RemoteCmd {
+    /// `numprocs` in the file says how many copies; `update` sees whether it changed.
+    fn apply(&self, program: &str, _copies: u32, _changed: bool) -> RemoteCmd {
         RemoteCmd::new(format!(
             "sudo -n supervisorctl update {p} && {{ sudo -n supervisorctl start {g} >/dev/null 2>&1 || true; }}",
             p = quote(program),
@@ -203,7 +238,7 @@ impl ProcessManager for Supervisord {
         ))
     }
 
-    fn restart_all(&self, program: &str) -> RemoteCmd {
+    fn restart_all(&self, program: &str, _copies: u32) -> RemoteCmd {
         RemoteCmd::new(format!("sudo -n supervisorctl restart {}", group(program)))
     }
 
@@ -214,6 +249,12 @@ impl ProcessManager for Supervisord {
     /// `autostart=false`, and the host's file is compared with it through
     /// [`ProcessManager::slot_file_as_rendered`], so a slot file is never rewritten (nor
     /// its program reloaded) for its boot flag alone.  Nothing to do without the file.
+    /// Known cost: supervisord's loaded config of the live slot now differs from its
+    /// file, so an administrator's bare `supervisorctl update` (or `reread` + `update`)
+    /// restarts the live slot (a short outage); deploy itself only ever updates the
+    /// program it is about to start.  The alternative that avoids it (one static
+    /// `autostart=true` program per app that starts the slot the live pointer names at
+    /// boot) needs the facts and `status` to know that program; not done.
     fn at_boot(&self, program: &str, on: bool) -> RemoteCmd {
         let script = format!(
             "f={}; [ ! -f \"$f\" ] || sed -i 's/^autostart=.*$/autostart={on}/' \"$f\"",

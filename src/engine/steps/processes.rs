@@ -16,7 +16,6 @@
 //! reported `changed`.
 
 use super::{Decided, View};
-use crate::commands as cmd;
 use crate::facts::Facts;
 use crate::ops::{Action, Decision, Op, Report};
 use crate::render::diff;
@@ -41,19 +40,19 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
         let d = diff(&conf_path, have.conf.as_deref(), want);
         let start = if let Some(d) = &d {
             diffs.push(d.clone());
-            let write = cmd::write_file(&conf_path, "0644", true, want.clone().into_bytes());
+            let write = v.pm.write_file(&conf_path, want.clone().into_bytes());
             actions.push(Op::run(write, format!("writing {program}'s config")).into());
             said.push(format!("{} ({}x) now on {}", p.name, p.count, v.version()));
-            v.pm.apply(&program)
+            v.pm.apply(&program, p.count, true)
         } else if v.plan.spec.restart {
             said.push(format!("{} ({}x) restarted", p.name, p.count));
-            v.pm.restart_all(&program)
+            v.pm.restart_all(&program, p.count)
         } else if have.running < p.count {
             said.push(format!(
                 "{} started ({} of {} were running)",
                 p.name, have.running, p.count
             ));
-            v.pm.apply(&program)
+            v.pm.apply(&program, p.count, false)
         } else {
             continue;
         };
@@ -84,13 +83,11 @@ pub fn decide(v: &View, f: &Facts) -> Decided {
 }
 
 /// Every copy of `program` must run once the settle time has passed: its output (the
-/// copies that do not, their logs' last lines) streamed into the job.  Waits at most
-/// twice the settle time plus 10 s for copies still starting.
+/// copies that do not, their logs' last lines) streamed into the job.
 fn watch(v: &View, program: &str, count: u32) -> Action {
     let settle = v.plan.app.settle_secs;
-    let logs = v.pm.log_files(&v.paths.logs(), program, Some(count));
     Op::Run {
-        cmd: v.pm.watch(program, &logs, settle * 2 + 10),
+        cmd: v.pm.watch(&v.paths.logs(), program, count, settle),
         what: format!("watching {program} for {settle}s"),
         stream: true,
     }

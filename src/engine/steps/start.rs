@@ -120,7 +120,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let said = first("stopped");
     let mut actions = stops;
     if d.is_some() {
-        let write = cmd::write_file(&conf_path, "0644", true, want.clone().into_bytes());
+        let write = v.pm.write_file(&conf_path, want.clone().into_bytes());
         actions.push(Op::run(write, "writing the slot config").into());
     }
     let stop = v.pm.stop(&program);
@@ -129,7 +129,11 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let stale = cmd::RemoteCmd::new(format!("rm -f {}", crate::shell::quote(&socket)));
     actions.push(Op::run(stale, "removing a stale socket").into());
     actions.push(
-        Op::run(v.pm.start_fresh(&program), format!("starting {program}")).or_else(Recovery {
+        Op::run(
+            v.pm.start_fresh(&program, v.plan.app.settle_secs),
+            format!("starting {program}"),
+        )
+        .or_else(Recovery {
             always: vec![Op::run(stop.clone(), "stopping")],
             ..Default::default()
         }),

@@ -132,7 +132,8 @@ impl JobService {
             .map_err(|e| ServiceError::NotFound(e.message))?;
         self.visible_env(p, app, &q.env, &format!("{app}/{} logs", q.env))
             .await?;
-        let (_, all) = inv.hosts_for(a, &q.env)?;
+        let (e, all) = inv.hosts_for(a, &q.env)?;
+        let kind = e.process_manager;
         let hosts = pick_hosts(&all, q.host.as_deref(), &q.env)?;
         let process = q.process.as_deref().unwrap_or(WEB);
         let source = source(a, process)?;
@@ -157,7 +158,7 @@ impl JobService {
             follow: q.follow,
         };
         let cfg = Arc::new(self.jobs.engine_config()?);
-        let pm = crate::procman::for_kind(a.process_manager);
+        let pm = crate::procman::for_kind(kind);
         let (tx, rx) = mpsc::channel(BUFFER);
         tokio::spawn(app_logs::tail(cfg, hosts, pm, spec, tx));
         Ok(LogStream {
