@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 #! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
 #
-#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--srv-tmpfs SIZE] [--rebootable]
+#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--systemd] [--srv-tmpfs SIZE] [--rebootable]
 #                                              start (or restart) testbed NAME with N servers;
 #                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,
 #                                              testbed.json,artifactory.credentials}
 #                                              --vm: the servers are QEMU VMs with systemd as
 #                                              PID 1 (ci/vm/build.sh; "VM servers" below)
+#                                              --systemd: the servers are containers with systemd
+#                                              as PID 1 and the inventory's environment says
+#                                              `process_manager: systemd` ("systemd servers" below)
 #                                              --isolated: the servers get a network of their own,
 #                                              with no route to the index (relay tests)
 #                                              --postgres: also a PostgreSQL 15 container on the
@@ -54,6 +57,23 @@
 # name; QEMU's pid; how to reach it, read by tests/it/support/vm.rs), and QEMU runs as
 # `-name guest=deploy-tb-NAME-webI`: `down` and `gc` kill them by the registry, and `gc`
 # kills any such QEMU of this user that the registry does not name.
+# systemd servers (--systemd, issue 27): the same image, each server container started with
+# /sbin/init (systemd 252) as PID 1 instead of start-server: `--cap-add SYS_ADMIN`, tmpfs
+# /run and /run/lock, the host's /sys/fs/cgroup read-only (cgroup v1 here; systemd mounts
+# its own hierarchy), `container=docker`, `--stop-signal SIGRTMIN+3` (systemd halts at
+# once instead of waiting out docker's 10 s), no --init (systemd reaps).  ssh, nginx and
+# testbed-keys.service (host keys, the deploy user's key from PID 1's AUTHORIZED_KEY:
+# ci/image/start-server keys) come up as units; supervisor's unit is not enabled in the
+# image.  With --rebootable, `docker restart` is a boot of systemd: the enabled units come
+# back, the disabled ones do not.  The deploy user keeps passwordless sudo here as in the
+# other modes (tests that want less replace /etc/sudoers.d/deploy: tests/it/systemd.rs).
+# Why containers and not VMs: this machine has no usable KVM, a VM boots in 1-2 minutes
+# under TCG, a container in seconds; PID 1 is the real systemd, its units, cgroups,
+# journal, enable links and boots are real.  What only the VM mode shows: the kernel is
+# the host's (no kernel boot, no real reboot of a machine: a container restart keeps the
+# host's kernel, page cache and mounts), Docker refuses --privileged here so
+# nothing that needs more than SYS_ADMIN is covered, and a package install on a bastion
+# (the .deb's maintainer scripts on a booted system) is VM-only.
 # `packages` also fetches the pinned uv (static musl build) into ci/.cache/uv/.
 # The index holds the sample apps' wheels (tests/{sample,django,asgi}-app/build_wheels.py)
 # and, as CPython 3.11 manylinux x86_64 wheels, every dependency of theirs, pinned below.
@@ -257,7 +277,8 @@ free_port() { # a loopback port nothing listens on now (docker binds it a moment
 }
 
 up() {
-    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" vm="$7" srv_tmpfs="$8" rebootable="$9"
+    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" vm="$7" srv_tmpfs="$8" rebootable="$9" systemd="${10}"
+    [[ -z "$systemd" || -z "$vm" ]] || die "--systemd and --vm: a VM runs systemd already; pick one"
     local image net snet i c
     [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
     [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
@@ -318,12 +339,18 @@ up() {
         local disk=(-v /srv/apps) ports=(-p 127.0.0.1::22 -p 127.0.0.1::80) boot=() try
         [[ -n "$srv_tmpfs" ]] && disk=(--tmpfs "/srv:size=$srv_tmpfs,mode=0755,exec")
         [[ -n "$rebootable" ]] && boot=(--tmpfs /run:mode=0755)
+        local init=(--init) cmd=()
+        if [[ -n "$systemd" ]]; then
+            init=(--cap-add SYS_ADMIN --tmpfs /run:mode=0755 --tmpfs /run/lock
+                  -v /sys/fs/cgroup:/sys/fs/cgroup:ro -e container=docker --stop-signal SIGRTMIN+3)
+            boot=(); cmd=(/sbin/init)
+        fi
         for try in 1 2 3; do
             # Random host ports change when a container restarts; fixed ones do not.
             [[ -n "$rebootable" ]] && ports=(-p "127.0.0.1:$(free_port):22" -p "127.0.0.1:$(free_port):80")
-            docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
+            docker run -d "${labels[@]}" "${init[@]}" --name "deploy-tb-$name-web$i" --hostname "web$i" \
                 --network "$snet" -e AUTHORIZED_KEY="$pubkey" "${disk[@]}" "${boot[@]}" \
-                "${ports[@]}" "$image" >/dev/null && break
+                "${ports[@]}" "$image" "${cmd[@]}" >/dev/null && break
             # A fixed port taken meanwhile by someone else: again, with others.
             docker rm -f -v "deploy-tb-$name-web$i" >/dev/null 2>&1 || true
             [[ "$try" == 3 ]] && die "could not start deploy-tb-$name-web$i"
@@ -365,7 +392,13 @@ up() {
             json_servers+="${json_servers:+,}{\"name\":\"$h\",\"container\":\"vm:$c\",\"ssh_port\":$ssh_port,\"http_port\":$http_port,\"vm\":$vm_json}"
             continue
         fi
-        wait_for 30 "sshd in $c" sh -c "docker logs $c 2>&1 | grep -q 'Server listening'"
+        if [[ -n "$systemd" ]]; then
+            # One unit per call: `is-active` of several succeeds when any one is active.
+            wait_for 60 "ssh as a unit in $c" docker exec "$c" systemctl is-active --quiet ssh.service
+            wait_for 60 "nginx as a unit in $c" docker exec "$c" systemctl is-active --quiet nginx.service
+        else
+            wait_for 30 "sshd in $c" sh -c "docker logs $c 2>&1 | grep -q 'Server listening'"
+        fi
         local ssh_port http_port fp
         ssh_port="$(port_of "$c" 22)"; http_port="$(port_of "$c" 80)"
         # The host key is read out of band (like a console), so pinning it is an explicit act.
@@ -397,6 +430,7 @@ applications:
       staging:
         groups: [web]
 YAML
+    [[ -z "$systemd" ]] || echo "        process_manager: systemd" >> "$dir/inventory.yml"
     local json_db='"db_container":null,"db_password":null,"db_port":null'
     if [[ -n "$postgres" ]]; then
         wait_for 60 "PostgreSQL in $db" docker exec "$db" pg_isready -q -h 127.0.0.1 -p 5432
@@ -591,15 +625,16 @@ SQL
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
-        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--srv-tmpfs SIZE] [--rebootable]"
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--systemd] [--srv-tmpfs SIZE] [--rebootable]"
         tb_name="$1" tb_n="$2" tb_dir="$3"; shift 3
-        owner="$PPID" isolated="" postgres="" vm="" srv_tmpfs="" rebootable=""
+        owner="$PPID" isolated="" postgres="" vm="" srv_tmpfs="" rebootable="" systemd=""
         while [[ $# -gt 0 ]]; do
             case "$1" in
                 --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
                 --isolated) isolated=1; shift ;;
                 --postgres) postgres=1; shift ;;
                 --vm) vm=1; shift ;;
+                --systemd) systemd=1; shift ;;
                 --srv-tmpfs) srv_tmpfs="${2:?--srv-tmpfs needs a size (64m)}"; shift 2
                     [[ "$srv_tmpfs" =~ ^[0-9]+[kmg]?$ ]] || die "bad --srv-tmpfs size '$srv_tmpfs'" ;;
                 --rebootable) rebootable=1; shift ;;
@@ -607,7 +642,7 @@ case "$cmd" in
             esac
         done
         up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" \
-            "$vm" "$srv_tmpfs" "$rebootable" ;;
+            "$vm" "$srv_tmpfs" "$rebootable" "$systemd" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
     gc) gc "${1:-}"; pg_gc "${1:-}" ;;
     packages) packages; uv_binary ;;
