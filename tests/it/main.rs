@@ -41,6 +41,7 @@ mod rollouts;
 mod schedules;
 mod shared_store;
 mod sign_in;
+mod systemd;
 mod vm;
 mod watch;
 mod wheel_pins;

@@ -29,6 +29,7 @@ pub mod jenkins;
 pub mod load;
 pub mod pg;
 pub mod proxy;
+pub mod reboot;
 pub mod vm;
 
 pub fn root() -> PathBuf {
@@ -186,7 +187,12 @@ impl Testbed {
 
     /// With `isolated`, the servers have no route to the index (relay tests).
     pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
-        Self::up_opts(test, n, if isolated { &["--isolated"] } else { &[] }, std::process::id())
+        Self::up_opts(
+            test,
+            n,
+            if isolated { &["--isolated"] } else { &[] },
+            std::process::id(),
+        )
     }
 
     /// With a PostgreSQL server all servers share (`ci/testbed.sh up --postgres`).
@@ -204,6 +210,15 @@ impl Testbed {
     /// ports, empty `/run` (`ci/testbed.sh up --rebootable`); see [`Testbed::reboot`].
     pub fn up_rebootable(test: &str, n: usize) -> Testbed {
         Self::up_opts(test, n, &["--rebootable"], std::process::id())
+    }
+
+    /// Servers that are containers with systemd as PID 1, the inventory's environment on
+    /// `process_manager: systemd` (`ci/testbed.sh up --systemd`), plus `options`
+    /// (`--postgres`, `--rebootable`).
+    pub fn up_systemd(test: &str, n: usize, options: &[&str]) -> Testbed {
+        let mut all = vec!["--systemd"];
+        all.extend_from_slice(options);
+        Self::up_opts(test, n, &all, std::process::id())
     }
 
     /// `options`: `ci/testbed.sh up`'s (`--vm`: the servers are QEMU VMs, [`vm`]);
@@ -465,6 +480,40 @@ pub fn running_slots(container: &str) -> Vec<String> {
         .filter(|p| p.ends_with("-blue") || p.ends_with("-green"))
         .map(str::to_string)
         .collect();
+    out.sort();
+    out
+}
+
+/// The units of deploy's for `app` that systemd runs (`active`), sorted, as
+/// `deploy-hello-blue.service`, `deploy-hello-worker@0.service`.
+pub fn active_units(container: &str, app: &str) -> Vec<String> {
+    let mut out: Vec<String> = exec(
+        container,
+        &format!(
+            "systemctl list-units --plain --no-legend --state=active 'deploy-{app}-*.service' | cut -d' ' -f1"
+        ),
+    )
+    .lines()
+    .map(str::trim)
+    .filter(|l| !l.is_empty())
+    .map(str::to_string)
+    .collect();
+    out.sort();
+    out
+}
+
+/// The slot units (`deploy-hello-blue.service`) of `app` that start at boot, sorted.
+pub fn enabled_slot_units(container: &str, app: &str) -> Vec<String> {
+    let mut out: Vec<String> = exec(
+        container,
+        &format!(
+            "for s in blue green; do u=deploy-{app}-$s.service; \
+             [ \"$(systemctl is-enabled $u 2>/dev/null)\" = enabled ] && echo $u; done; true"
+        ),
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
     out.sort();
     out
 }
