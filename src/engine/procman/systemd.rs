@@ -104,6 +104,21 @@ done >&2
 printf '%s\n' "$bad" | sed 's/^/not running: /' >&2
 exit 1"#;
 
+/// [`ProcessManager::settled`]'s loop: `$1` quarter seconds at most, `$2` the settle
+/// time in seconds, then the units (patterns allowed).  Never fails.
+const SETTLED: &str = r#"tries=$1 settle=$2; shift 2; n=0
+busy() {
+  case "$(systemctl is-system-running 2>/dev/null)" in initializing|starting) return 0;; esac
+  now=$(awk '{ printf "%d", $1 * 1000000 }' /proc/uptime)
+  systemctl show -p ActiveState -p ActiveEnterTimestampMonotonic -- "$@" 2>/dev/null | awk -F= -v now="$now" -v s="$settle" '
+    $1 == "ActiveState" && ($2 == "activating" || $2 == "deactivating" || $2 == "reloading") { b = 1 }
+    $1 == "ActiveState" { a = $2 }
+    $1 == "ActiveEnterTimestampMonotonic" && a == "active" && $2 > 0 && now - $2 < s * 1000000 { b = 1 }
+    END { exit !b }'
+}
+while busy "$@"; do n=$((n+1)); [ "$n" -ge "$tries" ] && break; sleep 0.25; done
+true"#;
+
 fn settle(units: &[String], secs: u32) -> String {
     let script = SETTLE.replace("LAST", &LAST_LINES.to_string());
     format!("sh -c {} sh {secs} {}", quote(&script), join(units))
@@ -291,6 +306,28 @@ impl ProcessManager for Systemd {
             drop = drop_extra_copies(program, 0),
             unlink = boot_link(&unit, false),
             files = join(&[Self::path(&unit), Self::path(&template)]),
+        ))
+    }
+
+    /// Waits (as the deploy user, no root), a quarter second at a time and at most
+    /// `limit_secs`, while the boot is not done (`is-system-running`: `initializing` or
+    /// `starting`: a boot's start jobs are still queued, ssh answers before the live slot
+    /// is up), while a unit of `programs` (a slot's, or any copy of a process's) is
+    /// `activating`, `deactivating` or `reloading`, or while one became active less than
+    /// the settle time ago (`Type=exec` is active once exec'd, before gunicorn listens).
+    /// The settle time is `limit_secs - 2`: observe passes `settle_secs + 2`, and a unit
+    /// file does not carry it.
+    fn settled(&self, programs: &[String], limit_secs: u32) -> RemoteCmd {
+        let units: Vec<String> = programs
+            .iter()
+            .flat_map(|p| [Self::unit(p), format!("{p}@*.service")])
+            .collect();
+        RemoteCmd::new(format!(
+            "sh -c {} sh {} {} {}",
+            quote(SETTLED),
+            limit_secs.max(1) * 4,
+            limit_secs.saturating_sub(2),
+            join(&units)
         ))
     }
 

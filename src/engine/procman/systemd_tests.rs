@@ -266,3 +266,23 @@ fn the_apps_programs_are_its_unit_files_with_deploys_header() {
     got.sort();
     assert_eq!(got, ["deploy-hello-blue", "deploy-hello-worker"]);
 }
+
+#[test]
+fn settled_waits_as_the_deploy_user_for_the_boot_and_each_units_settle_time() {
+    let c = Systemd.settled(
+        &["deploy-hello-blue".into(), "deploy-hello-worker".into()],
+        5,
+    );
+    assert!(c.line.starts_with("sh -c '"), "{}", c.line);
+    assert!(!c.line.contains("sudo"), "read-only, no root: {}", c.line);
+    assert!(
+        c.line.ends_with(
+            " sh 20 3 deploy-hello-blue.service 'deploy-hello-blue@*.service' \
+             deploy-hello-worker.service 'deploy-hello-worker@*.service'"
+        ),
+        "{}",
+        c.line
+    );
+    assert!(c.line.contains("is-system-running"));
+    assert!(c.line.contains("ActiveEnterTimestampMonotonic"));
+}
