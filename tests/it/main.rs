@@ -42,6 +42,7 @@ mod schedules;
 mod shared_store;
 mod sign_in;
 mod systemd;
+mod systemd_django;
 mod vm;
 mod watch;
 mod wheel_pins;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use support::{Gateway, Testbed, exec, http_get};
 
-const SHOP: &str = "shop.example.test";
+pub(crate) const SHOP: &str = "shop.example.test";
 
 /// The shop (Django) and asgi applications, added to the test bed's inventory.
-fn inventory(tb: &Testbed) -> String {
+pub(crate) fn inventory(tb: &Testbed) -> String {
     let (_, pw) = tb.db.as_ref().unwrap();
     tb.inventory_text()
         + &format!(
@@ -52,7 +52,7 @@ fn inventory(tb: &Testbed) -> String {
         )
 }
 
-fn gateway(tb: &Testbed) -> Gateway {
+pub(crate) fn gateway(tb: &Testbed) -> Gateway {
     let sources = format!(
         "[sources.pypi]\nkind = \"simple\"\nurl = \"http://127.0.0.1:{}/simple/\"\nservers_url = \"http://index:8080/simple/\"\n\
          [applications.hello]\nsource = \"pypi\"\n[applications.shop]\nsource = \"pypi\"\n[applications.asgi]\nsource = \"pypi\"\n{}",
@@ -63,7 +63,7 @@ fn gateway(tb: &Testbed) -> Gateway {
 }
 
 /// Waits until the workers that beat in the last 2 s are `want` copies, all on `release`.
-fn workers_on(tb: &Testbed, release: &str, want: usize) {
+pub(crate) fn workers_on(tb: &Testbed, release: &str, want: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let q = "SELECT release, count(*) FROM shop_heartbeat \
              WHERE beat_at > now() - interval '2 seconds' GROUP BY release ORDER BY release";
@@ -83,7 +83,7 @@ fn workers_on(tb: &Testbed, release: &str, want: usize) {
 
 /// Every host serves `version` of the shop: its page reads the migrated table, and its
 /// static file comes from nginx with a cache header.
-fn shop_serves(tb: &Testbed, version: &str, note: bool) {
+pub(crate) fn shop_serves(tb: &Testbed, version: &str, note: bool) {
     for s in &tb.servers {
         let (status, body) = http_get(s.http_port, SHOP, "/items");
         assert_eq!(status, 200, "{}: {body}", s.name);
@@ -117,7 +117,7 @@ fn shop_serves(tb: &Testbed, version: &str, note: bool) {
     }
 }
 
-fn release(gw: &Gateway, token: &str, app: &str, version: &str) -> support::CliRun {
+pub(crate) fn release(gw: &Gateway, token: &str, app: &str, version: &str) -> support::CliRun {
     gw.run(
         Some(token),
         &["release", app, version, "-e", "staging", "--yes"],

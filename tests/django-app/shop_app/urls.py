@@ -8,4 +8,5 @@ urlpatterns = [
     path("version", views.version),
     path("items", views.items),
     path("log", views.log),
+    path("orders", views.orders),
 ]

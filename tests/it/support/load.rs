@@ -26,6 +26,20 @@ pub struct KeepAliveLoad {
     threads: Vec<std::thread::JoinHandle<Seen>>,
 }
 
+/// The site the clients load: nginx's virtual host, the page they GET, and (every other
+/// request) a JSON POST to `/orders`.
+#[derive(Clone, Copy, Debug)]
+pub struct Site {
+    pub host: &'static str,
+    pub get: &'static str,
+}
+
+/// The sample app (tests/sample-app): `/` and `POST /orders`.
+pub const HELLO: Site = Site {
+    host: HOST,
+    get: "/",
+};
+
 impl KeepAliveLoad {
     /// `per_server` clients on each server's nginx, alternating GET and POST, as fast
     /// as they are answered.
@@ -35,12 +49,22 @@ impl KeepAliveLoad {
 
     /// The same, each client waiting `pause` between requests (less CPU for the rest).
     pub fn paced(servers: &[Server], per_server: usize, pause: Duration) -> KeepAliveLoad {
+        Self::on_site(HELLO, servers, per_server, pause)
+    }
+
+    /// The same on another application's `site`.
+    pub fn on_site(
+        site: Site,
+        servers: &[Server],
+        per_server: usize,
+        pause: Duration,
+    ) -> KeepAliveLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for s in servers {
             for _ in 0..per_server {
                 let (stop, port) = (stop.clone(), s.http_port);
-                threads.push(std::thread::spawn(move || client(port, &stop, pause)));
+                threads.push(std::thread::spawn(move || client(site, port, &stop, pause)));
             }
         }
         KeepAliveLoad { stop, threads }
@@ -60,7 +84,7 @@ impl KeepAliveLoad {
     }
 }
 
-fn client(port: u16, stop: &AtomicBool, pause: Duration) -> Seen {
+fn client(site: Site, port: u16, stop: &AtomicBool, pause: Duration) -> Seen {
     let mut seen = Seen::default();
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut conn: Option<BufReader<TcpStream>> = None;
@@ -88,7 +112,7 @@ fn client(port: u16, stop: &AtomicBool, pause: Duration) -> Seen {
         }
         let post = i.is_multiple_of(2);
         seen.sent += 1;
-        let r = request(conn.as_mut().unwrap(), post, i);
+        let r = request(site, conn.as_mut().unwrap(), post, i);
         match r {
             Ok((200, false)) => {}
             // nginx ends a connection after `keepalive_requests`, saying so: not a failure.
@@ -109,15 +133,21 @@ fn client(port: u16, stop: &AtomicBool, pause: Duration) -> Seen {
 
 /// One request on a kept-alive connection; the response is read whole (Content-Length
 /// or chunked), so the connection can carry the next one.
-fn request(c: &mut BufReader<TcpStream>, post: bool, i: u64) -> std::io::Result<(u16, bool)> {
+fn request(
+    site: Site,
+    c: &mut BufReader<TcpStream>,
+    post: bool,
+    i: u64,
+) -> std::io::Result<(u16, bool)> {
+    let (host, get) = (site.host, site.get);
     let req = if post {
         let body = format!("{{\"order\": {i}}}");
         format!(
-            "POST /orders HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /orders HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
     } else {
-        format!("GET / HTTP/1.1\r\nHost: {HOST}\r\n\r\n")
+        format!("GET {get} HTTP/1.1\r\nHost: {host}\r\n\r\n")
     };
     c.get_mut().write_all(req.as_bytes())?;
     let mut line = String::new();

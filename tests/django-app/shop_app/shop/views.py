@@ -1,6 +1,7 @@
 import logging
 
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseNotAllowed
+from django.views.decorators.csrf import csrf_exempt
 
 from shop_app._version import SCHEMA, VERSION
 from shop_app.shop.models import Item
@@ -30,6 +31,13 @@ def items(request):
     for item in Item.objects.order_by("id"):
         lines.append(f"{item.id} {item.name}" + (f" note={item.note}" if SCHEMA >= 2 else ""))
     return text("\n".join(lines) + "\n")
+
+
+@csrf_exempt
+def orders(request):  # POST /orders: an API call, as the load tests send them
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    return text(f"order of {len(request.body)} bytes taken by {VERSION}\n")
 
 
 def log(request):  # /log?msg=...: one INFO line on stdout, for the log streaming tests
