@@ -10,6 +10,7 @@ mod artifacts;
 mod bad_input;
 mod boundaries;
 mod build_jobs;
+mod check_config;
 mod contracts;
 mod converge;
 mod cron;
