@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 #! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
 #
-#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres]
+#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm]
 #                                              start (or restart) testbed NAME with N servers;
 #                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,
 #                                              testbed.json,artifactory.credentials}
+#                                              --vm: the servers are QEMU VMs with systemd as
+#                                              PID 1 (ci/vm/build.sh; "VM servers" below)
 #                                              --isolated: the servers get a network of their own,
 #                                              with no route to the index (relay tests)
 #                                              --postgres: also a PostgreSQL 15 container on the
@@ -25,6 +27,26 @@
 # 127.0.0.1 only (random host ports).  Servers reach the index as http://index:8080/
 # (pypiserver) and http://index:8081/artifactory/ (ci/artifactory_stub.py: Artifactory's
 # PyPI API and authentication over the same wheels, with fresh random credentials).
+# testbed.json's servers_index_url, servers_artifactory_url and servers_db (host:port, or
+# null) say how the servers reach those (the inventory's index_url is the first).
+#
+# VM servers (--vm, issue 27): the index (and db) containers as above, and per server a
+# QEMU process (-daemonize) booting ci/vm/build.sh's kernel and image on a qcow2 overlay
+# DIR/webI.qcow2, with KVM (-cpu host) when /dev/kvm opens and the CPU has vmx/svm, else
+# TCG emulation (DEPLOY_VM_ACCEL=kvm|tcg forces one; kvm without /dev/kvm fails).  User-mode networking:
+# ssh and http forwarded from random free ports of 127.0.0.1 (QEMU binds port 0; the ports
+# are read back from its monitor); guests reach the host's loopback as 10.0.2.2, so the
+# index is http://10.0.2.2:<its published port>/simple/ (the stub and the db likewise);
+# --isolated is restrict=on: the guests reach nothing.  The deploy user's key and a host
+# key made here go in through QEMU's fw_cfg (ci/vm/vm-keys), so known_hosts is written
+# before the VM answers; `up` waits until sshd lets the deploy user in (60 s with KVM,
+# 300 s with TCG).  Per VM in DIR: webI.qmp (the QMP socket: ci/vm/qmp.py DIR/webI.qmp
+# system_reset), webI.console.log (the serial console), webI.qemu.log, webI.hostkey;
+# DIR/ssh_known_hosts is OpenSSH's file of the same keys.  VM processes are registered in
+# $HOME/.cache/deploy/vm/run/deploy-tb-NAME-webI.{owner,pid,json} (owner pid and testbed
+# name; QEMU's pid; how to reach it, read by tests/it/support/vm.rs), and QEMU runs as
+# `-name guest=deploy-tb-NAME-webI`: `down` and `gc` kill them by the registry, and `gc`
+# kills any such QEMU of this user that the registry does not name.
 # `packages` also fetches the pinned uv (static musl build) into ci/.cache/uv/.
 # The index holds the sample apps' wheels (tests/{sample,django,asgi}-app/build_wheels.py)
 # and, as CPython 3.11 manylinux x86_64 wheels, every dependency of theirs, pinned below.
@@ -89,12 +111,130 @@ gc() { # tests run in parallel: a container or network may vanish (its owner's `
         pid="$(docker network inspect -f '{{index .Labels "deploy.testbed.owner"}}' "$c" 2>/dev/null)" || continue
         if [[ "$all" == "--all" ]] || ! kill -0 "$pid" 2>/dev/null; then docker network rm "$c" >/dev/null 2>&1 || true; fi
     done
+    vm_gc "$all"
 }
 
 down() {
     local name="$1"
     docker ps -aq --filter "label=deploy.testbed=$name" | xargs -r docker rm -f -v >/dev/null
     docker network ls -q --filter "label=deploy.testbed=$name" | xargs -r docker network rm >/dev/null 2>&1 || true
+    vm_down "$name"
+}
+
+# ---- VM servers (--vm) ---------------------------------------------------------------------
+vm_run="$HOME/.cache/deploy/vm/run"
+
+# kvm or tcg: DEPLOY_VM_ACCEL, else kvm when /dev/kvm opens read-write and the CPU has
+# hardware virtualisation (vmx or svm).  The second test is not redundant: a /dev/kvm that
+# opens can be PVM's (this machine: `kvm-pvm` in dmesg, no vmx/svm in /proc/cpuinfo), a
+# KVM for nested guests that runs only PVM-enabled guest kernels; Debian's kernel hangs there
+# before its first console line, so such a host gets TCG.
+vm_accel() {
+    local want="${DEPLOY_VM_ACCEL:-auto}" kvm=""
+    if (exec 3<>/dev/kvm) 2>/dev/null && grep -qw -e vmx -e svm /proc/cpuinfo; then kvm=1; fi
+    case "$want" in
+        auto) if [[ -n "$kvm" ]]; then echo kvm; else echo tcg; fi ;;
+        kvm) (exec 3<>/dev/kvm) 2>/dev/null || die "DEPLOY_VM_ACCEL=kvm but /dev/kvm does not open"; echo kvm ;;
+        tcg) echo tcg ;;
+        *) die "DEPLOY_VM_ACCEL=$want: expected kvm, tcg or auto" ;;
+    esac
+}
+
+vm_alive() { # vm_alive PID: the process runs (a zombie, dead but not yet reaped, does not)
+    local state
+    state="$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" && [[ -n "$state" && "$state" != Z ]]
+}
+
+vm_kill() { # vm_kill VM: stops its QEMU (only if that pid still runs it) and unregisters it
+    local vm="$1" pid="" i
+    pid="$(cat "$vm_run/$vm.pid" 2>/dev/null)" || true
+    if [[ -n "$pid" ]] && tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -q -- "guest=$vm,"; then
+        kill "$pid" 2>/dev/null || true
+        for i in $(seq 1 50); do vm_alive "$pid" || break; sleep 0.1; done
+        if vm_alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+    fi
+    rm -f "$vm_run/$vm".{owner,pid,json}
+}
+
+vm_gc() { # VMs of dead owners (or all); QEMUs of this user named deploy-tb-* that no entry names
+    local all="${1:-}" f vm owner tb p cmd
+    for f in "$vm_run"/*.owner; do
+        [[ -e "$f" ]] || continue
+        vm="$(basename "$f" .owner)"; owner=""; read -r owner tb < "$f" || true
+        if [[ "$all" == "--all" ]] || [[ -z "$owner" ]] || ! kill -0 "$owner" 2>/dev/null; then vm_kill "$vm"; fi
+    done
+    for p in /proc/[0-9]*; do
+        [[ -O "$p" ]] || continue
+        cmd="$(tr '\0' ' ' 2>/dev/null < "$p/cmdline")" || continue
+        [[ "$cmd" == *"-name guest=deploy-tb-"* ]] || continue
+        vm="${cmd#*-name guest=}"; vm="${vm%%,*}"
+        [[ -e "$vm_run/$vm.owner" ]] || kill -9 "${p#/proc/}" 2>/dev/null || true
+    done
+}
+
+vm_down() { # the VMs of testbed NAME
+    local name="$1" f owner tb
+    for f in "$vm_run"/*.owner; do
+        [[ -e "$f" ]] || continue
+        tb=""; read -r owner tb < "$f" || true
+        if [[ "$tb" == "$name" ]]; then vm_kill "$(basename "$f" .owner)"; fi
+    done
+}
+
+vm_start() { # vm_start NAME I DIR OWNER ISOLATED IMAGE_DIR ACCEL: boots webI (does not wait)
+    local name="$1" i="$2" dir="$3" owner="$4" isolated="$5" img="$6" accel="$7"
+    local vm="deploy-tb-$name-web$i" host="web$i" net accel_args
+    [[ ${#dir} -le 90 ]] || die "DIR is too long for a QMP socket path (${#dir} > 90 characters): $dir"
+    rm -f "$dir/$host".{qcow2,hostkey,hostkey.pub,qmp,console.log,qemu.log}
+    ssh-keygen -q -t ed25519 -N '' -C "$vm" -f "$dir/$host.hostkey"
+    qemu-img create -q -f qcow2 -F qcow2 -b "$img/disk.qcow2" "$dir/$host.qcow2"
+    net="user,id=n0,hostname=$host,hostfwd=tcp:127.0.0.1:0-:22,hostfwd=tcp:127.0.0.1:0-:80"
+    [[ -z "$isolated" ]] || net+=",restrict=on"
+    # -arch-capabilities: QEMU 7.2 under nested KVM (this machine is itself a VM) aborts
+    # setting that MSR with plain `-cpu host`; the guest then only assumes more CPU bugs.
+    if [[ "$accel" == kvm ]]; then accel_args=(-accel kvm -cpu host,-arch-capabilities); else accel_args=(-accel tcg,tb-size=256); fi
+    mkdir -p "$vm_run"
+    echo "$owner $name" > "$vm_run/$vm.owner" # before QEMU starts: gc always knows its owner
+    qemu-system-x86_64 -name "guest=$vm,process=$vm" -nodefaults -no-user-config -display none \
+        -machine pc "${accel_args[@]}" -smp 1 -m 768 \
+        -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
+        -append "$(cat "$img/cmdline") systemd.hostname=$host" \
+        -drive "file=$dir/$host.qcow2,if=virtio,format=qcow2" \
+        -netdev "$net" -device virtio-net-pci,netdev=n0 -device virtio-rng-pci \
+        -fw_cfg "name=opt/deploy/authorized_keys,file=$dir/id_ed25519.pub" \
+        -fw_cfg "name=opt/deploy/ssh_host_ed25519_key,file=$dir/$host.hostkey" \
+        -serial "file:$dir/$host.console.log" -qmp "unix:$dir/$host.qmp,server=on,wait=off" \
+        -pidfile "$vm_run/$vm.pid" -daemonize </dev/null >"$dir/$host.qemu.log" 2>&1 ||
+        die "QEMU did not start $vm: $(cat "$dir/$host.qemu.log")"
+}
+
+vm_port() { # vm_port QMP GUEST_PORT: the loopback port QEMU forwards to the guest's port
+    "$root/ci/vm/qmp.py" "$1" hmp "info usernet" |
+        awk -v p="$2" '$1 ~ /HOST_FORWARD/ && $6 == p { print $4; exit }'
+}
+
+vm_fail() { # vm_fail DIR HOST MESSAGE: dies with the end of the VM's console
+    echo "--- last lines of $1/$2.console.log:" >&2
+    tail -n 30 "$1/$2.console.log" >&2 2>/dev/null || true
+    cat "$1/$2.qemu.log" >&2 2>/dev/null || true
+    if [[ ! -s "$1/$2.console.log" ]]; then
+        echo "(the console is empty: the kernel never started; a KVM that cannot run it? DEPLOY_VM_ACCEL=tcg)" >&2
+    fi
+    die "$3"
+}
+
+vm_wait_ssh() { # vm_wait_ssh DIR HOST PORT PID SECONDS: until the deploy user gets in
+    local dir="$1" host="$2" port="$3" pid="$4" limit="$5" t0=$SECONDS
+    while :; do
+        vm_alive "$pid" || vm_fail "$dir" "$host" "the QEMU of $host (pid $pid) exited"
+        if ssh -q -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=yes \
+            -o UserKnownHostsFile="$dir/ssh_known_hosts" -o GlobalKnownHostsFile=/dev/null \
+            -i "$dir/id_ed25519" -p "$port" deploy@127.0.0.1 true </dev/null 2>/dev/null; then
+            return 0
+        fi
+        ((SECONDS - t0 < limit)) || vm_fail "$dir" "$host" "$host did not let the deploy user in over ssh within $limit s"
+        sleep 1
+    done
 }
 
 port_of() { docker port "$1" "$2" | head -1 | sed 's/.*://'; }
@@ -106,11 +246,19 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
 }
 
 up() {
-    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" image net snet i c
+    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" vm="$7" image net snet i c
     [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
     [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
     image="$("$root/ci/image/build.sh" --print-tag)"
     docker image inspect "$image" >/dev/null 2>&1 || die "image $image is missing: run ci/image/build.sh"
+    local vm_img="" accel="" via="index" db_via="db:5432"
+    if [[ -n "$vm" ]]; then
+        command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing: apt-get install qemu-system-x86 qemu-utils"
+        vm_img="$("$root/ci/vm/build.sh" --print-path)"
+        [[ -f "$vm_img/.done" ]] || die "the VM image $vm_img is missing: run ci/vm/build.sh"
+        accel="$(vm_accel)"
+        via="10.0.2.2"
+    fi
     gc; down "$name"; packages; uv_binary
     mkdir -p "$dir"
     [[ -f "$dir/id_ed25519" ]] || ssh-keygen -q -t ed25519 -N '' -C "deploy-testbed-$name" -f "$dir/id_ed25519"
@@ -146,8 +294,9 @@ up() {
     docker cp "$dir/artifactory.credentials" "$c:/stub/credentials" >/dev/null
     docker exec -d "$c" python3 /stub/artifactory_stub.py --port 8081 --packages /packages \
         --repo pypi-local --credentials /stub/credentials --log /stub/access.log
-    local pubkey; pubkey="$(cat "$dir/id_ed25519.pub")"
+    local pubkey; pubkey="$(cat "$dir/id_ed25519.pub")" vm_t0=$SECONDS
     for i in $(seq 1 "$n"); do
+        if [[ -n "$vm" ]]; then vm_start "$name" "$i" "$dir" "$owner" "$isolated" "$vm_img" "$accel"; continue; fi
         # /srv/apps on a volume (the host's filesystem), as on a real server: the
         # engine's live pointer relies on rename(2) being atomic, which the container
         # root's fuse-overlayfs (this machine's storage driver) does not guarantee to
@@ -157,10 +306,14 @@ up() {
             -p 127.0.0.1::22 -p 127.0.0.1::80 "$image" >/dev/null
     done
     local index_port art_port; index_port="$(port_of "$c" 8080)"; art_port="$(port_of "$c" 8081)"
+    local index_url="http://index:8080/simple/" art_url="http://index:8081/artifactory/"
+    if [[ -n "$vm" ]]; then
+        index_url="http://$via:$index_port/simple/"; art_url="http://$via:$art_port/artifactory/"
+    fi
     wait_for 30 "the index" curl -fsS "http://127.0.0.1:$index_port/simple/"
     wait_for 30 "the Artifactory stub" curl -fsS "http://127.0.0.1:$art_port/artifactory/api/system/ping"
 
-    : > "$dir/known_hosts"
+    : > "$dir/known_hosts"; : > "$dir/ssh_known_hosts"
     {
         echo "# Written by ci/testbed.sh for testbed '$name'."
         echo "hosts:"
@@ -168,6 +321,26 @@ up() {
     local json_servers=""
     for i in $(seq 1 "$n"); do
         c="deploy-tb-$name-web$i"
+        if [[ -n "$vm" ]]; then
+            local h="web$i" qmp="$dir/web$i.qmp" pid ssh_port http_port limit=60
+            [[ "$accel" == kvm ]] || limit=300
+            pid="$(cat "$vm_run/$c.pid")"
+            ssh_port="$(vm_port "$qmp" 22)"; http_port="$(vm_port "$qmp" 80)"
+            [[ -n "$ssh_port" && -n "$http_port" ]] || vm_fail "$dir" "$h" "no forwarded ports for $h in QEMU's monitor"
+            # The host key was made here and handed over (fw_cfg): pinned before the VM answers.
+            echo "[127.0.0.1]:$ssh_port $(ssh-keygen -lf "$dir/$h.hostkey.pub" | awk '{print $2}')" >> "$dir/known_hosts"
+            echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$dir/$h.hostkey.pub")" >> "$dir/ssh_known_hosts"
+            vm_wait_ssh "$dir" "$h" "$ssh_port" "$pid" "$limit"
+            echo "testbed: $h ($c, $accel) let the deploy user in over ssh $((SECONDS - vm_t0)) s after QEMU started" >&2
+            printf '  %s:\n    address: 127.0.0.1\n    port: %s\n    user: deploy\n    groups: [web]\n' \
+                "$h" "$ssh_port" >> "$dir/inventory.yml"
+            local vm_json
+            vm_json="{\"qmp\":\"$qmp\",\"pid\":$pid,\"accel\":\"$accel\",\"console\":\"$dir/$h.console.log\",\"ssh_known_hosts\":\"$dir/ssh_known_hosts\",\"key\":\"$dir/id_ed25519\"}"
+            printf '{"name":"%s","testbed":"%s","ssh_port":%s,"http_port":%s,"vm":%s}\n' \
+                "$h" "$name" "$ssh_port" "$http_port" "$vm_json" > "$vm_run/$c.json"
+            json_servers+="${json_servers:+,}{\"name\":\"$h\",\"container\":\"vm:$c\",\"ssh_port\":$ssh_port,\"http_port\":$http_port,\"vm\":$vm_json}"
+            continue
+        fi
         wait_for 30 "sshd in $c" sh -c "docker logs $c 2>&1 | grep -q 'Server listening'"
         local ssh_port http_port fp
         ssh_port="$(port_of "$c" 22)"; http_port="$(port_of "$c" 80)"
@@ -186,7 +359,7 @@ up() {
 applications:
   hello:
     package: hello-app
-    index_url: http://index:8080/simple/
+    index_url: $index_url
     wsgi: hello_app:app
     installer: uv
     port: 8000
@@ -209,7 +382,12 @@ YAML
                 psql -X -q -h 127.0.0.1 -p "$db_port" -U shop -d shop -c 'select 1'
         fi
         json_db="\"db_container\":\"$db\",\"db_password\":\"$db_password\",\"db_port\":$db_port"
+        [[ -z "$vm" ]] || db_via="$via:$db_port"
+        json_db+=",\"servers_db\":\"$db_via\""
+    else
+        json_db+=',"servers_db":null'
     fi
+    json_db+=",\"servers_index_url\":\"$index_url\",\"servers_artifactory_url\":\"$art_url\",\"vm\":$([[ -n "$vm" ]] && echo true || echo false)"
     printf '{"name":"%s","network":"%s","index_container":"%s","index_port":%s,"artifactory_port":%s,"uv_binary":"%s","key":"%s",%s,"servers":[%s]}\n' \
         "$name" "$snet" "deploy-tb-$name-index" "$index_port" "$art_port" "$cache/uv/uv" "$dir/id_ed25519" "$json_db" "$json_servers" > "$dir/testbed.json"
 }
@@ -389,18 +567,19 @@ SQL
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
-        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres]"
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm]"
         tb_name="$1" tb_n="$2" tb_dir="$3"; shift 3
-        owner="$PPID" isolated="" postgres=""
+        owner="$PPID" isolated="" postgres="" vm=""
         while [[ $# -gt 0 ]]; do
             case "$1" in
                 --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
                 --isolated) isolated=1; shift ;;
                 --postgres) postgres=1; shift ;;
+                --vm) vm=1; shift ;;
                 *) die "unknown option $1" ;;
             esac
         done
-        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" ;;
+        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" "$vm" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
     gc) gc "${1:-}"; pg_gc "${1:-}" ;;
     packages) packages; uv_binary ;;

@@ -40,5 +40,6 @@ mod rollouts;
 mod schedules;
 mod shared_store;
 mod sign_in;
+mod vm;
 mod watch;
 mod wheel_pins;

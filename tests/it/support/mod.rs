@@ -1,5 +1,5 @@
-//! Test support: a testbed of real servers (Docker containers made by `ci/testbed.sh`)
-//! and helpers to deploy to them with the engine and to look at them from outside; the
+//! Test support: a testbed of real servers (Docker containers made by `ci/testbed.sh`, or
+//! QEMU VMs with systemd as PID 1: [`vm`]) and helpers to deploy to them with the engine and to look at them from outside; the
 //! gateway as a real process or as in-process state, on the store `DEPLOY_TEST_STORE`
 //! names (SQLite, or PostgreSQL through [`pg`]).
 //!
@@ -29,6 +29,7 @@ pub mod jenkins;
 pub mod load;
 pub mod pg;
 pub mod proxy;
+pub mod vm;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,6 +120,10 @@ pub struct Server {
     pub container: String,
     pub ssh_port: u16,
     pub http_port: u16,
+    /// A VM server's QEMU (its `container` is then `vm:deploy-tb-NAME-webI`); None for a
+    /// container.
+    #[serde(default)]
+    pub vm: Option<vm::Vm>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -133,6 +138,10 @@ struct Json {
     db_container: Option<String>,
     #[serde(default)]
     db_password: Option<String>,
+    servers_index_url: String,
+    servers_artifactory_url: String,
+    #[serde(default)]
+    servers_db: Option<String>,
 }
 
 pub struct Testbed {
@@ -149,6 +158,12 @@ pub struct Testbed {
     /// With [`Testbed::up_with_db`]: the PostgreSQL container (alias `db` on the servers'
     /// network; role and database `shop`) and the role's password.
     pub db: Option<(String, String)>,
+    /// How the servers reach the pypiserver (the inventory's `index_url`), the Artifactory
+    /// stub and the database (`host:port`): `index`/`db` on the containers' network,
+    /// `10.0.2.2:<published port>` from VMs.
+    pub servers_index_url: String,
+    pub servers_artifactory_url: String,
+    pub servers_db: Option<String>,
 }
 
 fn require_docker() {
@@ -171,24 +186,37 @@ impl Testbed {
 
     /// With `isolated`, the servers have no route to the index (relay tests).
     pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
-        Self::up_opts(test, n, isolated, false)
+        Self::up_opts(test, n, isolated, false, false, std::process::id())
     }
 
     /// With a PostgreSQL server all servers share (`ci/testbed.sh up --postgres`).
     pub fn up_with_db(test: &str, n: usize) -> Testbed {
-        Self::up_opts(test, n, false, true)
+        Self::up_opts(test, n, false, true, false, std::process::id())
     }
 
-    fn up_opts(test: &str, n: usize, isolated: bool, postgres: bool) -> Testbed {
+    /// `vm`: the servers are QEMU VMs ([`vm`]); `owner`: the process whose death lets
+    /// `ci/testbed.sh gc` remove the bed (this process, unless a test says otherwise).
+    fn up_opts(
+        test: &str,
+        n: usize,
+        isolated: bool,
+        postgres: bool,
+        vm: bool,
+        owner: u32,
+    ) -> Testbed {
         require_docker();
+        if vm {
+            vm::require_qemu();
+        }
         let name = format!("{}-{}", test.replace('_', "-"), std::process::id());
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(root().join("ci/testbed.sh"))
             .args(["up", &name, &n.to_string()])
             .arg(dir.path())
-            .args(["--owner", &std::process::id().to_string()])
+            .args(["--owner", &owner.to_string()])
             .args(if isolated { &["--isolated"][..] } else { &[] })
             .args(if postgres { &["--postgres"][..] } else { &[] })
+            .args(if vm { &["--vm"][..] } else { &[] })
             .output()
             .unwrap();
         assert!(
@@ -210,6 +238,9 @@ impl Testbed {
             uv_binary: j.uv_binary,
             servers: j.servers,
             db: j.db_container.zip(j.db_password),
+            servers_index_url: j.servers_index_url,
+            servers_artifactory_url: j.servers_artifactory_url,
+            servers_db: j.servers_db,
         }
     }
 
@@ -381,8 +412,12 @@ impl Deployed {
     }
 }
 
-/// `docker exec CONTAINER sh -c SCRIPT`, returning stdout (panics on failure).
+/// `docker exec CONTAINER sh -c SCRIPT`, returning stdout (panics on failure). For a VM
+/// server (`vm:deploy-tb-NAME-webI`), the script runs as root over ssh ([`vm::exec`]).
 pub fn exec(container: &str, script: &str) -> String {
+    if let Some(vm) = container.strip_prefix("vm:") {
+        return vm::exec(vm, script);
+    }
     let out = Command::new("docker")
         .args(["exec", container, "sh", "-c", script])
         .output()
@@ -607,8 +642,8 @@ impl Gateway {
                 tb.path("id_ed25519"),
                 sources.map(str::to_string).unwrap_or(format!(
                     "[sources.pypi]\nkind = \"simple\"\nurl = \"http://127.0.0.1:{}/simple/\"\n\
-                     servers_url = \"http://index:8080/simple/\"\n[applications.hello]\nsource = \"pypi\"\n",
-                    tb.index_port
+                     servers_url = {:?}\n[applications.hello]\nsource = \"pypi\"\n",
+                    tb.index_port, tb.servers_index_url
                 )),
             ),
             None => {
