@@ -34,6 +34,7 @@ mod jenkins;
 mod job_life;
 mod notify;
 mod notify_outbox;
+mod package;
 mod pipeline;
 mod real_apps;
 mod rollouts;
