@@ -16,14 +16,32 @@ port="${DEMO_PORT:-8700}"
 
 if ! command -v mmdebstrap >/dev/null; then
     echo "== installing mmdebstrap (builds the test-server image from Debian packages)"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap
+    # Waits for another apt-get or dpkg that holds the lock instead of failing at once.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq || true
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq mmdebstrap
 fi
 echo "== building the test-server image (once; cached by recipe)"
 ci/image/build.sh >/dev/null
-echo "== building deploy-gateway and deploy"
-cargo build --quiet --workspace --bins
+echo "== building deploy-gateway and deploy (the first build takes minutes; cargo shows its progress)"
+cargo build --workspace --bins
 bin="$CARGO_TARGET_DIR/debug"
+# Where a shell finds them: links in ~/.local/bin when it is on PATH, else in
+# /usr/local/bin when this user may write there, else the line that puts them on PATH.
+on_path=""
+for dir in "$HOME/.local/bin" /usr/local/bin; do
+    case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
+    if mkdir -p "$dir" 2>/dev/null && [[ -w "$dir" ]]; then
+        ln -sfn "$bin/deploy" "$dir/deploy" && ln -sfn "$bin/deploy-gateway" "$dir/deploy-gateway"
+        on_path="$dir"; break
+    fi
+done
+if [[ -n "$on_path" ]]; then
+    echo "   deploy and deploy-gateway are linked in $on_path"
+    cli=deploy
+else
+    echo "   to type \`deploy\` yourself: export PATH=\"$bin:\$PATH\""
+    cli="$bin/deploy"
+fi
 
 if [[ ! -f "$demo/testbed.json" ]] || ! docker ps --format '{{.Names}}' | grep -q '^deploy-tb-demo-web1$'; then
     echo "== starting 3 servers with no route to the artifact repository, and the repository"
@@ -109,9 +127,9 @@ cat <<EOF2
 
 Try the CLI yourself:
   export DEPLOY_GATEWAY=$DEPLOY_GATEWAY DEPLOY_TOKEN=\$(cat .demo/token)
-  $bin/deploy versions hello
-  $bin/deploy release hello 1.1.0 -e staging --check
-  $bin/deploy jobs
+  $cli versions hello
+  $cli release hello 1.1.0 -e staging --check
+  $cli jobs
 The dashboard:            $DEPLOY_GATEWAY/ui/  (sign in with the token in .demo/token)
 Deploy another release:   bash ci/demo.sh 1.1.0
 Stop the demo:            kill \$(cat .demo/gateway.pid); ci/testbed.sh down demo

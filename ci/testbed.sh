@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 #! The test bed: N "real servers" and a PyPI index, as labelled Docker containers.
 #
-#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm]
+#   ci/testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--srv-tmpfs SIZE] [--rebootable]
 #                                              start (or restart) testbed NAME with N servers;
 #                                              writes DIR/{id_ed25519,known_hosts,inventory.yml,
 #                                              testbed.json,artifactory.credentials}
@@ -13,6 +13,13 @@
 #                                              servers' network as host `db` (database and role
 #                                              `shop`, fresh random password); testbed.json then
 #                                              has db_container, db_password, db_port (else null)
+#                                              --srv-tmpfs SIZE: each server's /srv is a tmpfs of SIZE
+#                                              (`64m`) instead of a volume: a disk that fills (its
+#                                              content is lost when the container restarts)
+#                                              --rebootable: servers survive `docker restart` as a
+#                                              rebooted machine would: the same ports (fixed host
+#                                              ports, so the inventory and pins stay true) and an
+#                                              empty /run (a tmpfs, as on a real server)
 #   ci/testbed.sh down NAME                     remove its containers and network
 #   ci/testbed.sh gc [--all]                    remove testbeds whose owner process is gone (or all);
 #                                              drop test databases (deploy_t_*) of the private
@@ -245,8 +252,13 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     die "timed out waiting for $what"
 }
 
+free_port() { # a loopback port nothing listens on now (docker binds it a moment later)
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 up() {
-    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" vm="$7" image net snet i c
+    local name="$1" n="$2" dir="$3" owner="$4" isolated="$5" postgres="$6" vm="$7" srv_tmpfs="$8" rebootable="$9"
+    local image net snet i c
     [[ "$name" =~ ^[a-z0-9][a-z0-9-]*$ ]] || die "bad testbed name '$name'"
     [[ "$n" =~ ^[0-9]+$ ]] || die "bad server count '$n'"
     image="$("$root/ci/image/build.sh" --print-tag)"
@@ -300,10 +312,22 @@ up() {
         # /srv/apps on a volume (the host's filesystem), as on a real server: the
         # engine's live pointer relies on rename(2) being atomic, which the container
         # root's fuse-overlayfs (this machine's storage driver) does not guarantee to
-        # concurrent lookups.  Removed with the container (`docker rm -v`).
-        docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
-            --network "$snet" -e AUTHORIZED_KEY="$pubkey" -v /srv/apps \
-            -p 127.0.0.1::22 -p 127.0.0.1::80 "$image" >/dev/null
+        # concurrent lookups.  Removed with the container (`docker rm -v`).  A tmpfs
+        # (a real kernel filesystem too; `exec`: Docker mounts a tmpfs noexec by default)
+        # where the test wants a disk that fills.
+        local disk=(-v /srv/apps) ports=(-p 127.0.0.1::22 -p 127.0.0.1::80) boot=() try
+        [[ -n "$srv_tmpfs" ]] && disk=(--tmpfs "/srv:size=$srv_tmpfs,mode=0755,exec")
+        [[ -n "$rebootable" ]] && boot=(--tmpfs /run:mode=0755)
+        for try in 1 2 3; do
+            # Random host ports change when a container restarts; fixed ones do not.
+            [[ -n "$rebootable" ]] && ports=(-p "127.0.0.1:$(free_port):22" -p "127.0.0.1:$(free_port):80")
+            docker run -d "${labels[@]}" --init --name "deploy-tb-$name-web$i" --hostname "web$i" \
+                --network "$snet" -e AUTHORIZED_KEY="$pubkey" "${disk[@]}" "${boot[@]}" \
+                "${ports[@]}" "$image" >/dev/null && break
+            # A fixed port taken meanwhile by someone else: again, with others.
+            docker rm -f -v "deploy-tb-$name-web$i" >/dev/null 2>&1 || true
+            [[ "$try" == 3 ]] && die "could not start deploy-tb-$name-web$i"
+        done
     done
     local index_port art_port; index_port="$(port_of "$c" 8080)"; art_port="$(port_of "$c" 8081)"
     local index_url="http://index:8080/simple/" art_url="http://index:8081/artifactory/"
@@ -567,19 +591,23 @@ SQL
 cmd="${1:-}"; shift || true
 case "$cmd" in
     up)
-        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm]"
+        [[ $# -ge 3 ]] || die "usage: testbed.sh up NAME N DIR [--owner PID] [--isolated] [--postgres] [--vm] [--srv-tmpfs SIZE] [--rebootable]"
         tb_name="$1" tb_n="$2" tb_dir="$3"; shift 3
-        owner="$PPID" isolated="" postgres="" vm=""
+        owner="$PPID" isolated="" postgres="" vm="" srv_tmpfs="" rebootable=""
         while [[ $# -gt 0 ]]; do
             case "$1" in
                 --owner) owner="${2:?--owner needs a pid}"; shift 2 ;;
                 --isolated) isolated=1; shift ;;
                 --postgres) postgres=1; shift ;;
                 --vm) vm=1; shift ;;
+                --srv-tmpfs) srv_tmpfs="${2:?--srv-tmpfs needs a size (64m)}"; shift 2
+                    [[ "$srv_tmpfs" =~ ^[0-9]+[kmg]?$ ]] || die "bad --srv-tmpfs size '$srv_tmpfs'" ;;
+                --rebootable) rebootable=1; shift ;;
                 *) die "unknown option $1" ;;
             esac
         done
-        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" "$vm" ;;
+        up "$tb_name" "$tb_n" "$(mkdir -p "$tb_dir" && cd "$tb_dir" && pwd)" "$owner" "$isolated" "$postgres" \
+            "$vm" "$srv_tmpfs" "$rebootable" ;;
     down) down "${1:?usage: testbed.sh down NAME}" ;;
     gc) gc "${1:-}"; pg_gc "${1:-}" ;;
     packages) packages; uv_binary ;;

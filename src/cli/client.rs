@@ -105,13 +105,18 @@ impl Client {
 
     fn unreachable(&self, e: reqwest::Error) -> CliError {
         // reqwest's message can include the URL, never headers: no token here.
+        let cause = root_cause(&e);
+        let why = if self.base.starts_with("https://") && speaks_plain_http(&cause) {
+            let plain = self.base.replacen("https://", "http://", 1);
+            format!(
+                "this port speaks plain HTTP, not HTTPS (use {plain}, or put TLS in front of the gateway)"
+            )
+        } else {
+            cause
+        };
         CliError::new(
             exit::UNREACHABLE,
-            format!(
-                "cannot reach the gateway at {}: {}",
-                self.base,
-                root_cause(&e)
-            ),
+            format!("cannot reach the gateway at {}: {why}", self.base),
         )
     }
 
@@ -262,6 +267,11 @@ fn find_blank_line(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// rustls's words for a TLS handshake answered in plain text (an HTTP server's reply).
+fn speaks_plain_http(cause: &str) -> bool {
+    cause.contains("InvalidContentType") || cause.contains("corrupt message")
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -293,6 +303,30 @@ mod tests {
             }
         });
         (url, connects)
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_port_is_named_as_such() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let c = Client::new(&format!("https://127.0.0.1:{port}"), None);
+        let e = c.get::<serde_json::Value>("/v1/apps").await.unwrap_err();
+        assert_eq!(e.code, exit::UNREACHABLE);
+        assert!(
+            e.message.contains("this port speaks plain HTTP")
+                && e.message.contains(&format!("use http://127.0.0.1:{port}")),
+            "{}",
+            e.message
+        );
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ use crate::{exit, urls};
 
 #[derive(clap::Args)]
 pub struct RestartArgs {
+    /// The application (as the inventory names it).
     app: String,
+    /// The environment (staging, production, ...).
     #[arg(long, short = 'e')]
     env: String,
     /// Do not ask for confirmation (environments that ask: production).
@@ -31,7 +33,9 @@ pub struct RestartArgs {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
+    /// The application (as the inventory names it).
     app: String,
+    /// The environment (staging, production, ...).
     #[arg(long, short = 'e')]
     env: String,
     /// The host (default: the environment's first by name).
@@ -44,7 +48,9 @@ pub struct RunArgs {
 
 #[derive(clap::Args)]
 pub struct LogsArgs {
+    /// The application (as the inventory names it).
     app: String,
+    /// The environment (staging, production, ...).
     #[arg(long, short = 'e')]
     env: String,
     /// One host only.
@@ -95,8 +101,8 @@ impl Ran {
         };
         match ev.kind {
             EventKind::Output { stream, line, .. } if !json => match stream {
-                Stream::Stdout => println!("{line}"),
-                Stream::Stderr => eprintln!("{line}"),
+                Stream::Stdout => println!("{}", crate::output::shown(&line)),
+                Stream::Stderr => eprintln!("{}", crate::output::shown(&line)),
             },
             EventKind::CommandExited { exit_code, .. } => self.exit_code = Some(exit_code),
             EventKind::HostFinished { error, .. } => self.error = error,
@@ -190,9 +196,9 @@ pub async fn app_logs(c: &Client, a: &LogsArgs, json: bool) -> Result<u8> {
             None => l.host,
         };
         if l.notice {
-            eprintln!("deploy: {who}: {}", l.line);
+            eprintln!("deploy: {who}: {}", crate::output::shown(&l.line));
         } else {
-            println!("{who} | {}", l.line);
+            println!("{who} | {}", crate::output::shown(&l.line));
         }
     };
     if !c.stream(&path, &mut on_frame).await? {

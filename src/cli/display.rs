@@ -9,6 +9,8 @@ use deploy_wire::present::{self, Tone};
 use deploy_wire::{Event, EventKind, HostStatus, StepStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::output;
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Tty,
@@ -31,6 +33,8 @@ pub struct Display {
     bars: BTreeMap<String, ProgressBar>,
     steps_per_host: u64,
     steps_done: BTreeMap<String, u64>,
+    /// The job is a check: its diffs are what it is for.
+    check: bool,
     pub hosts: BTreeMap<String, HostSummary>,
 }
 
@@ -80,6 +84,7 @@ impl Display {
             bars: BTreeMap::new(),
             steps_per_host: 1,
             steps_done: BTreeMap::new(),
+            check: false,
             hosts: BTreeMap::new(),
         }
     }
@@ -112,12 +117,18 @@ impl Display {
             return;
         };
         // The words are deploy-wire's (present.rs), shared with `apply` and the dashboard.
-        let line = present::line(&ev.kind);
+        let mut line = present::line(&ev.kind);
+        if let EventKind::JobStarted { check, .. } = &ev.kind {
+            self.check = *check;
+        }
+        if !(self.check || output::diffs()) {
+            line.detail = diff_summary(&line.detail);
+        }
         if self.mode == Mode::Plain && line.tone != Tone::Progress {
             let (ts, who) = (timestamp(ev.ts_ms), line.subject());
-            println!("{ts} {who}: {}", line.text);
+            println!("{ts} {who}: {}", output::shown(&line.text));
             for d in &line.detail {
-                println!("{ts} {who}:     {d}");
+                println!("{ts} {who}:     {}", output::shown(d));
             }
         }
         self.track(ev.kind, &line);
@@ -152,7 +163,7 @@ impl Display {
                 host, step, line, ..
             } if !host.is_empty() => {
                 if let Some(b) = self.bars.get(&host) {
-                    let short: String = line.chars().take(60).collect();
+                    let short: String = output::shown(&line).chars().take(60).collect();
                     b.set_message(format!("{step}: {short}"));
                 }
             }
@@ -162,9 +173,9 @@ impl Display {
                 }
                 *self.steps_done.entry(host.clone()).or_default() += 1;
                 if tty && (status == StepStatus::Failed || !line.detail.is_empty()) {
-                    let mut out = format!("{host}: {}", line.text);
+                    let mut out = format!("{host}: {}", output::shown(&line.text));
                     for l in &line.detail {
-                        out.push_str(&format!("\n    {l}"));
+                        out.push_str(&format!("\n    {}", output::shown(l)));
                     }
                     self.line(out);
                 }
@@ -185,7 +196,7 @@ impl Display {
             | EventKind::Built { .. }
             | EventKind::Notified { .. } => {
                 if tty {
-                    self.line(format!("job: {}", line.text));
+                    self.line(format!("job: {}", output::shown(&line.text)));
                 }
             }
             EventKind::JobFinished { .. } => {
@@ -296,8 +307,34 @@ impl Display {
     }
 }
 
+/// A step's diff as one line, `(+3 -1 lines; --diff shows them)`, when diffs are not
+/// wanted; nothing when there is none.
+fn diff_summary(diff: &[String]) -> Vec<String> {
+    if diff.is_empty() {
+        return vec![];
+    }
+    let counted = |sign: &str, header: &str| {
+        diff.iter()
+            .filter(|l| l.starts_with(sign) && !l.starts_with(header))
+            .count()
+    };
+    let (added, removed) = (counted("+", "+++"), counted("-", "---"));
+    vec![format!("(+{added} -{removed} lines; --diff shows them)")]
+}
+
 #[cfg(test)]
 mod tests {
+    use super::diff_summary;
+
+    #[test]
+    fn a_diff_becomes_one_line_of_counts() {
+        let diff: Vec<String> = ["--- a", "+++ b", "@@ -1 +1,2 @@", "-x", "+y", "+z", " same"]
+            .map(String::from)
+            .into();
+        assert_eq!(diff_summary(&diff), ["(+2 -1 lines; --diff shows them)"]);
+        assert!(diff_summary(&[]).is_empty());
+    }
+
     #[test]
     fn timestamps_are_utc_iso() {
         assert_eq!(super::timestamp(0), "1970-01-01T00:00:00Z");

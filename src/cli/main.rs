@@ -15,7 +15,10 @@ mod client;
 mod cron;
 mod day_two;
 mod display;
+#[cfg(test)]
+mod help_tests;
 mod interrupt;
+mod output;
 mod pipeline;
 mod schedule;
 mod settings;
@@ -25,7 +28,7 @@ mod urls;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use client::{CliError, Client, Result};
 use deploy_wire::api::*;
 use display::{Display, Mode};
@@ -54,14 +57,25 @@ pub mod exit {
 )]
 struct Cli {
     /// Gateway URL (default: DEPLOY_GATEWAY, then the one saved by `deploy login`).
-    #[arg(long, global = true, env = "DEPLOY_GATEWAY")]
+    // (DEPLOY_GATEWAY is read in `client`, not by clap: clap would print a set variable
+    // as a required `--gateway` in the usage line of an unrelated error.)
+    #[arg(long, global = true)]
     gateway: Option<String>,
     /// Machine-readable output: JSON (one event per line for jobs).
     #[arg(long, global = true)]
     json: bool,
-    /// Read the token from this file (before DEPLOY_TOKEN and the saved login).
-    #[arg(long, global = true, env = "DEPLOY_TOKEN_FILE", value_name = "PATH")]
+    /// Read the token from this file (default: DEPLOY_TOKEN_FILE; before DEPLOY_TOKEN and
+    /// the saved login).
+    #[arg(long, global = true, value_name = "PATH")]
     token_file: Option<std::path::PathBuf>,
+    /// Show each changed file's diff under its step (a --check always shows them;
+    /// otherwise a changed step says how many lines changed).
+    #[arg(long, global = true)]
+    diff: bool,
+    /// Print servers' output as it came: control characters included (default: shown
+    /// escaped, as \x1b).
+    #[arg(long, global = true)]
+    raw: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,14 +83,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Save the gateway URL and a token (read from a prompt, or from stdin when piped).
-    Login { url: String },
+    Login {
+        /// The gateway's URL (https://deploy.example.com).
+        url: String,
+    },
     /// Applications and their environments.
     Apps,
     /// Hosts the gateway knows.
     Hosts,
     /// Which release runs on which host (the gateway's record of each switch).
     Status {
+        /// The application (as the inventory names it).
         app: String,
+        /// Only this environment (default: every one the token may read).
         #[arg(long, short = 'e')]
         env: Option<String>,
         /// Also ask each host what it serves (slot, version, processes, the live slot's
@@ -86,10 +105,14 @@ enum Cmd {
         live: bool,
     },
     /// Versions available on the index, marking where each runs.
-    Versions { app: String },
+    Versions {
+        /// The application (as the inventory names it).
+        app: String,
+    },
     /// Deploy a release (or, with --check, show what would change).  VERSION is exact
     /// (1.4.2), `latest`, or a PEP 440 specifier (`~=1.4`); the gateway resolves it.
     Release {
+        /// The application (as the inventory names it).
         app: String,
         /// Not with --ref.
         #[arg(required_unless_present = "reference", conflicts_with = "reference")]
@@ -98,6 +121,7 @@ enum Cmd {
         /// the version the build made.
         #[arg(long = "ref", value_name = "REF")]
         reference: Option<String>,
+        /// The environment (staging, production, ...).
         #[arg(long, short = 'e')]
         env: String,
         /// Report what would change, with diffs; change nothing.
@@ -126,17 +150,23 @@ enum Cmd {
     /// Build a branch, tag or commit on the application's CI builder (the console is
     /// followed live); nothing is built when that commit's wheel is on record.
     Build {
+        /// The application (as the inventory names it).
         app: String,
+        /// The branch, tag or commit to build.
         #[arg(long = "ref", value_name = "REF")]
         reference: String,
     },
     /// The commits between what an environment runs and a candidate (VERSION, --ref,
     /// or the newest build).
     Changes {
+        /// The application (as the inventory names it).
         app: String,
+        /// The environment whose running release is the base.
         #[arg(long, short = 'e')]
         env: String,
+        /// The candidate version (default: the newest build).
         version: Option<String>,
+        /// The candidate as a branch, tag or commit.
         #[arg(long = "ref", value_name = "REF", conflicts_with = "version")]
         reference: Option<String>,
         /// Then run `release --check` of the candidate: the config diffs beneath.
@@ -146,15 +176,21 @@ enum Cmd {
     /// Deploy to one environment exactly the file (by SHA-256) another runs; refused
     /// while the source's hosts disagree or one of them failed.
     Promote {
+        /// The application (as the inventory names it).
         app: String,
+        /// The environment whose file is promoted.
         #[arg(long)]
         from: String,
+        /// The environment to deploy it to.
         #[arg(long)]
         to: String,
+        /// Report what would change, with diffs; change nothing.
         #[arg(long)]
         check: bool,
+        /// Do not ask for confirmation (environments that ask: production).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
         #[arg(long)]
         batch: Option<String>,
     },
@@ -164,33 +200,50 @@ enum Cmd {
     /// Refuse deploys, restarts and scheduled runs on an environment until a time
     /// (rollbacks stay allowed; an admin may `release --force REASON`).
     Freeze {
+        /// The environment to freeze.
         env: String,
         /// Local time in --tz (default UTC): 2026-12-27T00:00.
         #[arg(long)]
         until: String,
+        /// IANA time zone of --until (Europe/Paris; default UTC).
         #[arg(long)]
         tz: Option<String>,
+        /// Why (shown with the freeze and audited).
         #[arg(long)]
         reason: String,
     },
     /// Lift an environment's freeze.
-    Unfreeze { env: String },
+    Unfreeze {
+        /// The frozen environment.
+        env: String,
+    },
     /// The freezes in force.
     Freezes,
     /// What two environments run, and the commits the first has that the second lacks.
-    Diff { app: String, a: String, b: String },
+    Diff {
+        /// The application (as the inventory names it).
+        app: String,
+        /// The first environment.
+        a: String,
+        /// The second environment.
+        b: String,
+    },
     /// Switch back to a release still on disk; installs nothing.  Without --to: the
     /// release deployed before the current one (rollbacks do not count, so a second
     /// rollback goes one further back).
     Rollback {
+        /// The application (as the inventory names it).
         app: String,
+        /// The environment (staging, production, ...).
         #[arg(long, short = 'e')]
         env: String,
-        /// The release to go back to.
+        /// The release to go back to (complete on every host).
         #[arg(long)]
         to: Option<String>,
+        /// Do not ask for confirmation (environments that ask: production).
         #[arg(long, short = 'y')]
         yes: bool,
+        /// Hosts per batch, overriding the environment's: a count (2) or a percentage (25%).
         #[arg(long)]
         batch: Option<String>,
         #[command(flatten)]
@@ -204,17 +257,35 @@ enum Cmd {
     AppLogs(day_two::LogsArgs),
     /// Recent jobs.
     Jobs {
+        /// How many, newest first.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
     /// A job's events; with --follow, live until it ends.
     Logs {
+        /// The job's id (`deploy jobs` lists them).
         job: String,
+        /// Go on with new events until the job ends.
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Print the completion script of a shell (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `deploy completions bash > ~/.local/share/bash-completion/completions/deploy`
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (deploy.1 and one per command, deploy-release.1, ...) into DIR.
+    Manpages {
+        /// The directory (created if missing).
+        dir: std::path::PathBuf,
+    },
     /// Stop a job after the steps in flight.
-    Cancel { job: String },
+    Cancel {
+        /// The job's id.
+        job: String,
+    },
 }
 
 impl Cmd {
@@ -229,7 +300,20 @@ impl Cmd {
 }
 
 fn main() -> ExitCode {
+    output::quiet_on_broken_pipe();
     let cli = Cli::parse();
+    output::set(cli.raw, cli.diff);
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "deploy", &mut script);
+            // A closed reader (`| head`) is the reader's choice; the panic hook ends quietly.
+            print!("{}", String::from_utf8_lossy(&script));
+            return ExitCode::SUCCESS;
+        }
+        Cmd::Manpages { dir } => return manpages(dir),
+        _ => {}
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     match rt.block_on(async {
         interrupt::install();
@@ -243,9 +327,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// `deploy manpages DIR`: one page per command, from the same definitions as `--help`.
+fn manpages(dir: &std::path::Path) -> ExitCode {
+    let written =
+        std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "deploy: cannot write the man pages into {}: {e}",
+                dir.display()
+            );
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// A variable's value, unless unset or empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 fn client(cli: &Cli) -> Result<Client> {
     let saved = settings::load();
-    let gateway = cli.gateway.clone().or(saved.gateway).ok_or_else(|| {
+    let gateway = cli.gateway.clone().or_else(|| env_var("DEPLOY_GATEWAY"));
+    let gateway = gateway.or(saved.gateway).ok_or_else(|| {
         CliError::new(
             exit::USAGE,
             "no gateway: run `deploy login URL`, or set DEPLOY_GATEWAY or --gateway",
@@ -253,16 +359,17 @@ fn client(cli: &Cli) -> Result<Client> {
     })?;
     let file = cli
         .token_file
-        .as_deref()
+        .clone()
+        .or_else(|| env_var("DEPLOY_TOKEN_FILE").map(Into::into))
         .filter(|p| !p.as_os_str().is_empty());
     let token = match file {
-        Some(path) => Some(cron::token_from_file(path)?),
+        Some(path) => Some(cron::token_from_file(&path)?),
         None => std::env::var("DEPLOY_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())
             .or(saved.token),
     };
-    Ok(Client::new(&gateway, token))
+    Ok(Client::new(urls::gateway(&gateway)?, token))
 }
 
 fn mode(cli: &Cli) -> Mode {
@@ -492,6 +599,8 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(job_exit(info.state.as_str()))
         }
+        // Answered in `main`, before any gateway is needed.
+        Cmd::Completions { .. } | Cmd::Manpages { .. } => Ok(exit::OK),
         Cmd::Cancel { job } => {
             let path = urls::path(&["/v1/jobs/", urls::job(job)?, "/cancel"]);
             let info: JobInfo = client(&cli)?.post(&path, &serde_json::json!({})).await?;
@@ -631,7 +740,7 @@ async fn login(url: &str) -> Result<u8> {
         return Err(CliError::new(exit::USAGE, "no token given"));
     }
     // Check the token before saving it.
-    let c = Client::new(url, Some(token.clone()));
+    let c = Client::new(urls::gateway(url)?, Some(token.clone()));
     let _: Vec<AppInfo> = c.get("/v1/apps").await?;
     let path = settings::save(&settings::Saved {
         gateway: Some(url.trim_end_matches('/').to_string()),

@@ -11,12 +11,17 @@ pub enum ScheduleCmd {
     /// A rollout at a time (--at 2026-12-01T02:00) or on a cron line (--cron "0 2 * * 1-5").
     /// WHAT: a version, `latest`, a specifier (~=1.4), or promote:ENV.
     Add {
+        /// The application (as the inventory names it).
         app: String,
+        /// A version, `latest`, a specifier (~=1.4), or promote:ENV.
         what: String,
+        /// The environment to deploy to.
         #[arg(long, short = 'e')]
         env: String,
+        /// Once, at this local time in --tz (2026-12-01T02:00).
         #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
         at: Option<String>,
+        /// On a cron line, in --tz ("0 2 * * 1-5").
         #[arg(long)]
         cron: Option<String>,
         /// IANA time zone of --at and --cron (default UTC).
@@ -33,15 +38,22 @@ pub enum ScheduleCmd {
     List,
     /// One schedule and its recent runs.
     Show {
+        /// The schedule's id (`deploy schedule list`).
         id: String,
     },
+    /// Stop a schedule's runs until `resume`.
     Pause {
+        /// The schedule's id.
         id: String,
     },
+    /// Let a paused schedule run again.
     Resume {
+        /// The schedule's id.
         id: String,
     },
+    /// Delete a schedule.
     Rm {
+        /// The schedule's id.
         id: String,
     },
 }
@@ -57,10 +69,19 @@ fn secs(v: &Option<String>) -> Result<Option<u64>> {
 }
 
 fn print(s: &ScheduleInfo) {
-    let when = match (&s.cron, &s.next_local.first()) {
-        (Some(c), _) => format!("cron {c:?} {}", s.tz),
-        (None, Some(t)) => format!("at {t}"),
-        (None, None) => "at (done)".into(),
+    println!("{}", schedule_line(s));
+}
+
+/// One schedule, one line.  A one-shot says its time whether it is to come, paused or
+/// done; `(done)` only once it ran (its time has passed and it is not paused).
+fn schedule_line(s: &ScheduleInfo) -> String {
+    let at = |ms: u64| format!("at {}", crate::display::timestamp(ms));
+    let when = match (&s.cron, s.next_local.first(), s.at_ms) {
+        (Some(c), _, _) => format!("cron {c:?} {}", s.tz),
+        (None, Some(t), _) => format!("at {t}"),
+        (None, None, Some(ms)) if s.paused => at(ms),
+        (None, None, Some(ms)) => format!("{} (done)", at(ms)),
+        (None, None, None) => "at (done)".into(),
     };
     let state = if s.paused { " (paused)" } else { "" };
     let next = if s.next_local.is_empty() {
@@ -68,10 +89,10 @@ fn print(s: &ScheduleInfo) {
     } else {
         s.next_local.join(", ")
     };
-    println!(
+    format!(
         "{}  {} to {} {}: {when}{state}; by {}; next: {next}",
         s.id, s.app, s.env, s.what, s.user
-    );
+    )
 }
 
 pub async fn run(c: &Client, cmd: &ScheduleCmd, json: bool) -> Result<u8> {
@@ -102,6 +123,9 @@ pub async fn run(c: &Client, cmd: &ScheduleCmd, json: bool) -> Result<u8> {
             let all: Vec<ScheduleInfo> = c.get("/v1/schedules").await?;
             if json {
                 print_json(&all);
+            }
+            if !json && all.is_empty() {
+                eprintln!("no schedules (add one with `deploy schedule add`)");
             }
             all.iter().filter(|_| !json).for_each(print);
             return Ok(exit::OK);
@@ -183,6 +207,8 @@ pub async fn freezes(c: &Client, json: bool) -> Result<u8> {
     let all: Vec<FreezeInfo> = c.get("/v1/freezes").await?;
     if json {
         print_json(&all);
+    } else if all.is_empty() {
+        eprintln!("no freezes: every environment is open (outside its deploy windows, if any)");
     }
     for f in all.iter().filter(|_| !json) {
         println!(
@@ -194,4 +220,33 @@ pub async fn freezes(c: &Client, json: bool) -> Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_shot(paused: bool, next: &[&str]) -> ScheduleInfo {
+        serde_json::from_value(serde_json::json!({
+            "id": "s1", "app": "hello", "env": "staging", "what": "1.1.0",
+            "at_ms": 1_795_000_000_000u64, "tz": "UTC", "lock_wait_secs": 600,
+            "grace_secs": 900, "user": "ann", "paused": paused, "created_ms": 0,
+            "next_local": next,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_paused_one_shot_says_its_time_not_done() {
+        let paused = schedule_line(&one_shot(true, &[]));
+        assert!(
+            paused.contains("at 2026-11-18T11:06:40Z (paused)"),
+            "{paused}"
+        );
+        assert!(!paused.contains("done"), "{paused}");
+        let ran = schedule_line(&one_shot(false, &[]));
+        assert!(ran.contains("(done)"), "{ran}");
+        let to_come = schedule_line(&one_shot(false, &["2026-11-18 11:06 UTC"]));
+        assert!(to_come.contains("at 2026-11-18 11:06 UTC;"), "{to_come}");
+    }
 }

@@ -13,10 +13,21 @@ pub struct Saved {
     pub token: Option<String>,
 }
 
+/// `$XDG_CONFIG_HOME/deploy/config.json`, else `~/.config/deploy/config.json`.  As the
+/// XDG spec says, an empty or relative XDG_CONFIG_HOME is ignored (it would write the
+/// token under the current directory).
 pub fn path() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+    path_from(
+        std::env::var_os("XDG_CONFIG_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+fn path_from(xdg: Option<std::ffi::OsString>, home: Option<std::ffi::OsString>) -> PathBuf {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = xdg
+        .and_then(absolute)
+        .or_else(|| home.and_then(absolute).map(|h| h.join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("deploy").join("config.json")
 }
@@ -48,4 +59,22 @@ pub fn save(s: &Saved) -> std::io::Result<PathBuf> {
     f.sync_all()?;
     std::fs::rename(&tmp, &p)?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_from;
+
+    #[test]
+    fn an_empty_or_relative_xdg_config_home_is_ignored() {
+        let home = Some("/home/ann".into());
+        let want = std::path::Path::new("/home/ann/.config/deploy/config.json");
+        assert_eq!(path_from(Some("".into()), home.clone()), want);
+        assert_eq!(path_from(Some("rel".into()), home.clone()), want);
+        assert_eq!(path_from(None, home.clone()), want);
+        assert_eq!(
+            path_from(Some("/x".into()), home),
+            std::path::Path::new("/x/deploy/config.json")
+        );
+    }
 }

@@ -153,12 +153,12 @@ pub fn print_hosts(hosts: &[HostInfo]) {
 /// `deploy jobs`.
 pub fn print_jobs(jobs: &[JobInfo], when: fn(Option<u64>) -> String) {
     println!(
-        "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} TRIGGERED BY",
+        "{:<24} {:<8} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} TRIGGERED BY",
         "JOB", "KIND", "APP", "ENV", "VERSION", "USER", "STATE", "CREATED"
     );
     for j in jobs {
         println!(
-            "{:<24} {:<7} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} {}",
+            "{:<24} {:<8} {:<12} {:<12} {:<10} {:<10} {:<12} {:<19} {}",
             j.id,
             j.kind,
             j.app,

@@ -34,6 +34,24 @@ pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
     }
 }
 
+/// A gateway's URL as given (`--gateway`, DEPLOY_GATEWAY, `deploy login`), checked
+/// before anything is sent: `http://` or `https://`, a host, nothing after the path.
+pub fn gateway(url: &str) -> Result<&str> {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    if !matches!(scheme, "http" | "https") {
+        return Err(usage(format!(
+            "the gateway URL {url:?} needs its scheme: add http:// or https:// (https://deploy.example.com)"
+        )));
+    }
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    if host.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(usage(format!(
+            "the gateway URL {url:?} is not one: expected {scheme}://HOST[:PORT][/PATH]"
+        )));
+    }
+    Ok(url)
+}
+
 fn usage(e: impl std::fmt::Display) -> CliError {
     CliError::new(exit::USAGE, e.to_string())
 }
@@ -89,5 +107,28 @@ mod tests {
         assert_eq!(app("Hello/..").unwrap_err().code, exit::USAGE);
         assert_eq!(env("prod?x").unwrap_err().code, exit::USAGE);
         assert!(app("hello").is_ok() && env("production").is_ok());
+    }
+
+    #[test]
+    fn a_gateway_url_without_its_scheme_says_to_add_it() {
+        let e = gateway("deploy.example.com:8700").unwrap_err();
+        assert_eq!(e.code, exit::USAGE);
+        assert!(
+            e.message.contains("add http:// or https://"),
+            "{}",
+            e.message
+        );
+        assert!(
+            gateway("ftp://x")
+                .unwrap_err()
+                .message
+                .contains("add http://")
+        );
+        assert!(gateway("http://").is_err() && gateway("http://x y").is_err());
+        assert_eq!(
+            gateway("https://deploy.example.com/").unwrap(),
+            "https://deploy.example.com/"
+        );
+        assert!(gateway("http://127.0.0.1:8700").is_ok());
     }
 }

@@ -11,6 +11,7 @@ use super::ops::{Action, Op, Report};
 use super::steps::scrub;
 use super::transport::Output;
 use crate::commands as cmd;
+use crate::failure::CommandFailure;
 use crate::index::ServerIndex;
 
 pub(super) enum Executed {
@@ -145,16 +146,20 @@ impl HostRun<'_> {
         Ok(self.scrub_read(out))
     }
 
-    async fn must(&self, c: &cmd::RemoteCmd, stream: bool, what: &str) -> Result<Output, String> {
+    /// Runs a command that must succeed; its failure is typed ([`CommandFailure`]: a
+    /// full disk is said plainly, "while" `doing`).
+    async fn must(
+        &self,
+        c: &cmd::RemoteCmd,
+        stream: bool,
+        what: &str,
+        doing: &str,
+    ) -> Result<Output, String> {
         let out = self.run(c, stream).await?;
         if out.ok() {
             Ok(out)
         } else {
-            Err(format!(
-                "{what} failed (exit {}): {}",
-                out.status,
-                out.tail()
-            ))
+            Err(CommandFailure::of(what, doing, &out).to_string())
         }
     }
 
@@ -192,7 +197,8 @@ impl HostRun<'_> {
             &self.plan.spec.version,
             self.plan.spec.wheel.as_ref(),
         );
-        let r = self.must(&c, true, what).await;
+        let doing = format!("installing {}=={}", app.package, self.plan.spec.version);
+        let r = self.must(&c, true, what, &doing).await;
         if let Some(port) = forward {
             self.conn.cancel_remote_forward(port).await;
         }

@@ -285,7 +285,7 @@ impl Reader<'_> {
             let program = self.pm.program(&self.paths.app, SLOTS[i]);
             let status = procman::status_of(&all, &program).next();
             Ok(Slot {
-                conf: parse_file(out(i)?),
+                conf: parse_file(out(i)?).map(|c| self.pm.slot_file_as_rendered(c)),
                 pid: status.filter(|s| s.running()).and_then(|s| s.pid),
             })
         };

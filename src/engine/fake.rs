@@ -61,6 +61,8 @@ pub struct State {
     /// version -> the SHA-256 of the file the index serves for it now; unset: the file
     /// any pin asks for.
     pub index_serves: BTreeMap<String, String>,
+    /// `/srv` is full: installs fail as uv does when it runs out of space.
+    pub disk_full: bool,
     clock: u64,
 }
 

@@ -39,6 +39,9 @@ impl State {
             } else {
                 out(1, format!("{code} {retries}\n"))
             }
+        } else if l.contains("supervisor.getProcessInfo") {
+            // Waiting for starting slots: the fake's programs start at once.
+            out(0, "")
         } else if l.contains("getAllProcessInfo") {
             // Answered as the fallback (`supervisorctl status`) would.
             let lines: String = self
@@ -96,6 +99,10 @@ impl State {
                 })
                 .collect();
             out(0, names)
+        } else if l.contains("/^autostart=.*$/autostart=") {
+            // A slot's boot flag, rewritten in its file (if it has one).
+            self.set_autostart(l);
+            out(0, "")
         } else if l.contains("supervisorctl remove ") {
             let p = after(l, "supervisorctl remove ")
                 .unwrap_or_default()
@@ -260,6 +267,13 @@ impl State {
                 })
                 .collect();
             out(0, text)
+        } else if l.contains("] || rm -rf -- ") {
+            // A failed build's release, removed unless complete.
+            let v = rel.unwrap_or_default();
+            if self.releases.get(&v).is_some_and(|r| r.1 == Rel::Partial) {
+                self.releases.remove(&v);
+            }
+            out(0, "")
         } else if let Some(dirs) = l.strip_prefix("rm -rf -- ") {
             for d in dirs.split_whitespace() {
                 self.releases.remove(&version_of(&format!("{d}/")));
@@ -277,6 +291,18 @@ impl State {
     /// An install (pinned to `pin` or not): a pin the index's file does not match is
     /// refused as the installer's hash check refuses it, and no marker is written.
     fn install(&mut self, v: &str, pin: Option<&str>) -> Result<Output, BackendError> {
+        if self.disk_full {
+            return Ok(Output {
+                status: 2,
+                stdout: String::new(),
+                stderr: format!(
+                    "Resolved 2 packages in 3ms\n\
+                     error: Failed to install: gunicorn-27.0.1-py3-none-any.whl (gunicorn==27.0.1)\n  \
+                     Caused by: failed to write to file `/srv/apps/hello/releases/{v}/lib/python3.11/site-packages/gunicorn/arbiter.py`: \
+                     No space left on device (os error 28)\ndeploy-space: /srv has 0 KiB free\n"
+                ),
+            });
+        }
         if let (Some(pin), Some(served)) = (pin, self.index_serves.get(v))
             && pin != served
         {
@@ -296,6 +322,25 @@ impl State {
             None => self.wheels.remove(v),
         };
         out(0, "")
+    }
+
+    /// `f=<file>; [ ! -f "$f" ] || sed -i 's/^autostart=.*$/autostart=<on>/' "$f"`.
+    fn set_autostart(&mut self, l: &str) {
+        let path = l
+            .split_once("f=")
+            .and_then(|(_, r)| r.split_once(';'))
+            .map(|(p, _)| p.trim_matches('\''))
+            .unwrap_or_default();
+        let on = l.contains("/autostart=true/");
+        if let Some(text) = self.files.get_mut(path) {
+            *text = text
+                .split_inclusive('\n')
+                .map(|x| match x.starts_with("autostart=") {
+                    true => format!("autostart={on}{}", &x[x.trim_end().len()..]),
+                    false => x.to_string(),
+                })
+                .collect();
+        }
     }
 
     fn set_live(&mut self, l: &str) -> Result<Output, BackendError> {

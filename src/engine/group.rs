@@ -13,6 +13,7 @@ use super::steps::scrub;
 use super::transport::Output;
 use crate::commands::batch::{Batch, Demux, PartOutput};
 use crate::commands::{self as cmd, RemoteCmd};
+use crate::failure::CommandFailure;
 
 /// How an action list's batch ends.
 pub(super) enum GroupEnd {
@@ -74,8 +75,9 @@ impl HostRun<'_> {
 
     /// What an operation's command result means: its outcome, or why it failed.
     pub(super) fn settle(&mut self, op: &Op, out: Output) -> Result<Option<Outcome>, String> {
+        // A full disk is said plainly, whatever the command (see `failure.rs`).
         let failed = |what: &str, out: &Output| {
-            format!("{what} failed (exit {}): {}", out.status, out.tail())
+            CommandFailure::of(what, &format!("running {what}"), out).to_string()
         };
         match op {
             Op::Run { what, .. } if !out.ok() => Err(failed(what, &out)),

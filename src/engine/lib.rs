@@ -43,6 +43,7 @@ pub use deploy_wire as wire;
 pub mod app_logs;
 mod exec;
 pub mod facts;
+pub mod failure;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fence;
@@ -64,9 +65,13 @@ pub mod transport;
 #[cfg(test)]
 mod app_tests;
 #[cfg(test)]
+mod boot_tests;
+#[cfg(test)]
 mod check_golden_tests;
 #[cfg(test)]
 mod day_two_tests;
+#[cfg(test)]
+mod disk_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]

@@ -10,6 +10,13 @@
 //! deploy's (same path, Host and expected status; [`cmd::http_probe`]) tried once,
 //! without retries: a look, not a gate.
 //!
+//! The batch first gives a slot that is still starting its settle time (at most
+//! `settle_secs` + 2 s; [`ProcessManager::settled`]): a host that just booted answers SSH
+//! while its live slot comes up, and what it says then (the slot stopped, the health
+//! check unanswered) would be a moment of its boot, not what it serves.  Decision: wait
+//! on the host, in the same round trip, only while a slot says it is starting (a slot
+//! that crashed or was stopped is reported at once).
+//!
 //! The same batch reads each complete release's marker, which says the SHA-256 of the
 //! wheel a pinned install verified (`commands::install`): the live release's is the
 //! host's `wheel_sha256`, which the gateway compares with its ledger.
@@ -201,7 +208,13 @@ pub(crate) async fn ask(
         uv_sha256: None,
     };
     let facts = [Fact::Live, Fact::Slots];
-    let mut cmds: Vec<RemoteCmd> = facts.iter().flat_map(|f| reader.commands(*f)).collect();
+    // First, a slot still starting (a host that just booted) is given its settle time:
+    // what it runs and its health are then what it serves, not a moment of its boot.
+    let slots: Vec<String> = SLOTS.iter().map(|s| pm.program(&app.name, s)).collect();
+    let settle = pm.settled(&slots, app.settle_secs + 2);
+    let mut cmds: Vec<RemoteCmd> = std::iter::once(settle)
+        .chain(facts.iter().flat_map(|f| reader.commands(*f)))
+        .collect();
     let all_status = cmds.len() - 1;
     cmds.push(health_probe(app, &paths));
     cmds.push(pm.app_programs(&app.name));
@@ -211,7 +224,7 @@ pub(crate) async fn ask(
     let (programs, releases) = (&outs[all_status + 2], &outs[all_status + 3]);
     let wheels = &outs[all_status + 4].stdout;
     let mut known = Facts::default();
-    let mut at = 0;
+    let mut at = 1;
     for f in facts {
         let n = reader.commands(f).len();
         reader

@@ -110,6 +110,7 @@ struct WriterSink {
 
 impl EventSink for WriterSink {
     fn emit(&self, event: Event) {
+        super::metrics::get().event(&event.kind);
         let (job, meta) = (self.job.clone(), self.meta.clone());
         if !self.tx.send(Msg::Event { job, event, meta }) {
             tracing::error!(job = %self.job, "the event writer has stopped; an event is lost");

@@ -15,6 +15,7 @@ pub mod events;
 pub mod job_life;
 pub mod jobs;
 pub mod lockfile;
+pub mod metrics;
 pub mod notices;
 pub mod outbox;
 pub mod pipeline_config;

@@ -355,6 +355,7 @@ async fn download(cx: &Ctx, f: &DistFile, tmp: &std::path::Path) -> Result<(Stri
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     }
     out.flush().await.map_err(|e| e.to_string())?;
+    crate::gateway::metrics::get().relay_bytes(size);
     Ok((hex::encode(hasher.finalize()), size))
 }
 

@@ -132,6 +132,18 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
         );
     }
     outputs.push(r);
+    // The bastion's metrics count it: the job, each host's steps; never names or secrets.
+    let (code, _, metrics) = gw.http("GET", "/metrics", Some(&ann), None);
+    assert_eq!(code, 200, "{metrics}");
+    for line in [
+        "deploy_jobs_total{kind=\"deploy\",state=\"succeeded\"} 1",
+        "deploy_job_duration_seconds_count{kind=\"deploy\"} 1",
+        "deploy_step_duration_seconds_count{step=\"switch\",status=\"changed\"} 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing in:\n{metrics}");
+    }
+    assert!(!metrics.contains("web1") && !metrics.contains("hello"), "{metrics}");
+    assert_eq!(gw.http("GET", "/metrics", None, None).0, 401);
     // `deploy status` shows the release per host; the ledger records it.
     let r = gw.run(Some(&ann), &["status", "hello", "-e", "staging"]);
     assert_eq!(r.code, 0, "{r:?}");

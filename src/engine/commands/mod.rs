@@ -193,8 +193,10 @@ mod tests {
         );
         let inner = c
             .line
-            .strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
-            .unwrap();
+            .strip_prefix("{ flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
+            .and_then(|l| l.split_once("; } || { rc=$?;"))
+            .unwrap()
+            .0;
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("printf %s {inner}"))

@@ -102,9 +102,42 @@ pub fn venv_create(p: &AppPaths, version: &str, tool: &Tool) -> RemoteCmd {
             uv = uv_path(sha256)
         ),
     };
-    RemoteCmd::new(locked(
+    RemoteCmd::new(report_space(
         p,
-        &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && {make}"),
+        &locked(
+            p,
+            &format!("if [ -f {m} ]; then echo already-complete; exit 0; fi; rm -rf {d} && {make}"),
+        ),
+    ))
+}
+
+/// `line` (one command: an `exit` in it would skip the report), and when it fails, one more line on stderr naming the filesystem the app
+/// lives on and its free KiB (`deploy-space: /srv has 1024 KiB free`, see
+/// [`crate::failure::CommandFailure`]): what a full disk's reason names.  Its exit
+/// status is `line`'s.
+pub fn report_space(p: &AppPaths, line: &str) -> String {
+    format!(
+        "{{ {line}; }} || {{ rc=$?; echo \"{tag} $(df -Pk {root} 2>/dev/null | awk 'NR==2 {{print $6, \"has\", $4, \"KiB free\"}}')\" >&2; exit $rc; }}",
+        tag = crate::failure::SPACE_LINE,
+        root = quote(&p.root),
+    )
+}
+
+/// Removes `version`'s release directory unless it is complete (its marker exists),
+/// under the build lock: what a failed build leaves (a virtualenv, half an install, the
+/// installer's temporary files in it) is gone, so a full disk gets its space back and
+/// nothing partial stays on the host.  Never fails.
+pub fn remove_unfinished(p: &AppPaths, version: &str) -> RemoteCmd {
+    RemoteCmd::new(format!(
+        "{} || true",
+        locked(
+            p,
+            &format!(
+                "[ -f {m} ] || rm -rf -- {d}",
+                m = quote(&p.marker(version)),
+                d = quote(&p.release(version))
+            )
+        )
     ))
 }
 
@@ -176,7 +209,7 @@ pub fn install(
         marker = quote(&marker)
     ));
     RemoteCmd::with_stdin(
-        locked(p, &steps.join(" && ")),
+        report_space(p, &locked(p, &steps.join(" && "))),
         format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
     )
 }

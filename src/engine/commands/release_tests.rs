@@ -23,8 +23,10 @@ fn index() -> ServerIndex {
 fn inner(c: &RemoteCmd) -> String {
     let quoted = c
         .line
-        .strip_prefix("flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
-        .unwrap();
+        .strip_prefix("{ flock -w 900 /srv/apps/hello/.deploy-build.lock sh -c ")
+        .and_then(|l| l.split_once("; } || { rc=$?;"))
+        .unwrap()
+        .0;
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!("printf %s {quoted}"))
@@ -154,4 +156,58 @@ fn release_wheels_prints_each_complete_release_with_its_marker_line() {
         String::from_utf8(out.stdout).unwrap(),
         "1.0.0 hello-app 1.0.0\n1.1.0 hello-app 1.1.0 sha256=00ff\n"
     );
+}
+
+fn sh(line: &str) -> (i32, String, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[test]
+fn a_failed_build_says_which_filesystem_it_wrote_to_and_keeps_its_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = AppPaths {
+        app: "hello".into(),
+        root: dir.path().to_str().unwrap().into(),
+    };
+    let (code, _, err) = sh(&report_space(&p, "sh -c 'echo boom >&2; exit 3'"));
+    assert_eq!(code, 3);
+    let report = err.lines().nth(1).unwrap();
+    let words: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(words[0], crate::failure::SPACE_LINE, "{err}");
+    assert!(words[1].starts_with('/'), "a mount point: {err}");
+    assert_eq!(words[2], "has", "{err}");
+    assert!(words[3].parse::<u64>().is_ok(), "free KiB: {err}");
+    assert_eq!(words[4..], ["KiB", "free"], "{err}");
+    assert_eq!(
+        sh(&report_space(&p, "echo fine")),
+        (0, "fine\n".into(), "".into())
+    );
+}
+
+#[test]
+fn an_unfinished_release_is_removed_and_a_complete_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = AppPaths {
+        app: "hello".into(),
+        root: dir.path().to_str().unwrap().into(),
+    };
+    for v in ["1.0.0", "1.1.0"] {
+        std::fs::create_dir_all(format!("{}/lib/site-packages", p.release(v))).unwrap();
+    }
+    std::fs::write(p.marker("1.0.0"), "hello-app 1.0.0\n").unwrap();
+    for v in ["1.0.0", "1.1.0", "9.9.9"] {
+        assert_eq!(sh(&remove_unfinished(&p, v).line).0, 0, "{v}");
+    }
+    assert!(std::path::Path::new(&p.marker("1.0.0")).exists());
+    assert!(!std::path::Path::new(&p.release("1.1.0")).exists());
 }

@@ -47,6 +47,19 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     fn start_fresh(&self, program: &str) -> RemoteCmd;
     /// Stops the program gracefully; never fails if it is not running.
     fn stop(&self, program: &str) -> RemoteCmd;
+    /// Whether a slot's `program` starts when the host boots (`on`: the live slot) or
+    /// not (every other slot), without touching it now: the running program and the
+    /// process manager's loaded config are left as they are, only the next boot reads
+    /// it.  Never fails for a program that has no file yet.  The engine calls it where
+    /// traffic moves (`switch`, and the health check's switch back), so after a
+    /// reboot only the live slot comes back.
+    fn at_boot(&self, program: &str, on: bool) -> RemoteCmd;
+    /// A slot's program file as read from the host, with what [`Self::at_boot`] changes
+    /// in it put back as the template renders it, so that a slot whose boot flag was
+    /// set still counts as unchanged (supervisord's `autostart=`; the default: as is).
+    fn slot_file_as_rendered(&self, file: String) -> String {
+        file
+    }
     /// Loads the process's current program file: copies whose config changed are
     /// stopped gracefully and started anew; all copies run afterwards.
     fn apply(&self, program: &str) -> RemoteCmd;
@@ -66,6 +79,15 @@ pub trait ProcessManager: Send + Sync + std::fmt::Debug {
     /// Stops every copy of `program` and removes it and its file from the process
     /// manager (a process the inventory no longer names).  Idempotent.
     fn remove(&self, program: &str) -> RemoteCmd;
+    /// Waits, at most `limit_secs`, while any of `programs` is still starting (brought
+    /// up by a boot or a start and not yet up for its settle time); prints nothing and
+    /// never fails.  Read-only: `status --live` asks it before it looks, so that a host
+    /// that just booted is described once its slots settled rather than while they
+    /// come up.  The default waits for nothing.
+    fn settled(&self, programs: &[String], limit_secs: u32) -> RemoteCmd {
+        let _ = (programs, limit_secs);
+        RemoteCmd::new("true")
+    }
     /// Prints the state of every program on the host, in one command (one look at the
     /// process manager per snapshot, however many programs the app has); never fails.
     fn status_all(&self) -> RemoteCmd;

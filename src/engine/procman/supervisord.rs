@@ -152,6 +152,37 @@ impl ProcessManager for Supervisord {
         RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
     }
 
+    /// Asks supervisord's socket for each program's state (`getProcessInfo`, curl: no
+    /// Python per look) every quarter second while one says `STARTING` (supervisord
+    /// keeps a program there for its `startsecs`, the settle time), at most
+    /// `limit_secs`; `supervisorctl status` where the socket is elsewhere.
+    fn settled(&self, programs: &[String], limit_secs: u32) -> RemoteCmd {
+        let bodies: Vec<String> = programs
+            .iter()
+            .map(|p| {
+                quote(&format!(
+                    "<?xml version=\"1.0\"?><methodCall><methodName>supervisor.getProcessInfo</methodName>\
+                     <params><param><value><string>{p}</string></value></param></params></methodCall>"
+                ))
+            })
+            .collect();
+        let fast = format!(
+            "for b in {}; do case \"$(curl -s --max-time 5 --unix-socket {SOCKET} -H 'Content-Type: text/xml' \
+             --data-binary \"$b\" http://localhost/RPC2)\" in *'<string>STARTING</string>'*) exit 0;; esac; done; exit 1",
+            bodies.join(" ")
+        );
+        let slow = format!(
+            "supervisorctl status {} 2>/dev/null | awk '$2 == \"STARTING\" {{ f = 1 }} END {{ exit !f }}'",
+            crate::shell::join(programs)
+        );
+        let starting = format!("if [ -S {SOCKET} ]; then ( {fast} ); else {slow}; fi");
+        let script = format!(
+            "n=0; while {starting}; do n=$((n+1)); [ $n -ge {} ] && break; sleep 0.25; done; true",
+            limit_secs.max(1) * 4
+        );
+        RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
+    }
+
     /// `hello-blue RUNNING pid 42, ...` or `hello-worker:hello-worker-0 FATAL ...` lines
     /// (`supervisorctl status`), or the XML-RPC answer of [`Self::status_all`].
     fn parse_status(&self, output: &str) -> Vec<ProgramStatus> {
@@ -174,6 +205,34 @@ impl ProcessManager for Supervisord {
 
     fn restart_all(&self, program: &str) -> RemoteCmd {
         RemoteCmd::new(format!("sudo -n supervisorctl restart {}", group(program)))
+    }
+
+    /// Rewrites the file's `autostart=` line in place (`sed -i`: a new file renamed
+    /// over the old one) and nothing else: no `update`, so the program that runs now
+    /// and supervisord's loaded config are untouched; supervisord reads the line when
+    /// it starts, at the next boot.  Decision: the slot template keeps rendering
+    /// `autostart=false`, and the host's file is compared with it through
+    /// [`ProcessManager::slot_file_as_rendered`], so a slot file is never rewritten (nor
+    /// its program reloaded) for its boot flag alone.  Nothing to do without the file.
+    fn at_boot(&self, program: &str, on: bool) -> RemoteCmd {
+        let script = format!(
+            "f={}; [ ! -f \"$f\" ] || sed -i 's/^autostart=.*$/autostart={on}/' \"$f\"",
+            quote(&self.conf_path_of(program))
+        );
+        RemoteCmd::new(format!("sudo -n sh -c {}", quote(&script)))
+    }
+
+    /// The line [`Self::at_boot`] set back to the template's `autostart=false`.
+    fn slot_file_as_rendered(&self, file: String) -> String {
+        if !file.lines().any(|l| l == "autostart=true") {
+            return file;
+        }
+        file.split_inclusive('\n')
+            .map(|l| match l.strip_suffix('\n').unwrap_or(l) {
+                "autostart=true" => l.replacen("true", "false", 1),
+                _ => l.to_string(),
+            })
+            .collect()
     }
 
     /// Graceful: TERM, then KILL after the program's `stopwaitsecs` (through the socket:

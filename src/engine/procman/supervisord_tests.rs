@@ -226,3 +226,77 @@ fn names_programs_and_files_per_slot() {
         "{stop}"
     );
 }
+
+#[test]
+fn at_boot_rewrites_only_the_autostart_line_and_the_file_still_reads_as_rendered() {
+    let on = Supervisord.at_boot("hello-blue", true).line;
+    assert_eq!(
+        on,
+        "sudo -n sh -c 'f=/etc/supervisor/conf.d/hello-blue.conf; [ ! -f \"$f\" ] || sed -i '\\''s/^autostart=.*$/autostart=true/'\\'' \"$f\"'"
+    );
+    assert!(
+        !on.contains("supervisorctl"),
+        "no update: the running program is untouched"
+    );
+    let off = Supervisord.at_boot("hello-green", false).line;
+    assert!(off.contains("/autostart=false/"), "{off}");
+    // Run for real on a copy of a rendered file: only that line changes; a missing
+    // file is no error.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("hello-blue.conf");
+    let rendered = "; Managed by deploy for hello (prod), slot blue\n[program:hello-blue]\nautostart=false\nautorestart=true\n";
+    std::fs::write(&f, rendered).unwrap();
+    let script = |on: bool| {
+        format!(
+            "f={}; [ ! -f \"$f\" ] || sed -i 's/^autostart=.*$/autostart={on}/' \"$f\"",
+            f.display()
+        )
+    };
+    let sh = |s: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s)
+            .status()
+            .unwrap()
+    };
+    assert!(sh(&script(true)).success());
+    let booted = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(
+        booted,
+        rendered.replace("autostart=false", "autostart=true")
+    );
+    assert_eq!(Supervisord.slot_file_as_rendered(booted), rendered);
+    assert!(sh(&script(false)).success());
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), rendered);
+    std::fs::remove_file(&f).unwrap();
+    assert!(sh(&script(true)).success(), "no file: nothing to do");
+    // Other lines that mention autostart stay as they are.
+    let odd = "autostart=true # not ours\nautostart=true\n".to_string();
+    assert_eq!(
+        Supervisord.slot_file_as_rendered(odd),
+        "autostart=true # not ours\nautostart=false\n"
+    );
+}
+
+#[test]
+fn settled_waits_on_the_socket_while_a_slot_is_starting_then_never_fails() {
+    let c = Supervisord.settled(&["hello-blue".into(), "hello-green".into()], 5);
+    assert!(c.line.starts_with("sudo -n sh -c "), "{}", c.line);
+    // The script as `sh -c` gets it: the quoted word, unquoted by a shell.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s {}", &c.line["sudo -n sh -c ".len()..]))
+        .output()
+        .unwrap();
+    let script = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "<string>hello-blue</string>",
+        "<string>hello-green</string>",
+        "supervisor.getProcessInfo",
+        "*'<string>STARTING</string>'*) exit 0;;",
+        "supervisorctl status hello-blue hello-green",
+        "[ $n -ge 20 ] && break; sleep 0.25; done; true",
+    ] {
+        assert!(script.contains(want), "{want}: {script}");
+    }
+}

@@ -28,15 +28,19 @@ pub fn decide(v: &View, st: &HostState) -> super::Decided {
                 slot: old,
                 version: prev.clone(),
             });
+            // The new slot is stopped whether the switch back worked or not: the old
+            // one is what a reboot should bring back either way.
+            let mut always = vec![
+                Op::run(v.pm.stop(&v.program(target)), "stopping"),
+                Op::run(
+                    cmd::mark_failed(v.paths, v.version()),
+                    "marking the release failed",
+                ),
+            ];
+            always.extend(super::switch::at_boot(v, old));
             probe.or_else(Recovery {
                 attempt: back,
-                always: vec![
-                    Op::run(v.pm.stop(&v.program(target)), "stopping"),
-                    Op::run(
-                        cmd::mark_failed(v.paths, v.version()),
-                        "marking the release failed",
-                    ),
-                ],
+                always,
                 note_ok: format!("; switched back to {prev} in {}", v.program(old)),
                 note_failed: format!("; switching back to {prev} failed too: "),
             })

@@ -1,12 +1,14 @@
 //! `install`: the release's package is installed from the job's index; the completion
-//! marker is written last.  With the job's `wheel` pin, the installer installs exactly
+//! marker is written last.  A failed install leaves nothing behind: the unfinished
+//! release (its virtualenv, what the installer wrote) is removed at once, so a full
+//! disk gets its space back and the next deploy builds the release anew.  With the job's `wheel` pin, the installer installs exactly
 //! that file (its SHA-256 checked) and the marker records the hash.  A rollback (`no_install`) installs nothing: the release must
 //! already be complete on the host.
 
 use super::{Decided, HostState, View};
-use crate::commands::Tool;
+use crate::commands::{self as cmd, Tool};
 use crate::facts::{Facts, ReleaseState};
-use crate::ops::{Decision, Op, Report};
+use crate::ops::{Decision, Op, Recovery, Report};
 
 pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     let version = v.version();
@@ -48,7 +50,7 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
         Tool::Uv { .. } => "uv pip install",
     };
     Ok(Decision::act(
-        vec![Op::Install { tool }.into()],
+        vec![Op::Install { tool }.or_else(remove_unfinished(v))],
         Report::changed(match &v.plan.spec.wheel {
             Some(w) => format!(
                 "installed {req} from {from} ({what}), {} sha256 {} verified",
@@ -57,4 +59,20 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
             None => format!("installed {req} from {from} ({what})"),
         }),
     ))
+}
+
+/// After a failed build: the release directory goes unless it is complete (said after
+/// the failure's reason).  Decision: removed rather than left for `venv` to rebuild or
+/// `prune` to remove, because a build that failed for want of space would otherwise
+/// keep the space it took, and the live release's logs share that disk.
+pub fn remove_unfinished(v: &View) -> Recovery {
+    let version = v.version();
+    Recovery {
+        always: vec![Op::run(
+            cmd::remove_unfinished(v.paths, version),
+            "removing the unfinished release",
+        )],
+        note_ok: format!("; the unfinished release {version} was removed"),
+        ..Default::default()
+    }
 }

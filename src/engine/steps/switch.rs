@@ -2,6 +2,7 @@
 //! rename: nginx connects through it for every request, so nothing is reloaded and no
 //! client connection is closed.  The nginx site itself is installed only when it differs
 //! (a first deploy, a changed server name), validated with `nginx -t`, then reloaded.
+//! With the pointer, the boot flags move: only the live slot starts at boot.
 
 use super::{Decided, HostState, View};
 use crate::commands as cmd;
@@ -57,6 +58,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
         }
         .into(),
     );
+    actions.extend(at_boot(v, target).into_iter().map(Action::from));
     let how = if reload {
         "nginx site installed and reloaded"
     } else {
@@ -70,6 +72,21 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
         ))
         .with_diff(d),
     ))
+}
+
+/// Only `live` starts at boot: its program on, the other slot's off (the process
+/// manager's [`crate::procman::ProcessManager::at_boot`]; neither program is touched
+/// now).  After the pointer moved, in the same batch: a host that reboots later brings
+/// back the slot nginx sends traffic to, and only that one.
+pub fn at_boot(v: &View, live: usize) -> Vec<Op> {
+    let (on, off) = (v.program(live), v.program(1 - live));
+    vec![
+        Op::run(v.pm.at_boot(&on, true), format!("starting {on} at boot")),
+        Op::run(
+            v.pm.at_boot(&off, false),
+            format!("not starting {off} at boot"),
+        ),
+    ]
 }
 
 /// Installs `site` if the whole nginx configuration passes `nginx -t` with it, then

@@ -349,12 +349,27 @@ fn switch_is_one_rename_of_the_live_pointer_and_never_reloads_nginx() {
         panic!("{d:?}")
     };
     assert_eq!(
-        actions.iter().map(|a| a.op.clone()).collect::<Vec<_>>(),
-        [Op::SetLive {
+        actions[0].op,
+        Op::SetLive {
             slot: 1,
             version: "1.1.0".into()
-        }],
+        },
         "the site is unchanged: no nginx -t, no reload"
+    );
+    // Then only the new live slot starts at boot.
+    let boot: Vec<String> = actions[1..]
+        .iter()
+        .map(|a| match &a.op {
+            Op::Run { cmd, .. } => cmd.line.clone(),
+            o => panic!("{o:?}"),
+        })
+        .collect();
+    assert_eq!(
+        boot,
+        [
+            Supervisord.at_boot("hello-green", true).line,
+            Supervisord.at_boot("hello-blue", false).line
+        ]
     );
     assert!(report.reason.contains("no reload"), "{report:?}");
     assert!(st.nginx_before.is_none());
@@ -367,7 +382,7 @@ fn switch_is_one_rename_of_the_live_pointer_and_never_reloads_nginx() {
     let install = l[0].find("nginx -t").unwrap_or(usize::MAX);
     let reload = l[0].find("nginx -s reload").unwrap_or(0);
     assert!(
-        l.len() == 1 && install < reload && l[0].contains(" HUP PIPE"),
+        l.len() == 3 && install < reload && l[0].contains(" HUP PIPE"),
         "{l:?}"
     );
     assert_eq!(st.nginx_before, Some(Some("old site".into())));
@@ -402,6 +417,22 @@ fn health_switches_back_to_the_old_slot_when_the_new_one_fails() {
     assert!(undo.always.iter().any(
         |o| matches!(o, Op::Run { cmd, .. } if cmd.line.contains("supervisorctl stop hello-green"))
     ));
+    // Whether the switch back works or not, the old slot is the one a reboot brings back.
+    let boots: Vec<&str> = undo
+        .always
+        .iter()
+        .filter_map(|o| match o {
+            Op::Run { cmd, .. } if cmd.line.contains("autostart=") => Some(cmd.line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        boots,
+        [
+            Supervisord.at_boot("hello-blue", true).line.as_str(),
+            Supervisord.at_boot("hello-green", false).line.as_str()
+        ]
+    );
     // When the switch replaced the site too, the old site goes back first.
     st.nginx_before = Some(Some("old site".into()));
     let d = with(&p, |v| decide(Step::Health, v, &f, &mut st));

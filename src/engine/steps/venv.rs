@@ -65,7 +65,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
                     "release {version} was completed by an earlier build"
                 )),
             }
-            .into(),
+            .or_else(super::install::remove_unfinished(v)),
         ],
         Report::changed(format!("{done} virtualenv {dir} ({how}{note})")),
     ))

@@ -94,6 +94,7 @@ impl Table {
 fn table() -> Table {
     Table::default()
         .add(Method::GET, "/v1/health", health)
+        .add(Method::GET, "/metrics", metrics)
         .add(Method::GET, "/v1/apps", apps::apps)
         .add(Method::GET, "/v1/hosts", apps::hosts)
         .add(Method::GET, "/v1/apps/{app}/status", apps::status)
@@ -156,6 +157,14 @@ pub fn router(state: AppState) -> Router {
 async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
     let followers = st.svc.jobs().events.followers();
     Json(serde_json::json!({"ok": true, "followers": followers}))
+}
+
+/// `GET /metrics`: Prometheus' text format, for any valid token (`super::metrics`).
+async fn metrics(State(st): State<AppState>, _who: Principal) -> Response {
+    let m = super::metrics::get();
+    m.set_followers(st.svc.jobs().events.followers());
+    let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, kind)], m.render()).into_response()
 }
 
 async fn method_not_allowed(req: Request) -> ApiErr {

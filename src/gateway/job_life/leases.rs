@@ -153,6 +153,7 @@ pub async fn take_over(jobs: &Jobs, reaper: &mut clock::Reaper) -> Result<Vec<St
         return Ok(Vec::new());
     }
     let ids: Vec<String> = taken.iter().map(|(id, _)| id.clone()).collect();
+    crate::gateway::metrics::get().takeovers(ids.len());
     for (id, owner) in &taken {
         tracing::warn!(
             "job {id}: the lease of gateway {owner} expired; marked interrupted, lock released"

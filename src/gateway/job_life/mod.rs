@@ -130,7 +130,11 @@ pub async fn finish(jobs: &Jobs, job: &JobInfo, result: engine::JobResult, last:
         })
         .await;
     match recorded {
-        Ok(true) => tracing::info!("job {}", state),
+        Ok(true) => {
+            let secs = now_ms().saturating_sub(job.created_ms) as f64 / 1000.0;
+            crate::gateway::metrics::get().job_ended(job.kind.as_str(), state.as_str(), secs);
+            tracing::info!("job {}", state)
+        }
         Ok(false) => tracing::error!(
             "job {state} here, but another gateway had already marked it interrupted (this gateway's lease on it expired); nothing more is recorded"
         ),

@@ -186,26 +186,32 @@ impl Testbed {
 
     /// With `isolated`, the servers have no route to the index (relay tests).
     pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
-        Self::up_opts(test, n, isolated, false, false, std::process::id())
+        Self::up_opts(test, n, if isolated { &["--isolated"] } else { &[] }, std::process::id())
     }
 
     /// With a PostgreSQL server all servers share (`ci/testbed.sh up --postgres`).
     pub fn up_with_db(test: &str, n: usize) -> Testbed {
-        Self::up_opts(test, n, false, true, false, std::process::id())
+        Self::up_opts(test, n, &["--postgres"], std::process::id())
     }
 
-    /// `vm`: the servers are QEMU VMs ([`vm`]); `owner`: the process whose death lets
-    /// `ci/testbed.sh gc` remove the bed (this process, unless a test says otherwise).
-    fn up_opts(
-        test: &str,
-        n: usize,
-        isolated: bool,
-        postgres: bool,
-        vm: bool,
-        owner: u32,
-    ) -> Testbed {
+    /// Servers whose `/srv` is a tmpfs of `size` (`64m`): a disk a test can fill
+    /// (`ci/testbed.sh up --srv-tmpfs`).
+    pub fn up_with_small_srv(test: &str, n: usize, size: &str) -> Testbed {
+        Self::up_opts(test, n, &["--srv-tmpfs", size], std::process::id())
+    }
+
+    /// Servers that come back from `docker restart` as a rebooted machine does: same
+    /// ports, empty `/run` (`ci/testbed.sh up --rebootable`); see [`Testbed::reboot`].
+    pub fn up_rebootable(test: &str, n: usize) -> Testbed {
+        Self::up_opts(test, n, &["--rebootable"], std::process::id())
+    }
+
+    /// `options`: `ci/testbed.sh up`'s (`--vm`: the servers are QEMU VMs, [`vm`]);
+    /// `owner`: the process whose death lets `ci/testbed.sh gc` remove the bed (this
+    /// process, unless a test says otherwise).
+    fn up_opts(test: &str, n: usize, options: &[&str], owner: u32) -> Testbed {
         require_docker();
-        if vm {
+        if options.contains(&"--vm") {
             vm::require_qemu();
         }
         let name = format!("{}-{}", test.replace('_', "-"), std::process::id());
@@ -214,9 +220,7 @@ impl Testbed {
             .args(["up", &name, &n.to_string()])
             .arg(dir.path())
             .args(["--owner", &owner.to_string()])
-            .args(if isolated { &["--isolated"][..] } else { &[] })
-            .args(if postgres { &["--postgres"][..] } else { &[] })
-            .args(if vm { &["--vm"][..] } else { &[] })
+            .args(options)
             .output()
             .unwrap();
         assert!(
@@ -450,6 +454,19 @@ pub fn live_slot(container: &str) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// The web slots (`hello-blue`, `hello-green`) supervisord runs on a host, sorted.
+pub fn running_slots(container: &str) -> Vec<String> {
+    let mut out: Vec<String> = exec(container, "supervisorctl status || true")
+        .lines()
+        .filter(|l| l.starts_with("hello-") && l.contains("RUNNING"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|p| p.ends_with("-blue") || p.ends_with("-green"))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    out
 }
 
 /// Number of successful SSH logins the container's sshd has logged.
@@ -1048,6 +1065,14 @@ impl Gateway {
         assert_eq!(status, 202, "{body}");
         let job: serde_json::Value = serde_json::from_str(&body).unwrap();
         job["id"].as_str().unwrap().to_string()
+    }
+
+    /// A job's stored events, as JSON values (`GET /v1/jobs/{id}/log`).
+    pub fn job_events(&self, token: &str, job: &str) -> Vec<serde_json::Value> {
+        let (status, _, body) = self.http("GET", &format!("/v1/jobs/{job}/log"), Some(token), None);
+        assert_eq!(status, 200, "{body}");
+        let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        v.into_iter().map(|e| e["event"].clone()).collect()
     }
 
     /// The state of a job, as the API reports it.

@@ -79,22 +79,22 @@ pub fn require_qemu() {
 impl Testbed {
     /// `n` VM servers and an index (`ci/testbed.sh up --vm`), named after `test`.
     pub fn up_vm(test: &str, n: usize) -> Testbed {
-        Self::up_opts(test, n, false, false, true, std::process::id())
+        Self::up_opts(test, n, &["--vm"], std::process::id())
     }
 
     /// VM servers and a PostgreSQL container they reach as [`Testbed::servers_db`].
     pub fn up_vm_with_db(test: &str, n: usize) -> Testbed {
-        Self::up_opts(test, n, false, true, true, std::process::id())
+        Self::up_opts(test, n, &["--vm", "--postgres"], std::process::id())
     }
 
     /// VM servers that reach nothing (QEMU's `restrict=on`): relay tests.
     pub fn up_vm_isolated(test: &str, n: usize) -> Testbed {
-        Self::up_opts(test, n, true, false, true, std::process::id())
+        Self::up_opts(test, n, &["--vm", "--isolated"], std::process::id())
     }
 
     /// VM servers whose owner (for `ci/testbed.sh gc`) is process `owner`, not this one.
     pub fn up_vm_owned_by(test: &str, n: usize, owner: u32) -> Testbed {
-        Self::up_opts(test, n, false, false, true, owner)
+        Self::up_opts(test, n, &["--vm"], owner)
     }
 }
 
