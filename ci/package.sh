@@ -24,7 +24,8 @@
 #!   /lib/systemd/system/deploy-gateway.service           ci/deb/gateway/
 #!   /etc/deploy-gateway/gateway.toml                     conffile, 0640 root:deploy-gateway
 #!   /usr/share/doc/deploy-gateway/{README.md,copyright,examples/inventory.yml}
-#! The CLI package: /usr/bin/deploy, /usr/share/doc/deploy/copyright.
+#! The CLI package: /usr/bin/deploy, its bash/zsh/fish completions and man pages (as
+#! `deploy completions` and `deploy manpages` write them), /usr/share/doc/deploy/copyright.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -114,7 +115,17 @@ build deploy-gateway
 
 # --- deploy (the CLI)
 stage deploy
-install -m 0755 "$bin/deploy" "$work/deploy/usr/bin/deploy"
+c="$work/deploy"
+install -m 0755 "$bin/deploy" "$c/usr/bin/deploy"
+# Its completions and man pages, as the binary writes them.
+install -d -m 0755 "$c/usr/share/bash-completion/completions" "$c/usr/share/zsh/vendor-completions" \
+    "$c/usr/share/fish/vendor_completions.d" "$c/usr/share/man/man1"
+"$bin/deploy" completions bash > "$c/usr/share/bash-completion/completions/deploy"
+"$bin/deploy" completions zsh > "$c/usr/share/zsh/vendor-completions/_deploy"
+"$bin/deploy" completions fish > "$c/usr/share/fish/vendor_completions.d/deploy.fish"
+"$bin/deploy" manpages "$c/usr/share/man/man1" >/dev/null
+gzip -9n "$c"/usr/share/man/man1/*.1
+find "$c/usr/share" -type f -exec chmod 0644 {} +
 control deploy ci/deb/cli/control
 build deploy
 

@@ -140,9 +140,15 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
         "deploy_job_duration_seconds_count{kind=\"deploy\"} 1",
         "deploy_step_duration_seconds_count{step=\"switch\",status=\"changed\"} 3",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} missing in:\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing in:\n{metrics}"
+        );
     }
-    assert!(!metrics.contains("web1") && !metrics.contains("hello"), "{metrics}");
+    assert!(
+        !metrics.contains("web1") && !metrics.contains("hello"),
+        "{metrics}"
+    );
     assert_eq!(gw.http("GET", "/metrics", None, None).0, 401);
     // `deploy status` shows the release per host; the ledger records it.
     let r = gw.run(Some(&ann), &["status", "hello", "-e", "staging"]);

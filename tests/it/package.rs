@@ -330,6 +330,13 @@ fn the_packaged_gateway_runs_under_systemd_as_its_own_user_and_deploys_through_t
         .status()
         .unwrap();
     assert!(st.success());
+    for f in [
+        "usr/share/man/man1/deploy.1.gz",
+        "usr/share/man/man1/deploy-release.1.gz",
+        "usr/share/bash-completion/completions/deploy",
+    ] {
+        assert!(cli.path().join(f).is_file(), "the CLI package has {f}");
+    }
     let forward = Forward::open(&bastion);
     let out = Command::new(cli.path().join("usr/bin/deploy"))
         .args(["release", "hello", "1.0.0", "-e", "staging"])

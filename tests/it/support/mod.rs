@@ -186,7 +186,12 @@ impl Testbed {
 
     /// With `isolated`, the servers have no route to the index (relay tests).
     pub fn up_with(test: &str, n: usize, isolated: bool) -> Testbed {
-        Self::up_opts(test, n, if isolated { &["--isolated"] } else { &[] }, std::process::id())
+        Self::up_opts(
+            test,
+            n,
+            if isolated { &["--isolated"] } else { &[] },
+            std::process::id(),
+        )
     }
 
     /// With a PostgreSQL server all servers share (`ci/testbed.sh up --postgres`).
