@@ -73,6 +73,14 @@ pg_pass() {
 # cannot name it with CARGO_BIN_EXE; building it once here spares every test the wait).
 build_cli() { cargo build --locked --quiet -p deploy-cli --bin deploy && export DEPLOY_TEST_CLI_BUILT=1; }
 
+# The Debian packages tests/it/package.rs installs, built before the tests: ci/package.sh
+# builds deploy-gateway without the tests' `fake` feature, and cargo puts that binary where
+# the tests' own is (target/debug/deploy-gateway), so it must not run while they do.
+build_debs() {
+    local dir
+    dir="$(bash ci/package.sh | tail -1)" && export DEPLOY_TEST_DEB_DIR="$dir"
+}
+
 case "${1:-all}" in
     fast)
         shift
@@ -86,6 +94,7 @@ case "${1:-all}" in
     all | -*)
         [[ "${1:-}" == all ]] && shift
         build_cli
+        build_debs
         pass "pass 1: every test, SQLite store" nextest "$@"
         pg_pass "$@"
         ;;

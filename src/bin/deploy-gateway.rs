@@ -1,6 +1,7 @@
 //! `deploy-gateway`: the bastion-side binary: `serve` (the HTTP API and job runner),
 //! `token` (create/list/revoke API tokens), `trust-host` (the explicit act of pinning a
-//! host key) and `apply` (one job through the job service, printing events); exit codes.
+//! host key), `apply` (one job through the job service, printing events) and
+//! `check-config` (everything `serve` loads, checked, nothing started); exit codes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,13 +125,24 @@ enum TokenCmd {
 enum Cmd {
     /// Serve the HTTP API (runs until SIGINT/SIGTERM).
     Serve {
-        #[arg(long, short = 'c', default_value = "gateway.toml")]
-        config: PathBuf,
+        /// [default: ./gateway.toml if there is one, else /etc/deploy-gateway/gateway.toml]
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+    },
+    /// Check the config, the inventory, playbooks, templates (rendered for every
+    /// application and environment), the SSH key and the pinned host keys, starting
+    /// nothing and opening no database.  Exit codes: 0 ok, 2 problems (each printed as
+    /// `file:line: field: message`).
+    CheckConfig {
+        /// [default: ./gateway.toml if there is one, else /etc/deploy-gateway/gateway.toml]
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
     },
     /// Manage API tokens.
     Token {
-        #[arg(long, short = 'c', default_value = "gateway.toml", global = true)]
-        config: PathBuf,
+        /// [default: ./gateway.toml if there is one, else /etc/deploy-gateway/gateway.toml]
+        #[arg(long, short = 'c', global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         cmd: TokenCmd,
     },
@@ -207,13 +219,17 @@ impl Files {
 async fn dispatch(cli: Cli) -> Outcome {
     match cli.cmd {
         Cmd::Serve { config } => {
-            let cfg = GatewayConfig::load(&config).map_err(usage)?;
+            let cfg =
+                GatewayConfig::load(&GatewayConfig::path_or_default(config)).map_err(usage)?;
             deploy::gateway::serve(cfg)
                 .await
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
             Ok(0)
         }
-        Cmd::Token { config, cmd } => run_token(&config, cmd),
+        Cmd::CheckConfig { config } => Ok(deploy::gateway::check_config::run(
+            &GatewayConfig::path_or_default(config),
+        )),
+        Cmd::Token { config, cmd } => run_token(&GatewayConfig::path_or_default(config), cmd),
         Cmd::Apply(a) => run_apply(*a).await,
         Cmd::TrustHost {
             files,

@@ -218,7 +218,20 @@ fn default_timeout() -> u64 {
     900
 }
 
+/// Where the Debian package puts the config (and its systemd unit reads it).
+pub const PACKAGE_PATH: &str = "/etc/deploy-gateway/gateway.toml";
+
 impl GatewayConfig {
+    /// `--config` when given; else `./gateway.toml` when there is one, else the
+    /// package's [`PACKAGE_PATH`].
+    pub fn path_or_default(config: Option<PathBuf>) -> PathBuf {
+        let here = PathBuf::from("gateway.toml");
+        config.unwrap_or_else(|| match here.exists() {
+            true => here,
+            false => PathBuf::from(PACKAGE_PATH),
+        })
+    }
+
     pub fn load(path: &Path) -> Result<GatewayConfig, InputError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             InputError::new(

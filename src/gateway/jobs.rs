@@ -7,7 +7,7 @@
 //! nothing.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,20 +15,15 @@ use deploy_wire::api::{JobInfo, JobKind, JobState};
 use deploy_wire::{Event, EventKind, JobStatus};
 use tracing::Instrument;
 
-use super::config::GatewayConfig;
 use super::events::Events;
 use super::job_life::Claim;
 use super::job_life::clock::LeaseClock;
 use super::relay::{Relay, RelayCache};
 use super::store::{Db, LockHolder, Orphans, StoreError, now_ms};
 use crate::artifacts::{ArtifactSource, Auth, SimpleIndex};
-use crate::engine::{
-    self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, Plan, UvTool,
-};
+use crate::engine::{self, CancelFlag, EngineConfig, EventSink, IndexAccess, JobSpec, Plan};
 use crate::error::InputError;
-use crate::inventory::{App, Delivery, Inventory};
-use crate::pins::HostKeyPins;
-use crate::ssh::{SshKey, SshOptions};
+use crate::inventory::{App, Inventory};
 
 /// A job's sink that keeps its `job_finished` event back for the end's transaction.
 struct HoldFinal {
@@ -45,55 +40,7 @@ impl EventSink for HoldFinal {
     }
 }
 
-/// Where the servers of a job get the application's artifacts from.
-pub enum Artifacts {
-    /// The gateway's sources (`gateway.toml`): directly or through the relay, as each
-    /// environment's `delivery` says.
-    Gateway(Arc<GatewayConfig>),
-    /// The inventory's `index_url` only, reached by the servers themselves (`apply`
-    /// without a gateway config: the engine decides, and refuses `delivery: relay`).
-    Inventory,
-}
-
-/// What running jobs needs: files, the key, limits and the artifact sources.
-pub struct Settings {
-    pub inventory: PathBuf,
-    pub known_hosts: PathBuf,
-    pub playbooks: PathBuf,
-    pub templates: PathBuf,
-    pub command_timeout: Duration,
-    pub ssh: SshOptions,
-    pub key: Arc<SshKey>,
-    pub uv: Option<UvTool>,
-    pub artifacts: Artifacts,
-    /// How long this process's claim on a running job lasts unless renewed.
-    pub lease: Duration,
-    /// The owner of this process's leases: a gateway's id (the same across its
-    /// restarts), or a fresh one per `apply` run ([`one_off_owner`]).
-    pub owner: String,
-}
-
-/// The lease time when the config names none.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-
-impl Settings {
-    /// The gateway's settings, from its config.
-    pub fn gateway(cfg: Arc<GatewayConfig>, key: SshKey, uv: Option<UvTool>) -> Settings {
-        Settings {
-            inventory: cfg.inventory.clone(),
-            known_hosts: cfg.known_hosts.clone(),
-            playbooks: cfg.playbooks.clone(),
-            templates: cfg.templates.clone(),
-            command_timeout: Duration::from_secs(cfg.command_timeout_secs),
-            ssh: SshOptions::default(),
-            key: Arc::new(key),
-            uv,
-            lease: Duration::from_secs(cfg.lease_secs),
-            owner: cfg.gateway_id.clone(),
-            artifacts: Artifacts::Gateway(cfg),
-        }
-    }
-}
+pub use super::settings::{Artifacts, DEFAULT_LEASE, Settings};
 
 /// A job that passed every input check: ready to be locked and run.
 pub struct Planned {
@@ -252,62 +199,16 @@ impl Jobs {
         }
     }
 
-    /// How the servers of `env` reach the artifacts; None: the engine's default.
-    fn index_access(
-        &self,
-        inv: &Inventory,
-        job: &JobInfo,
-    ) -> Result<Option<IndexAccess>, InputError> {
-        let Artifacts::Gateway(cfg) = &self.settings.artifacts else {
-            return Ok(None);
-        };
-        let Some((app, env)) = inv
-            .app(&job.app)
-            .ok()
-            .and_then(|a| Some((a, a.environments.get(&job.env)?)))
-        else {
-            return Ok(None); // plan() reports it
-        };
-        let bad = |m: String| {
-            InputError::new(
-                &cfg.path,
-                None,
-                format!("applications.{}.source", app.name),
-                m,
-            )
-        };
-        let source = cfg.source_for(app).map_err(bad)?;
-        Ok(Some(match (env.delivery, &self.relay_cache) {
-            (Delivery::Relay, Some(cache)) => IndexAccess::Relay(Arc::new(Relay::new(
-                source,
-                self.relay_http.clone(),
-                cache.clone(),
-                self.events.sink(&job.id),
-            ))),
-            // (The relay cache exists whenever the gateway's sources do.)
-            _ => IndexAccess::Direct(source.servers_index().map_err(|e| bad(e.to_string()))?),
-        }))
-    }
-
     /// The engine's configuration (files, key, pins, limits), for jobs and `observe`.
     pub fn engine_config(&self) -> Result<EngineConfig, InputError> {
-        let s = &self.settings;
-        Ok(EngineConfig {
-            playbooks_dir: s.playbooks.clone(),
-            templates_dir: s.templates.clone(),
-            key: s.key.clone(),
-            pins: HostKeyPins::load(&s.known_hosts)?,
-            ssh: s.ssh.clone(),
-            command_timeout: s.command_timeout,
-            uv: s.uv.clone(),
-            fence: None,
-        })
+        self.settings.engine_config()
     }
 
-    /// Every input check and rendering, before any connection.
+    /// Every input check and rendering, before any connection ([`Settings::plan`]); an
+    /// environment with `delivery: relay` gets a relay of its own, whose events are
+    /// this job's.
     pub fn plan(&self, job: JobInfo, batch: Option<&str>) -> Result<Planned, InputError> {
         let inv = self.inventory()?;
-        let engine = self.engine_config()?;
         let batch = batch
             .map(|b| {
                 crate::inventory::BatchSize::parse(b)
@@ -322,10 +223,19 @@ impl Jobs {
             no_install: matches!(job.kind, JobKind::Rollback | JobKind::Restart),
             restart: job.kind == JobKind::Restart,
             batch,
-            index: self.index_access(&inv, &job)?,
+            index: None,
             wheel: None,
         };
-        let plan = engine::plan(&inv, &engine, &spec)?;
+        let relay = |source| {
+            let cache = self.relay_cache.clone()?;
+            Some(IndexAccess::Relay(Arc::new(Relay::new(
+                source,
+                self.relay_http.clone(),
+                cache,
+                self.events.sink(&job.id),
+            ))))
+        };
+        let (plan, engine) = self.settings.plan(&inv, spec, relay)?;
         Ok(Planned { job, plan, engine })
     }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod build_job;
+pub mod check_config;
 pub mod config;
 pub mod dashboard;
 pub mod events;
@@ -24,6 +25,7 @@ pub mod relay_cache;
 pub mod retention;
 pub mod scheduler;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod tokens;
 
