@@ -340,9 +340,11 @@ impl ProcessManager for Systemd {
         ))
     }
 
-    /// `Key=value` blocks, one per unit, separated by blank lines.
+    /// `Key=value` blocks, one per unit, separated by blank lines, in systemd's own
+    /// order (a hash's: on a VM `@1` came before `@0`): sorted by program, then copy
+    /// number.
     fn parse_status(&self, output: &str) -> Vec<ProgramStatus> {
-        output
+        let mut all: Vec<ProgramStatus> = output
             .split("\n\n")
             .filter_map(|block| {
                 let get = |k: &str| {
@@ -358,7 +360,13 @@ impl ProcessManager for Systemd {
                     get("MainPID"),
                 )
             })
-            .collect()
+            .collect();
+        all.sort_by_key(|s| {
+            let n = s.copy.as_deref().and_then(|c| c.rsplit_once('@'));
+            let n = n.and_then(|(_, i)| i.parse::<u32>().ok());
+            (s.program.clone(), n)
+        });
+        all
     }
 }
 

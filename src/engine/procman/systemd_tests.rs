@@ -188,8 +188,16 @@ fn reads_systemctl_show_blocks_of_every_state() {
     assert_eq!(
         all,
         [
+            st(
+                "deploy-hello-beat",
+                Some("deploy-hello-beat@0"),
+                Fatal,
+                None
+            ),
             st("deploy-hello-blue", None, Running, Some(42)),
+            st("deploy-hello-boot", None, Starting, None),
             st("deploy-hello-green", None, Stopped, None),
+            st("deploy-hello-once", None, Stopping, None),
             st(
                 "deploy-hello-worker",
                 Some("deploy-hello-worker@0"),
@@ -202,14 +210,28 @@ fn reads_systemctl_show_blocks_of_every_state() {
                 Backoff,
                 None
             ),
-            st(
-                "deploy-hello-beat",
-                Some("deploy-hello-beat@0"),
-                Fatal,
-                None
-            ),
-            st("deploy-hello-once", None, Stopping, None),
-            st("deploy-hello-boot", None, Starting, None),
+        ]
+    );
+    // systemd's order is its own (a hash's): copies come out numbered in order.
+    let out = [
+        block("deploy-hello-worker@10.service", "active", "running", 12),
+        block("deploy-hello-worker@1.service", "active", "running", 11),
+        block("deploy-hello-blue.service", "active", "running", 9),
+        block("deploy-hello-worker@0.service", "active", "running", 10),
+    ]
+    .join("\n");
+    let names: Vec<String> = Systemd
+        .parse_status(&out)
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "deploy-hello-blue",
+            "deploy-hello-worker@0",
+            "deploy-hello-worker@1",
+            "deploy-hello-worker@10"
         ]
     );
     assert_eq!(status_of(&all, "deploy-hello-worker").count(), 2);
