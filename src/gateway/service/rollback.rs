@@ -123,18 +123,7 @@ impl JobService {
                 target,
             }),
             Err(skipped) => {
-                let mut possible: Vec<String> = complete
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|v| Some(v.as_str()) != current.as_deref())
-                    .collect();
-                crate::versions::sort(&mut possible);
-                possible.reverse();
-                let possible = if possible.is_empty() {
-                    "none".to_string()
-                } else {
-                    possible.join(", ")
-                };
+                let possible = possible_targets(complete.unwrap_or_default(), current.as_deref());
                 Err(ServiceError::Conflict(format!(
                     "no release deployed on {env} before {now} is still complete on every host \
                      ({} pruned or incomplete on some); possible targets: {possible}; use --to VERSION",
@@ -160,16 +149,7 @@ impl JobService {
             return Ok(());
         }
         let current = self.current_release(app, env).await?;
-        let mut possible: Vec<String> = (complete.into_iter())
-            .filter(|v| Some(v.as_str()) != current.as_deref())
-            .collect();
-        crate::versions::sort(&mut possible);
-        possible.reverse();
-        let possible = if possible.is_empty() {
-            "none".to_string()
-        } else {
-            possible.join(", ")
-        };
+        let possible = possible_targets(complete, current.as_deref());
         Err(ServiceError::Conflict(format!(
             "{app} {version} is not complete on every host of {env} (pruned, or never installed there); possible targets: {possible}"
         )))
@@ -201,6 +181,21 @@ impl JobService {
         self.visible_env(p, app, env, &format!("{app}/{env} rollback target"))
             .await?;
         self.plan_rollback(app, env).await
+    }
+}
+
+/// The releases a rollback may go to, newest first, for a refusal's message: those
+/// complete on every host, less the one running (`none` when nothing is left).
+fn possible_targets(complete: BTreeSet<String>, current: Option<&str>) -> String {
+    let mut possible: Vec<String> = (complete.into_iter())
+        .filter(|v| Some(v.as_str()) != current)
+        .collect();
+    crate::versions::sort(&mut possible);
+    possible.reverse();
+    if possible.is_empty() {
+        "none".to_string()
+    } else {
+        possible.join(", ")
     }
 }
 
