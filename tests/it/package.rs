@@ -63,56 +63,12 @@ fn debs() -> Debs {
     }
 }
 
-/// ssh/scp options for a VM server: its pinned host key, the bed's key.
-fn ssh_opts(cmd: &mut Command, vm: &vm::Vm) {
-    cmd.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=5",
-    ])
-    .args([
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-    ])
-    .args([
-        "-o",
-        "GlobalKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-    ])
-    .arg("-o")
-    .arg(format!(
-        "UserKnownHostsFile={}",
-        vm.ssh_known_hosts.display()
-    ))
-    .arg("-i")
-    .arg(&vm.key);
-}
-
-/// Copies `file` to `dest` on the VM (as the deploy user, over its forwarded ssh port).
-fn scp(server: &Server, file: &Path, dest: &str) {
-    let mut cmd = Command::new("scp");
-    ssh_opts(&mut cmd, server.vm.as_ref().unwrap());
-    let out = cmd
-        .args(["-P", &server.ssh_port.to_string()])
-        .arg(file)
-        .arg(format!("deploy@127.0.0.1:{dest}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scp {}: {out:?}", file.display());
-}
-
 /// Writes `text` to `dest` on the VM with owner, group and mode (through /tmp and scp).
 fn put(server: &Server, text: &str, dest: &str, owner: &str, mode: &str) {
     let local = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(local.path(), text).unwrap();
     let tmp = format!("/tmp/put-{}", dest.replace('/', "_"));
-    scp(server, local.path(), &tmp);
+    vm::scp(server, local.path(), &tmp);
     let q = deploy::engine::shell::quote;
     exec(
         &server.container,
@@ -139,8 +95,7 @@ impl Forward {
     fn open(server: &Server) -> Forward {
         let port = support::git::free_port();
         let mut cmd = Command::new("ssh");
-        ssh_opts(&mut cmd, server.vm.as_ref().unwrap());
-        let child = cmd
+        let child = vm::ssh_opts(&mut cmd, server.vm.as_ref().unwrap())
             .args(["-N", "-o", "ExitOnForwardFailure=yes"])
             .arg("-L")
             .arg(format!("127.0.0.1:{port}:127.0.0.1:8700"))
@@ -220,7 +175,7 @@ fn the_packaged_gateway_runs_under_systemd_as_its_own_user_and_deploys_through_t
     let b = bastion.container.as_str();
 
     // Installed: enabled, not started (its config names an inventory that is not there).
-    scp(&bastion, &debs.gateway, "/tmp/deploy-gateway.deb");
+    vm::scp(&bastion, &debs.gateway, "/tmp/deploy-gateway.deb");
     let out = exec(b, "dpkg -i /tmp/deploy-gateway.deb 2>&1");
     assert!(out.contains("not started yet"), "{out}");
     assert_eq!(
