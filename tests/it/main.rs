@@ -45,6 +45,5 @@ mod shared_store;
 mod sign_in;
 mod systemd;
 mod systemd_django;
-mod vm;
 mod watch;
 mod wheel_pins;

@@ -1,12 +1,13 @@
 //! Test support for VM servers (`ci/testbed.sh up --vm`, issue 27): QEMU machines with
 //! systemd as PID 1 — starting a bed of them, running scripts on them (as root: ssh as
-//! `deploy`, then `sudo`), hard resets over QMP, soft reboots, waiting for their sshd.
+//! `deploy`, then `sudo`), copying files to them (scp), hard resets over QMP, soft
+//! reboots, waiting for their sshd; every ssh and scp with the same options ([`ssh_opts`]).
 //!
 //! QEMU and the VM image are required: a missing one fails the test (never a skip).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -105,10 +106,10 @@ fn vm_of(server: &Server) -> &Vm {
         .unwrap_or_else(|| panic!("{} is not a VM server", server.name))
 }
 
-/// `ssh deploy@127.0.0.1 -p PORT REMOTE` with the VM's pinned host key and the bed's key;
-/// `remote` is one command line for the deploy user's shell (quote what goes in it).
-fn ssh_command(port: u16, vm: &Vm, remote: &str) -> Command {
-    let mut cmd = Command::new("ssh");
+/// The options every ssh and scp to a VM server takes: no config file, batch mode, the
+/// VM's pinned host key (and no other), the bed's key, keep-alives (a dead VM is seen in
+/// 15 s). `tests/it/package.rs`'s scp and port forward use them too.
+pub fn ssh_opts<'c>(cmd: &'c mut Command, vm: &Vm) -> &'c mut Command {
     cmd.args([
         "-F",
         "/dev/null",
@@ -137,9 +138,29 @@ fn ssh_command(port: u16, vm: &Vm, remote: &str) -> Command {
     ))
     .arg("-i")
     .arg(&vm.key)
-    .args(["-p", &port.to_string(), "deploy@127.0.0.1", remote])
-    .stdin(std::process::Stdio::null());
+}
+
+/// `ssh deploy@127.0.0.1 -p PORT REMOTE` with [`ssh_opts`]; `remote` is one command line
+/// for the deploy user's shell (quote what goes in it).
+fn ssh_command(port: u16, vm: &Vm, remote: &str) -> Command {
+    let mut cmd = Command::new("ssh");
+    ssh_opts(&mut cmd, vm)
+        .args(["-p", &port.to_string(), "deploy@127.0.0.1", remote])
+        .stdin(std::process::Stdio::null());
     cmd
+}
+
+/// Copies `file` to `dest` on a VM server as the deploy user (scp with [`ssh_opts`] to
+/// its forwarded ssh port); panics on failure.
+pub fn scp(server: &Server, file: &Path, dest: &str) {
+    let mut cmd = Command::new("scp");
+    let out = ssh_opts(&mut cmd, vm_of(server))
+        .args(["-P", &server.ssh_port.to_string()])
+        .arg(file)
+        .arg(format!("deploy@127.0.0.1:{dest}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scp {}: {out:?}", file.display());
 }
 
 /// Runs `script` with `sh -c` as the deploy user on a VM server (no sudo): its output.
