@@ -90,6 +90,7 @@ fn finish(
 ) -> JobResult {
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let n_failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
+    let count = |s: HostStatus| hosts.iter().filter(|h| h.status == s).count() as u32;
     let status = if cancelled(&r.cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled)
     {
         JobStatus::Cancelled
@@ -99,13 +100,13 @@ fn finish(
         JobStatus::Failed
     };
     let elapsed = started.elapsed();
-    let count = |s: HostStatus| hosts.iter().filter(|h| h.status == s).count() as u32;
     r.sink.emit(Event::now(EventKind::JobFinished {
         status,
         elapsed_ms: ms(elapsed),
         hosts_ok: count(HostStatus::Ok),
         hosts_changed: count(HostStatus::Changed),
-        hosts_failed: n_failed,
+        hosts_failed: n_failed - count(HostStatus::Cancelled),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }));
     JobResult {
         status,
