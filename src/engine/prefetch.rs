@@ -11,8 +11,11 @@
 //! - A connection opened ahead is only taken by the host's first connect, and only while
 //!   it is fresh ([`MAX_AGE`]: a long batch, a pause between batches); an older one is
 //!   closed and the host connects afresh, so a connection that idled past a firewall's
-//!   timeout never fails a host.  A handshake that failed ahead is tried again at the
-//!   host's turn: the host may be back by then, and its error is the one of its turn.
+//!   timeout never fails a host; nor is one the host has closed since (a server stopped
+//!   between the handshake and its turn is unreachable at its turn, as without
+//!   prefetching, not failed on a dead connection).  A handshake that failed ahead is
+//!   tried again at the host's turn: the host may be back by then, and its error is the
+//!   one of its turn.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -89,7 +92,7 @@ impl Prefetch {
             // Failed or panicked ahead: the host's turn tries again.
             _ => return None,
         };
-        if since.elapsed() > MAX_AGE {
+        if since.elapsed() > MAX_AGE || conn.is_closed() {
             conn.close().await;
             return None;
         }

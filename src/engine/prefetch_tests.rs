@@ -106,6 +106,53 @@ impl EventSink for ReviveAfter {
     }
 }
 
+/// Stops `host` (its connections close) as soon as `after` finishes.
+struct StopAfter {
+    after: &'static str,
+    host: &'static str,
+    fleet: Arc<Fleet>,
+    inner: Collect,
+}
+
+impl EventSink for StopAfter {
+    fn emit(&self, event: Event) {
+        if let EventKind::HostFinished { host, .. } = &event.kind
+            && host == self.after
+        {
+            self.fleet.server(self.host).state().down = true;
+        }
+        self.inner.emit(event);
+    }
+}
+
+#[tokio::test]
+async fn a_host_stopped_after_its_handshake_ahead_is_unreachable_at_its_turn_not_failed() {
+    let b = bed("{batch: 1, max_failed: 5}");
+    let sink = Arc::new(StopAfter {
+        after: "web1",
+        host: "web2",
+        fleet: b.fleet.clone(),
+        inner: Collect::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let r = super::run_with(
+        plan,
+        b.cfg.clone(),
+        b.fleet.clone(),
+        sink,
+        CancelFlag::default(),
+    )
+    .await;
+    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
+    assert_eq!(web2.status, HostStatus::Unreachable, "{web2:?}");
+    let connects = b.connects();
+    let tries = connects.iter().filter(|h| *h == "web2").count();
+    assert_eq!(
+        tries, 2,
+        "opened ahead, found closed, tried again: {connects:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_handshake_that_failed_ahead_is_tried_again_at_the_hosts_turn() {
     let b = bed("{batch: 1}");
