@@ -300,10 +300,13 @@ impl Display {
         }
         for (h, s) in &self.hosts {
             if let Some(e) = &s.error {
-                println!("  {h}: {e}");
+                println!("  {h}: {}", present::host_error(h, e));
             }
         }
-        println!("job {state}");
+        let ends: Vec<(&str, Option<HostStatus>)> = (self.hosts.iter())
+            .map(|(h, s)| (h.as_str(), s.status))
+            .collect();
+        println!("job {}", present::outcome(state, &ends));
     }
 }
 

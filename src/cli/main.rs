@@ -257,8 +257,8 @@ enum Cmd {
     AppLogs(day_two::LogsArgs),
     /// Recent jobs.
     Jobs {
-        /// How many, newest first.
-        #[arg(long, default_value_t = 20)]
+        /// How many, newest first (at most 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
     /// A job's events; with --follow, live until it ends.

@@ -116,6 +116,9 @@ impl Transport for Conn {
     fn channels_opened(&self) -> u64 {
         0
     }
+    fn is_closed(&self) -> bool {
+        false
+    }
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         self.0.lock().unwrap().closed = true;
         Box::pin(async {})

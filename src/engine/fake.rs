@@ -181,6 +181,10 @@ impl Transport for Conn {
     fn channels_opened(&self) -> u64 {
         *self.channels.lock().unwrap()
     }
+    /// A server that went down closed its connections.
+    fn is_closed(&self) -> bool {
+        self.server.state().down
+    }
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }

@@ -171,6 +171,9 @@ impl Transport for FencedTransport {
     fn channels_opened(&self) -> u64 {
         self.conn.channels_opened()
     }
+    fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         self.conn.close()
     }

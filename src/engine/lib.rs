@@ -54,6 +54,7 @@ pub mod oneoff;
 pub mod ops;
 pub mod phases;
 pub mod plan;
+mod prefetch;
 mod reads;
 pub mod rollout;
 mod round_trips;
@@ -72,6 +73,8 @@ mod check_golden_tests;
 mod day_two_tests;
 #[cfg(test)]
 mod disk_tests;
+#[cfg(test)]
+mod prefetch_tests;
 #[cfg(test)]
 mod scale_tests;
 #[cfg(test)]

@@ -129,6 +129,7 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
         hosts_ok: good,
         hosts_changed: 0,
         hosts_failed: 1 - good,
+        hosts_cancelled: 0,
     }));
     let host = HostResult {
         host: host.to_string(),

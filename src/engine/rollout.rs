@@ -2,7 +2,8 @@
 //! canary if asked, then batches of the environment's size, each host of a batch in
 //! parallel up to `parallel`, a pause between batches), halting when more than
 //! `max_failed` hosts failed (hosts not reached are not touched; upgraded ones go back to
-//! their previous release with `on_halt: rollback`), then the `after` phases.
+//! their previous release with `on_halt: rollback`), then the `after` phases.  While a
+//! batch works, the next batch's connections are opened ahead (`prefetch.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use tracing::Instrument;
 use super::host::run_host;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
 use super::plan::{self, Plan};
+use super::prefetch::Prefetch;
 use super::transport::Connector;
 use super::{CancelFlag, EngineConfig, EventSink, HostResult, JobResult, cancelled, ms};
 use crate::inventory::{BatchSize, OnHalt};
@@ -42,8 +44,10 @@ pub(super) struct Run {
     pub cancel: CancelFlag,
 }
 
-pub(super) async fn run(r: Run) -> JobResult {
+pub(super) async fn run(mut r: Run) -> JobResult {
     let started = Instant::now();
+    let prefetch = Prefetch::new(r.connector.clone());
+    r.connector = prefetch.clone();
     let plan = r.plan.clone();
     r.sink.emit(Event::now(EventKind::JobStarted {
         app: plan.app.name.clone(),
@@ -67,7 +71,7 @@ pub(super) async fn run(r: Run) -> JobResult {
             }
         }
         Ok(()) => {
-            hosts = run_batches(&r).await;
+            hosts = run_batches(&r, &prefetch).await;
             if hosts.iter().all(|h| !h.status.is_failure())
                 && let Err(why) = run_phases(&r, When::AfterHosts).await
             {
@@ -90,6 +94,7 @@ fn finish(
 ) -> JobResult {
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let n_failed = hosts.iter().filter(|h| h.status.is_failure()).count() as u32;
+    let count = |s: HostStatus| hosts.iter().filter(|h| h.status == s).count() as u32;
     let status = if cancelled(&r.cancel) && hosts.iter().any(|h| h.status == HostStatus::Cancelled)
     {
         JobStatus::Cancelled
@@ -99,13 +104,13 @@ fn finish(
         JobStatus::Failed
     };
     let elapsed = started.elapsed();
-    let count = |s: HostStatus| hosts.iter().filter(|h| h.status == s).count() as u32;
     r.sink.emit(Event::now(EventKind::JobFinished {
         status,
         elapsed_ms: ms(elapsed),
         hosts_ok: count(HostStatus::Ok),
         hosts_changed: count(HostStatus::Changed),
-        hosts_failed: n_failed,
+        hosts_failed: n_failed - count(HostStatus::Cancelled),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }));
     JobResult {
         status,
@@ -141,7 +146,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
     }
 }
 
-async fn run_batches(r: &Run) -> Vec<HostResult> {
+async fn run_batches(r: &Run, prefetch: &Prefetch) -> Vec<HostResult> {
     let plan = &r.plan;
     let rollout = &plan.env.rollout;
     // `once` hooks (migrations) run on the first host: it goes alone, and its failure
@@ -157,12 +162,15 @@ async fn run_batches(r: &Run) -> Vec<HostResult> {
     let mut hosts: Vec<HostResult> = Vec::new();
     let mut failed_so_far = 0u32;
     let mut halted: Option<String> = None;
-    for (bi, batch) in batches.into_iter().enumerate() {
+    for (bi, batch) in batches.iter().enumerate() {
         if let Some(why) = &halted {
-            hosts.extend(batch.into_iter().map(|i| not_started(r, i, why)));
+            hosts.extend(batch.iter().map(|&i| not_started(r, i, why)));
             continue;
         }
-        let results = run_batch(r, &batch).await;
+        if let Some(next) = batches.get(bi + 1) {
+            prefetch.warm(next.iter().map(|&i| &plan.hosts[i].0));
+        }
+        let results = run_batch(r, batch).await;
         failed_so_far += results
             .iter()
             .filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
@@ -186,6 +194,8 @@ async fn run_batches(r: &Run) -> Vec<HostResult> {
             tokio::time::sleep(Duration::from_secs(rollout.pause_secs as u64)).await;
         }
     }
+    // Hosts not run (a halt, a cancel) keep nothing opened ahead.
+    prefetch.forget();
     if let Some(why) = &halted
         && rollout.on_halt == OnHalt::Rollback
         && !plan.spec.check

@@ -69,6 +69,9 @@ impl Transport for Counted<'_> {
     fn channels_opened(&self) -> u64 {
         self.inner.channels_opened()
     }
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
     /// The wrapped connection is closed by its owner.
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
@@ -109,6 +112,9 @@ mod tests {
         }
         fn channels_opened(&self) -> u64 {
             0
+        }
+        fn is_closed(&self) -> bool {
+            false
         }
         fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
             Box::pin(async {})

@@ -88,18 +88,15 @@ fn expected_batches() -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Each batch was connected to, and finished, before the next one started.
+/// Each batch finished before the next one started (its connections may be opened
+/// while the batch before it works: `prefetch.rs`), and each host was connected to once.
 fn assert_batches_respected(b: &Bed, events: &[Event], what: &str) {
     let batches = expected_batches();
-    let connects = std::mem::take(&mut *b.fleet.connects.lock().unwrap());
-    assert_eq!(connects.len(), HOSTS, "{what}: one connection per host");
-    let mut at = 0;
-    for (bi, batch) in batches.iter().enumerate() {
-        let mut got = connects[at..at + batch.len()].to_vec();
-        got.sort();
-        assert_eq!(&got, batch, "{what}: batch {bi} connected out of order");
-        at += batch.len();
-    }
+    let mut connects = std::mem::take(&mut *b.fleet.connects.lock().unwrap());
+    connects.sort();
+    let mut all: Vec<String> = batches.concat();
+    all.sort();
+    assert_eq!(connects, all, "{what}: one connection per host");
     let batch_of: HashMap<&str, usize> = batches
         .iter()
         .enumerate()

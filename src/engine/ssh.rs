@@ -327,6 +327,11 @@ impl Connection {
         }
     }
 
+    /// The session has ended (the host closed it, or its keepalives went unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }

@@ -42,6 +42,9 @@ pub trait Transport: Send + Sync {
     fn fingerprint(&self) -> String;
     /// Commands (channels) run so far.
     fn channels_opened(&self) -> u64;
+    /// The connection is known to be gone (the host closed it, or stopped answering its
+    /// keepalives): a connection opened ahead is not handed out then (`prefetch.rs`).
+    fn is_closed(&self) -> bool;
     fn close(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
@@ -125,6 +128,9 @@ impl Transport for Connection {
     }
     fn channels_opened(&self) -> u64 {
         Connection::channels_opened(self)
+    }
+    fn is_closed(&self) -> bool {
+        Connection::is_closed(self)
     }
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(Connection::close(*self))

@@ -94,7 +94,7 @@ pub async fn tick(svc: &JobService, now: u64) -> Result<Vec<JoinHandle<()>>, Ser
         if !claimed {
             continue; // Already handled (by an earlier life of this gateway, or another).
         }
-        if now.saturating_sub(slot) > row.grace_secs * 1000 {
+        if now.saturating_sub(slot) > row.grace_secs.saturating_mul(1000) {
             let late = (now - slot) / 1000;
             let why = format!(
                 "the gateway was not running at the time ({late} s ago; grace {} s)",
@@ -113,7 +113,7 @@ pub async fn tick(svc: &JobService, now: u64) -> Result<Vec<JoinHandle<()>>, Ser
 
 /// One claimed slot: submit, waiting for the lock up to the schedule's `lock_wait`.
 async fn run_slot(svc: &JobService, row: &ScheduleRow, slot: u64) {
-    let deadline = now_ms() + row.lock_wait_secs * 1000;
+    let deadline = now_ms().saturating_add(row.lock_wait_secs.saturating_mul(1000));
     let outcome = loop {
         match svc.submit_scheduled(row).await {
             Ok(job) => {

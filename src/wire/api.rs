@@ -13,6 +13,7 @@ pub const CLI_UPGRADE_HEADER: &str = "deploy-cli-upgrade";
 
 /// Every error body: a stable machine `code` and a human `message`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: String,
     pub message: String,
@@ -55,6 +56,7 @@ pub mod codes {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvironmentInfo {
     pub name: String,
     pub hosts: Vec<String>,
@@ -63,6 +65,7 @@ pub struct EnvironmentInfo {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppInfo {
     pub name: String,
     pub package: String,
@@ -70,6 +73,7 @@ pub struct AppInfo {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostInfo {
     pub name: String,
     pub address: String,
@@ -82,6 +86,7 @@ pub struct HostInfo {
 /// Which release runs on which host: the gateway's record, written the moment the host's
 /// live pointer changed (a `switched` event), and with `?live=true` what the host says.
 #[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostRelease {
     pub env: String,
     pub host: String,
@@ -107,6 +112,7 @@ pub struct HostRelease {
 
 /// What a host says it runs (`deploy status --live`), or why it did not answer.
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObservedHost {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_slot: Option<String>,
@@ -130,6 +136,7 @@ pub struct ObservedHost {
 
 /// How the live slot answered its health check (`status --live`).
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthCheck {
     /// It answered the expected status.
     pub ok: bool,
@@ -139,6 +146,7 @@ pub struct HealthCheck {
 
 /// One process of the application on a host.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessState {
     pub name: String,
     /// `running` or `stopped`.
@@ -156,6 +164,7 @@ pub struct ProcessState {
 /// `GET /v1/apps/{app}/rollback?env=E`: what `deploy rollback` without `--to` would
 /// choose, before anything starts.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RollbackTarget {
     pub app: String,
     pub env: String,
@@ -166,6 +175,7 @@ pub struct RollbackTarget {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionInfo {
     pub version: String,
     /// `env/host` names where this version runs now.
@@ -173,6 +183,8 @@ pub struct VersionInfo {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"app": "hello", "env": "staging", "version": "1.0.0"})))]
 pub struct DeployRequest {
     pub app: String,
     pub env: String,
@@ -196,6 +208,8 @@ pub struct DeployRequest {
 
 /// `POST /v1/rollbacks`: back to a release still on disk (default: the previous one).
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"app": "hello", "env": "staging"})))]
 pub struct RollbackRequest {
     pub app: String,
     pub env: String,
@@ -208,6 +222,8 @@ pub struct RollbackRequest {
 /// `POST /v1/restarts`: the release the environment runs, started afresh on every host
 /// (rolling, health-gated, nothing installed).
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"app": "hello", "env": "staging"})))]
 pub struct RestartRequest {
     pub app: String,
     pub env: String,
@@ -222,6 +238,8 @@ pub struct RestartRequest {
 /// the app user.  Needs the token's `run` right.  The job's final events say the
 /// command's exit code (`command_exited`).
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"app": "hello", "env": "staging", "command": ["python", "-V"]})))]
 pub struct RunRequest {
     pub app: String,
     pub env: String,
@@ -235,6 +253,7 @@ pub struct RunRequest {
 /// One `line` event of `GET /v1/apps/{app}/logs` (Server-Sent Events; the stream ends
 /// with an `end` event when every host's `tail` ended).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     pub host: String,
     /// Which copy of a process that runs several (from 0).
@@ -253,6 +272,7 @@ macro_rules! word_enum {
     ($(#[$doc:meta])* $name:ident ($what:literal) { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "lowercase")]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
 
@@ -332,6 +352,7 @@ impl LedgerResult {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     pub id: String,
     pub kind: JobKind,
@@ -356,6 +377,7 @@ impl JobInfo {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LedgerEntry {
     pub job_id: String,
     pub app: String,
@@ -373,12 +395,14 @@ pub struct LedgerEntry {
 
 /// One stored event of a job, as `GET /v1/jobs/{id}/log` returns it.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredEvent {
     pub seq: u64,
     pub event: crate::Event,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub ts_ms: u64,
     pub user: String,

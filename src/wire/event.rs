@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The outcome of one step on one host.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Already as wanted; nothing done.
@@ -34,6 +35,7 @@ impl StepStatus {
 
 /// The outcome of a whole host.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum HostStatus {
     /// Every step ok or skipped.
@@ -68,6 +70,7 @@ impl HostStatus {
 
 /// The outcome of a job.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Succeeded,
@@ -91,6 +94,7 @@ impl JobStatus {
 
 /// Which output stream a remote line came from.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Stdout,
@@ -99,6 +103,7 @@ pub enum Stream {
 
 /// One event, stamped with the wall-clock time it was made (Unix milliseconds).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub ts_ms: u64,
     #[serde(flatten)]
@@ -106,6 +111,7 @@ pub struct Event {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     JobStarted {
@@ -212,7 +218,11 @@ pub enum EventKind {
         elapsed_ms: u64,
         hosts_ok: u32,
         hosts_changed: u32,
+        /// Failed or unreachable.
         hosts_failed: u32,
+        /// Stopped by a cancel before they finished (not counted as failed).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        hosts_cancelled: u32,
     },
 }
 

@@ -8,6 +8,7 @@ use crate::api::JobInfo;
 
 /// One commit, as `deploy changes` shows it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommitInfo {
     /// The full hex id.
     pub id: String,
@@ -18,6 +19,7 @@ pub struct CommitInfo {
 
 /// The file a job installed (or would), and where it came from when the gateway built it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArtifactRef {
     /// The wheel's file name on the index.
     pub file: String,
@@ -33,6 +35,7 @@ pub struct ArtifactRef {
 
 /// A build the gateway ran (or found) for a commit, and what it produced.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildRecord {
     pub app: String,
     pub commit: String,
@@ -51,6 +54,7 @@ pub struct BuildRecord {
 /// `POST /v1/builds`: build `reference` (a branch, tag or commit) of `app`, unless a
 /// build of that commit is recorded and its file is still on the index.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildRequest {
     pub app: String,
     #[serde(rename = "ref")]
@@ -63,6 +67,7 @@ pub struct BuildRequest {
 /// The answer to `POST /v1/builds`: the commit the ref means, and either the build
 /// already on record (`job` is none) or the job that builds it now.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BuildResponse {
     pub commit: CommitInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +78,7 @@ pub struct BuildResponse {
 
 /// One side of a comparison: what an environment runs.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnvRelease {
     pub env: String,
     /// (host, version) for every host the gateway has a record of.
@@ -92,6 +98,7 @@ pub struct EnvRelease {
 /// environment runs, else the newest build of the default branch; `candidate` says
 /// which).
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangesResponse {
     pub app: String,
     pub running: EnvRelease,
@@ -111,6 +118,7 @@ pub struct ChangesResponse {
 
 /// `POST /v1/promotions`: deploy to `to` exactly the file `from` runs.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PromoteRequest {
     pub app: String,
     pub from: String,
@@ -124,6 +132,7 @@ pub struct PromoteRequest {
 /// `GET /v1/apps/{app}/diff?a=E1&b=E2`: what two environments run, and the commits
 /// `b` lacks (newest first), when both versions were built by the gateway.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiffResponse {
     pub app: String,
     pub a: EnvRelease,

@@ -174,7 +174,9 @@ pub fn line(kind: &EventKind) -> Line {
             error,
             ..
         } => {
-            let why = error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+            let why = (error.as_deref())
+                .map(|e| format!(": {}", host_error(h, e)))
+                .unwrap_or_default();
             let tone = match status {
                 HostStatus::Ok => Tone::Ok,
                 HostStatus::Changed => Tone::Changed,
@@ -257,14 +259,65 @@ pub fn line(kind: &EventKind) -> Line {
             hosts_ok,
             hosts_changed,
             hosts_failed,
-        } => job(
-            tone_of(status.as_str()),
-            format!(
-                "{} in {}: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-                status.as_str(),
-                secs(*elapsed_ms)
-            ),
-        ),
+            hosts_cancelled,
+        } => {
+            let cancelled = match hosts_cancelled {
+                0 => String::new(),
+                n => format!(", {n} cancelled"),
+            };
+            job(
+                tone_of(status.as_str()),
+                format!(
+                    "{} in {}: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed{cancelled}",
+                    status.as_str(),
+                    secs(*elapsed_ms)
+                ),
+            )
+        }
+    }
+}
+
+/// A host's error without the host's own name in front (the engine's errors start with
+/// it, `web1: step install failed: ...`; every front end already shows the host).
+pub fn host_error<'a>(host: &str, error: &'a str) -> &'a str {
+    (error.strip_prefix(host))
+        .and_then(|rest| rest.strip_prefix(": "))
+        .unwrap_or(error)
+}
+
+/// A job's outcome in one line, from how each host ended (`None`: it never finished):
+/// `cancelled: 1 changed (web1), 2 cancelled (web2, web3)`.  Hosts are named unless
+/// every host ended the same way; at most five names per group.
+pub fn outcome(state: &str, hosts: &[(&str, Option<HostStatus>)]) -> String {
+    const ORDER: [Option<HostStatus>; 6] = [
+        Some(HostStatus::Changed),
+        Some(HostStatus::Ok),
+        Some(HostStatus::Failed),
+        Some(HostStatus::Unreachable),
+        Some(HostStatus::Cancelled),
+        None,
+    ];
+    let mut parts = Vec::new();
+    for want in ORDER {
+        let names: Vec<&str> = (hosts.iter())
+            .filter(|(_, s)| *s == want)
+            .map(|(h, _)| *h)
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let word = want.map(|s| s.as_str()).unwrap_or("not finished");
+        let mut part = format!("{} {word}", names.len());
+        if names.len() < hosts.len() {
+            let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+            let more = if names.len() > 5 { ", …" } else { "" };
+            part.push_str(&format!(" ({shown}{more})"));
+        }
+        parts.push(part);
+    }
+    match parts.is_empty() {
+        true => state.to_string(),
+        false => format!("{state}: {}", parts.join(", ")),
     }
 }
 
@@ -320,9 +373,68 @@ mod tests {
             hosts_ok: 1,
             hosts_changed: 1,
             hosts_failed: 1,
+            hosts_cancelled: 0,
         });
         assert_eq!(end.subject(), "job");
         assert_eq!(end.text, "failed in 3.2s: 1 changed, 1 ok, 1 failed");
+        let cancelled = line(&EventKind::JobFinished {
+            status: JobStatus::Cancelled,
+            elapsed_ms: 1_000,
+            hosts_ok: 0,
+            hosts_changed: 1,
+            hosts_failed: 0,
+            hosts_cancelled: 2,
+        });
+        assert_eq!(
+            cancelled.text,
+            "cancelled in 1.0s: 1 changed, 0 ok, 0 failed, 2 cancelled"
+        );
+    }
+
+    #[test]
+    fn a_hosts_error_is_not_prefixed_with_the_host_twice() {
+        let failed = line(&EventKind::HostFinished {
+            host: "web1".into(),
+            status: HostStatus::Failed,
+            changed: 1,
+            elapsed_ms: 2_000,
+            error: Some("web1: step install failed: exit 1".into()),
+            round_trips: 0,
+        });
+        assert_eq!(
+            failed.text,
+            "failed (1 changed, 2.0s): step install failed: exit 1"
+        );
+        assert_eq!(host_error("web1", "web10: x"), "web10: x");
+        assert_eq!(host_error("web1", "timed out"), "timed out");
+    }
+
+    #[test]
+    fn an_outcome_names_the_hosts_of_each_end_unless_all_ended_alike() {
+        use HostStatus as S;
+        let cancelled = outcome(
+            "cancelled",
+            &[
+                ("web1", Some(S::Changed)),
+                ("web2", Some(S::Cancelled)),
+                ("web3", Some(S::Cancelled)),
+            ],
+        );
+        assert_eq!(
+            cancelled,
+            "cancelled: 1 changed (web1), 2 cancelled (web2, web3)"
+        );
+        let all = outcome("succeeded", &[("a", Some(S::Ok)), ("b", Some(S::Ok))]);
+        assert_eq!(all, "succeeded: 2 ok");
+        assert_eq!(outcome("failed", &[]), "failed");
+        let many: Vec<(String, Option<S>)> = (0..7).map(|i| (format!("w{i}"), None)).collect();
+        let mut hosts: Vec<(&str, Option<S>)> =
+            many.iter().map(|(h, s)| (h.as_str(), *s)).collect();
+        hosts.push(("x", Some(S::Failed)));
+        assert_eq!(
+            outcome("interrupted", &hosts),
+            "interrupted: 1 failed (x), 7 not finished (w0, w1, w2, w3, w4, …)"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /v1/schedules`: a one-shot (`at`) or recurring (`cron`) rollout.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"app": "hello", "env": "staging", "what": "latest", "cron": "0 2 * * 1-5", "tz": "Europe/Paris"})))]
 pub struct ScheduleRequest {
     pub app: String,
     pub env: String,
@@ -20,17 +22,20 @@ pub struct ScheduleRequest {
     /// An IANA zone (default `UTC`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tz: Option<String>,
-    /// How long a run waits for a running job's lock (default 10 minutes).
+    /// How long a run waits for a running job's lock (default 10 minutes; at most a day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 86400))]
     pub lock_wait_secs: Option<u64>,
     /// A run whose time passed while the gateway was down still runs this late
-    /// (default 15 minutes); later, it is recorded as missed.
+    /// (default 15 minutes; at most a day); later, it is recorded as missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 86400))]
     pub grace_secs: Option<u64>,
 }
 
 /// One run of a schedule: one slot of time, at most once.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRun {
     /// The slot (the time the schedule named), not when it ran.
     pub slot_ms: u64,
@@ -43,6 +48,7 @@ pub struct ScheduleRun {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleInfo {
     pub id: String,
     pub app: String,
@@ -72,6 +78,8 @@ pub struct ScheduleInfo {
 
 /// `POST /v1/freezes`: no deploy, restart or scheduled run on `env` until `until`.
 #[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"env": "production", "until": "2030-01-06T09:00", "tz": "UTC", "reason": "year-end freeze"})))]
 pub struct FreezeRequest {
     pub env: String,
     /// Local wall time in `tz` (`2026-12-27T00:00`).
@@ -82,6 +90,7 @@ pub struct FreezeRequest {
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FreezeInfo {
     pub env: String,
     pub until_ms: u64,

@@ -35,6 +35,7 @@ mod jenkins;
 mod job_life;
 mod notify;
 mod notify_outbox;
+mod openapi;
 mod package;
 mod pipeline;
 mod real_apps;

@@ -310,4 +310,16 @@ fn cancel_mid_rollout_leaves_every_host_on_a_working_release() {
     assert_eq!(served_version(tb.server("web1")), "1.1.0");
     assert_eq!(served_version(tb.server("web2")), "1.0.0");
     assert_eq!(served_version(tb.server("web3")), "1.0.0");
+    // The job's end says what the cancel left: one host changed, two cancelled, none
+    // failed (the words every front end shows: deploy_wire::present).
+    let end = (d.events.iter().rev())
+        .map(|e| deploy_wire::present::line(&e.kind))
+        .find(|l| l.text.starts_with("cancelled in"))
+        .expect("a job_finished event");
+    assert!(
+        end.text
+            .ends_with(": 1 changed, 0 ok, 0 failed, 2 cancelled"),
+        "{}",
+        end.text
+    );
 }

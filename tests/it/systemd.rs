@@ -131,15 +131,7 @@ fn the_sample_app_on_systemd_with_only_the_sudoers_rights_upgrades_restarts_and_
     assert_eq!(r.code, 0, "{r:?}");
     std::thread::sleep(Duration::from_millis(500));
     let seen = load.stop();
-    eprintln!(
-        "load through the upgrade and the restart: sent {}, failed {}, connections {} ({:?})",
-        seen.sent,
-        seen.failed,
-        seen.connections,
-        p.elapsed()
-    );
-    assert_eq!(seen.failed, 0, "{:?}", seen.samples);
-    assert!(seen.sent > 100, "{seen:?}");
+    seen.assert_no_failure("the upgrade and the restart", p, 100);
     assert_ne!(
         live_slot(&web1.container),
         slot,

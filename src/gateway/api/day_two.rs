@@ -14,6 +14,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use deploy_wire::api::{JobInfo, LogLine, RestartRequest, RunRequest};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{ApiErr, AppJson, AppPath, AppQuery, AppState};
 use crate::gateway::auth::Principal;
@@ -25,6 +26,8 @@ pub const LOG_KEEP_ALIVE: Duration = Duration::from_secs(2);
 
 type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
 
+#[utoipa::path(post, path = "/v1/restarts", tag = "day two", request_body = RestartRequest,
+    responses((status = 202, description = "the job, started", body = JobInfo)))]
 pub async fn restart(
     State(st): State<AppState>,
     p: Principal,
@@ -34,6 +37,8 @@ pub async fn restart(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+#[utoipa::path(post, path = "/v1/runs", tag = "day two", request_body = RunRequest,
+    responses((status = 202, description = "the job, started", body = JobInfo)))]
 pub async fn run(
     State(st): State<AppState>,
     p: Principal,
@@ -43,17 +48,27 @@ pub async fn run(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// The environment.
+    #[param(example = "staging")]
     env: String,
+    /// One host (default: every host of the environment).
     host: Option<String>,
+    /// One process (default: the web slot).
     process: Option<String>,
+    /// How many lines back to start.
     lines: Option<u32>,
+    /// Keep following new lines.
     #[serde(default)]
     follow: bool,
 }
 
 /// `GET /v1/apps/{app}/logs?env=E[&host=H][&process=P][&lines=N][&follow=true]`.
+#[utoipa::path(get, path = "/v1/apps/{app}/logs", tag = "day two", params(("app" = String, Path, description = "the application's name", example = "hello"), LogsQuery),
+    responses((status = 200, content_type = "text/event-stream", body = super::SseFrame,
+        description = "Server-Sent Events: `line` frames (data: a LogLine), then one `end` frame")))]
 pub async fn logs(
     State(st): State<AppState>,
     p: Principal,

@@ -14,10 +14,12 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use deploy_wire::api::{DeployRequest, JobInfo, RollbackRequest, StoredEvent};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::{ApiErr, AppJson, AppPath, AppQuery, AppState};
 use crate::gateway::auth::Principal;
 use crate::gateway::events::Tail;
+use crate::gateway::service::ServiceError;
 
 type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
 
@@ -25,6 +27,8 @@ type Accepted = Result<(StatusCode, Json<JobInfo>), ApiErr>;
 /// 60 s without a byte).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+#[utoipa::path(post, path = "/v1/deployments", tag = "jobs", request_body = DeployRequest,
+    responses((status = 202, description = "the job, started", body = JobInfo)))]
 pub async fn deploy(
     State(st): State<AppState>,
     p: Principal,
@@ -34,6 +38,8 @@ pub async fn deploy(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+#[utoipa::path(post, path = "/v1/rollbacks", tag = "jobs", request_body = RollbackRequest,
+    responses((status = 202, description = "the job, started", body = JobInfo)))]
 pub async fn rollback(
     State(st): State<AppState>,
     p: Principal,
@@ -43,20 +49,27 @@ pub async fn rollback(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Limit {
+    /// At most this many (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(Limit),
+    responses((status = 200, description = "the newest jobs the token may read, newest first", body = Vec<JobInfo>)))]
 pub async fn list(
     State(st): State<AppState>,
     p: Principal,
     AppQuery(q): AppQuery<Limit>,
 ) -> Result<Json<Vec<JobInfo>>, ApiErr> {
-    let limit = q.limit.unwrap_or(20).min(1000);
+    let limit = super::limit(q.limit, 20, 1000)?;
     Ok(Json(st.svc.jobs_for(&p, limit).await?))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "the job", body = JobInfo)))]
 pub async fn show(
     State(st): State<AppState>,
     p: Principal,
@@ -65,6 +78,8 @@ pub async fn show(
     Ok(Json(st.svc.job_for(&p, &id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, description = "the job, as it is after the cancel request", body = JobInfo)))]
 pub async fn cancel(
     State(st): State<AppState>,
     p: Principal,
@@ -73,13 +88,19 @@ pub async fn cancel(
     Ok(Json(st.svc.cancel(&p, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct After {
+    /// Only events after this sequence number (a `Last-Event-ID` header wins).
+    #[param(maximum = 9223372036854775807_u64)]
     after: Option<u64>,
 }
 
 /// SSE: every stored event with `seq > Last-Event-ID` (or `?after=`), then live ones, each
 /// with `id: seq`; ends with an `end` event once the job is finished and all is sent.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "the job's id"), After),
+    responses((status = 200, content_type = "text/event-stream", body = super::SseFrame,
+        description = "Server-Sent Events: `event` frames (id: the sequence number; data: an Event), then one `end` frame (data: the job's state)")))]
 pub async fn events(
     State(st): State<AppState>,
     p: Principal,
@@ -88,7 +109,9 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiErr> {
     st.svc.job_for(&p, &id).await?;
-    let tail = st.svc.follow_events(id, resume_after(&headers, q.after))?;
+    let tail = st
+        .svc
+        .follow_events(id, resume_after(&headers, seq(q.after)?))?;
     let stream = futures_util::stream::unfold(tail, |mut rx| async move {
         let event = match rx.recv().await? {
             Tail::Event { seq, data } => SseEvent::default()
@@ -107,6 +130,19 @@ pub async fn events(
     Ok(resp)
 }
 
+/// An `after` sequence number: the store's are signed 64-bit, so larger ones are
+/// refused (400), as the document says.
+fn seq(after: Option<u64>) -> Result<Option<u64>, ApiErr> {
+    match after {
+        Some(n) if n > i64::MAX as u64 => Err(ServiceError::Invalid(format!(
+            "bad query: `after` is at most {} (got {n})",
+            i64::MAX
+        ))
+        .into()),
+        ok => Ok(ok),
+    }
+}
+
 /// Where a resumed event stream starts: after `Last-Event-ID` (what a browser's
 /// EventSource sends on a reconnect), else after `?after=`, else from the start.
 pub fn resume_after(headers: &HeaderMap, after: Option<u64>) -> u64 {
@@ -119,6 +155,8 @@ pub fn resume_after(headers: &HeaderMap, after: Option<u64>) -> u64 {
 }
 
 /// The stored events of a job, as JSON (no streaming).
+#[utoipa::path(get, path = "/v1/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "the job's id"), After),
+    responses((status = 200, description = "the job's stored events", body = Vec<StoredEvent>)))]
 pub async fn log(
     State(st): State<AppState>,
     p: Principal,
@@ -126,7 +164,7 @@ pub async fn log(
     AppQuery(q): AppQuery<After>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiErr> {
     st.svc.job_for(&p, &id).await?;
-    let after = q.after.unwrap_or(0);
+    let after = seq(q.after)?.unwrap_or(0);
     let rows = st
         .svc
         .db()

@@ -10,6 +10,7 @@ mod day_two;
 mod error;
 mod handshake;
 mod jobs;
+mod openapi;
 mod pipeline;
 mod records;
 mod schedules;
@@ -35,7 +36,7 @@ use super::config::CliVersions;
 use super::service::{JobService, ServiceError};
 
 /// Routes anyone may call without a token.
-pub const PUBLIC_ROUTES: &[&str] = &["/v1/health"];
+pub const PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/openapi.json"];
 
 #[derive(Clone)]
 pub struct AppState {
@@ -94,6 +95,7 @@ impl Table {
 fn table() -> Table {
     Table::default()
         .add(Method::GET, "/v1/health", health)
+        .add(Method::GET, "/v1/openapi.json", openapi::document)
         .add(Method::GET, "/metrics", metrics)
         .add(Method::GET, "/v1/apps", apps::apps)
         .add(Method::GET, "/v1/hosts", apps::hosts)
@@ -153,18 +155,58 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /v1/health`'s answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always true: the gateway answers.
+    ok: bool,
+    /// Event streams (followers) alive now.
+    followers: u64,
+}
+
 /// Liveness, and the gateway's gauges: event streams (followers) alive now.
-async fn health(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let followers = st.svc.jobs().events.followers();
-    Json(serde_json::json!({"ok": true, "followers": followers}))
+#[utoipa::path(get, path = "/v1/health", tag = "gateway",
+    responses((status = 200, description = "the gateway answers", body = Health)))]
+async fn health(State(st): State<AppState>) -> Json<Health> {
+    let followers = st.svc.jobs().events.followers() as u64;
+    Json(Health {
+        ok: true,
+        followers,
+    })
 }
 
 /// `GET /metrics`: Prometheus' text format, for any valid token (`super::metrics`).
+#[utoipa::path(get, path = "/metrics", tag = "gateway",
+    responses((status = 200, description = "Prometheus' text format (OpenMetrics)",
+        content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(st): State<AppState>, _who: Principal) -> Response {
     let m = super::metrics::get();
     m.set_followers(st.svc.jobs().events.followers());
     let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, kind)], m.render()).into_response()
+}
+
+/// A `limit` query parameter: `default` when absent, refused (400) outside 1..=`max`
+/// (as the document says).
+fn limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiErr> {
+    match asked.unwrap_or(default) {
+        n @ 1.. if n <= max => Ok(n),
+        n => Err(
+            ServiceError::Invalid(format!("bad query: `limit` must be 1 to {max} (got {n})"))
+                .into(),
+        ),
+    }
+}
+
+/// One frame of a `text/event-stream` answer, as OpenAPI 3.1 tools (schemathesis) read
+/// it: its `event` name, its `data` (JSON for `event` and `line` frames) and, on a job's
+/// events, its `id` (the sequence number, for `Last-Event-ID`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // only its schema is used
+pub struct SseFrame {
+    event: String,
+    data: String,
+    id: Option<String>,
 }
 
 async fn method_not_allowed(req: Request) -> ApiErr {

@@ -8,6 +8,8 @@ use deploy_wire::schedule::{FreezeInfo, FreezeRequest, ScheduleInfo, ScheduleReq
 use super::{ApiErr, AppJson, AppPath, AppState};
 use crate::gateway::auth::Principal;
 
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleRequest,
+    responses((status = 201, description = "the schedule", body = ScheduleInfo)))]
 pub async fn add(
     State(st): State<AppState>,
     p: Principal,
@@ -19,6 +21,8 @@ pub async fn add(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    responses((status = 200, description = "the schedules the token may read", body = Vec<ScheduleInfo>)))]
 pub async fn list(
     State(st): State<AppState>,
     p: Principal,
@@ -26,6 +30,8 @@ pub async fn list(
     Ok(Json(st.svc.schedules_for(&p).await?))
 }
 
+#[utoipa::path(get, path = "/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "the schedule's id")),
+    responses((status = 200, description = "the schedule", body = ScheduleInfo)))]
 pub async fn show(
     State(st): State<AppState>,
     p: Principal,
@@ -44,6 +50,8 @@ async fn change(
     Ok(Json(st.svc.schedule_for(&p, &id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{id}/pause", tag = "schedules", params(("id" = String, Path, description = "the schedule's id")),
+    responses((status = 200, description = "the schedule, paused", body = ScheduleInfo)))]
 pub async fn pause(
     State(st): State<AppState>,
     p: Principal,
@@ -52,6 +60,8 @@ pub async fn pause(
     change(st, p, id, "pause").await
 }
 
+#[utoipa::path(post, path = "/v1/schedules/{id}/resume", tag = "schedules", params(("id" = String, Path, description = "the schedule's id")),
+    responses((status = 200, description = "the schedule, resumed", body = ScheduleInfo)))]
 pub async fn resume(
     State(st): State<AppState>,
     p: Principal,
@@ -60,6 +70,8 @@ pub async fn resume(
     change(st, p, id, "resume").await
 }
 
+#[utoipa::path(delete, path = "/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "the schedule's id")),
+    responses((status = 204, description = "removed")))]
 pub async fn remove(
     State(st): State<AppState>,
     p: Principal,
@@ -69,6 +81,8 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/freezes", tag = "schedules", request_body = FreezeRequest,
+    responses((status = 201, description = "the freeze", body = FreezeInfo)))]
 pub async fn freeze(
     State(st): State<AppState>,
     p: Principal,
@@ -77,6 +91,8 @@ pub async fn freeze(
     Ok((StatusCode::CREATED, Json(st.svc.freeze(&p, req).await?)))
 }
 
+#[utoipa::path(get, path = "/v1/freezes", tag = "schedules",
+    responses((status = 200, description = "the freezes in force that the token may read", body = Vec<FreezeInfo>)))]
 pub async fn freezes(
     State(st): State<AppState>,
     p: Principal,
@@ -84,6 +100,9 @@ pub async fn freezes(
     Ok(Json(st.svc.freezes_for(&p).await?))
 }
 
+#[utoipa::path(delete, path = "/v1/freezes/{id}", tag = "schedules",
+    params(("id" = String, Path, description = "the frozen environment")),
+    responses((status = 204, description = "the freeze is lifted")))]
 pub async fn unfreeze(
     State(st): State<AppState>,
     p: Principal,

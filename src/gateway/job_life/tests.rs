@@ -54,6 +54,7 @@ fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
         hosts_ok,
         hosts_changed,
         hosts_failed,
+        ..
     } = interrupted(started, &events)
     else {
         panic!("not a job_finished event");

@@ -17,6 +17,9 @@ use crate::schedule::{Cron, check_tz, format_local, parse_at};
 /// Defaults: how long a run waits for a lock, and how late a missed slot still runs.
 const LOCK_WAIT_SECS: u64 = 600;
 const GRACE_SECS: u64 = 900;
+/// The most either may be: a day (more would be a schedule of another kind; the
+/// scheduler's arithmetic in milliseconds stays far from overflowing).
+pub const MAX_WAIT_SECS: u64 = 86_400;
 /// How many runs `schedule show` lists.
 const RUNS_SHOWN: u32 = 20;
 
@@ -81,6 +84,16 @@ impl JobService {
         })?;
         let tz = req.tz.unwrap_or_else(|| "UTC".into());
         check_tz(&tz).map_err(ServiceError::Invalid)?;
+        for (field, secs) in [
+            ("lock_wait_secs", req.lock_wait_secs),
+            ("grace_secs", req.grace_secs),
+        ] {
+            if secs.is_some_and(|s| s > MAX_WAIT_SECS) {
+                return Err(ServiceError::Invalid(format!(
+                    "{field} is at most {MAX_WAIT_SECS} (a day)"
+                )));
+            }
+        }
         let now = now_ms();
         let (at_ms, cron) = match (&req.at, &req.cron) {
             (Some(at), None) => {

@@ -21,6 +21,29 @@ pub struct Seen {
     pub samples: Vec<String>,
 }
 
+impl Seen {
+    /// Prints what the clients saw through `what` (and how long it took since `since`)
+    /// and fails unless no request failed and more than `min_sent` were answered.
+    pub fn assert_no_failure(&self, what: &str, since: Instant, min_sent: u64) {
+        eprintln!(
+            "load through {what}: sent {}, failed {}, connections {} ({:?})",
+            self.sent,
+            self.failed,
+            self.connections,
+            since.elapsed()
+        );
+        assert_eq!(
+            self.failed, 0,
+            "failed requests through {what}: {:?}",
+            self.samples
+        );
+        assert!(
+            self.sent > min_sent,
+            "too few requests through {what}: {self:?}"
+        );
+    }
+}
+
 pub struct KeepAliveLoad {
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<Seen>>,

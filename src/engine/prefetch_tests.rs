@@ -1,0 +1,181 @@
+//! Connections opened ahead (`prefetch.rs`) on [`super::fake`] servers: the next
+//! batch's handshakes run while the batch before it works, a handshake that failed ahead
+//! is tried again at the host's turn.  (That nothing runs on a host a halt or a cancel
+//! stopped is `tests.rs`'s canary and cancel tests.)
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deploy_wire::{Event, EventKind, HostStatus, JobStatus};
+use futures_util::future::BoxFuture;
+
+use super::error::BackendError;
+use super::fake::Fleet;
+use super::inventory::Host;
+use super::testbed::{bed, spec};
+use super::transport::{Connector, Transport};
+use super::{CancelFlag, Collect, EventSink};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The fake fleet behind a handshake that takes `delay`, noting when each began.
+struct Slow {
+    fleet: Arc<Fleet>,
+    delay: Duration,
+    began_ms: Mutex<HashMap<String, u64>>,
+}
+
+impl Connector for Slow {
+    fn connect<'a>(
+        &'a self,
+        host: &'a Host,
+    ) -> BoxFuture<'a, Result<Box<dyn Transport>, BackendError>> {
+        Box::pin(async move {
+            let began = now_ms();
+            self.began_ms
+                .lock()
+                .unwrap()
+                .entry(host.name.clone())
+                .or_insert(began);
+            tokio::time::sleep(self.delay).await;
+            self.fleet.connect(host).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_next_batchs_handshakes_run_while_the_batch_before_works() {
+    let b = bed("{batch: 1}");
+    let slow = Arc::new(Slow {
+        fleet: b.fleet.clone(),
+        delay: Duration::from_millis(300),
+        began_ms: Mutex::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let sink = Arc::new(Collect::default());
+    let started = std::time::Instant::now();
+    let r = super::run_with(
+        plan,
+        b.cfg.clone(),
+        slow.clone(),
+        sink.clone(),
+        CancelFlag::default(),
+    )
+    .await;
+    let wall = started.elapsed();
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    let events = sink.0.lock().unwrap().clone();
+    let finished: HashMap<String, u64> = (events.into_iter())
+        .filter_map(|e| match e.kind {
+            EventKind::HostFinished { host, .. } => Some((host, e.ts_ms)),
+            _ => None,
+        })
+        .collect();
+    let began = slow.began_ms.lock().unwrap().clone();
+    // web2's handshake began while web1 worked, web3's while web2 did.
+    assert!(began["web2"] < finished["web1"], "{began:?} {finished:?}");
+    assert!(began["web3"] < finished["web2"], "{began:?} {finished:?}");
+    // Three batches one after another, each handshake 300 ms: 900 ms and more without
+    // the overlap.
+    assert!(wall < Duration::from_millis(850), "{wall:?}");
+    eprintln!("3 batches of one host, 300 ms handshakes: {wall:?}");
+}
+
+/// Brings `host` back up as soon as `after` finishes.
+struct ReviveAfter {
+    after: &'static str,
+    host: &'static str,
+    fleet: Arc<Fleet>,
+    inner: Collect,
+}
+
+impl EventSink for ReviveAfter {
+    fn emit(&self, event: Event) {
+        if let EventKind::HostFinished { host, .. } = &event.kind
+            && host == self.after
+        {
+            self.fleet.server(self.host).state().down = false;
+        }
+        self.inner.emit(event);
+    }
+}
+
+/// Stops `host` (its connections close) as soon as `after` finishes.
+struct StopAfter {
+    after: &'static str,
+    host: &'static str,
+    fleet: Arc<Fleet>,
+    inner: Collect,
+}
+
+impl EventSink for StopAfter {
+    fn emit(&self, event: Event) {
+        if let EventKind::HostFinished { host, .. } = &event.kind
+            && host == self.after
+        {
+            self.fleet.server(self.host).state().down = true;
+        }
+        self.inner.emit(event);
+    }
+}
+
+#[tokio::test]
+async fn a_host_stopped_after_its_handshake_ahead_is_unreachable_at_its_turn_not_failed() {
+    let b = bed("{batch: 1, max_failed: 5}");
+    let sink = Arc::new(StopAfter {
+        after: "web1",
+        host: "web2",
+        fleet: b.fleet.clone(),
+        inner: Collect::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let r = super::run_with(
+        plan,
+        b.cfg.clone(),
+        b.fleet.clone(),
+        sink,
+        CancelFlag::default(),
+    )
+    .await;
+    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
+    assert_eq!(web2.status, HostStatus::Unreachable, "{web2:?}");
+    let connects = b.connects();
+    let tries = connects.iter().filter(|h| *h == "web2").count();
+    assert_eq!(
+        tries, 2,
+        "opened ahead, found closed, tried again: {connects:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_that_failed_ahead_is_tried_again_at_the_hosts_turn() {
+    let b = bed("{batch: 1}");
+    b.fleet.server("web2").state().down = true;
+    let sink = Arc::new(ReviveAfter {
+        after: "web1",
+        host: "web2",
+        fleet: b.fleet.clone(),
+        inner: Collect::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let r = super::run_with(
+        plan,
+        b.cfg.clone(),
+        b.fleet.clone(),
+        sink,
+        CancelFlag::default(),
+    )
+    .await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
+    assert_eq!(web2.status, HostStatus::Changed);
+    let connects = b.connects();
+    let tries = connects.iter().filter(|h| *h == "web2").count();
+    assert_eq!(tries, 2, "refused ahead, then up at its turn: {connects:?}");
+}
