@@ -106,6 +106,8 @@ fn finish(
         hosts_ok: count(HostStatus::Ok),
         hosts_changed: count(HostStatus::Changed),
         hosts_failed: n_failed,
+        hosts_unreachable: count(HostStatus::Unreachable),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }));
     JobResult {
         status,

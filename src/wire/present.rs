@@ -75,6 +75,64 @@ pub fn job_kind(check: bool, steps: &[String]) -> &'static str {
     }
 }
 
+/// How many hosts of a job ended each way, in the words of their ends (`HostStatus`):
+/// the one wording of a job's outcome, so the job's last line, the dashboard's job page
+/// and its job list say what its hosts' table says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub changed: u32,
+    pub ok: u32,
+    pub failed: u32,
+    pub unreachable: u32,
+    pub cancelled: u32,
+}
+
+impl Tally {
+    /// Counts one host's end.
+    pub fn add(&mut self, status: HostStatus) {
+        let n = match status {
+            HostStatus::Changed => &mut self.changed,
+            HostStatus::Ok => &mut self.ok,
+            HostStatus::Failed => &mut self.failed,
+            HostStatus::Unreachable => &mut self.unreachable,
+            HostStatus::Cancelled => &mut self.cancelled,
+        };
+        *n += 1;
+    }
+
+    /// From a `job_finished` event's counts (`not_ok` includes the unreachable and the
+    /// cancelled hosts).
+    pub fn of_end(ok: u32, changed: u32, not_ok: u32, unreachable: u32, cancelled: u32) -> Tally {
+        Tally {
+            changed,
+            ok,
+            failed: not_ok.saturating_sub(unreachable + cancelled),
+            unreachable,
+            cancelled,
+        }
+    }
+
+    /// `1 changed, 1 failed, 2 cancelled`: each end with hosts, in this order; `no host`.
+    pub fn words(&self) -> String {
+        let parts: Vec<String> = [
+            (self.changed, "changed"),
+            (self.ok, "ok"),
+            (self.failed, "failed"),
+            (self.unreachable, "unreachable"),
+            (self.cancelled, "cancelled"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+        if parts.is_empty() {
+            "no host".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// The tone of a status word (`ok`, `changed`, `skipped`, `failed`, or a host's or job's
 /// end: `unreachable`, `cancelled`, `succeeded`...).
 pub fn tone_of(status: &str) -> Tone {
@@ -257,14 +315,22 @@ pub fn line(kind: &EventKind) -> Line {
             hosts_ok,
             hosts_changed,
             hosts_failed,
-        } => job(
-            tone_of(status.as_str()),
-            format!(
-                "{} in {}: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed",
-                status.as_str(),
-                secs(*elapsed_ms)
-            ),
-        ),
+            hosts_unreachable,
+            hosts_cancelled,
+        } => {
+            let tally = Tally::of_end(
+                *hosts_ok,
+                *hosts_changed,
+                *hosts_failed,
+                *hosts_unreachable,
+                *hosts_cancelled,
+            );
+            let (status, took) = (status.as_str(), secs(*elapsed_ms));
+            job(
+                tone_of(status),
+                format!("{status} in {took}: {}", tally.words()),
+            )
+        }
     }
 }
 
@@ -320,9 +386,42 @@ mod tests {
             hosts_ok: 1,
             hosts_changed: 1,
             hosts_failed: 1,
+            hosts_unreachable: 0,
+            hosts_cancelled: 0,
         });
         assert_eq!(end.subject(), "job");
         assert_eq!(end.text, "failed in 3.2s: 1 changed, 1 ok, 1 failed");
+    }
+
+    #[test]
+    fn a_jobs_end_names_its_hosts_ends_as_their_table_does() {
+        let end = |failed, unreachable, cancelled| {
+            line(&EventKind::JobFinished {
+                status: JobStatus::Failed,
+                elapsed_ms: 100,
+                hosts_ok: 0,
+                hosts_changed: 0,
+                hosts_failed: failed,
+                hosts_unreachable: unreachable,
+                hosts_cancelled: cancelled,
+            })
+            .text
+        };
+        assert_eq!(end(3, 0, 2), "failed in 0.1s: 1 failed, 2 cancelled");
+        assert_eq!(end(3, 1, 2), "failed in 0.1s: 1 unreachable, 2 cancelled");
+        // An event stored before the counts existed: all of them failed, as it said.
+        assert_eq!(end(3, 0, 0), "failed in 0.1s: 3 failed");
+        let mut t = Tally::default();
+        for s in [
+            HostStatus::Failed,
+            HostStatus::Cancelled,
+            HostStatus::Cancelled,
+        ] {
+            t.add(s);
+        }
+        assert_eq!(t, Tally::of_end(0, 0, 3, 0, 2));
+        assert_eq!(t.words(), "1 failed, 2 cancelled");
+        assert_eq!(Tally::default().words(), "no host");
     }
 
     #[test]

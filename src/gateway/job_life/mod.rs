@@ -154,6 +154,8 @@ fn final_kind(r: &engine::JobResult) -> EventKind {
         hosts_ok: ok,
         hosts_changed: changed,
         hosts_failed: r.hosts.len() as u32 - ok - changed,
+        hosts_unreachable: count(HostStatus::Unreachable),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }
 }
 
@@ -264,6 +266,8 @@ pub fn interrupted(started_ms: u64, stored: &[(u64, String)]) -> EventKind {
         hosts_ok: ok,
         hosts_changed: changed,
         hosts_failed: last.len() as u32 - ok - changed,
+        hosts_unreachable: count(HostStatus::Unreachable),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }
 }
 

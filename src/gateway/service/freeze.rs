@@ -81,7 +81,7 @@ impl JobService {
         if !matches!(order.kind, JobKind::Deploy | JobKind::Restart) {
             return Ok(());
         }
-        let Some(why) = self.shut(&order.app, &order.env).await? else {
+        let Some(Shut { why, .. }) = self.shut(&order.app, &order.env).await? else {
             return Ok(());
         };
         let target = order.target();
@@ -113,39 +113,57 @@ impl JobService {
         }
     }
 
-    /// Why `env` is shut now, if it is.
-    async fn shut(&self, app: &str, env: &str) -> Result<Option<String>> {
-        let now = now_ms();
+    /// Why `env` of `app` is shut now, if it is, and until when: what a deploy there
+    /// would be refused with (409 `closed`), which the dashboard's matrix shows too.
+    pub async fn shut(&self, app: &str, env: &str) -> Result<Option<Shut>> {
         let freezes = self.db().call(|s| s.freezes()).await?;
-        if let Some(f) = freezes.iter().find(|f| f.env == env && f.until_ms > now) {
-            let until = format_local(f.until_ms, UTC);
-            return Ok(Some(format!(
-                "{env} is frozen until {until} by {}: {}",
-                f.user, f.reason
-            )));
-        }
         let inv = self.jobs.inventory()?;
-        let Some(e) = inv.apps.get(app).and_then(|a| a.environments.get(env)) else {
-            return Ok(None);
-        };
-        if e.windows.is_empty() || e.windows.iter().any(|w| w.contains(now)) {
-            return Ok(None);
-        }
-        let next = e
-            .windows
-            .iter()
-            .map(|w| w.next_open(now))
-            .min()
-            .unwrap_or(u64::MAX);
-        let list: Vec<String> = e.windows.iter().map(|w| w.to_string()).collect();
-        let opens = if next == u64::MAX {
-            "not within a week".to_string()
-        } else {
-            format_local(next, UTC)
-        };
-        Ok(Some(format!(
+        let e = inv.apps.get(app).and_then(|a| a.environments.get(env));
+        Ok(shut_now(env, &freezes, e, now_ms()))
+    }
+}
+
+/// Why an environment's door is shut, and when it opens.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Shut {
+    /// `frozen` or `outside_windows`.
+    pub kind: &'static str,
+    /// When it opens again (None: not within a week).
+    pub until_ms: Option<u64>,
+    /// The same sentence as the refusal.
+    pub why: String,
+}
+
+/// Whether `env` is shut at `now` by a freeze in `freezes` or by its windows (`e`, the
+/// inventory's environment, when it has one).  Pure.
+pub fn shut_now(
+    env: &str,
+    freezes: &[FreezeInfo],
+    e: Option<&crate::inventory::Environment>,
+    now: u64,
+) -> Option<Shut> {
+    if let Some(f) = freezes.iter().find(|f| f.env == env && f.until_ms > now) {
+        let until = format_local(f.until_ms, UTC);
+        return Some(Shut {
+            kind: "frozen",
+            until_ms: Some(f.until_ms),
+            why: format!("{env} is frozen until {until} by {}: {}", f.user, f.reason),
+        });
+    }
+    let e = e?;
+    if e.windows.is_empty() || e.windows.iter().any(|w| w.contains(now)) {
+        return None;
+    }
+    let next = e.windows.iter().map(|w| w.next_open(now)).min();
+    let next = next.filter(|n| *n != u64::MAX);
+    let list: Vec<String> = e.windows.iter().map(|w| w.to_string()).collect();
+    let opens = next.map_or("not within a week".to_string(), |n| format_local(n, UTC));
+    Some(Shut {
+        kind: "outside_windows",
+        until_ms: next,
+        why: format!(
             "{env} is outside its deploy windows ({}); the next opens {opens}",
             list.join("; ")
-        )))
-    }
+        ),
+    })
 }
