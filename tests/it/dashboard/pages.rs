@@ -19,7 +19,7 @@ fn signed_in(inventory: &str, admin: bool) -> (Gateway, String, Browser) {
     let token = if admin {
         gw.token("root", "", true)
     } else {
-        gw.token("ann", "", false)
+        gw.token("ann", "*", false)
     };
     let b = Browser::start(&out_dir());
     sign_in(&b, &gw, &token, &mut Seen::default());
