@@ -14,18 +14,19 @@
 //! script; pages cannot be framed.  The scripts (`assets/job.js`: the job page's live
 //! log; `assets/live.js`: running times and the parts of the matrix and the job list
 //! that change when a job starts or ends, `live.rs`) only make pages live; every page
-//! works without them.  Every page, error pages included, has the same navigation: an
-//! error after the sign-in was checked names the signed-in user too (`SEEN_BY`).
+//! works without them.  Every page, error pages included, has the same navigation
+//! (`nav.rs`).
 
 mod lines;
 mod live;
+mod nav;
 mod pages;
 mod session;
 mod view;
 
+pub use nav::{Who, who};
 pub use session::Sessions;
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -35,7 +36,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::api::{ApiErr, AppState};
 use super::auth::Principal;
@@ -59,38 +60,9 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/static/{file}", get(asset))
-        .route("/ui/{*rest}", get(not_found))
-        .layer(axum::middleware::from_fn(with_seen_by))
+        .route("/ui/{*rest}", get(nav::not_found))
+        .layer(axum::middleware::from_fn(nav::with_seen_by))
         .layer(axum::middleware::map_response(security_headers))
-}
-
-/// Who a page is for, as its navigation shows them.
-#[derive(Serialize, Clone)]
-pub struct Who {
-    user: String,
-    admin: bool,
-}
-
-pub fn who(p: &Principal) -> Who {
-    Who {
-        user: p.user.clone(),
-        admin: p.admin,
-    }
-}
-
-tokio::task_local! {
-    /// The signed-in user of the request being answered, once [`Viewer`] checked it: an
-    /// error page rendered after that shows them in its navigation.
-    static SEEN_BY: RefCell<Option<Who>>;
-}
-
-async fn with_seen_by(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    SEEN_BY.scope(RefCell::new(None), next.run(req)).await
-}
-
-/// A `/ui/` path no page has: 404, with the navigation.
-async fn not_found(Viewer(_): Viewer, uri: axum::http::Uri) -> PageErr {
-    PageErr(ServiceError::NotFound(format!("no page {}", uri.path())))
 }
 
 /// The signed-in user of a page: from the session cookie, checked against its token on
@@ -132,7 +104,7 @@ impl FromRequestParts<AppState> for Viewer {
         let source = source_of(parts);
         match st.svc.token_principal(&s.token_id, &source).await {
             Ok(p) => {
-                let _ = SEEN_BY.try_with(|w| *w.borrow_mut() = Some(who(&p)));
+                nav::seen_by(&p);
                 Ok(Viewer(p))
             }
             Err(ServiceError::Unauthenticated(_)) => {
@@ -184,7 +156,7 @@ impl IntoResponse for PageErr {
     fn into_response(self) -> Response {
         let ApiErr(status, body, _) = ApiErr::from(self.0);
         let title = status.canonical_reason().unwrap_or("Error");
-        let viewer = SEEN_BY.try_with(|w| w.borrow().clone()).ok().flatten();
+        let viewer = nav::viewer();
         let ctx = serde_json::json!({ "title": title, "message": body.message, "viewer": viewer });
         (status, html(view::render("error.html", ctx))).into_response()
     }
