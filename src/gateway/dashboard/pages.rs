@@ -49,10 +49,15 @@ pub async fn matrix(
     let mut rows = Vec::new();
     for a in st.svc.apps(&p)? {
         let status = st.svc.status(&p, &a.name, None, live).await?;
-        for mut row in view::matrix(&a.name, &status) {
-            row.shut = st.svc.shut(&row.app, &row.env).await?;
-            rows.push(row);
-        }
+        rows.extend(view::matrix(&a.name, &status));
+    }
+    let which: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.app.as_str(), r.env.as_str()))
+        .collect();
+    let doors = st.svc.shut_all(&which).await?;
+    for (row, shut) in rows.iter_mut().zip(doors) {
+        row.shut = shut;
     }
     let jobs = st.svc.jobs_for(&p, 200).await?;
     let running: Vec<&JobInfo> = jobs

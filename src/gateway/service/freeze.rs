@@ -114,12 +114,23 @@ impl JobService {
     }
 
     /// Why `env` of `app` is shut now, if it is, and until when: what a deploy there
-    /// would be refused with (409 `closed`), which the dashboard's matrix shows too.
+    /// would be refused with (409 `closed`).
     pub async fn shut(&self, app: &str, env: &str) -> Result<Option<Shut>> {
+        let mut one = self.shut_all(&[(app, env)]).await?;
+        Ok(one.pop().flatten())
+    }
+
+    /// [`Self::shut`] of each (application, environment), with one read of the freezes
+    /// and of the inventory (the dashboard's matrix).
+    pub async fn shut_all(&self, which: &[(&str, &str)]) -> Result<Vec<Option<Shut>>> {
         let freezes = self.db().call(|s| s.freezes()).await?;
         let inv = self.jobs.inventory()?;
-        let e = inv.apps.get(app).and_then(|a| a.environments.get(env));
-        Ok(shut_now(env, &freezes, e, now_ms()))
+        let now = now_ms();
+        let door = |(app, env): &(&str, &str)| {
+            let e = inv.apps.get(*app).and_then(|a| a.environments.get(*env));
+            shut_now(env, &freezes, e, now)
+        };
+        Ok(which.iter().map(door).collect())
     }
 }
 
@@ -166,4 +177,63 @@ pub fn shut_now(
             list.join("; ")
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Inventory;
+
+    const INVENTORY: &str = "\
+hosts:
+  web1: {address: 127.0.0.1, port: 1, groups: [web]}
+  prod1: {address: 127.0.0.1, port: 1, groups: [prod]}
+applications:
+  hello:
+    package: hello-app
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.test]
+    environments:
+      staging: {groups: [web], windows: [\"Tue 10:00-11:00 UTC\"]}
+      production: {groups: [prod]}
+";
+
+    #[test]
+    fn a_door_is_shut_by_a_freeze_or_outside_its_windows_until_it_opens() {
+        let inv = Inventory::parse(std::path::Path::new("inventory.yml"), INVENTORY).unwrap();
+        let envs = &inv.apps["hello"].environments;
+        let monday_noon = parse_at("2026-12-07T12:00", UTC).unwrap();
+        let shut = shut_now("staging", &[], envs.get("staging"), monday_noon).unwrap();
+        assert_eq!(shut.kind, "outside_windows");
+        assert_eq!(shut.until_ms, parse_at("2026-12-08T10:00", UTC).ok());
+        assert!(
+            shut.why.ends_with("the next opens 2026-12-08 10:00 UTC"),
+            "{}",
+            shut.why
+        );
+        let open = parse_at("2026-12-08T10:30", UTC).unwrap();
+        assert_eq!(shut_now("staging", &[], envs.get("staging"), open), None);
+        assert_eq!(
+            shut_now("production", &[], envs.get("production"), open),
+            None
+        );
+
+        let freeze = FreezeInfo {
+            env: "production".into(),
+            until_ms: parse_at("2026-12-24T00:00", UTC).unwrap(),
+            reason: "holidays".into(),
+            user: "ann".into(),
+            created_ms: 0,
+        };
+        let frozen = shut_now("production", &[freeze], envs.get("production"), open).unwrap();
+        assert_eq!(
+            (frozen.kind, frozen.until_ms),
+            ("frozen", parse_at("2026-12-24T00:00", UTC).ok())
+        );
+        assert_eq!(
+            frozen.why,
+            "production is frozen until 2026-12-24 00:00 UTC by ann: holidays"
+        );
+    }
 }
