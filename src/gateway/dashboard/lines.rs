@@ -136,6 +136,29 @@ impl Progress {
     }
 }
 
+/// The hosts' tally of a `job_finished` event, in words (`1 failed, 2 cancelled`).
+pub fn outcome(ev: &Event) -> Option<String> {
+    let EventKind::JobFinished {
+        hosts_ok,
+        hosts_changed,
+        hosts_failed,
+        hosts_unreachable,
+        hosts_cancelled,
+        ..
+    } = &ev.kind
+    else {
+        return None;
+    };
+    let t = present::Tally::of_end(
+        *hosts_ok,
+        *hosts_changed,
+        *hosts_failed,
+        *hosts_unreachable,
+        *hosts_cancelled,
+    );
+    Some(t.words())
+}
+
 /// The line of one event, in the words of [`deploy_wire::present`] (the CLI's and
 /// `apply`'s words too); the class is its tone.
 pub fn line(seq: u64, ev: &Event) -> Line {
@@ -212,18 +235,17 @@ mod tests {
         let states: Vec<_> = p.all().into_iter().map(|h| h.state).collect();
         assert_eq!(states, ["failed", "cancelled", "cancelled"]);
         assert_eq!(p.tally().words(), "1 failed, 2 cancelled");
-        let last = line(
-            9,
-            &ev(EventKind::JobFinished {
-                status: JobStatus::Failed,
-                elapsed_ms: 1000,
-                hosts_ok: 0,
-                hosts_changed: 0,
-                hosts_failed: 3,
-                hosts_unreachable: 0,
-                hosts_cancelled: 2,
-            }),
-        );
+        let end = ev(EventKind::JobFinished {
+            status: JobStatus::Failed,
+            elapsed_ms: 1000,
+            hosts_ok: 0,
+            hosts_changed: 0,
+            hosts_failed: 3,
+            hosts_unreachable: 0,
+            hosts_cancelled: 2,
+        });
+        let last = line(9, &end);
+        assert_eq!(outcome(&end).as_deref(), Some("1 failed, 2 cancelled"));
         assert_eq!(last.text, "failed in 1.0s: 1 failed, 2 cancelled");
     }
 

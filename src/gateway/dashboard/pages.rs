@@ -30,6 +30,10 @@ type Page = Result<Html<String>, PageErr>;
 const PAGE_LINES: usize = 5000;
 /// Jobs the history page filters (the newest the user may read).
 const HISTORY_SCAN: u32 = 1000;
+/// Listed jobs whose hosts' tally the history page reads (the newest shown).
+const OUTCOMES: usize = 100;
+/// A job's last events among which its `job_finished` is (notices may follow it).
+const LAST_EVENTS: u64 = 32;
 
 #[derive(Deserialize)]
 pub struct MatrixQuery {
@@ -125,11 +129,41 @@ pub async fn jobs(
             }
         })
         .collect();
+    let outcomes = outcomes(&st, &shown).await?;
     let ctx = json!({
         "title": "Jobs", "viewer": who(&p), "jobs": shown, "filters": filters, "scanned": all.len(),
-        "now": now_ms(), "version": version(&all),
+        "now": now_ms(), "version": version(&all), "outcomes": outcomes, "outcomes_of": OUTCOMES,
     });
     Ok(Html(render("jobs.html", ctx)))
+}
+
+/// The hosts' tally of the newest [`OUTCOMES`] finished jobs of `jobs`, by id: the words
+/// of each one's `job_finished` (what its page's last line says).
+async fn outcomes(
+    st: &AppState,
+    jobs: &[&JobInfo],
+) -> Result<std::collections::HashMap<String, String>, PageErr> {
+    let ids: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.is_finished())
+        .take(OUTCOMES)
+        .map(|j| j.id.clone())
+        .collect();
+    let read = move |s: &dyn crate::gateway::store::Store| {
+        let mut found = std::collections::HashMap::new();
+        for id in ids {
+            let last = s.last_seq(&id)?;
+            let rows = s.events_after(&id, last.saturating_sub(LAST_EVENTS), LAST_EVENTS as u32)?;
+            let events = rows
+                .iter()
+                .filter_map(|(_, d)| serde_json::from_str(d).ok());
+            if let Some(words) = events.filter_map(|e: Event| lines::outcome(&e)).next_back() {
+                found.insert(id, words);
+            }
+        }
+        Ok::<_, crate::gateway::store::StoreError>(found)
+    };
+    Ok(st.svc.db().call(read).await?)
 }
 
 /// The stored events of a job, parsed.

@@ -2,7 +2,8 @@
 //! cannot be reached (no containers): the matrix in the inventory's order, with a frozen
 //! environment and one outside its deploy windows badged until when (the words of the
 //! API's refusal), and "Check the hosts" marking unreachable hosts; the navigation on
-//! every page and error page; a failed job whose summary says what its hosts' table says.
+//! every page and error page; a failed job whose summary, last line and row on the job
+//! list say what its hosts' table says.
 
 use std::time::Duration;
 
@@ -234,4 +235,10 @@ fn a_failed_jobs_summary_names_its_hosts_ends_as_their_table_does() {
         "{last}"
     );
     b.screenshot(&out_dir().join("job-summary.png"));
+    b.goto(&format!("{}/ui/jobs", gw.url));
+    let listed = b.execute(
+        "return document.querySelector('#jobs tr.job[data-id=\"' + arguments[0] + '\"] .outcome').textContent;",
+        json!([id]),
+    );
+    assert_eq!(listed, json!(counted), "the job list");
 }
