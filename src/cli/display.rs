@@ -303,10 +303,14 @@ impl Display {
                 println!("  {h}: {}", present::host_error(h, e));
             }
         }
-        let ends: Vec<(&str, Option<HostStatus>)> = (self.hosts.iter())
-            .map(|(h, s)| (h.as_str(), s.status))
-            .collect();
-        println!("job {}", present::outcome(state, &ends));
+        // The hosts' ends in the words of the job's end line (`present::Tally`): a
+        // cancelled job says which of its hosts changed before the cancel.
+        let mut tally = present::Tally::default();
+        (self.hosts.values().filter_map(|s| s.status)).for_each(|s| tally.add(s));
+        match tally == present::Tally::default() {
+            true => println!("job {state}"),
+            false => println!("job {state}: {}", tally.words()),
+        }
     }
 }
 

@@ -129,7 +129,8 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
         hosts_ok: good,
         hosts_changed: 0,
         hosts_failed: 1 - good,
-        hosts_cancelled: 0,
+        hosts_unreachable: u32::from(status == HostStatus::Unreachable),
+        hosts_cancelled: u32::from(status == HostStatus::Cancelled),
     }));
     let host = HostResult {
         host: host.to_string(),

@@ -109,7 +109,8 @@ fn finish(
         elapsed_ms: ms(elapsed),
         hosts_ok: count(HostStatus::Ok),
         hosts_changed: count(HostStatus::Changed),
-        hosts_failed: n_failed - count(HostStatus::Cancelled),
+        hosts_failed: n_failed,
+        hosts_unreachable: count(HostStatus::Unreachable),
         hosts_cancelled: count(HostStatus::Cancelled),
     }));
     JobResult {

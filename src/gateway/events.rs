@@ -207,6 +207,12 @@ impl Events {
         }
     }
 
+    /// News of stored events: a job's id for each batch stored (here or, on a shared
+    /// database, by another gateway), "" when a job ended.
+    pub fn news(&self) -> broadcast::Receiver<String> {
+        self.notify.subscribe()
+    }
+
     /// Wakes every follower (a job ended).
     pub fn wake_all(&self) {
         let _ = self.notify.send(String::new());

@@ -218,10 +218,15 @@ pub enum EventKind {
         elapsed_ms: u64,
         hosts_ok: u32,
         hosts_changed: u32,
-        /// Failed or unreachable.
+        /// Every host that did not end ok or changed (unreachable and cancelled ones
+        /// included, as before those had counts of their own).
         hosts_failed: u32,
-        /// Stopped by a cancel before they finished (not counted as failed).
-        #[serde(default, skip_serializing_if = "is_zero")]
+        /// Of `hosts_failed`, the hosts that could not be reached (0 in events stored
+        /// before this count existed).
+        #[serde(default)]
+        hosts_unreachable: u32,
+        /// Of `hosts_failed`, the hosts cancelled or never started.
+        #[serde(default)]
         hosts_cancelled: u32,
     },
 }

@@ -75,6 +75,64 @@ pub fn job_kind(check: bool, steps: &[String]) -> &'static str {
     }
 }
 
+/// How many hosts of a job ended each way, in the words of their ends (`HostStatus`):
+/// the one wording of a job's outcome, so the job's last line, the dashboard's job page
+/// and its job list say what its hosts' table says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub changed: u32,
+    pub ok: u32,
+    pub failed: u32,
+    pub unreachable: u32,
+    pub cancelled: u32,
+}
+
+impl Tally {
+    /// Counts one host's end.
+    pub fn add(&mut self, status: HostStatus) {
+        let n = match status {
+            HostStatus::Changed => &mut self.changed,
+            HostStatus::Ok => &mut self.ok,
+            HostStatus::Failed => &mut self.failed,
+            HostStatus::Unreachable => &mut self.unreachable,
+            HostStatus::Cancelled => &mut self.cancelled,
+        };
+        *n += 1;
+    }
+
+    /// From a `job_finished` event's counts (`not_ok` includes the unreachable and the
+    /// cancelled hosts).
+    pub fn of_end(ok: u32, changed: u32, not_ok: u32, unreachable: u32, cancelled: u32) -> Tally {
+        Tally {
+            changed,
+            ok,
+            failed: not_ok.saturating_sub(unreachable + cancelled),
+            unreachable,
+            cancelled,
+        }
+    }
+
+    /// `1 changed, 1 failed, 2 cancelled`: each end with hosts, in this order; `no host`.
+    pub fn words(&self) -> String {
+        let parts: Vec<String> = [
+            (self.changed, "changed"),
+            (self.ok, "ok"),
+            (self.failed, "failed"),
+            (self.unreachable, "unreachable"),
+            (self.cancelled, "cancelled"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, w)| format!("{n} {w}"))
+        .collect();
+        if parts.is_empty() {
+            "no host".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// The tone of a status word (`ok`, `changed`, `skipped`, `failed`, or a host's or job's
 /// end: `unreachable`, `cancelled`, `succeeded`...).
 pub fn tone_of(status: &str) -> Tone {
@@ -259,19 +317,20 @@ pub fn line(kind: &EventKind) -> Line {
             hosts_ok,
             hosts_changed,
             hosts_failed,
+            hosts_unreachable,
             hosts_cancelled,
         } => {
-            let cancelled = match hosts_cancelled {
-                0 => String::new(),
-                n => format!(", {n} cancelled"),
-            };
+            let tally = Tally::of_end(
+                *hosts_ok,
+                *hosts_changed,
+                *hosts_failed,
+                *hosts_unreachable,
+                *hosts_cancelled,
+            );
+            let (status, took) = (status.as_str(), secs(*elapsed_ms));
             job(
-                tone_of(status.as_str()),
-                format!(
-                    "{} in {}: {hosts_changed} changed, {hosts_ok} ok, {hosts_failed} failed{cancelled}",
-                    status.as_str(),
-                    secs(*elapsed_ms)
-                ),
+                tone_of(status),
+                format!("{status} in {took}: {}", tally.words()),
             )
         }
     }
@@ -283,42 +342,6 @@ pub fn host_error<'a>(host: &str, error: &'a str) -> &'a str {
     (error.strip_prefix(host))
         .and_then(|rest| rest.strip_prefix(": "))
         .unwrap_or(error)
-}
-
-/// A job's outcome in one line, from how each host ended (`None`: it never finished):
-/// `cancelled: 1 changed (web1), 2 cancelled (web2, web3)`.  Hosts are named unless
-/// every host ended the same way; at most five names per group.
-pub fn outcome(state: &str, hosts: &[(&str, Option<HostStatus>)]) -> String {
-    const ORDER: [Option<HostStatus>; 6] = [
-        Some(HostStatus::Changed),
-        Some(HostStatus::Ok),
-        Some(HostStatus::Failed),
-        Some(HostStatus::Unreachable),
-        Some(HostStatus::Cancelled),
-        None,
-    ];
-    let mut parts = Vec::new();
-    for want in ORDER {
-        let names: Vec<&str> = (hosts.iter())
-            .filter(|(_, s)| *s == want)
-            .map(|(h, _)| *h)
-            .collect();
-        if names.is_empty() {
-            continue;
-        }
-        let word = want.map(|s| s.as_str()).unwrap_or("not finished");
-        let mut part = format!("{} {word}", names.len());
-        if names.len() < hosts.len() {
-            let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
-            let more = if names.len() > 5 { ", …" } else { "" };
-            part.push_str(&format!(" ({shown}{more})"));
-        }
-        parts.push(part);
-    }
-    match parts.is_empty() {
-        true => state.to_string(),
-        false => format!("{state}: {}", parts.join(", ")),
-    }
 }
 
 #[cfg(test)]
@@ -373,6 +396,7 @@ mod tests {
             hosts_ok: 1,
             hosts_changed: 1,
             hosts_failed: 1,
+            hosts_unreachable: 0,
             hosts_cancelled: 0,
         });
         assert_eq!(end.subject(), "job");
@@ -382,13 +406,11 @@ mod tests {
             elapsed_ms: 1_000,
             hosts_ok: 0,
             hosts_changed: 1,
-            hosts_failed: 0,
+            hosts_failed: 2,
+            hosts_unreachable: 0,
             hosts_cancelled: 2,
         });
-        assert_eq!(
-            cancelled.text,
-            "cancelled in 1.0s: 1 changed, 0 ok, 0 failed, 2 cancelled"
-        );
+        assert_eq!(cancelled.text, "cancelled in 1.0s: 1 changed, 2 cancelled");
     }
 
     #[test]
@@ -410,31 +432,34 @@ mod tests {
     }
 
     #[test]
-    fn an_outcome_names_the_hosts_of_each_end_unless_all_ended_alike() {
-        use HostStatus as S;
-        let cancelled = outcome(
-            "cancelled",
-            &[
-                ("web1", Some(S::Changed)),
-                ("web2", Some(S::Cancelled)),
-                ("web3", Some(S::Cancelled)),
-            ],
-        );
-        assert_eq!(
-            cancelled,
-            "cancelled: 1 changed (web1), 2 cancelled (web2, web3)"
-        );
-        let all = outcome("succeeded", &[("a", Some(S::Ok)), ("b", Some(S::Ok))]);
-        assert_eq!(all, "succeeded: 2 ok");
-        assert_eq!(outcome("failed", &[]), "failed");
-        let many: Vec<(String, Option<S>)> = (0..7).map(|i| (format!("w{i}"), None)).collect();
-        let mut hosts: Vec<(&str, Option<S>)> =
-            many.iter().map(|(h, s)| (h.as_str(), *s)).collect();
-        hosts.push(("x", Some(S::Failed)));
-        assert_eq!(
-            outcome("interrupted", &hosts),
-            "interrupted: 1 failed (x), 7 not finished (w0, w1, w2, w3, w4, …)"
-        );
+    fn a_jobs_end_names_its_hosts_ends_as_their_table_does() {
+        let end = |failed, unreachable, cancelled| {
+            line(&EventKind::JobFinished {
+                status: JobStatus::Failed,
+                elapsed_ms: 100,
+                hosts_ok: 0,
+                hosts_changed: 0,
+                hosts_failed: failed,
+                hosts_unreachable: unreachable,
+                hosts_cancelled: cancelled,
+            })
+            .text
+        };
+        assert_eq!(end(3, 0, 2), "failed in 0.1s: 1 failed, 2 cancelled");
+        assert_eq!(end(3, 1, 2), "failed in 0.1s: 1 unreachable, 2 cancelled");
+        // An event stored before the counts existed: all of them failed, as it said.
+        assert_eq!(end(3, 0, 0), "failed in 0.1s: 3 failed");
+        let mut t = Tally::default();
+        for s in [
+            HostStatus::Failed,
+            HostStatus::Cancelled,
+            HostStatus::Cancelled,
+        ] {
+            t.add(s);
+        }
+        assert_eq!(t, Tally::of_end(0, 0, 3, 0, 2));
+        assert_eq!(t.words(), "1 failed, 2 cancelled");
+        assert_eq!(Tally::default().words(), "no host");
     }
 
     #[test]

@@ -4,12 +4,19 @@
 //! page, measured), survives a reload without a duplicated line, and the matrix then shows
 //! the release on every host; a job printing 10,000 lines does not leave the page behind;
 //! a staging-only sign-in sees nothing of production; without a session cookie every page
-//! is the sign-in page; the token is in no URL, page source or log.
+//! is the sign-in page; the token is in no URL, page source or log.  `pages.rs`: what the
+//! pages show (order, freezes and windows, unreachable hosts, navigation, summaries);
+//! `live.rs`: what changes while a page is open (jobs on the list and the matrix, running
+//! times); `follow.rs`: the job log following new lines.
 //!
 //! Screenshots go to `target/tmp/dashboard/` (`CARGO_TARGET_TMPDIR`): `sign-in.png`,
 //! `job-live.png` (a deploy in flight), `matrix.png` (after it), `matrix-drift.png` (a host
 //! changed behind the gateway's back, seen by the live check), `job-10k.png`,
 //! `staging-only.png`.
+
+mod follow;
+mod live;
+mod pages;
 
 use crate::support;
 
@@ -294,7 +301,22 @@ fn live_deploy(
     );
     assert_eq!(
         drift,
-        json!([["web3", "web3 1.0.0 (host says 9.9.9)"]]),
+        json!([["web3", "web3 1.0.0 (host says 9.9.9) unhealthy"]]),
+        "{}",
+        b.source()
+    );
+    // Its live pointer leads nowhere: its health check fails; the others answer theirs.
+    let health = b.execute(
+        "return Array.from(document.querySelectorAll('tr[data-env=staging] .cell'), c =>          [c.dataset.host, c.querySelector('.health').textContent, c.classList.contains('health-' + c.querySelector('.health').textContent)]);",
+        json!([]),
+    );
+    assert_eq!(
+        health,
+        json!([
+            ["web1", "healthy", true],
+            ["web2", "healthy", true],
+            ["web3", "unhealthy", true]
+        ]),
         "{}",
         b.source()
     );

@@ -320,6 +320,7 @@ impl Check<'_> {
             env: e.env.value,
             delivery: e.delivery,
             process_manager: e.process_manager.unwrap_or(app_pm),
+            line: eline,
         })
     }
 }

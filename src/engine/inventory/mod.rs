@@ -80,6 +80,9 @@ pub struct Environment {
     /// What keeps the slots and processes running on its hosts: its own
     /// `process_manager:`, else the application's.
     pub process_manager: ProcessManagerKind,
+    /// Its line in the inventory file (0: unknown): listings keep the file's order
+    /// ([`App::environments_in_order`]).
+    pub line: u64,
 }
 
 /// How servers reach the artifact repository (per environment).
@@ -224,6 +227,15 @@ pub struct App {
     /// How its processes run: user, web server options, other processes, hooks, static
     /// files.
     pub runtime: Runtime,
+}
+
+impl App {
+    /// Its environments in the inventory file's order (the map is by name).
+    pub fn environments_in_order(&self) -> Vec<&Environment> {
+        let mut envs: Vec<&Environment> = self.environments.values().collect();
+        envs.sort_by_key(|e| e.line);
+        envs
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -54,6 +54,17 @@ fn parses_hosts_apps_and_defaults() {
 }
 
 #[test]
+fn environments_are_listed_in_the_files_order() {
+    let inv = parse(GOOD).unwrap();
+    let names: Vec<&str> = inv.apps["hello"]
+        .environments_in_order()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["staging", "production"], "not by name");
+}
+
+#[test]
 fn malformed_yaml_names_file_and_line() {
     let err = parse("hosts:\n  web1: {address: 10.0.0.1, groups: [web]\n  web2: x\n").unwrap_err();
     assert_eq!(err.file, Path::new("inventory.yml"));

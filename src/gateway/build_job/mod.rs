@@ -182,6 +182,7 @@ pub fn work(
             hosts_ok: 0,
             hosts_changed: 0,
             hosts_failed: 0,
+            hosts_unreachable: 0,
             hosts_cancelled: 0,
         }));
         JobResult {

@@ -1,12 +1,13 @@
 //! A job's events as the job page shows them: one line per event (deploy-wire's words,
 //! its host, a class for its tone, a folded diff) and each host's progress (steps done of
-//! the plan, the step running, how it ended), folded from the events in order.  Pure: the
+//! the plan, the step running, how it ended) and the tally of their ends (`present::Tally`,
+//! the words of the job's last line too), folded from the events in order.  Pure: the
 //! page's first render and its live stream both use it, so the page shows the same thing
 //! whether an event came with the page or after it.
 
 use std::collections::BTreeMap;
 
-use deploy_wire::{Event, EventKind, present};
+use deploy_wire::{Event, EventKind, HostStatus, present};
 use serde::Serialize;
 
 /// One event as a line of the job page.
@@ -45,6 +46,8 @@ pub struct Progress {
     steps: usize,
     hosts: BTreeMap<String, HostProgress>,
     order: Vec<String>,
+    /// Each host's last end (a halt rollback may end a host twice).
+    ends: BTreeMap<String, HostStatus>,
 }
 
 impl Progress {
@@ -79,6 +82,7 @@ impl Progress {
                 let h = self.host(host);
                 h.state = status.as_str().to_string();
                 h.current = None;
+                self.ends.insert(host.clone(), *status);
                 return Some(host.clone());
             }
             K::CommandExited { host, exit_code } => {
@@ -113,6 +117,15 @@ impl Progress {
         self.hosts.get(host)
     }
 
+    /// How many hosts ended each way, as their rows say.
+    pub fn tally(&self) -> present::Tally {
+        let mut t = present::Tally::default();
+        for s in self.ends.values() {
+            t.add(*s);
+        }
+        t
+    }
+
     /// Every host, in the order they appeared.
     pub fn all(&self) -> Vec<HostProgress> {
         self.order
@@ -121,6 +134,29 @@ impl Progress {
             .cloned()
             .collect()
     }
+}
+
+/// The hosts' tally of a `job_finished` event, in words (`1 failed, 2 cancelled`).
+pub fn outcome(ev: &Event) -> Option<String> {
+    let EventKind::JobFinished {
+        hosts_ok,
+        hosts_changed,
+        hosts_failed,
+        hosts_unreachable,
+        hosts_cancelled,
+        ..
+    } = &ev.kind
+    else {
+        return None;
+    };
+    let t = present::Tally::of_end(
+        *hosts_ok,
+        *hosts_changed,
+        *hosts_failed,
+        *hosts_unreachable,
+        *hosts_cancelled,
+    );
+    Some(t.words())
 }
 
 /// The line of one event, in the words of [`deploy_wire::present`] (the CLI's and
@@ -177,6 +213,40 @@ mod tests {
         let order: Vec<_> = p.all().into_iter().map(|h| h.host).collect();
         assert_eq!(order, ["web1", "web2"]);
         assert_eq!(p.get("web1").unwrap().state, "running");
+    }
+
+    #[test]
+    fn the_hosts_tally_says_what_their_rows_and_the_jobs_last_line_say() {
+        use deploy_wire::{HostStatus, JobStatus};
+        let mut p = Progress::default();
+        let end = |host: &str, status| {
+            ev(EventKind::HostFinished {
+                host: host.into(),
+                status,
+                changed: 0,
+                elapsed_ms: 0,
+                error: None,
+                round_trips: 0,
+            })
+        };
+        p.apply(&end("web1", HostStatus::Failed));
+        p.apply(&end("web2", HostStatus::Cancelled));
+        p.apply(&end("web3", HostStatus::Cancelled));
+        let states: Vec<_> = p.all().into_iter().map(|h| h.state).collect();
+        assert_eq!(states, ["failed", "cancelled", "cancelled"]);
+        assert_eq!(p.tally().words(), "1 failed, 2 cancelled");
+        let end = ev(EventKind::JobFinished {
+            status: JobStatus::Failed,
+            elapsed_ms: 1000,
+            hosts_ok: 0,
+            hosts_changed: 0,
+            hosts_failed: 3,
+            hosts_unreachable: 0,
+            hosts_cancelled: 2,
+        });
+        let last = line(9, &end);
+        assert_eq!(outcome(&end).as_deref(), Some("1 failed, 2 cancelled"));
+        assert_eq!(last.text, "failed in 1.0s: 1 failed, 2 cancelled");
     }
 
     #[test]

@@ -11,14 +11,20 @@
 //! restart signs nobody out); it never travels in a URL and is never put in a page or
 //! the log.  The
 //! CSP allows scripts, styles and connections from the gateway only and no inline
-//! script; pages cannot be framed.  The one script (`assets/job.js`) only makes the job
-//! page live; every page works without it.
+//! script; pages cannot be framed.  The scripts (`assets/job.js`: the job page's live
+//! log; `assets/live.js`: running times and the parts of the matrix and the job list
+//! that change when a job starts or ends, `live.rs`) only make pages live; every page
+//! works without them.  Every page, error pages included, has the same navigation
+//! (`nav.rs`).
 
 mod lines;
+mod live;
+mod nav;
 mod pages;
 mod session;
 mod view;
 
+pub use nav::{Who, who};
 pub use session::Sessions;
 
 use std::convert::Infallible;
@@ -50,9 +56,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/ledger", get(pages::ledger))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/changes", get(live::changes))
         .route("/ui/sign-in", get(sign_in_page).post(sign_in))
         .route("/ui/sign-out", post(sign_out))
         .route("/ui/static/{file}", get(asset))
+        .route("/ui/{*rest}", get(nav::not_found))
+        .layer(axum::middleware::from_fn(nav::with_seen_by))
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -94,7 +103,10 @@ impl FromRequestParts<AppState> for Viewer {
         let s = s.ok_or_else(rejected)?;
         let source = source_of(parts);
         match st.svc.token_principal(&s.token_id, &source).await {
-            Ok(p) => Ok(Viewer(p)),
+            Ok(p) => {
+                nav::seen_by(&p);
+                Ok(Viewer(p))
+            }
             Err(ServiceError::Unauthenticated(_)) => {
                 if let Err(e) = st.sessions.remove(id).await {
                     tracing::warn!("cannot end a session whose token is gone: {e}");
@@ -144,7 +156,8 @@ impl IntoResponse for PageErr {
     fn into_response(self) -> Response {
         let ApiErr(status, body, _) = ApiErr::from(self.0);
         let title = status.canonical_reason().unwrap_or("Error");
-        let ctx = minijinja::context! { title, message => body.message, viewer => () };
+        let viewer = nav::viewer();
+        let ctx = serde_json::json!({ "title": title, "message": body.message, "viewer": viewer });
         (status, html(view::render("error.html", ctx))).into_response()
     }
 }
@@ -277,6 +290,10 @@ async fn asset(Path(file): Path<String>) -> Response {
         ),
         "job.js" => (
             include_str!("assets/job.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "live.js" => (
+            include_str!("assets/live.js"),
             "text/javascript; charset=utf-8",
         ),
         _ => return StatusCode::NOT_FOUND.into_response(),

@@ -2,7 +2,8 @@
 //! service (the same calls, and so the same scopes, as the API) and renders a template.
 //! The job page's live events come over `/ui/jobs/{id}/events`: the job's Server-Sent
 //! Events (resumable with `Last-Event-ID`, like the API's), each carrying its line and
-//! its host's progress row as HTML rendered here.
+//! its host's progress row as HTML rendered here, then the job's end (its state, time
+//! and the tally of its hosts' ends).
 
 use std::convert::Infallible;
 
@@ -16,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::lines::{self, Progress};
+use super::live::version;
 use super::view::{self, render};
-use super::{PageErr, Viewer};
+use super::{PageErr, Viewer, who};
 use crate::gateway::api::AppState;
-use crate::gateway::auth::Principal;
 use crate::gateway::events::Tail;
+use crate::gateway::store::now_ms;
 
 type Page = Result<Html<String>, PageErr>;
 
@@ -28,19 +30,10 @@ type Page = Result<Html<String>, PageErr>;
 const PAGE_LINES: usize = 5000;
 /// Jobs the history page filters (the newest the user may read).
 const HISTORY_SCAN: u32 = 1000;
-
-#[derive(Serialize)]
-struct Who<'a> {
-    user: &'a str,
-    admin: bool,
-}
-
-fn who(p: &Principal) -> Who<'_> {
-    Who {
-        user: &p.user,
-        admin: p.admin,
-    }
-}
+/// Listed jobs whose hosts' tally the history page reads (the newest shown).
+const OUTCOMES: usize = 100;
+/// A job's last events among which its `job_finished` is (notices may follow it).
+const LAST_EVENTS: u64 = 32;
 
 #[derive(Deserialize)]
 pub struct MatrixQuery {
@@ -48,8 +41,9 @@ pub struct MatrixQuery {
     live: Option<String>,
 }
 
-/// `/ui/`: applications x environments x hosts with the release each host serves; jobs
-/// running now; with `?live=1` also what every host says.
+/// `/ui/`: applications x environments x hosts with the release each host serves, and
+/// whether each environment is shut now (a freeze, its deploy windows); jobs running now;
+/// with `?live=1` also what every host says.
 pub async fn matrix(
     State(st): State<AppState>,
     Viewer(p): Viewer,
@@ -61,12 +55,23 @@ pub async fn matrix(
         let status = st.svc.status(&p, &a.name, None, live).await?;
         rows.extend(view::matrix(&a.name, &status));
     }
+    let which: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.app.as_str(), r.env.as_str()))
+        .collect();
+    let doors = st.svc.shut_all(&which).await?;
+    for (row, shut) in rows.iter_mut().zip(doors) {
+        row.shut = shut;
+    }
     let jobs = st.svc.jobs_for(&p, 200).await?;
     let running: Vec<&JobInfo> = jobs
         .iter()
         .filter(|j| j.state == JobState::Running)
         .collect();
-    let ctx = json!({ "title": "Matrix", "viewer": who(&p), "rows": rows, "running": running, "live": live });
+    let ctx = json!({
+        "title": "Matrix", "viewer": who(&p), "rows": rows, "running": running, "live": live,
+        "now": now_ms(), "version": version(&jobs),
+    });
     Ok(Html(render("matrix.html", ctx)))
 }
 
@@ -124,10 +129,41 @@ pub async fn jobs(
             }
         })
         .collect();
+    let outcomes = outcomes(&st, &shown).await?;
     let ctx = json!({
         "title": "Jobs", "viewer": who(&p), "jobs": shown, "filters": filters, "scanned": all.len(),
+        "now": now_ms(), "version": version(&all), "outcomes": outcomes, "outcomes_of": OUTCOMES,
     });
     Ok(Html(render("jobs.html", ctx)))
+}
+
+/// The hosts' tally of the newest [`OUTCOMES`] finished jobs of `jobs`, by id: the words
+/// of each one's `job_finished` (what its page's last line says).
+async fn outcomes(
+    st: &AppState,
+    jobs: &[&JobInfo],
+) -> Result<std::collections::HashMap<String, String>, PageErr> {
+    let ids: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.is_finished())
+        .take(OUTCOMES)
+        .map(|j| j.id.clone())
+        .collect();
+    let read = move |s: &dyn crate::gateway::store::Store| {
+        let mut found = std::collections::HashMap::new();
+        for id in ids {
+            let last = s.last_seq(&id)?;
+            let rows = s.events_after(&id, last.saturating_sub(LAST_EVENTS), LAST_EVENTS as u32)?;
+            let events = rows
+                .iter()
+                .filter_map(|(_, d)| serde_json::from_str(d).ok());
+            if let Some(words) = events.filter_map(|e: Event| lines::outcome(&e)).next_back() {
+                found.insert(id, words);
+            }
+        }
+        Ok::<_, crate::gateway::store::StoreError>(found)
+    };
+    Ok(st.svc.db().call(read).await?)
 }
 
 /// The stored events of a job, parsed.
@@ -158,7 +194,8 @@ pub async fn job(State(st): State<AppState>, Viewer(p): Viewer, Path(id): Path<S
     let after = events.last().map_or(0, |(s, _)| *s);
     let ctx = json!({
         "title": format!("Job {id}"), "viewer": who(&p), "job": job, "hosts": progress.all(),
-        "lines": lines, "earlier": earlier, "after": after,
+        "lines": lines, "earlier": earlier, "after": after, "now": now_ms(),
+        "outcome": progress.tally().words(),
     });
     Ok(Html(render("job.html", ctx)))
 }
@@ -197,7 +234,8 @@ struct LiveLine {
 }
 
 /// `/ui/jobs/{id}/events`: the job's events after `Last-Event-ID` (or `?after=`), each
-/// as its rendered line and host row, then `end` with the job's state.
+/// as its rendered line and host row, then `end` with the job's state, how long it took
+/// and its hosts' tally (what a reload of the page says).
 pub async fn job_events(
     State(st): State<AppState>,
     Viewer(p): Viewer,
@@ -208,28 +246,28 @@ pub async fn job_events(
     st.svc.job_for(&p, &id).await?;
     let after = crate::gateway::api::resume_after(&headers, q.after);
     // From the first event: the progress rows need every event before `after` too.
-    let tail = st.svc.follow_events(id, 0)?;
+    let tail = st.svc.follow_events(id.clone(), 0)?;
     let stream = futures_util::stream::unfold(
         (tail, Progress::default()),
-        move |(mut rx, mut progress)| async move {
-            loop {
-                let msg = match rx.recv().await? {
-                    Tail::Event { seq, data } => {
-                        let Ok(ev) = serde_json::from_str::<Event>(&data) else {
-                            continue;
-                        };
-                        let changed = progress.apply(&ev);
-                        if seq <= after {
-                            continue;
+        move |(mut rx, mut progress)| {
+            let (st, id) = (st.clone(), id.clone());
+            async move {
+                loop {
+                    let msg = match rx.recv().await? {
+                        Tail::Event { seq, data } => {
+                            let Ok(ev) = serde_json::from_str::<Event>(&data) else {
+                                continue;
+                            };
+                            let changed = progress.apply(&ev);
+                            if seq <= after {
+                                continue;
+                            }
+                            live_event(seq, &ev, changed.and_then(|h| progress.get(&h).cloned()))
                         }
-                        live_event(seq, &ev, changed.and_then(|h| progress.get(&h).cloned()))
-                    }
-                    Tail::End(state) => {
-                        let data = serde_json::json!({ "state": state.as_str() }).to_string();
-                        SseEvent::default().event("end").data(data)
-                    }
-                };
-                return Some((Ok::<_, Infallible>(msg), (rx, progress)));
+                        Tail::End(state) => end_event(&st, &id, state, &progress).await,
+                    };
+                    return Some((Ok::<_, Infallible>(msg), (rx, progress)));
+                }
             }
         },
     );
@@ -239,6 +277,21 @@ pub async fn job_events(
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// The job page's `end`: the job's state, how long it took, its hosts' tally.
+async fn end_event(st: &AppState, id: &str, state: JobState, progress: &Progress) -> SseEvent {
+    let took = match st.svc.job(id).await {
+        Ok(j) => view::duration(
+            j.finished_ms
+                .unwrap_or_else(now_ms)
+                .saturating_sub(j.created_ms),
+        ),
+        Err(_) => String::new(),
+    };
+    let data =
+        json!({ "state": state.as_str(), "took": took, "outcome": progress.tally().words() });
+    SseEvent::default().event("end").data(data.to_string())
 }
 
 fn live_event(seq: u64, ev: &Event, host: Option<lines::HostProgress>) -> SseEvent {

@@ -148,14 +148,14 @@ pub async fn finish(jobs: &Jobs, job: &JobInfo, result: engine::JobResult, last:
 fn final_kind(r: &engine::JobResult) -> EventKind {
     let count = |s: HostStatus| r.hosts.iter().filter(|h| h.status == s).count() as u32;
     let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
-    let cancelled = count(HostStatus::Cancelled);
     EventKind::JobFinished {
         status: r.status,
         elapsed_ms: r.elapsed.as_millis() as u64,
         hosts_ok: ok,
         hosts_changed: changed,
-        hosts_failed: r.hosts.len() as u32 - ok - changed - cancelled,
-        hosts_cancelled: cancelled,
+        hosts_failed: r.hosts.len() as u32 - ok - changed,
+        hosts_unreachable: count(HostStatus::Unreachable),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }
 }
 
@@ -260,14 +260,14 @@ pub fn interrupted(started_ms: u64, stored: &[(u64, String)]) -> EventKind {
     }
     let count = |want: HostStatus| last.values().filter(|s| **s == Some(want)).count() as u32;
     let (ok, changed) = (count(HostStatus::Ok), count(HostStatus::Changed));
-    let cancelled = count(HostStatus::Cancelled);
     EventKind::JobFinished {
         status: JobStatus::Interrupted,
         elapsed_ms: now_ms().saturating_sub(started_ms),
         hosts_ok: ok,
         hosts_changed: changed,
-        hosts_failed: last.len() as u32 - ok - changed - cancelled,
-        hosts_cancelled: cancelled,
+        hosts_failed: last.len() as u32 - ok - changed,
+        hosts_unreachable: count(HostStatus::Unreachable),
+        hosts_cancelled: count(HostStatus::Cancelled),
     }
 }
 

@@ -54,7 +54,8 @@ fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
         hosts_ok,
         hosts_changed,
         hosts_failed,
-        ..
+        hosts_unreachable,
+        hosts_cancelled,
     } = interrupted(started, &events)
     else {
         panic!("not a job_finished event");
@@ -62,6 +63,11 @@ fn an_interrupted_job_reports_its_real_elapsed_time_and_how_its_hosts_ended() {
     assert_eq!(status, JobStatus::Interrupted);
     assert!((22_000..30_000).contains(&elapsed_ms), "{elapsed_ms}");
     assert_eq!((hosts_ok, hosts_changed, hosts_failed), (1, 1, 1));
+    assert_eq!(
+        (hosts_unreachable, hosts_cancelled),
+        (0, 0),
+        "not ended: failed"
+    );
 }
 
 /// Interleavings of claim, renew, take-over, finish, late events and database loss by

@@ -263,7 +263,8 @@ impl JobService {
         )))
     }
 
-    /// The environments of `app` the principal may read; none at all is a refusal
+    /// The environments of `app` the principal may read, in the inventory file's order;
+    /// none at all is a refusal
     /// (audited as a read of `what`), so a caller never asks a backend for nothing.
     pub(super) async fn readable_envs(
         &self,
@@ -272,10 +273,10 @@ impl JobService {
         what: &str,
     ) -> Result<Vec<String>> {
         let envs: Vec<String> = app
-            .environments
-            .keys()
-            .filter(|e| p.may_read(e))
-            .cloned()
+            .environments_in_order()
+            .into_iter()
+            .filter(|e| p.may_read(&e.name))
+            .map(|e| e.name.clone())
             .collect();
         if envs.is_empty() {
             let first = app.environments.keys().next().cloned().unwrap_or_default();

@@ -81,7 +81,7 @@ impl JobService {
         if !matches!(order.kind, JobKind::Deploy | JobKind::Restart) {
             return Ok(());
         }
-        let Some(why) = self.shut(&order.app, &order.env).await? else {
+        let Some(Shut { why, .. }) = self.shut(&order.app, &order.env).await? else {
             return Ok(());
         };
         let target = order.target();
@@ -113,39 +113,127 @@ impl JobService {
         }
     }
 
-    /// Why `env` is shut now, if it is.
-    async fn shut(&self, app: &str, env: &str) -> Result<Option<String>> {
-        let now = now_ms();
+    /// Why `env` of `app` is shut now, if it is, and until when: what a deploy there
+    /// would be refused with (409 `closed`).
+    pub async fn shut(&self, app: &str, env: &str) -> Result<Option<Shut>> {
+        let mut one = self.shut_all(&[(app, env)]).await?;
+        Ok(one.pop().flatten())
+    }
+
+    /// [`Self::shut`] of each (application, environment), with one read of the freezes
+    /// and of the inventory (the dashboard's matrix).
+    pub async fn shut_all(&self, which: &[(&str, &str)]) -> Result<Vec<Option<Shut>>> {
         let freezes = self.db().call(|s| s.freezes()).await?;
-        if let Some(f) = freezes.iter().find(|f| f.env == env && f.until_ms > now) {
-            let until = format_local(f.until_ms, UTC);
-            return Ok(Some(format!(
-                "{env} is frozen until {until} by {}: {}",
-                f.user, f.reason
-            )));
-        }
         let inv = self.jobs.inventory()?;
-        let Some(e) = inv.apps.get(app).and_then(|a| a.environments.get(env)) else {
-            return Ok(None);
+        let now = now_ms();
+        let door = |(app, env): &(&str, &str)| {
+            let e = inv.apps.get(*app).and_then(|a| a.environments.get(*env));
+            shut_now(env, &freezes, e, now)
         };
-        if e.windows.is_empty() || e.windows.iter().any(|w| w.contains(now)) {
-            return Ok(None);
-        }
-        let next = e
-            .windows
-            .iter()
-            .map(|w| w.next_open(now))
-            .min()
-            .unwrap_or(u64::MAX);
-        let list: Vec<String> = e.windows.iter().map(|w| w.to_string()).collect();
-        let opens = if next == u64::MAX {
-            "not within a week".to_string()
-        } else {
-            format_local(next, UTC)
-        };
-        Ok(Some(format!(
+        Ok(which.iter().map(door).collect())
+    }
+}
+
+/// Why an environment's door is shut, and when it opens.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Shut {
+    /// `frozen` or `outside_windows`.
+    pub kind: &'static str,
+    /// When it opens again (None: not within a week).
+    pub until_ms: Option<u64>,
+    /// The same sentence as the refusal.
+    pub why: String,
+}
+
+/// Whether `env` is shut at `now` by a freeze in `freezes` or by its windows (`e`, the
+/// inventory's environment, when it has one).  Pure.
+pub fn shut_now(
+    env: &str,
+    freezes: &[FreezeInfo],
+    e: Option<&crate::inventory::Environment>,
+    now: u64,
+) -> Option<Shut> {
+    if let Some(f) = freezes.iter().find(|f| f.env == env && f.until_ms > now) {
+        let until = format_local(f.until_ms, UTC);
+        return Some(Shut {
+            kind: "frozen",
+            until_ms: Some(f.until_ms),
+            why: format!("{env} is frozen until {until} by {}: {}", f.user, f.reason),
+        });
+    }
+    let e = e?;
+    if e.windows.is_empty() || e.windows.iter().any(|w| w.contains(now)) {
+        return None;
+    }
+    let next = e.windows.iter().map(|w| w.next_open(now)).min();
+    let next = next.filter(|n| *n != u64::MAX);
+    let list: Vec<String> = e.windows.iter().map(|w| w.to_string()).collect();
+    let opens = next.map_or("not within a week".to_string(), |n| format_local(n, UTC));
+    Some(Shut {
+        kind: "outside_windows",
+        until_ms: next,
+        why: format!(
             "{env} is outside its deploy windows ({}); the next opens {opens}",
             list.join("; ")
-        )))
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Inventory;
+
+    const INVENTORY: &str = "\
+hosts:
+  web1: {address: 127.0.0.1, port: 1, groups: [web]}
+  prod1: {address: 127.0.0.1, port: 1, groups: [prod]}
+applications:
+  hello:
+    package: hello-app
+    wsgi: hello_app:app
+    port: 8000
+    server_names: [hello.example.test]
+    environments:
+      staging: {groups: [web], windows: [\"Tue 10:00-11:00 UTC\"]}
+      production: {groups: [prod]}
+";
+
+    #[test]
+    fn a_door_is_shut_by_a_freeze_or_outside_its_windows_until_it_opens() {
+        let inv = Inventory::parse(std::path::Path::new("inventory.yml"), INVENTORY).unwrap();
+        let envs = &inv.apps["hello"].environments;
+        let monday_noon = parse_at("2026-12-07T12:00", UTC).unwrap();
+        let shut = shut_now("staging", &[], envs.get("staging"), monday_noon).unwrap();
+        assert_eq!(shut.kind, "outside_windows");
+        assert_eq!(shut.until_ms, parse_at("2026-12-08T10:00", UTC).ok());
+        assert!(
+            shut.why.ends_with("the next opens 2026-12-08 10:00 UTC"),
+            "{}",
+            shut.why
+        );
+        let open = parse_at("2026-12-08T10:30", UTC).unwrap();
+        assert_eq!(shut_now("staging", &[], envs.get("staging"), open), None);
+        assert_eq!(
+            shut_now("production", &[], envs.get("production"), open),
+            None
+        );
+
+        let freeze = FreezeInfo {
+            env: "production".into(),
+            until_ms: parse_at("2026-12-24T00:00", UTC).unwrap(),
+            reason: "holidays".into(),
+            user: "ann".into(),
+            created_ms: 0,
+        };
+        let frozen = shut_now("production", &[freeze], envs.get("production"), open).unwrap();
+        assert_eq!(
+            (frozen.kind, frozen.until_ms),
+            ("frozen", parse_at("2026-12-24T00:00", UTC).ok())
+        );
+        assert_eq!(
+            frozen.why,
+            "production is frozen until 2026-12-24 00:00 UTC by ann: holidays"
+        );
     }
 }

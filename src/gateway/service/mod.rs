@@ -27,6 +27,7 @@ mod throttle;
 
 pub use access::RefusalLog;
 pub use app_logs::{LogStream, LogsRequest};
+pub use freeze::Shut;
 pub use rollback::rollback_target;
 pub use schedules::next_slot;
 pub use status::{disagrees, observed_host};

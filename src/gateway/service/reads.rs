@@ -25,8 +25,8 @@ impl JobService {
             name: a.name.clone(),
             package: a.package.clone(),
             environments: a
-                .environments
-                .values()
+                .environments_in_order()
+                .into_iter()
                 .filter(|e| p.may_read(&e.name))
                 .map(|e| EnvironmentInfo {
                     name: e.name.clone(),
@@ -96,6 +96,11 @@ impl JobService {
             return Err(ServiceError::NotFound(format!("no job {id}")));
         }
         Ok(job)
+    }
+
+    /// News of jobs' events (see `Events::news`): when to read again what changed.
+    pub fn job_news(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.jobs.events.news()
     }
 
     /// Follows a job's events after `after` (the principal was checked by [`Self::job_for`]);

@@ -297,6 +297,7 @@ impl JobEnd {
                 hosts_ok: 0,
                 hosts_changed: 0,
                 hosts_failed: 0,
+                hosts_unreachable: 0,
                 hosts_cancelled: 0,
             }),
         }
