@@ -1,7 +1,9 @@
 //! Connections opened ahead: while one batch of a rollout works, the SSH handshakes of
-//! the next batch's hosts run in the background ([`Prefetch::warm`]), so that batch
-//! starts with its connections up instead of paying a handshake (a round trip or more
-//! per host, more with latency) after the previous batch ended.
+//! the next batch's first wave (its first `parallel` hosts) run in the background
+//! ([`Prefetch::warm`]), and within a batch each host that starts opens the connection
+//! of the host that will take its place when it ends; so a host starts with its
+//! connection up instead of paying a handshake (a round trip or more, more with
+//! latency) after the host before it ended.  At most `parallel` connections wait ahead.
 //!
 //! Decisions:
 //! - A handshake (key exchange, host-key check against the pins, login) runs no command
@@ -17,7 +19,7 @@
 //!   tried again at the host's turn: the host may be back by then, and its error is the
 //!   one of its turn.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,28 +38,35 @@ type Opening = JoinHandle<Result<Box<dyn Transport>, BackendError>>;
 /// A [`Connector`] that hands out connections opened ahead, else connects as `inner`.
 pub struct Prefetch {
     inner: Arc<dyn Connector>,
-    ahead: Mutex<HashMap<String, (Instant, Opening)>>,
+    ahead: Mutex<Ahead>,
+}
+
+#[derive(Default)]
+struct Ahead {
+    opening: HashMap<String, (Instant, Opening)>,
+    /// Hosts whose turn came (their connect was asked for): never opened ahead again.
+    started: HashSet<String>,
 }
 
 impl Prefetch {
     pub fn new(inner: Arc<dyn Connector>) -> Arc<Prefetch> {
         Arc::new(Prefetch {
             inner,
-            ahead: Mutex::new(HashMap::new()),
+            ahead: Mutex::new(Ahead::default()),
         })
     }
 
-    /// Starts connecting to `hosts` in the background (hosts already opened ahead are
-    /// left as they are).  Needs a tokio runtime.
+    /// Starts connecting to `hosts` in the background (hosts already opened ahead, or
+    /// whose turn already came, are left as they are).  Needs a tokio runtime.
     pub fn warm<'h>(&self, hosts: impl IntoIterator<Item = &'h Host>) {
         let mut ahead = self.ahead.lock().expect("prefetch lock");
         for host in hosts {
-            if ahead.contains_key(&host.name) {
+            if ahead.opening.contains_key(&host.name) || ahead.started.contains(&host.name) {
                 continue;
             }
             let (inner, h) = (self.inner.clone(), host.clone());
             let opening = tokio::spawn(async move { inner.connect(&h).await });
-            ahead.insert(host.name.clone(), (Instant::now(), opening));
+            (ahead.opening).insert(host.name.clone(), (Instant::now(), opening));
         }
     }
 
@@ -65,7 +74,7 @@ impl Prefetch {
     pub fn forget(&self) {
         let left: Vec<(Instant, Opening)> = {
             let mut ahead = self.ahead.lock().expect("prefetch lock");
-            ahead.drain().map(|(_, v)| v).collect()
+            ahead.opening.drain().map(|(_, v)| v).collect()
         };
         for (_, opening) in left {
             tokio::spawn(async move {
@@ -82,11 +91,11 @@ impl Prefetch {
 
     /// The connection opened ahead for `host`, if one is there, fresh and up.
     async fn take(&self, host: &Host) -> Option<Box<dyn Transport>> {
-        let (since, opening) = self
-            .ahead
-            .lock()
-            .expect("prefetch lock")
-            .remove(&host.name)?;
+        let (since, opening) = {
+            let mut ahead = self.ahead.lock().expect("prefetch lock");
+            ahead.started.insert(host.name.clone());
+            ahead.opening.remove(&host.name)?
+        };
         let conn = match opening.await {
             Ok(Ok(conn)) => conn,
             // Failed or panicked ahead: the host's turn tries again.
@@ -117,7 +126,7 @@ impl Connector for Prefetch {
 impl Drop for Prefetch {
     fn drop(&mut self) {
         let ahead = self.ahead.get_mut().expect("prefetch lock");
-        for (_, (_, opening)) in ahead.drain() {
+        for (_, (_, opening)) in ahead.opening.drain() {
             opening.abort();
         }
     }

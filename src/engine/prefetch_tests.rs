@@ -179,3 +179,51 @@ async fn a_handshake_that_failed_ahead_is_tried_again_at_the_hosts_turn() {
     let tries = connects.iter().filter(|h| *h == "web2").count();
     assert_eq!(tries, 2, "refused ahead, then up at its turn: {connects:?}");
 }
+
+#[tokio::test]
+async fn within_a_batch_each_host_that_starts_opens_the_connection_of_the_one_after_it() {
+    // One batch of three, one host at a time: web2's handshake runs while web1 works,
+    // web3's while web2 does; each host is connected to once.
+    let b = bed("{}\n        parallel: 1");
+    let slow = Arc::new(Slow {
+        fleet: b.fleet.clone(),
+        delay: Duration::from_millis(300),
+        began_ms: Mutex::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let sink = Arc::new(Collect::default());
+    let started = std::time::Instant::now();
+    let r = super::run_with(
+        plan,
+        b.cfg.clone(),
+        slow.clone(),
+        sink.clone(),
+        CancelFlag::default(),
+    )
+    .await;
+    let wall = started.elapsed();
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    let events = sink.0.lock().unwrap().clone();
+    let finished: HashMap<String, u64> = (events.into_iter())
+        .filter_map(|e| match e.kind {
+            EventKind::HostFinished { host, .. } => Some((host, e.ts_ms)),
+            _ => None,
+        })
+        .collect();
+    let began = slow.began_ms.lock().unwrap().clone();
+    let mut hosts: Vec<&String> = finished.keys().collect();
+    hosts.sort_by_key(|h| finished[*h]);
+    assert!(
+        began[hosts[1]] < finished[hosts[0]],
+        "{began:?} {finished:?}"
+    );
+    assert!(
+        began[hosts[2]] < finished[hosts[1]],
+        "{began:?} {finished:?}"
+    );
+    let mut connects = b.connects();
+    connects.sort();
+    assert_eq!(connects, ["web1", "web2", "web3"], "one connection each");
+    assert!(wall < Duration::from_millis(850), "{wall:?}");
+    eprintln!("one batch of 3, parallel 1, 300 ms handshakes: {wall:?}");
+}

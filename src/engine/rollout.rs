@@ -147,7 +147,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
     }
 }
 
-async fn run_batches(r: &Run, prefetch: &Prefetch) -> Vec<HostResult> {
+async fn run_batches(r: &Run, prefetch: &Arc<Prefetch>) -> Vec<HostResult> {
     let plan = &r.plan;
     let rollout = &plan.env.rollout;
     // `once` hooks (migrations) run on the first host: it goes alone, and its failure
@@ -168,10 +168,14 @@ async fn run_batches(r: &Run, prefetch: &Prefetch) -> Vec<HostResult> {
             hosts.extend(batch.iter().map(|&i| not_started(r, i, why)));
             continue;
         }
+        // The next batch's first wave (its first `parallel` hosts) handshakes while this
+        // batch works; within a batch, each host that starts opens the connection of
+        // the host that will take its place (run_batch).
         if let Some(next) = batches.get(bi + 1) {
-            prefetch.warm(next.iter().map(|&i| &plan.hosts[i].0));
+            let wave = next.iter().take(plan.env.parallel.max(1));
+            prefetch.warm(wave.map(|&i| &plan.hosts[i].0));
         }
-        let results = run_batch(r, batch).await;
+        let results = run_batch(r, batch, prefetch).await;
         failed_so_far += results
             .iter()
             .filter(|h| matches!(h.status, HostStatus::Failed | HostStatus::Unreachable))
@@ -207,14 +211,20 @@ async fn run_batches(r: &Run, prefetch: &Prefetch) -> Vec<HostResult> {
     hosts
 }
 
-async fn run_batch(r: &Run, batch: &[usize]) -> Vec<HostResult> {
-    let limit = Arc::new(Semaphore::new(r.plan.env.parallel.max(1)));
+async fn run_batch(r: &Run, batch: &[usize], prefetch: &Arc<Prefetch>) -> Vec<HostResult> {
+    let parallel = r.plan.env.parallel.max(1);
+    let limit = Arc::new(Semaphore::new(parallel));
     let mut tasks = tokio::task::JoinSet::new();
-    for &i in batch {
-        let (r, limit) = (r.clone(), limit.clone());
+    for (k, &i) in batch.iter().enumerate() {
+        let (r, limit, prefetch) = (r.clone(), limit.clone(), prefetch.clone());
         let span = tracing::info_span!("host", host = %r.plan.hosts[i].0.name);
+        // The host that will take this one's place (permits are taken in order).
+        let follower = batch.get(k + parallel).copied();
         let work = async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            if let Some(f) = follower {
+                prefetch.warm([&r.plan.hosts[f].0]);
+            }
             let (plan, conn) = (&r.plan, r.connector.as_ref());
             run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel).await
         };
