@@ -118,12 +118,23 @@ fn status_live_flags_a_leftover_and_a_dead_live_slot_and_the_next_deploy_stops_t
     assert_eq!(w2["flags"].as_array().map(Vec::len), Some(1), "{w2}");
     // The dashboard's "Check the hosts" shows the same flags.
     let page = checked_matrix(&gw, &ann);
+    // Each host's cell: flagged, and how its live slot answered (web2's does not).
+    let cell = |host: &str| -> String {
+        let tags = page.split("<span class=\"cell").skip(1);
+        let mine = tags.map(|t| t.split('>').next().unwrap_or_default().to_string());
+        (mine.into_iter())
+            .find(|t| t.contains(&format!("data-host=\"{host}\"")))
+            .unwrap_or_else(|| panic!("no cell for {host}: {page}"))
+    };
     for host in ["web1", "web2"] {
-        assert!(
-            page.contains(&format!("class=\"cell flagged\" data-host=\"{host}\"")),
-            "{host}: {page}"
-        );
+        assert!(cell(host).contains(" flagged"), "{host}: {}", cell(host));
     }
+    assert!(cell("web1").contains("health-healthy"), "{}", cell("web1"));
+    assert!(
+        cell("web2").contains("health-unhealthy"),
+        "{}",
+        cell("web2")
+    );
     assert!(
         page.contains("<li class=\"flag\" data-host=\"web1\">!! web1: slot blue runs 1.0.0"),
         "{page}"
