@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use super::error::BackendError;
 use super::fake::Fleet;
 use super::inventory::Host;
-use super::testbed::{bed, spec};
+use super::testbed::{Bed, bed, spec};
 use super::transport::{Connector, Transport};
 use super::{CancelFlag, Collect, EventSink};
 
@@ -49,35 +49,39 @@ impl Connector for Slow {
     }
 }
 
-#[tokio::test]
-async fn the_next_batchs_handshakes_run_while_the_batch_before_works() {
-    let b = bed("{batch: 1}");
-    let slow = Arc::new(Slow {
-        fleet: b.fleet.clone(),
-        delay: Duration::from_millis(300),
-        began_ms: Mutex::default(),
-    });
+/// A run of hello 1.0.0 on `b` through `slow`: its wall time, when each host's first
+/// handshake began and when each host finished (Unix ms).
+async fn timed(b: &Bed, slow: Arc<Slow>) -> (Duration, HashMap<String, u64>, HashMap<String, u64>) {
     let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
     let sink = Arc::new(Collect::default());
     let started = std::time::Instant::now();
-    let r = super::run_with(
-        plan,
-        b.cfg.clone(),
-        slow.clone(),
-        sink.clone(),
-        CancelFlag::default(),
-    )
-    .await;
+    let flag = CancelFlag::default();
+    let r = super::run_with(plan, b.cfg.clone(), slow.clone(), sink.clone(), flag).await;
     let wall = started.elapsed();
     assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
     let events = sink.0.lock().unwrap().clone();
-    let finished: HashMap<String, u64> = (events.into_iter())
+    let finished = (events.into_iter())
         .filter_map(|e| match e.kind {
             EventKind::HostFinished { host, .. } => Some((host, e.ts_ms)),
             _ => None,
         })
         .collect();
     let began = slow.began_ms.lock().unwrap().clone();
+    (wall, began, finished)
+}
+
+fn slow(b: &Bed) -> Arc<Slow> {
+    Arc::new(Slow {
+        fleet: b.fleet.clone(),
+        delay: Duration::from_millis(300),
+        began_ms: Mutex::default(),
+    })
+}
+
+#[tokio::test]
+async fn the_next_batchs_handshakes_run_while_the_batch_before_works() {
+    let b = bed("{batch: 1}");
+    let (wall, began, finished) = timed(&b, slow(&b)).await;
     // web2's handshake began while web1 worked, web3's while web2 did.
     assert!(began["web2"] < finished["web1"], "{began:?} {finished:?}");
     assert!(began["web3"] < finished["web2"], "{began:?} {finished:?}");
@@ -87,130 +91,12 @@ async fn the_next_batchs_handshakes_run_while_the_batch_before_works() {
     eprintln!("3 batches of one host, 300 ms handshakes: {wall:?}");
 }
 
-/// Brings `host` back up as soon as `after` finishes.
-struct ReviveAfter {
-    after: &'static str,
-    host: &'static str,
-    fleet: Arc<Fleet>,
-    inner: Collect,
-}
-
-impl EventSink for ReviveAfter {
-    fn emit(&self, event: Event) {
-        if let EventKind::HostFinished { host, .. } = &event.kind
-            && host == self.after
-        {
-            self.fleet.server(self.host).state().down = false;
-        }
-        self.inner.emit(event);
-    }
-}
-
-/// Stops `host` (its connections close) as soon as `after` finishes.
-struct StopAfter {
-    after: &'static str,
-    host: &'static str,
-    fleet: Arc<Fleet>,
-    inner: Collect,
-}
-
-impl EventSink for StopAfter {
-    fn emit(&self, event: Event) {
-        if let EventKind::HostFinished { host, .. } = &event.kind
-            && host == self.after
-        {
-            self.fleet.server(self.host).state().down = true;
-        }
-        self.inner.emit(event);
-    }
-}
-
-#[tokio::test]
-async fn a_host_stopped_after_its_handshake_ahead_is_unreachable_at_its_turn_not_failed() {
-    let b = bed("{batch: 1, max_failed: 5}");
-    let sink = Arc::new(StopAfter {
-        after: "web1",
-        host: "web2",
-        fleet: b.fleet.clone(),
-        inner: Collect::default(),
-    });
-    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
-    let r = super::run_with(
-        plan,
-        b.cfg.clone(),
-        b.fleet.clone(),
-        sink,
-        CancelFlag::default(),
-    )
-    .await;
-    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
-    assert_eq!(web2.status, HostStatus::Unreachable, "{web2:?}");
-    let connects = b.connects();
-    let tries = connects.iter().filter(|h| *h == "web2").count();
-    assert_eq!(
-        tries, 2,
-        "opened ahead, found closed, tried again: {connects:?}"
-    );
-}
-
-#[tokio::test]
-async fn a_handshake_that_failed_ahead_is_tried_again_at_the_hosts_turn() {
-    let b = bed("{batch: 1}");
-    b.fleet.server("web2").state().down = true;
-    let sink = Arc::new(ReviveAfter {
-        after: "web1",
-        host: "web2",
-        fleet: b.fleet.clone(),
-        inner: Collect::default(),
-    });
-    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
-    let r = super::run_with(
-        plan,
-        b.cfg.clone(),
-        b.fleet.clone(),
-        sink,
-        CancelFlag::default(),
-    )
-    .await;
-    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
-    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
-    assert_eq!(web2.status, HostStatus::Changed);
-    let connects = b.connects();
-    let tries = connects.iter().filter(|h| *h == "web2").count();
-    assert_eq!(tries, 2, "refused ahead, then up at its turn: {connects:?}");
-}
-
 #[tokio::test]
 async fn within_a_batch_each_host_that_starts_opens_the_connection_of_the_one_after_it() {
-    // One batch of three, one host at a time: web2's handshake runs while web1 works,
-    // web3's while web2 does; each host is connected to once.
+    // One batch of three, one host at a time: each next host's handshake runs while the
+    // one before it works; each host is connected to once.
     let b = bed("{}\n        parallel: 1");
-    let slow = Arc::new(Slow {
-        fleet: b.fleet.clone(),
-        delay: Duration::from_millis(300),
-        began_ms: Mutex::default(),
-    });
-    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
-    let sink = Arc::new(Collect::default());
-    let started = std::time::Instant::now();
-    let r = super::run_with(
-        plan,
-        b.cfg.clone(),
-        slow.clone(),
-        sink.clone(),
-        CancelFlag::default(),
-    )
-    .await;
-    let wall = started.elapsed();
-    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
-    let events = sink.0.lock().unwrap().clone();
-    let finished: HashMap<String, u64> = (events.into_iter())
-        .filter_map(|e| match e.kind {
-            EventKind::HostFinished { host, .. } => Some((host, e.ts_ms)),
-            _ => None,
-        })
-        .collect();
-    let began = slow.began_ms.lock().unwrap().clone();
+    let (wall, began, finished) = timed(&b, slow(&b)).await;
     let mut hosts: Vec<&String> = finished.keys().collect();
     hosts.sort_by_key(|h| finished[*h]);
     assert!(
@@ -226,4 +112,59 @@ async fn within_a_batch_each_host_that_starts_opens_the_connection_of_the_one_af
     assert_eq!(connects, ["web1", "web2", "web3"], "one connection each");
     assert!(wall < Duration::from_millis(850), "{wall:?}");
     eprintln!("one batch of 3, parallel 1, 300 ms handshakes: {wall:?}");
+}
+
+/// Sets `host` down (its connections close) or up as soon as `after` finishes.
+struct WhenFinished {
+    after: &'static str,
+    host: &'static str,
+    down: bool,
+    fleet: Arc<Fleet>,
+    inner: Collect,
+}
+
+impl EventSink for WhenFinished {
+    fn emit(&self, event: Event) {
+        if let EventKind::HostFinished { host, .. } = &event.kind
+            && host == self.after
+        {
+            self.fleet.server(self.host).state().down = self.down;
+        }
+        self.inner.emit(event);
+    }
+}
+
+/// Runs hello 1.0.0 on `b`, setting web2 `down` (or up) once web1 finished;
+/// returns web2's end and how many times it was connected to.
+async fn web2_after_web1(b: &Bed, down: bool) -> (HostStatus, usize) {
+    let sink = Arc::new(WhenFinished {
+        after: "web1",
+        host: "web2",
+        down,
+        fleet: b.fleet.clone(),
+        inner: Collect::default(),
+    });
+    let plan = super::plan(&b.inv, &b.cfg, &spec("1.0.0")).unwrap();
+    let flag = CancelFlag::default();
+    let r = super::run_with(plan, b.cfg.clone(), b.fleet.clone(), sink, flag).await;
+    let web2 = r.hosts.iter().find(|h| h.host == "web2").unwrap();
+    let tries = b.connects().iter().filter(|h| *h == "web2").count();
+    (web2.status, tries)
+}
+
+#[tokio::test]
+async fn a_host_stopped_after_its_handshake_ahead_is_unreachable_at_its_turn_not_failed() {
+    let b = bed("{batch: 1, max_failed: 5}");
+    let (status, tries) = web2_after_web1(&b, true).await;
+    assert_eq!(status, HostStatus::Unreachable);
+    assert_eq!(tries, 2, "opened ahead, found closed, tried again");
+}
+
+#[tokio::test]
+async fn a_handshake_that_failed_ahead_is_tried_again_at_the_hosts_turn() {
+    let b = bed("{batch: 1}");
+    b.fleet.server("web2").state().down = true;
+    let (status, tries) = web2_after_web1(&b, false).await;
+    assert_eq!(status, HostStatus::Changed);
+    assert_eq!(tries, 2, "refused ahead, then up at its turn");
 }
