@@ -104,6 +104,25 @@ async fn every_route_without_a_token_gets_401_json_except_the_public_ones() {
 }
 
 #[tokio::test]
+async fn an_unknown_application_is_404_without_naming_the_others() {
+    let api = Api::offline();
+    let ann = api.token("ann", &["staging"]);
+    let req = request("GET", "/v1/apps/nosuch/versions")
+        .header("authorization", format!("Bearer {ann}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = api.send(req).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let e = error_body("an unknown application", &body);
+    assert!(e.message.contains("nosuch"), "{}", e.message);
+    assert!(
+        !e.message.contains("hello"),
+        "names another application: {}",
+        e.message
+    );
+}
+
+#[tokio::test]
 async fn a_malformed_json_body_gets_400_with_code_and_message() {
     let api = Api::offline();
     let ann = api.token("ann", &["staging"]);

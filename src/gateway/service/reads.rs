@@ -12,8 +12,14 @@ use super::{JobService, Result, ServiceError};
 use crate::gateway::auth::Principal;
 use crate::inventory::{App, Inventory};
 
+/// The application `name`; unknown: 404 without the inventory's list of every
+/// application (a token sees only the applications it may read: `deploy apps`).
 fn app<'a>(inv: &'a Inventory, name: &str) -> Result<&'a App> {
-    inv.app(name).map_err(|e| ServiceError::NotFound(e.message))
+    inv.app(name).map_err(|_| {
+        ServiceError::NotFound(format!(
+            "no application `{name}` that this token may read (`deploy apps` lists them)"
+        ))
+    })
 }
 
 impl JobService {
