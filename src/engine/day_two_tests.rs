@@ -104,6 +104,14 @@ impl Transport for Conn {
             })
         })
     }
+    fn download<'a>(
+        &'a self,
+        _: &'a RemoteCmd,
+        _: Duration,
+        _: usize,
+    ) -> BoxFuture<'a, Result<crate::ssh::Download, BackendError>> {
+        Box::pin(async { Err(BackendError::permanent("no downloads here")) })
+    }
     fn remote_forward(&self, _a: crate::ssh::Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
         Box::pin(async { Err(BackendError::permanent("no forwards")) })
     }

@@ -99,6 +99,15 @@ impl HostRun<'_> {
                 self.state.uv_shipped = Some(self.ship_uv().await);
                 Ok(None)
             }
+            Op::JoinShare => {
+                self.join_share().await;
+                Ok(None)
+            }
+            Op::PackEnv => {
+                self.pack_env().await;
+                Ok(None)
+            }
+            Op::UnpackEnv => self.unpack_env().await,
             _ => {
                 let c = self.op_cmd(op);
                 let stream = super::group::streams(op);
@@ -148,7 +157,7 @@ impl HostRun<'_> {
 
     /// Runs a command that must succeed; its failure is typed ([`CommandFailure`]: a
     /// full disk is said plainly, "while" `doing`).
-    async fn must(
+    pub(super) async fn must(
         &self,
         c: &cmd::RemoteCmd,
         stream: bool,
@@ -165,7 +174,7 @@ impl HostRun<'_> {
 
     /// Installs the release; with the relay, through a remote forward open for this
     /// command only.
-    async fn install(&self, tool: &cmd::Tool) -> Result<(), String> {
+    async fn install(&mut self, tool: &cmd::Tool) -> Result<(), String> {
         let what = match tool {
             cmd::Tool::Pip => "pip install",
             cmd::Tool::Uv { .. } => "uv pip install",
@@ -202,7 +211,9 @@ impl HostRun<'_> {
         if let Some(port) = forward {
             self.conn.cancel_remote_forward(port).await;
         }
-        r.map(|_| ())
+        let out = r?;
+        self.state.env_sha256 = super::exec_share::printed_env(&out.stdout);
+        Ok(())
     }
 
     /// Ships the pinned uv: Ok(what it printed, e.g. `uv 0.9.5`) or why it failed.

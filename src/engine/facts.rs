@@ -49,6 +49,15 @@ pub enum ReleaseState {
     Complete,
 }
 
+/// What the release's state command printed beside the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseDetail {
+    /// While the release is not complete: the host's platform (`share.rs`).
+    pub platform: Option<crate::share::Platform>,
+    /// A complete release's environment hash, from its marker (`env=`), if recorded.
+    pub env_sha256: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UvState {
     Present,
@@ -96,6 +105,8 @@ impl Slot {
 pub struct Facts {
     pub layout: Option<bool>,
     pub release: Option<ReleaseState>,
+    /// Read with `release`.
+    pub release_detail: ReleaseDetail,
     pub uv: Option<UvState>,
     pub env_file: Option<Option<String>>,
     pub live: Option<Live>,
@@ -172,7 +183,10 @@ impl Facts {
     pub fn forget(&mut self, f: Fact) {
         match f {
             Fact::Layout => self.layout = None,
-            Fact::Release => self.release = None,
+            Fact::Release => {
+                self.release = None;
+                self.release_detail = ReleaseDetail::default();
+            }
             Fact::Uv => self.uv = None,
             Fact::EnvFile => self.env_file = None,
             Fact::Live => self.live = None,
@@ -252,7 +266,11 @@ impl Reader<'_> {
         };
         match f {
             Fact::Layout => facts.layout = Some(out(0)?.trim() == "yes"),
-            Fact::Release => facts.release = Some(parse_release(out(0)?)),
+            Fact::Release => {
+                let (state, detail) = parse_release(out(0)?);
+                facts.release = Some(state);
+                facts.release_detail = detail;
+            }
             Fact::Uv => {
                 facts.uv = Some(match self.uv_sha256 {
                     None => UvState::Absent,
@@ -339,12 +357,30 @@ pub fn parse_file(stdout: &str) -> Option<String> {
     }
 }
 
-pub fn parse_release(stdout: &str) -> ReleaseState {
-    match stdout.trim() {
+/// The release's state (first line), then a complete one's marker line or another's
+/// platform line (see [`cmd::release_state`]).
+pub fn parse_release(stdout: &str) -> (ReleaseState, ReleaseDetail) {
+    let mut lines = stdout.lines();
+    let state = match lines.next().unwrap_or("").trim() {
         "complete" => ReleaseState::Complete,
         "partial" => ReleaseState::Partial,
         _ => ReleaseState::Absent,
-    }
+    };
+    let second = lines.next().unwrap_or("").trim();
+    let detail = match state {
+        ReleaseState::Complete => ReleaseDetail {
+            platform: None,
+            env_sha256: cmd::env_ship::marker_env(second),
+        },
+        _ => ReleaseDetail {
+            platform: second
+                .strip_prefix(cmd::env_ship::PLATFORM_LINE)
+                .filter(|p| !p.trim().is_empty())
+                .map(|p| crate::share::Platform(p.trim().to_string())),
+            env_sha256: None,
+        },
+    };
+    (state, detail)
 }
 
 pub fn parse_uv(stdout: &str) -> UvState {
@@ -404,7 +440,17 @@ mod tests {
         assert_eq!(parse_file("present\na=1\n").as_deref(), Some("a=1\n"));
         assert_eq!(parse_file("present\n").as_deref(), Some(""));
         assert_eq!(parse_file("absent\n"), None);
-        assert_eq!(parse_release("partial\n"), ReleaseState::Partial);
+        assert_eq!(parse_release("partial\n").0, ReleaseState::Partial);
+        let (state, d) =
+            parse_release("absent\nplatform x86_64 glibc-2.36 /usr/bin/python3.11 ab\n");
+        assert_eq!(state, ReleaseState::Absent);
+        assert_eq!(
+            d.platform.unwrap().0,
+            "x86_64 glibc-2.36 /usr/bin/python3.11 ab"
+        );
+        let env = "e5".repeat(32);
+        let (state, d) = parse_release(&format!("complete\nhello 1.0 env={env}\n"));
+        assert_eq!((state, d.env_sha256), (ReleaseState::Complete, Some(env)));
         assert_eq!(
             parse_uv("unsupported aarch64\n"),
             UvState::Unsupported("aarch64".into())

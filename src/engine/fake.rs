@@ -29,6 +29,15 @@ pub enum Rel {
     Failed,
 }
 
+/// The platform every fake host has unless told otherwise.
+pub const FAKE_PLATFORM: &str = "x86_64 glibc-2.36 /usr/bin/python3.11 fake";
+
+/// The environment hash of a fake build of `version`.
+pub fn fake_env(version: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("env of {version}")))
+}
+
 /// What a fake server has.  Slots index `blue`, `green`; `base_port` is the app's port.
 #[derive(Debug, Default)]
 pub struct State {
@@ -65,6 +74,10 @@ pub struct State {
     pub index_serves: BTreeMap<String, String>,
     /// `/srv` is full: installs fail as uv does when it runs out of space.
     pub disk_full: bool,
+    /// The platform line the host prints (`share.rs`); unset: [`FAKE_PLATFORM`].
+    pub platform: Option<String>,
+    /// Releases this host unpacked from another's build (rather than installed).
+    pub unpacked: BTreeSet<String>,
     /// systemd: the units linked to start at boot.
     pub enabled: BTreeSet<String>,
     /// systemd: how many instances of a process's template run.
@@ -167,6 +180,26 @@ impl Transport for Conn {
         Box::pin(async move {
             tokio::task::yield_now().await;
             out
+        })
+    }
+    /// A packed release is the fake's text for it (`fake_shell.rs`), as bytes.
+    fn download<'a>(
+        &'a self,
+        cmd: &'a RemoteCmd,
+        _t: Duration,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<crate::ssh::Download, BackendError>> {
+        *self.channels.lock().unwrap() += 1;
+        let (out, _) = self.server.state().run(cmd);
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            let o = out?;
+            Ok(crate::ssh::Download {
+                status: o.status,
+                over_limit: o.stdout.len() > limit,
+                bytes: o.stdout.into(),
+                stderr: o.stderr,
+            })
         })
     }
     fn remote_forward(&self, _a: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {

@@ -170,13 +170,22 @@ impl State {
             || l.contains("static") && l.starts_with("sudo -n sh -c")
         {
             out(0, "")
-        } else if l.contains("then echo complete; elif") {
-            let state = match rel.and_then(|v| self.releases.get(&v).map(|r| r.1)) {
+        } else if l.contains("then echo complete;") {
+            let v = rel.unwrap_or_default();
+            let state = match self.releases.get(&v).map(|r| r.1) {
                 Some(Rel::Complete) | Some(Rel::Failed) => "complete",
                 Some(Rel::Partial) => "partial",
                 None => "absent",
             };
-            out(0, format!("{state}\n"))
+            let platform = self.platform.as_deref().unwrap_or(super::FAKE_PLATFORM);
+            match state {
+                "complete" => out(0, format!("complete\n{}\n", self.marker(&v))),
+                _ => out(0, format!("{state}\nplatform {platform}\n")),
+            }
+        } else if l.contains("--exclude=./.deploy-release .") {
+            self.pack(&rel.unwrap_or_default())
+        } else if l.contains("-xzpf -") {
+            self.unpack(&rel.unwrap_or_default(), &stdin)
         } else if l.contains("uname -m") {
             out(0, "absent\n")
         } else if l.contains("-m venv") || l.contains(" venv --quiet") {
@@ -291,6 +300,56 @@ impl State {
         }
     }
 
+    /// A complete release's marker line.
+    fn marker(&self, v: &str) -> String {
+        let env = super::fake_env(v);
+        match self.wheels.get(v) {
+            Some(sha) => format!("hello-app {v} sha256={sha} env={env}"),
+            None => format!("hello-app {v} env={env}"),
+        }
+    }
+
+    /// A complete release "packed": a line the fake's unpack reads back; the marker
+    /// on stderr, as the real command prints it.
+    fn pack(&mut self, v: &str) -> Result<Output, BackendError> {
+        if !self.releases.get(v).is_some_and(|r| r.1 == Rel::Complete) {
+            return Ok(Output {
+                status: 2,
+                stdout: String::new(),
+                stderr: format!("head: cannot open '{v}/.deploy-release' for reading"),
+            });
+        }
+        let pin = self.wheels.get(v).cloned().unwrap_or_default();
+        Ok(Output {
+            status: 0,
+            stdout: format!("fake-archive {v} {pin}"),
+            stderr: format!("{}\n", self.marker(v)),
+        })
+    }
+
+    /// Unpacks what [`Self::pack`] made, unless the release is complete already.
+    fn unpack(&mut self, v: &str, archive: &str) -> Result<Output, BackendError> {
+        if self.releases.get(v).is_some_and(|r| r.1 == Rel::Complete) {
+            return out(0, "already-complete\n");
+        }
+        let mut words = archive.split_whitespace().skip(1);
+        if words.next() != Some(v) {
+            return Ok(Output {
+                status: 2,
+                stdout: String::new(),
+                stderr: "gzip: stdin: not in gzip format".into(),
+            });
+        }
+        match words.next() {
+            Some(pin) => self.wheels.insert(v.to_string(), pin.to_string()),
+            None => self.wheels.remove(v),
+        };
+        self.releases
+            .insert(v.to_string(), (self.clock, Rel::Complete));
+        self.unpacked.insert(v.to_string());
+        out(0, format!("deploy-env {}\n", super::fake_env(v)))
+    }
+
     /// An install (pinned to `pin` or not): a pin the index's file does not match is
     /// refused as the installer's hash check refuses it, and no marker is written.
     fn install(&mut self, v: &str, pin: Option<&str>) -> Result<Output, BackendError> {
@@ -324,7 +383,7 @@ impl State {
             Some(pin) => self.wheels.insert(v.to_string(), pin.to_string()),
             None => self.wheels.remove(v),
         };
-        out(0, "")
+        out(0, format!("deploy-env {}\n", super::fake_env(v)))
     }
 
     /// `f=<file>; [ ! -f "$f" ] || sed -i 's/^autostart=.*$/autostart=<on>/' "$f"`.

@@ -31,7 +31,7 @@ use crate::error::BackendError;
 use crate::inventory::Host;
 use crate::shell::quote;
 use crate::ssh::Acceptor;
-use crate::transport::{Connector, OnLine, Output, Transport};
+use crate::transport::{Connector, Download, OnLine, Output, Transport};
 
 /// The exit status of a command the host refused (an older epoch).
 pub const REFUSED: u32 = 97;
@@ -149,6 +149,30 @@ impl Transport for FencedTransport {
                 stdin: cmd.stdin.clone(),
             };
             let out = self.conn.exec(&fenced, timeout, on_line).await?;
+            if out.status == REFUSED && out.stderr.contains("deploy: refused") {
+                let why = out.stderr.lines().find(|l| l.contains("deploy: refused"));
+                return Err(BackendError::permanent(
+                    why.unwrap_or("deploy: refused")
+                        .trim_start_matches("deploy: "),
+                ));
+            }
+            Ok(out)
+        })
+    }
+    fn download<'a>(
+        &'a self,
+        cmd: &'a RemoteCmd,
+        timeout: Duration,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Download, BackendError>> {
+        Box::pin(async move {
+            self.fence.gate.held().await.map_err(lost)?;
+            let f = &self.fence;
+            let fenced = RemoteCmd {
+                line: guard(&f.app, &f.env, f.epoch, &cmd.line),
+                stdin: cmd.stdin.clone(),
+            };
+            let out = self.conn.download(&fenced, timeout, limit).await?;
             if out.status == REFUSED && out.stderr.contains("deploy: refused") {
                 let why = out.stderr.lines().find(|l| l.contains("deploy: refused"));
                 return Err(BackendError::permanent(

@@ -30,7 +30,13 @@ pub(super) fn batchable_run(actions: &[Action]) -> usize {
         match a.op {
             Op::Run { .. } | Op::Probe { .. } | Op::SetLive { .. } => n += 1,
             Op::RunOrEnd { .. } => return n + 1,
-            Op::Sleep(_) | Op::Install { .. } | Op::ShipUv => break,
+            // Their own commands (an archive on stdin or stdout), or none at all.
+            Op::Sleep(_)
+            | Op::Install { .. }
+            | Op::ShipUv
+            | Op::JoinShare
+            | Op::PackEnv
+            | Op::UnpackEnv => break,
         }
     }
     n
@@ -67,9 +73,12 @@ impl HostRun<'_> {
             Op::SetLive { slot, version } => {
                 cmd::set_live(&self.paths, crate::render::SLOTS[*slot], version)
             }
-            Op::Sleep(_) | Op::Install { .. } | Op::ShipUv => {
-                RemoteCmd::new("false # not a command operation")
-            }
+            Op::Sleep(_)
+            | Op::Install { .. }
+            | Op::ShipUv
+            | Op::JoinShare
+            | Op::PackEnv
+            | Op::UnpackEnv => RemoteCmd::new("false # not a command operation"),
         }
     }
 

@@ -17,6 +17,7 @@ use super::transport::{Connector, Transport};
 use super::{CancelFlag, EngineConfig, EventSink, HostResult, cancelled, ms};
 use crate::commands::{self as cmd, AppPaths};
 use crate::playbook::Step;
+use crate::share::{EnvShare, Ticket};
 
 /// A host being worked on: its connection, its facts and what earlier steps decided.
 pub(super) struct HostRun<'a> {
@@ -30,6 +31,9 @@ pub(super) struct HostRun<'a> {
     pub state: HostState,
     pub(super) secrets: Vec<String>,
     pub(super) step: &'static str,
+    /// The job's shared environments, and this host's duty to them if it builds one.
+    pub(super) share: &'a EnvShare,
+    pub(super) ticket: Option<Ticket>,
 }
 
 impl<'a> HostRun<'a> {
@@ -39,6 +43,7 @@ impl<'a> HostRun<'a> {
         cfg: &'a EngineConfig,
         conn: &'a dyn Transport,
         sink: Arc<dyn EventSink>,
+        share: &'a EnvShare,
     ) -> Self {
         // The index's credentials, and the app's environment values (hooks print what
         // they like): values of 6 characters or more, so `1` or `true` stay readable.
@@ -62,6 +67,8 @@ impl<'a> HostRun<'a> {
             state: HostState::default(),
             secrets,
             step: "",
+            share,
+            ticket: None,
         }
     }
 
@@ -189,6 +196,7 @@ pub(super) async fn run_host(
     connector: &dyn Connector,
     sink: Arc<dyn EventSink>,
     cancel: &CancelFlag,
+    share: &EnvShare,
 ) -> HostResult {
     let host = &plan.hosts[index].0;
     let started = Instant::now();
@@ -206,6 +214,7 @@ pub(super) async fn run_host(
         round_trips: 0,
         previous: None,
         serving: None,
+        env_sha256: None,
     };
     if cancelled(cancel) {
         let why = format!(
@@ -228,7 +237,7 @@ pub(super) async fn run_host(
         elapsed_ms: ms(started.elapsed()),
     }));
     let counted = super::round_trips::Counted::new(conn.as_ref());
-    let mut run = HostRun::new(plan, index, cfg, &counted, sink.clone());
+    let mut run = HostRun::new(plan, index, cfg, &counted, sink.clone(), share);
     let (changed, ending) = run_steps(&mut run, cancel).await;
     if matches!(ending, Ending::Failed(_)) && run.state.target.is_some() && !plan.spec.check {
         run.tidy().await;
@@ -236,6 +245,7 @@ pub(super) async fn run_host(
     result.changed = changed;
     result.previous = run.state.previous.clone();
     result.serving = run.state.serving.clone();
+    result.env_sha256 = run.state.env_sha256.clone();
     drop(run);
     result.round_trips = counted.round_trips();
     result.channels = conn.channels_opened();

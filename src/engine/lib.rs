@@ -42,6 +42,7 @@ pub use deploy_wire as wire;
 // The engine proper.
 pub mod app_logs;
 mod exec;
+mod exec_share;
 pub mod facts;
 pub mod failure;
 #[cfg(any(test, feature = "fake"))]
@@ -58,6 +59,7 @@ mod prefetch;
 mod reads;
 pub mod rollout;
 mod round_trips;
+pub mod share;
 pub mod steps;
 #[cfg(any(test, feature = "fake"))]
 pub mod testbed;
@@ -77,6 +79,8 @@ mod disk_tests;
 mod prefetch_tests;
 #[cfg(test)]
 mod scale_tests;
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod systemd_tests;
 #[cfg(test)]
@@ -268,6 +272,9 @@ pub struct HostResult {
     /// The release the host serves after this job, as far as the engine knows (None if
     /// it never read the host).
     pub serving: Option<String>,
+    /// The job's release's environment hash on this host (`share.rs`), when the job
+    /// read it from the release's marker, built it or unpacked it.
+    pub env_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -332,6 +339,7 @@ pub async fn run_with(
         connector,
         sink,
         cancel,
+        share: Default::default(),
     })
     .await
 }

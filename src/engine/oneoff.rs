@@ -143,6 +143,7 @@ fn finish(host: &str, started: Instant, ended: Ended, sink: &Arc<dyn EventSink>)
         round_trips: 0,
         previous: None,
         serving: None,
+        env_sha256: None,
     };
     Ran {
         result: JobResult {

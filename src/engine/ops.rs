@@ -81,6 +81,16 @@ pub enum Op {
     /// Ships the pinned uv to the host.  Never fails the step: the outcome is kept in
     /// the host's state for the step's next decision (pip is the fallback).
     ShipUv,
+    /// Takes this host's turn in the job's shared environments (`share.rs`): build
+    /// (first of its platform), or wait for the build and take it.  The turn is kept in
+    /// the host's state for the step's next decision.
+    JoinShare,
+    /// Packs the release this host just built and hands it to the hosts waiting for it.
+    /// Never fails the step: a failure sends them to build their own.
+    PackEnv,
+    /// Unpacks the shipped environment the host's turn gave it (its hash checked, then
+    /// the marker written).
+    UnpackEnv,
 }
 
 /// What to do when an action fails: `attempt` (stop at its first failure), then

@@ -88,7 +88,10 @@ impl HostRun<'_> {
 /// Whether an operation can change what a fact describes.
 pub(super) fn changes_facts(op: &super::ops::Op) -> bool {
     use super::ops::Op;
-    !matches!(op, Op::Probe { .. } | Op::Sleep(_) | Op::ShipUv)
+    !matches!(
+        op,
+        Op::Probe { .. } | Op::Sleep(_) | Op::ShipUv | Op::JoinShare | Op::PackEnv
+    )
 }
 
 pub(super) fn reader<'b>(

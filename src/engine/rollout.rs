@@ -16,6 +16,7 @@ use super::host::run_host;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
 use super::plan::{self, Plan};
 use super::prefetch::Prefetch;
+use super::share::EnvShare;
 use super::transport::Connector;
 use super::{CancelFlag, EngineConfig, EventSink, HostResult, JobResult, cancelled, ms};
 use crate::inventory::{BatchSize, OnHalt};
@@ -42,6 +43,8 @@ pub(super) struct Run {
     pub connector: Arc<dyn Connector>,
     pub sink: Arc<dyn EventSink>,
     pub cancel: CancelFlag,
+    /// The job's release environments, built once per platform (`share.rs`).
+    pub share: Arc<EnvShare>,
 }
 
 pub(super) async fn run(mut r: Run) -> JobResult {
@@ -144,6 +147,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
         round_trips: 0,
         previous: None,
         serving: None,
+        env_sha256: None,
     }
 }
 
@@ -226,7 +230,7 @@ async fn run_batch(r: &Run, batch: &[usize], prefetch: &Arc<Prefetch>) -> Vec<Ho
                 prefetch.warm([&r.plan.hosts[f].0]);
             }
             let (plan, conn) = (&r.plan, r.connector.as_ref());
-            run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel).await
+            run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel, &r.share).await
         };
         tasks.spawn(work.instrument(span));
     }
@@ -243,6 +247,7 @@ async fn run_batch(r: &Run, batch: &[usize], prefetch: &Arc<Prefetch>) -> Vec<Ho
             round_trips: 0,
             previous: None,
             serving: None,
+            env_sha256: None,
         }));
     }
     out
@@ -277,7 +282,8 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
         let res = match plan::for_rollback(plan, &r.cfg, &prev) {
             Ok(back) => {
                 let (conn, sink) = (r.connector.as_ref(), r.sink.clone());
-                run_host(&back, i, &r.cfg, conn, sink, &CancelFlag::default()).await
+                let none = EnvShare::default(); // a rollback builds nothing
+                run_host(&back, i, &r.cfg, conn, sink, &CancelFlag::default(), &none).await
             }
             Err(e) => {
                 tracing::error!(host = %name, "cannot plan the rollback: {e}");

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use super::transport::{OnLine, Transport};
 use crate::commands::RemoteCmd;
 use crate::error::BackendError;
-use crate::ssh::{Acceptor, Output};
+use crate::ssh::{Acceptor, Download, Output};
 
 pub(super) struct Counted<'a> {
     inner: &'a dyn Transport,
@@ -57,6 +57,20 @@ impl Transport for Counted<'_> {
             self.inner.exec(cmd, timeout, on_line).await
         })
     }
+    fn download<'b>(
+        &'b self,
+        cmd: &'b RemoteCmd,
+        timeout: Duration,
+        limit: usize,
+    ) -> BoxFuture<'b, Result<Download, BackendError>> {
+        Box::pin(async move {
+            if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.trips.fetch_add(1, Ordering::SeqCst);
+            }
+            let _flight = InFlight(&self.in_flight);
+            self.inner.download(cmd, timeout, limit).await
+        })
+    }
     fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
         self.inner.remote_forward(acceptor)
     }
@@ -100,6 +114,14 @@ mod tests {
                     stderr: String::new(),
                 })
             })
+        }
+        fn download<'b>(
+            &'b self,
+            _: &'b RemoteCmd,
+            _: Duration,
+            _: usize,
+        ) -> BoxFuture<'b, Result<crate::ssh::Download, BackendError>> {
+            Box::pin(async { Err(BackendError::permanent("no downloads here")) })
         }
         fn remote_forward(&self, _: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>> {
             Box::pin(async { Err(BackendError::permanent("no")) })

@@ -118,6 +118,17 @@ impl Output {
     }
 }
 
+/// What a command printed on stdout as bytes (an archive), beside its exit status and
+/// stderr: [`Connection::download`].
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub status: u32,
+    pub bytes: bytes::Bytes,
+    pub stderr: String,
+    /// Stdout went past the limit: `bytes` holds only its start.
+    pub over_limit: bool,
+}
+
 /// Loads the gateway's private key (OpenSSH or PKCS#8).  The error never includes the
 /// key's contents.
 pub fn load_key(path: &std::path::Path) -> Result<PrivateKey, String> {
@@ -374,6 +385,38 @@ impl Connection {
         }
     }
 
+    /// Runs one command and keeps its stdout as bytes, up to `limit` (an archive the
+    /// engine ships to other hosts); otherwise as [`Self::exec`].
+    pub async fn download(
+        &self,
+        cmd: &RemoteCmd,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Download, SshError> {
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .map_err(|e| SshError::Protocol(e.to_string()))?;
+        let mut ch = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e.to_string()))?;
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, drive_bytes(&mut ch, cmd, limit)).await;
+        let _ = ch.close().await;
+        match result {
+            Err(_) => Err(SshError::CommandTimeout {
+                secs: started.elapsed().as_secs(),
+            }),
+            Ok(Err(SshError::Lost(e))) => Err(self.lost(e)),
+            Ok(r) => r,
+        }
+    }
+
     /// Asks the server to listen on a free port of its loopback interface and to send
     /// every connection to it back through this connection, to `acceptor`.  Returns the
     /// port.  Needs `AllowTcpForwarding` (OpenSSH's default: yes).
@@ -454,18 +497,63 @@ impl LineBuf {
     }
 }
 
-async fn drive(
-    ch: &mut russh::Channel<client::Msg>,
-    cmd: &RemoteCmd,
-    on_line: &mut (dyn FnMut(Stream, &str) + Send),
-) -> Result<Output, SshError> {
+/// Starts `cmd` on the channel and sends its stdin, then EOF.
+async fn start(ch: &mut russh::Channel<client::Msg>, cmd: &RemoteCmd) -> Result<(), SshError> {
     let lost = |e: russh::Error| SshError::Lost(e.to_string());
     ch.exec(true, cmd.line.as_bytes()).await.map_err(lost)?;
     if let Some(stdin) = &cmd.stdin {
         ch.data_bytes(stdin.clone()).await.map_err(lost)?;
     }
     // Always send EOF: a command that reads stdin must not wait forever.
-    ch.eof().await.map_err(lost)?;
+    ch.eof().await.map_err(lost)
+}
+
+fn no_status() -> SshError {
+    SshError::Lost("the channel closed without an exit status".into())
+}
+
+async fn drive_bytes(
+    ch: &mut russh::Channel<client::Msg>,
+    cmd: &RemoteCmd,
+    limit: usize,
+) -> Result<Download, SshError> {
+    start(ch, cmd).await?;
+    let mut out = Vec::new();
+    let mut over_limit = false;
+    let mut err = LineBuf::new(Stream::Stderr);
+    let mut status = None;
+    while let Some(msg) = ch.wait().await {
+        match msg {
+            ChannelMsg::Data { data } if out.len() + data.len() <= limit => {
+                out.extend_from_slice(&data)
+            }
+            ChannelMsg::Data { .. } => over_limit = true,
+            ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, &mut |_, _| {}),
+            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                return Err(SshError::Lost(format!(
+                    "command killed by signal {signal_name:?}"
+                )));
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    let stderr = err.finish(&mut |_, _| {});
+    Ok(Download {
+        status: status.ok_or_else(no_status)?,
+        bytes: out.into(),
+        stderr,
+        over_limit,
+    })
+}
+
+async fn drive(
+    ch: &mut russh::Channel<client::Msg>,
+    cmd: &RemoteCmd,
+    on_line: &mut (dyn FnMut(Stream, &str) + Send),
+) -> Result<Output, SshError> {
+    start(ch, cmd).await?;
     let (mut out, mut err) = (LineBuf::new(Stream::Stdout), LineBuf::new(Stream::Stderr));
     let mut status = None;
     while let Some(msg) = ch.wait().await {
@@ -489,9 +577,7 @@ async fn drive(
             stdout,
             stderr,
         }),
-        None => Err(SshError::Lost(
-            "the channel closed without an exit status".into(),
-        )),
+        None => Err(no_status()),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::inventory::Host;
 use crate::pins::HostKeyPins;
 use crate::ssh::{Acceptor, Connection, SshError, SshKey, SshOptions};
 
-pub use crate::ssh::Output;
+pub use crate::ssh::{Download, Output};
 
 /// Called with each complete output line of a command.
 pub type OnLine<'a> = &'a mut (dyn FnMut(Stream, &str) + Send);
@@ -34,6 +34,14 @@ pub trait Transport: Send + Sync {
         timeout: Duration,
         on_line: OnLine<'a>,
     ) -> BoxFuture<'a, Result<Output, BackendError>>;
+    /// Runs `cmd` and keeps its stdout as bytes, at most `limit` of them (an archive
+    /// to ship to other hosts); `Err` as for [`Transport::exec`].
+    fn download<'a>(
+        &'a self,
+        cmd: &'a RemoteCmd,
+        timeout: Duration,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Download, BackendError>>;
     /// Asks the host to listen on a free loopback port and hand each connection to
     /// `acceptor`; returns the port.
     fn remote_forward(&self, acceptor: Acceptor) -> BoxFuture<'_, Result<u16, BackendError>>;
@@ -109,6 +117,18 @@ impl Transport for Connection {
     ) -> BoxFuture<'a, Result<Output, BackendError>> {
         Box::pin(async move {
             Connection::exec(self, cmd, timeout, on_line)
+                .await
+                .map_err(BackendError::from)
+        })
+    }
+    fn download<'a>(
+        &'a self,
+        cmd: &'a RemoteCmd,
+        timeout: Duration,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Download, BackendError>> {
+        Box::pin(async move {
+            Connection::download(self, cmd, timeout, limit)
                 .await
                 .map_err(BackendError::from)
         })

@@ -391,6 +391,11 @@ pub struct LedgerEntry {
     /// The file the job installed, with its SHA-256, commit and build where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<crate::pipeline::ArtifactRef>,
+    /// The release's environment hash on this host, as the host reported it: the
+    /// SHA-256 of its `site-packages` files' `sha256sum` list (bytecode aside); equal
+    /// on every host that runs the same build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_sha256: Option<String>,
 }
 
 /// One stored event of a job, as `GET /v1/jobs/{id}/log` returns it.

@@ -175,6 +175,19 @@ fn cli_deploys_through_the_gateway_with_lock_detach_and_resume() {
             (Some("1.0.0"), Some("ann"), Some("changed"))
         );
         assert!(e["from_version"].is_null());
+        // Each row's environment hash is what that host's release marker records (one
+        // build, shipped: the same on all three).
+        let host = e["host"].as_str().unwrap();
+        let marker = exec(
+            &tb.server(host).container,
+            "cat /srv/apps/hello/releases/1.0.0/.deploy-release",
+        );
+        let env = e["env_sha256"].as_str().unwrap_or_else(|| panic!("{e}"));
+        assert!(
+            marker.trim_end().ends_with(&format!("env={env}")),
+            "{marker}"
+        );
+        assert_eq!(env, ledger[0]["env_sha256"].as_str().unwrap(), "{body}");
     }
 
     // 2. While a deploy runs, a second one is refused naming the holder; killing the CLI

@@ -43,6 +43,7 @@ mod reboots;
 mod rollouts;
 mod schedules;
 mod shared_store;
+mod shipped_envs;
 mod sign_in;
 mod systemd;
 mod systemd_django;

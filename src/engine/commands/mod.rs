@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod batch;
+pub mod env_ship;
 pub mod files;
 pub mod nginx;
 pub mod release;
@@ -207,8 +208,11 @@ mod tests {
             "IFS= read -r PIP_INDEX_URL && export PIP_INDEX_URL && \
              /srv/apps/hello/releases/1.0.0/bin/pip install --no-input --disable-pip-version-check --progress-bar off \
              --no-cache-dir --trusted-host index hello-app==1.0.0 \
-             && printf '%s\\n' 'hello-app 1.0.0' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
-             && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release"
+             && h=$(cd /srv/apps/hello/releases/1.0.0 && find . -path '*/site-packages/*' -type f ! -name '*.pyc' -print0 \
+             | LC_ALL=C sort -z | xargs -0r sha256sum | sha256sum | cut -c1-64) \
+             && printf '%s env=%s\\n' 'hello-app 1.0.0' \"$h\" > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
+             && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release \
+             && echo \"deploy-env $h\""
         );
         assert!(!c.line.contains("s3cret"), "the credential is not in argv");
         assert_eq!(c.stdin.as_deref(), Some(format!("{url}\n").as_bytes()));

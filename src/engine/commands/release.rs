@@ -14,13 +14,16 @@ pub enum Tool {
     Uv { sha256: String },
 }
 
-/// Prints `complete` if the release's marker exists, `partial` if only its directory
-/// does, `absent` otherwise.
+/// Prints `complete` and the marker's first line if the release's marker exists;
+/// else `partial` if only its directory does, `absent` otherwise, then the host's
+/// platform line (`env_ship::platform`: whether another host's build may be shipped
+/// here), read only while there is something to build.
 pub fn release_state(p: &AppPaths, version: &str) -> RemoteCmd {
     RemoteCmd::new(format!(
-        "if [ -f {m} ]; then echo complete; elif [ -e {d} ]; then echo partial; else echo absent; fi",
+        "if [ -f {m} ]; then echo complete; head -n 1 {m}; exit 0; elif [ -e {d} ]; then echo partial; else echo absent; fi; {platform} || true",
         m = quote(&p.marker(version)),
-        d = quote(&p.release(version))
+        d = quote(&p.release(version)),
+        platform = super::env_ship::platform(),
     ))
 }
 
@@ -31,7 +34,7 @@ pub fn build_lock(p: &AppPaths) -> String {
     format!("{}/.deploy-build.lock", p.root)
 }
 
-fn locked(p: &AppPaths, line: &str) -> String {
+pub(super) fn locked(p: &AppPaths, line: &str) -> String {
     format!(
         "flock -w 900 {} sh -c {}",
         quote(&build_lock(p)),
@@ -156,8 +159,9 @@ pub fn remove_unfinished(p: &AppPaths, version: &str) -> RemoteCmd {
 /// pip or uv refuses any file of that version whose bytes are not the pinned ones; then
 /// `package==version` again, which keeps the installed package and adds its
 /// dependencies from the index.  A refusal prints a plain reason and writes no marker.
-/// The marker then says `<package> <version> sha256=<pin>`; without a pin it says
-/// `<package> <version>` (a release installed before pins: "unknown").
+/// The marker then says `<package> <version> sha256=<pin> env=<hash>`; without a pin
+/// `<package> <version> env=<hash>` (a release installed before pins: "unknown"); the
+/// environment's hash is `env_ship::env_hash`, printed last as `deploy-env <hash>`.
 pub fn install(
     p: &AppPaths,
     tool: &Tool,
@@ -173,7 +177,7 @@ pub fn install(
         Tool::Uv { .. } => "UV_DEFAULT_INDEX",
     };
     let mut steps = vec![format!("IFS= read -r {var} && export {var}")];
-    let mut stamp = format!("{package} {version}");
+    let stamp = marker_stamp(package, version, wheel);
     if let Some(w) = wheel {
         let file = format!("{release}/{PIN_FILE}");
         let pinned = format!("{req} --hash=sha256:{}", w.sha256);
@@ -197,21 +201,22 @@ pub fn install(
             "{{ {exact} || {{ echo {} >&2; exit 1; }}; }}",
             quote(&why)
         ));
-        stamp = format!("{stamp} sha256={}", w.sha256);
     }
     steps.push(installer(p, tool, index, version, &[&req]));
-    let marker = p.marker(version);
-    let marker_tmp = format!("{marker}.tmp");
-    steps.push(format!(
-        "printf '%s\\n' {stamp} > {tmp} && mv -f {tmp} {marker}",
-        stamp = quote(&stamp),
-        tmp = quote(&marker_tmp),
-        marker = quote(&marker)
-    ));
+    steps.push(super::env_ship::stamp_marker(p, version, &stamp, None));
     RemoteCmd::with_stdin(
         report_space(p, &locked(p, &steps.join(" && "))),
         format!("{}\n", index.url_with_credentials().expose()).into_bytes(),
     )
+}
+
+/// What a release's marker says before its environment hash: `<package> <version>`,
+/// and `sha256=<pin>` for a pinned install.
+pub fn marker_stamp(package: &str, version: &str, wheel: Option<&WheelPin>) -> String {
+    match wheel {
+        Some(w) => format!("{package} {version} sha256={}", w.sha256),
+        None => format!("{package} {version}"),
+    }
 }
 
 /// The requirements file of a pinned install, in the release (name and hash only).

@@ -19,6 +19,18 @@ fn index() -> ServerIndex {
     }
 }
 
+/// The end of every build: the environment's hash into the marker after `stamp`
+/// (`env_ship.rs` runs it for real).
+fn stamped(stamp: &str) -> String {
+    let h = "$(cd /srv/apps/hello/releases/1.0.0 && find . -path '*/site-packages/*' -type f \
+             ! -name '*.pyc' -print0 | LC_ALL=C sort -z | xargs -0r sha256sum | sha256sum | cut -c1-64)";
+    format!(
+        "h={h} && printf '%s env=%s\\n' '{stamp}' \"$h\" > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
+         && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release \
+         && echo \"deploy-env $h\""
+    )
+}
+
 /// The script `flock` runs, as the remote shell would see it.
 fn inner(c: &RemoteCmd) -> String {
     let quoted = c
@@ -57,8 +69,8 @@ fn a_pinned_pip_install_checks_the_hash_before_the_dependencies_and_stamps_the_m
              || {{ echo 'install: the index did not serve hello_app-1.0.0-py3-none-any.whl (hello-app==1.0.0) \
              with the SHA-256 the gateway recorded ({sha}): refused' >&2; exit 1; }}; }} \
              && {pip} hello-app==1.0.0 \
-             && printf '%s\\n' 'hello-app 1.0.0 sha256={sha}' > /srv/apps/hello/releases/1.0.0/.deploy-release.tmp \
-             && mv -f /srv/apps/hello/releases/1.0.0/.deploy-release.tmp /srv/apps/hello/releases/1.0.0/.deploy-release"
+             && {marker}",
+            marker = stamped(&format!("hello-app 1.0.0 sha256={sha}"))
         )
     );
     assert!(!c.line.contains("s3cret"), "the credential is not in argv");
@@ -109,7 +121,7 @@ fn an_install_without_a_pin_is_as_before_and_its_marker_has_no_hash() {
         !c.contains("--require-hashes") && !c.contains(PIN_FILE),
         "{c}"
     );
-    assert!(c.contains("printf '%s\\n' 'hello-app 1.0.0' >"), "{c}");
+    assert!(c.ends_with(&format!(" && {}", stamped("hello-app 1.0.0"))), "{c}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ use super::{Decided, HostState, View};
 use crate::commands::{self as cmd, Tool};
 use crate::facts::{Facts, ReleaseState};
 use crate::ops::{Decision, Op, Recovery, Report};
+use crate::share::Turn;
 
 pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
     let version = v.version();
@@ -25,7 +26,16 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
             "would install {req} from {from}"
         ))));
     }
+    let builds = matches!(st.share, Some(Turn::Build { .. }));
     match state {
+        // Another job completed it meanwhile: this host's build (none) ships it all
+        // the same, so the hosts waiting for it are not kept waiting for nothing.
+        ReleaseState::Complete if builds && !v.check() => {
+            return Ok(Decision::act(
+                vec![Op::PackEnv.into()],
+                Report::ok(format!("{req} is installed")),
+            ));
+        }
         ReleaseState::Complete => {
             return Ok(Decision::Done(Report::ok(format!("{req} is installed"))));
         }
@@ -49,8 +59,12 @@ pub fn decide(v: &View, f: &Facts, st: &HostState) -> Decided {
         Tool::Pip => "pip install",
         Tool::Uv { .. } => "uv pip install",
     };
+    let mut actions = vec![Op::Install { tool }.or_else(remove_unfinished(v))];
+    if builds {
+        actions.push(Op::PackEnv.into());
+    }
     Ok(Decision::act(
-        vec![Op::Install { tool }.or_else(remove_unfinished(v))],
+        actions,
         Report::changed(match &v.plan.spec.wheel {
             Some(w) => format!(
                 "installed {req} from {from} ({what}), {} sha256 {} verified",

@@ -81,6 +81,10 @@ pub struct HostState {
     pub tool: Option<Tool>,
     /// What shipping uv gave: the uploaded version, or why it failed.
     pub uv_shipped: Option<Result<String, String>>,
+    /// This host's turn in the job's shared environments, once taken (`share.rs`).
+    pub share: Option<crate::share::Turn>,
+    /// The release's environment hash, once known (its marker, a build, an unpack).
+    pub env_sha256: Option<String>,
 }
 
 /// The facts a step decides from.

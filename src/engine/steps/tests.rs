@@ -40,6 +40,7 @@ fn settled(plan: &Plan) -> Facts {
     Facts {
         layout: Some(true),
         release: Some(ReleaseState::Complete),
+        release_detail: Default::default(),
         uv: None,
         env_file: Some(Some(r.env_file.clone())),
         live: Some(Live {

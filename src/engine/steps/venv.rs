@@ -1,12 +1,15 @@
 //! `venv`: the release's virtualenv exists (rebuilt if an earlier build died), made with
 //! uv when the application asks for it and the host can run the shipped binary, else
-//! with `python3 -m venv`; the reason says which and why.
+//! with `python3 -m venv`; the reason says which and why.  When the job ships one build
+//! to every host of a platform (`share.rs`), the first host builds and the others
+//! unpack its build here instead.
 
 use super::{Decided, HostState, View};
 use crate::commands::{self as cmd, Tool};
 use crate::facts::{Facts, ReleaseState, UvState};
 use crate::inventory::Installer;
 use crate::ops::{Decision, Op, Report};
+use crate::share::{Bundle, Turn};
 
 /// The application asks for uv and the engine has a binary to ship.
 pub fn wants_uv(v: &View) -> bool {
@@ -17,6 +20,7 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
     let state = f.release()?;
     let version = v.version();
     if state == ReleaseState::Complete {
+        st.env_sha256 = f.release_detail.env_sha256.clone();
         return Ok(Decision::Done(Report::ok(format!(
             "release {version} is complete"
         ))));
@@ -28,9 +32,22 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
             "release {version} is not complete on this host; a rollback installs nothing"
         ));
     }
+    // One build per platform for the whole job: take this host's turn first.
+    let shared = match shares(v, f).then_some(&st.share) {
+        Some(None) => return Ok(Decision::Again(vec![Op::JoinShare.into()])),
+        Some(Some(Turn::Ship(b))) => return Ok(unpack(v, b)),
+        Some(Some(Turn::Build { differs_from })) => match differs_from {
+            Some(w) => {
+                format!("; its platform differs from {w}'s: built here, for the hosts like it")
+            }
+            None => "; built here once, for the job's other hosts".to_string(),
+        },
+        Some(Some(Turn::Alone(why))) => format!("; {why}: built here"),
+        None => String::new(),
+    };
     let (tool, note) = match choose_tool(v, f, st)? {
         Choice::Ship => return Ok(Decision::Again(vec![Op::ShipUv.into()])),
-        Choice::Use(tool, note) => (tool, note),
+        Choice::Use(tool, note) => (tool, format!("{note}{shared}")),
     };
     let how = match &tool {
         Tool::Pip => "python3 -m venv",
@@ -69,6 +86,26 @@ pub fn decide(v: &View, f: &Facts, st: &mut HostState) -> Decided {
         ],
         Report::changed(format!("{done} virtualenv {dir} ({how}{note})")),
     ))
+}
+
+/// The job may ship one build of the release to its other hosts: it has more than one
+/// host (check mode builds nothing), and this one told its platform.
+fn shares(v: &View, f: &Facts) -> bool {
+    !v.check() && v.plan.hosts.len() > 1 && f.release_detail.platform.is_some()
+}
+
+/// Unpacks the build another host made (its hash checked on this host), in place of
+/// an installer run; a failure leaves nothing behind.
+fn unpack(v: &View, b: &Bundle) -> Decision {
+    let short = &b.env_sha256[..12.min(b.env_sha256.len())];
+    Decision::act(
+        vec![Op::UnpackEnv.or_else(super::install::remove_unfinished(v))],
+        Report::changed(format!(
+            "unpacked the environment {} built ({:.1} MB; env sha256 {short}… verified here): no installer ran on this host",
+            b.by,
+            b.archive.len() as f64 / 1e6
+        )),
+    )
 }
 
 enum Choice {

@@ -113,6 +113,7 @@ pub async fn finish(jobs: &Jobs, job: &JobInfo, result: engine::JobResult, last:
                         user: job.user.clone(),
                         ts_ms: now_ms(),
                         artifact: None,
+                        env_sha256: h.env_sha256.clone(),
                     })?;
                 }
             }

@@ -128,6 +128,8 @@ const SCHEMA: &[&str] = &[
         hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, expires_ms BIGINT NOT NULL,
         created_ms BIGINT NOT NULL);
      CREATE INDEX sessions_expiry ON sessions (expires_ms);",
+    // version 10: each ledger row's environment hash
+    "ALTER TABLE ledger ADD COLUMN env_sha256 TEXT",
 ];
 
 /// A connection and the statements prepared on it.

@@ -20,7 +20,8 @@ use super::{
 };
 
 pub(super) const JOB_COLS: &str = "id, kind, app, env, version, check_mode, \"user\", state, created_ms, finished_ms, error, triggered_by";
-const LEDGER_COLS: &str = "job_id, app, env, host, version, from_version, result, \"user\", ts_ms";
+const LEDGER_COLS: &str =
+    "job_id, app, env, host, version, from_version, result, \"user\", ts_ms, env_sha256";
 
 /// The queries over one backend.
 pub struct SqlStore<B> {
@@ -56,6 +57,7 @@ fn ledger_from_row(r: &Row) -> SqlResult<LedgerEntry> {
         user: r.text(7)?,
         ts_ms: r.u64(8)?,
         artifact: None,
+        env_sha256: r.opt_text(9)?,
     })
 }
 
@@ -340,7 +342,7 @@ impl<B: Backend> Store for SqlStore<B> {
         self.write("adding a ledger entry", |c| {
             c.exec(
                 &format!(
-                    "INSERT INTO ledger ({LEDGER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    "INSERT INTO ledger ({LEDGER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 ),
                 vals![
                     &e.job_id,
@@ -351,7 +353,8 @@ impl<B: Backend> Store for SqlStore<B> {
                     &e.from_version,
                     e.result.as_str(),
                     &e.user,
-                    e.ts_ms
+                    e.ts_ms,
+                    &e.env_sha256
                 ],
             )
             .map(|_| ())

@@ -118,6 +118,9 @@ const SCHEMA: &[&str] = &[
         hash TEXT PRIMARY KEY, token_id TEXT NOT NULL, expires_ms INTEGER NOT NULL,
         created_ms INTEGER NOT NULL);
      CREATE INDEX sessions_expiry ON sessions (expires_ms);",
+    // version 10: each ledger row's environment hash (the release's site-packages on
+    // that host, read from it: engine `share.rs`).
+    "ALTER TABLE ledger ADD COLUMN env_sha256 TEXT",
 ];
 
 pub struct Sqlite {

@@ -19,6 +19,7 @@ fn entry(job_id: &str, app: &str, env: &str, host: &str, version: &str) -> Ledge
         user: "ann".into(),
         ts_ms: 1,
         artifact: None,
+        env_sha256: None,
     }
 }
 
@@ -48,6 +49,7 @@ fn the_ledger_is_newest_first_by_app_and_scope_with_the_file_each_job_installed(
             result: LedgerResult::Ok,
             user: "bob".into(),
             ts_ms: 42,
+            env_sha256: Some("e5".repeat(32)),
             ..entry("j1", "hello", "staging", "web1", "1.0.0")
         };
         s.add_ledger(&first).unwrap();
@@ -101,8 +103,10 @@ fn the_ledger_is_newest_first_by_app_and_scope_with_the_file_each_job_installed(
             build: None,
         };
         assert_eq!(back.artifact, Some(file));
+        assert_eq!(back.env_sha256, Some("e5".repeat(32)));
         let others = s.ledger(None, 2, &Scope::All).unwrap();
         assert!(others.iter().all(|e| e.artifact.is_none()), "{others:?}");
+        assert!(others.iter().all(|e| e.env_sha256.is_none()), "{others:?}");
     });
 }
 
