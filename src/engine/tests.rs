@@ -37,7 +37,11 @@ async fn a_fresh_deploy_converges_and_a_second_run_changes_nothing() {
     // Exact, so a round trip added anywhere fails here (ARCHITECTURE.md, "Round trips
     // are the cost").
     assert_eq!(noop, 2, "no-op");
-    assert_eq!(fresh, [8, 8, 9], "fresh: unpacked, unpacked, built and packed");
+    assert_eq!(
+        fresh,
+        [8, 8, 9],
+        "fresh: unpacked, unpacked, built and packed"
+    );
     eprintln!("round trips: fresh {fresh:?}, no-op {noop}");
     assert_eq!(
         b.fleet.server("web1").state().reloads,

@@ -142,7 +142,13 @@ fn issue26_hosts_install_the_wheel_the_ledger_records_and_refuse_one_swapped_on_
         &tb.server("web1").container,
         "cat /srv/apps/hello/releases/1.0.0/.deploy-release",
     );
-    assert_eq!(marker.trim(), format!("hello-app 1.0.0 sha256={sha100}"));
+    // Then the environment's hash (engine `share.rs`).
+    let (stamp, env) = marker
+        .trim()
+        .split_once(" env=")
+        .unwrap_or_else(|| panic!("{marker}"));
+    assert_eq!(stamp, format!("hello-app 1.0.0 sha256={sha100}"));
+    assert_eq!(env.len(), 64, "{marker}");
     assert_live_wheel(&gw, &ann, &sha100);
 
     // uv: 1.1.0 swapped on the index after the gateway read it: refused.

@@ -121,7 +121,10 @@ fn an_install_without_a_pin_is_as_before_and_its_marker_has_no_hash() {
         !c.contains("--require-hashes") && !c.contains(PIN_FILE),
         "{c}"
     );
-    assert!(c.ends_with(&format!(" && {}", stamped("hello-app 1.0.0"))), "{c}");
+    assert!(
+        c.ends_with(&format!(" && {}", stamped("hello-app 1.0.0"))),
+        "{c}"
+    );
 }
 
 #[test]
