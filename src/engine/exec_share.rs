@@ -6,7 +6,7 @@ use deploy_wire::{Event, EventKind, Stream};
 use super::exec::Outcome;
 use super::host::HostRun;
 use super::ops::Report;
-use super::share::{Bundle, MAX_BUNDLE, Turn};
+use super::share::{Bundle, Delta, MAX_BUNDLE, Turn};
 use super::steps::scrub;
 use crate::commands::{self as cmd, env_ship};
 
@@ -39,43 +39,29 @@ impl HostRun<'_> {
         self.state.share = Some(turn);
     }
 
-    /// Packs the release this host built and hands it to the job's other hosts of its
+    /// Packs the release this host built (whole, and as changes over the release it
+    /// served before, when it has one) and hands it to the job's other hosts of its
     /// platform; a failure (said as output) sends them to build their own.
     pub(super) async fn pack_env(&mut self) {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
         let name = self.host().name.clone();
-        let version = self.plan.spec.version.clone();
-        let c = env_ship::pack(&self.paths, &version);
-        let timeout = self.cfg.command_timeout;
-        let got = self.conn.download(&c, timeout, MAX_BUNDLE).await;
-        let packed = match got {
-            Err(e) => Err(format!("packing {name}'s build failed: {e}")),
-            Ok(d) if d.over_limit => Err(format!(
-                "{name}'s build is over {} MiB packed, too big to ship",
-                MAX_BUNDLE >> 20
-            )),
-            Ok(d) if d.status != 0 => Err(format!(
-                "packing {name}'s build failed (exit {}): {}",
-                d.status,
-                d.stderr.trim()
-            )),
-            Ok(d) => match env_ship::marker_env(d.stderr.lines().next().unwrap_or("")) {
-                None => Err(format!("{name}'s build recorded no environment hash")),
-                Some(env) => Ok(Bundle {
-                    by: name.clone(),
-                    archive: d.bytes,
-                    env_sha256: env,
-                }),
-            },
-        };
-        match packed {
-            Ok(b) => {
+        match self.pack_whole().await {
+            Ok(mut b) => {
+                b.delta = self.pack_changes().await;
+                let changes = match &b.delta {
+                    Some(d) => format!(
+                        "; {:.1} MB as changes over {}",
+                        d.archive.len() as f64 / 1e6,
+                        d.base
+                    ),
+                    None => String::new(),
+                };
                 self.say(
                     Stream::Stdout,
                     format!(
-                        "packed the environment ({:.1} MB, env sha256 {}) for the job's other hosts",
+                        "packed the environment ({:.1} MB{changes}; env sha256 {}) for the job's other hosts",
                         b.archive.len() as f64 / 1e6,
                         b.env_sha256
                     ),
@@ -84,15 +70,68 @@ impl HostRun<'_> {
                 ticket.ready(b);
             }
             Err(why) => {
-                let why = scrub(&why, &self.secrets);
+                let why = scrub(
+                    &format!("packing {name}'s build failed{why}"),
+                    &self.secrets,
+                );
                 self.say(Stream::Stderr, format!("{why}: each host builds its own"));
                 ticket.off(why);
             }
         }
     }
 
-    /// Unpacks the build this host's turn gave it; its hash is checked on the host
-    /// before the marker is written.
+    /// The whole release as a bundle; Err: why not (after "packing failed").
+    async fn pack_whole(&self) -> Result<Bundle, String> {
+        let version = &self.plan.spec.version;
+        let c = env_ship::pack(&self.paths, version);
+        let (bytes, stderr) = self.download(&c).await?;
+        let Some(env) = env_ship::marker_env(stderr.lines().next().unwrap_or("")) else {
+            return Err(": the build recorded no environment hash".into());
+        };
+        Ok(Bundle {
+            by: self.host().name.clone(),
+            archive: bytes,
+            env_sha256: env,
+            delta: None,
+        })
+    }
+
+    /// The release as changes over the one this host served before (from the
+    /// snapshot), if it has one with a recorded hash; None otherwise or if packing them
+    /// failed (the whole release still ships).
+    async fn pack_changes(&self) -> Option<Delta> {
+        let version = &self.plan.spec.version;
+        let base = self.facts.live.as_ref()?.version.clone()?;
+        if base == *version {
+            return None;
+        }
+        let c = env_ship::pack_delta(&self.paths, version, &base);
+        let (bytes, stderr) = self.download(&c).await.ok()?;
+        let base_env = env_ship::marker_env(stderr.lines().nth(1)?)?;
+        Some(Delta {
+            base,
+            base_env,
+            archive: bytes,
+        })
+    }
+
+    /// A pack command's stdout and stderr; Err: why it failed (": ...").
+    async fn download(&self, c: &cmd::RemoteCmd) -> Result<(bytes::Bytes, String), String> {
+        let timeout = self.cfg.command_timeout;
+        match self.conn.download(c, timeout, MAX_BUNDLE).await {
+            Err(e) => Err(format!(": {e}")),
+            Ok(d) if d.over_limit => Err(format!(
+                ": it is over {} MiB packed, too big to ship",
+                MAX_BUNDLE >> 20
+            )),
+            Ok(d) if d.status != 0 => Err(format!(" (exit {}): {}", d.status, d.stderr.trim())),
+            Ok(d) => Ok((d.bytes, d.stderr)),
+        }
+    }
+
+    /// Unpacks the build this host's turn gave it: as changes over this host's release
+    /// of the same base when it has one, else whole; its hash is checked on the host
+    /// before the marker is written.  Ends the step with what it did.
     pub(super) async fn unpack_env(&mut self) -> Result<Option<Outcome>, String> {
         let Some(Turn::Ship(b)) = self.state.share.clone() else {
             return Err("internal error: no shipped environment to unpack".into());
@@ -100,6 +139,41 @@ impl HostRun<'_> {
         let app = &self.plan.app;
         let version = &self.plan.spec.version;
         let stamp = cmd::marker_stamp(&app.package, version, self.plan.spec.wheel.as_ref());
+        let short = &b.env_sha256[..12.min(b.env_sha256.len())];
+        let tail = format!("env sha256 {short}… verified here): no installer ran on this host");
+        let mut whole_because = String::new();
+        if let Some(d) = &b.delta {
+            let base = (d.base.as_str(), d.base_env.as_str());
+            let c = env_ship::unpack_delta(
+                &self.paths,
+                version,
+                &stamp,
+                &b.env_sha256,
+                base,
+                d.archive.clone(),
+            );
+            let out = self.run(&c, false).await?;
+            if out.stdout.trim() == "already-complete" {
+                return Ok(Some(completed(version)));
+            }
+            if out.ok() {
+                self.state.env_sha256 = Some(b.env_sha256.clone());
+                return Ok(Some(Outcome::End(Report::changed(format!(
+                    "unpacked the environment {} built, as {:.1} MB of changes over release {} (its unchanged files linked; {tail}",
+                    b.by,
+                    d.archive.len() as f64 / 1e6,
+                    d.base
+                )))));
+            }
+            whole_because = if out.status == env_ship::NO_BASE {
+                format!(
+                    "; this host has no release {} with {}'s hash to build on",
+                    d.base, b.by
+                )
+            } else {
+                format!("; building on release {} failed: {}", d.base, out.tail())
+            };
+        }
         let c = env_ship::unpack(
             &self.paths,
             version,
@@ -110,12 +184,14 @@ impl HostRun<'_> {
         let doing = format!("unpacking {}'s build of {}=={version}", b.by, app.package);
         let out = self.must(&c, false, "unpacking", &doing).await?;
         if out.stdout.trim() == "already-complete" {
-            return Ok(Some(Outcome::End(Report::ok(format!(
-                "release {version} was completed by an earlier build"
-            )))));
+            return Ok(Some(completed(version)));
         }
         self.state.env_sha256 = Some(b.env_sha256.clone());
-        Ok(None)
+        Ok(Some(Outcome::End(Report::changed(format!(
+            "unpacked the environment {} built ({:.1} MB{whole_because}; {tail}",
+            b.by,
+            b.archive.len() as f64 / 1e6,
+        )))))
     }
 
     /// One line of the step's story, as an `output` event.
@@ -127,4 +203,10 @@ impl HostRun<'_> {
             line,
         }));
     }
+}
+
+fn completed(version: &str) -> Outcome {
+    Outcome::End(Report::ok(format!(
+        "release {version} was completed by an earlier build"
+    )))
 }

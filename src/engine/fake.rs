@@ -78,6 +78,8 @@ pub struct State {
     pub platform: Option<String>,
     /// Releases this host unpacked from another's build (rather than installed).
     pub unpacked: BTreeSet<String>,
+    /// Releases this host built from another's changes over a release it had.
+    pub linked: BTreeSet<String>,
     /// systemd: the units linked to start at boot.
     pub enabled: BTreeSet<String>,
     /// systemd: how many instances of a process's template run.

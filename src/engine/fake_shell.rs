@@ -182,6 +182,10 @@ impl State {
                 "complete" => out(0, format!("complete\n{}\n", self.marker(&v))),
                 _ => out(0, format!("{state}\nplatform {platform}\n")),
             }
+        } else if l.contains("comm -13") && l.contains("sha256sum") {
+            self.pack_delta(l)
+        } else if l.contains("cp -al") {
+            self.unpack_delta(l, &stdin)
         } else if l.contains("--exclude=./.deploy-release .") {
             self.pack(&rel.unwrap_or_default())
         } else if l.contains("-xzpf -") {
@@ -325,6 +329,64 @@ impl State {
             stdout: format!("fake-archive {v} {pin}"),
             stderr: format!("{}\n", self.marker(v)),
         })
+    }
+
+    /// The two releases a delta command names (`releases/<v>`, in order).
+    fn two_releases(l: &str) -> (String, String) {
+        let mut vs = l.split("/releases/").skip(1).map(|r| {
+            let end = r.find(['\'', '/', ' ', ';', '"']).unwrap_or(r.len());
+            r[..end].to_string()
+        });
+        let first = vs.next().unwrap_or_default();
+        let second = vs.find(|v| *v != first).unwrap_or_default();
+        (first, second)
+    }
+
+    /// A release "packed" as changes over another (both must be complete).
+    fn pack_delta(&mut self, l: &str) -> Result<Output, BackendError> {
+        let (v, base) = Self::two_releases(l);
+        let complete = |r: &str| self.releases.get(r).is_some_and(|x| x.1 == Rel::Complete);
+        if !complete(&v) || !complete(&base) {
+            return Ok(Output {
+                status: 1,
+                stdout: String::new(),
+                stderr: "head: cannot open the marker".into(),
+            });
+        }
+        let pin = self.wheels.get(&v).cloned().unwrap_or_default();
+        Ok(Output {
+            status: 0,
+            stdout: format!("fake-delta {v} {pin}"),
+            stderr: format!("{}\n{}\n", self.marker(&v), self.marker(&base)),
+        })
+    }
+
+    /// Builds a release from a delta over a complete base of the hash it names (exit
+    /// 42 without one, changing nothing).
+    fn unpack_delta(&mut self, l: &str, delta: &str) -> Result<Output, BackendError> {
+        let (v, base) = Self::two_releases(l);
+        if self.releases.get(&v).is_some_and(|r| r.1 == Rel::Complete) {
+            return out(0, "already-complete\n");
+        }
+        let has_base = self
+            .releases
+            .get(&base)
+            .is_some_and(|r| r.1 == Rel::Complete)
+            && l.contains(&format!(" env={}", super::fake_env(&base)));
+        if !has_base {
+            return Ok(Output {
+                status: crate::commands::env_ship::NO_BASE,
+                stdout: String::new(),
+                stderr: String::new(),
+            });
+        }
+        match delta.split_whitespace().nth(2) {
+            Some(pin) => self.wheels.insert(v.clone(), pin.to_string()),
+            None => self.wheels.remove(&v),
+        };
+        self.releases.insert(v.clone(), (self.clock, Rel::Complete));
+        self.linked.insert(v.clone());
+        out(0, format!("deploy-env {}\n", super::fake_env(&v)))
     }
 
     /// Unpacks what [`Self::pack`] made, unless the release is complete already.

@@ -21,6 +21,13 @@
 //! - **Where the archive lives**: in the gateway's memory, once per job and platform
 //!   (`bytes::Bytes`, shared by every host's upload), at most [`MAX_BUNDLE`]; a bigger
 //!   one is not shipped and every host builds its own, as the job says.
+//! - **Upgrades reuse what did not change**: the builder's installer takes unchanged
+//!   packages from its cache (uv copies them from it); the other hosts get, beside the
+//!   whole release, its changes over the builder's previous release (the files whose
+//!   bytes differ, and the list of every path), and a host whose previous release has
+//!   that release's hash builds the new one from hard links to it plus those changes.
+//!   Hard links are safe because no release's file is ever written in place (a build
+//!   makes a new directory; removal unlinks); the hash check after it is the same.
 //! - **What waiting costs**: a host that finds the build under way waits for it (its
 //!   batch slot stays taken).  A builder that fails, or stops without finishing,
 //!   releases its waiters to build by themselves, which the job says too.
@@ -46,6 +53,18 @@ pub struct Bundle {
     pub archive: bytes::Bytes,
     /// The environment's hash (see the module's docs).
     pub env_sha256: String,
+    /// The same release as changes over the builder's previous release, for hosts that
+    /// have that release with the same hash (`commands::env_ship::pack_delta`).
+    pub delta: Option<Delta>,
+}
+
+/// A release as the files that changed since a base release (the rest is linked from
+/// the base on each host).
+pub struct Delta {
+    pub base: String,
+    /// The base release's environment hash (a host's base must have it).
+    pub base_env: String,
+    pub archive: bytes::Bytes,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -55,6 +74,17 @@ impl std::fmt::Debug for Bundle {
             .field("by", &self.by)
             .field("archive", &format!("<{} bytes>", self.archive.len()))
             .field("env_sha256", &self.env_sha256)
+            .field(
+                "delta",
+                &self.delta.as_ref().map(|d| {
+                    format!(
+                        "<{} bytes over {} ({})>",
+                        d.archive.len(),
+                        d.base,
+                        d.base_env
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -175,6 +205,7 @@ mod tests {
             by: by.into(),
             archive: bytes::Bytes::from_static(b"tar"),
             env_sha256: "ab".repeat(32),
+            delta: None,
         }
     }
 

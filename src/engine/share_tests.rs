@@ -180,3 +180,33 @@ async fn one_host_or_check_mode_packs_nothing() {
         assert!(!venv_reason(&events, h).contains("built here"));
     }
 }
+
+#[tokio::test]
+async fn an_upgrade_ships_only_the_changes_to_hosts_that_have_the_previous_release() {
+    let b = bed("{canary: true}");
+    let (r, _) = b.run(spec("1.0.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    // web3 lost its 1.0.0 meanwhile (say, pruned by hand): it takes the whole release.
+    b.fleet.server("web3").state().releases.remove("1.0.0");
+    let (r, events) = b.run(spec("1.1.0")).await;
+    assert_eq!(r.status, JobStatus::Succeeded, "{:?}", r.hosts);
+    let linked = |h: &str| b.fleet.server(h).state().linked.contains("1.1.0");
+    let unpacked = |h: &str| b.fleet.server(h).state().unpacked.contains("1.1.0");
+    assert!(!linked("web1") && !unpacked("web1"), "web1 built it");
+    assert!(linked("web2") && !unpacked("web2"));
+    assert!(unpacked("web3") && !linked("web3"));
+    let why = venv_reason(&events, "web2");
+    assert!(
+        why.starts_with("unpacked the environment web1 built, as ")
+            && why.contains("MB of changes over release 1.0.0 (its unchanged files linked;"),
+        "{why}"
+    );
+    let why = venv_reason(&events, "web3");
+    assert!(
+        why.contains("this host has no release 1.0.0 with web1's hash to build on"),
+        "{why}"
+    );
+    for h in &r.hosts {
+        assert_eq!(h.env_sha256, Some(fake_env("1.1.0")), "{}", h.host);
+    }
+}

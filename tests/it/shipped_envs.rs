@@ -1,7 +1,8 @@
 //! Build once, ship everywhere, on real servers (engine `share.rs`): one server of a
 //! job runs the installer, the others unpack its build; every server's site-packages
 //! ends byte-identical to a per-host install's, and each marker records the hash the
-//! engine reports.
+//! engine reports.  An upgrade ships only what changed to servers that have the
+//! previous release, and links the rest.
 
 use crate::support;
 
@@ -28,7 +29,8 @@ fn marker(container: &str, version: &str) -> String {
 }
 
 #[test]
-fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_install() {
+fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_install_and_upgrades_link_what_did_not_change()
+ {
     let tb = Testbed::up("shipped-envs", 3);
     let three = tb.inventory_text();
     // 1. A per-host install: staging with web1 alone (a job of one host ships nothing).
@@ -100,4 +102,49 @@ fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_
     let rc = tb.server(receiver);
     let (code, body) = http_get(rc.http_port, HOST, "/");
     assert_eq!(code, 200, "{body}");
+
+    // 4. An upgrade: one server installs 1.1.0; the others build it from their 1.0.0
+    //    (same hash) and the files that changed: unchanged files are hard links.
+    let d = tb.deploy("1.1.0", false);
+    assert_eq!(d.result.status, JobStatus::Succeeded, "{:#?}", d.result);
+    let builders: Vec<&str> = ["web1", "web2", "web3"]
+        .into_iter()
+        .filter(|h| d.step(h, "install").1.starts_with("installed "))
+        .collect();
+    assert_eq!(builders.len(), 1, "one installer run: {builders:?}");
+    let reference = site_packages(&tb.server(builders[0]).container, "1.1.0");
+    let env = d.host(builders[0]).env_sha256.clone().unwrap();
+    for s in &tb.servers {
+        assert_eq!(
+            site_packages(&s.container, "1.1.0"),
+            reference,
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            d.host(&s.name).env_sha256.as_ref(),
+            Some(&env),
+            "{}",
+            s.name
+        );
+        assert_eq!(served_version(s), "1.1.0", "{}", s.name);
+        if s.name == builders[0] {
+            continue;
+        }
+        let (_, reason, _) = d.step(&s.name, "venv");
+        assert!(
+            reason.contains("of changes over release 1.0.0 (its unchanged files linked;"),
+            "{}: {reason}",
+            s.name
+        );
+        // gunicorn did not change: its files are the 1.0.0 release's, linked.
+        let inodes = exec(
+            &s.container,
+            "cd /srv/apps/hello/releases && stat -c %i 1.0.0/lib/python3*/site-packages/gunicorn/__init__.py \
+             1.1.0/lib/python3*/site-packages/gunicorn/__init__.py",
+        );
+        let inodes: Vec<&str> = inodes.split_whitespace().collect();
+        assert_eq!(inodes.len(), 2, "{inodes:?}");
+        assert_eq!(inodes[0], inodes[1], "{}: not linked", s.name);
+    }
 }
