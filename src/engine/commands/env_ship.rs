@@ -61,12 +61,19 @@ pub(super) fn stamp_marker(
     )
 }
 
-/// The built release as a tar.gz on stdout (its marker left out: each host writes its
-/// own), and the marker's first line on stderr (the hash the build recorded).
+/// What a release holds about its own host, never shipped: the hooks that ran there,
+/// and whether its health check failed there.
+const HOST_OWN: [&str; 2] = [".deploy-hooks", ".deploy-failed"];
+
+/// The built release as a tar.gz on stdout (its marker and [`HOST_OWN`] left out: each
+/// host writes its own), and the marker's first line on stderr (the hash the build
+/// recorded).
 pub fn pack(p: &AppPaths, version: &str) -> RemoteCmd {
     let d = quote(&p.release(version));
+    let [hooks, failed] = HOST_OWN;
     RemoteCmd::new(format!(
-        "head -n 1 {d}/{MARKER} >&2 && tar -C {d} -I 'gzip -1' -cf - --exclude=./{MARKER} ."
+        "head -n 1 {d}/{MARKER} >&2 && tar -C {d} -I 'gzip -1' -cf - --exclude=./{hooks} \
+         --exclude=./{failed} --exclude=./{MARKER} ."
     ))
 }
 
@@ -105,16 +112,22 @@ pub const NO_BASE: u32 = 42;
 pub fn pack_delta(p: &AppPaths, version: &str, base: &str) -> RemoteCmd {
     let n = quote(&p.release(version));
     let b = quote(&p.release(base));
+    // Every path below `HOST_OWN`'s is left out (`-prune` stops there; the test that
+    // follows it fails for them, so they are not printed).
+    let own = format!(
+        "\\( -path ./{} -o -path ./{} \\) -prune -o",
+        HOST_OWN[0], HOST_OWN[1]
+    );
     RemoteCmd::new(format!(
         "head -n 1 {n}/{MARKER} >&2 && head -n 1 {b}/{MARKER} >&2 \
          && t=$(mktemp -d) && trap 'rm -rf \"$t\"' EXIT \
-         && (cd {b} && find . -type f ! -name {MARKER} ! -name .deploy-failed -print0 \
+         && (cd {b} && find . {own} -type f ! -name {MARKER} -print0 \
              | xargs -0r sha256sum | LC_ALL=C sort) > \"$t/base\" \
-         && (cd {n} && find . -type f ! -name {MARKER} -print0 \
+         && (cd {n} && find . {own} -type f ! -name {MARKER} -print0 \
              | xargs -0r sha256sum | LC_ALL=C sort) > \"$t/new\" \
          && LC_ALL=C comm -13 \"$t/base\" \"$t/new\" | cut -c67- | tr '\\n' '\\0' > \"$t/list\" \
-         && (cd {n} && find . -mindepth 1 ! -type f -print0 >> \"$t/list\" \
-             && find . -mindepth 1 ! -name {MARKER} -print0 | LC_ALL=C sort -z > \"$t/{DELTA_LIST}\") \
+         && (cd {n} && find . -mindepth 1 {own} ! -type f -print0 >> \"$t/list\" \
+             && find . -mindepth 1 {own} ! -name {MARKER} -print0 | LC_ALL=C sort -z > \"$t/{DELTA_LIST}\") \
          && tar -I 'gzip -1' -cf - --no-recursion -C \"$t\" ./{DELTA_LIST} -C {n} --null -T \"$t/list\""
     ))
 }
@@ -256,10 +269,16 @@ mod tests {
             (format!("{sp}/added.py"), "added"),
         ];
         let v2: Vec<(&str, &str)> = v2.iter().map(|(f, c)| (f.as_str(), *c)).collect();
-        // The builder (a) has 1.0 and built 2.0; the host (b) has its own 1.0.
+        // The builder (a) has 1.0 and built 2.0; the host (b) has its own 1.0.  Hook
+        // markers are each host's own: never shipped, never linked.
         let base_env = release(&a, "1.0", &v1);
         let env2 = release(&a, "2.0", &v2);
         assert_eq!(release(&b, "1.0", &v1), base_env);
+        for (root, v) in [(&a, "2.0"), (&b, "1.0")] {
+            let hooks = root.join(format!("srv/apps/hello/releases/{v}/.deploy-hooks"));
+            std::fs::create_dir_all(&hooks).unwrap();
+            std::fs::write(hooks.join("migrate"), "").unwrap();
+        }
         let packed = run_at(&a, &pack_delta(&p, "2.0", "1.0").line, b"");
         assert!(packed.status.success(), "{packed:?}");
         let stderr = String::from_utf8_lossy(&packed.stderr).to_string();
@@ -319,6 +338,11 @@ mod tests {
             "a directory 2.0 lacks goes too"
         );
         assert!(!rel2.join(DELTA_LIST).exists());
+        assert!(
+            !rel2.join(".deploy-hooks").exists(),
+            "hook markers are the host's own"
+        );
+        assert!(!listed.contains(".deploy-hooks"), "{listed}");
         let ino = |v: &str, f: &str| {
             std::fs::metadata(b.join(format!("srv/apps/hello/releases/{v}/{sp}/{f}")))
                 .unwrap()
@@ -369,6 +393,8 @@ mod tests {
         let rel_a = a.join("srv/apps/hello/releases/1.0");
         std::fs::create_dir_all(rel_a.join("lib/python3.11/site-packages/m")).unwrap();
         std::fs::write(rel_a.join("lib/python3.11/site-packages/m/x.py"), "1").unwrap();
+        std::fs::create_dir_all(rel_a.join(".deploy-hooks")).unwrap();
+        std::fs::write(rel_a.join(".deploy-hooks/migrate"), "").unwrap();
         let built = builder(&a, &stamp_marker(&p, "1.0", "hello 1.0", None));
         assert!(built.status.success(), "{built:?}");
         let printed = String::from_utf8(built.stdout).unwrap();
@@ -407,6 +433,7 @@ mod tests {
             std::fs::read_to_string(&marker_b).unwrap(),
             format!("hello 1.0 env={hash}\n")
         );
+        assert!(!b.join("srv/apps/hello/releases/1.0/.deploy-hooks").exists());
         let x = b.join("srv/apps/hello/releases/1.0/lib/python3.11/site-packages/m/x.py");
         assert_eq!(std::fs::read_to_string(x).unwrap(), "1");
         // Unpacking again finds it complete.
