@@ -197,6 +197,7 @@ mod tests {
                 health: None,
                 unreachable: None,
                 wheel_sha256: None,
+                env_sha256: None,
             }),
             disagrees: true,
             ..HostRelease::default()

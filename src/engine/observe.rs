@@ -87,6 +87,9 @@ pub struct HostView {
     /// (checked by the installer against the ledger's at install); None: unknown (a
     /// release installed before pins, or nothing live).
     pub wheel_sha256: Option<String>,
+    /// The live release's environment hash, as its marker records it (`share.rs`);
+    /// None: unknown (built before hosts kept it, or nothing live).
+    pub env_sha256: Option<String>,
 }
 
 impl HostView {
@@ -266,6 +269,10 @@ pub(crate) async fn ask(
             .version
             .as_deref()
             .and_then(|v| cmd::release_wheel(wheels, v)),
+        env_sha256: live
+            .version
+            .as_deref()
+            .and_then(|v| cmd::release_env(wheels, v)),
     })
 }
 

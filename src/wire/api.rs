@@ -132,6 +132,10 @@ pub struct ObservedHost {
     /// hosts kept it, or nothing live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wheel_sha256: Option<String>,
+    /// The live release's environment hash, from its marker (`env=`): equal on every
+    /// host that runs the same build; absent: unknown (built before hosts kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_sha256: Option<String>,
 }
 
 /// How the live slot answered its health check (`status --live`).

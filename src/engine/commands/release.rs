@@ -289,6 +289,14 @@ pub fn release_wheel(listing: &str, version: &str) -> Option<String> {
         .and_then(marker_sha256)
 }
 
+/// The environment hash [`release_wheels`]' answer records for `version`'s release.
+pub fn release_env(listing: &str, version: &str) -> Option<String> {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(version))
+        .and_then(super::env_ship::marker_env)
+}
+
 /// The SHA-256 a release's marker line records (`sha256=<hex>`), if any.
 pub fn marker_sha256(line: &str) -> Option<String> {
     line.split_whitespace()

@@ -143,6 +143,19 @@ fn a_pin_is_a_sha256_in_hex_and_markers_say_theirs() {
         "a release from before pins"
     );
     assert_eq!(marker_sha256("hello-app 1.0.0 sha256=nothex"), None);
+    // The listing's line of a release gives its wheel's and its environment's hashes.
+    let env = "e5".repeat(32);
+    let listing = format!(
+        "0.9 hello-app 0.9\n1.0.0 hello-app 1.0.0 sha256={} env={env}\n",
+        "cd".repeat(32)
+    );
+    assert_eq!(release_wheel(&listing, "1.0.0"), Some("cd".repeat(32)));
+    assert_eq!(release_env(&listing, "1.0.0"), Some(env));
+    assert_eq!(
+        release_env(&listing, "0.9"),
+        None,
+        "built before hosts kept it"
+    );
 }
 
 #[test]

@@ -39,6 +39,7 @@ pub fn observed_host(view: &std::result::Result<HostView, BackendError>) -> Obse
             }),
             unreachable: None,
             wheel_sha256: v.wheel_sha256.clone(),
+            env_sha256: v.env_sha256.clone(),
         },
         Err(e) => ObservedHost {
             unreachable: Some(e.to_string()),
@@ -211,8 +212,32 @@ impl JobService {
     }
 }
 
+/// The flag of a host whose live release's environment differs from another host's
+/// of the same release in the environment (the build of one host was not the others'):
+/// names the first host that differs.  None when all agree or either is unknown.
+pub fn env_differs(
+    host: &str,
+    seen: &ObservedHost,
+    others: &[(String, ObservedHost)],
+) -> Option<String> {
+    let version = seen.version.as_ref()?;
+    let mine = seen.env_sha256.as_ref()?;
+    let (other, theirs) = others.iter().find_map(|(name, o)| {
+        let theirs = o.env_sha256.as_ref()?;
+        (name != host && o.version.as_ref() == Some(version) && theirs != mine)
+            .then_some((name, theirs))
+    })?;
+    Some(format!(
+        "the environment of {version} here (sha256 {mine}) differs from {other}'s (sha256 {theirs}): not the same build"
+    ))
+}
+
 /// Puts each host's answer on its row, with its flags.
 fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed], ledger: &Ledger) {
+    let all: Vec<(String, ObservedHost)> = seen
+        .iter()
+        .map(|o| (o.host.clone(), observed_host(&o.view)))
+        .collect();
     for o in seen {
         if let Some(r) = rows.iter_mut().find(|r| r.env == env && r.host == o.host) {
             let host = observed_host(&o.view);
@@ -225,6 +250,7 @@ fn mark(rows: &mut [HostRelease], env: &str, seen: &[Observed], ledger: &Ledger)
                 r.flags.extend(v.problems());
             }
             r.flags.extend(wheel_differs(&host, ledger));
+            r.flags.extend(env_differs(&o.host, &host, &all));
             r.observed = Some(host);
         }
     }
@@ -263,6 +289,7 @@ mod tests {
             health: None,
             releases: vec![],
             wheel_sha256: None,
+            env_sha256: None,
         })
     }
 
@@ -341,6 +368,54 @@ mod tests {
         // Nothing recorded for the release in the ledger: nothing to compare with.
         mark(&mut rows, "production", &one(&v), &Ledger::new());
         assert!(rows[0].flags.is_empty(), "{:?}", rows[0]);
+    }
+
+    #[test]
+    fn hosts_of_one_release_whose_environments_differ_are_flagged_and_unknown_ones_are_not() {
+        let row = |host: &str| HostRelease {
+            host: host.into(),
+            ..recorded("2.0", Some("blue"))
+        };
+        let mut rows = vec![row("web1"), row("web2"), row("web3")];
+        let with = |host: &str, env: Option<String>| {
+            let mut v = view(Some("2.0"), Some("blue")).unwrap();
+            v.env_sha256 = env;
+            Observed {
+                host: host.into(),
+                view: Ok(v),
+            }
+        };
+        let (a, b) = ("aa".repeat(32), "bb".repeat(32));
+        let seen = [
+            with("web1", Some(a.clone())),
+            with("web2", Some(a.clone())),
+            with("web3", None),
+        ];
+        mark(&mut rows, "production", &seen, &Ledger::new());
+        assert!(rows.iter().all(|r| r.flags.is_empty()), "{rows:?}");
+        assert_eq!(
+            rows[0].observed.as_ref().unwrap().env_sha256,
+            Some(a.clone())
+        );
+        let seen = [
+            with("web1", Some(a.clone())),
+            with("web2", Some(b.clone())),
+            with("web3", None),
+        ];
+        mark(&mut rows, "production", &seen, &Ledger::new());
+        assert_eq!(
+            rows[0].flags,
+            [format!(
+                "the environment of 2.0 here (sha256 {a}) differs from web2's (sha256 {b}): not the same build"
+            )]
+        );
+        assert_eq!(
+            rows[1].flags,
+            [format!(
+                "the environment of 2.0 here (sha256 {b}) differs from web1's (sha256 {a}): not the same build"
+            )]
+        );
+        assert!(rows[2].flags.is_empty(), "unknown: not flagged");
     }
 
     #[test]
