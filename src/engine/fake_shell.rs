@@ -316,7 +316,7 @@ impl State {
     /// A complete release "packed": a line the fake's unpack reads back; the marker
     /// on stderr, as the real command prints it.
     fn pack(&mut self, v: &str) -> Result<Output, BackendError> {
-        if !self.releases.get(v).is_some_and(|r| r.1 == Rel::Complete) {
+        if self.releases.get(v).is_none_or(|r| r.1 != Rel::Complete) {
             return Ok(Output {
                 status: 2,
                 stdout: String::new(),

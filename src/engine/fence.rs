@@ -134,6 +134,30 @@ struct FencedTransport {
     fence: Fence,
 }
 
+impl FencedTransport {
+    /// `cmd` behind the guard, once the job's lease is known to be held.
+    async fn fenced(&self, cmd: &RemoteCmd) -> Result<RemoteCmd, BackendError> {
+        self.fence.gate.held().await.map_err(lost)?;
+        let f = &self.fence;
+        Ok(RemoteCmd {
+            line: guard(&f.app, &f.env, f.epoch, &cmd.line),
+            stdin: cmd.stdin.clone(),
+        })
+    }
+}
+
+/// The guard's refusal (a newer job's epoch on the host), as a permanent error.
+fn refused(status: u32, stderr: &str) -> Result<(), BackendError> {
+    if status == REFUSED && stderr.contains("deploy: refused") {
+        let why = stderr.lines().find(|l| l.contains("deploy: refused"));
+        return Err(BackendError::permanent(
+            why.unwrap_or("deploy: refused")
+                .trim_start_matches("deploy: "),
+        ));
+    }
+    Ok(())
+}
+
 impl Transport for FencedTransport {
     fn exec<'a>(
         &'a self,
@@ -142,20 +166,9 @@ impl Transport for FencedTransport {
         on_line: OnLine<'a>,
     ) -> BoxFuture<'a, Result<Output, BackendError>> {
         Box::pin(async move {
-            self.fence.gate.held().await.map_err(lost)?;
-            let f = &self.fence;
-            let fenced = RemoteCmd {
-                line: guard(&f.app, &f.env, f.epoch, &cmd.line),
-                stdin: cmd.stdin.clone(),
-            };
+            let fenced = self.fenced(cmd).await?;
             let out = self.conn.exec(&fenced, timeout, on_line).await?;
-            if out.status == REFUSED && out.stderr.contains("deploy: refused") {
-                let why = out.stderr.lines().find(|l| l.contains("deploy: refused"));
-                return Err(BackendError::permanent(
-                    why.unwrap_or("deploy: refused")
-                        .trim_start_matches("deploy: "),
-                ));
-            }
+            refused(out.status, &out.stderr)?;
             Ok(out)
         })
     }
@@ -166,20 +179,9 @@ impl Transport for FencedTransport {
         limit: usize,
     ) -> BoxFuture<'a, Result<Download, BackendError>> {
         Box::pin(async move {
-            self.fence.gate.held().await.map_err(lost)?;
-            let f = &self.fence;
-            let fenced = RemoteCmd {
-                line: guard(&f.app, &f.env, f.epoch, &cmd.line),
-                stdin: cmd.stdin.clone(),
-            };
+            let fenced = self.fenced(cmd).await?;
             let out = self.conn.download(&fenced, timeout, limit).await?;
-            if out.status == REFUSED && out.stderr.contains("deploy: refused") {
-                let why = out.stderr.lines().find(|l| l.contains("deploy: refused"));
-                return Err(BackendError::permanent(
-                    why.unwrap_or("deploy: refused")
-                        .trim_start_matches("deploy: "),
-                ));
-            }
+            refused(out.status, &out.stderr)?;
             Ok(out)
         })
     }

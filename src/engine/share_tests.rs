@@ -36,18 +36,7 @@ fn packs(b: &Bed, host: &str) -> usize {
 
 /// The `venv` step's reason on `host`.
 fn venv_reason(events: &[Event], host: &str) -> String {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::StepFinished {
-                host: h,
-                step,
-                reason,
-                ..
-            } if h == host && step == "venv" => Some(reason.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
+    super::testbed::step_reason(events, host, "venv").unwrap_or_default()
 }
 
 fn output(events: &[Event], host: &str) -> Vec<String> {

@@ -361,28 +361,11 @@ impl Connection {
         timeout: Duration,
         on_line: &mut (dyn FnMut(Stream, &str) + Send),
     ) -> Result<Output, SshError> {
-        let _permit = self
-            .channels
-            .acquire()
-            .await
-            .map_err(|e| SshError::Protocol(e.to_string()))?;
-        let mut ch = self
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.lost(e.to_string()))?;
-        self.opened
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (_permit, mut ch) = self.open_channel().await?;
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, drive(&mut ch, cmd, on_line)).await;
         let _ = ch.close().await;
-        match result {
-            Err(_) => Err(SshError::CommandTimeout {
-                secs: started.elapsed().as_secs(),
-            }),
-            Ok(Err(SshError::Lost(e))) => Err(self.lost(e)),
-            Ok(r) => r,
-        }
+        self.settle(result, started)
     }
 
     /// Runs one command and keeps its stdout as bytes, up to `limit` (an archive the
@@ -393,21 +376,45 @@ impl Connection {
         timeout: Duration,
         limit: usize,
     ) -> Result<Download, SshError> {
-        let _permit = self
+        let (_permit, mut ch) = self.open_channel().await?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, drive_bytes(&mut ch, cmd, limit)).await;
+        let _ = ch.close().await;
+        self.settle(result, started)
+    }
+
+    /// A channel for one command, once one of the [`MAX_CHANNELS`] is free (the permit
+    /// holds it).
+    async fn open_channel(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::SemaphorePermit<'_>,
+            russh::Channel<client::Msg>,
+        ),
+        SshError,
+    > {
+        let permit = self
             .channels
             .acquire()
             .await
             .map_err(|e| SshError::Protocol(e.to_string()))?;
-        let mut ch = self
+        let ch = self
             .handle
             .channel_open_session()
             .await
             .map_err(|e| self.lost(e.to_string()))?;
         self.opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let started = Instant::now();
-        let result = tokio::time::timeout(timeout, drive_bytes(&mut ch, cmd, limit)).await;
-        let _ = ch.close().await;
+        Ok((permit, ch))
+    }
+
+    /// A command's end: its timeout, a lost connection (marked as such), or its result.
+    fn settle<T>(
+        &self,
+        result: Result<Result<T, SshError>, tokio::time::error::Elapsed>,
+        started: Instant,
+    ) -> Result<T, SshError> {
         match result {
             Err(_) => Err(SshError::CommandTimeout {
                 secs: started.elapsed().as_secs(),

@@ -110,3 +110,16 @@ impl Bed {
         std::mem::take(&mut *self.fleet.connects.lock().unwrap())
     }
 }
+
+/// The reason `step` finished with on `host` in a job's events, if it ran there.
+pub fn step_reason(events: &[Event], host: &str, step: &str) -> Option<String> {
+    events.iter().find_map(|e| match &e.kind {
+        deploy_wire::EventKind::StepFinished {
+            host: h,
+            step: s,
+            reason,
+            ..
+        } if h == host && s == step => Some(reason.clone()),
+        _ => None,
+    })
+}

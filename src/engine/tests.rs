@@ -544,18 +544,7 @@ async fn a_host_failing_after_its_switch_is_rolled_back_and_says_where_it_ended(
 
 /// The `prune` report of `host` in a job's events.
 fn prune_reason(events: &[Event], host: &str) -> String {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::StepFinished {
-                host: h,
-                step,
-                reason,
-                ..
-            } if h == host && step == "prune" => Some(reason.clone()),
-            _ => None,
-        })
-        .unwrap()
+    super::testbed::step_reason(events, host, "prune").unwrap()
 }
 
 #[tokio::test]
