@@ -6,7 +6,7 @@ use deploy_wire::{Event, EventKind, Stream};
 use super::exec::Outcome;
 use super::host::HostRun;
 use super::ops::Report;
-use super::share::{Bundle, Delta, MAX_BUNDLE, Turn};
+use super::share::{Bundle, Delta, MAX_BUNDLE, Turn, size};
 use super::steps::scrub;
 use crate::commands::{self as cmd, env_ship};
 
@@ -51,18 +51,14 @@ impl HostRun<'_> {
             Ok(mut b) => {
                 b.delta = self.pack_changes().await;
                 let changes = match &b.delta {
-                    Some(d) => format!(
-                        "; {:.1} MB as changes over {}",
-                        d.archive.len() as f64 / 1e6,
-                        d.base
-                    ),
+                    Some(d) => format!("; {} as changes over {}", size(d.archive.len()), d.base),
                     None => String::new(),
                 };
                 self.say(
                     Stream::Stdout,
                     format!(
-                        "packed the environment ({:.1} MB{changes}; env sha256 {}) for the job's other hosts",
-                        b.archive.len() as f64 / 1e6,
+                        "packed the environment ({}{changes}; env sha256 {}) for the job's other hosts",
+                        size(b.archive.len()),
                         b.env_sha256
                     ),
                 );
@@ -159,9 +155,9 @@ impl HostRun<'_> {
             if out.ok() {
                 self.state.env_sha256 = Some(b.env_sha256.clone());
                 return Ok(Some(Outcome::End(Report::changed(format!(
-                    "unpacked the environment {} built, as {:.1} MB of changes over release {} (its unchanged files linked; {tail}",
+                    "unpacked the environment {} built, as {} of changes over release {} (its unchanged files linked; {tail}",
                     b.by,
-                    d.archive.len() as f64 / 1e6,
+                    size(d.archive.len()),
                     d.base
                 )))));
             }
@@ -188,9 +184,9 @@ impl HostRun<'_> {
         }
         self.state.env_sha256 = Some(b.env_sha256.clone());
         Ok(Some(Outcome::End(Report::changed(format!(
-            "unpacked the environment {} built ({:.1} MB{whole_because}; {tail}",
+            "unpacked the environment {} built ({}{whole_because}; {tail}",
             b.by,
-            b.archive.len() as f64 / 1e6,
+            size(b.archive.len()),
         )))))
     }
 

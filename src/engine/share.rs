@@ -40,6 +40,16 @@ use tokio::sync::watch;
 /// The largest archive kept for shipping (compressed).
 pub const MAX_BUNDLE: usize = 512 << 20;
 
+/// An archive's size as the job's lines say it: `840 kB` below a megabyte (at least
+/// `1 kB`), else `12.3 MB`.
+pub fn size(bytes: usize) -> String {
+    if bytes < 1_000_000 {
+        format!("{} kB", bytes.div_ceil(1000).max(1))
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
 /// What makes two hosts' builds of one release interchangeable: one line, read on the
 /// host by [`crate::commands::release_state`] (`<arch> <libc> <python path> <sha256>`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -207,6 +217,14 @@ mod tests {
             env_sha256: "ab".repeat(32),
             delta: None,
         }
+    }
+
+    #[test]
+    fn sizes_read_as_kilobytes_below_a_megabyte() {
+        assert_eq!(size(0), "1 kB");
+        assert_eq!(size(1_001), "2 kB");
+        assert_eq!(size(999_999), "1000 kB");
+        assert_eq!(size(12_345_678), "12.3 MB");
     }
 
     #[tokio::test]

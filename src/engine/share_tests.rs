@@ -187,7 +187,7 @@ async fn an_upgrade_ships_only_the_changes_to_hosts_that_have_the_previous_relea
     let why = venv_reason(&events, "web2");
     assert!(
         why.starts_with("unpacked the environment web1 built, as ")
-            && why.contains("MB of changes over release 1.0.0 (its unchanged files linked;"),
+            && why.contains(" kB of changes over release 1.0.0 (its unchanged files linked;"),
         "{why}"
     );
     let why = venv_reason(&events, "web3");
@@ -198,4 +198,26 @@ async fn an_upgrade_ships_only_the_changes_to_hosts_that_have_the_previous_relea
     for h in &r.hosts {
         assert_eq!(h.env_sha256, Some(fake_env("1.1.0")), "{}", h.host);
     }
+}
+
+#[tokio::test]
+async fn a_builder_whose_connection_is_lost_after_its_install_sends_the_others_to_build_their_own()
+{
+    // web1's network goes once it has installed, before its build is packed: the hosts
+    // waiting for it build their own, saying why, and web1 fails.
+    let b = bed("{max_failed: 3}");
+    b.fleet.server("web1").state().die_after = Some("read -r PIP_INDEX_URL".into());
+    let (r, events) = b.run(spec("1.0.0")).await;
+    let by_host = |h: &str| r.hosts.iter().find(|x| x.host == h).unwrap().clone();
+    assert!(by_host("web1").status.is_failure(), "{:?}", by_host("web1"));
+    for h in ["web2", "web3"] {
+        assert_eq!(by_host(h).status, HostStatus::Changed, "{:?}", by_host(h));
+        assert_eq!(b.serving(h).as_deref(), Some("1.0.0"));
+        let why = venv_reason(&events, h);
+        assert!(
+            why.contains("packing web1's build failed: the connection was lost: built here"),
+            "{h}: {why}"
+        );
+    }
+    assert!(unpacked_on(&b).is_empty());
 }

@@ -519,23 +519,20 @@ fn no_status() -> SshError {
     SshError::Lost("the channel closed without an exit status".into())
 }
 
-async fn drive_bytes(
+/// Runs `cmd` on the channel and hands each piece of its output to `data` with its
+/// stream, until the channel closes; returns the exit status (None: the channel closed
+/// without one, which the caller reports once it has kept what was printed).
+async fn pump(
     ch: &mut russh::Channel<client::Msg>,
     cmd: &RemoteCmd,
-    limit: usize,
-) -> Result<Download, SshError> {
+    data: &mut (dyn FnMut(Stream, &[u8]) + Send),
+) -> Result<Option<u32>, SshError> {
     start(ch, cmd).await?;
-    let mut out = Vec::new();
-    let mut over_limit = false;
-    let mut err = LineBuf::new(Stream::Stderr);
     let mut status = None;
     while let Some(msg) = ch.wait().await {
         match msg {
-            ChannelMsg::Data { data } if out.len() + data.len() <= limit => {
-                out.extend_from_slice(&data)
-            }
-            ChannelMsg::Data { .. } => over_limit = true,
-            ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, &mut |_, _| {}),
+            ChannelMsg::Data { data: d } => data(Stream::Stdout, &d),
+            ChannelMsg::ExtendedData { data: d, ext: 1 } => data(Stream::Stderr, &d),
             ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => {
                 return Err(SshError::Lost(format!(
@@ -546,6 +543,24 @@ async fn drive_bytes(
             _ => {}
         }
     }
+    Ok(status)
+}
+
+/// Stdout kept as bytes (up to `limit`), stderr as text.
+async fn drive_bytes(
+    ch: &mut russh::Channel<client::Msg>,
+    cmd: &RemoteCmd,
+    limit: usize,
+) -> Result<Download, SshError> {
+    let mut out = Vec::new();
+    let mut over_limit = false;
+    let mut err = LineBuf::new(Stream::Stderr);
+    let status = pump(ch, cmd, &mut |stream, d: &[u8]| match stream {
+        Stream::Stdout if out.len() + d.len() <= limit => out.extend_from_slice(d),
+        Stream::Stdout => over_limit = true,
+        Stream::Stderr => err.push(d, &mut |_, _| {}),
+    })
+    .await?;
     let stderr = err.finish(&mut |_, _| {});
     Ok(Download {
         status: status.ok_or_else(no_status)?,
@@ -555,37 +570,24 @@ async fn drive_bytes(
     })
 }
 
+/// Both streams as (bounded) text, each complete line handed to `on_line`.
 async fn drive(
     ch: &mut russh::Channel<client::Msg>,
     cmd: &RemoteCmd,
     on_line: &mut (dyn FnMut(Stream, &str) + Send),
 ) -> Result<Output, SshError> {
-    start(ch, cmd).await?;
     let (mut out, mut err) = (LineBuf::new(Stream::Stdout), LineBuf::new(Stream::Stderr));
-    let mut status = None;
-    while let Some(msg) = ch.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => out.push(&data, on_line),
-            ChannelMsg::ExtendedData { data, ext: 1 } => err.push(&data, on_line),
-            ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-            ChannelMsg::ExitSignal { signal_name, .. } => {
-                return Err(SshError::Lost(format!(
-                    "command killed by signal {signal_name:?}"
-                )));
-            }
-            ChannelMsg::Close => break,
-            _ => {}
-        }
-    }
+    let status = pump(ch, cmd, &mut |stream, d: &[u8]| match stream {
+        Stream::Stdout => out.push(d, on_line),
+        Stream::Stderr => err.push(d, on_line),
+    })
+    .await?;
     let (stdout, stderr) = (out.finish(on_line), err.finish(on_line));
-    match status {
-        Some(status) => Ok(Output {
-            status,
-            stdout,
-            stderr,
-        }),
-        None => Err(no_status()),
-    }
+    Ok(Output {
+        status: status.ok_or_else(no_status)?,
+        stdout,
+        stderr,
+    })
 }
 
 #[cfg(test)]

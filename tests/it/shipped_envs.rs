@@ -28,6 +28,37 @@ fn marker(container: &str, version: &str) -> String {
     )
 }
 
+/// The hosts among `hosts` whose installer ran in `d`.
+fn installers<'h>(d: &Deployed, hosts: &[&'h str]) -> Vec<&'h str> {
+    hosts
+        .iter()
+        .copied()
+        .filter(|h| d.step(h, "install").1.starts_with("installed "))
+        .collect()
+}
+
+/// Every server has `reference` as `version`'s site-packages, reported `env` as its
+/// hash, has it in its marker, and serves `version`.
+fn assert_one_build(tb: &Testbed, d: &Deployed, version: &str, reference: &str, env: &str) {
+    for s in &tb.servers {
+        assert_eq!(
+            site_packages(&s.container, version),
+            reference,
+            "{}'s site-packages of {version} differ",
+            s.name
+        );
+        let reported = d.host(&s.name).env_sha256.clone();
+        assert_eq!(reported.as_deref(), Some(env), "{}", s.name);
+        let m = marker(&s.container, version);
+        assert!(
+            m.trim_end().ends_with(&format!("env={env}")),
+            "{}: {m}",
+            s.name
+        );
+        assert_eq!(served_version(s), version, "{}", s.name);
+    }
+}
+
 #[test]
 fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_install_and_upgrades_link_what_did_not_change()
  {
@@ -56,10 +87,7 @@ fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_
     let d = tb.deploy("1.0.0", false);
     assert_eq!(d.result.status, JobStatus::Succeeded, "{:#?}", d.result);
     assert_eq!(d.step("web1", "venv").1, "release 1.0.0 is complete");
-    let installed: Vec<&str> = ["web2", "web3"]
-        .into_iter()
-        .filter(|h| d.step(h, "install").1.starts_with("installed "))
-        .collect();
+    let installed = installers(&d, &["web2", "web3"]);
     assert_eq!(installed.len(), 1, "one installer run: {installed:?}");
     let builder = installed[0];
     let receiver = if builder == "web2" { "web3" } else { "web2" };
@@ -80,23 +108,7 @@ fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_
     // 3. The same files everywhere, and the hash each host reports is its marker's.
     let reference = site_packages(&web1, "1.0.0");
     assert!(reference.contains("hello_app"), "{reference}");
-    for s in &tb.servers {
-        assert_eq!(
-            site_packages(&s.container, "1.0.0"),
-            reference,
-            "{}'s site-packages differ from web1's per-host install",
-            s.name
-        );
-        let reported = d.host(&s.name).env_sha256.clone();
-        assert_eq!(reported.as_deref(), Some(per_host.as_str()), "{}", s.name);
-        let m = marker(&s.container, "1.0.0");
-        assert!(
-            m.trim_end().ends_with(&format!("env={per_host}")),
-            "{}: {m}",
-            s.name
-        );
-        assert_eq!(served_version(s), "1.0.0", "{}", s.name);
-    }
+    assert_one_build(&tb, &d, "1.0.0", &reference, &per_host);
     // The unpacked server runs the app from its own copy: its processes were started
     // from it and answer.
     let rc = tb.server(receiver);
@@ -107,27 +119,12 @@ fn one_server_installs_the_others_unpack_its_build_byte_identical_to_a_per_host_
     //    (same hash) and the files that changed: unchanged files are hard links.
     let d = tb.deploy("1.1.0", false);
     assert_eq!(d.result.status, JobStatus::Succeeded, "{:#?}", d.result);
-    let builders: Vec<&str> = ["web1", "web2", "web3"]
-        .into_iter()
-        .filter(|h| d.step(h, "install").1.starts_with("installed "))
-        .collect();
+    let builders = installers(&d, &["web1", "web2", "web3"]);
     assert_eq!(builders.len(), 1, "one installer run: {builders:?}");
     let reference = site_packages(&tb.server(builders[0]).container, "1.1.0");
     let env = d.host(builders[0]).env_sha256.clone().unwrap();
+    assert_one_build(&tb, &d, "1.1.0", &reference, &env);
     for s in &tb.servers {
-        assert_eq!(
-            site_packages(&s.container, "1.1.0"),
-            reference,
-            "{}",
-            s.name
-        );
-        assert_eq!(
-            d.host(&s.name).env_sha256.as_ref(),
-            Some(&env),
-            "{}",
-            s.name
-        );
-        assert_eq!(served_version(s), "1.1.0", "{}", s.name);
         if s.name == builders[0] {
             continue;
         }

@@ -95,16 +95,13 @@ fn shares(v: &View, f: &Facts) -> bool {
 }
 
 /// Unpacks the build another host made (its hash checked on this host), in place of
-/// an installer run; a failure leaves nothing behind.
+/// an installer run; a failure leaves nothing behind.  The operation ends the step with
+/// its own report, which says how (the changes over a release the host has, or the
+/// whole release, and why); this one stands only for the decision.
 fn unpack(v: &View, b: &Bundle) -> Decision {
-    let short = &b.env_sha256[..12.min(b.env_sha256.len())];
     Decision::act(
         vec![Op::UnpackEnv.or_else(super::install::remove_unfinished(v))],
-        Report::changed(format!(
-            "unpacked the environment {} built ({:.1} MB; env sha256 {short}… verified here): no installer ran on this host",
-            b.by,
-            b.archive.len() as f64 / 1e6
-        )),
+        Report::changed(format!("unpacked the environment {} built", b.by)),
     )
 }
 
