@@ -129,6 +129,17 @@ enum Cmd {
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
     },
+    /// Run a site's runner: no API; it runs the hosts of its site (the inventory's
+    /// `site`) that jobs of other gateway processes hand over through the shared
+    /// PostgreSQL database (runs until SIGINT/SIGTERM).
+    Runner {
+        /// [default: ./gateway.toml if there is one, else /etc/deploy-gateway/gateway.toml]
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The site this runner reaches (default: the config's `site`).
+        #[arg(long)]
+        site: Option<String>,
+    },
     /// Check the config, the inventory, playbooks, templates (rendered for every
     /// application and environment), the SSH key and the pinned host keys, starting
     /// nothing and opening no database.  Exit codes: 0 ok, 2 problems (each printed as
@@ -180,7 +191,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The gateway logs its requests and jobs; the admin commands only what goes wrong.
     let level = match cli.cmd {
-        Cmd::Serve { .. } => tracing::Level::INFO,
+        Cmd::Serve { .. } | Cmd::Runner { .. } => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     };
     tracing_subscriber::fmt()
@@ -222,6 +233,24 @@ async fn dispatch(cli: Cli) -> Outcome {
             let cfg =
                 GatewayConfig::load(&GatewayConfig::path_or_default(config)).map_err(usage)?;
             deploy::gateway::serve(cfg)
+                .await
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            Ok(0)
+        }
+        Cmd::Runner { config, site } => {
+            let mut cfg =
+                GatewayConfig::load(&GatewayConfig::path_or_default(config)).map_err(usage)?;
+            if let Some(site) = site {
+                deploy_wire::names::check_ident("site", &site)
+                    .map_err(|e| usage(format!("--site: {e}")))?;
+                cfg.site = Some(site);
+            }
+            if cfg.site.is_none() {
+                return Err(usage(
+                    "a runner needs a site: `--site NAME` or `site = \"NAME\"` in its config",
+                ));
+            }
+            deploy::gateway::run_runner(cfg)
                 .await
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
             Ok(0)
@@ -393,6 +422,8 @@ fn apply_settings(f: &ApplyArgs) -> Result<(Settings, Database), (u8, String)> {
             .as_ref()
             .map_or(DEFAULT_LEASE, |c| Duration::from_secs(c.lease_secs)),
         owner: jobs::one_off_owner(),
+        site: cfg.as_ref().and_then(|c| c.site.clone()),
+        site_wait: Duration::from_secs(cfg.as_ref().map_or(120, |c| c.site_wait_secs)),
         artifacts: match &cfg {
             Some(c) => Artifacts::Gateway(c.clone()),
             None => Artifacts::Inventory,

@@ -24,6 +24,7 @@
 
 // What a host deploy is made of (see ARCHITECTURE.md's codemap).
 pub mod commands;
+pub mod elsewhere;
 pub mod error;
 pub mod index;
 pub mod inventory;
@@ -140,6 +141,8 @@ pub struct EngineConfig {
     /// The job's fence (its epoch on the hosts, and the lease it must hold before each
     /// command); None for work that belongs to no job (`observe`, tests).
     pub fence: Option<fence::Fence>,
+    /// Who runs the hosts of other sites (`elsewhere.rs`); None: every host runs here.
+    pub elsewhere: Option<Arc<dyn elsewhere::Elsewhere>>,
 }
 
 /// A pinned uv executable (static Linux x86_64), shipped once per server and kept there

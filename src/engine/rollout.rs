@@ -12,6 +12,7 @@ use deploy_wire::{Event, EventKind, HostStatus, JobStatus, StepStatus};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::elsewhere::is_elsewhere;
 use super::host::run_host;
 use super::phases::{JobPhase, PhaseCtx, Place, When};
 use super::plan::{self, Plan};
@@ -177,7 +178,8 @@ async fn run_batches(r: &Run, prefetch: &Arc<Prefetch>) -> Vec<HostResult> {
         // the host that will take its place (run_batch).
         if let Some(next) = batches.get(bi + 1) {
             let wave = next.iter().take(plan.env.parallel.max(1));
-            prefetch.warm(wave.map(|&i| &plan.hosts[i].0));
+            let here = wave.map(|&i| &plan.hosts[i].0);
+            prefetch.warm(here.filter(|h| !is_elsewhere(&r.cfg, h)));
         }
         let results = run_batch(r, batch, prefetch).await;
         failed_so_far += results
@@ -226,11 +228,17 @@ async fn run_batch(r: &Run, batch: &[usize], prefetch: &Arc<Prefetch>) -> Vec<Ho
         let follower = batch.get(k + parallel).copied();
         let work = async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            if let Some(f) = follower {
-                prefetch.warm([&r.plan.hosts[f].0]);
+            if let Some(f) = follower.map(|f| &r.plan.hosts[f].0)
+                && !is_elsewhere(&r.cfg, f)
+            {
+                prefetch.warm([f]);
             }
             let (plan, conn) = (&r.plan, r.connector.as_ref());
-            run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel, &r.share).await
+            let host = &plan.hosts[i].0;
+            match r.cfg.elsewhere.as_ref().filter(|e| e.elsewhere(host)) {
+                Some(other) => other.run(host, None, &r.cancel).await,
+                None => run_host(plan, i, &r.cfg, conn, r.sink.clone(), &r.cancel, &r.share).await,
+            }
         };
         tasks.spawn(work.instrument(span));
     }
@@ -279,13 +287,17 @@ async fn roll_back_upgraded(r: &Run, hosts: &mut [HostResult], why: &str) {
             line: format!("{why}: rolling {name} back to {prev}"),
         }));
         let started = Instant::now();
-        let res = match plan::for_rollback(plan, &r.cfg, &prev) {
-            Ok(back) => {
+        let host = &plan.hosts[i].0;
+        let other = r.cfg.elsewhere.as_ref().filter(|e| e.elsewhere(host));
+        let res = match (plan::for_rollback(plan, &r.cfg, &prev), other) {
+            // Another site's host: its runner plans the same rollback there.
+            (Ok(_), Some(other)) => other.run(host, Some(&prev), &CancelFlag::default()).await,
+            (Ok(back), None) => {
                 let (conn, sink) = (r.connector.as_ref(), r.sink.clone());
                 let none = EnvShare::default(); // a rollback builds nothing
                 run_host(&back, i, &r.cfg, conn, sink, &CancelFlag::default(), &none).await
             }
-            Err(e) => {
+            (Err(e), _) => {
                 tracing::error!(host = %name, "cannot plan the rollback: {e}");
                 continue;
             }
@@ -352,6 +364,13 @@ async fn run_phase(r: &Run, phase: &dyn JobPhase) -> super::ops::Report {
                 .await
         }
         (Place::FirstHost, None) => super::ops::Report::failed("the environment has no host"),
+        (Place::FirstHost, Some(h)) if is_elsewhere(&r.cfg, h) => {
+            super::ops::Report::failed(format!(
+                "{}: its site ({}) is not this process's: a job phase runs on the first host only when that host runs here",
+                h.name,
+                h.site.as_deref().unwrap_or("none")
+            ))
+        }
         (Place::FirstHost, Some(h)) => match r.connector.connect(h).await {
             Err(e) => super::ops::Report::failed(format!("{}: {e}", h.name)),
             Ok(conn) => {

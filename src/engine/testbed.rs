@@ -57,6 +57,7 @@ pub fn bed_with(rollout: &str, app_fields: &str) -> Bed {
         command_timeout: std::time::Duration::from_secs(5),
         uv: None,
         fence: None,
+        elsewhere: None,
     };
     Bed {
         _dir: dir,

@@ -34,6 +34,13 @@ pub struct GatewayConfig {
     /// This gateway among those sharing a database: its leases' owner, the same across
     /// restarts (so a restart frees its own jobs at once); default `HOST:CONFIG-PATH`.
     pub gateway_id: String,
+    /// The network segment this process reaches (`site = "eu"`): it runs the hosts of
+    /// that site (the inventory's `site`) and hands every other host to its site's
+    /// runners; None: it runs the hosts with no site (`gateway::sites`).
+    pub site: Option<String>,
+    /// How long a host handed to another site waits for a runner of that site to take
+    /// it before the host fails (`site_wait_secs`, 120 by default).
+    pub site_wait_secs: u64,
     pub inventory: PathBuf,
     pub known_hosts: PathBuf,
     pub ssh_key: PathBuf,
@@ -143,6 +150,10 @@ struct Raw {
     build_queue_timeout_secs: u64,
     #[serde(default)]
     gateway_id: Option<String>,
+    #[serde(default)]
+    site: Option<String>,
+    #[serde(default = "default_site_wait_secs")]
+    site_wait_secs: u64,
     inventory: PathBuf,
     known_hosts: PathBuf,
     ssh_key: PathBuf,
@@ -193,6 +204,10 @@ impl Default for Retention {
 
 fn default_build_queue_timeout_secs() -> u64 {
     30 * 60
+}
+
+fn default_site_wait_secs() -> u64 {
+    120
 }
 
 fn default_lease_secs() -> u64 {
@@ -352,6 +367,10 @@ impl GatewayConfig {
                 "expected at least 3 (seconds)",
             ));
         }
+        if let Some(site) = &raw.site {
+            deploy_wire::names::check_ident("site", site)
+                .map_err(|e| InputError::new(path, line_of("site"), "site", e.to_string()))?;
+        }
         // Caches live beside a SQLite file, else in `state/` beside the config.
         let state_dir = match database.file() {
             Some(f) => f.parent().unwrap_or(Path::new(".")).to_path_buf(),
@@ -381,6 +400,8 @@ impl GatewayConfig {
                 let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
                 format!("{}:{}", super::jobs::hostname(), file.display())
             }),
+            site: raw.site,
+            site_wait_secs: raw.site_wait_secs,
             inventory: abs(raw.inventory),
             known_hosts: abs(raw.known_hosts),
             ssh_key: abs(raw.ssh_key),

@@ -54,6 +54,11 @@ impl Planned {
     pub fn pin(&mut self, wheel: Option<deploy_engine::index::WheelPin>) {
         self.plan.spec.wheel = wheel;
     }
+
+    /// The plan and the engine's configuration (a site's runner runs one host of it).
+    pub fn into_parts(self) -> (Plan, EngineConfig) {
+        (self.plan, self.engine)
+    }
 }
 
 /// The work of a job: the engine's run, ending with its result.
@@ -168,6 +173,26 @@ impl Jobs {
         }
     }
 
+    /// The site whose hosts this process runs (None: hosts with no site).
+    pub fn site(&self) -> Option<&str> {
+        self.settings.site.as_deref()
+    }
+
+    /// Registers work that is no job of this process's (a part of another's) with a
+    /// cancel flag, so that lease renewals and cancel requests reach it like a job's.
+    pub fn track(&self, id: &str) -> CancelFlag {
+        let flag = CancelFlag::default();
+        self.cancels
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), flag.clone());
+        flag
+    }
+
+    pub fn untrack(&self, id: &str) {
+        self.cancels.lock().unwrap().remove(id);
+    }
+
     /// The jobs running in this process now.
     pub fn running_here(&self) -> Vec<String> {
         self.cancels.lock().unwrap().keys().cloned().collect()
@@ -208,6 +233,17 @@ impl Jobs {
     /// environment with `delivery: relay` gets a relay of its own, whose events are
     /// this job's.
     pub fn plan(&self, job: JobInfo, batch: Option<&str>) -> Result<Planned, InputError> {
+        let sink = self.events.sink(&job.id);
+        self.plan_with(job, batch, sink)
+    }
+
+    /// [`Self::plan`], the relay's events going to `sink` (a site's runner: its part's).
+    pub fn plan_with(
+        &self,
+        job: JobInfo,
+        batch: Option<&str>,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Planned, InputError> {
         let inv = self.inventory()?;
         let batch = batch
             .map(|b| {
@@ -232,7 +268,7 @@ impl Jobs {
                 source,
                 self.relay_http.clone(),
                 cache,
-                self.events.sink(&job.id),
+                sink.clone(),
             ))))
         };
         let (plan, engine) = self.settings.plan(&inv, spec, relay)?;
@@ -301,7 +337,27 @@ impl Jobs {
             mut engine,
         } = planned;
         engine.fence = Some(self.fence(&job, claim));
+        let site = self.settings.site.clone();
+        let elsewhere = plan.hosts.iter().any(|(h, _)| h.site != site);
+        let (db, wait, info, wheel) = (
+            self.db.clone(),
+            self.settings.site_wait,
+            job.clone(),
+            plan.spec.wheel.clone(),
+        );
         self.spawn_with(job, move |sink, cancel| {
+            // Hosts of other sites go to their runners (`sites`), the job staying here.
+            if elsewhere {
+                engine.elsewhere = Some(Arc::new(super::sites::SiteHosts {
+                    db,
+                    job: info,
+                    epoch: claim.epoch,
+                    wheel,
+                    site,
+                    wait,
+                    sink: sink.clone(),
+                }));
+            }
             Box::pin(engine::run_cancellable(
                 plan,
                 Arc::new(engine),

@@ -26,6 +26,7 @@ pub mod retention;
 pub mod scheduler;
 pub mod service;
 pub mod settings;
+pub mod sites;
 pub mod store;
 pub mod tokens;
 
@@ -113,6 +114,7 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
         None => recover_own(state.svc.jobs()).await?,
     }
     job_life::spawn(state.svc.jobs().clone(), true);
+    sites::runner::spawn(state.svc.jobs().clone());
     if let Some(outbox) = state.svc.jobs().outbox() {
         outbox.spawn();
     }
@@ -158,6 +160,45 @@ pub async fn serve(cfg: GatewayConfig) -> Result<(), StartError> {
     Ok(axum::serve(listener, app)
         .with_graceful_shutdown(stopping)
         .await?)
+}
+
+/// Runs a site's runner (`deploy-gateway runner`): no API, no scheduler; it claims the
+/// parts of its site that other processes' jobs hand over (`sites`), on the shared
+/// database only.  Its previous life's parts are marked lost first.  At SIGINT/SIGTERM
+/// its leases end at once, so the jobs waiting for its parts learn it within a second.
+pub async fn run_runner(cfg: GatewayConfig) -> Result<(), StartError> {
+    if cfg.database.file().is_some() {
+        return Err(StartError::Input(InputError::new(
+            &cfg.path,
+            None,
+            "database",
+            "a runner shares the front door's PostgreSQL database (`database = \"postgres://…\"`); SQLite is one gateway's own",
+        )));
+    }
+    let site = cfg.site.clone().unwrap_or_default();
+    let state = state(cfg)?;
+    let jobs = state.svc.jobs().clone();
+    recover_own(&jobs).await?;
+    let owner = jobs.owner().to_string();
+    let lost = jobs.db.call(move |s| s.lose_parts_of(&owner)).await?;
+    for id in &lost {
+        tracing::warn!("part {id} was running when this runner stopped: marked lost");
+    }
+    job_life::spawn(jobs.clone(), false);
+    sites::runner::spawn(jobs.clone());
+    tracing::info!(
+        "runner {} of site {site:?} on PostgreSQL (shared)",
+        jobs.owner()
+    );
+    shutdown().await;
+    let ended = Lease {
+        owner: jobs.owner().to_string(),
+        until_ms: 0,
+    };
+    if let Err(e) = jobs.db.call(move |s| s.renew_leases(&ended)).await {
+        tracing::error!("releasing this runner's leases: {e}");
+    }
+    Ok(())
 }
 
 /// Marks the jobs of a previous run interrupted and frees their locks: every running

@@ -41,6 +41,11 @@ pub struct Settings {
     /// The owner of this process's leases: a gateway's id (the same across its
     /// restarts), or a fresh one per `apply` run (`jobs::one_off_owner`).
     pub owner: String,
+    /// The site whose hosts this process runs (None: hosts with no site); every other
+    /// host goes to its site's runners (`gateway::sites`).
+    pub site: Option<String>,
+    /// How long a host handed to another site waits for one of its runners.
+    pub site_wait: Duration,
 }
 
 /// The lease time when the config names none.
@@ -60,6 +65,8 @@ impl Settings {
             uv,
             lease: Duration::from_secs(cfg.lease_secs),
             owner: cfg.gateway_id.clone(),
+            site: cfg.site.clone(),
+            site_wait: Duration::from_secs(cfg.site_wait_secs),
             artifacts: Artifacts::Gateway(cfg),
         }
     }
@@ -75,6 +82,7 @@ impl Settings {
             command_timeout: self.command_timeout,
             uv: self.uv.clone(),
             fence: None,
+            elsewhere: None,
         })
     }
 

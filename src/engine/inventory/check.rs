@@ -64,12 +64,22 @@ impl Check<'_> {
                 )
             })?;
         }
+        if let Some(site) = &h.site {
+            names::check_ident("site", &site.value).map_err(|e| {
+                self.err(
+                    site.referenced.line().max(line),
+                    format!("{field}.site"),
+                    e.to_string(),
+                )
+            })?;
+        }
         Ok(Host {
             name,
             address: h.address.value,
             port: h.port,
             user: h.user.value,
             groups: h.groups.value,
+            site: h.site.map(|s| s.value),
         })
     }
 

@@ -43,6 +43,9 @@ pub struct Host {
     pub port: u16,
     pub user: String,
     pub groups: Vec<String>,
+    /// The network segment the host is in: only a gateway or runner of that site (its
+    /// `site` setting) reaches it; None: the segment of gateways with no site.
+    pub site: Option<String>,
 }
 
 /// How the engine decides that a release is healthy.

@@ -43,6 +43,9 @@ pub(super) struct RawHost {
     pub(super) user: Spanned<String>,
     #[serde(default = "sp_default")]
     pub(super) groups: Spanned<Vec<String>>,
+    /// The network segment the host is in (`site`): only a runner of that site reaches it.
+    #[serde(default)]
+    pub(super) site: Option<Spanned<String>>,
 }
 
 pub(super) fn sp<T>(value: T) -> Spanned<T> {

@@ -18,6 +18,7 @@ mod queries_leases;
 mod queries_outbox;
 mod queries_pipeline;
 mod queries_schedules;
+mod queries_sites;
 pub mod sql;
 mod sqlite;
 
@@ -339,6 +340,74 @@ pub struct ScheduleRow {
 /// The user of a job started by `deploy-gateway apply` begins with this.
 pub const APPLY_USER_PREFIX: &str = "apply:";
 
+/// A host of a job handed to the runners of its site (`site_parts`; `gateway::sites`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPart {
+    /// `<job>/<host>` (a rollback's: `<job>/<host>/rollback`).
+    pub id: String,
+    pub job_id: String,
+    pub host: String,
+    pub site: String,
+    /// A halted rollout's rollback of the host to this release.
+    pub rollback_to: Option<String>,
+    /// The file the host must install (`WheelPin` as JSON), as the job pinned it.
+    pub wheel: Option<String>,
+    /// The job's fencing epoch, which the part's commands carry.
+    pub epoch: u64,
+}
+
+/// Where a part is: `queued` for its site, `running` under a runner's lease, then
+/// `done` (its result written), `lost` (its runner stopped while it ran) or `abandoned`
+/// (no runner of its site took it in time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartState {
+    Queued,
+    Running,
+    Done,
+    Lost,
+    Abandoned,
+}
+
+impl PartState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartState::Queued => "queued",
+            PartState::Running => "running",
+            PartState::Done => "done",
+            PartState::Lost => "lost",
+            PartState::Abandoned => "abandoned",
+        }
+    }
+
+    fn parse(s: &str) -> PartState {
+        match s {
+            "queued" => PartState::Queued,
+            "running" => PartState::Running,
+            "done" => PartState::Done,
+            "abandoned" => PartState::Abandoned,
+            _ => PartState::Lost,
+        }
+    }
+}
+
+/// A part as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub id: String,
+    pub job_id: String,
+    pub host: String,
+    pub site: String,
+    pub rollback_to: Option<String>,
+    pub wheel: Option<String>,
+    pub epoch: u64,
+    pub state: PartState,
+    pub owner: Option<String>,
+    pub lease_until: Option<u64>,
+    pub cancel: bool,
+    /// The host's result as JSON, once `done`.
+    pub result: Option<String>,
+}
+
 /// The operations the gateway needs from its state database.  Every method is one
 /// short blocking call; `start_job` and `finish_job` are atomic.
 pub trait Store: Send + Sync {
@@ -487,8 +556,32 @@ pub trait Store: Send + Sync {
     fn interrupt_owned(&self, owner: &str) -> Result<Vec<String>>;
     /// Leaves a cancel for the process that runs job `id`; false if it is not running.
     fn request_cancel(&self, id: &str) -> Result<bool>;
-    /// The running jobs of `owner` that someone asked to cancel.
+    /// The running jobs and parts of `owner` that someone asked to cancel.
     fn cancel_requests(&self, owner: &str) -> Result<Vec<String>>;
+
+    /// Queues a part of a job for the runners of its site.
+    fn add_part(&self, part: &NewPart) -> Result<()>;
+    /// Claims up to `limit` queued parts of `site` (of jobs still running) for
+    /// `lease.owner`, each for one caller only.
+    fn claim_parts(&self, site: &str, lease: &Lease, limit: u32) -> Result<Vec<Part>>;
+    fn part(&self, id: &str) -> Result<Option<Part>>;
+    /// Stores a part's events (numbered by the runner that runs it).
+    fn add_part_events(&self, id: &str, events: &[(u64, String)]) -> Result<()>;
+    fn part_events_after(&self, id: &str, after: u64) -> Result<Vec<(u64, String)>>;
+    /// Moves a part from `from` to `to` (and stores its result); false if it was not in
+    /// `from`, or (with `owner`) not that runner's.
+    fn set_part_state(
+        &self,
+        id: &str,
+        from: PartState,
+        to: PartState,
+        owner: Option<&str>,
+        result: Option<&str>,
+    ) -> Result<bool>;
+    /// Asks the runner of a part to stop it (between steps).
+    fn cancel_part(&self, id: &str) -> Result<()>;
+    /// Marks the running parts of `owner` (a runner's previous life) lost; their ids.
+    fn lose_parts_of(&self, owner: &str) -> Result<Vec<String>>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.

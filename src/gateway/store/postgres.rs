@@ -130,6 +130,19 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX sessions_expiry ON sessions (expires_ms);",
     // version 10: each ledger row's environment hash
     "ALTER TABLE ledger ADD COLUMN env_sha256 TEXT",
+    // version 11: the parts of jobs handed to the runners of other sites (network
+    // segments): one row per host (or a host's rollback), claimed under a lease, and
+    // the events its runner wrote, which the job's process relays.
+    "CREATE TABLE site_parts (
+        id TEXT PRIMARY KEY, job_id TEXT NOT NULL, host TEXT NOT NULL, site TEXT NOT NULL,
+        rollback_to TEXT, wheel TEXT, epoch BIGINT NOT NULL, state TEXT NOT NULL,
+        owner TEXT, lease_until BIGINT, cancel BIGINT NOT NULL DEFAULT 0, result TEXT,
+        created_ms BIGINT NOT NULL, ended_ms BIGINT);
+     CREATE INDEX site_parts_queue ON site_parts (site, state);
+     CREATE INDEX site_parts_job ON site_parts (job_id);
+     CREATE TABLE site_events (
+        part_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
+        PRIMARY KEY (part_id, seq));",
 ];
 
 /// A connection and the statements prepared on it.

@@ -13,6 +13,7 @@ use super::queries_leases as leases;
 use super::queries_outbox as outbox;
 use super::queries_pipeline as pipeline;
 use super::queries_schedules as schedules;
+use super::queries_sites as sites;
 use super::sql::{Backend, Conn, Row, SqlError, SqlResult, in_scope, vals};
 use super::{
     APPLY_USER_PREFIX, Adopt, BuildFollow, JobEnd, Lease, LiveRow, LockHolder, NewEvent, NewToken,
@@ -582,6 +583,45 @@ impl<B: Backend> Store for SqlStore<B> {
 
     fn cancel_requests(&self, owner: &str) -> Result<Vec<String>> {
         leases::cancel_requests(self, owner)
+    }
+
+    fn add_part(&self, part: &super::NewPart) -> Result<()> {
+        sites::add(self, part)
+    }
+
+    fn claim_parts(&self, site: &str, lease: &Lease, limit: u32) -> Result<Vec<super::Part>> {
+        sites::claim(self, site, lease, limit)
+    }
+
+    fn part(&self, id: &str) -> Result<Option<super::Part>> {
+        sites::get(self, id)
+    }
+
+    fn add_part_events(&self, id: &str, events: &[(u64, String)]) -> Result<()> {
+        sites::add_events(self, id, events)
+    }
+
+    fn part_events_after(&self, id: &str, after: u64) -> Result<Vec<(u64, String)>> {
+        sites::events_after(self, id, after)
+    }
+
+    fn set_part_state(
+        &self,
+        id: &str,
+        from: super::PartState,
+        to: super::PartState,
+        owner: Option<&str>,
+        result: Option<&str>,
+    ) -> Result<bool> {
+        sites::set_state(self, id, from, to, owner, result)
+    }
+
+    fn cancel_part(&self, id: &str) -> Result<()> {
+        sites::request_cancel(self, id)
+    }
+
+    fn lose_parts_of(&self, owner: &str) -> Result<Vec<String>> {
+        sites::lose_owned(self, owner)
     }
 
     fn add_deliveries(&self, rows: &[super::NewDelivery]) -> Result<u64> {

@@ -183,6 +183,18 @@ pub(super) fn prune<B: Backend>(s: &SqlStore<B>, before_ms: u64) -> Result<Prune
             &format!("DELETE FROM outbox WHERE job_id IN ({old})"),
             vals![before_ms],
         )?;
+        // The parts a job handed to other sites, and their events, go with it.
+        c.exec(
+            &format!(
+                "DELETE FROM site_events WHERE part_id IN
+                   (SELECT id FROM site_parts WHERE job_id IN ({old}))"
+            ),
+            vals![before_ms],
+        )?;
+        c.exec(
+            &format!("DELETE FROM site_parts WHERE job_id IN ({old})"),
+            vals![before_ms],
+        )?;
         let jobs = c.exec(
             "DELETE FROM jobs WHERE state != 'running' AND COALESCE(finished_ms, created_ms) < $1",
             vals![before_ms],

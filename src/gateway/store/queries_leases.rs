@@ -7,18 +7,20 @@ use super::queries::{ADOPTABLE, SqlStore, interrupt};
 use super::sql::{Backend, vals};
 use super::{Lease, Result, now_ms};
 
-/// Extends every lease `lease.owner` holds to `lease.until_ms`; the running jobs it
-/// still holds (a job missing here was taken over: its gateway must stop it).
+/// Extends every lease `lease.owner` holds to `lease.until_ms`; the running jobs (and
+/// parts of jobs, `queries_sites.rs`) it still holds (a job missing here was taken over: its gateway must stop it).
 pub(super) fn renew<B: Backend>(s: &SqlStore<B>, lease: &Lease) -> Result<Vec<String>> {
     s.write("renewing leases", |c| {
         c.exec(
             "UPDATE schedule_runs SET lease_until = $2 WHERE owner = $1 AND state = 'running'",
             vals![&lease.owner, lease.until_ms],
         )?;
-        c.texts(
+        let mut held = c.texts(
             "UPDATE jobs SET lease_until = $2 WHERE owner = $1 AND state = 'running' RETURNING id",
             vals![&lease.owner, lease.until_ms],
-        )
+        )?;
+        held.extend(super::queries_sites::renew(c, lease)?);
+        Ok(held)
     })
 }
 
@@ -64,10 +66,12 @@ pub(super) fn request_cancel<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<bo
 /// The running jobs of `owner` that someone asked to cancel.
 pub(super) fn cancel_requests<B: Backend>(s: &SqlStore<B>, owner: &str) -> Result<Vec<String>> {
     s.read("reading cancel requests", |c| {
-        c.texts(
+        let mut ids = c.texts(
             "SELECT id FROM jobs WHERE owner = $1 AND state = 'running' AND cancel_requested = 1",
             vals![owner],
-        )
+        )?;
+        ids.extend(super::queries_sites::cancel_requests(c, owner)?);
+        Ok(ids)
     })
 }
 

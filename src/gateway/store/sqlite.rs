@@ -121,6 +121,19 @@ const SCHEMA: &[&str] = &[
     // version 10: each ledger row's environment hash (the release's site-packages on
     // that host, read from it: engine `share.rs`).
     "ALTER TABLE ledger ADD COLUMN env_sha256 TEXT",
+    // version 11: the parts of jobs handed to the runners of other sites (network
+    // segments): one row per host (or a host's rollback), claimed under a lease, and
+    // the events its runner wrote, which the job's process relays.
+    "CREATE TABLE site_parts (
+        id TEXT PRIMARY KEY, job_id TEXT NOT NULL, host TEXT NOT NULL, site TEXT NOT NULL,
+        rollback_to TEXT, wheel TEXT, epoch INTEGER NOT NULL, state TEXT NOT NULL,
+        owner TEXT, lease_until INTEGER, cancel INTEGER NOT NULL DEFAULT 0, result TEXT,
+        created_ms INTEGER NOT NULL, ended_ms INTEGER);
+     CREATE INDEX site_parts_queue ON site_parts (site, state);
+     CREATE INDEX site_parts_job ON site_parts (job_id);
+     CREATE TABLE site_events (
+        part_id TEXT NOT NULL, seq INTEGER NOT NULL, event TEXT NOT NULL,
+        PRIMARY KEY (part_id, seq));",
 ];
 
 pub struct Sqlite {

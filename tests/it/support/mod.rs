@@ -330,6 +330,7 @@ impl Testbed {
             command_timeout: Duration::from_secs(300),
             uv: Some(engine::UvTool::load(&self.uv_binary, None).unwrap()),
             fence: None,
+            elsewhere: None,
         }
     }
 
