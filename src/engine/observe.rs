@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::EngineConfig;
 use super::facts::{Fact, Facts, Reader};
@@ -35,12 +35,12 @@ use super::transport::{Connector, Output, SshConnector, Transport};
 use crate::commands::batch::Batch;
 use crate::commands::{self as cmd, AppPaths, RemoteCmd};
 use crate::error::{BackendError, InputError};
-use crate::inventory::{App, Inventory};
+use crate::inventory::{App, Host, Inventory};
 use crate::procman::{self, ProcessManager};
 use crate::render::SLOTS;
 
 /// One process of the application on a host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     /// The process manager's program name (`hello-blue`), or a process copy's
     /// (`hello-worker-0`).
@@ -55,12 +55,12 @@ pub struct Process {
     pub slot: Option<String>,
     /// A program of this app the inventory does not name (removed from it; the next
     /// deploy stops it and removes its file).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unknown: bool,
 }
 
 /// The live slot's health check, tried once through the live pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     /// It answered the expected status.
     pub ok: bool,
@@ -70,7 +70,7 @@ pub struct Health {
 }
 
 /// What a host says it runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostView {
     /// `blue` or `green`; None before the first deploy.
     pub live_slot: Option<String>,
@@ -161,6 +161,22 @@ pub async fn observe(
     observe_with(inv, &cfg, &connector, app, env).await
 }
 
+/// [`observe`] of the hosts `keep` names only (those of one site: the gateway's `sites`).
+pub async fn observe_some(
+    inv: &Inventory,
+    cfg: Arc<EngineConfig>,
+    app: &str,
+    env: &str,
+    keep: &(dyn Fn(&Host) -> bool + Sync),
+) -> Result<Vec<Observed>, InputError> {
+    let connector = SshConnector {
+        key: cfg.key.clone(),
+        pins: cfg.pins.clone(),
+        opts: cfg.ssh.clone(),
+    };
+    observe_hosts(inv, &cfg, &connector, app, env, keep).await
+}
+
 /// [`observe`] through any [`Connector`].
 pub async fn observe_with(
     inv: &Inventory,
@@ -169,10 +185,21 @@ pub async fn observe_with(
     app: &str,
     env: &str,
 ) -> Result<Vec<Observed>, InputError> {
+    observe_hosts(inv, cfg, connector, app, env, &|_| true).await
+}
+
+async fn observe_hosts(
+    inv: &Inventory,
+    cfg: &EngineConfig,
+    connector: &dyn Connector,
+    app: &str,
+    env: &str,
+    keep: &(dyn Fn(&Host) -> bool + Sync),
+) -> Result<Vec<Observed>, InputError> {
     let a = inv.app(app)?;
     let (e, hosts) = inv.hosts_for(a, env)?;
     let pm = procman::for_kind(e.process_manager);
-    let asks = hosts.iter().map(|h| {
+    let asks = hosts.iter().filter(|h| keep(h)).map(|h| {
         let pm = pm.clone();
         async move {
             let view = match connector.connect(h).await {

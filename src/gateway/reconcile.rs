@@ -51,7 +51,7 @@ pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, ReconcileError> {
     }
     let inv = jobs.inventory()?;
     let cfg = Arc::new(jobs.engine_config()?);
-    let seen = crate::engine::observe::observe(&inv, cfg, &job.app, &job.env).await?;
+    let seen = super::sites::observe::observe(jobs, &inv, cfg, &job.app, &job.env).await?;
     let rows: Vec<LiveRow> = seen
         .into_iter()
         .filter_map(|o| {

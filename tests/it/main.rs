@@ -45,6 +45,7 @@ mod schedules;
 mod shared_store;
 mod shipped_envs;
 mod sign_in;
+mod sites;
 mod systemd;
 mod systemd_django;
 mod watch;

@@ -120,7 +120,7 @@ impl Api {
 }
 
 /// A local wall time in UTC, `secs` from now, to the second (`--at`).
-fn at_in(secs: u64) -> (String, u64) {
+pub(crate) fn at_in(secs: u64) -> (String, u64) {
     let t = (now_ms() / 1000 + secs) * 1000;
     let text = format_local(t, "UTC")
         .trim_end_matches(" UTC")

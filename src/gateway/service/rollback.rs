@@ -159,7 +159,7 @@ impl JobService {
     async fn complete_everywhere(&self, app: &str, env: &str) -> Result<Option<BTreeSet<String>>> {
         let inv = self.jobs.inventory()?;
         let cfg = Arc::new(self.jobs.engine_config()?);
-        let seen = crate::engine::observe::observe(&inv, cfg, app, env).await?;
+        let seen = crate::gateway::sites::observe::observe(&self.jobs, &inv, cfg, app, env).await?;
         let mut all: Option<BTreeSet<String>> = None;
         for view in seen.iter().filter_map(|o| o.view.as_ref().ok()) {
             let here: BTreeSet<String> = view.releases.iter().cloned().collect();

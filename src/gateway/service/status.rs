@@ -14,6 +14,7 @@ use super::{JobService, Result, ServiceError};
 use crate::engine::observe::{HostView, Observed};
 use crate::error::BackendError;
 use crate::gateway::auth::Principal;
+use crate::gateway::sites::observe as sites;
 use crate::gateway::store::Store;
 
 /// The wire form of a host's answer (or of why it gave none).
@@ -177,7 +178,7 @@ impl JobService {
         if live {
             let cfg = Arc::new(self.jobs.engine_config()?);
             for e in &envs {
-                let seen = crate::engine::observe::observe(&inv, cfg.clone(), app, e).await?;
+                let seen = sites::observe(&self.jobs, &inv, cfg.clone(), app, e).await?;
                 let ledger = self.ledger_of(app, &seen).await?;
                 mark(&mut rows, e, &seen, &ledger);
             }

@@ -36,6 +36,7 @@
 //!   running (its process died and the job was marked interrupted) loses its lease at
 //!   the runner's next renewal: its gate closes and it stops.
 
+pub mod observe;
 pub mod runner;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! A site's runner loop: claims the queued parts of its site (hosts other processes'
 //! jobs handed over), runs each as the engine runs a local host (`run_part`: its own
 //! SSH connection, the job's epoch behind the gate of the part's lease), writes the
-//! host's events beside the part and, at its end, the host's result.  Every gateway
+//! host's events beside the part and, at its end, the host's result.  It also answers
+//! the site's asks (what its hosts run: `observe.rs`).  Every gateway
 //! process runs this loop for its own site (`site` in its config; none: the parts of
 //! hosts with no site); `deploy-gateway runner` runs only this loop.
 
@@ -53,6 +54,13 @@ pub fn spawn(jobs: Jobs) {
                     tracing::error!("claiming the parts of site {site:?}: {e}");
                 }
                 Err(_) => {}
+            }
+            let (s, owner) = (site.clone(), jobs.owner().to_string());
+            if let Ok(asks) = jobs.db.call(move |st| st.claim_asks(&s, &owner, 8)).await {
+                for (id, app, env) in asks {
+                    let jobs = jobs.clone();
+                    tokio::spawn(async move { super::observe::answer(&jobs, id, app, env).await });
+                }
             }
         }
     });

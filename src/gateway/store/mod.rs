@@ -582,6 +582,20 @@ pub trait Store: Send + Sync {
     fn cancel_part(&self, id: &str) -> Result<()>;
     /// Marks the running parts of `owner` (a runner's previous life) lost; their ids.
     fn lose_parts_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// Asks the runners of `site` what the hosts of (`app`, `env`) there run.
+    fn add_ask(&self, id: &str, site: &str, app: &str, env: &str) -> Result<()>;
+    /// Claims up to `limit` queued asks of `site` for `owner`: (id, app, env) each.
+    fn claim_asks(
+        &self,
+        site: &str,
+        owner: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>>;
+    fn answer_ask(&self, id: &str, answer: &str) -> Result<()>;
+    /// An ask's answer, once given.
+    fn ask_answer(&self, id: &str) -> Result<Option<String>>;
+    /// Forgets an ask (and any older than an hour).
+    fn drop_ask(&self, id: &str) -> Result<()>;
 
     fn audit(&self, user: &str, action: &str, target: &str, outcome: &str) -> Result<()>;
     /// The newest entries first.

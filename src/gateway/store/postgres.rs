@@ -132,7 +132,9 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE ledger ADD COLUMN env_sha256 TEXT",
     // version 11: the parts of jobs handed to the runners of other sites (network
     // segments): one row per host (or a host's rollback), claimed under a lease, and
-    // the events its runner wrote, which the job's process relays.
+    // the events its runner wrote, which the job's process relays; and the questions
+    // (`status --live`, a rollback's targets, a reconcile) a site's runner answers for
+    // its hosts.
     "CREATE TABLE site_parts (
         id TEXT PRIMARY KEY, job_id TEXT NOT NULL, host TEXT NOT NULL, site TEXT NOT NULL,
         rollback_to TEXT, wheel TEXT, epoch BIGINT NOT NULL, state TEXT NOT NULL,
@@ -142,7 +144,11 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX site_parts_job ON site_parts (job_id);
      CREATE TABLE site_events (
         part_id TEXT NOT NULL, seq BIGINT NOT NULL, event TEXT NOT NULL,
-        PRIMARY KEY (part_id, seq));",
+        PRIMARY KEY (part_id, seq));
+     CREATE TABLE site_asks (
+        id TEXT PRIMARY KEY, site TEXT NOT NULL, app TEXT NOT NULL, env TEXT NOT NULL,
+        state TEXT NOT NULL, owner TEXT, answer TEXT, created_ms BIGINT NOT NULL);
+     CREATE INDEX site_asks_queue ON site_asks (site, state);",
 ];
 
 /// A connection and the statements prepared on it.

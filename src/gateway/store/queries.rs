@@ -624,6 +624,31 @@ impl<B: Backend> Store for SqlStore<B> {
         sites::lose_owned(self, owner)
     }
 
+    fn add_ask(&self, id: &str, site: &str, app: &str, env: &str) -> Result<()> {
+        sites::add_ask(self, id, site, app, env)
+    }
+
+    fn claim_asks(
+        &self,
+        site: &str,
+        owner: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String, String)>> {
+        sites::claim_asks(self, site, owner, limit)
+    }
+
+    fn answer_ask(&self, id: &str, answer: &str) -> Result<()> {
+        sites::answer_ask(self, id, answer)
+    }
+
+    fn ask_answer(&self, id: &str) -> Result<Option<String>> {
+        sites::ask_answer(self, id)
+    }
+
+    fn drop_ask(&self, id: &str) -> Result<()> {
+        sites::drop_ask(self, id)
+    }
+
     fn add_deliveries(&self, rows: &[super::NewDelivery]) -> Result<u64> {
         outbox::add(self, rows)
     }

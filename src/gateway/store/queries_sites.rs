@@ -181,3 +181,80 @@ pub(super) fn lose_owned<B: Backend>(s: &SqlStore<B>, owner: &str) -> Result<Vec
         )
     })
 }
+
+pub(super) fn add_ask<B: Backend>(
+    s: &SqlStore<B>,
+    id: &str,
+    site: &str,
+    app: &str,
+    env: &str,
+) -> Result<()> {
+    s.write("asking a site's runner", |c| {
+        c.exec(
+            "INSERT INTO site_asks (id, site, app, env, state, created_ms)
+             VALUES ($1, $2, $3, $4, 'queued', $5)",
+            vals![id, site, app, env, now_ms()],
+        )
+        .map(|_| ())
+    })
+}
+
+/// Claims up to `limit` queued asks of `site` for `owner`: (id, app, env) each.
+pub(super) fn claim_asks<B: Backend>(
+    s: &SqlStore<B>,
+    site: &str,
+    owner: &str,
+    limit: u32,
+) -> Result<Vec<(String, String, String)>> {
+    let sql = format!(
+        "WITH picked AS MATERIALIZED (
+            SELECT id FROM site_asks WHERE site = $1 AND state = 'queued'
+            ORDER BY created_ms, id LIMIT $3 {})
+         UPDATE site_asks SET state = 'running', owner = $2
+         WHERE id IN (SELECT id FROM picked) AND state = 'queued'
+         RETURNING id, app, env",
+        s.backend().skip_locked()
+    );
+    s.write("claiming asks", |c| {
+        c.query(&sql, vals![site, owner, limit])?
+            .iter()
+            .map(|r| Ok((r.text(0)?, r.text(1)?, r.text(2)?)))
+            .collect()
+    })
+}
+
+pub(super) fn answer_ask<B: Backend>(s: &SqlStore<B>, id: &str, answer: &str) -> Result<()> {
+    s.write("answering an ask", |c| {
+        c.exec(
+            "UPDATE site_asks SET state = 'done', answer = $2 WHERE id = $1",
+            vals![id, answer],
+        )
+        .map(|_| ())
+    })
+}
+
+/// An ask's answer, once given.
+pub(super) fn ask_answer<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<Option<String>> {
+    s.read("reading an ask's answer", |c| {
+        Ok(c.query(
+            "SELECT answer FROM site_asks WHERE id = $1 AND state = 'done'",
+            vals![id],
+        )?
+        .first()
+        .map(|r| r.opt_text(0))
+        .transpose()?
+        .flatten())
+    })
+}
+
+/// Forgets an ask (its asker read the answer or stopped waiting), and asks older than an
+/// hour that nobody forgot.
+pub(super) fn drop_ask<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<()> {
+    s.write("forgetting an ask", |c| {
+        c.exec(
+            "DELETE FROM site_asks WHERE id = $1 OR created_ms < $2",
+            vals![id, now_ms().saturating_sub(3_600_000)],
+        )
+        .map(|_| ())
+    })
+}

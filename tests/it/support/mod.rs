@@ -30,6 +30,7 @@ pub mod load;
 pub mod pg;
 pub mod proxy;
 pub mod reboot;
+pub mod sites;
 pub mod vm;
 
 pub fn root() -> PathBuf {
