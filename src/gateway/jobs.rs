@@ -178,6 +178,11 @@ impl Jobs {
         self.settings.site.as_deref()
     }
 
+    /// How long a host handed to another site waits for its runners (`site_wait_secs`).
+    pub fn site_wait(&self) -> Duration {
+        self.settings.site_wait
+    }
+
     /// Registers work that is no job of this process's (a part of another's) with a
     /// cancel flag, so that lease renewals and cancel requests reach it like a job's.
     pub fn track(&self, id: &str) -> CancelFlag {

@@ -3,7 +3,8 @@
 //! environment (`engine::observe`); this process asks the hosts of its own site over SSH
 //! and puts the others' question to their site's runners (an *ask*, `site_asks`), which
 //! answer with the same view.  A site whose runners give no answer within [`ASK_WAIT`]
-//! has its hosts reported unreachable, naming the site: never silently left out.
+//! (or `site_wait_secs`, when shorter) has its hosts reported unreachable, naming the
+//! site: never silently left out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use crate::engine::EngineConfig;
 use crate::error::InputError;
 use crate::inventory::Inventory;
 
-/// How long an ask waits for a runner of its site (the runner's own SSH reads time out
-/// within this).
+/// How long an ask waits at most for a runner of its site (the runner's own SSH reads
+/// time out within this); less when `site_wait_secs` is less.
 pub const ASK_WAIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(200);
 
@@ -90,7 +91,8 @@ async fn ask(jobs: &Jobs, site: &str, app: &str, env: &str, names: &[String]) ->
 
 async fn wait(jobs: &Jobs, id: &str, site: &str) -> Result<Vec<Answered>, String> {
     let since = Instant::now();
-    while since.elapsed() < ASK_WAIT {
+    let limit = ASK_WAIT.min(jobs.site_wait());
+    while since.elapsed() < limit {
         tokio::time::sleep(POLL).await;
         let i = id.to_string();
         if let Ok(Some(text)) = jobs.db.call(move |s| s.ask_answer(&i)).await {
@@ -99,7 +101,7 @@ async fn wait(jobs: &Jobs, id: &str, site: &str) -> Result<Vec<Answered>, String
     }
     Err(format!(
         "no runner of site {site} answered within {} s (is site {site}'s runner up?)",
-        ASK_WAIT.as_secs()
+        limit.as_secs()
     ))
 }
 

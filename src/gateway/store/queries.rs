@@ -743,3 +743,6 @@ mod tests_pipeline;
 #[cfg(test)]
 #[path = "store_tests_schedules.rs"]
 mod tests_schedules;
+#[cfg(test)]
+#[path = "store_tests_sites.rs"]
+mod tests_sites;

@@ -59,10 +59,10 @@ pub(super) fn claim<B: Backend>(
 ) -> Result<Vec<Part>> {
     let sql = format!(
         "WITH picked AS MATERIALIZED (
-            SELECT p.id FROM site_parts p
-            WHERE p.site = $1 AND p.state = 'queued'
-              AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = p.job_id AND j.state = 'running')
-            ORDER BY p.created_ms, p.id LIMIT $4 {})
+            SELECT o.id FROM site_parts o
+            WHERE o.site = $1 AND o.state = 'queued'
+              AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = o.job_id AND j.state = 'running')
+            ORDER BY o.created_ms, o.id LIMIT $4 {})
          UPDATE site_parts SET state = 'running', owner = $2, lease_until = $3
          WHERE id IN (SELECT id FROM picked) AND state = 'queued'
          RETURNING {COLS}",
@@ -208,8 +208,8 @@ pub(super) fn claim_asks<B: Backend>(
 ) -> Result<Vec<(String, String, String)>> {
     let sql = format!(
         "WITH picked AS MATERIALIZED (
-            SELECT id FROM site_asks WHERE site = $1 AND state = 'queued'
-            ORDER BY created_ms, id LIMIT $3 {})
+            SELECT o.id FROM site_asks o WHERE o.site = $1 AND o.state = 'queued'
+            ORDER BY o.created_ms, o.id LIMIT $3 {})
          UPDATE site_asks SET state = 'running', owner = $2
          WHERE id IN (SELECT id FROM picked) AND state = 'queued'
          RETURNING id, app, env",

@@ -63,7 +63,14 @@
 //!   `a_job_running_elsewhere_keeps_its_notifications_for_its_own_process`,
 //!   `racing_claims_on_two_handles_send_each_notification_once`; create_session,
 //!   session, end_session, prune_sessions:
-//!   `a_session_is_found_by_its_hash_until_it_expires_or_ends_and_stays_bounded`.
+//!   `a_session_is_found_by_its_hash_until_it_expires_or_ends_and_stays_bounded`;
+//! - `store_tests_sites.rs`: add_part, claim_parts, part, add_part_events,
+//!   part_events_after, set_part_state:
+//!   `a_part_is_claimed_once_by_its_sites_runners_and_ended_once_by_its_claimer`;
+//!   cancel_part, lose_parts_of (and parts in renew_leases, cancel_requests):
+//!   `a_runners_parts_are_renewed_and_cancelled_with_its_jobs_while_their_job_runs`;
+//!   add_ask, claim_asks, answer_ask, ask_answer, drop_ask:
+//!   `an_ask_is_claimed_once_by_its_sites_runner_answered_and_forgotten`.
 
 use super::super::postgres::Postgres;
 use super::super::sql::{Backend, vals};
@@ -197,6 +204,7 @@ fn every_store_method_is_named_by_a_contract_test() {
         include_str!("store_tests_schedules.rs"),
         include_str!("store_tests_leases.rs"),
         include_str!("store_tests_outbox.rs"),
+        include_str!("store_tests_sites.rs"),
     ]
     .into_iter()
     .flat_map(code)
