@@ -77,6 +77,8 @@ mod day_two_tests;
 #[cfg(test)]
 mod disk_tests;
 #[cfg(test)]
+mod elsewhere_tests;
+#[cfg(test)]
 mod prefetch_tests;
 #[cfg(test)]
 mod scale_tests;
