@@ -83,6 +83,34 @@ fn status_live(bed: &SitesBed, token: &str) -> Vec<(String, String, String, usiz
         .collect()
 }
 
+/// `deploy release hello VERSION`, doing `meanwhile` as soon as a host of site b runs.
+fn release_while(bed: &SitesBed, token: &str, version: &str, meanwhile: impl FnOnce()) -> CliRun {
+    let mut cli = bed
+        .front
+        .cli(Some(token), &["release", "hello", version, "-e", "staging"]);
+    let watcher = std::thread::spawn(move || cli.output().unwrap());
+    let since = Instant::now();
+    loop {
+        let running =
+            (bed.tb).sql("SELECT count(*) FROM site_parts WHERE site = 'b' AND state = 'running'");
+        if running.trim() != "0" {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "site b never ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    meanwhile();
+    let out = watcher.join().unwrap();
+    CliRun {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 #[test]
 fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_told_truthfully() {
     let t0 = Instant::now();
@@ -158,29 +186,7 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
     eprintln!("{:?}: 2", t0.elapsed());
     // 2. Site b's runner killed while it runs its hosts: the job says so for each of
     //    them, halts and puts site a back; the record matches the servers.
-    let mut cli = gw.cli(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
-    let watcher = std::thread::spawn(move || cli.output().unwrap());
-    let since = Instant::now();
-    loop {
-        let running = bed
-            .tb
-            .sql("SELECT count(*) FROM site_parts WHERE site = 'b' AND state = 'running'");
-        if running.trim() != "0" {
-            break;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(120),
-            "site b never ran"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bed.runner("b").kill();
-    let out = watcher.join().unwrap();
-    let r = CliRun {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = release_while(&bed, &ann, "1.1.0", || bed.runner("b").kill());
     assert_ne!(r.code, 0, "{r:?}");
     let job = job_id(&r);
     assert_eq!(gw.job_state(&ann, &job), "failed");
@@ -273,6 +279,69 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
     assert_eq!(gw.job_state(&ann, &job), "succeeded");
     for s in SERVERS {
         assert_eq!(bed.served(s), "1.0.0", "{s}");
+    }
+    assert_status_is_the_truth(&bed, &ann);
+}
+
+#[test]
+fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
+    let bed = SitesBed::up("sites-stall", "site_wait_secs = 10\n");
+    let gw = &bed.front;
+    let ann = gw.token("ann", "staging", false);
+    let admin = gw.token("root", "", true);
+    let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // Site b's runner stalls (SIGSTOP, by Docker's freezer) while it runs its hosts.
+    let r = release_while(&bed, &ann, "1.1.0", || bed.runner("b").pause());
+    assert_ne!(r.code, 0, "{r:?}");
+    let job = job_id(&r);
+    let ends = host_ends(gw, &admin, &job);
+    let lost: Vec<String> = (bed.parts(&job).into_iter())
+        .filter(|(_, _, state)| state == "lost")
+        .map(|(host, _, _)| host)
+        .collect();
+    assert!(!lost.is_empty(), "{:?}", bed.parts(&job));
+    for host in &lost {
+        let (status, error) = last_end(&ends, host);
+        assert_eq!(status, "failed", "{host}: {error}");
+        assert!(
+            error.contains("stopped renewing its lease"),
+            "{host}: {error}"
+        );
+    }
+    let before: Vec<String> = SERVERS.map(|s| bed.served(s)).to_vec();
+    assert_status_is_the_truth(&bed, &ann);
+
+    // It wakes: its leases are gone, so it sends nothing more and stores nothing.
+    bed.runner("b").unpause();
+    let since = Instant::now();
+    while !bed
+        .runner("b")
+        .log()
+        .contains("its part was no longer this runner's")
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "{}",
+            bed.runner("b").log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(SERVERS.map(|s| bed.served(s)).to_vec(), before);
+    for (host, _, state) in bed.parts(&job) {
+        if lost.contains(&host) {
+            assert_eq!(state, "lost", "{host}: nothing stored after its end");
+        }
+    }
+    assert_status_is_the_truth(&bed, &ann);
+
+    // Awake, it serves the next job as before.
+    let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
+    assert_eq!(r.code, 0, "{r:?}\n{}", bed.runner("b").log());
+    for s in SERVERS {
+        assert_eq!(bed.served(s), "1.1.0", "{s}");
     }
     assert_status_is_the_truth(&bed, &ann);
 }

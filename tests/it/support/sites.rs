@@ -254,6 +254,15 @@ impl Runner {
         docker(&["kill", &self.container]);
     }
 
+    /// SIGSTOP as Docker gives it (the freezer): the runner stalls, its process alive.
+    pub fn pause(&self) {
+        docker(&["pause", &self.container]);
+    }
+
+    pub fn unpause(&self) {
+        docker(&["unpause", &self.container]);
+    }
+
     /// Starts the killed runner again (the same id: its previous parts are marked lost).
     pub fn start_again(&self) {
         let before = self.log().matches("runner runner-").count();
