@@ -46,6 +46,7 @@ mod shared_store;
 mod shipped_envs;
 mod sign_in;
 mod sites;
+mod sites_bench;
 mod systemd;
 mod systemd_django;
 mod watch;

@@ -344,4 +344,31 @@ fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
         assert_eq!(bed.served(s), "1.1.0", "{s}");
     }
     assert_status_is_the_truth(&bed, &ann);
+
+    // A cancel through the front door reaches the parts site b's runner runs: they stop
+    // between steps and say so; the record still matches the servers.
+    let job = std::cell::RefCell::new(String::new());
+    let r = release_while(&bed, &ann, "1.3.0", || {
+        let id = bed
+            .tb
+            .sql("SELECT job_id FROM site_parts WHERE state = 'running' LIMIT 1");
+        let c = gw.run(Some(&ann), &["cancel", id.trim()]);
+        assert_eq!(c.code, 0, "{c:?}");
+        *job.borrow_mut() = id.trim().to_string();
+    });
+    let job = job.into_inner();
+    assert_ne!(r.code, 0, "{r:?}");
+    assert_eq!(gw.job_state(&ann, &job), "cancelled", "{r:?}");
+    let ends = host_ends(gw, &admin, &job);
+    assert!(
+        ends.iter()
+            .any(|(h, status, _)| site_of(h) == "b" && status == "cancelled"),
+        "{ends:?}"
+    );
+    assert!(
+        (bed.parts(&job).iter()).all(|(_, _, state)| state == "done"),
+        "{:?}",
+        bed.parts(&job)
+    );
+    assert_status_is_the_truth(&bed, &ann);
 }

@@ -53,8 +53,10 @@ use super::store::{Db, NewPart, PartState};
 use crate::engine::{CancelFlag, EventSink, HostResult};
 use crate::inventory::Host;
 
-/// Between looks at a part's events and state.
-const POLL: Duration = Duration::from_millis(250);
+/// Between looks at a part's events and state: soon at first (a no-op host's part ends
+/// within a second), then less often, so that a long part costs the database little.
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_millis(500);
 
 /// The job's side: hands hosts of other sites to their runners and waits for them.
 pub struct SiteHosts {
@@ -150,9 +152,10 @@ impl SiteHosts {
     /// time or its runner's lease expired.
     async fn wait_for(&self, id: &str, site: &str, cancel: &CancelFlag) -> Ended {
         let since = Instant::now();
-        let (mut seen, mut cancel_sent) = (0u64, false);
+        let (mut seen, mut cancel_sent, mut poll) = (0u64, false, POLL_FIRST);
         loop {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_MAX);
             seen = self.relay(id, seen).await;
             if !cancel_sent && cancel.load(std::sync::atomic::Ordering::SeqCst) {
                 let i = id.to_string();

@@ -21,14 +21,14 @@ use super::super::store::{Lease, Part, PartState};
 use super::{PartResult, decode_pin};
 use crate::engine::{self, EventSink, HostResult};
 
-/// Between looks for queued parts.
-const LOOK_EVERY: Duration = Duration::from_millis(300);
+/// Between looks for queued parts (one small query per runner).
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Parts claimed at one look.
 const CLAIM_AT_ONCE: u32 = 8;
 /// A job's environment share is dropped when none of its parts ran here for this long.
 const SHARE_IDLE: Duration = Duration::from_secs(600);
 /// Between writes of a part's events.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 /// Starts the loop that claims and runs this process's site's parts.
 pub fn spawn(jobs: Jobs) {
