@@ -4,7 +4,7 @@
 //! job's secrets before it becomes an event or a reason.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deploy_wire::{Event, EventKind, HostStatus, StepStatus};
 
@@ -203,19 +203,7 @@ pub(super) async fn run_host(
     sink.emit(Event::now(EventKind::HostStarted {
         host: host.name.clone(),
     }));
-    let mut result = HostResult {
-        host: host.name.clone(),
-        status: HostStatus::Ok,
-        changed: 0,
-        elapsed: Default::default(),
-        error: None,
-        connections: 0,
-        channels: 0,
-        round_trips: 0,
-        previous: None,
-        serving: None,
-        env_sha256: None,
-    };
+    let mut result = HostResult::untouched(&host.name, HostStatus::Ok, None, Duration::ZERO);
     if cancelled(cancel) {
         let why = format!(
             "{}: cancelled before it started; nothing changed",

@@ -282,6 +282,31 @@ pub struct HostResult {
     pub env_sha256: Option<String>,
 }
 
+impl HostResult {
+    /// A host's result before (or without) any work on it: nothing read, nothing
+    /// changed, no connection.
+    pub fn untouched(
+        host: &str,
+        status: HostStatus,
+        error: Option<String>,
+        elapsed: Duration,
+    ) -> HostResult {
+        HostResult {
+            host: host.to_string(),
+            status,
+            changed: 0,
+            elapsed,
+            error,
+            connections: 0,
+            channels: 0,
+            round_trips: 0,
+            previous: None,
+            serving: None,
+            env_sha256: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobResult {
     pub status: JobStatus,

@@ -137,19 +137,7 @@ fn not_started(r: &Run, i: usize, why: &str) -> HostResult {
         error: error.clone(),
         round_trips: 0,
     }));
-    HostResult {
-        host: name,
-        status: HostStatus::Cancelled,
-        changed: 0,
-        elapsed: Duration::ZERO,
-        error,
-        connections: 0,
-        channels: 0,
-        round_trips: 0,
-        previous: None,
-        serving: None,
-        env_sha256: None,
-    }
+    HostResult::untouched(&name, HostStatus::Cancelled, error, Duration::ZERO)
 }
 
 async fn run_batches(r: &Run, prefetch: &Arc<Prefetch>) -> Vec<HostResult> {
@@ -244,18 +232,9 @@ async fn run_batch(r: &Run, batch: &[usize], prefetch: &Arc<Prefetch>) -> Vec<Ho
     }
     let mut out = Vec::new();
     while let Some(res) = tasks.join_next().await {
-        out.push(res.unwrap_or_else(|e| HostResult {
-            host: "?".into(),
-            status: HostStatus::Failed,
-            changed: 0,
-            elapsed: Duration::ZERO,
-            error: Some(format!("internal error: {e}")),
-            connections: 0,
-            channels: 0,
-            round_trips: 0,
-            previous: None,
-            serving: None,
-            env_sha256: None,
+        out.push(res.unwrap_or_else(|e| {
+            let error = Some(format!("internal error: {e}"));
+            HostResult::untouched("?", HostStatus::Failed, error, Duration::ZERO)
         }));
     }
     out

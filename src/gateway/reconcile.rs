@@ -2,7 +2,9 @@
 //! never heard about (a command finishes on the server after its gateway died).  For
 //! each interrupted deploy, the hosts of its application and environment are asked what
 //! they serve ([`crate::engine::observe`]) and the live record is set to their answers,
-//! so `deploy status` names what runs, not what the dead gateway last heard.
+//! so `deploy status` names what runs, not what the dead gateway last heard.  Parts of
+//! the job that site runners still run (`sites`) are waited for first: their runners
+//! stop them at their next renewal, and until then a command may still change a host.
 
 use std::sync::Arc;
 
@@ -11,6 +13,10 @@ use deploy_wire::api::JobKind;
 use super::jobs::Jobs;
 use super::store::{LiveRow, StoreError, now_ms};
 use crate::error::InputError;
+
+/// How long a reconcile waits for the job's parts on site runners to stop (a runner
+/// drops them at its next renewal: a third of its lease).
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why a job's hosts were not read.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,10 @@ pub async fn reconcile(jobs: &Jobs, id: &str) -> Result<usize, ReconcileError> {
         .ok_or(ReconcileError::NoSuchJob)?;
     if matches!(job.kind, JobKind::Check | JobKind::Run) {
         return Ok(0);
+    }
+    // Parts on other sites' runners go on until their runners see the job ended.
+    if !super::sites::settle(&jobs.db, id, SETTLE_LIMIT).await {
+        tracing::warn!("job {id}: parts of it still run on site runners; reading its hosts anyway");
     }
     let inv = jobs.inventory()?;
     let cfg = Arc::new(jobs.engine_config()?);

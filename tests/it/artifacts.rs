@@ -61,17 +61,9 @@ fn files_containing(container: &str, secret: &str) -> String {
     )
 }
 
-fn job_id(r: &CliRun) -> String {
-    r.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("job ")?.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no job id in {r:?}"))
-        .to_string()
-}
-
 /// The job's stored events, as the admin API returns them.
 fn job_log(gw: &Gateway, token: &str, r: &CliRun) -> String {
-    let path = format!("/v1/jobs/{}/log", job_id(r));
+    let path = format!("/v1/jobs/{}/log", r.job_id());
     gw.http("GET", &path, Some(token), None).2
 }
 
@@ -228,7 +220,7 @@ fn relay_serves_servers_without_a_route_with_one_download_per_wheel_and_no_secre
     // The two wheels sit in the relay's cache, named by their SHA-256.
     let cached = relay_cache(&gw);
     assert_eq!(cached.len(), 2, "{cached:?}");
-    assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r, versions], &ps, &token);
+    assert_no_leak(&tb, &gw, &admin, &[r.job_id()], &[r, versions], &ps, &token);
 }
 
 #[test]
@@ -272,7 +264,7 @@ fn direct_delivery_keeps_the_credential_in_the_installer_environment_only() {
     let events = job_log(&gw, &admin, &r);
     assert!(events.contains("uv pip install"), "{events}");
     assert!(events.contains("unpacked the environment web"), "{events}");
-    assert_no_leak(&tb, &gw, &admin, &[job_id(&r)], &[r], &ps, &password);
+    assert_no_leak(&tb, &gw, &admin, &[r.job_id()], &[r], &ps, &password);
 }
 
 #[test]

@@ -14,12 +14,14 @@ use crate::support::{CliRun, Gateway};
 
 const SERVERS: [&str; 6] = ["web1", "web2", "web3", "web4", "web5", "web6"];
 
-fn job_id(r: &CliRun) -> String {
-    r.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("job ")?.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no job id in {r:?}"))
-        .to_string()
+/// The hosts whose part of `job` was lost (its runner's lease expired while it ran).
+fn lost_parts(bed: &SitesBed, job: &str) -> Vec<String> {
+    let lost: Vec<String> = (bed.parts(job).into_iter())
+        .filter(|(_, _, state)| state == "lost")
+        .map(|(host, _, _)| host)
+        .collect();
+    assert!(!lost.is_empty(), "{:?}", bed.parts(job));
+    lost
 }
 
 /// The `host_finished` events of a job: host -> (status, error).
@@ -140,7 +142,7 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
     let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
     assert_eq!(r.code, 0, "{r:?}\n{}", bed.runner("a").log());
     assert!(r.stdout.contains("job succeeded"), "{r:?}");
-    let job = job_id(&r);
+    let job = r.job_id();
     for s in SERVERS {
         assert_eq!(bed.served(s), "1.0.0", "{s}");
     }
@@ -188,14 +190,10 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
     //    them, halts and puts site a back; the record matches the servers.
     let r = release_while(&bed, &ann, "1.1.0", || bed.runner("b").kill());
     assert_ne!(r.code, 0, "{r:?}");
-    let job = job_id(&r);
+    let job = r.job_id();
     assert_eq!(gw.job_state(&ann, &job), "failed");
     let ends = host_ends(gw, &admin, &job);
-    let lost: Vec<String> = (bed.parts(&job).into_iter())
-        .filter(|(_, _, state)| state == "lost")
-        .map(|(host, _, _)| host)
-        .collect();
-    assert!(!lost.is_empty(), "{:?}", bed.parts(&job));
+    let lost = lost_parts(&bed, &job);
     for host in &lost {
         assert_eq!(site_of(host), "b");
         let (status, error) = last_end(&ends, host);
@@ -212,11 +210,11 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
 
     eprintln!("{:?}: 3", t0.elapsed());
     // 3. Site b's runner down: its hosts wait, then are unreachable, named as such,
-    //    untouched; site a goes back again.
+    //    untouched (the release site a serves: nothing to roll back there).
     let before: Vec<String> = ["web4", "web5", "web6"].map(|s| bed.served(s)).to_vec();
-    let r = gw.run(Some(&ann), &["release", "hello", "1.1.0", "-e", "staging"]);
+    let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
     assert_ne!(r.code, 0, "{r:?}");
-    let job = job_id(&r);
+    let job = r.job_id();
     let ends = host_ends(gw, &admin, &job);
     let (status, error) = last_end(&ends, "web4");
     assert_eq!(status, "unreachable", "{error}");
@@ -285,7 +283,7 @@ fn one_job_spans_two_sites_through_their_runners_and_a_runner_killed_or_down_is_
 
 #[test]
 fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
-    let bed = SitesBed::up("sites-stall", "site_wait_secs = 10\n");
+    let mut bed = SitesBed::up("sites-stall", "site_wait_secs = 10\n");
     let gw = &bed.front;
     let ann = gw.token("ann", "staging", false);
     let admin = gw.token("root", "", true);
@@ -295,13 +293,9 @@ fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
     // Site b's runner stalls (SIGSTOP, by Docker's freezer) while it runs its hosts.
     let r = release_while(&bed, &ann, "1.1.0", || bed.runner("b").pause());
     assert_ne!(r.code, 0, "{r:?}");
-    let job = job_id(&r);
+    let job = r.job_id();
     let ends = host_ends(gw, &admin, &job);
-    let lost: Vec<String> = (bed.parts(&job).into_iter())
-        .filter(|(_, _, state)| state == "lost")
-        .map(|(host, _, _)| host)
-        .collect();
-    assert!(!lost.is_empty(), "{:?}", bed.parts(&job));
+    let lost = lost_parts(&bed, &job);
     for host in &lost {
         let (status, error) = last_end(&ends, host);
         assert_eq!(status, "failed", "{host}: {error}");
@@ -369,6 +363,58 @@ fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
         (bed.parts(&job).iter()).all(|(_, _, state)| state == "done"),
         "{:?}",
         bed.parts(&job)
+    );
+    assert_status_is_the_truth(&bed, &ann);
+
+    // The front door SIGKILLed while site b's runner runs its parts, then restarted: it
+    // marks the job interrupted; the runners stop its parts at their next renewal; then
+    // the hosts are read through the runners and the record is what they serve.
+    let body = r#"{"app":"hello","env":"staging","version":"1.4.0"}"#;
+    let (code, _, answer) = bed
+        .front
+        .http("POST", "/v1/deployments", Some(&ann), Some(body));
+    assert_eq!(code, 202, "{answer}");
+    let job = serde_json::from_str::<Value>(&answer).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let since = Instant::now();
+    while bed.tb.sql(&format!(
+        "SELECT count(*) FROM site_parts WHERE job_id = '{job}' AND site = 'b' AND state = 'running'"
+    ))
+    .trim()
+        == "0"
+    {
+        assert!(since.elapsed() < Duration::from_secs(120), "site b never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bed.front.restart();
+    assert_eq!(bed.front.job_state(&ann, &job), "interrupted");
+    let since = Instant::now();
+    loop {
+        let running = bed.tb.sql(&format!(
+            "SELECT count(*) FROM site_parts WHERE job_id = '{job}' AND state = 'running'"
+        ));
+        let reconciled = bed
+            .front
+            .log()
+            .contains(&format!("job {job}: the live record of"));
+        if running.trim() == "0" && reconciled {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(90),
+            "{}",
+            bed.front.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        bed.front
+            .log()
+            .contains(&format!("job {job}: the live record of 6 host(s)")),
+        "{}",
+        bed.front.log()
     );
     assert_status_is_the_truth(&bed, &ann);
 }

@@ -131,19 +131,7 @@ impl SiteHosts {
                     error: Some(error.clone()),
                     round_trips: 0,
                 }));
-                HostResult {
-                    host: host.name.clone(),
-                    status,
-                    changed: 0,
-                    elapsed: started.elapsed(),
-                    error: Some(error),
-                    connections: 0,
-                    channels: 0,
-                    round_trips: 0,
-                    previous: None,
-                    serving: None,
-                    env_sha256: None,
-                }
+                HostResult::untouched(&host.name, status, Some(error), started.elapsed())
             }
         }
     }
@@ -263,6 +251,22 @@ fn give_up(
             ),
         )),
         _ => None,
+    }
+}
+
+/// Waits (at most `limit`) until no runner runs a part of job `id`: a job whose process
+/// stopped has parts that go on until their runners' next renewal drops them (their
+/// gates then close), and a command in flight may still change a host until then; the
+/// hosts are read after that (`reconcile`).  False if parts still run at the limit.
+pub async fn settle(db: &Db, id: &str, limit: Duration) -> bool {
+    let since = Instant::now();
+    loop {
+        let i = id.to_string();
+        match db.call(move |s| s.parts_running(&i)).await {
+            Ok(0) => return true,
+            Ok(_) | Err(_) if since.elapsed() >= limit => return false,
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
     }
 }
 

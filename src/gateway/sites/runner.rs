@@ -117,7 +117,7 @@ async fn run(jobs: Jobs, part: Part, claimed_at: Instant, shares: Arc<Shares>) {
                 error: Some(error.clone()),
                 round_trips: 0,
             }));
-            failed(&part.host, error)
+            HostResult::untouched(&part.host, HostStatus::Failed, Some(error), Duration::ZERO)
         }
     };
     sink.close().await;
@@ -181,22 +181,6 @@ async fn plan_and_run(
         &share,
     )
     .await
-}
-
-fn failed(host: &str, error: String) -> HostResult {
-    HostResult {
-        host: host.to_string(),
-        status: HostStatus::Failed,
-        changed: 0,
-        elapsed: Duration::ZERO,
-        error: Some(error),
-        connections: 0,
-        channels: 0,
-        round_trips: 0,
-        previous: None,
-        serving: None,
-        env_sha256: None,
-    }
 }
 
 /// A part's events, numbered here and written beside the part in small batches (the

@@ -582,6 +582,8 @@ pub trait Store: Send + Sync {
     fn cancel_part(&self, id: &str) -> Result<()>;
     /// Marks the running parts of `owner` (a runner's previous life) lost; their ids.
     fn lose_parts_of(&self, owner: &str) -> Result<Vec<String>>;
+    /// How many parts of job `job` a runner runs now.
+    fn parts_running(&self, job: &str) -> Result<u64>;
     /// Asks the runners of `site` what the hosts of (`app`, `env`) there run.
     fn add_ask(&self, id: &str, site: &str, app: &str, env: &str) -> Result<()>;
     /// Claims up to `limit` queued asks of `site` for `owner`: (id, app, env) each.

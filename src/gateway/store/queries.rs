@@ -624,6 +624,10 @@ impl<B: Backend> Store for SqlStore<B> {
         sites::lose_owned(self, owner)
     }
 
+    fn parts_running(&self, job: &str) -> Result<u64> {
+        sites::running(self, job)
+    }
+
     fn add_ask(&self, id: &str, site: &str, app: &str, env: &str) -> Result<()> {
         sites::add_ask(self, id, site, app, env)
     }

@@ -258,3 +258,13 @@ pub(super) fn drop_ask<B: Backend>(s: &SqlStore<B>, id: &str) -> Result<()> {
         .map(|_| ())
     })
 }
+
+pub(super) fn running<B: Backend>(s: &SqlStore<B>, job: &str) -> Result<u64> {
+    s.read("counting a job's running parts", |c| {
+        let rows = c.query(
+            "SELECT COUNT(*) FROM site_parts WHERE job_id = $1 AND state = 'running'",
+            vals![job],
+        )?;
+        rows.first().map_or(Ok(0), |r| r.u64(0))
+    })
+}

@@ -67,7 +67,7 @@
 //! - `store_tests_sites.rs`: add_part, claim_parts, part, add_part_events,
 //!   part_events_after, set_part_state:
 //!   `a_part_is_claimed_once_by_its_sites_runners_and_ended_once_by_its_claimer`;
-//!   cancel_part, lose_parts_of (and parts in renew_leases, cancel_requests):
+//!   cancel_part, lose_parts_of, parts_running (and parts in renew_leases, cancel_requests):
 //!   `a_runners_parts_are_renewed_and_cancelled_with_its_jobs_while_their_job_runs`;
 //!   add_ask, claim_asks, answer_ask, ask_answer, drop_ask:
 //!   `an_ask_is_claimed_once_by_its_sites_runner_answered_and_forgotten`.

@@ -122,7 +122,9 @@ fn a_runners_parts_are_renewed_and_cancelled_with_its_jobs_while_their_job_runs(
         })
         .unwrap();
         let short = lease_until("runner-b", 5_000);
+        assert_eq!(s.parts_running("j1").unwrap(), 0);
         assert_eq!(s.claim_parts("b", &short, 8).unwrap().len(), 2);
+        assert_eq!(s.parts_running("j1").unwrap(), 2);
         let mut held = s.renew_leases(&lease("runner-b")).unwrap();
         held.sort();
         assert_eq!(held, ["j1/web4", "j1/web5"]);
@@ -142,6 +144,7 @@ fn a_runners_parts_are_renewed_and_cancelled_with_its_jobs_while_their_job_runs(
         lost.sort();
         assert_eq!(lost, ["j1/web4", "j1/web5"]);
         assert_eq!(s.part("j1/web5").unwrap().unwrap().state, PartState::Lost);
+        assert_eq!(s.parts_running("j1").unwrap(), 0);
         // Parts of a job no longer running are never claimed.
         s.add_part(&NewPart {
             id: "j1/web6".into(),
