@@ -290,7 +290,7 @@ fn a_runner_stalled_mid_part_loses_it_and_sends_nothing_when_it_wakes() {
     let r = gw.run(Some(&ann), &["release", "hello", "1.0.0", "-e", "staging"]);
     assert_eq!(r.code, 0, "{r:?}");
 
-    // Site b's runner stalls (SIGSTOP, by Docker's freezer) while it runs its hosts.
+    // Site b's runner stalls (SIGSTOP) while it runs its hosts.
     let r = release_while(&bed, &ann, "1.1.0", || bed.runner("b").pause());
     assert_ne!(r.code, 0, "{r:?}");
     let job = r.job_id();

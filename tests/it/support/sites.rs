@@ -254,13 +254,22 @@ impl Runner {
         docker(&["kill", &self.container]);
     }
 
-    /// SIGSTOP as Docker gives it (the freezer): the runner stalls, its process alive.
+    /// SIGSTOP to the runner's process: it stalls, alive, its connections open.  (Not
+    /// `docker pause`: the cgroup freezer can fail to freeze a busy container.)
     pub fn pause(&self) {
-        docker(&["pause", &self.container]);
+        self.signal("STOP");
     }
 
+    /// SIGCONT: the stalled runner goes on where it stopped.
     pub fn unpause(&self) {
-        docker(&["unpause", &self.container]);
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let script = format!(
+            "for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = deploy-gateway ] && kill -{sig} ${{p#/proc/}}; done; true"
+        );
+        docker(&["exec", &self.container, "sh", "-c", &script]);
     }
 
     /// Starts the killed runner again (the same id: its previous parts are marked lost).
